@@ -1,0 +1,38 @@
+# Two commands: `make run` and `make test`. Both create .venv and install the pinned
+# dependencies when needed (the stamp file is rebuilt whenever a requirements file changes).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REQS := requirements.txt requirements-dev.txt trainer/requirements.txt scorer/requirements.txt constraints.txt pyproject.toml
+
+.PHONY: setup run test lint bench constraints clean
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and exactly pinned, so no dependency can pull an unpinned (CUDA) build.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/retrain run --source sample --ticker MSFT
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Re-pin after changing a requirements file: `make constraints`.
+constraints: setup
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .retrain .pytest_cache

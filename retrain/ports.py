@@ -1,0 +1,179 @@
+"""The `MLPlatform` port and the value types that cross it.
+
+The orchestrator and the activities only ever talk to this protocol. Two adapters implement it:
+`retrain.azureml` (Azure ML through `azure-ai-ml`) and `retrain.local` (the embedded platform).
+
+Every value type is a frozen dataclass that round-trips through plain JSON (`to_dict` /
+`from_dict`), because activity inputs and outputs travel through the Durable Functions history.
+Long Azure operations (a deployment takes many minutes) are split into a `begin_*` call and a
+status call, so no activity blocks for minutes; the orchestrator waits with durable timers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T", bound="_Value")
+
+# Azure ML job statuses (azure.ai.ml.entities.JobStatus vocabulary).
+JOB_TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
+JOB_STATUSES = frozenset(
+    {
+        "NotStarted",
+        "Starting",
+        "Provisioning",
+        "Preparing",
+        "Queued",
+        "Running",
+        "Finalizing",
+        "CancelRequested",
+        "Unknown",
+    }
+) | JOB_TERMINAL_STATUSES
+
+# Provisioning states of endpoints and deployments (Azure's vocabulary; `NotFound` is ours).
+PROVISIONING_TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "NotFound"})
+
+SLOTS = ("blue", "green")
+
+
+class PlatformError(RuntimeError):
+    """A platform call failed in a way that retrying will not fix (bad input, missing entity)."""
+
+
+class TransientPlatformError(PlatformError):
+    """A platform call failed in a way that may succeed when retried (network, throttling, 5xx)."""
+
+
+@dataclass(frozen=True)
+class _Value:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class DataAsset(_Value):
+    """An immutable, versioned data asset (a CSV snapshot with Date and OHLCV columns)."""
+
+    name: str  # e.g. "msft-daily"
+    version: str  # derived from the content: the same data gives the same version
+    uri: str  # a local path, or an azureml:// URI
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelRef(_Value):
+    name: str
+    version: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingRequest(_Value):
+    job_name: str  # computed by the caller from the instance id: submitting twice is a no-op
+    experiment_name: str  # one per ticker
+    ticker: str
+    data: dict[str, Any]  # DataAsset.to_dict()
+    instance_id: str  # orchestration instance id; travels in the job's tags
+    code_version: str
+    champion: dict[str, Any] | None = None  # ModelRef.to_dict() of the current champion, if any
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_asset(self) -> DataAsset:
+        return DataAsset.from_dict(self.data)
+
+    @property
+    def champion_model(self) -> ModelRef | None:
+        return ModelRef.from_dict(self.champion) if self.champion else None
+
+
+@dataclass(frozen=True)
+class JobStatus(_Value):
+    job_name: str
+    status: str  # one of JOB_STATUSES
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Completed"
+
+
+@dataclass(frozen=True)
+class DeploymentState(_Value):
+    endpoint: str
+    slot: str  # "blue" or "green"
+    state: str  # Creating, Updating, Succeeded, Failed, Deleting, NotFound
+    model: dict[str, Any] | None = None  # ModelRef.to_dict()
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in PROVISIONING_TERMINAL
+
+
+@dataclass(frozen=True)
+class EndpointState(_Value):
+    name: str
+    state: str  # Creating, Succeeded, Failed, NotFound
+    scoring_uri: str | None = None
+    traffic: dict[str, int] = field(default_factory=dict)  # slot -> percent, sums to 100 or is empty
+    deployments: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # slot -> ModelRef dict
+
+    def serving_slot(self) -> str | None:
+        """The slot with the most traffic, or None when nothing serves yet."""
+        live = {s: p for s, p in self.traffic.items() if p > 0}
+        return max(live, key=lambda s: live[s]) if live else None
+
+    def idle_slot(self) -> str:
+        """The slot a new model goes to: the one that is not serving."""
+        serving = self.serving_slot()
+        return SLOTS[1] if serving == SLOTS[0] else SLOTS[0]
+
+
+@runtime_checkable
+class MLPlatform(Protocol):
+    """What the retraining workflow needs from an ML platform. Every call is idempotent where the
+    workflow may repeat it (an activity can run again after a crash)."""
+
+    # Data assets: immutable versions; registering the same (name, version) twice returns the first.
+    def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset: ...
+
+    # Training jobs. `submit_training` returns the job name; a second submit of the same name is a no-op.
+    def submit_training(self, request: TrainingRequest) -> str: ...
+
+    def get_job(self, job_name: str) -> JobStatus: ...
+
+    def get_job_metrics(self, job_name: str) -> dict[str, float]: ...
+
+    # Model registry. Registering the same job's model twice returns the existing version.
+    def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef: ...
+
+    def get_champion(self, name: str) -> ModelRef | None: ...
+
+    def set_champion(self, model: ModelRef) -> None: ...
+
+    # Online endpoint with blue/green slots.
+    def begin_create_endpoint(self, name: str) -> EndpointState: ...
+
+    def get_endpoint(self, name: str) -> EndpointState: ...
+
+    def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState: ...
+
+    def get_deployment(self, endpoint: str, slot: str) -> DeploymentState: ...
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> EndpointState: ...
+
+    def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]: ...
+
+    def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState: ...

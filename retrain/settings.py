@@ -1,0 +1,118 @@
+"""Typed settings, read from the environment (Azure app settings, or `local.settings.json` `Values`
+that the local host and the CLI load into the environment, as `func start` does).
+
+`SETTINGS` is the single list of every setting the code reads: `local.settings.sample.json` and the
+Bicep app settings are checked against it by a test, so a new setting must be declared here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # What to retrain and when.
+    Setting("RETRAIN_TICKERS", "MSFT", "Comma-separated ticker symbols the weekly timer retrains."),
+    Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
+    Setting("RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."),
+    Setting("RETRAIN_LOOKBACK_DAYS", "1825", "Calendar days of history fetched for each training run."),
+    Setting("RETRAIN_PLATFORM", "local", "ML platform adapter: local (embedded) or azureml."),
+    Setting("RETRAIN_STATE_DIR", ".retrain", "Local platform and host state directory."),
+    # Training.
+    Setting("RETRAIN_MAX_EPOCHS", "30", "Maximum training epochs (early stopping usually ends sooner)."),
+    Setting("RETRAIN_JOB_POLL_MINUTES", "10", "Minutes to wait for the job-finished event before polling the job status."),
+    Setting("RETRAIN_JOB_TIMEOUT_HOURS", "24", "Give up on a training job after this many hours."),
+    # Quality gate and rollout.
+    Setting("RETRAIN_GATE_BASELINE_MARGIN", "0.05", "Challenger MAE may exceed the naive baseline's by at most this fraction."),
+    Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
+    Setting("RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."),
+    Setting("RETRAIN_KEEP_OLD_SLOT", "false", "Keep the retired slot deployed at 0% (cold standby) instead of deleting it."),
+    Setting("RETRAIN_DEPLOY_TIMEOUT_MINUTES", "60", "Give up on a deployment that has not succeeded after this long."),
+    # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
+    Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
+    Setting("RETRAIN_SYSTEM_KEY", None, "System key for the Event Grid webhook (local host).", secret=True),
+    # Azure ML workspace (the azureml platform).
+    Setting("AZURE_SUBSCRIPTION_ID", None, "Subscription of the Azure ML workspace."),
+    Setting("AZURE_RESOURCE_GROUP", None, "Resource group of the Azure ML workspace."),
+    Setting("AZUREML_WORKSPACE_NAME", None, "Azure ML workspace name."),
+    Setting("AZUREML_COMPUTE_NAME", "cpu-cluster", "AmlCompute cluster for training (created with min 0 nodes if missing)."),
+    Setting("AZUREML_COMPUTE_SIZE", "Standard_DS3_v2", "VM size of the training cluster."),
+    Setting("AZUREML_COMPUTE_MAX_NODES", "2", "Maximum nodes of the training cluster."),
+    Setting("AZUREML_ENDPOINT_INSTANCE_TYPE", "Standard_DS3_v2", "VM size of the online deployments."),
+    Setting("AZURE_CLIENT_ID", None, "Client id of the user-assigned managed identity (DefaultAzureCredential reads it)."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_local_settings(path: str | Path = "local.settings.json", environ: dict[str, str] | None = None) -> None:
+    """Copy `Values` from a local.settings.json into the environment without overriding what is set,
+    as `func start` does."""
+    env = os.environ if environ is None else environ
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        values = json.loads(p.read_text()).get("Values", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise SettingsError(f"{p}: not valid local.settings.json ({exc}); expected {{\"Values\": {{...}}}}") from exc
+    for key, value in values.items():
+        env.setdefault(key, str(value))
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The raw value of a declared setting (its default when unset)."""
+    if name not in _BY_NAME:
+        raise KeyError(f"{name} is not a declared setting; add it to retrain.settings.SETTINGS")
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    return value if value not in (None, "") else _BY_NAME[name].default
+
+
+def get_int(name: str, environ: Mapping[str, str] | None = None) -> int:
+    raw = get(name, environ)
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def get_float(name: str, environ: Mapping[str, str] | None = None) -> float:
+    raw = get(name, environ)
+    try:
+        return float(str(raw))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def get_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    raw = str(get(name, environ)).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", "none"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def get_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    return [item.strip() for item in str(get(name, environ) or "").split(",") if item.strip()]
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return Path(str(get("RETRAIN_STATE_DIR", environ))).resolve()
