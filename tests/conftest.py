@@ -1,0 +1,41 @@
+"""Fixtures shared across the suite: one real training run on the bundled sample, reused by every
+test that needs a model (training is the slow part, so it happens once per session)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MSFT snapshot (bundled sample data), about four years of trading days."""
+    from retrain.market_data import fetch_prices, write_snapshot
+
+    prices = fetch_prices("MSFT", source="sample", lookback_days=1500)
+    return write_snapshot(prices, "MSFT", tmp_path_factory.mktemp("data")).path
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Path:
+    """The output directory of a short real training run: `model/`, `metrics.json`, `forecast.png`."""
+    out = tmp_path_factory.mktemp("trained")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    subprocess.run(
+        [sys.executable, str(REPO / "trainer" / "train.py"), "--data", str(sample_csv), "--output", str(out),
+         "--max-epochs", "3"],
+        check=True, env=env, cwd=out, timeout=600,
+    )
+    return out
