@@ -1,0 +1,236 @@
+"""Pure builders of the azure-ai-ml entities the adapter submits. No I/O, no client: every function
+takes plain values and returns an SDK entity, so the tests can validate each one against the SDK's own
+YAML schemas (dump, then `load_job` / `load_model` / ...)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from azure.ai.ml import Input, Output, command
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import (
+    AmlCompute,
+    CodeConfiguration,
+    Command,
+    Data,
+    Environment,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+    Model,
+)
+
+from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Curated Azure ML base image; the conda file layers the trainer's / scorer's pinned packages on top.
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+
+# Tag names shared with the local adapter, the Event Grid handler and the lineage queries.
+TAG_INSTANCE_ID = "orchestration_instance_id"
+TAG_TICKER = "ticker"
+TAG_DATA_ASSET = "data_asset"
+TAG_DATA_VERSION = "data_version"
+TAG_CODE_VERSION = "code_version"
+TAG_JOB_NAME = "job_name"
+TAG_CHAMPION = "champion"
+
+# trainer/train.py flags the orchestrator may set (hyperparameter key -> CLI flag).
+TRAINER_FLAGS: dict[str, str] = {
+    "window": "--window",
+    "hidden_size": "--hidden-size",
+    "max_epochs": "--max-epochs",
+    "learning_rate": "--learning-rate",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "patience": "--patience",
+}
+
+# Azure ML names: letters, digits, '-' and '_', starting with a letter or digit.
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+# Online endpoint names: 3-32 chars, letter first, letters/digits/'-', no trailing '-'.
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+
+
+def _check_name(kind: str, value: str, pattern: re.Pattern[str] = _ASSET_NAME) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise PlatformError(
+            f"{kind} {value!r} is not a valid Azure ML name; use letters, digits, '-' or '_' "
+            f"(pattern {pattern.pattern})"
+        )
+    return value
+
+
+def _str_tags(tags: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in tags.items() if v is not None}
+
+
+def asset_ref(name: str, version: str) -> str:
+    """The short reference form the SDK resolves to the asset's ARM id."""
+    return f"azureml:{name}:{version}"
+
+
+def data_entity(name: str, version: str, csv_path: str, tags: dict[str, str]) -> Data:
+    _check_name("data asset name", name)
+    if not str(version):
+        raise PlatformError("data asset version is empty; pass the snapshot's content version")
+    return Data(
+        name=name,
+        version=str(version),
+        type=AssetTypes.URI_FILE,
+        path=str(csv_path),
+        description=f"Daily OHLCV snapshot {name}:{version}",
+        tags=_str_tags(tags),
+    )
+
+
+def trainer_environment(repo_root: Path = REPO_ROOT) -> Environment:
+    return Environment(image=BASE_IMAGE, conda_file=str(repo_root / "trainer" / "environment.yml"))
+
+
+def scorer_environment(repo_root: Path = REPO_ROOT) -> Environment:
+    return Environment(image=BASE_IMAGE, conda_file=str(repo_root / "scorer" / "environment.yml"))
+
+
+def job_tags(request: TrainingRequest) -> dict[str, str]:
+    data = request.data_asset
+    tags = {
+        TAG_INSTANCE_ID: request.instance_id,
+        TAG_TICKER: request.ticker,
+        TAG_DATA_ASSET: data.name,
+        TAG_DATA_VERSION: data.version,
+        TAG_CODE_VERSION: request.code_version,
+    }
+    champion = request.champion_model
+    if champion:
+        tags[TAG_CHAMPION] = f"{champion.name}:{champion.version}"
+    return tags
+
+
+def training_job(request: TrainingRequest, compute: str, repo_root: Path = REPO_ROOT) -> Command:
+    """The command job that runs trainer/train.py on the cluster. The data asset and the champion
+    model are inputs by reference (`azureml:<name>:<version>`), so the job records their lineage."""
+    _check_name("job name", request.job_name)
+    _check_name("experiment name", request.experiment_name)
+    unknown = sorted(set(request.hyperparameters) - set(TRAINER_FLAGS))
+    if unknown:
+        raise PlatformError(f"unknown hyperparameters {unknown}; allowed: {sorted(TRAINER_FLAGS)}")
+    data = request.data_asset
+    inputs: dict[str, Any] = {
+        "data": Input(type=AssetTypes.URI_FILE, path=asset_ref(data.name, data.version))
+    }
+    args = ["python train.py", "--data ${{inputs.data}}", "--output ${{outputs.output}}"]
+    champion = request.champion_model
+    if champion:
+        inputs["champion"] = Input(
+            type=AssetTypes.MLFLOW_MODEL, path=asset_ref(champion.name, champion.version)
+        )
+        args.append("--champion-model ${{inputs.champion}}")
+    for key in sorted(request.hyperparameters):
+        inputs[key] = request.hyperparameters[key]
+        args.append(f"{TRAINER_FLAGS[key]} ${{{{inputs.{key}}}}}")
+    return command(
+        name=request.job_name,
+        display_name=f"train {request.ticker} {data.version}",
+        experiment_name=request.experiment_name,
+        description=f"Retrain the {request.ticker} forecaster on {data.name}:{data.version}",
+        code=str(repo_root / "trainer"),
+        command=" ".join(args),
+        inputs=inputs,
+        outputs={"output": Output(type=AssetTypes.URI_FOLDER)},
+        environment=trainer_environment(repo_root),
+        compute=compute,
+        tags=job_tags(request),
+    )
+
+
+def compute_cluster(name: str, size: str, max_nodes: int) -> AmlCompute:
+    _check_name("compute name", name)
+    if max_nodes < 1:
+        raise PlatformError(f"AZUREML_COMPUTE_MAX_NODES={max_nodes}; it must be at least 1")
+    # min 0: the cluster costs nothing between retraining runs.
+    return AmlCompute(
+        name=name,
+        size=size,
+        min_instances=0,
+        max_instances=max_nodes,
+        idle_time_before_scale_down=900,
+        tier="dedicated",
+    )
+
+
+def job_model_path(job_name: str) -> str:
+    """Where the trainer logs its MLflow model inside the job's run artifacts."""
+    return f"azureml://jobs/{job_name}/outputs/artifacts/paths/model/"
+
+
+def model_entity(name: str, version: str, job_name: str, tags: dict[str, str]) -> Model:
+    _check_name("model name", name)
+    return Model(
+        name=name,
+        version=str(version),
+        type=AssetTypes.MLFLOW_MODEL,
+        path=job_model_path(job_name),
+        description=f"Forecaster trained by job {job_name}",
+        tags=_str_tags({**tags, TAG_JOB_NAME: job_name}),
+    )
+
+
+def endpoint_entity(name: str) -> ManagedOnlineEndpoint:
+    _check_name("endpoint name", name, _ENDPOINT_NAME)
+    return ManagedOnlineEndpoint(
+        name=name,
+        auth_mode="key",
+        description="Next-day close forecaster (blue/green)",
+        tags={"app": "retrain"},
+    )
+
+
+def deployment_entity(
+    endpoint: str, slot: str, model: ModelRef, instance_type: str, repo_root: Path = REPO_ROOT
+) -> ManagedOnlineDeployment:
+    _check_name("endpoint name", endpoint, _ENDPOINT_NAME)
+    if slot not in SLOTS:
+        raise PlatformError(f"slot {slot!r} is not one of {SLOTS}")
+    return ManagedOnlineDeployment(
+        name=slot,
+        endpoint_name=endpoint,
+        model=asset_ref(model.name, model.version),
+        code_configuration=CodeConfiguration(code=str(repo_root / "scorer"), scoring_script="score.py"),
+        environment=scorer_environment(repo_root),
+        instance_type=instance_type,
+        instance_count=1,
+        tags=_str_tags({"model": f"{model.name}:{model.version}"}),
+    )
+
+
+def data_asset(data: Data) -> DataAsset:
+    """The port's value for a registered SDK `Data`."""
+    return DataAsset(
+        name=str(data.name),
+        version=str(data.version),
+        uri=asset_ref(str(data.name), str(data.version)),
+        tags=dict(data.tags or {}),
+    )
+
+
+def model_ref(model: Model) -> ModelRef:
+    return ModelRef(name=str(model.name), version=str(model.version), tags=dict(model.tags or {}))
+
+
+_MODEL_ID = re.compile(
+    r"(?:/models/(?P<n1>[^/]+)/versions/(?P<v1>[^/]+)$)|(?:^azureml:(?P<n2>[^:/]+):(?P<v2>[^:/]+)$)"
+)
+
+
+def parse_model_id(model: Any) -> ModelRef | None:
+    """A deployment's model as a ModelRef, from an ARM id, an `azureml:name:version` or a Model."""
+    if model is None:
+        return None
+    if isinstance(model, Model):
+        return ModelRef(name=str(model.name), version=str(model.version))
+    m = _MODEL_ID.search(str(model))
+    if not m:
+        return None
+    return ModelRef(name=m.group("n1") or m.group("n2"), version=m.group("v1") or m.group("v2"))

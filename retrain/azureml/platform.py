@@ -1,0 +1,380 @@
+"""`AzureMLPlatform`: the `MLPlatform` port over azure-ai-ml.
+
+Every call is short: long Azure operations (endpoint and deployment creation, deletion) are started
+with `begin_*` and NOT waited on; the orchestrator polls `get_endpoint` / `get_deployment` between
+durable timers. (The SDK's `LROPoller` keeps polling in a daemon thread until the operation ends; we
+never block on it.) Repeated calls are idempotent: each begins with a `get` of the target entity.
+
+Metrics come from the job's MLflow run through the workspace's MLflow REST API
+(`GET {tracking}/api/2.0/mlflow/runs/get?run_id=<job name>`) with azure-core and the MLClient's
+credential, so the Function App needs no mlflow package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from retrain import settings
+from retrain.azureml import entities
+from retrain.azureml.client import azure_call, call, make_ml_client
+from retrain.ports import (
+    JOB_STATUSES,
+    SLOTS,
+    DataAsset,
+    DeploymentState,
+    EndpointState,
+    JobStatus,
+    ModelRef,
+    PlatformError,
+    TrainingRequest,
+)
+
+ARM_SCOPE = "https://management.azure.com/.default"
+
+# Azure provisioning states -> the port's vocabulary (Creating, Updating, Succeeded, Failed, Deleting, NotFound).
+_PROVISIONING = {
+    "creating": "Creating",
+    "updating": "Updating",
+    "scaling": "Updating",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "canceled": "Failed",
+    "cancelled": "Failed",
+    "deleting": "Deleting",
+}
+_JOB_STATUS = {s.lower(): s for s in JOB_STATUSES} | {"cancelled": "Canceled"}
+
+
+def _text(raw: Any) -> str:
+    """The wire value of an SDK enum member (`JobStatus.NOT_STARTED` -> "NotStarted") or a string."""
+    return str(getattr(raw, "value", raw) or "").strip()
+
+
+def map_job_status(raw: Any) -> str:
+    """An Azure ML job status in the port's vocabulary (anything unrecognised is `Unknown`)."""
+    return _JOB_STATUS.get(_text(raw).lower(), "Unknown")
+
+
+def map_provisioning_state(raw: Any) -> str:
+    """An endpoint/deployment provisioning state in the port's vocabulary. No state yet means the
+    create was just accepted (Creating); an unrecognised one is treated as still in progress."""
+    text = _text(raw)
+    return _PROVISIONING.get(text.lower(), "Updating" if text else "Creating")
+
+
+def _tag_true(tags: Mapping[str, Any] | None, key: str) -> bool:
+    return str((tags or {}).get(key, "")).lower() == "true"
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if str(version).isdigit() else (1, str(version))
+
+
+class AzureMLPlatform:
+    """The retraining workflow's platform, backed by one Azure ML workspace."""
+
+    def __init__(
+        self,
+        ml_client: Any = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        repo_root: Path = entities.REPO_ROOT,
+        **pipeline_options: Any,
+    ) -> None:
+        self._environ = environ
+        self._pipeline_options = pipeline_options
+        self.ml_client = ml_client if ml_client is not None else make_ml_client(environ, **pipeline_options)
+        self.repo_root = Path(repo_root)
+        self.compute_name = str(settings.get("AZUREML_COMPUTE_NAME", environ))
+        self.compute_size = str(settings.get("AZUREML_COMPUTE_SIZE", environ))
+        self.compute_max_nodes = settings.get_int("AZUREML_COMPUTE_MAX_NODES", environ)
+        self.instance_type = str(settings.get("AZUREML_ENDPOINT_INSTANCE_TYPE", environ))
+        self._tracking_base: str | None = None
+
+    # ---- data assets -------------------------------------------------------------------------
+    def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset:
+        existing = self._get_or_none(
+            "get data asset", self.ml_client.data.get, name=name, version=str(version)
+        )
+        if existing is not None:
+            return entities.data_asset(existing)
+        if not Path(csv_path).is_file():
+            raise PlatformError(f"{csv_path} is not a file; pass the CSV snapshot written by write_snapshot")
+        created = call(
+            f"register data asset {name}:{version}",
+            self.ml_client.data.create_or_update,
+            entities.data_entity(name, version, csv_path, tags),
+        )
+        return entities.data_asset(created)
+
+    # ---- training ----------------------------------------------------------------------------
+    def submit_training(self, request: TrainingRequest) -> str:
+        if self._get_or_none("get job", self.ml_client.jobs.get, request.job_name) is not None:
+            return request.job_name  # already submitted (the activity ran again)
+        job = entities.training_job(request, self.compute_name, self.repo_root)
+        self._ensure_compute()
+        created = call(f"submit training job {request.job_name}", self.ml_client.jobs.create_or_update, job)
+        return str(created.name or request.job_name)
+
+    def _ensure_compute(self) -> None:
+        if self._get_or_none("get compute", self.ml_client.compute.get, self.compute_name) is not None:
+            return
+        cluster = entities.compute_cluster(self.compute_name, self.compute_size, self.compute_max_nodes)
+        # Not awaited: Azure queues the job until the new cluster can take it.
+        call(f"create compute {self.compute_name}", self.ml_client.compute.begin_create_or_update, cluster)
+
+    def get_job(self, job_name: str) -> JobStatus:
+        job = self._get_or_none("get job", self.ml_client.jobs.get, job_name)
+        if job is None:
+            raise PlatformError(f"job {job_name!r} does not exist in the workspace; was it submitted?")
+        status = map_job_status(job.status)
+        error = None
+        if status in ("Failed", "Canceled", "NotResponding", "Paused"):
+            error = f"Azure ML job {job_name} ended {status}; see {job.studio_url or 'Azure ML studio'}"
+        return JobStatus(job_name=job_name, status=status, error=error)
+
+    def get_job_metrics(self, job_name: str) -> dict[str, float]:
+        run = self._mlflow_get("runs/get", {"run_id": job_name})
+        latest: dict[str, tuple[int, int, float]] = {}
+        for metric in (run.get("run") or {}).get("data", {}).get("metrics", []) or []:
+            key, value = metric.get("key"), metric.get("value")
+            if key is None or value is None:
+                continue
+            order = (int(metric.get("step") or 0), int(metric.get("timestamp") or 0))
+            if key not in latest or order >= latest[key][:2]:
+                latest[key] = (*order, float(value))
+        return {key: entry[2] for key, entry in sorted(latest.items())}
+
+    def _mlflow_tracking_base(self) -> str:
+        if self._tracking_base is None:
+            ws = call("get workspace", self.ml_client.workspaces.get, self.ml_client.workspace_name)
+            uri = str(ws.mlflow_tracking_uri or "")
+            if not uri.startswith("azureml://"):
+                raise PlatformError(f"workspace has no MLflow tracking URI (got {uri!r})")
+            self._tracking_base = "https://" + uri[len("azureml://") :].rstrip("/")
+        return self._tracking_base
+
+    def _mlflow_get(self, api: str, params: dict[str, str]) -> dict[str, Any]:
+        from azure.core import PipelineClient
+        from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+        from azure.core.rest import HttpRequest
+
+        from retrain.azureml.client import RETRY_OPTIONS
+
+        base = self._mlflow_tracking_base()
+        options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
+        pipeline = PipelineClient(
+            base_url=base,
+            policies=[
+                RetryPolicy(**RETRY_OPTIONS),
+                BearerTokenCredentialPolicy(self.ml_client._credential, ARM_SCOPE),
+            ],
+            **options,
+        )
+        request = HttpRequest("GET", f"{base}/api/2.0/mlflow/{api}", params=params)
+        with azure_call(f"read MLflow {api} {params}"):
+            response = pipeline.send_request(request)
+            if response.status_code == 404:
+                raise PlatformError(f"no MLflow run {params}; the job may not have started logging yet")
+            response.raise_for_status()
+            return response.json()
+
+    # ---- models ------------------------------------------------------------------------------
+    def _model_versions(self, name: str) -> list[Any]:
+        with azure_call(f"list model versions of {name}"):
+            try:
+                return list(self.ml_client.models.list(name=name))
+            except ResourceNotFoundError:
+                return []
+
+    def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef:
+        versions = self._model_versions(name)
+        for model in versions:
+            if (model.tags or {}).get(entities.TAG_JOB_NAME) == job_name:
+                return entities.model_ref(model)  # this job's model is already registered
+        numeric = [int(m.version) for m in versions if str(m.version).isdigit()]
+        version = str(max(numeric, default=0) + 1)
+        model = entities.model_entity(name, version, job_name, tags)
+        created = call(f"register model {name}:{version}", self.ml_client.models.create_or_update, model)
+        return entities.model_ref(created)
+
+    def get_champion(self, name: str) -> ModelRef | None:
+        champions = [m for m in self._model_versions(name) if _tag_true(m.tags, entities.TAG_CHAMPION)]
+        if not champions:
+            return None
+        return entities.model_ref(max(champions, key=lambda m: _version_key(str(m.version))))
+
+    def set_champion(self, model: ModelRef) -> None:
+        target = call(
+            f"get model {model.name}:{model.version}",
+            self.ml_client.models.get,
+            name=model.name,
+            version=model.version,
+        )
+        if not _tag_true(target.tags, entities.TAG_CHAMPION):
+            target.tags = {**(target.tags or {}), entities.TAG_CHAMPION: "true"}
+            call(
+                f"mark {model.name}:{model.version} champion", self.ml_client.models.create_or_update, target
+            )
+        # Then un-mark the others: for a moment two versions may carry the tag, never none.
+        for other in self._model_versions(model.name):
+            if str(other.version) != str(model.version) and _tag_true(other.tags, entities.TAG_CHAMPION):
+                full = call("get model", self.ml_client.models.get, name=other.name, version=other.version)
+                full.tags = {k: v for k, v in (full.tags or {}).items() if k != entities.TAG_CHAMPION}
+                call(f"unmark {other.name}:{other.version}", self.ml_client.models.create_or_update, full)
+
+    # ---- endpoint ----------------------------------------------------------------------------
+    def begin_create_endpoint(self, name: str) -> EndpointState:
+        if self._get_or_none("get endpoint", self.ml_client.online_endpoints.get, name) is not None:
+            return self.get_endpoint(name)
+        call(
+            f"create endpoint {name}",
+            self.ml_client.online_endpoints.begin_create_or_update,
+            entities.endpoint_entity(name),
+        )
+        return EndpointState(name=name, state="Creating")
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        endpoint = self._get_or_none("get endpoint", self.ml_client.online_endpoints.get, name)
+        if endpoint is None:
+            return EndpointState(name=name, state="NotFound")
+        deployments: dict[str, dict[str, Any] | None] = {}
+        with azure_call(f"list deployments of {name}"):
+            for dep in self.ml_client.online_deployments.list(endpoint_name=name):
+                if dep.name in SLOTS:
+                    ref = entities.parse_model_id(dep.model)
+                    deployments[dep.name] = ref.to_dict() if ref else None
+        return EndpointState(
+            name=name,
+            state=map_provisioning_state(endpoint.provisioning_state),
+            scoring_uri=endpoint.scoring_uri,
+            traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
+            deployments=deployments,
+        )
+
+    def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
+        entity = entities.deployment_entity(endpoint, slot, model, self.instance_type, self.repo_root)
+        existing = self._get_or_none(
+            "get deployment", self.ml_client.online_deployments.get, name=slot, endpoint_name=endpoint
+        )
+        if existing is not None:
+            current = self._deployment_state(endpoint, slot, existing)
+            same_model = current.model and ModelRef.from_dict(current.model) == ModelRef(
+                model.name, model.version
+            )
+            if same_model and current.state in ("Creating", "Updating", "Succeeded"):
+                return current  # the activity ran again: the rollout of this model is under way
+        call(
+            f"deploy {model.name}:{model.version} to {endpoint}/{slot}",
+            self.ml_client.online_deployments.begin_create_or_update,
+            entity,
+        )
+        return DeploymentState(
+            endpoint=endpoint,
+            slot=slot,
+            state="Updating" if existing else "Creating",
+            model=ModelRef(model.name, model.version).to_dict(),
+        )
+
+    def get_deployment(self, endpoint: str, slot: str) -> DeploymentState:
+        dep = self._get_or_none(
+            "get deployment", self.ml_client.online_deployments.get, name=slot, endpoint_name=endpoint
+        )
+        if dep is None:
+            return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
+        return self._deployment_state(endpoint, slot, dep)
+
+    @staticmethod
+    def _deployment_state(endpoint: str, slot: str, dep: Any) -> DeploymentState:
+        raw = getattr(dep, "provisioning_state", None)
+        state = map_provisioning_state(raw)
+        ref = entities.parse_model_id(dep.model)
+        error = (
+            f"deployment {endpoint}/{slot} ended {_text(raw)}; see its logs in Azure ML studio"
+            if state == "Failed"
+            else None
+        )
+        return DeploymentState(
+            endpoint=endpoint, slot=slot, state=state, model=ref.to_dict() if ref else None, error=error
+        )
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> EndpointState:
+        unknown = sorted(set(traffic) - set(SLOTS))
+        total = sum(int(v) for v in traffic.values())
+        if unknown or any(int(v) < 0 for v in traffic.values()) or (traffic and total != 100):
+            raise PlatformError(f"traffic {traffic} is invalid; give percentages for {SLOTS} that sum to 100")
+        current = call(f"get endpoint {endpoint}", self.ml_client.online_endpoints.get, endpoint)
+        current.traffic = {slot: int(pct) for slot, pct in traffic.items()}
+        call(f"set traffic of {endpoint}", self.ml_client.online_endpoints.begin_create_or_update, current)
+        return EndpointState(
+            name=endpoint, state="Updating", scoring_uri=current.scoring_uri, traffic=dict(current.traffic)
+        )
+
+    def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]:
+        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+        # The SDK writes the deployment header into a class-level dict and never removes it, so a
+        # call without a slot would still be pinned to the last slot used: clear it every time.
+        EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
+        fd, request_file = tempfile.mkstemp(prefix="retrain-invoke-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(payload, handle)
+            try:
+                raw = call(
+                    f"invoke {endpoint}" + (f"/{slot}" if slot else ""),
+                    self.ml_client.online_endpoints.invoke,
+                    endpoint_name=endpoint,
+                    request_file=request_file,
+                    deployment_name=slot,
+                )
+            finally:
+                EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
+        finally:
+            os.unlink(request_file)
+        try:
+            answer = json.loads(raw)
+            # score.py's answer may arrive JSON-encoded twice (a str returned from run()).
+            return json.loads(answer) if isinstance(answer, str) else answer
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise PlatformError(f"endpoint {endpoint} answered non-JSON: {str(raw)[:200]!r}") from exc
+
+    def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
+        existing = self._get_or_none(
+            "get deployment", self.ml_client.online_deployments.get, name=slot, endpoint_name=endpoint
+        )
+        if existing is None:
+            return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
+        if map_provisioning_state(existing.provisioning_state) != "Deleting":
+            call(
+                f"delete deployment {endpoint}/{slot}",
+                self.ml_client.online_deployments.begin_delete,
+                name=slot,
+                endpoint_name=endpoint,
+            )
+        return DeploymentState(
+            endpoint=endpoint,
+            slot=slot,
+            state="Deleting",
+            model=(lambda r: r.to_dict() if r else None)(entities.parse_model_id(existing.model)),
+        )
+
+    # ---- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _get_or_none(action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with azure_call(action):
+            try:
+                return fn(*args, **kwargs)
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise

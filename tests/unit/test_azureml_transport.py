@@ -1,0 +1,376 @@
+"""A recording azure-core transport that answers like Azure Resource Manager, Azure Blob Storage and
+an online endpoint, for the azureml adapter's offline tests.
+
+It is a transport (the bottom of the real SDK's pipeline), not a fake of MLClient: every request the
+real azure-ai-ml code builds is recorded (method, host, path, api-version, JSON body, headers) and
+answered from a small in-memory resource store the way ARM does: PUT stores the body and echoes it
+with `id`, `name`, `type`, `systemData` and a provisioning state; GET returns the stored resource or
+404 `ResourceNotFound`; list returns `{"value": [...]}`; DELETE answers 202. Response shapes follow
+the azure-sdk-for-python azure-ai-ml test recordings (datastore, listSecrets, code version, job).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import requests
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.pipeline._tools import is_rest
+from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-retrain", "ws-retrain"
+WS_PATH = (
+    f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
+)
+STORAGE_ACCOUNT = "sretrain0blob"
+CONTAINER = "azureml-blobstore-332507d7-523d-40e4-98f7-65741efe22b8"
+REGION = "westeurope"
+MLFLOW_HOST = f"{REGION}.api.azureml.ms"
+SCORING_HOST = "retrain-msft.westeurope.inference.ml.azure.com"
+
+
+class StaticTokenCredential:
+    """A credential with a fixed bearer token (what the MLClient asks for; nothing is signed in)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("offline-test-token", int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo("offline-test-token", int(time.time()) + 3600)
+
+
+@dataclass
+class Call:
+    method: str
+    host: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def api_version(self) -> str | None:
+        return (self.query.get("api-version") or [None])[0]
+
+
+def _type_of(path: str) -> str:
+    """ARM resource type of a workspace child path, e.g. `.../jobs/x` -> `workspaces/jobs`."""
+    parts = path[len(WS_PATH) :].strip("/").split("/")
+    kinds = [parts[i] for i in range(0, len(parts), 2)]
+    return "Microsoft.MachineLearningServices/workspaces/" + "/".join(kinds)
+
+
+@dataclass
+class ArmTransport(HttpTransport):
+    """Records every request; answers from `store` (ARM path -> resource JSON)."""
+
+    store: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    scoring_answer: Any = field(
+        default_factory=lambda: {"forecast": [101.5], "model": {"name": "m", "version": "1"}}
+    )
+    put_state: str = (
+        "Succeeded"  # provisioningState a PUT answers with (Succeeded: the SDK poller ends at once)
+    )
+    fail_next: list[tuple[int, dict[str, str]]] = field(
+        default_factory=list
+    )  # (status, headers) to answer first
+
+    def __post_init__(self) -> None:
+        self.store[WS_PATH] = {
+            "id": WS_PATH,
+            "name": WS,
+            "type": "Microsoft.MachineLearningServices/workspaces",
+            "location": REGION,
+            "properties": {
+                "mlFlowTrackingUri": f"azureml://{MLFLOW_HOST}/mlflow/v1.0{WS_PATH}",
+                "discoveryUrl": f"https://{REGION}.api.azureml.ms/discovery",
+                "storageAccount": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Storage/"
+                f"storageAccounts/{STORAGE_ACCOUNT}",
+            },
+        }
+        # The workspace's default datastore (shape from the SDK's recorded test sessions).
+        self.store[f"{WS_PATH}/datastores/workspaceblobstore"] = {
+            "id": f"{WS_PATH}/datastores/workspaceblobstore",
+            "name": "workspaceblobstore",
+            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+            "properties": {
+                "description": None,
+                "tags": None,
+                "properties": None,
+                "isDefault": True,
+                "credentials": {"credentialsType": "AccountKey"},
+                "datastoreType": "AzureBlob",
+                "accountName": STORAGE_ACCOUNT,
+                "containerName": CONTAINER,
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity",
+            },
+        }
+
+    # ---- azure-core transport protocol --------------------------------------------------------
+    def __enter__(self) -> ArmTransport:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def send(self, request: Any, **kwargs: Any) -> RequestsTransportResponse:
+        url = urlparse(request.url)
+        raw = getattr(request, "body", None)
+        if raw is None:
+            raw = getattr(request, "content", None)
+        body: Any = raw
+        if isinstance(raw, bytes | str) and raw:
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                body = raw
+        elif raw is not None and hasattr(raw, "read"):  # a stream (blob upload)
+            body = raw.read()
+        call = Call(request.method, url.netloc, url.path, parse_qs(url.query), dict(request.headers), body)
+        self.calls.append(call)
+        if self.fail_next:
+            status, headers = self.fail_next.pop(0)
+            return self._respond(
+                request, status, {"error": {"code": "Throttled", "message": "try later"}}, headers
+            )
+        if url.netloc.endswith(".blob.core.windows.net"):
+            return self._blob(request, call)
+        if url.netloc == MLFLOW_HOST:
+            return self._mlflow(request, call)
+        if url.netloc == SCORING_HOST:
+            return self._respond(request, 200, self.scoring_answer)
+        return self._arm(request, call)
+
+    # ---- answers -------------------------------------------------------------------------------
+    @staticmethod
+    def _respond(request: Any, status: int, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        response = requests.Response()
+        response.status_code = status
+        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 404: "Not Found"}.get(status, "Status")
+        if payload is None:
+            response._content = b""
+        else:
+            response._content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            response.headers["Content-Type"] = "application/json; charset=utf-8"
+        response.headers["x-ms-request-id"] = "00000000-0000-0000-0000-000000000000"
+        response.headers.update(headers or {})
+        response.url = request.url
+        response.raw = io.BytesIO(response._content)
+        if is_rest(
+            request
+        ):  # newer generated clients send azure.core.rest requests (as RequestsTransport does)
+            rest = RestRequestsTransportResponse(request=request, internal_response=response)
+            rest.read()
+            return rest
+        return RequestsTransportResponse(request, response)
+
+    def _not_found(self, request: Any, path: str) -> Any:
+        return self._respond(
+            request, 404, {"error": {"code": "ResourceNotFound", "message": f"{path} was not found"}}
+        )
+
+    def _arm(self, request: Any, call: Call) -> Any:
+        path = call.path.rstrip("/")
+        if call.method == "PUT":
+            resource = dict(call.body or {})
+            properties = dict(resource.get("properties") or {})
+            if "provisioningState" not in properties and not path.endswith(
+                "/versions/" + path.split("/")[-1]
+            ):
+                properties["provisioningState"] = self.put_state
+            if "/onlineEndpoints/" in path and "/deployments/" not in path:
+                properties.setdefault("scoringUri", f"https://{SCORING_HOST}/score")
+            if "/deployments/" in path:  # service-side defaults a managed deployment reports back
+                properties.setdefault("scaleSettings", {"scaleType": "Default"})
+                properties.setdefault(
+                    "requestSettings", {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1}
+                )
+                probe = {
+                    "failureThreshold": 30,
+                    "successThreshold": 1,
+                    "timeout": "PT2S",
+                    "period": "PT10S",
+                    "initialDelay": "PT10S",
+                }
+                properties.setdefault("livenessProbe", probe)
+                properties.setdefault("readinessProbe", probe)
+            if "/jobs/" in path:
+                properties.setdefault("status", "NotStarted")
+            if "/models/" in path and properties.get("modelType") == "mlflow_model":
+                # The service reads the flavors from the MLmodel file it finds at modelUri.
+                properties.setdefault(
+                    "flavors",
+                    {
+                        "python_function": {
+                            "data": {"loader_module": "mlflow.pyfunc.model", "python_version": "3.11.7"}
+                        }
+                    },
+                )
+            resource.update(
+                id=path,
+                name=path.split("/")[-1],
+                type=_type_of(path),
+                properties=properties,
+                systemData={
+                    "createdAt": "2026-01-05T01:00:00.0000000+00:00",
+                    "createdBy": "retrain-identity",
+                    "createdByType": "Application",
+                    "lastModifiedAt": "2026-01-05T01:00:00.0000000+00:00",
+                    "lastModifiedBy": "retrain-identity",
+                    "lastModifiedByType": "Application",
+                },
+            )
+            existed = path in self.store
+            self.store[path] = resource
+            return self._respond(request, 200 if existed else 201, resource)
+        if call.method == "GET":
+            if path.endswith("/op") and path[:-3] in self.store:  # a delete's Location: the delete is done
+                del self.store[path[:-3]]
+                return self._respond(request, 204, None)
+            if path in self.store:
+                return self._respond(request, 200, self.store[path])
+            prefix = path + "/"
+            children = [
+                v for k, v in self.store.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]
+            ]
+            if children or path.endswith(("/versions", "/deployments")):
+                return self._respond(request, 200, {"value": children})
+            return self._not_found(request, path)
+        if call.method == "POST":
+            if path.endswith("/listSecrets"):
+                key = base64.b64encode(b"offline account key").decode()
+                return self._respond(request, 200, {"secretsType": "AccountKey", "key": key})
+            if path.endswith("/listKeys"):
+                return self._respond(request, 200, {"primaryKey": "pk-offline", "secondaryKey": "sk-offline"})
+            if path.endswith("/startPendingUpload"):  # code snapshots go to a temporary blob with a SAS
+                folder = f"https://{STORAGE_ACCOUNT}.blob.core.windows.net/{path.split('/')[-4]}"
+                return self._respond(
+                    request,
+                    200,
+                    {
+                        "blobReferenceForConsumption": {
+                            "blobUri": folder,
+                            "storageAccountArmId": self.store[WS_PATH]["properties"]["storageAccount"],
+                            "credential": {
+                                "credentialType": "SAS",
+                                "sasUri": folder + "?sv=2021-08-06&sig=offline",
+                            },
+                        },
+                        "pendingUploadId": path.split("/")[-4],
+                        "pendingUploadType": "TemporaryBlobReference",
+                    },
+                )
+            return self._not_found(request, path)
+        if call.method == "DELETE":
+            if path not in self.store:
+                return self._respond(request, 204, None)
+            self.store[path]["properties"]["provisioningState"] = "Deleting"
+            return self._respond(request, 202, None, {"Location": f"https://management.azure.com{path}/op"})
+        return self._not_found(request, path)
+
+    def _blob(self, request: Any, call: Call) -> Any:
+        path = call.path
+        if call.method == "HEAD":
+            if path in self.blobs:
+                return self._respond(request, 200, None, {"x-ms-meta-upload_status": "completed"})
+            return self._respond(request, 404, None, {"x-ms-error-code": "BlobNotFound"})
+        if call.method == "PUT":
+            if "comp" not in call.query:
+                data = (
+                    call.body
+                    if isinstance(call.body, bytes)
+                    else json.dumps(call.body).encode()
+                    if call.body is not None
+                    else b""
+                )
+                self.blobs[path] = data
+            return self._respond(
+                request,
+                200 if "comp" in call.query else 201,
+                None,
+                {"ETag": '"0x8DA91174A0CA527"', "Last-Modified": "Mon, 05 Jan 2026 01:00:00 GMT"},
+            )
+        if call.method == "GET" and call.query.get("comp") == ["list"]:
+            xml = (
+                b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs /><NextMarker />'
+                b"</EnumerationResults>"
+            )
+            resp = self._respond(request, 200, xml, {"Content-Type": "application/xml"})
+            return resp
+        return self._respond(request, 404, None, {"x-ms-error-code": "BlobNotFound"})
+
+    def _mlflow(self, request: Any, call: Call) -> Any:
+        run_id = (call.query.get("run_id") or [""])[0]
+        runs = self.store.get("mlflow-runs", {})
+        if call.path.endswith("/api/2.0/mlflow/runs/get") and run_id in runs:
+            return self._respond(request, 200, {"run": runs[run_id]})
+        return self._respond(
+            request, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run '{run_id}' not found"}
+        )
+
+    # ---- helpers for assertions ---------------------------------------------------------------
+    def find(self, method: str, path_pattern: str) -> list[Call]:
+        rx = re.compile(path_pattern)
+        return [c for c in self.calls if c.method == method and rx.search(c.path)]
+
+
+def repr_calls(calls: list[Call]) -> str:
+    return "\n".join(f"{c.method} {c.host}{c.path} {c.api_version}" for c in calls)
+
+
+def route_blob_uploads(monkeypatch: Any, transport: ArmTransport) -> None:
+    """azure-ai-ml builds its blob clients (uploads of the CSV and of the code snapshots) without
+    forwarding the MLClient's `transport=`; give those real azure-storage-blob clients the recording
+    transport too, so uploads are recorded instead of going to the network."""
+    import azure.ai.ml._artifacts._blob_storage_helper as helper
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+    class RoutedBlobServiceClient(BlobServiceClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, transport=transport, **kwargs)
+
+    class RoutedContainerClient(ContainerClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, transport=transport, **kwargs)
+
+    monkeypatch.setattr(helper, "BlobServiceClient", RoutedBlobServiceClient)
+    monkeypatch.setattr(helper, "ContainerClient", RoutedContainerClient)
+
+
+def code_root(tmp_path: Any) -> Any:
+    """The repository root whose trainer/ and scorer/ the adapter uploads. The real one once both
+    environment files exist; until then a copy of the real code dirs with a minimal conda file."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if all((repo / d / "environment.yml").is_file() for d in ("trainer", "scorer")):
+        return repo
+    root = Path(tmp_path) / "repo"
+    for d in ("trainer", "scorer"):
+        shutil.copytree(repo / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+        env = root / d / "environment.yml"
+        if not env.is_file():
+            env.write_text(
+                f"name: {d}\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n"
+                "  - pip:\n      - mlflow==3.17.2\n"
+            )
+    return root
