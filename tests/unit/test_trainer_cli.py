@@ -1,0 +1,58 @@
+"""The trainer CLI fails fast, with a non-zero exit and one clear stderr line, on unusable input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--output", str(tmp_path / "out"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+
+def write_csv(path: Path, close: list) -> Path:
+    dates = pd.bdate_range("2020-01-01", periods=len(close)).strftime("%Y-%m-%d")
+    pd.DataFrame({"Date": dates, "Close": close}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_data", "message"),
+    [
+        (lambda d: d / "nope.csv", "error: data file not found: "),
+        (
+            lambda d: write_csv(d / "short.csv", list(np.linspace(10, 20, 30))),
+            "error: too few rows: 30 closes",
+        ),
+        (
+            lambda d: write_csv(d / "text.csv", [10.0] * 100 + ["n/a"] + [11.0] * 100),
+            "error: non-numeric Close",
+        ),
+    ],
+    ids=["missing", "too-short", "non-numeric"],
+)
+def test_bad_data_exits_non_zero_with_one_line(tmp_path: Path, make_data, message: str) -> None:
+    result = run_cli(tmp_path, "--data", str(make_data(tmp_path)))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(message)
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_bad_hyperparameter_is_rejected_by_the_parser(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "--data", "x.csv", "--window", "0")
+    assert result.returncode == 2 and "--window: must be a positive integer" in result.stderr

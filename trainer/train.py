@@ -1,0 +1,469 @@
+"""Train the next-day close forecaster and log it to MLflow (the Azure ML job's entry point).
+
+    python trainer/train.py --data CSV --output DIR [--champion-model PATH_OR_URI] [--window 20]
+        [--hidden-size 32] [--max-epochs 30] [--learning-rate 1e-3] [--batch-size 64] [--seed 42]
+        [--patience 5] [--threads N]
+
+Self-contained: imports nothing from the `retrain` package. Tracking follows MLflow's environment
+(MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_RUN_ID as Azure ML sets them inside a job); with no
+MLFLOW_TRACKING_URI it logs to a SQLite store `DIR/mlflow.db` with artifacts under `DIR/mlartifacts/`.
+Writes DIR/model/ (MLflow pyfunc), DIR/metrics.json, DIR/forecast.png and DIR/run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from forecast_data import PreparedData, TrainingDataError, load_closes, prepare
+
+TRAINER_DIR = Path(__file__).resolve().parent
+# What the model directory carries so it loads without trainer/ on sys.path.
+MODEL_CODE_FILES = ("forecaster_pyfunc.py", "forecast_net.py", "forecast_features.py")
+DEFAULT_EXPERIMENT = "forecaster"
+
+
+class TrainerError(RuntimeError):
+    """A failure with a clear cause (bad arguments, unusable champion, occupied output)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    window: int = 20
+    hidden_size: int = 32
+    num_layers: int = 1
+    max_epochs: int = 30
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    seed: int = 42
+    patience: int = 5
+
+
+@dataclass
+class FitResult:
+    net: Any  # forecast_net.LSTMForecaster with the best validation weights restored
+    epochs: int
+    best_val_loss: float
+    seconds: float
+    history: list[dict[str, float]] = field(
+        default_factory=list
+    )  # one {"epoch","train_loss","val_loss"} per epoch
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description="Train the LSTM next-day close forecaster and log it to MLflow.")
+    p.add_argument("--data", required=True, type=Path, help="CSV with Date (ascending) and Close columns")
+    p.add_argument(
+        "--output", required=True, type=Path, help="directory for model/, metrics.json, forecast.png"
+    )
+    p.add_argument("--champion-model", default=None, help="MLflow model dir or URI of the current champion")
+    p.add_argument("--window", type=_positive_int, default=d.window, help="closes per input window")
+    p.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
+    p.add_argument("--num-layers", type=_positive_int, default=d.num_layers)
+    p.add_argument("--max-epochs", type=_positive_int, default=d.max_epochs)
+    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--patience", type=_positive_int, default=d.patience, help="early-stopping patience (epochs)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch CPU threads (a small LSTM is fastest on one; default 1)",
+    )
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        window=args.window,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        max_epochs=args.max_epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        patience=args.patience,
+    )
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def quiet_lightning() -> None:
+    """No progress bars, summaries or tips in job logs: only warnings and errors."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*too few batches.*|.*number of training batches.*")
+
+
+def fit_lightning(
+    data: PreparedData,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> FitResult:
+    """Train with Lightning (seeded, deterministic, early stopping on val_loss); restores the best weights."""
+    import lightning as L
+    from forecast_datamodule import ReturnWindowsDataModule
+    from forecast_module import EpochRecorder, LSTMForecasterModule
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = LSTMForecasterModule(config.hidden_size, config.num_layers, config.learning_rate)
+    datamodule = ReturnWindowsDataModule(data, batch_size=config.batch_size, seed=config.seed)
+    recorder = EpochRecorder(on_epoch)
+    with tempfile.TemporaryDirectory(prefix="trainer-") as root:
+        trainer = L.Trainer(
+            max_epochs=config.max_epochs,
+            accelerator="cpu",
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=root,
+            callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=config.patience), recorder],
+        )
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - started
+    if recorder.best_state is not None:
+        module.net.load_state_dict(recorder.best_state)
+    module.net.eval()
+    return FitResult(module.net, len(recorder.history), recorder.best_val_loss, seconds, recorder.history)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def price_metrics(forecast: np.ndarray, actual: np.ndarray, previous: np.ndarray) -> dict[str, float]:
+    """Test metrics in price space; the naive baseline is persistence (tomorrow's close = today's)."""
+    forecast, actual, previous = (np.asarray(a, dtype=np.float64) for a in (forecast, actual, previous))
+    error = forecast - actual
+    mae = float(np.mean(np.abs(error)))
+    naive_mae = float(np.mean(np.abs(previous - actual)))
+    return {
+        "mae": mae,
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mape": float(np.mean(np.abs(error) / actual) * 100.0),  # percent
+        "naive_mae": naive_mae,
+        "mae_vs_naive": mae / naive_mae if naive_mae > 0 else math.inf,
+    }
+
+
+def champion_mae(champion_uri: str, data: PreparedData) -> float:
+    """MAE of the champion on the SAME test target days; its inputs come from the full series, so a
+    champion with a different window is still compared day for day."""
+    import mlflow.pyfunc
+
+    try:
+        champion = mlflow.pyfunc.load_model(champion_uri)
+    except Exception as exc:
+        raise TrainerError(f"cannot load the champion model {champion_uri!r}: {exc}") from exc
+    metadata = champion.metadata.metadata or {}
+    try:
+        window = int(metadata["window"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainerError(
+            f"champion model {champion_uri!r} has no integer 'window' in its metadata"
+        ) from exc
+    days = data.target_day_index("test")
+    if days[0] - window < 0:
+        raise TrainerError(
+            f"champion window {window} needs {window} closes before the first test day; the data has {days[0]}"
+        )
+    closes = data.closes
+    inputs = np.stack([closes[d - window : d] for d in days])
+    frame = _frame(inputs)
+    predicted = champion.predict(frame)
+    forecast = np.asarray(
+        predicted["forecast"] if hasattr(predicted, "columns") else predicted, dtype=np.float64
+    )
+    return float(np.mean(np.abs(forecast.reshape(-1) - closes[days])))
+
+
+def _frame(inputs: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        np.asarray(inputs, dtype=np.float64), columns=[f"c{i}" for i in range(inputs.shape[1])]
+    )
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+
+
+def save_model(fit: FitResult, data: PreparedData, config: TrainConfig, dest: Path) -> Path:
+    """Save the MLflow pyfunc model to `dest` (written to a temp dir beside it, then renamed)."""
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+    import torch
+    from forecaster_pyfunc import CONFIG_ARTIFACT, WEIGHTS_ARTIFACT, ForecasterModel
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    window = config.window
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("double", f"c{i}") for i in range(window)]),
+        outputs=Schema([ColSpec("double", "forecast")]),
+    )
+    example = _frame(data.input_closes[data.part("test")][:2])
+    metadata = {
+        "window": window,
+        "target": "next_close",
+        "input": f"closes c0..c{window - 1}, oldest first, newest last",
+        "representation": "standardised daily log returns -> next-day log return; forecast = last close * exp(return)",
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "n_train": data.sizes.train,
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=dest.parent))
+    try:
+        weights = staging / "weights.pt"
+        torch.save(fit.net.state_dict(), weights)
+        model_config = staging / "config.json"
+        model_config.write_text(
+            json.dumps(
+                {
+                    "window": window,
+                    "hidden_size": config.hidden_size,
+                    "num_layers": config.num_layers,
+                    "scaler": data.scaler.to_dict(),
+                }
+            )
+        )
+        mlflow.pyfunc.save_model(
+            path=str(staging / "model"),
+            python_model=ForecasterModel(),
+            artifacts={WEIGHTS_ARTIFACT: str(weights), CONFIG_ARTIFACT: str(model_config)},
+            code_paths=[str(TRAINER_DIR / name) for name in MODEL_CODE_FILES],
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+        )
+        os.replace(staging / "model", dest)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def plot_forecast(
+    actual: np.ndarray, forecast: np.ndarray, previous: np.ndarray, metrics: dict[str, float], path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    days = np.arange(len(actual))
+    ax.plot(days, actual, label="actual close", color="black", linewidth=1.2)
+    ax.plot(days, forecast, label=f"forecast (MAE {metrics['mae']:.3f})", color="tab:blue", linewidth=1.0)
+    ax.plot(
+        days,
+        previous,
+        label=f"naive: previous close (MAE {metrics['naive_mae']:.3f})",
+        color="tab:orange",
+        linewidth=0.8,
+        alpha=0.7,
+        linestyle="--",
+    )
+    ax.set_xlabel("test trading day")
+    ax.set_ylabel("close")
+    ax.set_title(
+        f"Next-day close forecast vs actual, test window (MAE / naive = {metrics['mae_vs_naive']:.3f})"
+    )
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- tracking
+
+
+def configure_tracking(output: Path) -> str:
+    """Use MLflow's environment when set (Azure ML, the local platform); otherwise a SQLite store in
+    the output directory, so a bare run leaves no `mlruns/` in the working directory."""
+    import mlflow
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return mlflow.get_tracking_uri()
+    uri = f"sqlite:///{(output / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=(output / "mlartifacts").resolve().as_uri())
+        mlflow.set_experiment(name)
+    return uri
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    config = config_from_args(args)
+    output: Path = args.output.resolve()
+    closes = load_closes(args.data)
+    data = prepare(closes, config.window)  # raises TrainingDataError when the series is too short
+    output.mkdir(parents=True, exist_ok=True)
+    model_dir = output / "model"
+    if model_dir.exists():
+        raise TrainerError(
+            f"{model_dir} already exists; pass an empty --output directory (model versions are immutable)"
+        )
+
+    # Artifact progress bars only add noise to job logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tracking_uri = configure_tracking(output)
+    with mlflow.start_run() as active:
+        mlflow.log_params(
+            {
+                **asdict(config),
+                "threads": args.threads,
+                "n_train": data.sizes.train,
+                "n_val": data.sizes.val,
+                "n_test": data.sizes.test,
+                "n_rows": len(closes),
+                "champion_model": args.champion_model or "",
+            }
+        )
+        mlflow.set_tags(
+            {"data_sha256": sha256_of(args.data), "data_file": args.data.name, "target": "next_close"}
+        )
+
+        def log_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+            mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
+
+        fit = fit_lightning(data, config, on_epoch=log_epoch)
+        save_model(fit, data, config, model_dir)
+
+        # Test metrics come from the saved artifact itself: exactly what the scorer will serve.
+        import mlflow.pyfunc
+
+        test = data.part("test")
+        served = mlflow.pyfunc.load_model(str(model_dir))
+        forecast = served.predict(_frame(data.input_closes[test]))["forecast"].to_numpy(dtype=np.float64)
+        actual = data.target_closes[test]
+        previous = data.input_closes[test][:, -1]
+        metrics = price_metrics(forecast, actual, previous)
+        if args.champion_model:
+            metrics["champion_mae"] = champion_mae(args.champion_model, data)
+        mlflow.log_metrics(
+            {
+                **metrics,
+                "epochs_trained": fit.epochs,
+                "best_val_loss": fit.best_val_loss,
+                "fit_seconds": fit.seconds,
+            }
+        )
+
+        report = {
+            **metrics,
+            "n_train": data.sizes.train,
+            "n_val": data.sizes.val,
+            "n_test": data.sizes.test,
+            "epochs_trained": fit.epochs,
+            "best_val_loss": fit.best_val_loss,
+        }
+        write_json(output / "metrics.json", report)
+        plot_forecast(actual, forecast, previous, metrics, output / "forecast.png")
+        # MLflow 3's log_model stores models outside the run's artifact tree; log the directory as run
+        # artifacts so runs:/<id>/model and Azure's .../outputs/artifacts/paths/model/ resolve.
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        mlflow.log_artifact(str(output / "forecast.png"))
+        mlflow.log_artifact(str(output / "metrics.json"))
+        write_json(
+            output / "run.json",
+            {
+                "run_id": active.info.run_id,
+                "experiment_id": active.info.experiment_id,
+                "tracking_uri": tracking_uri,
+            },
+        )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except (TrainingDataError, TrainerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # unexpected: keep the traceback for the job log, end with one clear line
+        traceback.print_exc()
+        print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: report[k] for k in ("mae", "naive_mae", "mae_vs_naive", "epochs_trained")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
