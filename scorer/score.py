@@ -1,0 +1,365 @@
+"""Scoring script of the online deployment (Azure ML online-endpoint contract, run by `azmlinfsrv`).
+
+Self-contained: this folder is uploaded as the deployment's code configuration, so it imports nothing
+from `retrain` or `trainer`.
+
+- `init()` loads the MLflow pyfunc model from `AZUREML_MODEL_DIR`: either the model folder itself or
+  Azure's `<name>/<version>/` nesting with the model folder somewhere below.
+- `run(request)` reads the raw HTTP request (`@rawhttp`), so it can refuse huge or non-JSON bodies
+  itself: every bad input answers 400 with a message saying what to send; only an unexpected internal
+  error answers 500 (logged, generic message), and the worker always survives.
+
+Request:  {"close": [floats]} (at least `window` closes, oldest first, newest last; the last `window`
+          are used) or {"instances": [[floats], ...]} (each at least `window` long).
+Response: {"forecast": [floats], "model": {"name": str, "version": str, "window": int}}
+"""
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from werkzeug.exceptions import ClientDisconnected  # flask's, which the inference server runs on
+
+try:  # azureml-inference-server-http >= 0.8 (the package the deployment image runs)
+    from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
+    from azureml_inference_server_http.api.aml_response import AMLResponse
+except ImportError:  # pragma: no cover - older images that ship the azureml-defaults shim
+    from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+    from azureml.contrib.services.aml_response import AMLResponse
+
+# A child of the server's logger, so our lines go where the server's go.
+logger = logging.getLogger("azmlinfsrv.score")
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1000 instances of a few dozen closes fit with room to spare
+MAX_INSTANCES = 1000
+# Past the cap we still read (and discard) this much, so the client gets our 400 rather than a reset
+# connection; a body larger than this is cut off.
+_DRAIN_LIMIT_BYTES = 64 << 20
+_READ_CHUNK = 64 << 10
+_MLMODEL_SEARCH_DEPTH = 3
+_VERSION_DIR = re.compile(r"^\d+$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_UNKNOWN = "unknown"
+
+
+class ScoringInputError(ValueError):
+    """The request is not something we can score; the message says what to send instead."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    pyfunc: Any
+    identity: ModelIdentity
+    window: int
+    path: Path
+
+
+_model: LoadedModel | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Locating the model (pure path logic, no MLflow)
+
+
+def find_mlflow_model_dir(root: Path, max_depth: int = _MLMODEL_SEARCH_DEPTH) -> Path:
+    """The folder holding `MLmodel`: `root` itself or the shallowest one below it (at most `max_depth`
+    levels down). Among several at the same depth the first in sorted path order wins, so the choice
+    never depends on the file system's listing order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"AZUREML_MODEL_DIR {str(root)!r} is not a directory")
+    level = [root]
+    for depth in range(max_depth + 1):
+        found = sorted(d for d in level if (d / "MLmodel").is_file())
+        if found:
+            if len(found) > 1:
+                logger.warning(
+                    "Several MLflow models under %s; using %s (first in sorted order)", root, found[0]
+                )
+            return found[0]
+        if depth == max_depth:
+            break
+        level = sorted(child for d in level for child in _subdirs(d))
+    raise FileNotFoundError(
+        f"No MLflow model (a folder with an MLmodel file) in {str(root)!r} or up to {max_depth} levels below it"
+    )
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:  # unreadable folder: nothing to find there
+        return []
+
+
+def model_identity(model_dir: Path, environ: Mapping[str, str] | None = None) -> ModelIdentity:
+    """Name and version from Azure's `<name>/<version>/` nesting of `AZUREML_MODEL_DIR`, else from
+    `RETRAIN_MODEL_NAME` / `RETRAIN_MODEL_VERSION`, else "unknown"."""
+    env = os.environ if environ is None else environ
+    model_dir = Path(model_dir)
+    version, name = model_dir.name, model_dir.parent.name
+    if _VERSION_DIR.match(version) and _MODEL_NAME.match(name):
+        return ModelIdentity(name=name, version=version)
+    return ModelIdentity(
+        name=env.get("RETRAIN_MODEL_NAME") or _UNKNOWN,
+        version=env.get("RETRAIN_MODEL_VERSION") or _UNKNOWN,
+    )
+
+
+def window_from_metadata(metadata: dict[str, Any] | None) -> int:
+    """The model's input window from its MLmodel `metadata` (the trainer's contract)."""
+    window = (metadata or {}).get("window")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"MLmodel metadata must hold a positive integer 'window', got {window!r}")
+    return window
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validating the request (pure, unit-tested in-process)
+
+
+def expected_input(window: int) -> str:
+    return (
+        f'Send a JSON object, either {{"close": [at least {window} positive numbers, oldest first, newest last]}}'
+        f' or {{"instances": [[at least {window} positive numbers], ...]}} with at most {MAX_INSTANCES} instances,'
+        f" in a body of at most {MAX_BODY_BYTES} bytes."
+    )
+
+
+def _reject_constant(name: str) -> float:
+    raise ScoringInputError(f"{name} is not allowed; every close must be a finite positive number")
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ScoringInputError(f"duplicate key {key!r} in the JSON object; send each key once")
+        obj[key] = value
+    return obj
+
+
+def parse_body(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """Raw request bytes -> the decoded JSON value. Rejects empty, oversized, non-UTF-8 and non-JSON
+    bodies, NaN/Infinity literals and duplicate keys."""
+    if len(body) > max_bytes:
+        raise ScoringInputError(f"request body is larger than {max_bytes} bytes")
+    if not body.strip():
+        raise ScoringInputError("request body is empty")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScoringInputError(
+            f"request body is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise ScoringInputError(
+            f"request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise ScoringInputError("request body is nested too deeply") from None
+
+
+def _close_series(value: Any, where: str, window: int) -> list[float]:
+    """One series of closes, checked: a list of at least `window` finite positive numbers. Returns
+    its last `window` values."""
+    if not isinstance(value, list):
+        raise ScoringInputError(f"{where} must be a list of numbers, got {_json_type(value)}")
+    if len(value) < window:
+        raise ScoringInputError(f"{where} has {len(value)} values; the model needs at least {window}")
+    for i, x in enumerate(value):
+        # bool is an int in Python but true/false is not a price.
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise ScoringInputError(
+                f"{where}[{i}] is {_json_type(x)} {_short(x)}; every close must be a number"
+            )
+        try:
+            as_float = float(x)
+        except OverflowError:
+            raise ScoringInputError(f"{where}[{i}] is too large to be a price") from None
+        if not math.isfinite(as_float):
+            raise ScoringInputError(
+                f"{where}[{i}] is not finite; every close must be a finite positive number"
+            )
+        if as_float <= 0.0:
+            raise ScoringInputError(f"{where}[{i}] is {x}; every close must be a positive price")
+    return [float(x) for x in value[-window:]]
+
+
+def validate_payload(payload: Any, window: int, max_instances: int = MAX_INSTANCES) -> list[list[float]]:
+    """The decoded request -> one row of `window` closes (oldest first) per instance."""
+    if not isinstance(payload, dict):
+        raise ScoringInputError(f"the JSON body must be an object, got {_json_type(payload)}")
+    keys = set(payload)
+    if keys == {"close"}:
+        return [_close_series(payload["close"], '"close"', window)]
+    if keys == {"instances"}:
+        instances = payload["instances"]
+        if not isinstance(instances, list):
+            raise ScoringInputError(
+                f'"instances" must be a list of lists of numbers, got {_json_type(instances)}'
+            )
+        if not instances:
+            raise ScoringInputError('"instances" is empty; send at least one list of closes')
+        if len(instances) > max_instances:
+            raise ScoringInputError(
+                f'"instances" has {len(instances)} entries; at most {max_instances} per request'
+            )
+        return [_close_series(row, f'"instances"[{i}]', window) for i, row in enumerate(instances)]
+    if {"close", "instances"} <= keys:
+        raise ScoringInputError('send either "close" or "instances", not both')
+    unexpected = sorted(keys - {"close", "instances"})
+    if unexpected:
+        raise ScoringInputError(f"unexpected key(s) {', '.join(map(repr, unexpected))}")
+    raise ScoringInputError("the JSON object is empty")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------
+# The inference server's entry points
+
+
+def load(model_root: str | Path, environ: Mapping[str, str] | None = None) -> LoadedModel:
+    """Find, load and describe the MLflow model under `model_root`."""
+    import mlflow.pyfunc  # heavy; only the serving process needs it
+
+    root = Path(model_root)
+    mlflow_dir = find_mlflow_model_dir(root)
+    pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir))
+    window = window_from_metadata(pyfunc.metadata.metadata)
+    return LoadedModel(pyfunc=pyfunc, identity=model_identity(root, environ), window=window, path=mlflow_dir)
+
+
+def init() -> None:
+    global _model
+    model_root = os.environ.get("AZUREML_MODEL_DIR")
+    if not model_root:
+        raise RuntimeError("AZUREML_MODEL_DIR is not set; start the server with --model_dir <model folder>")
+    _model = load(model_root)
+    logger.info(
+        "Loaded model %s version %s (window %d) from %s",
+        _model.identity.name,
+        _model.identity.version,
+        _model.window,
+        _model.path,
+    )
+
+
+def predict(model: LoadedModel, rows: list[list[float]]) -> list[float]:
+    """Forecast one next close per row with the pyfunc contract (columns c0..c{window-1})."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=[f"c{i}" for i in range(model.window)], dtype="float64")
+    result = model.pyfunc.predict(frame)
+    forecast = [float(v) for v in result["forecast"].to_numpy()]
+    if len(forecast) != len(rows) or not all(math.isfinite(v) for v in forecast):
+        raise RuntimeError(
+            f"model returned {len(forecast)} forecasts (non-finite among them?) for {len(rows)} rows"
+        )
+    return forecast
+
+
+def _read_body(request: AMLRequest, max_bytes: int) -> bytes:
+    """Up to `max_bytes + 1` bytes of the body, without ever holding more than that in memory."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        _drain(request.stream)
+        raise ScoringInputError(
+            f"request body is {request.content_length} bytes; at most {max_bytes} allowed"
+        )
+    chunks, size = [], 0
+    try:
+        while size <= max_bytes:
+            chunk = request.stream.read(min(_READ_CHUNK, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except ClientDisconnected:
+        raise ScoringInputError(
+            "request body ended before the length its Content-Length header announced"
+        ) from None
+    if size > max_bytes:
+        _drain(request.stream)
+        raise ScoringInputError(f"request body is larger than {max_bytes} bytes")
+    return b"".join(chunks)
+
+
+def _drain(stream: Any) -> None:
+    drained = 0
+    try:
+        while drained < _DRAIN_LIMIT_BYTES:
+            chunk = stream.read(_READ_CHUNK)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except ClientDisconnected:  # the client gave up sending: nothing left to drain
+        return
+
+
+def _json_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> AMLResponse:
+    return AMLResponse(body, status, headers or {}, json_str=True)
+
+
+def score_body(model: LoadedModel, body: bytes) -> dict[str, Any]:
+    """Bytes in, response document out (raises ScoringInputError for bad input)."""
+    rows = validate_payload(parse_body(body), model.window)
+    return {
+        "forecast": predict(model, rows),
+        "model": {"name": model.identity.name, "version": model.identity.version, "window": model.window},
+    }
+
+
+@rawhttp
+def run(request: AMLRequest) -> AMLResponse:
+    model = _model
+    window = model.window if model else 1
+    if request.method != "POST":
+        return _json_response(
+            {"message": f"Use POST /score. {expected_input(window)}"}, 405, {"Allow": "POST"}
+        )
+    try:
+        if model is None:
+            raise RuntimeError("run() called before init() loaded a model")
+        body = _read_body(request, MAX_BODY_BYTES)
+        return _json_response(score_body(model, body), 200)
+    except ScoringInputError as exc:
+        return _json_response({"message": f"Bad request: {exc}. {expected_input(window)}"}, 400)
+    except Exception:
+        logger.exception("Scoring failed")
+        return _json_response(
+            {"message": "Internal error while scoring; the server log has the details."}, 500
+        )
