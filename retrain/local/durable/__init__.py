@@ -1,0 +1,17 @@
+"""Durable execution for the local Functions host: SQLite history driving the real Durable SDK."""
+
+from .engine import (
+    DurableEngine,
+    DurableError,
+    FunctionNotFoundError,
+    InstanceExistsError,
+    InstanceNotFound,
+)
+
+__all__ = [
+    "DurableEngine",
+    "DurableError",
+    "FunctionNotFoundError",
+    "InstanceExistsError",
+    "InstanceNotFound",
+]

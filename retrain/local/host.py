@@ -1,0 +1,404 @@
+"""The local Azure Functions host: index a function_app.py, run its durable functions on the SQLite engine,
+serve its HTTP surface on 127.0.0.1 and fire its timers.
+
+    with LocalHost("function_app.py", ".retrain") as host:   # or host.start() ... host.stop()
+        requests.post(f"{host.url}/api/retrain", headers={"x-functions-key": host.function_key})
+
+`serve(app_path, state_dir, port=7071)` runs it in the foreground until Ctrl-C (what `retrain serve` calls).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from retrain.local import ncrontab
+from retrain.local.functions import (
+    EVENT_GRID_TRIGGER,
+    HTTP_TRIGGER,
+    SUPPORTED_TRIGGERS,
+    TIMER_TRIGGER,
+    FunctionIndex,
+    FunctionLoadError,
+    IndexedFunction,
+    close_durable_client_sessions,
+)
+from retrain.local.keys import HostKeys, load_or_create_keys
+from retrain.local.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
+from retrain.settings import load_local_settings
+
+log = logging.getLogger("retrain.local.host")
+
+HOST_URL_SETTING = "RETRAIN_LOCAL_HOST_URL"
+DEFAULT_HUB_NAME = "TestHubName"  # what the Durable extension uses locally when host.json names no hub
+PAST_DUE_TOLERANCE = timedelta(seconds=1)
+
+EngineFactory = Callable[..., Any]
+
+
+def _read_host_json(app_dir: Path, environ: MutableMapping[str, str]) -> tuple[str, str]:
+    """(route prefix, task hub name) from host.json, with the host's defaults."""
+    path = app_dir / "host.json"
+    config: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as exc:
+            raise FunctionLoadError(f"{path}: not valid JSON ({exc})") from exc
+    extensions = config.get("extensions") or {}
+    prefix = (extensions.get("http") or {}).get("routePrefix", "api")
+    hub = (extensions.get("durableTask") or {}).get("hubName") or DEFAULT_HUB_NAME
+    if isinstance(hub, str) and hub.startswith("%") and hub.endswith("%"):
+        hub = environ.get(hub.strip("%")) or DEFAULT_HUB_NAME
+    return str(prefix).strip("/"), str(hub)
+
+
+class LocalHost:
+    """An in-process Functions host. Not started by the constructor; `start()` binds the port."""
+
+    def __init__(
+        self,
+        app_path: str | Path,
+        state_dir: str | Path,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        environ: MutableMapping[str, str] | None = None,
+        timers: bool = True,
+        max_workers: int = 4,
+        out: TextIO | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        path = Path(app_path).resolve()
+        self.app_path = path / "function_app.py" if path.is_dir() else path
+        self.app_dir = self.app_path.parent
+        self.state_dir = Path(state_dir).resolve()
+        self.environ: MutableMapping[str, str] = os.environ if environ is None else environ
+        self._port = port
+        self._host = host
+        self._timers_enabled = timers
+        self._max_workers = max_workers
+        self._out = out
+        self._engine_factory = engine_factory
+        self.index: FunctionIndex | None = None
+        self.engine: Any = None
+        self.keys: HostKeys | None = None
+        self.urls: DurableUrls | None = None
+        self._server: HostHTTPServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self._timers: list[TimerRunner] = []
+        self._stop_timers = threading.Event()
+        self._previous_host_url: str | None = None
+        self._route_prefix = "api"
+
+    # -- public state -------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        self._require_started()
+        assert self._server is not None
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:7071 (no trailing slash)."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def function_key(self) -> str:
+        self._require_started()
+        assert self.keys is not None
+        return self.keys.function_key
+
+    @property
+    def system_key(self) -> str:
+        self._require_started()
+        assert self.keys is not None
+        return self.keys.system_key
+
+    def function_url(self, name: str) -> str:
+        """The URL template of an HTTP-triggered function (route parameters left as `{...}`)."""
+        self._require_started()
+        assert self.index is not None
+        return self._route_url(self.index.functions[name])
+
+    def _route_url(self, fn: IndexedFunction) -> str:
+        prefix = f"/{self._route_prefix}" if self._route_prefix else ""
+        return f"{self.url}{prefix}/{fn.route.lstrip('/')}"
+
+    def event_grid_url(self, function_name: str) -> str:
+        return f"{self.url}/runtime/webhooks/eventgrid?functionName={function_name}&code={self.system_key}"
+
+    def _require_started(self) -> None:
+        if self._server is None:
+            raise RuntimeError("the local host is not started; call start() first")
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> LocalHost:
+        if self._server is not None:
+            return self
+        load_local_settings(self.app_dir / "local.settings.json", self.environ)  # as `func start` does
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "host").mkdir(exist_ok=True)
+        self.keys = load_or_create_keys(self.state_dir, self.environ)
+        self._route_prefix, hub_name = _read_host_json(self.app_dir, self.environ)
+        self.index = FunctionIndex.load(self.app_path, self.environ)
+        timers = [
+            TimerRunner.for_function(f, self.index, self.state_dir, self._stop_timers)
+            for f in self.index.by_trigger(TIMER_TRIGGER)
+        ]  # parse schedules before binding anything
+
+        server = HostHTTPServer(self._host, self._port)
+        try:
+            self.urls = DurableUrls(
+                base_url=f"http://{self._host}:{server.port}",
+                system_key=self.keys.system_key,
+                rpc_token=secrets.token_urlsafe(16),
+                hub_name=hub_name,
+            )
+            urls = self.urls
+            self.index.set_durable_client_binding(lambda b: urls.client_binding_json(b.get("taskHub")))
+            self.engine = self._make_engine()
+            self.engine.start()
+            server.router = HostRouter(self.index, self.keys, self.urls, self.engine, self._route_prefix)
+        except BaseException:
+            server.server_close()
+            if self.engine is not None:
+                self.engine.stop()
+            raise
+        self._server = server
+        self._server_thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="functions-host-http",
+            daemon=True,
+        )
+        self._server_thread.start()
+        self._previous_host_url = os.environ.get(HOST_URL_SETTING)
+        os.environ[HOST_URL_SETTING] = self.url  # like WEBSITE_HOSTNAME: how local services reach us
+        if self.environ is not os.environ:
+            self.environ[HOST_URL_SETTING] = self.url
+        self._print_functions()
+        if self._timers_enabled:
+            self._stop_timers.clear()
+            self._timers = timers
+            for runner in self._timers:
+                runner.start()
+        return self
+
+    def _make_engine(self) -> Any:
+        assert self.index is not None
+        factory = self._engine_factory
+        if factory is None:
+            from retrain.local.durable import DurableEngine
+
+            factory = DurableEngine
+        return factory(
+            self.state_dir / "host" / "durable.sqlite",
+            self.index.run_orchestrator,
+            self.index.run_activity,
+            has_function=self.index.has_function,
+            max_workers=self._max_workers,
+        )
+
+    def stop(self) -> None:
+        self._stop_timers.set()
+        for runner in self._timers:
+            runner.join(timeout=30)
+        self._timers = []
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            if self._server_thread is not None:
+                self._server_thread.join(timeout=10)
+            if os.environ.get(HOST_URL_SETTING) == self.url:
+                if self._previous_host_url is None:
+                    os.environ.pop(HOST_URL_SETTING, None)
+                else:
+                    os.environ[HOST_URL_SETTING] = self._previous_host_url
+            self._server = None
+            self._server_thread = None
+        if self.engine is not None:
+            stop = getattr(self.engine, "close", None) or self.engine.stop
+            stop()
+            self.engine = None
+        close_durable_client_sessions()
+
+    def __enter__(self) -> LocalHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- start-up listing, as `func start` prints it ------------------------------------------------
+    def describe_functions(self) -> str:
+        assert self.index is not None
+        lines = ["", "Functions:", ""]
+        for fn in sorted(
+            self.index.functions.values(), key=lambda f: (f.trigger_type != HTTP_TRIGGER, f.name)
+        ):
+            if fn.trigger_type == HTTP_TRIGGER:
+                methods = ",".join(fn.methods or ALL_METHODS)
+                lines.append(f"\t{fn.name}: [{methods}] {self._route_url(fn)}")
+            elif fn.trigger_type == EVENT_GRID_TRIGGER:
+                lines.append(
+                    f"\t{fn.name}: eventGridTrigger (POST {self.url}/runtime/webhooks/eventgrid"
+                    f"?functionName={fn.name})"
+                )
+            elif fn.trigger_type == TIMER_TRIGGER:
+                lines.append(f"\t{fn.name}: timerTrigger ({fn.trigger.get('schedule')} UTC)")
+            elif fn.trigger_type in SUPPORTED_TRIGGERS:
+                lines.append(f"\t{fn.name}: {fn.trigger_type}")
+            else:
+                lines.append(
+                    f"\t{fn.name}: {fn.trigger_type} (not supported by the local host: never invoked)"
+                )
+            lines.append("")
+        lines.append(
+            f"Host keys are in {self.state_dir / 'host' / 'keys.json'} unless RETRAIN_FUNCTION_KEY / "
+            "RETRAIN_SYSTEM_KEY are set."
+        )
+        return "\n".join(lines)
+
+    def _print_functions(self) -> None:
+        text = self.describe_functions()
+        out = self._out if self._out is not None else sys.stdout
+        print(text, file=out, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Timers
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+class TimerRunner(threading.Thread):
+    """Fires one timer-triggered function on its schedule; keeps the schedule monitor status in the state
+    dir (as Azure keeps it in storage) so an occurrence missed while the host was down fires at start-up
+    with `past_due` set."""
+
+    def __init__(
+        self,
+        fn: IndexedFunction,
+        index: FunctionIndex,
+        schedule: ncrontab.Schedule,
+        status_path: Path,
+        stop: threading.Event,
+        run_on_startup: bool,
+        use_monitor: bool,
+    ) -> None:
+        super().__init__(name=f"timer-{fn.name}", daemon=True)
+        self.fn = fn
+        self.index = index
+        self.schedule = schedule
+        self.status_path = status_path
+        self.stop_event = stop
+        self.run_on_startup = run_on_startup
+        self.use_monitor = use_monitor
+
+    @classmethod
+    def for_function(
+        cls, fn: IndexedFunction, index: FunctionIndex, state_dir: Path, stop: threading.Event
+    ) -> TimerRunner:
+        expr = fn.trigger.get("schedule")
+        try:
+            schedule = ncrontab.parse(str(expr))
+        except ncrontab.NCrontabError as exc:
+            raise FunctionLoadError(f"timer function {fn.name!r}: invalid schedule: {exc}") from exc
+        use_monitor = fn.trigger.get("useMonitor")
+        if use_monitor is None:  # Azure: monitored unless the schedule fires more often than once a minute
+            first, second = schedule.occurrences(datetime(2024, 1, 1, tzinfo=UTC), 2)
+            use_monitor = (second - first) >= timedelta(minutes=1)
+        status_path = state_dir / "host" / "timers" / f"{fn.name}.json"
+        return cls(
+            fn, index, schedule, status_path, stop, bool(fn.trigger.get("runOnStartup")), bool(use_monitor)
+        )
+
+    def _read_status(self) -> dict[str, str] | None:
+        try:
+            data = json.loads(self.status_path.read_text())
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def _write_status(self, status: dict[str, str | None]) -> None:
+        if not self.use_monitor:
+            return
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, self.status_path)
+
+    def _invoke(self, past_due: bool, status: dict[str, str | None] | None) -> None:
+        try:
+            self.index.invoke_timer(
+                self.fn.name,
+                past_due=past_due,
+                schedule_status={k: v for k, v in (status or {}).items() if v},
+            )
+        except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
+            log.error("Executed 'Functions.%s' (Failed)\n%s", self.fn.name, traceback.format_exc())
+
+    def run(self) -> None:
+        now = datetime.now(UTC)
+        stored = self._read_status() if self.use_monitor else None
+        last = datetime.fromisoformat(stored["Last"]) if stored and stored.get("Last") else None
+        missed = bool(stored and stored.get("Next") and datetime.fromisoformat(stored["Next"]) < now)
+        if self.run_on_startup or missed:
+            status = {
+                "Last": _iso(last),
+                "Next": _iso(self.schedule.next_after(now)),
+                "LastUpdated": _iso(now),
+            }
+            self._invoke(past_due=missed, status=status)
+            last = now
+        while not self.stop_event.is_set():
+            due = self.schedule.next_after(max(datetime.now(UTC), now))
+            self._write_status(
+                {"Last": _iso(last), "Next": _iso(due), "LastUpdated": _iso(datetime.now(UTC))}
+            )
+            if self.stop_event.wait(max(0.0, (due - datetime.now(UTC)).total_seconds())):
+                return
+            fired = datetime.now(UTC)
+            following = self.schedule.next_after(due)
+            status = {"Last": _iso(last), "Next": _iso(following), "LastUpdated": _iso(fired)}
+            self._invoke(past_due=fired - due > PAST_DUE_TOLERANCE, status=status)
+            last, now = due, due
+
+
+# ------------------------------------------------------------------------------------------------------
+# Foreground
+
+
+def serve(app_path: str | Path, state_dir: str | Path, port: int = 7071, *, host: str = "127.0.0.1") -> None:
+    """Run the local host until Ctrl-C or SIGTERM (what `retrain serve` and `func start` do)."""
+    stopped = threading.Event()
+    local = LocalHost(app_path, state_dir, port=port, host=host)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stopped.set())
+    try:
+        local.start()
+        print(f"Local Functions host listening on {local.url} (Ctrl-C to stop)", flush=True)
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        local.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
