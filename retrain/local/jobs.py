@@ -1,0 +1,269 @@
+"""The local training job runner: what an Azure ML command job is on a laptop.
+
+`LocalPlatform.submit_training` writes `<state>/jobs/<job>/job.json` (the job spec) and starts
+`python -m retrain.local.jobs --job-dir <dir>` in its own session, so the job survives the host being
+killed. The runner runs the trainer, streams its output to `std_log.txt` (Azure's name), records the
+status transitions in `status.json` (Azure ML's vocabulary) and, when the trainer exits, delivers the
+Event Grid event Azure ML would send to the Function App's `job_events` trigger through the local
+host's webhook route. A lost event is not fatal: the orchestrator polls the job status as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retrain.local.processes import process_start_ticks, read_json, write_json_atomic
+
+log = logging.getLogger("retrain.local.jobs")
+
+RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
+RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+EVENT_FUNCTION = "job_events"
+HOST_URL_ENV = "RETRAIN_LOCAL_HOST_URL"
+SYSTEM_KEY_ENV = "RETRAIN_SYSTEM_KEY"
+
+# A workspace resource id, as Azure puts in `topic`; the local workspace is not a real resource.
+LOCAL_TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+    "/providers/Microsoft.MachineLearningServices/workspaces/local"
+)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Status file
+
+
+def status_path(job_dir: Path) -> Path:
+    return job_dir / "status.json"
+
+
+def update_status(job_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
+    """Record a status transition (atomic rewrite of status.json, history kept)."""
+    path = status_path(job_dir)
+    current: dict[str, Any] = read_json(path) if path.is_file() else {"job_name": job_dir.name, "history": []}
+    current.update(fields)
+    if current.get("status") != status:
+        current["history"] = [*current.get("history", []), {"status": status, "time": utc_now()}]
+    current["status"] = status
+    write_json_atomic(path, current)
+    return current
+
+
+# ----------------------------------------------------------------------------------------------------
+# The event Azure ML would send
+
+
+def build_job_event(spec: dict[str, Any], succeeded: bool, event_time: str | None = None) -> dict[str, Any]:
+    """The Event Grid (schema v1) event Azure ML emits when a job ends: RunCompleted on success,
+    RunStatusChanged with runStatus Failed on failure. `runId` is the job name, as in Azure ML."""
+    job_name = spec["job_name"]
+    data: dict[str, Any] = {
+        "experimentId": spec["experiment_id"],
+        "experimentName": spec["experiment_name"],
+        "runId": job_name,
+        "runType": "azureml.scriptrun",
+        "runTags": dict(spec.get("tags", {})),
+        "runProperties": {"mlflow.runId": spec["run_id"], "azureml.runsource": "local"},
+    }
+    if not succeeded:
+        data["runStatus"] = "Failed"
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": LOCAL_TOPIC,
+        "subject": f"experiments/{spec['experiment_id']}/runs/{job_name}",
+        "eventType": RUN_COMPLETED if succeeded else RUN_STATUS_CHANGED,
+        "eventTime": event_time or utc_now(),
+        "data": data,
+        "dataVersion": "2",
+        "metadataVersion": "1",
+    }
+
+
+def read_system_key(state_dir: Path) -> str | None:
+    """The host's system key: the RETRAIN_SYSTEM_KEY setting, else the key the local host keeps in
+    the state dir (read with the host's own reader; never generated here)."""
+    key = os.environ.get(SYSTEM_KEY_ENV)
+    if key:
+        return key
+    from retrain.local import keys as host_keys
+
+    if not host_keys.keys_path(state_dir).is_file():
+        return None
+    try:
+        return host_keys.load_or_create_keys(state_dir).system_key
+    except host_keys.KeysError as exc:
+        log.warning("cannot read the host's system key: %s", exc)
+        return None
+
+
+def webhook_url(host_url: str, system_key: str | None) -> str:
+    query = {"functionName": EVENT_FUNCTION}
+    if system_key:
+        query["code"] = system_key
+    return f"{host_url.rstrip('/')}/runtime/webhooks/eventgrid?{urllib.parse.urlencode(query)}"
+
+
+def deliver_event(
+    event: dict[str, Any], url: str, attempts: int = 4, first_delay: float = 0.5, timeout: float = 10.0
+) -> tuple[bool, str]:
+    """POST one Event Grid event (as a one-element array, as Event Grid does) with retries on
+    connection errors and 5xx/429. Returns (delivered, detail); never raises."""
+    body = json.dumps([event]).encode()
+    detail = ""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return True, f"HTTP {response.status} after {attempt} attempt(s)"
+        except urllib.error.HTTPError as exc:
+            detail = f"HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}"
+            if exc.code < 500 and exc.code != 429:
+                return False, detail  # a 4xx will not get better by retrying
+        except (urllib.error.URLError, OSError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+        if attempt < attempts:
+            time.sleep(delay)
+            delay *= 2
+    return False, detail
+
+
+# ----------------------------------------------------------------------------------------------------
+# The runner
+
+
+def _failure_reason(exit_code: int, stderr_tail: deque[str]) -> str:
+    lines = [line.rstrip() for line in stderr_tail if line.strip()]
+    message = " | ".join(lines[-3:])[-1000:]
+    return f"trainer exited with code {exit_code}" + (f": {message}" if message else "")
+
+
+def _mark_mlflow_run_failed(spec: dict[str, Any]) -> None:
+    """The trainer died without ending its run: end it as FAILED so MLflow shows the truth."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=spec["tracking_uri"])
+        if client.get_run(spec["run_id"]).info.status == "RUNNING":
+            client.set_terminated(spec["run_id"], status="FAILED")
+    except Exception as exc:  # noqa: BLE001 - best effort; the job status already says Failed
+        log.warning("could not mark MLflow run %s failed: %s", spec.get("run_id"), exc)
+
+
+def run_job(job_dir: Path) -> int:
+    """Run the job described by `<job_dir>/job.json` to the end; returns the trainer's exit code."""
+    spec = read_json(job_dir / "job.json")
+    std_log = job_dir / "std_log.txt"
+    env = {**os.environ, **spec.get("env", {})}
+    update_status(job_dir, "Running", runner_pid=os.getpid(), runner_start=process_start_ticks(os.getpid()))
+    stderr_tail: deque[str] = deque(maxlen=20)
+    with std_log.open("ab") as out:
+        try:
+            trainer = subprocess.Popen(
+                spec["command"],
+                cwd=spec.get("cwd") or str(job_dir),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            stderr_tail.append(f"could not start the trainer: {exc}")
+            exit_code = 127
+        else:
+            update_status(job_dir, "Running", trainer_pid=trainer.pid)
+            lock = threading.Lock()
+
+            def pump() -> None:
+                assert trainer.stderr is not None
+                for raw in trainer.stderr:
+                    with lock:
+                        out.write(raw)
+                        out.flush()
+                    stderr_tail.append(raw.decode("utf-8", "replace"))
+
+            pumper = threading.Thread(target=pump, daemon=True)
+            pumper.start()
+            exit_code = trainer.wait()
+            pumper.join(timeout=10)
+
+    succeeded = exit_code == 0
+    if succeeded:
+        update_status(job_dir, "Completed", exit_code=0, error=None, finished=utc_now())
+    else:
+        _mark_mlflow_run_failed(spec)
+        update_status(
+            job_dir,
+            "Failed",
+            exit_code=exit_code,
+            error=_failure_reason(exit_code, stderr_tail),
+            finished=utc_now(),
+        )
+
+    event = build_job_event(spec, succeeded)
+    write_json_atomic(job_dir / "event.json", event)
+    host_url = spec.get("host_url") or os.environ.get(HOST_URL_ENV)
+    if not host_url:
+        delivered, detail = (
+            False,
+            f"no host URL ({HOST_URL_ENV} unset); the orchestrator's status poll will see the job",
+        )
+    else:
+        url = webhook_url(host_url, read_system_key(Path(spec["state_dir"])))
+        delivered, detail = deliver_event(event, url)
+    if not delivered:
+        log.warning("job %s: event %s not delivered: %s", spec["job_name"], event["eventType"], detail)
+    current = read_json(status_path(job_dir))
+    current["event"] = {
+        "type": event["eventType"],
+        "id": event["id"],
+        "delivered": delivered,
+        "detail": detail,
+    }
+    write_json_atomic(status_path(job_dir), current)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one local training job (started by LocalPlatform).")
+    parser.add_argument("--job-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job_dir = args.job_dir.resolve()
+    try:
+        run_job(job_dir)
+    except Exception as exc:  # the runner itself broke: record it so nobody waits forever
+        log.exception("job runner failed")
+        update_status(
+            job_dir, "Failed", error=f"job runner failed: {type(exc).__name__}: {exc}", finished=utc_now()
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The embedded ML platform: `MLPlatform` on one machine, under a state directory.
+
+    <state>/data/<name>/<version>/{data.csv,asset.json}   immutable data assets
+    <state>/jobs/<job>/{job.json,status.json,std_log.txt,outputs/,event.json}   training jobs
+    <state>/mlflow/mlflow.db, <state>/mlflow/artifacts/   tracking store and model registry
+    <state>/endpoints/<endpoint>/...                      blue/green slots (see endpoint.py)
+
+Jobs run detached (`retrain.local.jobs`), so a job outlives the process that submitted it, and deliver
+the Azure ML Event Grid event to the local Functions host when they end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retrain.local import jobs
+from retrain.local.endpoint import LocalEndpoints
+from retrain.local.processes import process_alive, process_start_ticks, read_json, write_json_atomic
+from retrain.ports import (
+    DataAsset,
+    DeploymentState,
+    EndpointState,
+    JobStatus,
+    ModelRef,
+    PlatformError,
+    TrainingRequest,
+)
+
+log = logging.getLogger("retrain.local.platform")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAMPION_ALIAS = "champion"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Hyperparameters the trainer CLI accepts (`--max-epochs` etc.).
+TRAINER_FLAGS = frozenset(
+    {
+        "window",
+        "hidden_size",
+        "num_layers",
+        "max_epochs",
+        "learning_rate",
+        "batch_size",
+        "seed",
+        "patience",
+        "threads",
+    }
+)
+
+
+def _safe(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise PlatformError(
+            f"{kind} {value!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _trainer_flags(hyperparameters: dict[str, Any]) -> list[str]:
+    flags: list[str] = []
+    for key, value in sorted(hyperparameters.items()):
+        name = key.replace("-", "_")
+        if name not in TRAINER_FLAGS:
+            raise PlatformError(
+                f"unknown hyperparameter {key!r}; the trainer accepts {', '.join(sorted(TRAINER_FLAGS))}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PlatformError(f"hyperparameter {key!r} must be a number; got {value!r}")
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+class LocalPlatform:
+    """`MLPlatform` on the local machine (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        host_url: str | None = None,
+        trainer_script: Path | None = None,
+        scorer_script: Path | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Where job events go: set by the local host once it listens (or RETRAIN_LOCAL_HOST_URL).
+        self.host_url = host_url
+        self.trainer_script = Path(trainer_script or REPO_ROOT / "trainer" / "train.py").resolve()
+        self.scorer_script = Path(scorer_script or REPO_ROOT / "scorer" / "score.py").resolve()
+        self.mlflow_dir = self.state_dir / "mlflow"
+        self.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        self.artifact_root = self.mlflow_dir / "artifacts"
+        self._client: Any = None
+        self.endpoints = LocalEndpoints(self.state_dir, self._fetch_model, self.scorer_script)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client on the local store (imported lazily: MLflow is slow to import)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        locks = self.state_dir / "locks"
+        locks.mkdir(exist_ok=True)
+        with (locks / f"{name}.lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- data assets -----------------------------------------------------------------------------
+
+    def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset:
+        _safe("data asset name", name)
+        _safe("data asset version", version)
+        source = Path(csv_path)
+        if not source.is_file():
+            raise PlatformError(
+                f"data file {csv_path} does not exist; pass the path of the CSV snapshot to register"
+            )
+        sha = _sha256(source)
+        target = self.state_dir / "data" / name / version
+        with self._lock(f"data-{name}"):
+            if (target / "asset.json").is_file():
+                return self._existing_asset(target, sha)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+            try:
+                shutil.copyfile(source, staging / "data.csv")
+                if _sha256(staging / "data.csv") != sha:
+                    raise PlatformError(
+                        f"{csv_path} changed while it was being registered; register it again"
+                    )
+                meta = {
+                    "name": name,
+                    "version": version,
+                    "tags": {str(k): str(v) for k, v in tags.items()},
+                    "sha256": sha,
+                    "created": datetime.now(UTC).isoformat(),
+                    "source": str(source),
+                }
+                write_json_atomic(staging / "asset.json", meta)
+                os.rename(staging, target)  # the whole version appears at once, or not at all
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return self._asset(target, meta)
+
+    def _existing_asset(self, target: Path, sha: str) -> DataAsset:
+        meta = read_json(target / "asset.json")
+        if meta["sha256"] != sha:
+            raise PlatformError(
+                f"data asset {meta['name']} version {meta['version']} already exists with different content "
+                f"(sha256 {meta['sha256'][:12]}, yours {sha[:12]}); versions are immutable: register the new "
+                "content under a new version"
+            )
+        return self._asset(target, meta)
+
+    @staticmethod
+    def _asset(target: Path, meta: dict[str, Any]) -> DataAsset:
+        return DataAsset(
+            name=meta["name"], version=meta["version"], uri=str(target / "data.csv"), tags=meta["tags"]
+        )
+
+    def get_data(self, name: str, version: str) -> DataAsset:
+        target = (
+            self.state_dir / "data" / _safe("data asset name", name) / _safe("data asset version", version)
+        )
+        if not (target / "asset.json").is_file():
+            raise PlatformError(f"no data asset {name} version {version}; register it first")
+        return self._asset(target, read_json(target / "asset.json"))
+
+    # -- training jobs ----------------------------------------------------------------------------
+
+    def _job_dir(self, job_name: str) -> Path:
+        return self.state_dir / "jobs" / _safe("job name", job_name)
+
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = (self.artifact_root / re.sub(r"[^A-Za-z0-9._-]", "_", name)).as_uri()
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except MlflowException:  # created meanwhile by another process
+            return str(self.client.get_experiment_by_name(name).experiment_id)
+
+    def submit_training(self, request: TrainingRequest) -> str:
+        job_dir = self._job_dir(request.job_name)
+        if not self.trainer_script.is_file():
+            raise PlatformError(f"trainer script {self.trainer_script} not found")
+        asset = request.data_asset
+        data_csv = self.state_dir / "data" / asset.name / asset.version / "data.csv"
+        if not data_csv.is_file():
+            data_csv = Path(asset.uri)
+        if not data_csv.is_file():
+            raise PlatformError(
+                f"data asset {asset.name}:{asset.version} not found; register it before training"
+            )
+        flags = _trainer_flags(request.hyperparameters)
+
+        with self._lock(f"job-{request.job_name}"):
+            if (job_dir / "runner.json").is_file():
+                return request.job_name  # submitted before: a no-op, as the port promises
+            job_dir.mkdir(parents=True, exist_ok=True)
+            tags = {
+                "orchestration_instance_id": request.instance_id,
+                "ticker": request.ticker,
+                "data_asset": asset.name,
+                "data_version": asset.version,
+                "code_version": request.code_version,
+                "job_name": request.job_name,
+            }
+            experiment_id = self._experiment_id(request.experiment_name)
+            run_id = self._find_or_create_run(experiment_id, request.job_name, tags)
+            command = [
+                sys.executable,
+                str(self.trainer_script),
+                "--data",
+                str(data_csv),
+                "--output",
+                str(job_dir / "outputs"),
+                *flags,
+            ]
+            champion = request.champion_model
+            if champion is not None:
+                champion_dir = job_dir / "champion"
+                if not (champion_dir / "model").is_dir():
+                    self._fetch_model(champion, champion_dir)
+                command += ["--champion-model", str(champion_dir / "model")]
+                tags["champion_version"] = champion.version
+            spec = {
+                "job_name": request.job_name,
+                "experiment_name": request.experiment_name,
+                "experiment_id": experiment_id,
+                "run_id": run_id,
+                "tracking_uri": self.tracking_uri,
+                "state_dir": str(self.state_dir),
+                "tags": tags,
+                "command": command,
+                "cwd": str(job_dir),
+                "env": {
+                    "MLFLOW_TRACKING_URI": self.tracking_uri,
+                    "MLFLOW_RUN_ID": run_id,
+                    "MLFLOW_EXPERIMENT_NAME": request.experiment_name,
+                    "PYTHONUNBUFFERED": "1",
+                },
+                "host_url": self.host_url or os.environ.get(jobs.HOST_URL_ENV),
+                "submitted": jobs.utc_now(),
+            }
+            write_json_atomic(job_dir / "job.json", spec)
+            jobs.update_status(job_dir, "Queued", error=None)
+            with (job_dir / "runner.log").open("ab") as runner_log:
+                runner = subprocess.Popen(
+                    [sys.executable, "-m", "retrain.local.jobs", "--job-dir", str(job_dir)],
+                    cwd=str(job_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=runner_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own session: the job survives the host being stopped
+                )
+            # runner.json last: its presence means "launched" (a crash before it lets a retry launch again).
+            write_json_atomic(
+                job_dir / "runner.json", {"pid": runner.pid, "start_ticks": process_start_ticks(runner.pid)}
+            )
+        return request.job_name
+
+    def _find_or_create_run(self, experiment_id: str, job_name: str, tags: dict[str, str]) -> str:
+        existing = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.job_name = '{job_name}'", max_results=1
+        )
+        if existing:
+            return str(existing[0].info.run_id)
+        run = self.client.create_run(experiment_id, run_name=job_name, tags=tags)
+        return str(run.info.run_id)
+
+    def _spec(self, job_name: str) -> dict[str, Any]:
+        path = self._job_dir(job_name) / "job.json"
+        if not path.is_file():
+            raise PlatformError(f"no training job named {job_name!r}; submit it first")
+        return read_json(path)
+
+    def get_job(self, job_name: str) -> JobStatus:
+        job_dir = self._job_dir(job_name)
+        self._spec(job_name)
+        if not jobs.status_path(job_dir).is_file():  # job.json is written just before the first status
+            return JobStatus(job_name=job_name, status="Queued")
+        status = read_json(jobs.status_path(job_dir))
+        if status["status"] in ("Completed", "Failed", "Canceled"):
+            return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
+        runner_file = job_dir / "runner.json"
+        if not runner_file.is_file():  # being submitted right now (or the submit crashed and will be retried)
+            return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
+        runner = read_json(runner_file)
+        if not process_alive(runner.get("pid"), runner.get("start_ticks")):
+            # Re-read: the runner may have finished between the two reads.
+            status = read_json(jobs.status_path(job_dir))
+            if status["status"] not in ("Completed", "Failed", "Canceled"):
+                reason = (
+                    f"the job runner (pid {runner.get('pid')}) stopped without recording an outcome "
+                    f"(last status {status['status']}); see {job_dir / 'std_log.txt'}"
+                )
+                return JobStatus(job_name=job_name, status="Failed", error=reason)
+        return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
+
+    def get_job_metrics(self, job_name: str) -> dict[str, float]:
+        """The run's MLflow metrics, completed by the numeric values of the job's metrics.json."""
+        spec = self._spec(job_name)
+        metrics: dict[str, float] = {}
+        metrics_file = self._job_dir(job_name) / "outputs" / "metrics.json"
+        if metrics_file.is_file():
+            for key, value in json.loads(metrics_file.read_text()).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    metrics[key] = float(value)
+        metrics.update({k: float(v) for k, v in self.client.get_run(spec["run_id"]).data.metrics.items()})
+        if not metrics:
+            raise PlatformError(f"job {job_name} has no metrics (status {self.get_job(job_name).status})")
+        return metrics
+
+    def job_run_id(self, job_name: str) -> str:
+        return str(self._spec(job_name)["run_id"])
+
+    # -- model registry ---------------------------------------------------------------------------
+
+    def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef:
+        _safe("model name", name)
+        job = self.get_job(job_name)
+        if not job.succeeded:
+            raise PlatformError(
+                f"job {job_name} is {job.status}, not Completed; only a completed job's model registers"
+            )
+        run_id = self.job_run_id(job_name)
+        version_tags = {**{str(k): str(v) for k, v in tags.items()}, "job_name": job_name}
+        with self._lock(f"model-{name}"):
+            existing = self._version_for_job(name, job_name)
+            if existing is not None:
+                return existing
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise
+            version = self.client.create_model_version(
+                name, source=f"runs:/{run_id}/model", run_id=run_id, tags=version_tags
+            )
+        return ModelRef(name=name, version=str(version.version), tags=dict(version.tags or version_tags))
+
+    def _version_for_job(self, name: str, job_name: str) -> ModelRef | None:
+        for version in self.client.search_model_versions(f"name = '{name}'"):
+            if (version.tags or {}).get("job_name") == job_name:
+                return ModelRef(name=name, version=str(version.version), tags=dict(version.tags))
+        return None
+
+    def get_champion(self, name: str) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(_safe("model name", name), CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+        return ModelRef(name=name, version=str(version.version), tags=dict(version.tags or {}))
+
+    def set_champion(self, model: ModelRef) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(model.name, model.version)
+        except MlflowException as exc:
+            raise PlatformError(
+                f"model {model.name} version {model.version} is not registered; register it first"
+            ) from exc
+        self.client.set_registered_model_alias(model.name, CHAMPION_ALIAS, model.version)
+
+    def _fetch_model(self, model: ModelRef, dest: Path) -> None:
+        """Download a registered model version's files to dest (the MLflow model at dest/model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version(model.name, model.version)
+        except MlflowException as exc:
+            raise PlatformError(f"model {model.name} version {model.version} is not registered") from exc
+        dest.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault(
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+        )  # no progress bars in host logs
+        self.client.download_artifacts(version.run_id, "model", str(dest))
+        if not (dest / "model" / "MLmodel").is_file():
+            raise PlatformError(
+                f"model {model.name}:{model.version} (run {version.run_id}) has no MLflow model under 'model'"
+            )
+
+    # -- online endpoint (delegated to LocalEndpoints) --------------------------------------------
+
+    def begin_create_endpoint(self, name: str) -> EndpointState:
+        return self.endpoints.begin_create_endpoint(name)
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        return self.endpoints.get_endpoint(name)
+
+    def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
+        return self.endpoints.begin_deployment(endpoint, slot, model)
+
+    def get_deployment(self, endpoint: str, slot: str) -> DeploymentState:
+        return self.endpoints.get_deployment(endpoint, slot)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> EndpointState:
+        return self.endpoints.set_traffic(endpoint, traffic)
+
+    def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]:
+        return self.endpoints.invoke(endpoint, payload, slot)
+
+    def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
+        return self.endpoints.begin_delete_deployment(endpoint, slot)
+
+    # -- lifecycle (CLI `serve`, tests) ------------------------------------------------------------
+
+    def restore(self) -> list[EndpointState]:
+        """Bring the endpoints' slots and scoring URLs back up from the state dir."""
+        return self.endpoints.restore()
+
+    def stop_all(self, everything: bool = False) -> None:
+        """Stop the endpoints' routers and the slot processes this instance started or restored (by
+        PID; `everything`: every recorded slot). Training jobs keep running."""
+        self.endpoints.stop_all(everything=everything)

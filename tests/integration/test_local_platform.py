@@ -1,0 +1,265 @@
+"""The local platform for real: data assets, a real training job through the detached runner (its
+Event Grid event POSTed to a webhook receiver on 127.0.0.1 standing in for the local host), a failing
+job, a job whose runner dies, and the MLflow registry with the champion alias."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+
+from retrain.local.keys import load_or_create_keys
+from retrain.local.platform import LocalPlatform
+from retrain.local.processes import process_alive, read_json, stop_process_group
+from retrain.ports import DataAsset, JobStatus, PlatformError, TrainingRequest
+from tests.unit.test_local_jobs import Receiver
+
+pytestmark = pytest.mark.slow
+MODEL = "msft-forecaster"
+QUICK = {"max_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver([])
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[LocalPlatform]:
+    state = tmp_path_factory.mktemp("state")
+    load_or_create_keys(state, environ={})  # the host's key file, as the local host writes it
+    p = LocalPlatform(state, host_url=receiver.url)
+    yield p
+    for runner in (state / "jobs").glob("*/runner.json"):  # never leave a job running
+        info = read_json(runner)
+        stop_process_group(info["pid"], info["start_ticks"])
+    p.stop_all()
+
+
+@pytest.fixture(scope="module")
+def asset(platform: LocalPlatform, sample_csv: Path) -> DataAsset:
+    return platform.register_data("msft-daily", "sample-v1", str(sample_csv), {"ticker": "MSFT"})
+
+
+def _request(job: str, asset: DataAsset, champion: dict | None = None, **hp: int) -> TrainingRequest:
+    return TrainingRequest(
+        job_name=job,
+        experiment_name="retrain-msft",
+        ticker="MSFT",
+        data=asset.to_dict(),
+        instance_id=f"inst-{job}",
+        code_version="0.1.0+test",
+        champion=champion,
+        hyperparameters={**QUICK, **hp},
+    )
+
+
+def _wait(platform: LocalPlatform, job: str, timeout: float = 600) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = platform.get_job(job)
+        if status.terminal:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} not finished after {timeout}s")
+
+
+def _events_for(receiver: Receiver, job: str, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in receiver.requests if r["body"][0]["data"]["runId"] == job]
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no event for {job}; got {[r['body'] for r in receiver.requests]}")
+
+
+@pytest.fixture(scope="module")
+def completed_job(platform: LocalPlatform, asset: DataAsset) -> str:
+    job = "retrain-msft-t1-train"
+    assert platform.submit_training(_request(job, asset)) == job
+    assert platform.submit_training(_request(job, asset)) == job  # a second submit is a no-op
+    assert _wait(platform, job).status == "Completed", (
+        platform.state_dir / "jobs" / job / "std_log.txt"
+    ).read_text()[-3000:]
+    return job
+
+
+def test_job_runs_detached_and_records_azure_statuses(platform: LocalPlatform, completed_job: str) -> None:
+    job_dir = platform.state_dir / "jobs" / completed_job
+    status = read_json(job_dir / "status.json")
+    assert [h["status"] for h in status["history"]] == ["Queued", "Running", "Completed"]
+    assert status["exit_code"] == 0
+    runner = read_json(job_dir / "runner.json")
+    assert status["runner_pid"] == runner["pid"]
+    deadline = time.monotonic() + 30  # after Completed the runner still delivers the event, then exits
+    while process_alive(runner["pid"], runner["start_ticks"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(runner["pid"], runner["start_ticks"])
+    assert (job_dir / "std_log.txt").stat().st_size > 0
+    assert (job_dir / "outputs" / "model" / "MLmodel").is_file()
+    assert (
+        len(list((platform.state_dir / "jobs").iterdir())) >= 1 and not (job_dir / "runner.json.tmp").exists()
+    )
+
+
+def test_completed_job_posts_run_completed_with_its_tags(
+    platform: LocalPlatform, receiver: Receiver, completed_job: str, asset: DataAsset
+) -> None:
+    requests = _events_for(receiver, completed_job)
+    assert len(requests) == 1  # submitted twice, ran once
+    request = requests[0]
+    url = urlparse(request["path"])
+    assert url.path == "/runtime/webhooks/eventgrid"
+    assert parse_qs(url.query) == {
+        "functionName": ["job_events"],
+        "code": [load_or_create_keys(platform.state_dir).system_key],
+    }
+    assert request["headers"]["aeg-event-type"] == "Notification"
+    [event] = request["body"]
+    assert event["eventType"] == "Microsoft.MachineLearningServices.RunCompleted"
+    assert event["subject"] == f"experiments/{event['data']['experimentId']}/runs/{completed_job}"
+    assert event["topic"].startswith("/subscriptions/") and event["dataVersion"] == "2"
+    tags = event["data"]["runTags"]
+    assert tags["orchestration_instance_id"] == f"inst-{completed_job}"
+    assert (tags["ticker"], tags["data_asset"], tags["data_version"]) == ("MSFT", asset.name, asset.version)
+    assert event["data"]["experimentName"] == "retrain-msft"
+    recorded = read_json(platform.state_dir / "jobs" / completed_job / "status.json")["event"]
+    assert recorded["delivered"] is True and recorded["id"] == event["id"]
+
+
+def test_the_trainer_resumed_the_platforms_mlflow_run(platform: LocalPlatform, completed_job: str) -> None:
+    run = platform.client.get_run(platform.job_run_id(completed_job))
+    assert run.info.status == "FINISHED" and run.info.run_name == completed_job
+    assert run.data.tags["job_name"] == completed_job and run.data.tags["data_asset"] == "msft-daily"
+    metrics = platform.get_job_metrics(completed_job)
+    assert {"mae", "rmse", "naive_mae", "mae_vs_naive"} <= set(metrics)
+    assert all(isinstance(v, float) and v == v for v in metrics.values())
+    artifacts = {a.path for a in platform.client.list_artifacts(run.info.run_id)}
+    assert "model" in artifacts  # runs:/<run_id>/model resolves
+    assert str(platform.artifact_root) in run.info.artifact_uri  # artifacts stay under the state dir
+
+
+def test_registry_is_idempotent_per_job_and_tracks_the_champion(
+    platform: LocalPlatform, completed_job: str, asset: DataAsset, receiver: Receiver
+) -> None:
+    assert platform.get_champion(MODEL) is None
+    lineage = {"data_asset": asset.name, "data_version": asset.version, "code_version": "0.1.0+test"}
+    first = platform.register_model(MODEL, completed_job, lineage)
+    assert platform.register_model(MODEL, completed_job, lineage) == first
+    assert first.tags["job_name"] == completed_job and first.tags["data_version"] == asset.version
+    platform.set_champion(first)
+    assert platform.get_champion(MODEL) == first
+
+    # A challenger trained against the champion: the runner hands the champion's model to the trainer.
+    challenger_job = "retrain-msft-t2-train"
+    platform.submit_training(_request(challenger_job, asset, champion=first.to_dict(), seed=7))
+    assert _wait(platform, challenger_job).succeeded
+    assert "champion_mae" in platform.get_job_metrics(challenger_job)
+    second = platform.register_model(MODEL, challenger_job, lineage)
+    assert int(second.version) == int(first.version) + 1
+    platform.set_champion(second)
+    assert platform.get_champion(MODEL).version == second.version
+    with pytest.raises(PlatformError, match="not registered"):
+        platform.set_champion(type(first)(name=MODEL, version="99"))
+
+
+def test_failing_job_reports_failed_with_the_reason_and_posts_run_status_changed(
+    platform: LocalPlatform, receiver: Receiver, sample_csv: Path, tmp_path: Path
+) -> None:
+    short = tmp_path / "short.csv"
+    pd.read_csv(sample_csv).head(30).to_csv(short, index=False)
+    asset = platform.register_data("msft-daily", "too-short", str(short), {})
+    job = "retrain-msft-bad-train"
+    platform.submit_training(_request(job, asset))
+    status = _wait(platform, job, timeout=300)
+    assert status.status == "Failed"
+    assert status.error and "trainer exited with code" in status.error and len(status.error) > 30
+    [request] = _events_for(receiver, job)
+    [event] = request["body"]
+    assert event["eventType"] == "Microsoft.MachineLearningServices.RunStatusChanged"
+    assert event["data"]["runStatus"] == "Failed"
+    assert event["data"]["runTags"]["orchestration_instance_id"] == f"inst-{job}"
+    assert platform.client.get_run(platform.job_run_id(job)).info.status == "FAILED"
+    with pytest.raises(PlatformError, match="not Completed"):
+        platform.register_model(MODEL, job, {})
+
+
+def test_a_runner_that_dies_is_reported_failed(platform: LocalPlatform, asset: DataAsset) -> None:
+    job = "retrain-msft-killed-train"
+    platform.submit_training(_request(job, asset, max_epochs=50))
+    runner = read_json(platform.state_dir / "jobs" / job / "runner.json")
+    deadline = time.monotonic() + 120
+    while platform.get_job(job).status != "Running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stop_process_group(runner["pid"], runner["start_ticks"], timeout=5)  # runner and trainer
+    status = platform.get_job(job)
+    assert status.status == "Failed" and "stopped without recording an outcome" in (status.error or "")
+
+
+def test_bad_requests_are_refused_before_anything_runs(platform: LocalPlatform, asset: DataAsset) -> None:
+    with pytest.raises(PlatformError, match="unknown hyperparameter 'epochs'"):
+        platform.submit_training(_request("retrain-msft-x-train", asset, epochs=3))
+    assert not (platform.state_dir / "jobs" / "retrain-msft-x-train").exists()
+    with pytest.raises(PlatformError, match="no training job"):
+        platform.get_job("never-submitted")
+    missing = DataAsset(name="msft-daily", version="nope", uri="/nonexistent.csv")
+    with pytest.raises(PlatformError, match="register it before training"):
+        platform.submit_training(_request("retrain-msft-y-train", missing))
+
+
+def test_event_json_is_kept_with_the_job(platform: LocalPlatform, completed_job: str) -> None:
+    event = json.loads((platform.state_dir / "jobs" / completed_job / "event.json").read_text())
+    assert event["data"]["runId"] == completed_job
+
+
+def test_a_registered_model_deploys_from_the_registry_and_scores(
+    platform: LocalPlatform, completed_job: str, sample_csv: Path
+) -> None:
+    model = platform.register_model(MODEL, completed_job, {})
+    endpoint = platform.begin_create_endpoint("msft-platform")
+    platform.begin_deployment("msft-platform", "blue", model)
+    deadline = time.monotonic() + 180
+    while (state := platform.get_deployment("msft-platform", "blue")).state == "Creating":
+        assert time.monotonic() < deadline, "slot not live in time"
+        time.sleep(0.25)
+    assert state.state == "Succeeded", state.error
+    slot_dir = (
+        platform.state_dir / "endpoints" / "msft-platform" / "blue" / "azureml-models" / MODEL / model.version
+    )
+    assert (slot_dir / "model" / "MLmodel").is_file()  # Azure's <name>/<version>/ layout
+    platform.set_traffic("msft-platform", {"blue": 100})
+    closes = [float(c) for c in pd.read_csv(sample_csv)["Close"].tail(40)]
+    answer = platform.invoke("msft-platform", {"close": closes})
+    assert answer["model"]["name"] == MODEL and answer["model"]["version"] == model.version
+    assert platform.get_endpoint("msft-platform").scoring_uri == endpoint.scoring_uri
+
+
+def test_a_job_outlives_the_process_that_submitted_it(platform: LocalPlatform, asset: DataAsset) -> None:
+    job = "retrain-msft-orphan-train"
+    submit = (
+        "import sys, os, signal\n"
+        "from retrain.local.platform import LocalPlatform\n"
+        "from retrain.ports import TrainingRequest\n"
+        "p = LocalPlatform(sys.argv[1])\n"
+        "p.submit_training(TrainingRequest.from_dict(json.loads(sys.argv[2])))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # the host dies right after submitting\n"
+    )
+    request = json.dumps(_request(job, asset).to_dict())
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + submit, str(platform.state_dir), request],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -9, done.stderr
+    assert _wait(platform, job).status == "Completed"

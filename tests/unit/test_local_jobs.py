@@ -1,0 +1,154 @@
+"""The job runner's event: its Azure ML / Event Grid shape, and delivery to a real HTTP receiver
+on 127.0.0.1 standing in for the local host's Event Grid webhook (retries, no retry on 4xx)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from retrain.local import jobs
+from retrain.local.keys import load_or_create_keys
+from retrain.local.processes import free_port
+
+SPEC = {
+    "job_name": "retrain-msft-2026w48-train",
+    "experiment_name": "retrain-msft",
+    "experiment_id": "3",
+    "run_id": "0123abcd",
+    "tags": {
+        "orchestration_instance_id": "retrain-msft-2026w48",
+        "ticker": "MSFT",
+        "data_asset": "msft-daily",
+        "data_version": "20260101-abc",
+    },
+}
+
+
+def test_completed_job_event_is_an_azure_ml_run_completed_event() -> None:
+    event = jobs.build_job_event(SPEC, succeeded=True, event_time="2026-11-24T01:02:03.000000Z")
+    assert event["eventType"] == "Microsoft.MachineLearningServices.RunCompleted"
+    assert event["subject"] == "experiments/3/runs/retrain-msft-2026w48-train"
+    assert event["topic"].startswith("/subscriptions/")
+    assert "/providers/Microsoft.MachineLearningServices/workspaces/" in event["topic"]
+    assert event["dataVersion"] == "2" and event["metadataVersion"] == "1"
+    assert event["eventTime"] == "2026-11-24T01:02:03.000000Z" and event["id"]
+    data = event["data"]
+    assert data["runId"] == SPEC["job_name"] and data["experimentName"] == "retrain-msft"
+    assert data["experimentId"] == "3"
+    assert data["runTags"] == SPEC["tags"]
+    assert "runStatus" not in data
+    json.dumps(event)  # plain JSON
+
+
+def test_failed_job_event_is_run_status_changed_failed() -> None:
+    event = jobs.build_job_event(SPEC, succeeded=False)
+    assert event["eventType"] == "Microsoft.MachineLearningServices.RunStatusChanged"
+    assert event["data"]["runStatus"] == "Failed"
+    assert event["data"]["runTags"]["orchestration_instance_id"] == "retrain-msft-2026w48"
+    assert jobs.build_job_event(SPEC, True)["id"] != jobs.build_job_event(SPEC, True)["id"]
+
+
+class Receiver:
+    """A tiny webhook on 127.0.0.1 that answers the queued status codes, then 200."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": json.loads(body),
+                    }
+                )
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator:
+    started: list[Receiver] = []
+
+    def make(statuses: list[int]) -> Receiver:
+        started.append(Receiver(statuses))
+        return started[-1]
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+def test_event_is_posted_as_an_event_grid_notification_with_retries(receiver_factory) -> None:
+    receiver = receiver_factory([503, 500])
+    event = jobs.build_job_event(SPEC, succeeded=True)
+    url = jobs.webhook_url(receiver.url, "sys-key")
+    delivered, detail = jobs.deliver_event(event, url, attempts=4, first_delay=0.01)
+    assert delivered, detail
+    assert len(receiver.requests) == 3
+    last = receiver.requests[-1]
+    query = parse_qs(urlparse(last["path"]).query)
+    assert urlparse(last["path"]).path == "/runtime/webhooks/eventgrid"
+    assert query == {"functionName": ["job_events"], "code": ["sys-key"]}
+    assert last["headers"]["aeg-event-type"] == "Notification"
+    assert last["body"] == [event]
+
+
+def test_client_errors_are_not_retried_and_never_raise(receiver_factory) -> None:
+    receiver = receiver_factory([401])
+    delivered, detail = jobs.deliver_event(
+        jobs.build_job_event(SPEC, True), receiver.url + "/x", first_delay=0.01
+    )
+    assert not delivered and "401" in detail and len(receiver.requests) == 1
+
+
+def test_unreachable_host_is_reported_not_raised() -> None:
+    url = f"http://127.0.0.1:{free_port()}/runtime/webhooks/eventgrid"
+    delivered, detail = jobs.deliver_event(
+        jobs.build_job_event(SPEC, True), url, attempts=2, first_delay=0.01
+    )
+    assert not delivered and "Connection" in detail
+
+
+def test_system_key_comes_from_the_setting_or_the_hosts_key_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RETRAIN_SYSTEM_KEY", raising=False)
+    monkeypatch.delenv("RETRAIN_FUNCTION_KEY", raising=False)
+    assert jobs.read_system_key(tmp_path) is None
+    assert not (tmp_path / "host").exists()  # reading never generates keys
+    keys = load_or_create_keys(tmp_path, environ={})
+    assert jobs.read_system_key(tmp_path) == keys.system_key
+    monkeypatch.setenv("RETRAIN_SYSTEM_KEY", "from-setting")
+    assert jobs.read_system_key(tmp_path) == "from-setting"
+
+
+def test_status_transitions_keep_their_history(tmp_path: Path) -> None:
+    jobs.update_status(tmp_path, "Queued")
+    jobs.update_status(tmp_path, "Running", trainer_pid=1)
+    final = jobs.update_status(tmp_path, "Failed", error="boom")
+    assert [h["status"] for h in final["history"]] == ["Queued", "Running", "Failed"]
+    assert json.loads((tmp_path / "status.json").read_text())["error"] == "boom"
+    assert not list(tmp_path.glob(".*tmp"))
