@@ -1,0 +1,145 @@
+"""Wall time of `retrain run` on the bundled sample, broken down by step, and the share that is
+orchestration overhead; for a first cycle (new endpoint, one slot) and a second one that swaps slots.
+
+Each repetition uses a fresh state dir and runs the real CLI twice (`--max-epochs 2`; the second with
+`--force`, so it always deploys and swaps blue/green). The breakdown comes from the durable history
+(read-only) and the job's own status file:
+- activities: sum of TaskScheduled -> TaskCompleted of every activity (the platform calls themselves);
+- training job: the trainer subprocess, queued -> finished (the reference: the real work, same run);
+- platform waits: durable timers that fired while polling the endpoint / deployment (provisioning);
+- orchestration overhead: the orchestration's span minus the three above (episodes, replays, history
+  writes, event delivery from the job to the orchestrator, scheduling gaps);
+- CLI outside the orchestration: host start, slot restore, status polling, the final prediction.
+
+    python bench/bench_cycle.py [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def breakdown(state_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
+    from retrain.local.durable.engine import DurableEngine
+
+    engine = DurableEngine(state_dir / "host" / "durable.sqlite", lambda *_: "", lambda *_: "")
+    try:
+        status = engine.get_status(summary["instance_id"], show_history=True)
+    finally:
+        engine.close()
+    events = status["historyEvents"]
+    scheduled = {e["EventId"]: e for e in events if e["EventType"] == "TaskScheduled"}
+    timers = {e["EventId"]: e for e in events if e["EventType"] == "TimerCreated"}
+    activities = sum(
+        (_t(e["Timestamp"]) - _t(scheduled[e["TaskScheduledId"]]["Timestamp"])).total_seconds()
+        for e in events
+        if e["EventType"] in ("TaskCompleted", "TaskFailed")
+    )
+    timer_waits = sum(
+        (_t(e["Timestamp"]) - _t(timers[e["TimerId"]]["Timestamp"])).total_seconds()
+        for e in events
+        if e["EventType"] == "TimerFired" and e.get("TimerId") in timers
+    )
+    started = min(_t(e["Timestamp"]) for e in events)
+    span = (max(_t(e["Timestamp"]) for e in events) - started).total_seconds()
+    job = json.loads((state_dir / "jobs" / summary["job_name"] / "status.json").read_text())
+    job_s = (_t(job["history"][-1]["time"]) - _t(job["history"][0]["time"])).total_seconds()
+    overhead = span - activities - job_s - timer_waits
+    return {
+        "cli_wall": summary["elapsed_s"],
+        "orchestration_span": span,
+        "activities": activities,
+        "training_job": job_s,
+        "platform_waits": timer_waits,
+        "orchestration_overhead": overhead,
+        "cli_outside_orchestration": summary["elapsed_s"] - span,
+    }
+
+
+def run_once(state_dir: Path, force: bool) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "retrain",
+        "run",
+        "--source",
+        "sample",
+        "--ticker",
+        "MSFT",
+        "--max-epochs",
+        "2",
+        "--state-dir",
+        str(state_dir),
+    ] + (["--force"] if force else [])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=1200)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    if done.returncode != 0:
+        raise SystemExit(f"retrain run failed: {summary.get('error')}\n{done.stderr[-2000:]}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, float]]] = {"first": [], "swap": []}
+    for rep in range(args.reps):
+        with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
+            for label, force in (("first", False), ("swap", True)):
+                summary = run_once(Path(tmp), force)
+                row = {f"step:{k}": v for k, v in summary["timings_s"].items()}
+                row.update(breakdown(Path(tmp), summary))
+                results[label].append(row)
+                print(
+                    f"rep {rep + 1}/{args.reps} {label}: {summary['elapsed_s']:.1f}s "
+                    f"(slot {summary.get('slot')}, gate {summary['gate']['deploy']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    keys: list[str] = []
+    for rows in results.values():
+        for row in rows:
+            keys += [k for k in row if k not in keys]
+    steps = [k for k in keys if k.startswith("step:")]
+    totals = [k for k in keys if not k.startswith("step:")]
+    print(
+        f"\nretrain run --source sample --ticker MSFT --max-epochs 2: median of {args.reps} runs (seconds)\n"
+    )
+    print(f"{'':34}{'first cycle':>14}{'swap cycle':>14}")
+    for key in steps + totals:
+        cells = []
+        for label in ("first", "swap"):
+            values = [r[key] for r in results[label] if key in r]
+            cells.append(f"{statistics.median(values):14.2f}" if values else f"{'-':>14}")
+        name = key.removeprefix("step:")
+        if key == totals[0]:
+            print("-" * 62)
+        print(f"{('  ' if key.startswith('step:') else '') + name:34}{''.join(cells)}")
+    print("-" * 62)
+    for label in ("first", "swap"):
+        rows = results[label]
+        share_cli = statistics.median(r["orchestration_overhead"] / r["cli_wall"] for r in rows)
+        share_span = statistics.median(r["orchestration_overhead"] / r["orchestration_span"] for r in rows)
+        print(
+            f"{label} cycle: orchestration overhead = {100 * share_cli:.1f}% of the CLI wall time, "
+            f"{100 * share_span:.1f}% of the orchestration span"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""The Azure Functions entry point: the Durable Functions app and its blueprints. Thin on purpose;
+the code lives in `retrain` (triggers, orchestrator, activities)."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from retrain import activities, triggers, workflow
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(triggers.bp)
+app.register_functions(activities.bp)
+app.orchestration_trigger(context_name="context", orchestration=workflow.ORCHESTRATOR_NAME)(
+    workflow.retrain_orchestrator
+)

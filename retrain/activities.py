@@ -1,0 +1,200 @@
+"""The workflow's activities: one small function per step, each a call to the `MLPlatform` port.
+
+Inputs and outputs are plain JSON (the ports' `to_dict`), because they travel through the durable
+history. A transient failure raises (the orchestrator retries it); a verdict (smoke test) is returned.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import azure.durable_functions as df
+
+import retrain
+from retrain.platform import get_platform
+from retrain.ports import ModelRef, PlatformError, TrainingRequest
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+# How many recent closes travel with the data asset for the smoke test: more than any model window.
+SMOKE_CLOSES = 64
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe` of the checkout when there is one (a laptop), else the package version (Azure)."""
+    if (REPO_ROOT / ".git").exists():
+        try:
+            described = subprocess.run(
+                ["git", "describe", "--tags", "--always", "--dirty"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            if described:
+                return f"{retrain.__version__}+g{described}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return retrain.__version__
+
+
+def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fetch prices, snapshot them (content-versioned) and register the snapshot as a data asset."""
+    from retrain.market_data import fetch_prices, write_snapshot
+
+    ticker = payload["ticker"]
+    prices = fetch_prices(
+        ticker, source=payload.get("source") or "yfinance", lookback_days=payload.get("lookback_days")
+    )
+    with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
+        snapshot = write_snapshot(prices, ticker, staging)
+        tags = {
+            **snapshot.tags,
+            "ticker": ticker,
+            "source": str(payload.get("source")),
+            "sha256": snapshot.sha256,
+            "orchestration_instance_id": str(payload.get("instance_id")),
+        }
+        # The platform copies (local) or uploads (Azure) the file: the staging copy can go.
+        asset = get_platform().register_data(snapshot.name, snapshot.version, str(snapshot.path), tags)
+    closes = [float(c) for c in prices["Close"].tail(SMOKE_CLOSES)]
+    return {
+        "data": asset.to_dict(),
+        "rows": len(prices),
+        "recent_closes": closes,
+        "last_date": str(prices["Date"].iloc[-1].date()),
+    }
+
+
+def get_champion(payload: dict[str, Any]) -> dict[str, Any] | None:
+    champion = get_platform().get_champion(payload["model_name"])
+    return champion.to_dict() if champion else None
+
+
+def submit_training(payload: dict[str, Any]) -> dict[str, Any]:
+    version = code_version()
+    request = TrainingRequest.from_dict({**payload, "code_version": version})
+    job_name = get_platform().submit_training(request)
+    return {"job_name": job_name, "code_version": version}
+
+
+def get_job_status(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().get_job(payload["job_name"]).to_dict()
+
+
+def get_job_metrics(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(v) for k, v in get_platform().get_job_metrics(payload["job_name"]).items()}
+
+
+def register_model(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().register_model(payload["name"], payload["job_name"], payload["tags"]).to_dict()
+
+
+def set_champion(payload: dict[str, Any]) -> dict[str, Any]:
+    model = ModelRef.from_dict(payload["model"])
+    get_platform().set_champion(model)
+    return model.to_dict()
+
+
+def begin_create_endpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().begin_create_endpoint(payload["name"]).to_dict()
+
+
+def get_endpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().get_endpoint(payload["name"]).to_dict()
+
+
+def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
+    model = ModelRef.from_dict(payload["model"])
+    return get_platform().begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
+
+
+def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().get_deployment(payload["endpoint"], payload["slot"]).to_dict()
+
+
+def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
+    traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
+    return get_platform().set_traffic(payload["endpoint"], traffic).to_dict()
+
+
+def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
+    return get_platform().begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
+
+
+def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
+    """Score the latest closes through the endpoint (one slot, or the traffic split when slot is None):
+    the answer must be one finite, plausible forecast and arrive within the latency bound."""
+    closes = [float(c) for c in payload["closes"]]
+    slot = payload.get("slot")
+    max_ms = float(payload["max_latency_ms"])
+    started = time.perf_counter()
+    try:
+        answer = get_platform().invoke(payload["endpoint"], {"close": closes}, slot=slot)
+    except PlatformError as exc:
+        return {"ok": False, "reason": f"scoring call failed: {exc}", "slot": slot}
+    latency_ms = (time.perf_counter() - started) * 1000
+    verdict = judge_smoke_answer(answer, closes[-1], latency_ms, max_ms)
+    log.info("smoke test slot=%s: %s", slot, verdict)
+    return {**verdict, "slot": slot, "latency_ms": round(latency_ms, 1)}
+
+
+def judge_smoke_answer(answer: Any, last_close: float, latency_ms: float, max_ms: float) -> dict[str, Any]:
+    """Pure verdict on one scoring answer."""
+    forecast = answer.get("forecast") if isinstance(answer, dict) else None
+    if not isinstance(forecast, list) or len(forecast) != 1:
+        return {"ok": False, "reason": f"expected {{'forecast': [one float]}}, got {str(answer)[:200]}"}
+    value = forecast[0]
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return {"ok": False, "reason": f"forecast {value!r} is not a finite number"}
+    # A next-day close outside [0.5x, 2x] of today's close is a broken model, not a forecast.
+    if not 0.5 * last_close <= value <= 2.0 * last_close:
+        return {
+            "ok": False,
+            "reason": f"forecast {value:.4g} is implausible next to the last close {last_close:.4g}",
+        }
+    if latency_ms > max_ms:
+        return {
+            "ok": False,
+            "reason": f"latency {latency_ms:.0f} ms exceeds RETRAIN_SMOKE_MAX_LATENCY_MS={max_ms:g}",
+        }
+    return {
+        "ok": True,
+        "reason": "valid answer within the latency bound",
+        "forecast": float(value),
+        "model": answer.get("model"),
+    }
+
+
+ACTIVITIES = (
+    fetch_data,
+    get_champion,
+    submit_training,
+    get_job_status,
+    get_job_metrics,
+    register_model,
+    set_champion,
+    begin_create_endpoint,
+    get_endpoint,
+    begin_deployment,
+    get_deployment,
+    set_traffic,
+    begin_delete_deployment,
+    smoke_test,
+)
+
+for _activity in ACTIVITIES:
+    # Registering does not replace the module-level function: the plain functions stay callable.
+    bp.activity_trigger(input_name="payload")(_activity)

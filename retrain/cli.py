@@ -1,0 +1,410 @@
+"""`retrain`: one full cycle (`run`), the local host (`serve`), `status`, `predict` and the MLflow `ui`.
+
+`run` starts the local Functions host in this process on the state dir, starts the cycle through the
+host's real `POST /api/retrain` route (the same trigger Azure runs), follows the readable status route
+printing each step as it happens (stderr), and prints ONE JSON line last on stdout:
+`instance_id, status, ticker, data_version, job_name, gate, model_version, scoring_uri, prediction,
+timings_s` (plus `runtime_status`, `error`, `elapsed_s`). Exit status: 0 when the cycle completed
+(deployed or rejected by the gate), 1 when it failed, 2 for bad usage, 3 when the ticker is busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from retrain import naming, settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP_PATH = REPO_ROOT / "function_app.py"
+TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
+PREDICT_CLOSES = 64
+
+
+class CliError(RuntimeError):
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _prepare_environment(state_dir: str | None) -> Path:
+    """Settings as `func start` sees them: local.settings.json Values, then declared defaults, with the
+    state dir pinned (the activities run in this process and read it)."""
+    settings.load_local_settings(REPO_ROOT / "local.settings.json")
+    settings.load_local_settings(Path.cwd() / "local.settings.json")
+    if state_dir:
+        os.environ["RETRAIN_STATE_DIR"] = str(Path(state_dir).resolve())
+    for setting in settings.SETTINGS:
+        if setting.default is not None:
+            os.environ.setdefault(setting.name, setting.default)
+    path = settings.state_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["RETRAIN_STATE_DIR"] = str(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- the host
+
+
+def _open_host(state_dir: Path, port: int | None, timers: bool) -> Any:
+    """The local Functions host on 127.0.0.1, started. It points RETRAIN_LOCAL_HOST_URL at itself, so
+    the jobs the local platform starts deliver their Event Grid event to it."""
+    from retrain.local.host import LocalHost
+
+    host = LocalHost(APP_PATH, state_dir, port=port or 0, timers=timers, out=sys.stderr)
+    return host.start()
+
+
+def _http(method: str, url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def _with_code(url: str, key: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}code={urllib.parse.quote(key)}"
+
+
+def follow(
+    status_url: str, started: float, poll_s: float = 0.5, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Poll the readable status until the orchestration ends, printing each step as it starts and ends."""
+    printed_start: set[int] = set()
+    printed_end: set[int] = set()
+    while True:
+        code, status = _http("GET", status_url)
+        if code == 200 and isinstance(status, dict):
+            for i, step in enumerate(status.get("steps") or []):
+                if i not in printed_start:
+                    printed_start.add(i)
+                    _say(f"[{time.monotonic() - started:7.1f}s] {step['step']} ...")
+                if step.get("seconds") is not None and i not in printed_end:
+                    printed_end.add(i)
+                    _say(
+                        f"[{time.monotonic() - started:7.1f}s] {step['step']} done in {step['seconds']:.1f}s"
+                    )
+            if status.get("runtime_status") in TERMINAL:
+                return status
+        elif code != 404:  # 404: not yet visible
+            raise CliError(f"status {status_url} answered {code}: {status}", 1)
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise CliError(f"gave up following {status_url} after {timeout_s:.0f}s", 1)
+        time.sleep(poll_s)
+
+
+def predict_through(scoring_uri: str, closes: Sequence[float], timeout: float = 30.0) -> dict[str, Any]:
+    code, answer = _http("POST", scoring_uri, {"close": [float(c) for c in closes]}, timeout=timeout)
+    if code != 200 or not isinstance(answer, dict):
+        raise CliError(f"{scoring_uri} answered {code}: {answer}", 1)
+    return answer
+
+
+def _recent_closes(ticker: str, source: str, lookback_days: int | None) -> list[float]:
+    from retrain.market_data import fetch_prices
+
+    prices = fetch_prices(ticker, source=source, lookback_days=lookback_days)
+    return [float(c) for c in prices["Close"].tail(PREDICT_CLOSES)]
+
+
+def _scoring_uri(ticker: str) -> str | None:
+    from retrain.platform import get_platform
+
+    endpoint = get_platform().get_endpoint(naming.endpoint_name(ticker))
+    return endpoint.scoring_uri if endpoint.state == "Succeeded" else None
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    state_dir = _prepare_environment(args.state_dir)
+    _restore_endpoints()  # the champion's slot serves again before a new model is rolled out next to it
+    host = _open_host(state_dir, args.port, timers=False)
+    summary: dict[str, Any] = {}
+    try:
+        body = {
+            k: v
+            for k, v in {
+                "ticker": args.ticker,
+                "source": args.source,
+                "lookback_days": args.lookback_days,
+                "force": args.force or None,
+                "max_epochs": args.max_epochs,
+            }.items()
+            if v is not None
+        }
+        _say(f"retrain run: host {host.url}, state {state_dir}, request {json.dumps(body)}")
+        code, answer = _http("POST", _with_code(f"{host.url}/api/retrain", host.function_key), body)
+        if code == 409:
+            raise CliError(f"{answer.get('error')}\n  status: {answer.get('statusQueryGetUri')}", 3)
+        if code != 202:
+            raise CliError(f"POST /api/retrain answered {code}: {answer}", 2)
+        instance_id = answer["id"]
+        _say(f"[{time.monotonic() - started:7.1f}s] started {instance_id}")
+        readable = _with_code(f"{host.url}/api/retrain/{urllib.parse.quote(instance_id)}", host.function_key)
+        status = follow(readable, started)
+        summary = _summary(status, args, started)
+    finally:
+        _stop_host(host)
+    print(json.dumps(summary), flush=True)
+    return 0 if summary.get("runtime_status") == "Completed" else 1
+
+
+def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -> dict[str, Any]:
+    output = status.get("output") if isinstance(status.get("output"), dict) else {}
+    ids = status.get("ids") or {}
+    ticker = output.get("ticker") or (args.ticker or settings.get_list("RETRAIN_TICKERS")[0]).upper()
+    timings: dict[str, float] = {}
+    for step in status.get("steps") or []:
+        timings[step["step"]] = round(timings.get(step["step"], 0.0) + (step.get("seconds") or 0.0), 3)
+    summary = {
+        "instance_id": status.get("instance_id"),
+        "status": output.get("status") or ("failed" if status.get("runtime_status") == "Failed" else None),
+        "runtime_status": status.get("runtime_status"),
+        "ticker": ticker,
+        "data_version": output.get("data_version") or ids.get("data_version"),
+        "job_name": output.get("job_name") or ids.get("job_name"),
+        "gate": output.get("gate") or status.get("decision"),
+        "model_version": output.get("model_version") or ids.get("model_version"),
+        "scoring_uri": output.get("scoring_uri") or ids.get("scoring_uri"),
+        "slot": output.get("slot"),
+        "prediction": None,
+        "error": status.get("error"),
+        "warnings": status.get("warnings") or [],
+        "timings_s": timings,
+    }
+    # Score the latest window through the stable URL (whatever serves: the new model or the champion).
+    try:
+        scoring_uri = summary["scoring_uri"] or _scoring_uri(ticker)
+        if scoring_uri:
+            summary["scoring_uri"] = scoring_uri
+            source = args.source or settings.get("RETRAIN_SOURCE")
+            lookback = args.lookback_days or settings.get_int("RETRAIN_LOOKBACK_DAYS")
+            closes = _recent_closes(ticker, str(source), lookback)
+            answer = predict_through(scoring_uri, closes)
+            summary["prediction"] = {
+                "last_close": closes[-1],
+                "forecast": answer["forecast"][0],
+                "model": answer.get("model"),
+            }
+    except Exception as exc:  # noqa: BLE001 - the cycle's outcome stands; say why there is no prediction
+        summary["prediction"] = {"error": str(exc)}
+    summary["elapsed_s"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def _stop_host(host: Any) -> None:
+    try:
+        host.stop()
+    finally:
+        # The endpoint's slots are processes of this run: stop them (`retrain serve` brings them back).
+        try:
+            from retrain.platform import get_platform
+
+            platform = get_platform()
+            if hasattr(platform, "stop_all"):
+                platform.stop_all()
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            _say(f"warning: could not stop the endpoint slots: {exc}")
+
+
+def _restore_endpoints() -> None:
+    """Start the kept endpoints' slots and scoring URLs again (local platform only)."""
+    from retrain.platform import get_platform
+
+    platform = get_platform()
+    for endpoint in platform.restore() if hasattr(platform, "restore") else []:
+        _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    state_dir = _prepare_environment(args.state_dir)
+    _restore_endpoints()
+    host = _open_host(state_dir, args.port, timers=True)
+    _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _say("retrain serve: stopping")
+        _stop_host(host)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state_dir = _prepare_environment(args.state_dir)
+    from retrain.local.durable.engine import DurableEngine
+
+    def _never(*_: Any) -> str:
+        raise RuntimeError("status is read-only")
+
+    engine = DurableEngine(
+        state_dir / "host" / "durable.sqlite", _never, _never
+    )  # not started: read-only queries
+    try:
+        if args.instance_id:
+            status = engine.get_status(args.instance_id, show_input=False)
+            if status is None:
+                raise CliError(f"no orchestration {args.instance_id!r} in {state_dir}", 1)
+            print(json.dumps(_readable(status), indent=2))
+        else:
+            for status in engine.list_instances():
+                custom = status.get("customStatus") if isinstance(status.get("customStatus"), dict) else {}
+                print(
+                    f"{status['instanceId']:40} {status['runtimeStatus']:10} {custom.get('step') or '':18} "
+                    f"{status.get('createdTime')}"
+                )
+    finally:
+        engine.close()
+    return 0
+
+
+def _readable(status: dict[str, Any]) -> dict[str, Any]:
+    from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+
+    from retrain.triggers import readable_status
+
+    return readable_status(DurableOrchestrationStatus.from_json(status))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _prepare_environment(args.state_dir)
+    from retrain.market_data import validate_ticker
+
+    ticker = validate_ticker(args.ticker)
+    closes = args.close or _recent_closes(
+        ticker, args.source or str(settings.get("RETRAIN_SOURCE")), settings.get_int("RETRAIN_LOOKBACK_DAYS")
+    )
+    scoring_uri = _scoring_uri(ticker)
+    if not scoring_uri:
+        raise CliError(f"no endpoint serves {ticker} yet; run `retrain run --ticker {ticker}` first", 1)
+    try:
+        answer = predict_through(scoring_uri, closes, timeout=10)
+    except (CliError, OSError) as exc:
+        raise CliError(
+            f"{scoring_uri} does not answer ({exc}); start `retrain serve` on this state dir", 1
+        ) from exc
+    print(json.dumps({"ticker": ticker, "scoring_uri": scoring_uri, "last_close": closes[-1], **answer}))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    state_dir = _prepare_environment(args.state_dir)
+    store = state_dir / "mlflow" / "mlflow.db"
+    if not store.exists():
+        raise CliError(f"no MLflow store at {store}; run `retrain run` first", 1)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{store}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    _say(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait(timeout=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def state(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-dir", help="state directory (default: RETRAIN_STATE_DIR or .retrain)")
+
+    run = sub.add_parser("run", help="one full retraining cycle through the local host")
+    run.add_argument("--ticker", help="ticker symbol (default: the first of RETRAIN_TICKERS)")
+    run.add_argument("--source", help="yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)")
+    run.add_argument(
+        "--lookback-days", type=int, help="calendar days of history (default: RETRAIN_LOOKBACK_DAYS)"
+    )
+    run.add_argument("--force", action="store_true", help="deploy even when the quality gate rejects")
+    run.add_argument("--max-epochs", type=int, help="training epochs (default: RETRAIN_MAX_EPOCHS)")
+    run.add_argument("--port", type=int, help="host port (default: a free one)")
+    state(run)
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="run the local host, timer and scoring URL until Ctrl-C")
+    serve.add_argument("--port", type=int, default=7071)
+    state(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser("status", help="list orchestrations, or show one")
+    status.add_argument("instance_id", nargs="?")
+    state(status)
+    status.set_defaults(func=cmd_status)
+
+    predict = sub.add_parser("predict", help="score the latest closes through the stable scoring URL")
+    predict.add_argument("--ticker", required=True)
+    predict.add_argument(
+        "--close", type=float, nargs="+", help="closes, oldest first (default: the latest data)"
+    )
+    predict.add_argument("--source", help="where the latest closes come from (default: RETRAIN_SOURCE)")
+    state(predict)
+    predict.set_defaults(func=cmd_predict)
+
+    ui = sub.add_parser("ui", help="the MLflow UI on the state dir's store (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    state(ui)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        _say(f"retrain {args.command}: {exc}")
+        return exc.code
+    except settings.SettingsError as exc:
+        _say(f"retrain {args.command}: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""How cycles start and how jobs report back: the timer, HTTP and Event Grid functions.
+
+- ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one orchestration per ticker in ``RETRAIN_TICKERS`` with the
+  id ``retrain-<ticker>-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
+- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the status URLs, 400 for a bad
+  body, 409 with the running instance's URLs when the ticker is already being retrained.
+- ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision.
+- ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
+  orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
+
+"Being retrained" is answered by listing the Pending/Running instances whose id starts with the
+ticker's prefix and parsing each id back to its ticker (`retrain.naming`): scheduled and ad-hoc
+instances share the prefix, so one lookup covers both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from retrain import naming, settings
+from retrain.workflow import JOB_FINISHED_EVENT, ORCHESTRATOR_NAME, CycleInput
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+# Suspended is not queried: the local engine has no suspension, and a suspended cycle is an operator's call.
+ACTIVE_STATUSES = [
+    df.OrchestrationRuntimeStatus.Pending,
+    df.OrchestrationRuntimeStatus.Running,
+    df.OrchestrationRuntimeStatus.ContinuedAsNew,
+]
+_ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
+REQUEST_FIELDS = {
+    "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
+    "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
+    "source": "yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)",
+    "force": "true to deploy even when the quality gate rejects (recorded on the model)",
+    "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS)",
+}
+
+
+class BadRequest(ValueError):
+    """An HTTP body we cannot accept; the message says what to send instead."""
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+
+def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> CycleInput:
+    """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
+    from retrain.market_data import MarketDataError, validate_ticker
+
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    if text.strip():
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(
+                f"the body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object "
+                'such as {"ticker": "MSFT"}, or no body'
+            ) from None
+        if not isinstance(data, dict):
+            raise BadRequest(
+                f"the body must be a JSON object, not {type(data).__name__}; "
+                'send e.g. {"ticker": "MSFT", "force": false}'
+            )
+    else:
+        data = {}
+    unknown = sorted(set(data) - set(REQUEST_FIELDS))
+    if unknown:
+        allowed = "; ".join(f"{k}: {v}" for k, v in REQUEST_FIELDS.items())
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed fields are {allowed}")
+
+    tickers = settings.get_list("RETRAIN_TICKERS", environ)
+    raw_ticker = data.get("ticker", tickers[0] if tickers else None)
+    if not isinstance(raw_ticker, str) or not raw_ticker.strip():
+        raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
+    try:
+        ticker = validate_ticker(raw_ticker.strip())
+    except MarketDataError as exc:
+        raise BadRequest(f"ticker: {exc}") from None
+
+    lookback = data.get("lookback_days")
+    if lookback is not None and (
+        isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500
+    ):
+        raise BadRequest(f"lookback_days={lookback!r}: expected {REQUEST_FIELDS['lookback_days']}")
+    source = data.get("source")
+    if source is not None and (
+        not isinstance(source, str)
+        or not (source in ("yfinance", "sample") or source.startswith("csv:"))
+        or source == "csv:"
+    ):
+        raise BadRequest(f"source={source!r}: expected {REQUEST_FIELDS['source']}")
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest(f"force={force!r}: expected true or false")
+    epochs = data.get("max_epochs")
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000
+    ):
+        raise BadRequest(f"max_epochs={epochs!r}: expected {REQUEST_FIELDS['max_epochs']}")
+    return CycleInput.from_settings(
+        ticker, "http", environ, lookback_days=lookback, source=source, force=force, max_epochs=epochs
+    )
+
+
+def readable_status(status: Any) -> dict[str, Any]:
+    """A DurableOrchestrationStatus as the answer of GET /api/retrain/{id}."""
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    runtime = status.runtime_status.value if status.runtime_status else None
+    answer: dict[str, Any] = {
+        "instance_id": status.instance_id,
+        "runtime_status": runtime,
+        "step": custom.get("step"),
+        "steps": custom.get("steps", []),
+        "decision": custom.get("decision"),
+        "ids": custom.get("ids", {}),
+        "warnings": custom.get("warnings", []),
+        "created": status.created_time.isoformat() if status.created_time else None,
+        "last_updated": status.last_updated_time.isoformat() if status.last_updated_time else None,
+    }
+    if runtime == "Failed":
+        answer["error"] = custom.get("error") or status.output
+    elif status.output is not None:
+        answer["output"] = status.output
+    return answer
+
+
+def _json(body: Any, status_code: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=2), status_code=status_code, mimetype="application/json")
+
+
+def _event_payload(event: Any) -> dict[str, Any]:
+    """The binding's EventGridEvent / CloudEvent back to the wire shape `retrain.events` parses."""
+    if isinstance(event, dict):
+        return event
+    data = event.get_json()
+    if hasattr(event, "specversion"):
+        return {
+            "specversion": event.specversion,
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "subject": event.subject,
+            "time": event.time.isoformat() if event.time else None,
+            "data": data,
+        }
+    return {
+        "id": event.id,
+        "topic": event.topic,
+        "subject": event.subject,
+        "eventType": event.event_type,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "data": data,
+        "dataVersion": getattr(event, "data_version", None),
+    }
+
+
+# ------------------------------------------------------------------------------------- with a client
+
+
+async def instance_status(client: df.DurableOrchestrationClient, instance_id: str) -> Any | None:
+    """The instance's status, or None when there is no such instance. (The SDK parses a 404's body as
+    JSON; a host that answers 404 with a text message makes that raise: it still means "not found".)"""
+    try:
+        status = await client.get_status(instance_id)
+    except ValueError:  # json.JSONDecodeError
+        return None
+    return status if status and status.runtime_status is not None else None
+
+
+async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -> Any | None:
+    """The Pending/Running orchestration of this ticker, if any (scheduled or ad hoc)."""
+    candidates = await client.get_status_by(
+        instance_id_prefix=naming.ticker_instance_prefix(ticker), runtime_status=ACTIVE_STATUSES
+    )
+    for status in candidates:
+        runtime = status.runtime_status.value if status.runtime_status else None
+        if runtime in _ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
+            return status
+    return None
+
+
+@bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        cycle = parse_retrain_request(req.get_body())
+    except BadRequest as exc:
+        return _json({"error": str(exc)}, 400)
+    running = await running_instance(client, cycle.ticker)
+    if running is not None:
+        urls = client.create_http_management_payload(running.instance_id)
+        return _json(
+            {
+                "error": f"{cycle.ticker} is already being retrained by {running.instance_id} "
+                f"({running.runtime_status.value}); wait for it or follow its status URL",
+                "instance_id": running.instance_id,
+                "statusQueryGetUri": urls["statusQueryGetUri"],
+                "readableStatusUri": _readable_url(req.url, running.instance_id),
+                **urls,
+            },
+            409,
+        )
+    instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
+    await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+    log.info("started %s for %s (http)", instance_id, cycle.ticker)
+    return client.create_check_status_response(req, instance_id)
+
+
+def _readable_url(request_url: str, instance_id: str) -> str:
+    base = request_url.split("?", 1)[0].rstrip("/")
+    return f"{base}/{instance_id}"
+
+
+@bp.route(route="retrain/{instance_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance_id = req.route_params.get("instance_id", "")
+    status = await instance_status(client, instance_id)
+    if status is None:
+        return _json(
+            {
+                "error": f"no orchestration {instance_id!r}; ids look like retrain-msft-2026w48 "
+                "(timer) or retrain-msft-20261124t231405z (POST /api/retrain)"
+            },
+            404,
+        )
+    return _json(readable_status(status), 200)
+
+
+@bp.timer_trigger(schedule="%RETRAIN_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def retrain_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await start_scheduled(client, datetime.now(UTC))
+
+
+async def start_scheduled(
+    client: df.DurableOrchestrationClient, now: datetime, environ: Any = None
+) -> dict[str, str]:
+    """Start this week's cycle for every configured ticker; what happened per ticker."""
+    from retrain.market_data import MarketDataError, validate_ticker
+
+    outcome: dict[str, str] = {}
+    for raw in settings.get_list("RETRAIN_TICKERS", environ):
+        try:
+            ticker = validate_ticker(raw)
+        except MarketDataError as exc:
+            log.error("RETRAIN_TICKERS: skipping %r: %s", raw, exc)
+            outcome[raw] = f"invalid: {exc}"
+            continue
+        instance_id = naming.scheduled_instance_id(ticker, now)
+        existing = await instance_status(client, instance_id)
+        if existing is not None:
+            outcome[ticker] = f"skipped: {instance_id} exists ({existing.runtime_status.value})"
+        elif (running := await running_instance(client, ticker)) is not None:
+            outcome[ticker] = f"skipped: {running.instance_id} is running"
+        else:
+            await client.start_new(
+                ORCHESTRATOR_NAME, instance_id, CycleInput.from_settings(ticker, "timer", environ).to_dict()
+            )
+            outcome[ticker] = f"started {instance_id}"
+        log.info("timer: %s: %s", ticker, outcome[ticker])
+    return outcome
+
+
+@bp.event_grid_trigger(arg_name="event")
+@bp.durable_client_input(client_name="client")
+async def job_events(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    await forward_job_events(client, _event_payload(event))
+
+
+async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any) -> list[str]:
+    """Raise `job_finished` on each orchestration a finished job belongs to; what happened per event.
+    Never raises for an event that is not ours: Event Grid would only retry it."""
+    from retrain.events import EventPayloadError, parse_events
+
+    try:
+        jobs = parse_events(payload)
+    except EventPayloadError as exc:
+        # A malformed delivery never gets better: acknowledge it (a raise would make Event Grid retry).
+        log.warning("job_events: ignored a malformed payload: %s", exc)
+        return [f"ignored malformed payload: {exc}"]
+    outcomes: list[str] = []
+    for job in jobs:
+        if not job.instance_id:
+            outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
+        elif not job.terminal:
+            outcomes.append(f"ignored {job.job_name}: status {job.status} is not final")
+        else:
+            status = await instance_status(client, job.instance_id)
+            runtime = status.runtime_status.value if status is not None else None
+            if runtime not in _ACTIVE_VALUES:
+                outcomes.append(
+                    f"ignored {job.job_name}: orchestration {job.instance_id} is {runtime or 'unknown'}"
+                )
+            else:
+                try:
+                    await client.raise_event(
+                        job.instance_id,
+                        JOB_FINISHED_EVENT,
+                        {
+                            "job_name": job.job_name,
+                            "status": job.status,
+                            "error": None if job.succeeded else f"job {job.job_name} ended {job.status}",
+                        },
+                    )
+                    outcomes.append(
+                        f"raised {JOB_FINISHED_EVENT} on {job.instance_id} ({job.job_name} {job.status})"
+                    )
+                except Exception as exc:  # noqa: BLE001 - it finished between the two calls: nothing to do
+                    outcomes.append(f"ignored {job.job_name}: {exc}")
+        log.info("job_events: %s", outcomes[-1])
+    return outcomes

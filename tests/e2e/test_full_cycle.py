@@ -1,0 +1,134 @@
+"""End to end, offline, everything real: `retrain run` (local host, HTTP trigger, durable orchestration,
+trainer subprocess, MLflow registry, Event Grid webhook, azmlinfsrv slots) on the bundled sample with
+short training; then `retrain serve` brings the endpoint back and the stable scoring URL answers; then
+everything is stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from retrain.local.processes import process_alive
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _score(url: str, closes: list[float]) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"close": closes}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
+    pids = []
+    for state_file in state_dir.glob("endpoints/*/state.json"):
+        for info in json.loads(state_file.read_text()).get("slots", {}).values():
+            pids.append((info.get("pid"), info.get("start_ticks")))
+    return pids
+
+
+def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRAIN_", "MLFLOW_"))}
+    env["RETRAIN_SMOKE_MAX_LATENCY_MS"] = "10000"  # a busy CI machine: the bound is not what is tested here
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrain",
+            "run",
+            "--source",
+            "sample",
+            "--ticker",
+            "MSFT",
+            "--max-epochs",
+            "2",
+            "--lookback-days",
+            "1500",
+            "--state-dir",
+            str(state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])  # the contract: the LAST stdout line
+    assert summary["status"] == "deployed" and summary["runtime_status"] == "Completed"
+    assert summary["instance_id"].startswith("retrain-msft-") and summary["job_name"].endswith("-train")
+    assert summary["gate"]["deploy"] is True and summary["model_version"] == "1"
+    assert summary["data_version"] and summary["scoring_uri"].startswith("http://127.0.0.1:")
+    forecast = summary["prediction"]["forecast"]
+    assert 0.5 * summary["prediction"]["last_close"] < forecast < 2 * summary["prediction"]["last_close"]
+    for step in ("fetch_data", "submit_training", "wait_for_job", "deploy", "smoke_test", "set_champion"):
+        assert step in summary["timings_s"], summary["timings_s"]
+        assert f"{step} done in" in run.stderr  # progress printed as it happened
+    # `run` stops the slots it started.
+    assert _slot_pids(state_dir) and not any(process_alive(p, t) for p, t in _slot_pids(state_dir))
+
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retrain",
+            "serve",
+            "--port",
+            str(_free_port()),
+            "--state-dir",
+            str(state_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        closes = [float(c) for c in range(100, 130)]
+        deadline = time.monotonic() + 180
+        answer = None
+        while answer is None:
+            assert serve.poll() is None, serve.stderr.read()[-3000:] if serve.stderr else ""
+            try:
+                answer = _score(summary["scoring_uri"], closes)
+            except OSError:
+                assert time.monotonic() < deadline, (
+                    "the stable scoring URL did not come back under `retrain serve`"
+                )
+                time.sleep(0.5)
+        assert answer["model"]["name"] == "msft-forecaster" and answer["model"]["version"] == "1"
+        assert len(answer["forecast"]) == 1 and 50 < answer["forecast"][0] < 200
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+        for pid, ticks in _slot_pids(state_dir):  # nothing may outlive the test
+            if process_alive(pid, ticks):
+                os.kill(pid, signal.SIGKILL)
+    assert not any(process_alive(p, t) for p, t in _slot_pids(state_dir))

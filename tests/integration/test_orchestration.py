@@ -1,0 +1,237 @@
+"""The retraining orchestration under the real Durable Functions SDK replay, through the local host.
+
+Everything runs for real except the ML platform: the local Functions host (SQLite history, HTTP on
+127.0.0.1), the HTTP trigger (`POST /api/retrain`, `GET /api/retrain/{id}`), the Event Grid webhook and
+trigger, the timer function, the orchestrator and the activities. The platform is the in-memory
+`MLPlatform` adapter of `memory_platform.py` (jobs take 0.3 s and post Azure ML's event to the host's
+webhook), so each path (lost event, failed job, gate rejection, broken slot, duplicate events) is
+scripted and fast. The real local platform (trainer subprocess, MLflow, azmlinfsrv slots) is covered by
+tests/e2e/test_full_cycle.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrain import platform as platform_factory
+from retrain.local.host import LocalHost
+from tests.integration.memory_platform import MemoryPlatform, shared
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw, code = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        raw, code = exc.read(), exc.code
+    try:
+        return code, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return code, raw.decode()
+
+
+@pytest.fixture
+def memory() -> MemoryPlatform:
+    return shared()
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform):
+    env = {
+        "RETRAIN_PLATFORM": "tests.integration.memory_platform:shared",
+        "RETRAIN_STATE_DIR": str(tmp_path),
+        "RETRAIN_SCHEDULE": "0 0 1 * * Mon",
+        "RETRAIN_TICKERS": "MSFT",
+        "RETRAIN_SOURCE": "sample",
+        "RETRAIN_LOOKBACK_DAYS": "900",
+        "RETRAIN_JOB_POLL_MINUTES": "1",
+        "RETRAIN_CANARY_PERCENT": "10",
+        "RETRAIN_KEEP_OLD_SLOT": "false",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_SMOKE_MAX_LATENCY_MS"):
+        monkeypatch.delenv(key, raising=False)
+    platform_factory.reset()
+    local = LocalHost(REPO / "function_app.py", tmp_path, port=0, timers=False, out=io.StringIO())
+    local.start()
+    memory.reset(host_url=local.url, system_key=local.system_key)
+    try:
+        yield local
+    finally:
+        local.stop()
+        platform_factory.reset()
+
+
+def start(host: LocalHost, body: Any = None) -> tuple[int, Any]:
+    return _http("POST", f"{host.url}/api/retrain?code={host.function_key}", body if body is not None else {})
+
+
+def wait(host: LocalHost, instance_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, status = _http("GET", f"{host.url}/api/retrain/{instance_id}?code={host.function_key}")
+        assert code in (200, 404), status
+        if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{instance_id} did not finish in {timeout}s")
+
+
+def run_cycle(host: LocalHost, body: Any = None) -> dict[str, Any]:
+    code, answer = start(host, body)
+    assert code == 202, answer
+    return wait(host, answer["id"])
+
+
+def calls(memory: MemoryPlatform, name: str) -> list[Any]:
+    return [arg for call, arg in memory.calls if call == name]
+
+
+def test_happy_path_then_a_second_cycle_swaps_slots(host, memory):
+    first = run_cycle(host)
+    assert first["runtime_status"] == "Completed", first
+    out = first["output"]
+    assert out["status"] == "deployed" and out["slot"] == "blue" and out["old_slot"] is None
+    assert out["job_name"] == f"{first['instance_id']}-train"
+    assert first["ids"]["job_signal"] == "event"  # the Event Grid trigger woke it, not the 1-minute poll
+    assert memory.champions["msft-forecaster"] == out["model_version"] == "1"
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100}
+    tags = memory.models["msft-forecaster"][0].tags
+    assert tags["orchestration_instance_id"] == first["instance_id"] and tags["gate_decision"] == "deploy"
+    assert tags["data_version"] == out["data_version"] and tags["code_version"] and tags["metric_mae"] == "1"
+    steps = [s["step"] for s in first["steps"]]
+    assert steps[:4] == ["fetch_data", "get_champion", "submit_training", "wait_for_job"]
+    assert "canary" not in steps and steps[-1] == "set_champion"  # first model: no old slot to canary against
+    assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in first["steps"])
+
+    second = run_cycle(host)
+    assert second["runtime_status"] == "Completed", second
+    assert (second["output"]["slot"], second["output"]["old_slot"]) == ("green", "blue")
+    assert calls(memory, "set_traffic")[-2:] == [{"blue": 90, "green": 10}, {"green": 100, "blue": 0}]
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
+    assert "blue" not in memory.endpoints["msft-forecast"]["slots"]  # retired
+    assert memory.champions["msft-forecaster"] == "2"
+
+
+def test_lost_event_is_covered_by_polling(host, memory, monkeypatch):
+    monkeypatch.setenv("RETRAIN_JOB_POLL_MINUTES", "0.02")  # 1.2 s
+    memory.script.host_url = None  # the platform never delivers the event
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Completed", status
+    assert status["ids"]["job_signal"] == "poll"
+    assert memory.events_sent == [] and calls(memory, "get_job")
+    assert status["output"]["status"] == "deployed"
+
+
+def test_failed_job_fails_the_orchestration_and_registers_nothing(host, memory):
+    memory.script.job_status = "Failed"
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Failed"
+    assert "ended Failed" in status["error"] and "nothing was registered" in status["error"]
+    assert memory.models == {} and memory.endpoints == {} and memory.champions == {}
+
+
+def test_gate_rejection_registers_but_deploys_nothing(host, memory):
+    assert run_cycle(host)["output"]["status"] == "deployed"  # a champion exists
+    memory.script.metrics = {**memory.script.metrics, "mae": 5.0, "mae_vs_naive": 4.2}
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Completed" and status["output"]["status"] == "rejected"
+    assert status["decision"]["deploy"] is False and status["decision"]["reasons"]
+    rejected = memory.models["msft-forecaster"][-1]
+    assert rejected.version == "2" and rejected.tags["gate_decision"] == "reject"
+    assert memory.champions["msft-forecaster"] == "1"
+    assert calls(memory, "begin_deployment") == ["blue"]  # only the first cycle deployed
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100}
+
+
+def test_force_overrides_the_gate_and_is_recorded(host, memory):
+    memory.script.metrics = {**memory.script.metrics, "mae": 5.0}
+    status = run_cycle(host, {"force": True})
+    assert status["output"]["status"] == "deployed" and status["decision"]["forced"] is True
+    assert memory.models["msft-forecaster"][0].tags["gate_forced"] == "true"
+
+
+def test_failed_smoke_test_rolls_traffic_back(host, memory):
+    assert run_cycle(host)["output"]["slot"] == "blue"
+    memory.script.broken_slots = {"green"}  # the new model answers NaN
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Failed"
+    assert "smoke test on slot green" in status["error"] and "traffic is back on blue" in status["error"]
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100, "green": 0}
+    assert memory.champions["msft-forecaster"] == "1"  # the champion is untouched and serving
+    assert "blue" in memory.endpoints["msft-forecast"]["slots"]
+
+
+def test_slow_smoke_test_rolls_back_too(host, memory, monkeypatch):
+    assert run_cycle(host)["output"]["slot"] == "blue"
+    monkeypatch.setenv("RETRAIN_SMOKE_MAX_LATENCY_MS", "0")  # every call is too slow
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Failed" and "RETRAIN_SMOKE_MAX_LATENCY_MS" in status["error"]
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100, "green": 0}
+
+
+def test_duplicate_events_register_exactly_once(host, memory):
+    memory.script.event_copies = 3  # Event Grid delivers at least once
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Completed"
+    assert calls(memory, "register_model") == ["1"] and calls(memory, "set_champion") == ["1"]
+    deadline = time.monotonic() + 10
+    while len(memory.events_sent) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [code[0] for _, code in memory.events_sent] == ["2", "2", "2"]  # all acknowledged (2xx)
+
+
+def test_second_request_for_a_busy_ticker_gets_409(host, memory):
+    memory.script.job_seconds = 3.0
+    code, first = start(host, {"ticker": "msft"})
+    assert code == 202
+    code, busy = start(host, {"ticker": "MSFT", "force": True})
+    assert code == 409, busy
+    assert busy["instance_id"] == first["id"] and first["id"] in busy["statusQueryGetUri"]
+    code, other = start(host, {"ticker": "AAPL"})  # another ticker is not blocked
+    assert code == 202, other
+    assert wait(host, first["id"])["runtime_status"] == "Completed"
+    assert wait(host, other["id"])["runtime_status"] == "Completed"
+    code, again = start(host, {"ticker": "MSFT"})  # and once it finished, MSFT may run again
+    assert code == 202, again
+    wait(host, again["id"])
+
+
+def test_bad_request_and_unknown_instance(host):
+    code, answer = start(host, {"ticker": "MSFT", "lookback_days": "a year"})
+    assert code == 400 and "lookback_days" in answer["error"]
+    code, answer = start(host, b"not json")
+    assert code == 400 and "not valid JSON" in answer["error"]
+    code, answer = _http("GET", f"{host.url}/api/retrain/retrain-msft-1999w01?code={host.function_key}")
+    assert code == 404 and "no orchestration" in answer["error"]
+    code, _ = _http("POST", f"{host.url}/api/retrain", {})  # function auth level: a key is required
+    assert code == 401
+
+
+def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch):
+    monkeypatch.setenv("RETRAIN_TICKERS", "MSFT,AAPL")
+    host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)
+    host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # same week: no-op
+    ids = sorted(s["instanceId"] for s in host.engine.list_instances())
+    assert len(ids) == 2 and ids[0].startswith("retrain-aapl-") and ids[1].startswith("retrain-msft-")
+    assert all(i.rsplit("-", 1)[1][4] == "w" for i in ids)
+    for instance_id in ids:
+        assert wait(host, instance_id)["runtime_status"] == "Completed"
+    host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # finished: still a no-op
+    assert len(host.engine.list_instances()) == 2
+    assert len(calls(memory, "submit_training")) == 2

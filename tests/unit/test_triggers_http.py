@@ -1,0 +1,130 @@
+"""The HTTP trigger's body validation and status rendering (pure parts of `retrain.triggers`), and the
+Function App's registration surface."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+
+from retrain.triggers import BadRequest, parse_retrain_request, readable_status
+
+ENV = {
+    "RETRAIN_TICKERS": "MSFT,AAPL",
+    "RETRAIN_SOURCE": "sample",
+    "RETRAIN_LOOKBACK_DAYS": "900",
+    "RETRAIN_JOB_POLL_MINUTES": "0.05",
+    "RETRAIN_CANARY_PERCENT": "25",
+}
+
+
+def test_empty_body_takes_everything_from_settings():
+    for body in (b"", None, "  "):
+        cycle = parse_retrain_request(body, ENV)
+        assert cycle.ticker == "MSFT" and cycle.source == "sample" and cycle.lookback_days == 900
+        assert cycle.force is False and cycle.trigger == "http"
+        assert cycle.poll_minutes == pytest.approx(0.05) and cycle.canary_percent == 25
+
+
+def test_fields_override_settings_and_ticker_is_normalised():
+    body = json.dumps(
+        {"ticker": " aapl ", "lookback_days": 400, "source": "csv:/tmp/x.csv", "force": True, "max_epochs": 2}
+    )
+    cycle = parse_retrain_request(body.encode(), ENV)
+    assert (cycle.ticker, cycle.lookback_days, cycle.source, cycle.force, cycle.max_epochs) == (
+        "AAPL",
+        400,
+        "csv:/tmp/x.csv",
+        True,
+        2,
+    )
+    # The input round-trips through JSON (it is the orchestration input).
+    assert type(cycle).from_dict(json.loads(json.dumps(cycle.to_dict()))) == cycle
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('"MSFT"', "must be a JSON object"),
+        ('{"tickr": "MSFT"}', "unknown field(s) tickr"),
+        ('{"ticker": ""}', "ticker must be a non-empty string"),
+        ('{"ticker": 42}', "ticker must be a non-empty string"),
+        ('{"ticker": "MS FT/.."}', "ticker:"),
+        ('{"lookback_days": "365"}', "lookback_days='365'"),
+        ('{"lookback_days": 5}', "from 30 to 36500"),
+        ('{"lookback_days": true}', "lookback_days=True"),
+        ('{"source": "bloomberg"}', "yfinance, sample or csv:PATH"),
+        ('{"source": "csv:"}', "yfinance, sample or csv:PATH"),
+        ('{"force": "yes"}', "expected true or false"),
+        ('{"max_epochs": 0}', "from 1 to 1000"),
+    ],
+)
+def test_bad_bodies_say_what_to_send(body, says):
+    with pytest.raises(BadRequest) as err:
+        parse_retrain_request(body, ENV)
+    assert says in str(err.value)
+
+
+def test_readable_status_of_a_running_and_a_failed_instance():
+    custom = {
+        "step": "wait_for_job",
+        "steps": [{"step": "fetch_data", "started": "t", "seconds": 1.5}],
+        "decision": None,
+        "ids": {"job_name": "retrain-msft-2026w48-train"},
+        "warnings": [],
+    }
+    running = DurableOrchestrationStatus(
+        name="retrain_orchestrator",
+        instanceId="retrain-msft-2026w48",
+        createdTime="2026-11-23T01:00:00Z",
+        lastUpdatedTime="2026-11-23T01:00:05Z",
+        runtimeStatus="Running",
+        customStatus=custom,
+    )
+    answer = readable_status(running)
+    assert answer["runtime_status"] == "Running" and answer["step"] == "wait_for_job"
+    assert answer["steps"][0]["seconds"] == 1.5 and answer["ids"]["job_name"].endswith("-train")
+    failed = DurableOrchestrationStatus(
+        instanceId="x",
+        createdTime="2026-11-23T01:00:00Z",
+        runtimeStatus="Failed",
+        output="Orchestrator function 'x' failed: boom",
+        customStatus={**custom, "step": "failed", "error": "job ended Failed"},
+    )
+    assert readable_status(failed)["error"] == "job ended Failed"
+
+
+def test_function_app_registers_every_function_without_ml_libraries():
+    # A fresh interpreter: the Function App must import without torch, lightning or mlflow.
+    code = (
+        "import sys, function_app\n"
+        "names = sorted(f.get_function_name() for f in function_app.app.get_functions())\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'mlflow'))\n"
+        "print(' '.join(names)); print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+    ).stdout.splitlines()
+    names = set(out[0].split())
+    assert {
+        "start_retrain",
+        "retrain_status",
+        "retrain_timer",
+        "job_events",
+        "retrain_orchestrator",
+        "fetch_data",
+        "submit_training",
+        "get_job_status",
+        "register_model",
+        "smoke_test",
+    } <= names
+    assert out[1] == "[]"
