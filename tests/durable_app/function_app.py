@@ -166,6 +166,15 @@ def raises(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def raises_with_status(context: df.DurableOrchestrationContext):
+    """Reports progress in its custom status, then fails: the failed instance keeps that status."""
+    context.set_custom_status({"step": "train", "done": []})
+    first = yield context.call_activity("double", 1)
+    context.set_custom_status({"step": "evaluate", "done": ["train"], "value": first})
+    raise RuntimeError("evaluation found no champion")
+
+
+@app.orchestration_trigger(context_name="context")
 def catches_activity_failure(context: df.DurableOrchestrationContext):
     try:
         yield context.call_activity("flaky", {"key": context.get_input(), "fail_times": 99})
@@ -220,6 +229,7 @@ def loop(context: df.DurableOrchestrationContext):
 def nondeterministic(context: df.DurableOrchestrationContext):
     """Calls the activity named in the module-level switch: tests flip it to change the code."""
     yield context.call_activity(NONDETERMINISTIC_FIRST, 1)
+    context.set_custom_status({"step": "waiting for go"})
     yield context.wait_for_external_event("go")
     return "done"
 

@@ -183,6 +183,8 @@ def test_non_determinism_fails_the_instance(engine: DurableEngine, app: AppFunct
     assert status["runtimeStatus"] == "Failed"
     assert "Non-deterministic workflow detected" in status["output"]
     assert "CallActivity(double)" in status["output"] and "CallActivity(noop)" in status["output"]
+    # the engine found the fault, not the orchestrator: the last committed custom status stays
+    assert status["customStatus"] == {"step": "waiting for go"}
 
 
 def test_unsupported_action_names_it(engine: DurableEngine) -> None:
@@ -195,6 +197,46 @@ def test_orchestrator_exception_fails_instance(engine: DurableEngine) -> None:
     status = run(engine, "raises")
     assert status["runtimeStatus"] == "Failed"
     assert status["output"] == "Orchestrator function 'raises' failed: the orchestrator gave up"
+
+
+def test_orchestrator_exception_keeps_custom_status(engine: DurableEngine) -> None:
+    status = run(engine, "raises_with_status")
+    assert status["runtimeStatus"] == "Failed"
+    # the status set in the failing episode (read from the SDK's $OutOfProcData$ state), as in Azure
+    assert status["customStatus"] == {"step": "evaluate", "done": ["train"], "value": 2}
+    assert (
+        status["output"] == "Orchestrator function 'raises_with_status' failed: evaluation found no champion"
+    )
+    assert "$OutOfProcData$" not in json.dumps(engine.get_status(status["instanceId"], show_history=True))
+    assert [s["instanceId"] for s in engine.list_instances(["Failed"])] == [status["instanceId"]]
+
+
+def test_orchestrator_exception_without_custom_status_has_none(engine: DurableEngine) -> None:
+    status = run(engine, "raises")
+    assert status["runtimeStatus"] == "Failed" and status["customStatus"] is None
+
+
+def test_list_instances_accepts_every_azure_runtime_status(engine: DurableEngine) -> None:
+    done = run(engine, "sequence", 1)["instanceId"]
+    waiting = engine.start_new("waits_forever", None, None)
+    wait_until(lambda: engine.get_status(waiting)["runtimeStatus"] == "Running")
+    every = [
+        "Pending",
+        "Running",
+        "Completed",
+        "ContinuedAsNew",
+        "Failed",
+        "Canceled",
+        "Terminated",
+        "Suspended",
+    ]
+    assert sorted(s["instanceId"] for s in engine.list_instances(every)) == sorted([done, waiting])
+    for never_produced in ("Suspended", "Canceled"):
+        assert engine.list_instances([never_produced]) == []
+    assert [s["instanceId"] for s in engine.list_instances(["Suspended", "Completed"])] == [done]
+    assert [s["instanceId"] for s in engine.list_instances(["Running"])] == [waiting]
+    with pytest.raises(ValueError, match="Unknown runtimeStatus.*'Done'.*'Suspended'"):
+        engine.list_instances(["Completed", "Done"])
 
 
 def test_activity_failure_reaches_orchestrator(engine: DurableEngine) -> None:

@@ -36,7 +36,18 @@ log = logging.getLogger(__name__)
 
 RUNNING_STATES = ("Pending", "Running")
 TERMINAL_STATES = ("Completed", "Failed", "Terminated")
-ALL_STATES = ("Pending", "Running", "Completed", "Failed", "Terminated", "ContinuedAsNew")
+# Every runtime status Azure accepts as a filter; the engine never produces Canceled or Suspended, so
+# filtering on them matches nothing (as in Azure when no instance is in that state).
+ALL_STATES = (
+    "Pending",
+    "Running",
+    "Completed",
+    "ContinuedAsNew",
+    "Failed",
+    "Canceled",
+    "Terminated",
+    "Suspended",
+)
 _OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
 SUPPORTED_ACTIONS = (
     "CallActivity",
@@ -68,7 +79,16 @@ class FunctionNotFoundError(DurableError, ValueError):
 
 
 class OrchestrationFailure(Exception):
-    """Fails the running instance with this message (unsupported action, non-determinism, ...)."""
+    """Fails the running instance with this message (unsupported action, non-determinism, ...).
+
+    `sdk_state` is the SDK's orchestrator state when the orchestrator itself raised (its custom status
+    is kept on the failed instance, as in Azure); None when the engine found the fault, in which case
+    the instance keeps the custom status it had.
+    """
+
+    def __init__(self, message: str, sdk_state: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.sdk_state = sdk_state
 
 
 @dataclass
@@ -374,6 +394,12 @@ class DurableEngine:
         except OrchestrationFailure as failure:
             outcome = ("Failed", str(failure))
             retry_events = []
+            if failure.sdk_state is not None:
+                state["custom_status"] = failure.sdk_state.get("customStatus")
+            elif "custom_status" not in state:
+                state["custom_status"] = (
+                    None if inst["custom_status"] is None else json.loads(inst["custom_status"])
+                )
         self._commit_episode(inst, state, batch, now, episode, outcome, retry_events)
 
     def _history_of(self, instance_id: str) -> list[dict[str, Any]]:
@@ -399,11 +425,10 @@ class DurableEngine:
         try:
             raw = self._run_orchestrator(inst["name"], json.dumps(payload))
         except Exception as exc:
-            # The SDK raises with "<message>\n\n$OutOfProcData$:<state>" when the orchestrator threw.
-            message = str(exc)
-            if _OUT_OF_PROC_MARKER in message:
-                message = message.split(_OUT_OF_PROC_MARKER, 1)[0]
-            raise OrchestrationFailure(message or type(exc).__name__) from exc
+            message, sdk_state = _split_out_of_proc_error(str(exc))
+            if not message and sdk_state is not None:
+                message = str(sdk_state.get("error") or "")
+            raise OrchestrationFailure(message or type(exc).__name__, sdk_state) from exc
         try:
             result = json.loads(raw) if isinstance(raw, str | bytes) else raw
         except ValueError as exc:
@@ -903,6 +928,24 @@ def _action_input(action: dict[str, Any]) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+def _split_out_of_proc_error(text: str) -> tuple[str, dict[str, Any] | None]:
+    """Splits the SDK's "<message>\n\n$OutOfProcData$:<state JSON>" into the message and the state.
+
+    The first marker followed by a JSON object wins, so a user message that itself contains the
+    marker is kept whole; text without a parsable state is all message.
+    """
+    start = text.find(_OUT_OF_PROC_MARKER)
+    while start != -1:
+        try:
+            sdk_state = json.loads(text[start + len(_OUT_OF_PROC_MARKER) :])
+        except ValueError:
+            sdk_state = None
+        if isinstance(sdk_state, dict):
+            return text[:start], sdk_state
+        start = text.find(_OUT_OF_PROC_MARKER, start + 1)
+    return text, None
 
 
 def _chain_by(state: dict[str, Any], key: str, event_id: int) -> dict[str, Any] | None:
