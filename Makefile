@@ -12,7 +12,9 @@ setup: $(STAMP)
 
 $(STAMP): $(REQS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and exactly pinned, so no dependency can pull an unpinned (CUDA) build.
+	# torch first and exactly pinned: every later requirement that admits 2.13.0 is then already met,
+	# so nothing pulls another (CUDA) build. Where pip has no CPU wheel of 2.13.0 at hand, point
+	# PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index before `make`.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .

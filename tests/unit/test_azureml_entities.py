@@ -19,7 +19,7 @@ from azure.ai.ml import (
 
 from retrain.azureml import entities
 from retrain.ports import ModelRef, PlatformError, TrainingRequest
-from tests.unit.test_azureml_transport import code_root
+from tests.unit.azure_recording_transport import code_root
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """The azureml adapter's REST calls, through the real azure-ai-ml SDK and a recording azure-core transport
-(tests/unit/test_azureml_transport.py): method, ARM path, api-version and the body fields that matter.
+(tests/unit/azure_recording_transport.py): method, ARM path, api-version and the body fields that matter.
 Nothing reaches the network: ARM, the datastore's blob storage, the workspace MLflow API and the
 scoring URI are all answered by the transport."""
 
@@ -20,7 +20,7 @@ from retrain.ports import (
     TrainingRequest,
     TransientPlatformError,
 )
-from tests.unit.test_azureml_transport import (
+from tests.unit.azure_recording_transport import (
     RG,
     SCORING_HOST,
     SUB,
