@@ -11,6 +11,7 @@ timings_s` (plus `runtime_status`, `error`, `elapsed_s`). Exit status: 0 when th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -304,15 +305,20 @@ def _readable(status: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _prepare_environment(args.state_dir)
-    from retrain.market_data import validate_ticker
+    from retrain.market_data import MarketDataError, validate_ticker
 
-    ticker = validate_ticker(args.ticker)
-    closes = args.close or _recent_closes(
-        ticker, args.source or str(settings.get("RETRAIN_SOURCE")), settings.get_int("RETRAIN_LOOKBACK_DAYS")
-    )
-    scoring_uri = _scoring_uri(ticker)
-    if not scoring_uri:
-        raise CliError(f"no endpoint serves {ticker} yet; run `retrain run --ticker {ticker}` first", 1)
+    try:
+        ticker = validate_ticker(args.ticker)
+        scoring_uri = _scoring_uri(ticker)  # before fetching: no endpoint needs no data
+        if not scoring_uri:
+            raise CliError(f"no endpoint serves {ticker} yet; run `retrain run --ticker {ticker}` first", 1)
+        closes = args.close or _recent_closes(
+            ticker,
+            args.source or str(settings.get("RETRAIN_SOURCE")),
+            settings.get_int("RETRAIN_LOOKBACK_DAYS"),
+        )
+    except MarketDataError as exc:  # a bad ticker, or no data (offline): say so, not a traceback
+        raise CliError(str(exc), 2) from exc
     try:
         answer = predict_through(scoring_uri, closes, timeout=10)
     except (CliError, OSError) as exc:
@@ -340,13 +346,45 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
+    # One worker and no job consumers: a viewer for one person, not a shared tracking server.
+    command += ["--workers", "1"]
+    env = {**os.environ}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     _say(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    process = subprocess.Popen(command)
+    # Its own process group (the server runs uvicorn in child processes), stopped as a whole on
+    # Ctrl-C or SIGTERM to this process, so stopping `retrain ui` by its PID leaves nothing behind.
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        return process.wait(timeout=30)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """SIGTERM the child's process group, SIGKILL what is left after `timeout`; returns when it is empty."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while True:
+        process.poll()  # reap the leader, so an empty group is seen as gone
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.1)
 
 
 def build_parser() -> argparse.ArgumentParser:
