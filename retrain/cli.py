@@ -6,6 +6,9 @@ printing each step as it happens (stderr), and prints ONE JSON line last on stdo
 `instance_id, status, ticker, data_version, job_name, gate, model_version, scoring_uri, prediction,
 timings_s` (plus `runtime_status`, `error`, `elapsed_s`). Exit status: 0 when the cycle completed
 (deployed or rejected by the gate), 1 when it failed, 2 for bad usage, 3 when the ticker is busy.
+
+One host per state dir: when `retrain serve` (or another host) already runs on the state dir, `run` sends
+its request through that host and leaves the endpoint slots to it; a second `serve` refuses to start.
 """
 
 from __future__ import annotations
@@ -146,10 +149,25 @@ def _scoring_uri(ticker: str) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     state_dir = _prepare_environment(args.state_dir)
-    _restore_endpoints()  # the champion's slot serves again before a new model is rolled out next to it
-    host = _open_host(state_dir, args.port, timers=False)
+    from retrain.local.host import HostAlreadyRunning
+
+    host: Any = None
+    try:
+        host = _open_host(state_dir, args.port, timers=False)
+    except HostAlreadyRunning as running:
+        if not running.url:
+            raise CliError(str(running), 1) from running
+        # The running host owns the durable store and the endpoint slots: go through it, touch no slot.
+        _say(f"retrain run: using the running host at {running.url} (pid {running.pid})")
+        from retrain.local.keys import load_or_create_keys
+
+        base_url, key = running.url, load_or_create_keys(state_dir).function_key
+    else:
+        base_url, key = host.url, host.function_key
     summary: dict[str, Any] = {}
     try:
+        if host is not None:
+            _restore_endpoints()  # the champion's slot serves again before a new model is rolled out
         body = {
             k: v
             for k, v in {
@@ -161,19 +179,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             }.items()
             if v is not None
         }
-        _say(f"retrain run: host {host.url}, state {state_dir}, request {json.dumps(body)}")
-        code, answer = _http("POST", _with_code(f"{host.url}/api/retrain", host.function_key), body)
+        _say(f"retrain run: host {base_url}, state {state_dir}, request {json.dumps(body)}")
+        code, answer = _http("POST", _with_code(f"{base_url}/api/retrain", key), body)
         if code == 409:
             raise CliError(f"{answer.get('error')}\n  status: {answer.get('statusQueryGetUri')}", 3)
         if code != 202:
             raise CliError(f"POST /api/retrain answered {code}: {answer}", 2)
         instance_id = answer["id"]
         _say(f"[{time.monotonic() - started:7.1f}s] started {instance_id}")
-        readable = _with_code(f"{host.url}/api/retrain/{urllib.parse.quote(instance_id)}", host.function_key)
+        readable = _with_code(f"{base_url}/api/retrain/{urllib.parse.quote(instance_id)}", key)
         status = follow(readable, started)
         summary = _summary(status, args, started)
     finally:
-        _stop_host(host)
+        if host is not None:
+            _stop_host(host)
     print(json.dumps(summary), flush=True)
     return 0 if summary.get("runtime_status") == "Completed" else 1
 
@@ -247,8 +266,21 @@ def _restore_endpoints() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = _prepare_environment(args.state_dir)
-    _restore_endpoints()
-    host = _open_host(state_dir, args.port, timers=True)
+    from retrain.local.host import HostAlreadyRunning
+
+    try:  # the host first: its lock says whether the endpoint slots are ours to restore
+        host = _open_host(state_dir, args.port, timers=True)
+    except HostAlreadyRunning as running:
+        raise CliError(
+            f"a host already runs on state dir {state_dir}: {running.url or '(still starting)'} "
+            f"(pid {running.pid}); use it, or stop it first",
+            1,
+        ) from running
+    try:
+        _restore_endpoints()
+    except BaseException:
+        _stop_host(host)
+        raise
     _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
     stop = {"now": False}
 

@@ -5,10 +5,17 @@ serve its HTTP surface on 127.0.0.1 and fire its timers.
         requests.post(f"{host.url}/api/retrain", headers={"x-functions-key": host.function_key})
 
 `serve(app_path, state_dir, port=7071)` runs it in the foreground until Ctrl-C (what `retrain serve` calls).
+
+One host per state dir: `start()` takes an exclusive lock on `<state>/host/host.lock` for the host's life
+(the kernel drops it when the process dies) and records `{"pid", "url", "port"}` in `<state>/host/host.json`;
+a second host on the same state dir raises `HostAlreadyRunning` instead of starting a second scheduler on
+the same durable store. `running_host(state_dir)` tells whether a live host holds a state dir, and where.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -16,6 +23,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
@@ -44,6 +52,85 @@ DEFAULT_HUB_NAME = "TestHubName"  # what the Durable extension uses locally when
 PAST_DUE_TOLERANCE = timedelta(seconds=1)
 
 EngineFactory = Callable[..., Any]
+HOST_INFO_WAIT_S = 30.0  # how long to wait for a host that holds the lock to record where it listens
+
+
+class HostAlreadyRunning(RuntimeError):
+    """Another live host holds the state dir; `url` and `pid` say which (None while it is still starting)."""
+
+    def __init__(self, state_dir: Path, url: str | None, pid: int | None) -> None:
+        where = url or "(still starting)"
+        super().__init__(
+            f"a local Functions host already runs on state dir {state_dir}: {where} (pid {pid}); "
+            "use that host or stop it first"
+        )
+        self.state_dir = state_dir
+        self.url = url
+        self.pid = pid
+
+
+def host_lock_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "host" / "host.lock"
+
+
+def host_info_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "host" / "host.json"
+
+
+def _try_lock(state_dir: Path) -> int | None:
+    """An open fd holding the state dir's exclusive lock, or None when another open file holds it."""
+    path = host_lock_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by child processes (PEP 446)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release_lock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _read_host_info(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(host_info_path(state_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _write_host_info(state_dir: Path, info: dict[str, Any]) -> None:
+    path = host_info_path(state_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+def running_host(state_dir: str | Path, wait_s: float = HOST_INFO_WAIT_S) -> dict[str, Any] | None:
+    """`{"pid", "url", "port"}` of the live host holding `state_dir`, or None when none does. A host that
+    holds the lock but has not yet recorded where it listens is waited for up to `wait_s` (then its
+    url/port are None)."""
+    state = Path(state_dir).resolve()
+    deadline = time.monotonic() + wait_s
+    while True:
+        fd = _try_lock(state)
+        if fd is not None:  # nobody holds it
+            _release_lock(fd)
+            return None
+        info = _read_host_info(state)  # the holder removed any stale record before taking over
+        if info and info.get("url"):
+            return info
+        if time.monotonic() >= deadline:
+            return {"pid": None, "url": None, "port": None}
+        time.sleep(0.1)
 
 
 def _read_host_json(app_dir: Path, environ: MutableMapping[str, str]) -> tuple[str, str]:
@@ -100,6 +187,7 @@ class LocalHost:
         self._stop_timers = threading.Event()
         self._previous_host_url: str | None = None
         self._route_prefix = "api"
+        self._lock_fd: int | None = None
 
     # -- public state -------------------------------------------------------------------------------
     @property
@@ -150,9 +238,37 @@ class LocalHost:
     def start(self) -> LocalHost:
         if self._server is not None:
             return self
-        load_local_settings(self.app_dir / "local.settings.json", self.environ)  # as `func start` does
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "host").mkdir(exist_ok=True)
+        self._lock_state_dir()
+        try:
+            self._start_locked()
+        except BaseException:
+            self._unlock_state_dir()
+            raise
+        return self
+
+    def _lock_state_dir(self) -> None:
+        """Take the state dir for this host, or raise HostAlreadyRunning naming the host that has it."""
+        fd = _try_lock(self.state_dir)
+        if fd is None:
+            info = running_host(self.state_dir) or {}
+            raise HostAlreadyRunning(self.state_dir, info.get("url"), info.get("pid"))
+        self._lock_fd = fd
+        # A record left by a host that died is stale: gone until this host knows its URL.
+        with contextlib.suppress(FileNotFoundError):
+            host_info_path(self.state_dir).unlink()
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            host_info_path(self.state_dir).unlink()  # before the lock goes: no one reads a dead URL
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
+
+    def _start_locked(self) -> None:
+        load_local_settings(self.app_dir / "local.settings.json", self.environ)  # as `func start` does
         self.keys = load_or_create_keys(self.state_dir, self.environ)
         self._route_prefix, hub_name = _read_host_json(self.app_dir, self.environ)
         self.index = FunctionIndex.load(self.app_path, self.environ)
@@ -187,6 +303,7 @@ class LocalHost:
             daemon=True,
         )
         self._server_thread.start()
+        _write_host_info(self.state_dir, {"pid": os.getpid(), "url": self.url, "port": self.port})
         self._previous_host_url = os.environ.get(HOST_URL_SETTING)
         os.environ[HOST_URL_SETTING] = self.url  # like WEBSITE_HOSTNAME: how local services reach us
         if self.environ is not os.environ:
@@ -197,7 +314,6 @@ class LocalHost:
             self._timers = timers
             for runner in self._timers:
                 runner.start()
-        return self
 
     def _make_engine(self) -> Any:
         assert self.index is not None
@@ -236,6 +352,7 @@ class LocalHost:
             stop()
             self.engine = None
         close_durable_client_sessions()
+        self._unlock_state_dir()
 
     def __enter__(self) -> LocalHost:
         return self.start()
