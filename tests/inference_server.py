@@ -31,16 +31,6 @@ from types import TracebackType
 LOOPBACK = "127.0.0.1"
 
 # The `azmlinfsrv` console script, with the bind host pinned to the loopback.
-_LAUNCHER = (
-    "import sys\n"
-    "import azureml_inference_server_http.constants as constants\n"
-    f"constants.DEFAULT_HOST = {LOOPBACK!r}\n"
-    "from azureml_inference_server_http.amlserver import run\n"
-    "sys.argv[0] = 'azmlinfsrv'\n"
-    "run()\n"
-)
-
-
 class InferenceServerError(RuntimeError):
     """The server did not come up (the message carries the end of its log)."""
 
@@ -158,8 +148,8 @@ def start_inference_server(
     )
     command = [
         sys.executable,
-        "-c",
-        _LAUNCHER,
+        "-m",
+        "retrain.local.inference_server",  # the launcher the local endpoint uses: 127.0.0.1 only
         "--entry_script",
         str(entry_script),
         "--model_dir",
