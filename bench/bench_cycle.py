@@ -34,7 +34,7 @@ def _t(text: str) -> datetime:
 
 
 def breakdown(state_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
-    from retrain.local.durable.engine import DurableEngine
+    from functions_host.durable.engine import DurableEngine
 
     engine = DurableEngine(state_dir / "host" / "durable.sqlite", lambda *_: "", lambda *_: "")
     try:

@@ -68,9 +68,16 @@ def _prepare_environment(state_dir: str | None) -> Path:
 def _open_host(state_dir: Path, port: int | None, timers: bool) -> Any:
     """The local Functions host on 127.0.0.1, started. It points RETRAIN_LOCAL_HOST_URL at itself, so
     the jobs the local platform starts deliver their Event Grid event to it."""
-    from retrain.local.host import LocalHost
+    from functions_host.host import LocalHost
 
-    host = LocalHost(APP_PATH, state_dir, port=port or 0, timers=timers, out=sys.stderr)
+    host = LocalHost(
+        APP_PATH,
+        state_dir,
+        port=port or 0,
+        timers=timers,
+        out=sys.stderr,
+        setting_defaults=settings.declared_defaults(),
+    )
     return host.start()
 
 
@@ -149,7 +156,7 @@ def _scoring_uri(ticker: str) -> str | None:
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     state_dir = _prepare_environment(args.state_dir)
-    from retrain.local.host import HostAlreadyRunning
+    from functions_host.host import HostAlreadyRunning
 
     host: Any = None
     try:
@@ -159,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(running), 1) from running
         # The running host owns the durable store and the endpoint slots: go through it, touch no slot.
         _say(f"retrain run: using the running host at {running.url} (pid {running.pid})")
-        from retrain.local.keys import load_or_create_keys
+        from functions_host.keys import load_or_create_keys
 
         base_url, key = running.url, load_or_create_keys(state_dir).function_key
     else:
@@ -266,7 +273,7 @@ def _restore_endpoints() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = _prepare_environment(args.state_dir)
-    from retrain.local.host import HostAlreadyRunning
+    from functions_host.host import HostAlreadyRunning
 
     try:  # the host first: its lock says whether the endpoint slots are ours to restore
         host = _open_host(state_dir, args.port, timers=True)
@@ -301,7 +308,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     state_dir = _prepare_environment(args.state_dir)
-    from retrain.local.durable.engine import DurableEngine
+    from functions_host.durable.engine import DurableEngine
 
     def _never(*_: Any) -> str:
         raise RuntimeError("status is read-only")

@@ -18,21 +18,28 @@ T = TypeVar("T", bound="_Value")
 
 # Azure ML job statuses (azure.ai.ml.entities.JobStatus vocabulary).
 JOB_TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
-JOB_STATUSES = frozenset(
-    {
-        "NotStarted",
-        "Starting",
-        "Provisioning",
-        "Preparing",
-        "Queued",
-        "Running",
-        "Finalizing",
-        "CancelRequested",
-        "Unknown",
-    }
-) | JOB_TERMINAL_STATUSES
+JOB_STATUSES = (
+    frozenset(
+        {
+            "NotStarted",
+            "Starting",
+            "Provisioning",
+            "Preparing",
+            "Queued",
+            "Running",
+            "Finalizing",
+            "CancelRequested",
+            "Unknown",
+        }
+    )
+    | JOB_TERMINAL_STATUSES
+)
 
-# Provisioning states of endpoints and deployments (Azure's vocabulary; `NotFound` is ours).
+# Provisioning states of endpoints and deployments (Azure's vocabulary; `NotFound` is ours). A traffic update
+# is a long-running operation: the endpoint is `Updating` until it is `Succeeded` with the new traffic.
+PROVISIONING_STATES = frozenset(
+    {"Creating", "Updating", "Deleting", "Succeeded", "Failed", "Canceled", "NotFound"}
+)
 PROVISIONING_TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "NotFound"})
 
 SLOTS = ("blue", "green")
@@ -44,6 +51,11 @@ class PlatformError(RuntimeError):
 
 class TransientPlatformError(PlatformError):
     """A platform call failed in a way that may succeed when retried (network, throttling, 5xx)."""
+
+
+class EndpointBusyError(TransientPlatformError):
+    """Another operation on the endpoint is still in progress (Azure answers 409 Conflict): wait until the
+    endpoint is no longer Updating, then try again; a quick retry only meets the same refusal."""
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,40 @@ SETTINGS: tuple[Setting, ...] = (
     # What to retrain and when.
     Setting("RETRAIN_TICKERS", "MSFT", "Comma-separated ticker symbols the weekly timer retrains."),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
-    Setting("RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."),
+    Setting(
+        "RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."
+    ),
     Setting("RETRAIN_LOOKBACK_DAYS", "1825", "Calendar days of history fetched for each training run."),
     Setting("RETRAIN_PLATFORM", "local", "ML platform adapter: local (embedded) or azureml."),
     Setting("RETRAIN_STATE_DIR", ".retrain", "Local platform and host state directory."),
     # Training.
     Setting("RETRAIN_MAX_EPOCHS", "30", "Maximum training epochs (early stopping usually ends sooner)."),
-    Setting("RETRAIN_JOB_POLL_MINUTES", "10", "Minutes to wait for the job-finished event before polling the job status."),
+    Setting(
+        "RETRAIN_JOB_POLL_MINUTES",
+        "10",
+        "Minutes to wait for the job-finished event before polling the job status.",
+    ),
     Setting("RETRAIN_JOB_TIMEOUT_HOURS", "24", "Give up on a training job after this many hours."),
     # Quality gate and rollout.
-    Setting("RETRAIN_GATE_BASELINE_MARGIN", "0.05", "Challenger MAE may exceed the naive baseline's by at most this fraction."),
+    Setting(
+        "RETRAIN_GATE_BASELINE_MARGIN",
+        "0.05",
+        "Challenger MAE may exceed the naive baseline's by at most this fraction.",
+    ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
-    Setting("RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."),
-    Setting("RETRAIN_KEEP_OLD_SLOT", "false", "Keep the retired slot deployed at 0% (cold standby) instead of deleting it."),
-    Setting("RETRAIN_DEPLOY_TIMEOUT_MINUTES", "60", "Give up on a deployment that has not succeeded after this long."),
+    Setting(
+        "RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."
+    ),
+    Setting(
+        "RETRAIN_KEEP_OLD_SLOT",
+        "false",
+        "Keep the retired slot deployed at 0% (cold standby) instead of deleting it.",
+    ),
+    Setting(
+        "RETRAIN_DEPLOY_TIMEOUT_MINUTES",
+        "60",
+        "Give up on a deployment that has not succeeded after this long.",
+    ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
     Setting("RETRAIN_SYSTEM_KEY", None, "System key for the Event Grid webhook (local host).", secret=True),
@@ -47,21 +67,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AZURE_SUBSCRIPTION_ID", None, "Subscription of the Azure ML workspace."),
     Setting("AZURE_RESOURCE_GROUP", None, "Resource group of the Azure ML workspace."),
     Setting("AZUREML_WORKSPACE_NAME", None, "Azure ML workspace name."),
-    Setting("AZUREML_COMPUTE_NAME", "cpu-cluster", "AmlCompute cluster for training (created with min 0 nodes if missing)."),
+    Setting(
+        "AZUREML_COMPUTE_NAME",
+        "cpu-cluster",
+        "AmlCompute cluster for training (created with min 0 nodes if missing).",
+    ),
     Setting("AZUREML_COMPUTE_SIZE", "Standard_DS3_v2", "VM size of the training cluster."),
     Setting("AZUREML_COMPUTE_MAX_NODES", "2", "Maximum nodes of the training cluster."),
     Setting("AZUREML_ENDPOINT_INSTANCE_TYPE", "Standard_DS3_v2", "VM size of the online deployments."),
-    Setting("AZURE_CLIENT_ID", None, "Client id of the user-assigned managed identity (DefaultAzureCredential reads it)."),
+    Setting(
+        "AZURE_CLIENT_ID",
+        None,
+        "Client id of the user-assigned managed identity (DefaultAzureCredential reads it).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def declared_defaults() -> dict[str, str]:
+    """Every declared setting that has a default: what the local host falls back to for a `%NAME%`
+    binding reference (in Azure the Bicep app settings provide each one)."""
+    return {s.name: s.default for s in SETTINGS if s.default is not None}
 
 
 class SettingsError(ValueError):
     pass
 
 
-def load_local_settings(path: str | Path = "local.settings.json", environ: dict[str, str] | None = None) -> None:
+def load_local_settings(
+    path: str | Path = "local.settings.json", environ: dict[str, str] | None = None
+) -> None:
     """Copy `Values` from a local.settings.json into the environment without overriding what is set,
     as `func start` does."""
     env = os.environ if environ is None else environ
@@ -71,7 +107,9 @@ def load_local_settings(path: str | Path = "local.settings.json", environ: dict[
     try:
         values = json.loads(p.read_text()).get("Values", {})
     except (json.JSONDecodeError, AttributeError) as exc:
-        raise SettingsError(f"{p}: not valid local.settings.json ({exc}); expected {{\"Values\": {{...}}}}") from exc
+        raise SettingsError(
+            f'{p}: not valid local.settings.json ({exc}); expected {{"Values": {{...}}}}'
+        ) from exc
     for key, value in values.items():
         env.setdefault(key, str(value))
 

@@ -34,8 +34,19 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) ->
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
     env.pop("MLFLOW_RUN_ID", None)
     subprocess.run(
-        [sys.executable, str(REPO / "trainer" / "train.py"), "--data", str(sample_csv), "--output", str(out),
-         "--max-epochs", "3"],
-        check=True, env=env, cwd=out, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "trainer" / "train.py"),
+            "--data",
+            str(sample_csv),
+            "--output",
+            str(out),
+            "--max-epochs",
+            "3",
+        ],
+        check=True,
+        env=env,
+        cwd=out,
+        timeout=600,
     )
     return out

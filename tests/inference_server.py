@@ -30,6 +30,7 @@ from types import TracebackType
 
 LOOPBACK = "127.0.0.1"
 
+
 # The `azmlinfsrv` console script, with the bind host pinned to the loopback.
 class InferenceServerError(RuntimeError):
     """The server did not come up (the message carries the end of its log)."""

@@ -104,7 +104,7 @@ def read_system_key(state_dir: Path) -> str | None:
     key = os.environ.get(SYSTEM_KEY_ENV)
     if key:
         return key
-    from retrain.local import keys as host_keys
+    from functions_host import keys as host_keys
 
     if not host_keys.keys_path(state_dir).is_file():
         return None

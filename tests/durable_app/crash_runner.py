@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from retrain.local.durable import DurableEngine  # noqa: E402
+from functions_host.durable import DurableEngine  # noqa: E402
 from tests.durable_app.adapter import AppFunctions, load_app_module  # noqa: E402
 
 

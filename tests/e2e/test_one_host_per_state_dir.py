@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from retrain.local.host import HostAlreadyRunning, LocalHost, host_info_path, running_host
+from functions_host.host import HostAlreadyRunning, LocalHost, host_info_path, running_host
 from retrain.local.processes import tail
+from retrain.settings import declared_defaults
 from tests.e2e.test_cli_commands import (
     _background,
     _env,
@@ -38,14 +39,18 @@ APP = Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
 
 def test_a_second_host_on_the_same_state_dir_raises_and_names_the_first(tmp_path: Path):
     state = tmp_path / "state"
-    first = LocalHost(APP, state, out=io.StringIO(), timers=False, environ={})
+    first = LocalHost(
+        APP, state, out=io.StringIO(), timers=False, environ={}, setting_defaults=declared_defaults()
+    )
     first.start()
     try:
         recorded = json.loads(host_info_path(state).read_text())
         assert recorded == {"pid": os.getpid(), "url": first.url, "port": first.port}
         assert running_host(state) == recorded
 
-        second = LocalHost(APP, state, out=io.StringIO(), timers=False, environ={})
+        second = LocalHost(
+            APP, state, out=io.StringIO(), timers=False, environ={}, setting_defaults=declared_defaults()
+        )
         with pytest.raises(HostAlreadyRunning) as raised:
             second.start()
         assert raised.value.url == first.url and raised.value.pid == os.getpid()
@@ -57,7 +62,9 @@ def test_a_second_host_on_the_same_state_dir_raises_and_names_the_first(tmp_path
 
     assert running_host(state) is None  # stop released the state dir and removed the record
     assert not host_info_path(state).exists()
-    again = LocalHost(APP, state, out=io.StringIO(), timers=False, environ={})
+    again = LocalHost(
+        APP, state, out=io.StringIO(), timers=False, environ={}, setting_defaults=declared_defaults()
+    )
     again.start()
     try:
         assert running_host(state)["url"] == again.url
@@ -67,8 +74,22 @@ def test_a_second_host_on_the_same_state_dir_raises_and_names_the_first(tmp_path
 
 def test_hosts_on_different_state_dirs_run_side_by_side(tmp_path: Path):
     with (
-        LocalHost(APP, tmp_path / "a", out=io.StringIO(), timers=False, environ={}) as a,
-        LocalHost(APP, tmp_path / "b", out=io.StringIO(), timers=False, environ={}) as b,
+        LocalHost(
+            APP,
+            tmp_path / "a",
+            out=io.StringIO(),
+            timers=False,
+            environ={},
+            setting_defaults=declared_defaults(),
+        ) as a,
+        LocalHost(
+            APP,
+            tmp_path / "b",
+            out=io.StringIO(),
+            timers=False,
+            environ={},
+            setting_defaults=declared_defaults(),
+        ) as b,
     ):
         assert a.url != b.url
         assert running_host(tmp_path / "a")["url"] == a.url

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.local.durable import (
+from functions_host.durable import (
     DurableEngine,
     FunctionNotFoundError,
     InstanceExistsError,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from retrain.local.host import HOST_URL_SETTING, LocalHost
-from retrain.local.keys import load_or_create_keys
-from retrain.local.server import compile_route
+from functions_host.host import HOST_URL_SETTING, LocalHost
+from functions_host.keys import load_or_create_keys
+from functions_host.server import compile_route
 
 APP = Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
 SETTINGS_ADDED = (

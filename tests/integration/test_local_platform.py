@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pandas as pd
 import pytest
 
-from retrain.local.keys import load_or_create_keys
+from functions_host.keys import load_or_create_keys
 from retrain.local.platform import LocalPlatform
 from retrain.local.processes import process_alive, read_json, stop_process_group
 from retrain.ports import DataAsset, JobStatus, PlatformError, TrainingRequest

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from functions_host.host import LocalHost
 from retrain import platform as platform_factory
-from retrain.local.host import LocalHost
+from retrain.settings import declared_defaults
 from tests.integration.memory_platform import MemoryPlatform, shared
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +68,14 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform
     for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_SMOKE_MAX_LATENCY_MS"):
         monkeypatch.delenv(key, raising=False)
     platform_factory.reset()
-    local = LocalHost(REPO / "function_app.py", tmp_path, port=0, timers=False, out=io.StringIO())
+    local = LocalHost(
+        REPO / "function_app.py",
+        tmp_path,
+        port=0,
+        timers=False,
+        out=io.StringIO(),
+        setting_defaults=declared_defaults(),
+    )
     local.start()
     memory.reset(host_url=local.url, system_key=local.system_key)
     try:

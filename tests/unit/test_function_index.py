@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.local.functions import (
+from functions_host.functions import (
     ACTIVITY_TRIGGER,
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
@@ -167,7 +167,7 @@ def test_annotation_must_suit_the_converter(tmp_path: Path) -> None:
         FunctionIndex.load(app, {})
 
 
-def test_declared_project_settings_fall_back_to_their_defaults(tmp_path: Path) -> None:
+def test_unset_settings_fall_back_to_the_defaults_the_app_declares(tmp_path: Path) -> None:
     app = _write_app(
         tmp_path,
         """
@@ -178,9 +178,14 @@ def test_declared_project_settings_fall_back_to_their_defaults(tmp_path: Path) -
             pass
     """,
     )
-    assert FunctionIndex.load(app, {}).functions["weekly"].trigger.get("schedule") == "0 0 1 * * Mon"
+    defaults = {"RETRAIN_SCHEDULE": "0 0 1 * * Mon"}
     assert (
-        FunctionIndex.load(app, {"RETRAIN_SCHEDULE": "0 0 2 * * *"})
+        FunctionIndex.load(app, {}, defaults).functions["weekly"].trigger.get("schedule") == "0 0 1 * * Mon"
+    )
+    with pytest.raises(FunctionLoadError, match="RETRAIN_SCHEDULE"):
+        FunctionIndex.load(app, {})
+    assert (
+        FunctionIndex.load(app, {"RETRAIN_SCHEDULE": "0 0 2 * * *"}, defaults)
         .functions["weekly"]
         .trigger.get("schedule")
         == "0 0 2 * * *"

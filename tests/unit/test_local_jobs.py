@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from functions_host.keys import load_or_create_keys
 from retrain.local import jobs
-from retrain.local.keys import load_or_create_keys
 from retrain.local.processes import free_port
 
 SPEC = {

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from retrain.local.ncrontab import NCrontabError, parse
+from functions_host.ncrontab import NCrontabError, parse
 
 
 def at(*args: int) -> datetime:

@@ -54,6 +54,7 @@ def _code_reads() -> set[str]:
     files = [
         REPO / "function_app.py",
         *(p for p in (REPO / "retrain").rglob("*.py") if p.name != "settings.py"),
+        *(REPO / "functions_host").rglob("*.py"),  # the local host reads the key settings
     ]
     names: set[str] = set()
     for path in files:

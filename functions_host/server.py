@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from retrain.local.durable import FunctionNotFoundError, InstanceExistsError, InstanceNotFound
-from retrain.local.functions import (
+from functions_host.durable import FunctionNotFoundError, InstanceExistsError, InstanceNotFound
+from functions_host.functions import (
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
     FunctionIndex,
@@ -29,9 +29,9 @@ from retrain.local.functions import (
     HttpResult,
     IndexedFunction,
 )
-from retrain.local.keys import HostKeys
+from functions_host.keys import HostKeys
 
-log = logging.getLogger("retrain.local.server")
+log = logging.getLogger("functions_host.server")
 
 DURABLE_WEBHOOK_PATH = "/runtime/webhooks/durabletask"
 EVENTGRID_WEBHOOK_PATH = "/runtime/webhooks/eventgrid"

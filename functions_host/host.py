@@ -1,10 +1,10 @@
 """The local Azure Functions host: index a function_app.py, run its durable functions on the SQLite engine,
 serve its HTTP surface on 127.0.0.1 and fire its timers.
 
-    with LocalHost("function_app.py", ".retrain") as host:   # or host.start() ... host.stop()
-        requests.post(f"{host.url}/api/retrain", headers={"x-functions-key": host.function_key})
+    with LocalHost("function_app.py", "state") as host:   # or host.start() ... host.stop()
+        requests.post(f"{host.url}/api/<route>", headers={"x-functions-key": host.function_key})
 
-`serve(app_path, state_dir, port=7071)` runs it in the foreground until Ctrl-C (what `retrain serve` calls).
+`serve(app_path, state_dir, port=7071)` runs it in the foreground until Ctrl-C (what `func start` does; `retrain serve` wraps LocalHost itself).
 
 One host per state dir: `start()` takes an exclusive lock on `<state>/host/host.lock` for the host's life
 (the kernel drops it when the process dies) and records `{"pid", "url", "port"}` in `<state>/host/host.json`;
@@ -25,13 +25,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from retrain.local import ncrontab
-from retrain.local.functions import (
+from functions_host import ncrontab
+from functions_host.functions import (
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
     SUPPORTED_TRIGGERS,
@@ -41,11 +41,11 @@ from retrain.local.functions import (
     IndexedFunction,
     close_durable_client_sessions,
 )
-from retrain.local.keys import HostKeys, load_or_create_keys
-from retrain.local.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
-from retrain.settings import load_local_settings
+from functions_host.keys import HostKeys, load_or_create_keys
+from functions_host.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
+from functions_host.settings import load_local_settings
 
-log = logging.getLogger("retrain.local.host")
+log = logging.getLogger("functions_host.host")
 
 HOST_URL_SETTING = "RETRAIN_LOCAL_HOST_URL"
 DEFAULT_HUB_NAME = "TestHubName"  # what the Durable extension uses locally when host.json names no hub
@@ -165,6 +165,7 @@ class LocalHost:
         max_workers: int = 4,
         out: TextIO | None = None,
         engine_factory: EngineFactory | None = None,
+        setting_defaults: Mapping[str, str] | None = None,
     ) -> None:
         path = Path(app_path).resolve()
         self.app_path = path / "function_app.py" if path.is_dir() else path
@@ -177,6 +178,7 @@ class LocalHost:
         self._max_workers = max_workers
         self._out = out
         self._engine_factory = engine_factory
+        self._setting_defaults = dict(setting_defaults or {})
         self.index: FunctionIndex | None = None
         self.engine: Any = None
         self.keys: HostKeys | None = None
@@ -271,7 +273,7 @@ class LocalHost:
         load_local_settings(self.app_dir / "local.settings.json", self.environ)  # as `func start` does
         self.keys = load_or_create_keys(self.state_dir, self.environ)
         self._route_prefix, hub_name = _read_host_json(self.app_dir, self.environ)
-        self.index = FunctionIndex.load(self.app_path, self.environ)
+        self.index = FunctionIndex.load(self.app_path, self.environ, self._setting_defaults)
         timers = [
             TimerRunner.for_function(f, self.index, self.state_dir, self._stop_timers)
             for f in self.index.by_trigger(TIMER_TRIGGER)
@@ -319,7 +321,7 @@ class LocalHost:
         assert self.index is not None
         factory = self._engine_factory
         if factory is None:
-            from retrain.local.durable import DurableEngine
+            from functions_host.durable import DurableEngine
 
             factory = DurableEngine
         return factory(

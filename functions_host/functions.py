@@ -34,9 +34,7 @@ from typing import Any
 import azure.functions as func
 from azure.functions import meta
 
-from retrain import settings as project_settings
-
-log = logging.getLogger("retrain.local.functions")
+log = logging.getLogger("functions_host.functions")
 
 HTTP_TRIGGER = "httpTrigger"
 TIMER_TRIGGER = "timerTrigger"
@@ -311,9 +309,12 @@ def load_function_app(app_path: str | Path) -> Any:
     return unique[0]
 
 
-def resolve_settings(value: Any, environ: Mapping[str, str], where: str) -> Any:
-    """Replace `%NAME%` app-setting references in a binding property, as the host does. A setting declared in
-    `retrain.settings` with a default falls back to that default (Azure gets every setting from Bicep)."""
+def resolve_settings(
+    value: Any, environ: Mapping[str, str], where: str, defaults: Mapping[str, str] | None = None
+) -> Any:
+    """Replace `%NAME%` app-setting references in a binding property, as the host does. A name missing from
+    the environment falls back to `defaults` (the app's declared defaults; Azure gets every setting from
+    the deployment's app settings)."""
     if not isinstance(value, str) or "%" not in value:
         return value
 
@@ -321,11 +322,8 @@ def resolve_settings(value: Any, environ: Mapping[str, str], where: str) -> Any:
         name = match.group(1)
         if name in environ:
             return environ[name]
-        try:
-            declared = project_settings.get(name, environ)
-        except KeyError:  # not one of the project's declared settings
-            declared = None
-        if declared is None:
+        declared = (defaults or {}).get(name)
+        if declared in (None, ""):
             raise FunctionLoadError(
                 f"{where}: '%{name}%' does not resolve to a value; set {name} in the "
                 f"environment or in local.settings.json Values"
@@ -335,12 +333,18 @@ def resolve_settings(value: Any, environ: Mapping[str, str], where: str) -> Any:
     return _SETTING_REF.sub(sub, value)
 
 
-def _binding_infos(function: Any, environ: Mapping[str, str]) -> list[BindingInfo]:
+def _binding_infos(
+    function: Any, environ: Mapping[str, str], defaults: Mapping[str, str] | None = None
+) -> list[BindingInfo]:
     name = function.get_function_name()
     infos = []
     for raw in json.loads(function.get_function_json())["bindings"]:
         props = {
-            k: (v if k in ("name", "type") else resolve_settings(v, environ, f"function {name!r} {k}"))
+            k: (
+                v
+                if k in ("name", "type")
+                else resolve_settings(v, environ, f"function {name!r} {k}", defaults)
+            )
             for k, v in raw.items()
         }
         infos.append(
@@ -362,11 +366,13 @@ def _has_implicit_output(binding_type: str) -> bool:
     return bool(conv is not None and hasattr(conv, "has_implicit_output") and conv.has_implicit_output())
 
 
-def index_function(function: Any, environ: Mapping[str, str], directory: str) -> IndexedFunction:
+def index_function(
+    function: Any, environ: Mapping[str, str], directory: str, defaults: Mapping[str, str] | None = None
+) -> IndexedFunction:
     """Check one function's Python signature against its bindings, as the worker does at load time."""
     name = function.get_function_name()
     user_func = function.get_user_function()
-    bindings = _binding_infos(function, environ)
+    bindings = _binding_infos(function, environ, defaults)
     trigger_obj = function.get_trigger()
     trigger = next(
         (
@@ -499,7 +505,12 @@ class FunctionIndex:
         self._client_binding: Callable[[BindingInfo], str] | None = None
 
     @classmethod
-    def load(cls, app_path: str | Path, environ: Mapping[str, str] | None = None) -> FunctionIndex:
+    def load(
+        cls,
+        app_path: str | Path,
+        environ: Mapping[str, str] | None = None,
+        setting_defaults: Mapping[str, str] | None = None,
+    ) -> FunctionIndex:
         import os
 
         env = os.environ if environ is None else environ
@@ -514,7 +525,7 @@ class FunctionIndex:
             except ValueError as exc:
                 raise FunctionLoadError(f"{app_dir}: the function app is invalid: {exc}") from exc
             app._local_host_functions = functions
-        return cls([index_function(f, env, str(app_dir)) for f in functions], app_dir)
+        return cls([index_function(f, env, str(app_dir), setting_defaults) for f in functions], app_dir)
 
     # -- queries ------------------------------------------------------------------------------------
     def by_trigger(self, trigger_type: str) -> list[IndexedFunction]:
