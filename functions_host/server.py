@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from functions_host.durable import FunctionNotFoundError, InstanceExistsError, InstanceNotFound
+from functions_host.durable import (
+    FunctionNotFoundError,
+    InstanceExistsError,
+    InstanceGone,
+    InstanceNotFound,
+    InstanceStillRunning,
+)
 from functions_host.functions import (
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
@@ -41,9 +47,14 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size 
 
 
 class DurableBackend(Protocol):
-    def start_new(self, name: str, instance_id: str | None, input_json: str | None) -> str: ...
+    def start_new(
+        self, name: str, instance_id: str | None, input_json: str | None, version: str | None = None
+    ) -> str: ...
     def raise_event(self, instance_id: str, event_name: str, data_json: str | None) -> None: ...
     def terminate(self, instance_id: str, reason: str | None) -> None: ...
+    def suspend(self, instance_id: str, reason: str | None) -> None: ...
+    def resume(self, instance_id: str, reason: str | None) -> None: ...
+    def purge(self, instance_id: str) -> int: ...
     def get_status(
         self,
         instance_id: str,
@@ -485,7 +496,7 @@ class HostRouter:
             if method == "GET":
                 return self._status(request, instance_id)
             if method == "DELETE":
-                return _text(501, "purging instance history is not supported by the local host")
+                return self._purge(instance_id)
             return _text(404, "Not Found")
         if method != "POST":
             return _text(404, "Not Found")
@@ -494,10 +505,13 @@ class HostRouter:
             return self._raise_event(request, instance_id, parts[3])
         if operation == "terminate" and len(parts) == 3:
             return self._terminate(request, instance_id)
-        if operation in ("rewind", "restart", "suspend", "resume") and len(parts) == 3:
+        if operation in ("suspend", "resume") and len(parts) == 3:
+            return self._suspend_or_resume(request, instance_id, operation)
+        if operation in ("rewind", "restart") and len(parts) == 3:
             return _text(
                 501,
-                f"{parts[2]} is not supported by the local host; supported: status, raiseEvent, terminate",
+                f"{parts[2]} is not supported by the local host; supported: status, raiseEvent, terminate, "
+                "suspend, resume, purge (DELETE)",
             )
         return _text(404, "Not Found")
 
@@ -526,7 +540,8 @@ class HostRouter:
         except ValueError as exc:
             return _error(400, "Invalid JSON content", str(exc))
         try:
-            new_id = self.engine.start_new(name, instance_id, input_json)
+            # `version` is how the SDK's start_new(..., version=) sends it; absent: host.json's defaultVersion
+            new_id = self.engine.start_new(name, instance_id, input_json, request.query.get("version"))
         except InstanceExistsError as exc:
             return _error(409, str(exc) or f"An instance with ID '{instance_id}' already exists.")
         except (FunctionNotFoundError, ValueError) as exc:
@@ -590,6 +605,27 @@ class HostRouter:
         except InstanceNotFound:
             return _text(404, f"No instance with ID '{instance_id}' found.")
         return HttpResult(202)
+
+    def _suspend_or_resume(self, request: Request, instance_id: str, operation: str) -> HttpResult:
+        assert self.engine is not None
+        act = self.engine.suspend if operation == "suspend" else self.engine.resume
+        try:
+            act(instance_id, request.query.get("reason"))
+        except InstanceNotFound:
+            return _text(404, f"No instance with ID '{instance_id}' found.")
+        except InstanceGone as exc:  # the SDK's suspend/resume accept 410 for a finished instance
+            return _text(410, str(exc))
+        return HttpResult(202)
+
+    def _purge(self, instance_id: str) -> HttpResult:
+        assert self.engine is not None
+        try:
+            deleted = self.engine.purge(instance_id)
+        except InstanceStillRunning as exc:
+            return _error(400, str(exc))
+        if not deleted:  # the SDK's purge_instance_history reads 404 as "0 instances deleted"
+            return HttpResult(404, [], b"")
+        return _json_response(200, {"instancesDeleted": deleted})
 
 
 def _parse_events(body: bytes) -> list[dict]:
