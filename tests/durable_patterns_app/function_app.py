@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 import azure.functions as func
-from durable_blueprints import bp
+from patterns_blueprint import bp  # a name no sample uses: modules are cached by name
 
 myApp = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 myApp.register_functions(bp)
