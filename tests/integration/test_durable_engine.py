@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ from functions_host.durable import (
     DurableEngine,
     FunctionNotFoundError,
     InstanceExistsError,
+    InstanceGone,
     InstanceNotFound,
+    InstanceStillRunning,
 )
 from tests.durable_app.adapter import AppFunctions, load_app_module
 
@@ -282,3 +285,52 @@ def test_restart_on_same_db_resumes_pending_timer(
         assert second.wait_for_completion(instance_id, 10)["output"] == 10
     finally:
         second.close()
+
+
+def test_store_of_an_older_host_gains_versions_and_its_instances_go_on(
+    tmp_path: Path, app: AppFunctions, activity_log: Path
+) -> None:
+    db = tmp_path / "old.db"
+    first = DurableEngine(db, app.run_orchestrator, app.run_activity, has_function=app.has_function)
+    first.start()
+    instance_id = first.start_new("collect_events", None, "1")
+    wait_until(lambda: "TaskCompleted" in event_types(first, instance_id))
+    first.close()
+    with sqlite3.connect(db) as conn:  # the instances table as hosts before orchestration versions wrote it
+        conn.execute("ALTER TABLE instances DROP COLUMN version")
+    second = DurableEngine(
+        db, app.run_orchestrator, app.run_activity, has_function=app.has_function, default_version="3.0"
+    )
+    second.start()
+    try:
+        second.raise_event(instance_id, "item", json.dumps("late"))
+        status = second.wait_for_completion(instance_id, 10)
+        assert status["output"] == ["late"] and status["version"] == ""
+        fresh = second.start_new("sequence", None, "1")
+        assert second.wait_for_completion(fresh, 10)["version"] == "3.0"
+        assert second.start_new("sequence", "pinned", "1", version="1.5") == "pinned"
+        assert second.wait_for_completion("pinned", 10)["version"] == "1.5"
+    finally:
+        second.close()
+
+
+def test_suspend_resume_and_purge_through_the_engine(engine: DurableEngine) -> None:
+    instance_id = engine.start_new("collect_events", None, "1")
+    wait_until(lambda: "TaskCompleted" in event_types(engine, instance_id))
+    engine.suspend(instance_id, "hold")
+    engine.wait_for_status(instance_id, ("Suspended",), 10)
+    with pytest.raises(InstanceExistsError, match="already suspended"):
+        engine.start_new("collect_events", instance_id, "1")
+    with pytest.raises(InstanceStillRunning, match="terminate it first"):
+        engine.purge(instance_id)
+    engine.raise_event(instance_id, "item", json.dumps("kept"))
+    time.sleep(0.5)  # room for a wrong engine to deliver it now
+    assert engine.get_status(instance_id)["runtimeStatus"] == "Suspended"
+    engine.resume(instance_id, "go")
+    assert engine.wait_for_completion(instance_id, 10)["output"] == ["kept"]
+    with pytest.raises(InstanceGone):
+        engine.suspend(instance_id, None)
+    assert engine.purge(instance_id) == 1 and engine.get_status(instance_id) is None
+    assert engine.purge(instance_id) == 0
+    with pytest.raises(InstanceNotFound):
+        engine.resume("missing-instance", None)
