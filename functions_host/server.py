@@ -621,8 +621,8 @@ class HostRouter:
         assert self.engine is not None
         try:
             deleted = self.engine.purge(instance_id)
-        except InstanceStillRunning as exc:
-            return _error(400, str(exc))
+        except InstanceStillRunning as exc:  # the extension answers 412 with the message as a JSON string
+            return _json_response(412, str(exc))
         if not deleted:  # the SDK's purge_instance_history reads 404 as "0 instances deleted"
             return HttpResult(404, [], b"")
         return _json_response(200, {"instancesDeleted": deleted})

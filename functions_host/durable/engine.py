@@ -164,8 +164,8 @@ class DurableEngine:
                 return 0
             if row["status"] not in TERMINAL_STATES:
                 raise InstanceStillRunning(
-                    f"Instance {instance_id!r} is {row['status']}; only a Completed, Failed or Terminated "
-                    "instance can be purged: wait for it or terminate it first."
+                    "Only orchestrations in a terminal state can be purged, but the orchestration with "
+                    f"instance ID {instance_id} has status {row['status']}: wait for it or terminate it first."
                 )
             instances.forget(conn, instance_id)
         self._episodes.forget_cached(instance_id)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from functions_host.functions import FunctionLoadError
 from functions_host.host import HOST_URL_SETTING, LocalHost
 
 APP_DIR = Path(__file__).resolve().parents[1] / "durable_patterns_app"
@@ -206,7 +207,8 @@ def test_purge_removes_a_finished_instance_and_refuses_a_running_one(host: Local
     running = start(host, "approval", {"timeout_s": 60})
     wait_for(running["statusQueryGetUri"], lambda b: b["customStatus"] == "waiting for approval")
     refused = requests.delete(running["purgeHistoryDeleteUri"], timeout=TIMEOUT)
-    assert refused.status_code == 400 and "terminate it first" in refused.json()["ExceptionMessage"]
+    # as the extension's HttpApiHandler: 412 Precondition Failed, the message as a JSON string
+    assert refused.status_code == 412 and "has status Running" in refused.json()
     assert requests.get(running["statusQueryGetUri"], timeout=TIMEOUT).json()["runtimeStatus"] == "Running"
 
     finished = start(host, "orchestrator")
@@ -232,3 +234,15 @@ def test_sdk_client_suspends_resumes_and_purges(host: LocalHost) -> None:
     assert purged.status_code == 200 and purged.json() == {"instancesDeleted": 1}
     again = requests.post(f"{manage}/purge", timeout=TIMEOUT)  # the SDK reads our 404 as "0 deleted"
     assert again.status_code == 200 and again.json() == {"instancesDeleted": 0}
+
+
+def test_host_json_that_is_not_json_is_refused_with_its_path(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    shutil.copytree(APP_DIR, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    good = (app_dir / "host.json").read_text()
+    (app_dir / "host.json").write_text(good + good)  # two documents back to back, as one upstream sample has
+    with pytest.raises(FunctionLoadError, match=f"{app_dir / 'host.json'}: not valid JSON"):
+        start_host(app_dir, tmp_path / "state")
+    # the state dir is free again: a fixed host.json starts
+    (app_dir / "host.json").write_text(good)
+    start_host(app_dir, tmp_path / "state").stop()

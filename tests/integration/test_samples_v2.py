@@ -243,7 +243,7 @@ def test_management_urls_of_a_sample(serve) -> None:
         == 202
     )
     poll(payload["statusQueryGetUri"], lambda b: b["runtimeStatus"] == "Suspended")
-    assert requests.delete(payload["purgeHistoryDeleteUri"], timeout=TIMEOUT).status_code == 400
+    assert requests.delete(payload["purgeHistoryDeleteUri"], timeout=TIMEOUT).status_code == 412
     assert requests.post(payload["resumePostUri"].replace("{text}", "go"), timeout=TIMEOUT).status_code == 202
     assert continue_and_finish(payload)["runtimeStatus"] == "Completed"
     assert requests.delete(payload["purgeHistoryDeleteUri"], timeout=TIMEOUT).json() == {
