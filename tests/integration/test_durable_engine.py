@@ -7,6 +7,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,38 @@ def test_suspend_resume_and_purge_through_the_engine(engine: DurableEngine) -> N
     assert engine.purge(instance_id) == 0
     with pytest.raises(InstanceNotFound):
         engine.resume("missing-instance", None)
+
+
+def test_timer_due_while_suspended_waits_for_resume(
+    tmp_path: Path, app: AppFunctions, activity_log: Path
+) -> None:
+    now = [datetime(2026, 1, 5, 9, 0, tzinfo=UTC)]  # the engine's clock, moved by the test
+    engine = DurableEngine(
+        tmp_path / "clock.db",
+        app.run_orchestrator,
+        app.run_activity,
+        has_function=app.has_function,
+        clock=lambda: now[0],
+    )
+    engine.start()
+    try:
+        instance_id = engine.start_new("timer_then_activity", None, "3600")
+        wait_until(lambda: "TimerCreated" in event_types(engine, instance_id))
+        engine.suspend(instance_id, "hold")
+        engine.wait_for_status(instance_id, ("Suspended",), 10)
+        now[0] += timedelta(hours=2)  # the timer is due now
+
+        def count(table: str) -> int:
+            with engine._store.reading() as conn:  # never held while waiting: the scheduler needs it
+                return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+        wait_until(lambda: count("work") == 0)  # the timer fired ...
+        assert count("inbox") == 1  # ... and its TimerFired waits in the inbox
+        assert "TimerFired" not in event_types(engine, instance_id)
+        assert engine.get_status(instance_id)["runtimeStatus"] == "Suspended"
+        engine.resume(instance_id, None)
+        assert engine.wait_for_completion(instance_id, 10)["output"] == 10
+        types = event_types(engine, instance_id)
+        assert types.index("ExecutionSuspended") < types.index("ExecutionResumed") < types.index("TimerFired")
+    finally:
+        engine.close()
