@@ -82,8 +82,8 @@ class ActionPlanner:
             elif kind == ActionType.WaitForExternalEvent:
                 name = action["externalEventName"]
                 state["waits"][name] = state["waits"].get(name, 0) + 1
-            elif kind == ActionType.CallSubOrchestrator:
-                self._schedule_sub_orchestration(inst, action, event_id, now, episode)
+            elif kind in (ActionType.CallSubOrchestrator, ActionType.CallSubOrchestratorWithRetry):
+                self._schedule_sub_orchestration(inst, state, action, event_id, now, episode)
             elif kind == ActionType.ContinueAsNew:
                 continue_input = (True, action_input(action))
             else:
@@ -106,21 +106,9 @@ class ActionPlanner:
         episode.events.append(h.task_scheduled(now, event_id, name, input_json))
         retry = action.get("actionType") == ActionType.CallActivityWithRetry
         if retry:
-            options = action.get("retryOptions") or {}
-            state["retries"][str(event_id)] = {
-                "name": name,
-                "input": input_json,
-                "current": event_id,
-                "timer": None,
-                "attempts": 1,
-                "max": int(options.get("maxNumberOfAttempts", 1)),
-                "first_ms": float(options.get("firstRetryIntervalInMilliseconds", 1000)),
-                "backoff": float(options.get("backoffCoefficient", 1.0)),
-                "max_interval_ms": options.get("maxRetryIntervalInMilliseconds"),
-                "timeout_ms": options.get("retryTimeoutInMilliseconds"),
-                "started": h.format_time(now),
-                "timed_out": False,
-            }
+            state["retries"][str(event_id)] = _retry_chain(
+                "activity", name, input_json, event_id, action, now
+            )
         self._queue_activity(name, input_json, event_id, retry, now, episode)
 
     def _queue_activity(
@@ -144,35 +132,63 @@ class ActionPlanner:
             episode.inbox.append(("self", "", h.task_failed(now, event_id, message, message), retry))
 
     def _schedule_sub_orchestration(
-        self, inst: Any, action: dict[str, Any], event_id: int, now: datetime, episode: Episode
+        self,
+        inst: Any,
+        state: dict[str, Any],
+        action: dict[str, Any],
+        event_id: int,
+        now: datetime,
+        episode: Episode,
     ) -> None:
         name = action["functionName"]
-        child_id = action.get("instanceId") or f"{inst['instance_id']}:{event_id:04x}"
         input_json = action_input(action)
+        # As the extension: an explicit version wins, else the defaultVersion of host.json *now*.
+        version = action.get("version")
+        version = self._default_version if version is None else str(version)
+        retry = action.get("actionType") == ActionType.CallSubOrchestratorWithRetry
+        if retry:
+            chain = _retry_chain("sub", name, input_json, event_id, action, now)
+            chain.update(instance_id=action.get("instanceId"), version=version)
+            state["retries"][str(event_id)] = chain
+        self._start_sub_orchestration(
+            inst, name, action.get("instanceId"), input_json, version, event_id, retry, now, episode
+        )
+
+    def _start_sub_orchestration(
+        self,
+        inst: Any,
+        name: str,
+        instance_id: str | None,
+        input_json: str | None,
+        version: str,
+        event_id: int,
+        retry: bool,
+        now: datetime,
+        episode: Episode,
+    ) -> None:
+        child_id = instance_id or f"{inst['instance_id']}:{event_id:04x}"
         episode.events.append(h.sub_orchestration_created(now, event_id, name, child_id, input_json))
         if not self._has_function("orchestrator", name):
             message = f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function."
-            episode.inbox.append(
-                ("self", "", h.sub_orchestration_failed(now, event_id, message, message), False)
-            )
+            failed = h.sub_orchestration_failed(now, event_id, message, message)
+            episode.inbox.append(("self", "", failed, retry))
             return
-        # As the extension: an explicit version wins, else the defaultVersion of host.json *now*.
-        version = action.get("version")
         episode.new_instances.append(
             {
                 "name": name,
                 "instance_id": child_id,
                 "input": input_json,
                 "parent": (inst["instance_id"], inst["execution_id"], event_id),
-                "version": self._default_version if version is None else str(version),
+                "version": version,
+                "parent_retries": retry,  # its failure then opens the parent's next batch (see module doc)
             }
         )
 
     def prepare_retry_event(
-        self, state: dict[str, Any], event: dict[str, Any], now: datetime, episode: Episode
+        self, inst: Any, state: dict[str, Any], event: dict[str, Any], now: datetime, episode: Episode
     ) -> list[dict[str, Any]]:
         """Assigns the id the SDK gives to a with-retry task's next timer or attempt (see module doc)."""
-        if event["EventType"] == EventType.TaskFailed:
+        if event["EventType"] in (EventType.TaskFailed, EventType.SubOrchestrationInstanceFailed):
             chain = _chain_by(state, "current", event["TaskScheduledId"])
             if chain is None:
                 return []
@@ -203,6 +219,8 @@ class ActionPlanner:
             chain["attempts"] += 1
             chain["current"] = attempt_id
             chain["timer"] = None
+            if chain.get("kind") == "sub":
+                return self._retry_sub_orchestration(inst, chain, attempt_id, now, episode)
             scheduled = h.task_scheduled(now, attempt_id, chain["name"], chain["input"])
             if chain["timed_out"]:
                 message = (
@@ -222,6 +240,53 @@ class ActionPlanner:
                 )
             return [scheduled]
         return []
+
+    def _retry_sub_orchestration(
+        self, inst: Any, chain: dict[str, Any], attempt_id: int, now: datetime, episode: Episode
+    ) -> list[dict[str, Any]]:
+        if chain["timed_out"]:
+            child_id = chain["instance_id"] or f"{inst['instance_id']}:{attempt_id:04x}"
+            message = (
+                f"Sub-orchestration '{chain['name']}' was not retried: the retry timeout of "
+                f"{chain['timeout_ms']} ms has passed."
+            )
+            failed = h.sub_orchestration_failed(now, attempt_id, message, message)
+            episode.inbox.append(("self", "", failed, True))
+            return [h.sub_orchestration_created(now, attempt_id, chain["name"], child_id, chain["input"])]
+        self._start_sub_orchestration(
+            inst,
+            chain["name"],
+            chain["instance_id"],
+            chain["input"],
+            chain["version"],
+            attempt_id,
+            True,
+            now,
+            episode,
+        )
+        return [episode.events.pop()]  # its SubOrchestrationInstanceCreated goes with the retry events
+
+
+def _retry_chain(
+    kind: str, name: str, input_json: str | None, event_id: int, action: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A with-retry task's bookkeeping: its current attempt's id, its retry timer, the RetryOptions."""
+    options = action.get("retryOptions") or {}
+    return {
+        "kind": kind,
+        "name": name,
+        "input": input_json,
+        "current": event_id,
+        "timer": None,
+        "attempts": 1,
+        "max": int(options.get("maxNumberOfAttempts", 1)),
+        "first_ms": float(options.get("firstRetryIntervalInMilliseconds", 1000)),
+        "backoff": float(options.get("backoffCoefficient", 1.0)),
+        "max_interval_ms": options.get("maxRetryIntervalInMilliseconds"),
+        "timeout_ms": options.get("retryTimeoutInMilliseconds"),
+        "started": h.format_time(now),
+        "timed_out": False,
+    }
 
 
 def action_input(action: dict[str, Any]) -> str | None:

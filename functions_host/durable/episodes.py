@@ -115,7 +115,7 @@ class EpisodeRunner:
         episode = Episode()
         try:
             retry_events = (
-                self._planner.prepare_retry_event(state, json.loads(batch[0]["event"]), now, episode)
+                self._planner.prepare_retry_event(inst, state, json.loads(batch[0]["event"]), now, episode)
                 if batch[0]["retry"]
                 else []
             )

@@ -38,11 +38,14 @@ def create_instance(
     input_json: str | None,
     parent: tuple[str, str, int] | None,
     version: str,
+    *,
+    parent_retries: bool = False,
 ) -> None:
     execution_id = uuid.uuid4().hex
     state = fresh_state()
     if parent is not None:
         state["parent_execution"] = parent[1]
+        state["parent_retries"] = parent_retries
     conn.execute(
         "INSERT INTO instances(instance_id, name, execution_id, status, input, parent_instance_id, "
         "parent_task_id, created_time, last_updated_time, state, version) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -76,7 +79,14 @@ def start_child(conn: Any, now: datetime, child: dict[str, Any]) -> None:
     if conn.execute("SELECT 1 FROM instances WHERE instance_id=?", (child["instance_id"],)).fetchone():
         forget(conn, child["instance_id"])
     create_instance(
-        conn, now, child["name"], child["instance_id"], child["input"], child["parent"], child["version"]
+        conn,
+        now,
+        child["name"],
+        child["instance_id"],
+        child["input"],
+        child["parent"],
+        child["version"],
+        parent_retries=child.get("parent_retries", False),
     )
 
 
@@ -92,14 +102,18 @@ def finish(conn: Any, inst: Any, status: str, output: str | None, detail: str | 
     ).fetchone()
     if parent is None or parent["parent_instance_id"] is None:
         return
-    parent_execution = json.loads(parent["state"]).get("parent_execution", "")
+    child_state = json.loads(parent["state"])
     task_id = parent["parent_task_id"]
     if status == "Completed":
         event = h.sub_orchestration_completed(now, task_id, output)
     else:
         message = f"Sub-orchestration '{inst['name']}' ({instance_id}) {status.lower()}: {detail}"
         event = h.sub_orchestration_failed(now, task_id, message, message)
-    to_inbox(conn, parent["parent_instance_id"], parent_execution, event)
+    # the failure of a with-retry attempt opens the parent's next batch (see actions.py)
+    retry_failure = status != "Completed" and bool(child_state.get("parent_retries"))
+    to_inbox(
+        conn, parent["parent_instance_id"], child_state.get("parent_execution", ""), event, retry_failure
+    )
 
 
 def continue_as_new(
@@ -111,10 +125,14 @@ def continue_as_new(
     conn.execute("DELETE FROM history WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM work WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM inbox WHERE instance_id=?", (instance_id,))
+    state = fresh_state()
+    for key in ("parent_execution", "parent_retries"):  # a sub-orchestration still reports to its parent
+        if key in (old := json.loads(inst["state"])):
+            state[key] = old[key]
     conn.execute(
         "UPDATE instances SET execution_id=?, status='Running', input=?, output=NULL, "
         "custom_status=?, last_updated_time=?, state=? WHERE instance_id=?",
-        (execution_id, input_json, custom_json, h.format_time(now), json.dumps(fresh_state()), instance_id),
+        (execution_id, input_json, custom_json, h.format_time(now), json.dumps(state), instance_id),
     )
     started = h.execution_started(
         now,

@@ -29,6 +29,7 @@ SUPPORTED_ACTIONS = (
     "CallActivity",
     "CallActivityWithRetry",
     "CallSubOrchestrator",
+    "CallSubOrchestratorWithRetry",
     "CreateTimer",
     "WaitForExternalEvent",
     "ContinueAsNew",

@@ -370,3 +370,30 @@ def test_timer_due_while_suspended_waits_for_resume(
         assert types.index("ExecutionSuspended") < types.index("ExecutionResumed") < types.index("TimerFired")
     finally:
         engine.close()
+
+
+def test_sub_orchestration_with_retry_reruns_the_child_with_its_version(
+    engine: DurableEngine, activity_log: Path
+) -> None:
+    status = run(engine, "sub_with_retry", {"key": "child-ok", "fail_times": 2, "attempts": 4})
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"] == {"child": {"value": "child-ok ok after 3", "version": "2.5"}, "after": 42}
+    assert activity_log.read_text().splitlines() == [f"flaky child-ok {i}" for i in (1, 2, 3)]
+    types = event_types(engine, status["instanceId"])
+    assert types.count("SubOrchestrationInstanceCreated") == 3
+    assert types.count("SubOrchestrationInstanceFailed") == 2 and types.count("TimerFired") == 2
+    children = [s for s in engine.list_instances() if s["name"] == "flaky_child"]
+    assert sorted(c["runtimeStatus"] for c in children) == ["Completed", "Failed", "Failed"]
+    assert {c["version"] for c in children} == {"2.5"}
+
+
+def test_sub_orchestration_with_retry_exhausted_raises_in_the_parent(
+    engine: DurableEngine, activity_log: Path
+) -> None:
+    status = run(engine, "sub_with_retry", {"key": "child-fails", "fail_times": 10, "attempts": 2})
+    assert status["runtimeStatus"] == "Completed"
+    assert "flaky child-fails attempt 2 failed" in status["output"]["error"]
+
+
+def test_sub_orchestration_that_continues_as_new_reports_to_its_parent(engine: DurableEngine) -> None:
+    assert run(engine, "parent_of_countdown", 2)["output"] == "lift-off"
