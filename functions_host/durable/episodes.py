@@ -28,15 +28,18 @@ _CONTROL = (EventType.ExecutionSuspended, EventType.ExecutionResumed)
 _NEXT_INBOX_ROW = f"""
 SELECT inbox.instance_id FROM inbox JOIN instances USING (instance_id)
 WHERE instances.status != '{SUSPENDED}'
-   OR json_extract(inbox.event, '$.EventType') IN ({EventType.ExecutionTerminated}, {EventType.ExecutionResumed})
+   OR json_extract(inbox.event, '$.EventType') IN ({int(EventType.ExecutionTerminated)}, {int(EventType.ExecutionResumed)})
 ORDER BY inbox.id LIMIT 1
 """
+# Rows whose instance is gone (e.g. a sub-orchestration's result for a purged parent): dropped.
 _ORPHAN_INBOX_ROW = (
     "SELECT instance_id FROM inbox WHERE instance_id NOT IN (SELECT instance_id FROM instances) LIMIT 1"
 )
 
 
 class EpisodeRunner:
+    """Runs episodes on the scheduler thread (one at a time), caching each live instance's history."""
+
     def __init__(
         self,
         store: Store,
