@@ -17,6 +17,7 @@ import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -63,7 +64,19 @@ class DurableBackend(Protocol):
         show_history_output: bool = False,
         show_input: bool = True,
     ) -> dict | None: ...
-    def list_instances(self, runtime_status: list[str] | None = None) -> list[dict]: ...
+    def list_instances(
+        self,
+        runtime_status: list[str] | None = None,
+        *,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> list[dict]: ...
+    def purge_matching(
+        self,
+        created_from: datetime,
+        created_to: datetime | None = None,
+        runtime_status: list[str] | None = None,
+    ) -> int: ...
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -482,14 +495,20 @@ class HostRouter:
         if parts[:1] != ["instances"]:
             return _text(404, f"Not Found: {request.path}")
         if len(parts) == 1:
-            if method != "GET":
+            if method not in ("GET", "DELETE"):
                 return _text(404, "Not Found")
             statuses = [s for s in request.query.get("runtimeStatus", "").split(",") if s] or None
-            prefix = request.query.get("instanceIdPrefix", "")
             try:
-                instances = self.engine.list_instances(statuses)
+                created_from = _time_param(request.query, "createdTimeFrom")
+                created_to = _time_param(request.query, "createdTimeTo")
+                if method == "DELETE":
+                    return self._purge_matching(created_from, created_to, statuses)
+                instances = self.engine.list_instances(
+                    statuses, created_from=created_from, created_to=created_to
+                )
             except ValueError as exc:
                 return _error(400, str(exc))
+            prefix = request.query.get("instanceIdPrefix", "")
             return _json_response(200, [i for i in instances if i["instanceId"].startswith(prefix)])
         instance_id = parts[1]
         if len(parts) == 2:
@@ -617,6 +636,17 @@ class HostRouter:
             return _text(410, str(exc))
         return HttpResult(202)
 
+    def _purge_matching(
+        self, created_from: datetime | None, created_to: datetime | None, statuses: list[str] | None
+    ) -> HttpResult:
+        assert self.engine is not None
+        if created_from is None:  # the extension's answer (HandleDeleteHistoryWithFiltersRequestAsync)
+            return _json_response(400, "Please provide value for 'createdTimeFrom' parameter.")
+        deleted = self.engine.purge_matching(created_from, created_to, statuses)
+        if not deleted:  # read by the SDK's purge_instance_history_by as "0 instances deleted"
+            return HttpResult(404, [], b"")
+        return _json_response(200, {"instancesDeleted": deleted})
+
     def _purge(self, instance_id: str) -> HttpResult:
         assert self.engine is not None
         try:
@@ -626,6 +656,20 @@ class HostRouter:
         if not deleted:  # the SDK's purge_instance_history reads 404 as "0 instances deleted"
             return HttpResult(404, [], b"")
         return _json_response(200, {"instancesDeleted": deleted})
+
+
+def _time_param(query: Mapping[str, str], name: str) -> datetime | None:
+    """createdTimeFrom/To: ISO 8601 as the SDK sends them ("%Y-%m-%dT%H:%M:%S.%fZ"); naive means UTC."""
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{name} {value!r} is not a date and time: send ISO 8601, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parse_events(body: bytes) -> list[dict]:

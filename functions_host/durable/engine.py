@@ -202,19 +202,47 @@ class DurableEngine:
             ]
         return status
 
-    def list_instances(self, runtime_status: list[str] | None = None) -> list[dict]:
+    def list_instances(
+        self,
+        runtime_status: list[str] | None = None,
+        *,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> list[dict]:
+        """Instances by creation time, filtered as the HTTP API's query (statuses, creation window)."""
+        where, params = _filters(runtime_status, created_from, created_to)
         with self._store.reading() as conn:
-            if runtime_status:
-                unknown = [s for s in runtime_status if s not in ALL_STATES]
-                if unknown:
-                    raise ValueError(f"Unknown runtimeStatus {unknown}; use any of {list(ALL_STATES)}.")
-                marks = ",".join("?" * len(runtime_status))
-                rows = conn.execute(
-                    f"SELECT * FROM instances WHERE status IN ({marks}) ORDER BY created_time", runtime_status
-                ).fetchall()
-            else:
-                rows = conn.execute("SELECT * FROM instances ORDER BY created_time").fetchall()
+            rows = conn.execute(f"SELECT * FROM instances{where} ORDER BY created_time", params).fetchall()
         return [status_json(row, show_input=True) for row in rows]
+
+    def purge_matching(
+        self,
+        created_from: datetime,
+        created_to: datetime | None = None,
+        runtime_status: list[str] | None = None,
+    ) -> int:
+        """Deletes the finished instances created in the window (of the given statuses); returns how many.
+
+        Only Completed, Failed or Terminated instances are purged: asking for another status is refused
+        with ValueError (live instances are never purged, as with `purge`)."""
+        statuses = runtime_status or list(TERMINAL_STATES)
+        live = [s for s in statuses if s in ALL_STATES and s not in TERMINAL_STATES]
+        if live:
+            raise ValueError(
+                f"Only orchestrations in a terminal state can be purged; runtimeStatus {live} is not one: "
+                f"use any of {list(TERMINAL_STATES)}, or terminate those instances first."
+            )
+        where, params = _filters(statuses, created_from, created_to)
+        with self._store.transaction() as conn:
+            ids = [
+                r["instance_id"] for r in conn.execute(f"SELECT instance_id FROM instances{where}", params)
+            ]
+            for instance_id in ids:
+                instances.forget(conn, instance_id)
+        for instance_id in ids:
+            self._episodes.forget_cached(instance_id)
+        self._notify_changed()
+        return len(ids)
 
     def wait_for_completion(self, instance_id: str, timeout: float) -> dict:
         return self.wait_for_status(instance_id, TERMINAL_STATES, timeout)
@@ -267,3 +295,25 @@ class DurableEngine:
     def _now(self) -> datetime:
         now = self._clock()
         return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def _filters(
+    runtime_status: list[str] | None, created_from: datetime | None, created_to: datetime | None
+) -> tuple[str, list[str]]:
+    """A WHERE clause (or "") and its parameters for the HTTP API's instance filters."""
+    clauses: list[str] = []
+    params: list[str] = []
+    if runtime_status:
+        unknown = [s for s in runtime_status if s not in ALL_STATES]
+        if unknown:
+            raise ValueError(f"Unknown runtimeStatus {unknown}; use any of {list(ALL_STATES)}.")
+        clauses.append(f"status IN ({','.join('?' * len(runtime_status))})")
+        params.extend(runtime_status)
+    # created_time is stored as format_time's fixed-width UTC text, so text order is time order
+    if created_from is not None:
+        clauses.append("created_time >= ?")
+        params.append(h.format_time(created_from))
+    if created_to is not None:
+        clauses.append("created_time <= ?")
+        params.append(h.format_time(created_to))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -5,7 +5,7 @@ orchestration versioning (host.json defaultVersion), and instance management thr
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -43,6 +43,19 @@ async def manage(req: func.HttpRequest, client: df.DurableOrchestrationClient) -
         return func.HttpResponse(f"unknown operation {operation}", status_code=400)
     status = await client.get_status(instance_id)
     return func.HttpResponse(json.dumps({"runtimeStatus": status.runtime_status.value}))
+
+
+@myApp.route(route="history", methods=["GET", "DELETE"])
+@myApp.durable_client_input(client_name="client")
+async def history(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Completed instances created since ?from= (GET lists their ids, DELETE purges them)."""
+    since = datetime.fromisoformat(req.params["from"])
+    completed = [df.OrchestrationRuntimeStatus.Completed]
+    if req.method == "DELETE":
+        result = await client.purge_instance_history_by(created_time_from=since, runtime_status=completed)
+        return func.HttpResponse(json.dumps({"instancesDeleted": result.instances_deleted}))
+    found = await client.get_status_by(created_time_from=since, runtime_status=completed)
+    return func.HttpResponse(json.dumps(sorted(s.instance_id for s in found)))
 
 
 # --- fan-out/fan-in ---------------------------------------------------------------------------------

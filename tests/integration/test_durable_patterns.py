@@ -9,6 +9,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,43 @@ def test_host_json_that_is_not_json_is_refused_with_its_path(tmp_path: Path) -> 
     # the state dir is free again: a fixed host.json starts
     (app_dir / "host.json").write_text(good)
     start_host(app_dir, tmp_path / "state").stop()
+
+
+def test_sdk_client_lists_and_purges_by_creation_time_and_status(host: LocalHost) -> None:
+    old = start(host, "orchestrator")
+    wait_for(old["statusQueryGetUri"], done)
+    time.sleep(1.1)  # the status shows whole seconds: a cutoff one second later splits old from recent
+    since = requests.get(old["statusQueryGetUri"], timeout=TIMEOUT).json()["lastUpdatedTime"]
+    cutoff = (datetime.fromisoformat(since.replace("Z", "+00:00")) + timedelta(seconds=1)).isoformat()
+    recent = [start(host, "orchestrator") for _ in range(2)]
+    for payload in recent:
+        wait_for(payload["statusQueryGetUri"], done)
+    live = start(host, "approval", {"timeout_s": 60})
+    wait_for(live["statusQueryGetUri"], lambda b: b["customStatus"] == "waiting for approval")
+
+    def listed() -> list[str]:
+        return requests.get(f"{host.url}/api/history", params={"from": cutoff}, timeout=TIMEOUT).json()
+
+    # Completed since the cutoff: the two recent ones (their sub-orchestrations too), not the old one
+    before = listed()
+    assert {p["id"] for p in recent} <= set(before) and old["id"] not in before
+    assert len(before) == 4  # the two parents and their two sub-orchestrations
+    purged = requests.delete(f"{host.url}/api/history", params={"from": cutoff}, timeout=TIMEOUT).json()
+    assert purged == {"instancesDeleted": 4}
+    assert listed() == []
+    assert requests.get(old["statusQueryGetUri"], timeout=TIMEOUT).status_code == 200  # before the cutoff
+    assert requests.get(live["statusQueryGetUri"], timeout=TIMEOUT).status_code == 202  # live: kept
+    again = requests.delete(f"{host.url}/api/history", params={"from": cutoff}, timeout=TIMEOUT).json()
+    assert again == {"instancesDeleted": 0}  # the SDK reads the host's 404 as nothing purged
+
+    base = f"{host.url}/runtime/webhooks/durabletask/instances"
+    code = {"code": host.system_key}
+    no_from = requests.delete(base, params=code, timeout=TIMEOUT)
+    assert no_from.status_code == 400 and "createdTimeFrom" in no_from.json()
+    running = requests.delete(
+        base, params={**code, "createdTimeFrom": cutoff, "runtimeStatus": "Running"}, timeout=TIMEOUT
+    )
+    assert running.status_code == 400 and "terminal" in running.json()["ExceptionMessage"]
+    bad_time = requests.get(base, params={**code, "createdTimeFrom": "yesterday"}, timeout=TIMEOUT)
+    assert bad_time.status_code == 400 and "ISO 8601" in bad_time.json()["ExceptionMessage"]
+    requests.post(live["terminatePostUri"].replace("{text}", "cleanup"), timeout=TIMEOUT)
