@@ -150,6 +150,14 @@ def _read_host_json(app_dir: Path, environ: MutableMapping[str, str]) -> tuple[s
     return str(prefix).strip("/"), str(hub)
 
 
+def _durable_default_version(app_dir: Path) -> str:
+    """host.json's extensions.durableTask.defaultVersion ("" without one); the file was validated already."""
+    path = app_dir / "host.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    durable = ((config.get("extensions") or {}).get("durableTask") or {}) if isinstance(config, dict) else {}
+    return str(durable.get("defaultVersion") or "")
+
+
 class LocalHost:
     """An in-process Functions host. Not started by the constructor; `start()` binds the port."""
 
@@ -330,6 +338,7 @@ class LocalHost:
             self.index.run_activity,
             has_function=self.index.has_function,
             max_workers=self._max_workers,
+            default_version=_durable_default_version(self.app_dir),
         )
 
     def stop(self) -> None:

@@ -17,10 +17,17 @@ import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from functions_host.durable import FunctionNotFoundError, InstanceExistsError, InstanceNotFound
+from functions_host.durable import (
+    FunctionNotFoundError,
+    InstanceExistsError,
+    InstanceGone,
+    InstanceNotFound,
+    InstanceStillRunning,
+)
 from functions_host.functions import (
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
@@ -41,9 +48,14 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size 
 
 
 class DurableBackend(Protocol):
-    def start_new(self, name: str, instance_id: str | None, input_json: str | None) -> str: ...
+    def start_new(
+        self, name: str, instance_id: str | None, input_json: str | None, version: str | None = None
+    ) -> str: ...
     def raise_event(self, instance_id: str, event_name: str, data_json: str | None) -> None: ...
     def terminate(self, instance_id: str, reason: str | None) -> None: ...
+    def suspend(self, instance_id: str, reason: str | None) -> None: ...
+    def resume(self, instance_id: str, reason: str | None) -> None: ...
+    def purge(self, instance_id: str) -> int: ...
     def get_status(
         self,
         instance_id: str,
@@ -52,7 +64,19 @@ class DurableBackend(Protocol):
         show_history_output: bool = False,
         show_input: bool = True,
     ) -> dict | None: ...
-    def list_instances(self, runtime_status: list[str] | None = None) -> list[dict]: ...
+    def list_instances(
+        self,
+        runtime_status: list[str] | None = None,
+        *,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> list[dict]: ...
+    def purge_matching(
+        self,
+        created_from: datetime,
+        created_to: datetime | None = None,
+        runtime_status: list[str] | None = None,
+    ) -> int: ...
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -471,21 +495,27 @@ class HostRouter:
         if parts[:1] != ["instances"]:
             return _text(404, f"Not Found: {request.path}")
         if len(parts) == 1:
-            if method != "GET":
+            if method not in ("GET", "DELETE"):
                 return _text(404, "Not Found")
             statuses = [s for s in request.query.get("runtimeStatus", "").split(",") if s] or None
-            prefix = request.query.get("instanceIdPrefix", "")
             try:
-                instances = self.engine.list_instances(statuses)
+                created_from = _time_param(request.query, "createdTimeFrom")
+                created_to = _time_param(request.query, "createdTimeTo")
+                if method == "DELETE":
+                    return self._purge_matching(created_from, created_to, statuses)
+                instances = self.engine.list_instances(
+                    statuses, created_from=created_from, created_to=created_to
+                )
             except ValueError as exc:
                 return _error(400, str(exc))
+            prefix = request.query.get("instanceIdPrefix", "")
             return _json_response(200, [i for i in instances if i["instanceId"].startswith(prefix)])
         instance_id = parts[1]
         if len(parts) == 2:
             if method == "GET":
                 return self._status(request, instance_id)
             if method == "DELETE":
-                return _text(501, "purging instance history is not supported by the local host")
+                return self._purge(instance_id)
             return _text(404, "Not Found")
         if method != "POST":
             return _text(404, "Not Found")
@@ -494,10 +524,13 @@ class HostRouter:
             return self._raise_event(request, instance_id, parts[3])
         if operation == "terminate" and len(parts) == 3:
             return self._terminate(request, instance_id)
-        if operation in ("rewind", "restart", "suspend", "resume") and len(parts) == 3:
+        if operation in ("suspend", "resume") and len(parts) == 3:
+            return self._suspend_or_resume(request, instance_id, operation)
+        if operation in ("rewind", "restart") and len(parts) == 3:
             return _text(
                 501,
-                f"{parts[2]} is not supported by the local host; supported: status, raiseEvent, terminate",
+                f"{parts[2]} is not supported by the local host; supported: status, raiseEvent, terminate, "
+                "suspend, resume, purge (DELETE)",
             )
         return _text(404, "Not Found")
 
@@ -526,7 +559,8 @@ class HostRouter:
         except ValueError as exc:
             return _error(400, "Invalid JSON content", str(exc))
         try:
-            new_id = self.engine.start_new(name, instance_id, input_json)
+            # `version` is how the SDK's start_new(..., version=) sends it; absent: host.json's defaultVersion
+            new_id = self.engine.start_new(name, instance_id, input_json, request.query.get("version"))
         except InstanceExistsError as exc:
             return _error(409, str(exc) or f"An instance with ID '{instance_id}' already exists.")
         except (FunctionNotFoundError, ValueError) as exc:
@@ -590,6 +624,52 @@ class HostRouter:
         except InstanceNotFound:
             return _text(404, f"No instance with ID '{instance_id}' found.")
         return HttpResult(202)
+
+    def _suspend_or_resume(self, request: Request, instance_id: str, operation: str) -> HttpResult:
+        assert self.engine is not None
+        act = self.engine.suspend if operation == "suspend" else self.engine.resume
+        try:
+            act(instance_id, request.query.get("reason"))
+        except InstanceNotFound:
+            return _text(404, f"No instance with ID '{instance_id}' found.")
+        except InstanceGone as exc:  # the SDK's suspend/resume accept 410 for a finished instance
+            return _text(410, str(exc))
+        return HttpResult(202)
+
+    def _purge_matching(
+        self, created_from: datetime | None, created_to: datetime | None, statuses: list[str] | None
+    ) -> HttpResult:
+        assert self.engine is not None
+        if created_from is None:  # the extension's answer (HandleDeleteHistoryWithFiltersRequestAsync)
+            return _json_response(400, "Please provide value for 'createdTimeFrom' parameter.")
+        deleted = self.engine.purge_matching(created_from, created_to, statuses)
+        if not deleted:  # read by the SDK's purge_instance_history_by as "0 instances deleted"
+            return HttpResult(404, [], b"")
+        return _json_response(200, {"instancesDeleted": deleted})
+
+    def _purge(self, instance_id: str) -> HttpResult:
+        assert self.engine is not None
+        try:
+            deleted = self.engine.purge(instance_id)
+        except InstanceStillRunning as exc:  # the extension answers 412 with the message as a JSON string
+            return _json_response(412, str(exc))
+        if not deleted:  # the SDK's purge_instance_history reads 404 as "0 instances deleted"
+            return HttpResult(404, [], b"")
+        return _json_response(200, {"instancesDeleted": deleted})
+
+
+def _time_param(query: Mapping[str, str], name: str) -> datetime | None:
+    """createdTimeFrom/To: ISO 8601 as the SDK sends them ("%Y-%m-%dT%H:%M:%S.%fZ"); naive means UTC."""
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{name} {value!r} is not a date and time: send ISO 8601, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parse_events(body: bytes) -> list[dict]:

@@ -1,11 +1,18 @@
-"""Durable execution for the local Functions host: SQLite history driving the real Durable SDK."""
+"""Durable execution for the local Functions host: SQLite history driving the real Durable SDK.
 
-from .engine import (
-    DurableEngine,
+Modules: `engine` (lifecycle and client API), `episodes` (the replay driver), `actions` (SDK actions ->
+history events and work), `scheduler` (timers and the activity pool), `instances` (instance rows and
+queues), `history` (the extension's JSON shapes), `store` (SQLite), `model` (states, errors, shapes).
+"""
+
+from .engine import DurableEngine
+from .model import (
     DurableError,
     FunctionNotFoundError,
     InstanceExistsError,
+    InstanceGone,
     InstanceNotFound,
+    InstanceStillRunning,
 )
 
 __all__ = [
@@ -13,5 +20,7 @@ __all__ = [
     "DurableError",
     "FunctionNotFoundError",
     "InstanceExistsError",
+    "InstanceGone",
     "InstanceNotFound",
+    "InstanceStillRunning",
 ]

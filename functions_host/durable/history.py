@@ -110,13 +110,16 @@ def execution_started(
     execution_id: str,
     input_json: str | None,
     parent_instance_id: str | None = None,
+    *,
+    version: str = "",
 ) -> dict[str, Any]:
+    """`version` is what the SDK shows as `context.version` (the extension's orchestration version)."""
     return event(
         EventType.ExecutionStarted,
         now,
         Name=name,
         Input=input_json,
-        Version="",
+        Version=version,
         OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
         ParentInstance=(
             {"OrchestrationInstance": {"InstanceId": parent_instance_id}} if parent_instance_id else None
@@ -135,6 +138,14 @@ def execution_completed(
 
 def execution_terminated(now: datetime, reason: str | None) -> dict[str, Any]:
     return event(EventType.ExecutionTerminated, now, Input=reason)
+
+
+def execution_suspended(now: datetime, reason: str | None) -> dict[str, Any]:
+    return event(EventType.ExecutionSuspended, now, Reason=reason)
+
+
+def execution_resumed(now: datetime, reason: str | None) -> dict[str, Any]:
+    return event(EventType.ExecutionResumed, now, Reason=reason)
 
 
 def task_scheduled(now: datetime, task_id: int, name: str, input_json: str | None) -> dict[str, Any]:

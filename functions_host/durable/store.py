@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS instances (
     parent_task_id INTEGER,
     created_time TEXT NOT NULL,
     last_updated_time TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    version TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_status ON instances(status);
 -- the current execution's history; continue_as_new starts a fresh one
@@ -87,6 +88,13 @@ class Store:
         # FULL: a committed activity completion must survive a power cut too, not only a SIGKILL.
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Brings a store written by an older host up to date (it may hold live instances)."""
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(instances)")}
+        if "version" not in columns:  # orchestration versions: instances before them have ""
+            self._conn.execute("ALTER TABLE instances ADD COLUMN version TEXT")
 
     def close(self) -> None:
         with self._lock:

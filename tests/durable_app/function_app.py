@@ -199,6 +199,41 @@ def parent(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):
+    """Fails (through its activity) until `flaky` has been called `fail_times` times for the key."""
+    value = yield context.call_activity("flaky", context.get_input())
+    return {"value": value, "version": context.version}
+
+
+@app.orchestration_trigger(context_name="context")
+def sub_with_retry(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    retry = df.RetryOptions(first_retry_interval_in_milliseconds=50, max_number_of_attempts=spec["attempts"])
+    try:
+        child = yield context.call_sub_orchestrator_with_retry(
+            "flaky_child", retry, {"key": spec["key"], "fail_times": spec["fail_times"]}, version="2.5"
+        )
+    except Exception as exc:
+        return {"error": str(exc)}
+    after = yield context.call_activity("double", 21)  # numbering after the retries must still match
+    return {"child": child, "after": after}
+
+
+@app.orchestration_trigger(context_name="context")
+def countdown(context: df.DurableOrchestrationContext):
+    n = context.get_input()
+    if n == 0:
+        return "lift-off"
+    yield context.call_activity("noop", n)
+    context.continue_as_new(n - 1)
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_of_countdown(context: df.DurableOrchestrationContext):
+    return (yield context.call_sub_orchestrator("countdown", context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
 def loop(context: df.DurableOrchestrationContext):
     """N sequential no-op activities (the bench and the crash test use it)."""
     spec = context.get_input()

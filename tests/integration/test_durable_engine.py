@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from functions_host.durable import (
     DurableEngine,
     FunctionNotFoundError,
     InstanceExistsError,
+    InstanceGone,
     InstanceNotFound,
+    InstanceStillRunning,
 )
 from tests.durable_app.adapter import AppFunctions, load_app_module
 
@@ -282,3 +286,114 @@ def test_restart_on_same_db_resumes_pending_timer(
         assert second.wait_for_completion(instance_id, 10)["output"] == 10
     finally:
         second.close()
+
+
+def test_store_of_an_older_host_gains_versions_and_its_instances_go_on(
+    tmp_path: Path, app: AppFunctions, activity_log: Path
+) -> None:
+    db = tmp_path / "old.db"
+    first = DurableEngine(db, app.run_orchestrator, app.run_activity, has_function=app.has_function)
+    first.start()
+    instance_id = first.start_new("collect_events", None, "1")
+    wait_until(lambda: "TaskCompleted" in event_types(first, instance_id))
+    first.close()
+    with sqlite3.connect(db) as conn:  # the instances table as hosts before orchestration versions wrote it
+        conn.execute("ALTER TABLE instances DROP COLUMN version")
+    second = DurableEngine(
+        db, app.run_orchestrator, app.run_activity, has_function=app.has_function, default_version="3.0"
+    )
+    second.start()
+    try:
+        second.raise_event(instance_id, "item", json.dumps("late"))
+        status = second.wait_for_completion(instance_id, 10)
+        assert status["output"] == ["late"] and status["version"] == ""
+        fresh = second.start_new("sequence", None, "1")
+        assert second.wait_for_completion(fresh, 10)["version"] == "3.0"
+        assert second.start_new("sequence", "pinned", "1", version="1.5") == "pinned"
+        assert second.wait_for_completion("pinned", 10)["version"] == "1.5"
+    finally:
+        second.close()
+
+
+def test_suspend_resume_and_purge_through_the_engine(engine: DurableEngine) -> None:
+    instance_id = engine.start_new("collect_events", None, "1")
+    wait_until(lambda: "TaskCompleted" in event_types(engine, instance_id))
+    engine.suspend(instance_id, "hold")
+    engine.wait_for_status(instance_id, ("Suspended",), 10)
+    with pytest.raises(InstanceExistsError, match="already suspended"):
+        engine.start_new("collect_events", instance_id, "1")
+    with pytest.raises(InstanceStillRunning, match="terminate it first"):
+        engine.purge(instance_id)
+    engine.raise_event(instance_id, "item", json.dumps("kept"))
+    time.sleep(0.5)  # room for a wrong engine to deliver it now
+    assert engine.get_status(instance_id)["runtimeStatus"] == "Suspended"
+    engine.resume(instance_id, "go")
+    assert engine.wait_for_completion(instance_id, 10)["output"] == ["kept"]
+    with pytest.raises(InstanceGone):
+        engine.suspend(instance_id, None)
+    assert engine.purge(instance_id) == 1 and engine.get_status(instance_id) is None
+    assert engine.purge(instance_id) == 0
+    with pytest.raises(InstanceNotFound):
+        engine.resume("missing-instance", None)
+
+
+def test_timer_due_while_suspended_waits_for_resume(
+    tmp_path: Path, app: AppFunctions, activity_log: Path
+) -> None:
+    now = [datetime(2026, 1, 5, 9, 0, tzinfo=UTC)]  # the engine's clock, moved by the test
+    engine = DurableEngine(
+        tmp_path / "clock.db",
+        app.run_orchestrator,
+        app.run_activity,
+        has_function=app.has_function,
+        clock=lambda: now[0],
+    )
+    engine.start()
+    try:
+        instance_id = engine.start_new("timer_then_activity", None, "3600")
+        wait_until(lambda: "TimerCreated" in event_types(engine, instance_id))
+        engine.suspend(instance_id, "hold")
+        engine.wait_for_status(instance_id, ("Suspended",), 10)
+        now[0] += timedelta(hours=2)  # the timer is due now
+
+        def count(table: str) -> int:
+            with engine._store.reading() as conn:  # never held while waiting: the scheduler needs it
+                return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+        wait_until(lambda: count("work") == 0)  # the timer fired ...
+        assert count("inbox") == 1  # ... and its TimerFired waits in the inbox
+        assert "TimerFired" not in event_types(engine, instance_id)
+        assert engine.get_status(instance_id)["runtimeStatus"] == "Suspended"
+        engine.resume(instance_id, None)
+        assert engine.wait_for_completion(instance_id, 10)["output"] == 10
+        types = event_types(engine, instance_id)
+        assert types.index("ExecutionSuspended") < types.index("ExecutionResumed") < types.index("TimerFired")
+    finally:
+        engine.close()
+
+
+def test_sub_orchestration_with_retry_reruns_the_child_with_its_version(
+    engine: DurableEngine, activity_log: Path
+) -> None:
+    status = run(engine, "sub_with_retry", {"key": "child-ok", "fail_times": 2, "attempts": 4})
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"] == {"child": {"value": "child-ok ok after 3", "version": "2.5"}, "after": 42}
+    assert activity_log.read_text().splitlines() == [f"flaky child-ok {i}" for i in (1, 2, 3)]
+    types = event_types(engine, status["instanceId"])
+    assert types.count("SubOrchestrationInstanceCreated") == 3
+    assert types.count("SubOrchestrationInstanceFailed") == 2 and types.count("TimerFired") == 2
+    children = [s for s in engine.list_instances() if s["name"] == "flaky_child"]
+    assert sorted(c["runtimeStatus"] for c in children) == ["Completed", "Failed", "Failed"]
+    assert {c["version"] for c in children} == {"2.5"}
+
+
+def test_sub_orchestration_with_retry_exhausted_raises_in_the_parent(
+    engine: DurableEngine, activity_log: Path
+) -> None:
+    status = run(engine, "sub_with_retry", {"key": "child-fails", "fail_times": 10, "attempts": 2})
+    assert status["runtimeStatus"] == "Completed"
+    assert "flaky child-fails attempt 2 failed" in status["output"]["error"]
+
+
+def test_sub_orchestration_that_continues_as_new_reports_to_its_parent(engine: DurableEngine) -> None:
+    assert run(engine, "parent_of_countdown", 2)["output"] == "lift-off"
