@@ -246,7 +246,8 @@ def wait_for_job(
         )
         if status.terminal:
             return {**status.to_dict(), "via": via, "polls": polls, "hints_refuted": hints_refuted}
-        hints_refuted += via == "event"
+        if via == "event":
+            hints_refuted += 1  # the platform says the job still runs: the event was forged or early
 
 
 def wait_for_provisioning(
@@ -306,15 +307,16 @@ def _live(traffic: dict[str, Any]) -> dict[str, int]:
     return {str(slot): int(pct) for slot, pct in traffic.items() if int(pct) > 0}
 
 
-def set_traffic(
+def set_traffic_and_wait(
     context: df.DurableOrchestrationContext, endpoint: str, traffic: dict[str, int], timeout: timedelta
 ) -> Task:
     """Change the traffic split and wait until the platform serves it: the endpoint is `Succeeded` and
     its traffic equals what was asked (slots at 0 % may be absent). A traffic update is a long-running
     operation in Azure: until then, requests still follow the old split (or answer 404)."""
     payload = {"endpoint": endpoint, "traffic": traffic}
-    first = yield from endpoint_operation(context, "set_traffic", payload, endpoint, timeout)
-    state, deadline, delay = first, _deadline(context, timeout), DEPLOY_POLL_FIRST_S
+    deadline = _deadline(context, timeout)  # one budget for waiting out a busy endpoint and the update
+    state = yield from endpoint_operation(context, "set_traffic", payload, endpoint, timeout)
+    delay = DEPLOY_POLL_FIRST_S
     while not (state.get("state") == "Succeeded" and _live(state.get("traffic") or {}) == _live(traffic)):
         if state.get("state") in ("Failed", "Canceled", "NotFound"):
             raise WorkflowFailed(
@@ -577,14 +579,14 @@ def roll_out(
         if old_slot is not None and 0 < canary < 100:
             run.step("canary")
             split = {old_slot: 100 - canary, new_slot: canary}
-            yield from set_traffic(run.context, run.endpoint, split, run.deploy_timeout)
+            yield from set_traffic_and_wait(run.context, run.endpoint, split, run.deploy_timeout)
             run.note(traffic=split)
             run.step("smoke_test_canary")
             yield from _smoke(run.context, {**smoke, "slot": new_slot})
             yield from _smoke(run.context, {**smoke, "slot": None})
         run.step("promote")
         traffic = {new_slot: 100, **({old_slot: 0} if old_slot else {})}
-        promoted = yield from set_traffic(run.context, run.endpoint, traffic, run.deploy_timeout)
+        promoted = yield from set_traffic_and_wait(run.context, run.endpoint, traffic, run.deploy_timeout)
         run.out["scoring_uri"] = promoted.get("scoring_uri") or run.out["scoring_uri"]
         run.note(traffic=traffic)
         if old_slot is None:
@@ -613,7 +615,7 @@ def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> 
             )
         target = {old_slot: 100, new_slot: 0}
     try:
-        yield from set_traffic(run.context, run.endpoint, target, run.deploy_timeout)
+        yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
     except Exception as exc:  # noqa: BLE001 - report both: the operator must look
         raise WorkflowFailed(
             f"{failed} and the rollback to {old_slot or 'no slot'} failed too ({_reason(exc)}); "
