@@ -209,6 +209,23 @@ ACTIVITIES = (
 ACTIVITY_ERROR = "activity_error"
 # Failures worth retrying: the platform said so, or the network did.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientPlatformError, ConnectionError, TimeoutError)
+# Third-party network errors (requests, curl_cffi under yfinance) are not builtin ConnectionErrors;
+# they are known by their class names anywhere in the exception chain (a data source wraps them).
+TRANSIENT_NAMES = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RateLimit")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A network failure, throttling or a platform's transient error, here or in the chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TRANSIENT_ERRORS) or any(
+            name in cls.__name__ for cls in type(current).__mro__ for name in TRANSIENT_NAMES
+        ):
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
 
 
 def report_failures(activity: Any) -> Any:
@@ -224,9 +241,9 @@ def report_failures(activity: Any) -> Any:
         except EndpointBusyError as exc:
             kind = "busy"
             error: Exception = exc
-        except TRANSIENT_ERRORS:
-            raise
         except Exception as exc:  # noqa: BLE001 - permanent by elimination: reported, not retried
+            if is_transient(exc):
+                raise
             kind = "permanent"
             error = exc
         log.warning("activity %s failed (%s): %s", activity.__name__, kind, error)

@@ -488,6 +488,34 @@ def test_failures_that_a_retry_would_not_fix_are_reported_not_raised(error, kind
     )
 
 
+class ConnectionError(OSError):  # noqa: A001 - named as requests' and curl_cffi's, which are not builtins
+    pass
+
+
+def _wrapped(error: Exception, cause: BaseException) -> Exception:
+    try:
+        raise error from cause
+    except Exception as chained:  # noqa: BLE001
+        return chained
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientPlatformError("503 Service Unavailable"),
+        TimeoutError("read timed out"),
+        _wrapped(ValueError("yfinance failed for MSFT"), ConnectionError("connection reset")),
+        _wrapped(PlatformError("get job failed"), TimeoutError("timed out")),
+    ],
+)
+def test_network_failures_raise_for_durable_to_retry(error):
+    def activity(payload: dict[str, Any]) -> dict[str, Any]:
+        raise error
+
+    with pytest.raises(type(error)):
+        report_failures(activity)({})
+
+
 def test_rollback_never_targets_an_old_slot_that_is_not_live():
     world = serving_blue()
     world.events = [completed_event()]
