@@ -62,8 +62,9 @@ MAX_TIMER = timedelta(days=6)
 # Deployments and endpoints are polled with a capped exponential back-off (deterministic).
 DEPLOY_POLL_FIRST_S = 1.0
 DEPLOY_POLL_MAX_S = 30.0
-# A delete is done when the deployment is gone (or its deletion failed), not when it reads Succeeded.
-DELETED = frozenset({"NotFound", "Failed"})
+# A delete is done when the deployment is gone, and only then: until Azure registers the delete, a read
+# still shows the old state (Succeeded, or Failed for a deployment that failed to provision).
+DELETED = frozenset({"NotFound"})
 # While the endpoint is in one of these states, another operation on it is refused (Azure: 409).
 ENDPOINT_BUSY_STATES = frozenset({"Creating", "Updating", "Deleting"})
 
@@ -540,17 +541,7 @@ def deploy_to_idle_slot(run: _Cycle, endpoint: EndpointState, slot: str, model: 
     ref = {"endpoint": run.endpoint, "slot": slot}
     leftover = yield from run.call("get_deployment", ref)
     if leftover["state"] != "NotFound" and not endpoint.traffic.get(slot):
-        begun = yield from endpoint_operation(
-            run.context, "begin_delete_deployment", ref, run.endpoint, run.deploy_timeout
-        )
-        gone = yield from wait_for_provisioning(
-            run.context, "get_deployment", ref, begun, run.deploy_timeout, until=DELETED
-        )
-        if gone["state"] != "NotFound":
-            raise WorkflowFailed(
-                f"could not delete the {leftover['state']} leftover in slot {slot} before deploying: it is "
-                f"{gone['state']}; traffic unchanged, the champion keeps serving"
-            )
+        yield from delete_deployment(run, slot)
         run.note(cleared=f"{slot} was {leftover['state']}")
     started = yield from endpoint_operation(
         run.context, "begin_deployment", {**ref, "model": model}, run.endpoint, run.deploy_timeout
@@ -631,19 +622,22 @@ def retire_old_slot(run: _Cycle, old_slot: str) -> Task:
     if run.input.keep_old_slot:
         run.note(retired=f"{old_slot} kept cold at 0%")
         return
-    ref = {"endpoint": run.endpoint, "slot": old_slot}
     try:
-        begun = yield from endpoint_operation(
-            run.context, "begin_delete_deployment", ref, run.endpoint, run.deploy_timeout
-        )
-        gone = yield from wait_for_provisioning(
-            run.context, "get_deployment", ref, begun, run.deploy_timeout, until=DELETED
-        )
-        if gone["state"] != "NotFound":
-            raise WorkflowFailed(f"it is {gone['state']}")
+        yield from delete_deployment(run, old_slot)
         run.note(retired=f"{old_slot} deleted")
     except Exception as exc:  # noqa: BLE001 - clean-up only: the rollout has finished
         run.progress.status["warnings"].append(f"could not delete old slot {old_slot}: {_reason(exc)}")
+
+
+def delete_deployment(run: _Cycle, slot: str) -> Task:
+    """Delete a slot's deployment and wait until it is gone (`NotFound`), within the deploy timeout."""
+    ref = {"endpoint": run.endpoint, "slot": slot}
+    begun = yield from endpoint_operation(
+        run.context, "begin_delete_deployment", ref, run.endpoint, run.deploy_timeout
+    )
+    yield from wait_for_provisioning(
+        run.context, "get_deployment", ref, begun, run.deploy_timeout, until=DELETED
+    )
 
 
 def _smoke(context: df.DurableOrchestrationContext, payload: dict[str, Any]) -> Task:

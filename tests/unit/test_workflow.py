@@ -98,12 +98,13 @@ class World:
     deployments: dict[str, str] = field(default_factory=dict)  # slot -> provisioning state
     broken: set[str] = field(default_factory=set)  # slots whose smoke test fails
     traffic_reads: int = 0  # reads that still show a traffic update as Updating (old traffic)
-    delete_reads: int = 1  # reads that still show a deleted deployment as Deleting
+    delete_lag: int = 1  # reads that still show a deleted deployment as it was (the delete not registered)
+    delete_reads: int = 1  # reads that then show it as Deleting
     busy: dict[str, int] = field(default_factory=dict)  # activity -> refusals (409) left
     fail: dict[str, Exception] = field(default_factory=dict)  # activity -> exception it raises
     log: list[tuple[str, Any]] = field(default_factory=list)  # activities, timers and waits, in order
     _pending: dict[str, Any] | None = None
-    _deleting: dict[str, int] = field(default_factory=dict)
+    _deleting: dict[str, list[str]] = field(default_factory=dict)  # slot -> states its next reads show
 
     def activity(self, name: str) -> Any:
         """The activity `name` as a plain function of its payload, as `activities.py` defines them."""
@@ -173,9 +174,8 @@ class World:
     def get_deployment(self, p: dict[str, Any]) -> dict[str, Any]:
         slot = p["slot"]
         if slot in self._deleting:
-            if self._deleting[slot] > 0:
-                self._deleting[slot] -= 1
-                return {"endpoint": p["endpoint"], "slot": slot, "state": "Deleting"}
+            if self._deleting[slot]:
+                return {"endpoint": p["endpoint"], "slot": slot, "state": self._deleting[slot].pop(0)}
             del self._deleting[slot]
             self.deployments.pop(slot, None)
         return {"endpoint": p["endpoint"], "slot": slot, "state": self.deployments.get(slot, "NotFound")}
@@ -185,7 +185,8 @@ class World:
         return {"name": p["endpoint"], "state": "Updating", "traffic": dict(p["traffic"])}
 
     def begin_delete_deployment(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._deleting[p["slot"]] = self.delete_reads
+        before = self.deployments.get(p["slot"], "NotFound")
+        self._deleting[p["slot"]] = [before] * self.delete_lag + ["Deleting"] * self.delete_reads
         return {"endpoint": p["endpoint"], "slot": p["slot"], "state": "Deleting"}
 
     def smoke_test(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +316,9 @@ def test_second_model_canary_promote_and_retire_waits_for_the_delete():
         {"endpoint": "msft-forecast", "traffic": {"green": 100, "blue": 0}},
     ]
     retire = world.names().index("begin_delete_deployment")
-    assert world.names()[retire:].count("get_deployment") == 4  # Deleting x3, then NotFound
+    assert (
+        world.names()[retire:].count("get_deployment") == 5
+    )  # Succeeded (not registered), Deleting x3, gone
     assert world.deployments == {"green": "Succeeded"}
     assert out.status["ids"]["retired"] == "blue deleted" and out.output["warnings"] == []
 
@@ -413,7 +416,7 @@ def test_failed_idle_slot_is_deleted_and_gone_before_deploying():
     log = world.names()
     delete, deploy = log.index("begin_delete_deployment"), log.index("begin_deployment")
     assert delete < deploy and world.calls("begin_delete_deployment")[0]["slot"] == "green"
-    assert log[delete:deploy].count("get_deployment") == 3  # Deleting x2, then NotFound
+    assert log[delete:deploy].count("get_deployment") == 4  # still Failed, Deleting x2, then NotFound
     assert out.status["ids"]["cleared"] == "green was Failed"
 
 
