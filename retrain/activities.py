@@ -1,7 +1,11 @@
 """The workflow's activities: one small function per step, each a call to the `MLPlatform` port.
 
 Inputs and outputs are plain JSON (the ports' `to_dict`), because they travel through the durable
-history. A transient failure raises (the orchestrator retries it); a verdict (smoke test) is returned.
+history. A verdict (smoke test) is returned, never raised. As registered with the Functions host, each
+activity reports its failures by kind (see `report_failures`): only a transient failure raises, so that
+Durable's retry policy retries it; a permanent failure or a busy endpoint comes back as a structured
+``{"activity_error": {...}}`` result the orchestrator acts on (Durable would otherwise retry any failure,
+and an exception reaches the orchestrator only as text).
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import azure.durable_functions as df
 
 import retrain
 from retrain.platform import get_platform
-from retrain.ports import ModelRef, PlatformError, TrainingRequest
+from retrain.ports import (
+    EndpointBusyError,
+    ModelRef,
+    PlatformError,
+    TrainingRequest,
+    TransientPlatformError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +205,53 @@ ACTIVITIES = (
     smoke_test,
 )
 
+# The key of the structured failure result; the orchestrator's `call_activity` unwraps it.
+ACTIVITY_ERROR = "activity_error"
+# Failures worth retrying: the platform said so, or the network did.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientPlatformError, ConnectionError, TimeoutError)
+# Third-party network errors (requests, curl_cffi under yfinance) are not builtin ConnectionErrors;
+# they are known by their class names anywhere in the exception chain (a data source wraps them).
+TRANSIENT_NAMES = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RateLimit")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A network failure, throttling or a platform's transient error, here or in the chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TRANSIENT_ERRORS) or any(
+            name in cls.__name__ for cls in type(current).__mro__ for name in TRANSIENT_NAMES
+        ):
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
+
+
+def report_failures(activity: Any) -> Any:
+    """The activity as registered: a transient failure raises (Durable retries it), a busy endpoint
+    returns ``{"activity_error": {"kind": "busy", ...}}`` (the orchestrator waits for the running
+    operation, then tries again) and any other failure (bad request, missing entity, invalid input, a
+    bug) returns ``{"activity_error": {"kind": "permanent", ...}}``: retrying it would only fail again."""
+
+    @functools.wraps(activity)
+    def registered(payload: Any) -> Any:
+        try:
+            return activity(payload)
+        except EndpointBusyError as exc:
+            kind = "busy"
+            error: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - permanent by elimination: reported, not retried
+            if is_transient(exc):
+                raise
+            kind = "permanent"
+            error = exc
+        log.warning("activity %s failed (%s): %s", activity.__name__, kind, error)
+        return {ACTIVITY_ERROR: {"kind": kind, "type": type(error).__name__, "message": str(error)[:2000]}}
+
+    return registered
+
+
 for _activity in ACTIVITIES:
     # Registering does not replace the module-level function: the plain functions stay callable.
-    bp.activity_trigger(input_name="payload")(_activity)
+    bp.activity_trigger(input_name="payload")(report_failures(_activity))

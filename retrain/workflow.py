@@ -11,6 +11,10 @@ time only from ``context.current_utc_datetime``, configuration only from the orc
        -> champion -> retire the old slot
     any failure after the new slot exists: traffic back to the old slot, the champion keeps serving.
 
+`retrain_orchestrator` is that list; each step is a generator below it (`train_and_wait`,
+`gate_and_register`, `deploy_to_idle_slot`, `roll_out` with `roll_back`, `retire_old_slot`), all
+writing the one custom status that ``GET /api/retrain/{id}`` follows (`Progress`).
+
 Decisions worth knowing:
 - A rejected challenger is still registered (tag ``gate_decision=reject``, never the champion), so
   the registry keeps an audit trail of every trained model and why it did not ship. A failed job
@@ -18,6 +22,22 @@ Decisions worth knowing:
 - The first model (no slot serving yet) goes 0 % -> smoke -> 100 %: a canary needs an old slot.
 - Retiring the old slot is clean-up: the new champion already serves, so a failure there is reported
   as a warning in the output instead of failing (and rolling back) a finished rollout.
+- Azure's endpoint operations are long-running and one at a time, and the local platform behaves the
+  same: after every traffic change (canary, promote, rollback) the cycle waits with durable timers
+  (capped back-off, within RETRAIN_DEPLOY_TIMEOUT_MINUTES) until the endpoint is `Succeeded` with the
+  traffic asked for; a refusal because the endpoint is busy (409, `EndpointBusyError`) waits until it
+  is no longer updating and tries again; a delete is done at `NotFound`; a leftover deployment in the
+  idle slot (Failed: Azure cannot update it; or kept cold) is deleted before the new one goes there.
+- Failures by kind: only a transient failure (network, throttling, 5xx) is retried (Durable's retry
+  policy, 3 attempts); a permanent one (bad request, missing entity, invalid input) fails the cycle at
+  once. See `activities.report_failures`.
+- A "job finished" event is a hint, never a verdict: the job's status is confirmed with the platform,
+  and when the platform says the job still runs (a forged, early or stray event), the wait goes on.
+- A rollback only targets a live slot. Before traffic goes back to the old slot, its deployment must
+  read `Succeeded`; when it does not (it crashed, failed or is gone), moving 100 % onto it would fail
+  every request, and sending everything to the new model that just failed its checks is no safer. So
+  the traffic is left exactly as it stands, the cycle fails with a reason that names the old slot's
+  state and the current traffic, and the champion stays unchanged: the operator decides.
 """
 
 from __future__ import annotations
@@ -30,7 +50,8 @@ from typing import Any
 import azure.durable_functions as df
 
 from retrain import naming
-from retrain.ports import JOB_TERMINAL_STATUSES, SLOTS, EndpointState, JobStatus
+from retrain.activities import ACTIVITY_ERROR
+from retrain.ports import JOB_TERMINAL_STATUSES, PROVISIONING_TERMINAL, SLOTS, EndpointState, JobStatus
 from retrain.settings import get, get_bool, get_float, get_int
 
 ORCHESTRATOR_NAME = "retrain_orchestrator"
@@ -41,9 +62,15 @@ MAX_TIMER = timedelta(days=6)
 # Deployments and endpoints are polled with a capped exponential back-off (deterministic).
 DEPLOY_POLL_FIRST_S = 1.0
 DEPLOY_POLL_MAX_S = 30.0
+# A delete is done when the deployment is gone, and only then: until Azure registers the delete, a read
+# still shows the old state (Succeeded, or Failed for a deployment that failed to provision).
+DELETED = frozenset({"NotFound"})
+# While the endpoint is in one of these states, another operation on it is refused (Azure: 409).
+ENDPOINT_BUSY_STATES = frozenset({"Creating", "Updating", "Deleting"})
 
-# Transient platform failures (network, throttling) are retried; a verdict (smoke test, gate, job
-# status) is a return value, never an exception, so it is not retried.
+# Transient platform failures (network, throttling, 5xx) are retried: the only failures an activity
+# raises (`activities.report_failures`). A permanent failure or a busy endpoint is a structured result,
+# and a verdict (smoke test, gate, job status) a return value: none of them is retried by Durable.
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
 
 
@@ -153,18 +180,46 @@ class Progress:
 Task = Generator[Any, Any, Any]
 
 
-def _call(context: df.DurableOrchestrationContext, activity: str, payload: dict[str, Any]) -> Task:
-    return (yield context.call_activity_with_retry(activity, RETRY, payload))
+class ActivityFailed(WorkflowFailed):
+    """An activity reported a failure that a quick retry would not fix (see `activities.report_failures`):
+    ``kind`` is "permanent" (bad request, missing entity, invalid input) or "busy" (the endpoint is
+    running another operation)."""
+
+    def __init__(self, activity: str, kind: str, message: str):
+        super().__init__(f"{activity} failed: {message}")
+        self.activity = activity
+        self.kind = kind
+
+
+def call_activity(context: df.DurableOrchestrationContext, activity: str, payload: dict[str, Any]) -> Task:
+    """Run an activity: a transient failure is retried by Durable (`RETRY`); a permanent failure or a
+    busy endpoint arrives as a structured result and raises `ActivityFailed` at once."""
+    result = yield context.call_activity_with_retry(activity, RETRY, payload)
+    failure = result.get(ACTIVITY_ERROR) if isinstance(result, dict) and len(result) == 1 else None
+    if isinstance(failure, dict):
+        raise ActivityFailed(activity, str(failure.get("kind")), str(failure.get("message")))
+    return result
+
+
+def _deadline(context: df.DurableOrchestrationContext, timeout: timedelta) -> datetime:
+    return context.current_utc_datetime + timeout
+
+
+def _backoff(context: df.DurableOrchestrationContext, delay: float, deadline: datetime) -> Task:
+    """One durable timer of `delay` seconds (never past the deadline); returns the next, doubled delay."""
+    yield context.create_timer(min(context.current_utc_datetime + timedelta(seconds=delay), deadline))
+    return min(delay * 2, DEPLOY_POLL_MAX_S)
 
 
 def wait_for_job(
     context: df.DurableOrchestrationContext, job_name: str, poll: timedelta, timeout: timedelta
 ) -> Task:
     """The job's terminal status: the "job_finished" event raced against a poll timer. Events can be
-    lost (or never configured), so every timer tick asks the platform directly."""
-    deadline = context.current_utc_datetime + timeout
+    lost (or never configured), so every timer tick asks the platform directly. An event is only a hint
+    (it may be forged, early or stray): the platform must confirm a terminal status before the wait ends."""
+    deadline = _deadline(context, timeout)
     poll = min(max(poll, timedelta(seconds=1)), MAX_TIMER)
-    polls = 0
+    polls = hints_refuted = 0
     while True:
         now = context.current_utc_datetime
         if now >= deadline:
@@ -177,21 +232,23 @@ def wait_for_job(
         winner = yield context.task_any([event, timer])
         if winner == event:
             timer.cancel()
-            outcome = event.result if isinstance(event.result, dict) else {}
-            # Only our job's terminal status ends the wait; anything else (a stray or early event) waits on.
-            if outcome.get("job_name") in (None, job_name) and outcome.get("status") in JOB_TERMINAL_STATUSES:
-                return {
-                    **JobStatus(
-                        job_name=job_name, status=outcome["status"], error=outcome.get("error")
-                    ).to_dict(),
-                    "via": "event",
-                    "polls": polls,
-                }
-            continue
-        polls += 1
-        status = JobStatus.from_dict((yield from _call(context, "get_job_status", {"job_name": job_name})))
+            hint = event.result if isinstance(event.result, dict) else {}
+            if (
+                hint.get("job_name") not in (None, job_name)
+                or hint.get("status") not in JOB_TERMINAL_STATUSES
+            ):
+                continue  # not about our job's end: no need to ask the platform
+            via = "event"
+        else:
+            polls += 1
+            via = "poll"
+        status = JobStatus.from_dict(
+            (yield from call_activity(context, "get_job_status", {"job_name": job_name}))
+        )
         if status.terminal:
-            return {**status.to_dict(), "via": "poll", "polls": polls}
+            return {**status.to_dict(), "via": via, "polls": polls, "hints_refuted": hints_refuted}
+        if via == "event":
+            hints_refuted += 1  # the platform says the job still runs: the event was forged or early
 
 
 def wait_for_provisioning(
@@ -201,21 +258,78 @@ def wait_for_provisioning(
     first: dict[str, Any],
     timeout: timedelta,
     key: str = "state",
+    until: frozenset[str] = PROVISIONING_TERMINAL,
 ) -> Task:
-    """Poll a long Azure operation (endpoint or deployment) with durable timers until it is terminal."""
-    state = first
-    deadline = context.current_utc_datetime + timeout
-    delay = DEPLOY_POLL_FIRST_S
-    while state.get(key) not in ("Succeeded", "Failed", "Canceled", "NotFound"):
-        now = context.current_utc_datetime
-        if now >= deadline:
+    """Poll a long Azure operation (endpoint or deployment) with durable timers (capped back-off) until
+    its state is one of `until`: a create ends Succeeded/Failed/Canceled, a delete only at `DELETED`."""
+    state, deadline, delay = first, _deadline(context, timeout), DEPLOY_POLL_FIRST_S
+    while state.get(key) not in until:
+        if context.current_utc_datetime >= deadline:
             raise WorkflowFailed(
                 f"{activity} {payload} still {state.get(key)} after {timeout}; "
                 "raise RETRAIN_DEPLOY_TIMEOUT_MINUTES or look at it in the platform"
             )
-        yield context.create_timer(min(now + timedelta(seconds=delay), deadline))
-        delay = min(delay * 2, DEPLOY_POLL_MAX_S)
-        state = yield from _call(context, activity, payload)
+        delay = yield from _backoff(context, delay, deadline)
+        state = yield from call_activity(context, activity, payload)
+    return state
+
+
+def endpoint_operation(
+    context: df.DurableOrchestrationContext,
+    activity: str,
+    payload: dict[str, Any],
+    endpoint: str,
+    timeout: timedelta,
+) -> Task:
+    """An operation on the endpoint (traffic, deploy, delete). Azure runs one at a time and refuses
+    another with 409 (`EndpointBusyError`): then wait with durable timers until the endpoint is no
+    longer updating and try again, within the deploy timeout, instead of three quick retries."""
+    deadline, delay = _deadline(context, timeout), DEPLOY_POLL_FIRST_S
+    while True:
+        try:
+            return (yield from call_activity(context, activity, payload))
+        except ActivityFailed as exc:
+            if exc.kind != "busy":
+                raise
+            busy = str(exc)
+        while True:
+            if context.current_utc_datetime >= deadline:
+                raise WorkflowFailed(
+                    f"endpoint {endpoint} stayed busy for {timeout} ({busy}); "
+                    "raise RETRAIN_DEPLOY_TIMEOUT_MINUTES or look at its operations in the platform"
+                )
+            delay = yield from _backoff(context, delay, deadline)
+            now = yield from call_activity(context, "get_endpoint", {"name": endpoint})
+            if now.get("state") not in ENDPOINT_BUSY_STATES:
+                break
+
+
+def _live(traffic: dict[str, Any]) -> dict[str, int]:
+    return {str(slot): int(pct) for slot, pct in traffic.items() if int(pct) > 0}
+
+
+def set_traffic_and_wait(
+    context: df.DurableOrchestrationContext, endpoint: str, traffic: dict[str, int], timeout: timedelta
+) -> Task:
+    """Change the traffic split and wait until the platform serves it: the endpoint is `Succeeded` and
+    its traffic equals what was asked (slots at 0 % may be absent). A traffic update is a long-running
+    operation in Azure: until then, requests still follow the old split (or answer 404)."""
+    payload = {"endpoint": endpoint, "traffic": traffic}
+    deadline = _deadline(context, timeout)  # one budget for waiting out a busy endpoint and the update
+    state = yield from endpoint_operation(context, "set_traffic", payload, endpoint, timeout)
+    delay = DEPLOY_POLL_FIRST_S
+    while not (state.get("state") == "Succeeded" and _live(state.get("traffic") or {}) == _live(traffic)):
+        if state.get("state") in ("Failed", "Canceled", "NotFound"):
+            raise WorkflowFailed(
+                f"traffic update {traffic} of endpoint {endpoint} ended {state.get('state')}"
+            )
+        if context.current_utc_datetime >= deadline:
+            raise WorkflowFailed(
+                f"endpoint {endpoint} still {state.get('state')} with traffic {state.get('traffic')} "
+                f"{timeout} after asking for {traffic}; raise RETRAIN_DEPLOY_TIMEOUT_MINUTES or look at it"
+            )
+        delay = yield from _backoff(context, delay, deadline)
+        state = yield from call_activity(context, "get_endpoint", {"name": endpoint})
     return state
 
 
@@ -247,227 +361,287 @@ def lineage_tags(
     return tags
 
 
+class _Cycle:
+    """One cycle's running state, shared by the step generators below: the replay-safe context, the
+    input, the custom status and the summary that becomes the orchestration's output."""
+
+    def __init__(self, context: df.DurableOrchestrationContext):
+        self.context = context
+        self.input = CycleInput.from_dict(context.get_input() or {})
+        self.ticker = self.input.ticker
+        self.instance_id = context.instance_id
+        self.progress = Progress(context, self.ticker)
+        self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
+        self.endpoint = naming.endpoint_name(self.ticker)
+        self.out: dict[str, Any] = {
+            "instance_id": self.instance_id,
+            "ticker": self.ticker,
+            "data_version": None,
+            "job_name": None,
+            "gate": None,
+            "model_version": None,
+            "scoring_uri": None,
+        }
+
+    def call(self, activity: str, payload: dict[str, Any]) -> Task:
+        return (yield from call_activity(self.context, activity, payload))
+
+    def step(self, name: str, **ids: Any) -> None:
+        self.progress.step(name, **ids)
+
+    def note(self, **ids: Any) -> None:
+        self.progress.note(**ids)
+
+    def result(self, status: str, **extra: Any) -> dict[str, Any]:
+        self.progress.finish(status)
+        return {
+            **self.out,
+            "status": status,
+            "endpoint": self.endpoint,
+            **extra,
+            "timings_s": self.progress.timings(),
+        }
+
+
 def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
-    from retrain.gate import decide  # pure; imported here so a broken gate module fails only the cycle
+    """The cycle, step by step (see the module docstring); each step is a generator below."""
+    run = _Cycle(context)
+    try:
+        fetched = yield from fetch_data(run)
+        champion = yield from get_champion(run)
+        code_version = yield from train_and_wait(run, fetched["data"], champion)
+        decision, model = yield from gate_and_register(run, fetched["data"], champion, code_version)
+        if not decision.get("deploy"):
+            return run.result("rejected")
+        endpoint = yield from ensure_endpoint(run)
+        old_slot, new_slot = endpoint.serving_slot(), endpoint.idle_slot()
+        run.note(
+            endpoint=run.endpoint, scoring_uri=endpoint.scoring_uri, old_slot=old_slot, new_slot=new_slot
+        )
+        yield from deploy_to_idle_slot(run, endpoint, new_slot, model)
+        yield from roll_out(run, model, old_slot, new_slot, fetched["recent_closes"])
+        run.step("set_champion")
+        yield from run.call("set_champion", {"model": model})
+        if old_slot is not None:
+            yield from retire_old_slot(run, old_slot)
+    except Exception as exc:  # noqa: BLE001 - every failure ends the cycle with its reason in the status
+        reason = str(exc) if isinstance(exc, WorkflowFailed) else _reason(exc)
+        run.progress.finish("failed", error=reason)
+        raise WorkflowFailed(reason) from None
+    warnings = run.progress.status["warnings"]
+    return run.result("deployed", slot=new_slot, old_slot=old_slot, warnings=warnings)
 
-    cycle = CycleInput.from_dict(context.get_input() or {})
-    instance_id = context.instance_id
-    ticker = cycle.ticker
-    progress = Progress(context, ticker)
-    out: dict[str, Any] = {
-        "instance_id": instance_id,
-        "ticker": ticker,
-        "data_version": None,
-        "job_name": None,
-        "gate": None,
-        "model_version": None,
-        "scoring_uri": None,
+
+def fetch_data(run: _Cycle) -> Task:
+    """Market data -> an immutable, content-versioned data asset."""
+    run.step("fetch_data")
+    payload = {
+        "ticker": run.ticker,
+        "source": run.input.source,
+        "lookback_days": run.input.lookback_days,
+        "instance_id": run.instance_id,
     }
-
-    def fail(reason: str) -> WorkflowFailed:
-        progress.finish("failed", error=reason)
-        return WorkflowFailed(reason)
-
-    # 1. Market data -> immutable data asset.
-    progress.step("fetch_data")
-    fetched = yield from _call(
-        context,
-        "fetch_data",
-        {
-            "ticker": ticker,
-            "source": cycle.source,
-            "lookback_days": cycle.lookback_days,
-            "instance_id": instance_id,
-        },
-    )
+    fetched = yield from run.call("fetch_data", payload)
     data = fetched["data"]
-    out["data_version"] = data["version"]
-    progress.note(data_asset=data["name"], data_version=data["version"], rows=fetched.get("rows"))
+    run.out["data_version"] = data["version"]
+    run.note(data_asset=data["name"], data_version=data["version"], rows=fetched.get("rows"))
+    return fetched
 
-    # 2. The current champion (compared against on the same window by the trainer).
-    progress.step("get_champion")
-    model_name = naming.model_name(ticker)
-    champion = yield from _call(context, "get_champion", {"model_name": model_name})
-    progress.note(champion_version=(champion or {}).get("version"))
 
-    # 3. Training job; its name follows from the instance id, so a replayed submit is a no-op.
-    progress.step("submit_training")
-    job_name = naming.job_name(instance_id)
-    out["job_name"] = job_name
-    submitted = yield from _call(
-        context,
+def get_champion(run: _Cycle) -> Task:
+    """The current champion: the trainer scores it on the same test window as the challenger."""
+    run.step("get_champion")
+    champion = yield from run.call("get_champion", {"model_name": naming.model_name(run.ticker)})
+    run.note(champion_version=(champion or {}).get("version"))
+    return champion
+
+
+def train_and_wait(run: _Cycle, data: dict[str, Any], champion: dict[str, Any] | None) -> Task:
+    """Submit the training job (named from the instance id, so a replayed submit is a no-op) and wait for
+    it: the event, or a poll when the event is late or lost. Returns the code version it ran."""
+    run.step("submit_training")
+    job_name = run.out["job_name"] = naming.job_name(run.instance_id)
+    submitted = yield from run.call(
         "submit_training",
         {
             "job_name": job_name,
-            "experiment_name": naming.experiment_name(ticker),
-            "ticker": ticker,
+            "experiment_name": naming.experiment_name(run.ticker),
+            "ticker": run.ticker,
             "data": data,
-            "instance_id": instance_id,
+            "instance_id": run.instance_id,
             "champion": champion,
-            "hyperparameters": {"max_epochs": cycle.max_epochs},
+            "hyperparameters": {"max_epochs": run.input.max_epochs},
         },
     )
-    code_version = submitted["code_version"]
-    progress.note(job_name=job_name, code_version=code_version)
-
-    # 4. Wait for the job: event, or poll when the event is late or lost.
-    progress.step("wait_for_job")
-    job = yield from wait_for_job(
-        context, job_name, timedelta(minutes=cycle.poll_minutes), timedelta(hours=cycle.job_timeout_hours)
-    )
-    progress.note(job_status=job["status"], job_signal=job["via"])
+    run.note(job_name=job_name, code_version=submitted["code_version"])
+    run.step("wait_for_job")
+    poll, timeout = timedelta(minutes=run.input.poll_minutes), timedelta(hours=run.input.job_timeout_hours)
+    job = yield from wait_for_job(run.context, job_name, poll, timeout)
+    run.note(job_status=job["status"], job_signal=job["via"])
     if job["status"] != "Completed":
-        raise fail(
+        raise WorkflowFailed(
             f"training job {job_name} ended {job['status']}: {job.get('error') or 'no error message'}; "
             "nothing was registered and the champion keeps serving"
         )
+    return submitted["code_version"]
 
-    # 5. Metrics -> quality gate (pure, so it runs inside the orchestrator).
-    progress.step("gate")
-    metrics = yield from _call(context, "get_job_metrics", {"job_name": job_name})
+
+def gate_and_register(
+    run: _Cycle, data: dict[str, Any], champion: dict[str, Any] | None, code_version: str
+) -> Task:
+    """Metrics -> quality gate (pure, so it runs in the orchestrator) -> the challenger registered with
+    its lineage, deployed or not (a rejected one is the audit trail). Returns (decision, model)."""
+    from retrain.gate import decide  # pure; imported here so a broken gate module fails only the cycle
+
+    run.step("gate")
+    job_name = run.out["job_name"]
+    metrics = yield from run.call("get_job_metrics", {"job_name": job_name})
+    cycle = run.input
     decision = decide(
         metrics, has_champion=champion is not None, baseline_margin=cycle.baseline_margin, force=cycle.force
     ).to_dict()
-    out["gate"] = decision
-    progress.status["decision"] = decision
-    progress.note(metrics=metrics)
-
-    # 6. Register the challenger with its lineage (deployed or not).
-    progress.step("register_model")
-    model = yield from _call(
-        context,
-        "register_model",
-        {
-            "name": model_name,
-            "job_name": job_name,
-            "tags": lineage_tags(
-                ticker=ticker,
-                data=data,
-                job_name=job_name,
-                instance_id=instance_id,
-                code_version=code_version,
-                metrics=metrics,
-                decision=decision,
-            ),
-        },
+    run.out["gate"] = run.progress.status["decision"] = decision
+    run.note(metrics=metrics)
+    run.step("register_model")
+    tags = lineage_tags(
+        ticker=run.ticker,
+        data=data,
+        job_name=job_name,
+        instance_id=run.instance_id,
+        code_version=code_version,
+        metrics=metrics,
+        decision=decision,
     )
-    out["model_version"] = model["version"]
-    progress.note(model_name=model["name"], model_version=model["version"])
+    payload = {"name": naming.model_name(run.ticker), "job_name": job_name, "tags": tags}
+    model = yield from run.call("register_model", payload)
+    run.out["model_version"] = model["version"]
+    run.note(model_name=model["name"], model_version=model["version"])
+    return decision, model
 
-    endpoint_name = naming.endpoint_name(ticker)
-    if not decision.get("deploy"):
-        progress.finish("rejected")
-        return {**out, "status": "rejected", "endpoint": endpoint_name, "timings_s": progress.timings()}
 
-    # 7. Endpoint (created once, then reused: its scoring URL is stable).
-    progress.step("ensure_endpoint")
-    deploy_timeout = timedelta(minutes=cycle.deploy_timeout_minutes)
-    first = yield from _call(context, "begin_create_endpoint", {"name": endpoint_name})
-    endpoint = EndpointState.from_dict(
-        (
-            yield from wait_for_provisioning(
-                context, "get_endpoint", {"name": endpoint_name}, first, deploy_timeout
-            )
-        )
+def ensure_endpoint(run: _Cycle) -> Task:
+    """The endpoint, created once and then reused: its scoring URL is stable."""
+    run.step("ensure_endpoint")
+    ref = {"name": run.endpoint}
+    first = yield from endpoint_operation(
+        run.context, "begin_create_endpoint", ref, run.endpoint, run.deploy_timeout
     )
+    state = yield from wait_for_provisioning(run.context, "get_endpoint", ref, first, run.deploy_timeout)
+    endpoint = EndpointState.from_dict(state)
     if endpoint.state != "Succeeded":
-        raise fail(f"endpoint {endpoint_name} is {endpoint.state}; the champion keeps serving")
-    out["scoring_uri"] = endpoint.scoring_uri
-    old_slot = endpoint.serving_slot()
-    new_slot = endpoint.idle_slot()
-    progress.note(
-        endpoint=endpoint_name, scoring_uri=endpoint.scoring_uri, old_slot=old_slot, new_slot=new_slot
-    )
+        raise WorkflowFailed(f"endpoint {run.endpoint} is {endpoint.state}; the champion keeps serving")
+    run.out["scoring_uri"] = endpoint.scoring_uri
+    return endpoint
 
-    # 8. The new model into the idle slot, at 0 % traffic.
-    progress.step("deploy")
-    slot_ref = {"endpoint": endpoint_name, "slot": new_slot}
-    started = yield from _call(context, "begin_deployment", {**slot_ref, "model": model})
-    deployed = yield from wait_for_provisioning(context, "get_deployment", slot_ref, started, deploy_timeout)
+
+def deploy_to_idle_slot(run: _Cycle, endpoint: EndpointState, slot: str, model: dict[str, Any]) -> Task:
+    """The new model into the idle slot at 0 % traffic. A leftover there (a deployment that failed its
+    first provisioning cannot be updated in Azure; a slot kept cold) is deleted first, and gone."""
+    run.step("deploy")
+    ref = {"endpoint": run.endpoint, "slot": slot}
+    leftover = yield from run.call("get_deployment", ref)
+    if leftover["state"] != "NotFound" and not endpoint.traffic.get(slot):
+        yield from delete_deployment(run, slot)
+        run.note(cleared=f"{slot} was {leftover['state']}")
+    started = yield from endpoint_operation(
+        run.context, "begin_deployment", {**ref, "model": model}, run.endpoint, run.deploy_timeout
+    )
+    deployed = yield from wait_for_provisioning(
+        run.context, "get_deployment", ref, started, run.deploy_timeout
+    )
     if deployed["state"] != "Succeeded":
-        raise fail(
-            f"deployment of {model['name']}:{model['version']} to slot {new_slot} ended "
+        raise WorkflowFailed(
+            f"deployment of {model['name']}:{model['version']} to slot {slot} ended "
             f"{deployed['state']}: {deployed.get('error')}; traffic unchanged, the champion keeps serving"
         )
 
-    smoke_input = {
-        "endpoint": endpoint_name,
-        "closes": fetched["recent_closes"],
-        "max_latency_ms": cycle.smoke_max_latency_ms,
-    }
-    try:
-        # 9. Smoke test the new slot directly, canary, smoke again, then all traffic.
-        progress.step("smoke_test")
-        yield from _smoke(context, {**smoke_input, "slot": new_slot})
-        if old_slot is not None and 0 < cycle.canary_percent < 100:
-            progress.step("canary")
-            yield from _call(
-                context,
-                "set_traffic",
-                {
-                    "endpoint": endpoint_name,
-                    "traffic": {old_slot: 100 - cycle.canary_percent, new_slot: cycle.canary_percent},
-                },
-            )
-            progress.note(traffic={old_slot: 100 - cycle.canary_percent, new_slot: cycle.canary_percent})
-            progress.step("smoke_test_canary")
-            yield from _smoke(context, {**smoke_input, "slot": new_slot})
-            yield from _smoke(context, {**smoke_input, "slot": None})
-        progress.step("promote")
-        traffic = {new_slot: 100, **({old_slot: 0} if old_slot else {})}
-        promoted = yield from _call(context, "set_traffic", {"endpoint": endpoint_name, "traffic": traffic})
-        out["scoring_uri"] = promoted.get("scoring_uri") or out["scoring_uri"]
-        progress.note(traffic=traffic)
-        if old_slot is None:
-            progress.step("smoke_test_live")
-            yield from _smoke(context, {**smoke_input, "slot": None})
-    except Exception as exc:  # noqa: BLE001 - any failure after deploy rolls traffic back
-        reason = _reason(exc)
-        progress.step("rollback")
-        rollback = {old_slot: 100, new_slot: 0} if old_slot else {}
-        try:
-            yield from _call(context, "set_traffic", {"endpoint": endpoint_name, "traffic": rollback})
-            progress.note(traffic=rollback)
-        except Exception as rollback_exc:  # noqa: BLE001 - report both: the operator must look
-            raise fail(
-                f"rollout of {model['name']}:{model['version']} to slot {new_slot} failed ({reason}) and "
-                f"the rollback to {old_slot or 'no slot'} failed too ({_reason(rollback_exc)}); "
-                "check the endpoint's traffic"
-            ) from None
-        raise fail(
-            f"rollout of {model['name']}:{model['version']} to slot {new_slot} failed ({reason}); "
-            f"traffic is back on {old_slot or 'no slot'}, the champion is unchanged"
-        ) from None
 
-    # 10. The new model is the champion; the old slot is retired.
-    progress.step("set_champion")
-    yield from _call(context, "set_champion", {"model": model})
-    if old_slot is not None:
-        progress.step("retire_old_slot")
-        if cycle.keep_old_slot:
-            progress.note(retired=f"{old_slot} kept cold at 0%")
-        else:
-            try:
-                old_ref = {"endpoint": endpoint_name, "slot": old_slot}
-                begun = yield from _call(context, "begin_delete_deployment", old_ref)
-                yield from wait_for_provisioning(context, "get_deployment", old_ref, begun, deploy_timeout)
-                progress.note(retired=f"{old_slot} deleted")
-            except Exception as exc:  # noqa: BLE001 - clean-up only: the rollout has finished
-                progress.status["warnings"].append(f"could not delete old slot {old_slot}: {_reason(exc)}")
-    progress.finish("deployed")
-    return {
-        **out,
-        "status": "deployed",
-        "endpoint": endpoint_name,
-        "slot": new_slot,
-        "old_slot": old_slot,
-        "warnings": progress.status["warnings"],
-        "timings_s": progress.timings(),
-    }
+def roll_out(
+    run: _Cycle, model: dict[str, Any], old_slot: str | None, new_slot: str, closes: list[float]
+) -> Task:
+    """Smoke test the new slot directly, canary (with an old slot to compare against), smoke again, then
+    all traffic; the first model goes 0 % -> smoke -> 100 % -> smoke through the live URL. Every traffic
+    change waits until the platform serves it. Any failure rolls traffic back (`roll_back`)."""
+    smoke = {"endpoint": run.endpoint, "closes": closes, "max_latency_ms": run.input.smoke_max_latency_ms}
+    canary = run.input.canary_percent
+    try:
+        run.step("smoke_test")
+        yield from _smoke(run.context, {**smoke, "slot": new_slot})
+        if old_slot is not None and 0 < canary < 100:
+            run.step("canary")
+            split = {old_slot: 100 - canary, new_slot: canary}
+            yield from set_traffic_and_wait(run.context, run.endpoint, split, run.deploy_timeout)
+            run.note(traffic=split)
+            run.step("smoke_test_canary")
+            yield from _smoke(run.context, {**smoke, "slot": new_slot})
+            yield from _smoke(run.context, {**smoke, "slot": None})
+        run.step("promote")
+        traffic = {new_slot: 100, **({old_slot: 0} if old_slot else {})}
+        promoted = yield from set_traffic_and_wait(run.context, run.endpoint, traffic, run.deploy_timeout)
+        run.out["scoring_uri"] = promoted.get("scoring_uri") or run.out["scoring_uri"]
+        run.note(traffic=traffic)
+        if old_slot is None:
+            run.step("smoke_test_live")
+            yield from _smoke(run.context, {**smoke, "slot": None})
+    except Exception as exc:  # noqa: BLE001 - any failure after deploy rolls traffic back
+        failed = f"rollout of {model['name']}:{model['version']} to slot {new_slot} failed ({_reason(exc)})"
+        yield from roll_back(run, failed, old_slot, new_slot)
+
+
+def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> Task:
+    """Traffic back where it was, but only onto a live slot: sending 100 % to an old slot that is not
+    `Succeeded` (crashed, failed, gone) would fail every request. Then the traffic is left as it is and
+    the cycle fails saying so. Always raises: the cycle failed."""
+    run.step("rollback")
+    if old_slot is None:
+        target = {new_slot: 0}  # the first model: nothing served before, nothing serves now
+    else:
+        old = yield from run.call("get_deployment", {"endpoint": run.endpoint, "slot": old_slot})
+        if old["state"] != "Succeeded":
+            now = yield from run.call("get_endpoint", {"name": run.endpoint})
+            run.note(traffic=now.get("traffic"))
+            raise WorkflowFailed(
+                f"{failed}; the old slot {old_slot} is {old['state']}, not live, so traffic was not moved "
+                f"to it and stays {now.get('traffic')}; the champion is unchanged: look at the endpoint"
+            )
+        target = {old_slot: 100, new_slot: 0}
+    try:
+        yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
+    except Exception as exc:  # noqa: BLE001 - report both: the operator must look
+        raise WorkflowFailed(
+            f"{failed} and the rollback to {old_slot or 'no slot'} failed too ({_reason(exc)}); "
+            "check the endpoint's traffic"
+        ) from None
+    run.note(traffic=target)
+    raise WorkflowFailed(f"{failed}; traffic is back on {old_slot or 'no slot'}, the champion is unchanged")
+
+
+def retire_old_slot(run: _Cycle, old_slot: str) -> Task:
+    """Clean-up once the new champion serves: a failure here is a warning, not a rollback."""
+    run.step("retire_old_slot")
+    if run.input.keep_old_slot:
+        run.note(retired=f"{old_slot} kept cold at 0%")
+        return
+    try:
+        yield from delete_deployment(run, old_slot)
+        run.note(retired=f"{old_slot} deleted")
+    except Exception as exc:  # noqa: BLE001 - clean-up only: the rollout has finished
+        run.progress.status["warnings"].append(f"could not delete old slot {old_slot}: {_reason(exc)}")
+
+
+def delete_deployment(run: _Cycle, slot: str) -> Task:
+    """Delete a slot's deployment and wait until it is gone (`NotFound`), within the deploy timeout."""
+    ref = {"endpoint": run.endpoint, "slot": slot}
+    begun = yield from endpoint_operation(
+        run.context, "begin_delete_deployment", ref, run.endpoint, run.deploy_timeout
+    )
+    yield from wait_for_provisioning(
+        run.context, "get_deployment", ref, begun, run.deploy_timeout, until=DELETED
+    )
 
 
 def _smoke(context: df.DurableOrchestrationContext, payload: dict[str, Any]) -> Task:
-    verdict = yield from _call(context, "smoke_test", payload)
+    verdict = yield from call_activity(context, "smoke_test", payload)
     if not verdict.get("ok"):
         raise WorkflowFailed(
             f"smoke test on slot {payload.get('slot') or 'endpoint'}: {verdict.get('reason')}"
@@ -486,6 +660,9 @@ __all__ = [
     "ORCHESTRATOR_NAME",
     "SLOTS",
     "WorkflowFailed",
+    "call_activity",
     "retrain_orchestrator",
     "lineage_tags",
+    "wait_for_job",
+    "wait_for_provisioning",
 ]

@@ -3,7 +3,15 @@ not for the Functions host, the SDK or the Event Grid trigger, which all run for
 
 Jobs "finish" on a background thread after `job_seconds` and, like the local platform, deliver Azure
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
-lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage.
+lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
+permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies.
+
+As strict as Azure where the orchestrator could notice (DESIGN.md): a traffic update is a long-running
+operation (`set_traffic` answers `Updating`; it applies at the next read, or `get_endpoint` shows the
+old traffic as `Updating` for `op_polls` reads first); one operation at a time per endpoint (a write
+while one runs raises `EndpointBusyError`, Azure's 409); a deployment is `Creating` for a while and a
+delete `Deleting` until a read finds it gone; a deployment that failed its first provisioning refuses an
+update; unpinned requests while every slot has 0 % answer 404.
 Selected with RETRAIN_PLATFORM=tests.integration.memory_platform:shared.
 """
 
@@ -20,11 +28,13 @@ from typing import Any
 from retrain.ports import (
     DataAsset,
     DeploymentState,
+    EndpointBusyError,
     EndpointState,
     JobStatus,
     ModelRef,
     PlatformError,
     TrainingRequest,
+    TransientPlatformError,
 )
 
 
@@ -48,6 +58,12 @@ class Script:
     )
     champion_mae: float | None = 1.1  # reported when a champion was given
     broken_slots: set[str] = field(default_factory=set)  # slots whose model answers NaN
+    dead_slots: set[str] = field(default_factory=set)  # slots whose server is down: Failed, refuse requests
+    failing_deployments: set[str] = field(default_factory=set)  # slots whose next deployment ends Failed
+    op_polls: int = 0  # reads that still see a traffic update in progress before it applies
+    busy_reads: int = 0  # > 0: the next write meets a foreign operation that lasts this many reads
+    permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
+    transient_failures: dict[str, int] = field(default_factory=dict)  # method -> raises left
 
 
 class MemoryPlatform:
@@ -61,6 +77,14 @@ class MemoryPlatform:
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, Any]] = []
         self.events_sent: list[tuple[str, str]] = []
+
+    def _scripted_failure(self, method: str) -> None:
+        self.calls.append((method, None))
+        if method in self.script.permanent_failures:
+            raise PlatformError(f"{method}: scripted bad request")
+        if self.script.transient_failures.get(method, 0) > 0:
+            self.script.transient_failures[method] -= 1
+            raise TransientPlatformError(f"{method}: scripted throttling (429)")
 
     def reset(self, **script: Any) -> None:
         with self.lock:
@@ -101,10 +125,14 @@ class MemoryPlatform:
         job["status"] = job["status_at_end"]
         if not self.script.host_url:
             return
-        request: TrainingRequest = job["request"]
-        completed = job["status"] == "Completed"
+        self._post_event(job_name, job["request"], job["status"], copies=self.script.event_copies)
+
+    def _post_event(
+        self, job_name: str, request: TrainingRequest, status: str, copies: int = 1, event_id: str = ""
+    ) -> None:
+        completed = status == "Completed"
         event = {
-            "id": f"evt-{job_name}",
+            "id": event_id or f"evt-{job_name}",
             "topic": "/subscriptions/x/resourceGroups/rg/providers/"
             "Microsoft.MachineLearningServices/workspaces/memory",
             "subject": f"experiments/0/runs/{job_name}",
@@ -118,7 +146,7 @@ class MemoryPlatform:
                 "runType": "azureml.scriptrun",
                 "runProperties": {},
                 "runTags": {"orchestration_instance_id": request.instance_id, "ticker": request.ticker},
-                "runStatus": job["status"],
+                "runStatus": status,
             },
             "dataVersion": "2",
             "metadataVersion": "1",
@@ -127,7 +155,7 @@ class MemoryPlatform:
             f"{self.script.host_url}/runtime/webhooks/eventgrid?functionName=job_events"
             f"&code={self.script.system_key}"
         )
-        for _ in range(self.script.event_copies):
+        for _ in range(copies):
             req = urllib.request.Request(
                 url,
                 data=json.dumps([event]).encode(),
@@ -146,6 +174,7 @@ class MemoryPlatform:
         return JobStatus(job_name=job_name, status=job["status"], error=error)
 
     def get_job_metrics(self, job_name: str) -> dict[str, float]:
+        self._scripted_failure("get_job_metrics")
         return dict(self.jobs[job_name]["metrics"])
 
     # -- registry ------------------------------------------------------------------------------
@@ -163,6 +192,7 @@ class MemoryPlatform:
             return model
 
     def get_champion(self, name: str) -> ModelRef | None:
+        self._scripted_failure("get_champion")
         version = self.champions.get(name)
         return next((m for m in self.models.get(name, []) if m.version == version), None)
 
@@ -171,60 +201,150 @@ class MemoryPlatform:
         self.champions[model.name] = model.version
 
     # -- endpoint ------------------------------------------------------------------------------
+    # ep = {"traffic": {slot: pct}, "slots": {slot: {"model", "ready_at", "state"}}, "op": pending or None}
+    # A pending operation: {"kind", "reads_left", "apply": callable} applied when a read finds reads_left 0.
+    def _advance(self, ep: dict[str, Any]) -> None:
+        op = ep.get("op")
+        if op is None:
+            return
+        if op["reads_left"] > 0:
+            op["reads_left"] -= 1
+            return
+        ep["op"] = None
+        op["apply"]()
+
+    def _begin(self, endpoint: str, kind: str, apply: Any) -> dict[str, Any]:
+        ep = self.endpoints.get(endpoint)
+        if ep is None:
+            raise PlatformError(f"no endpoint {endpoint}; create it first")
+        if self.script.busy_reads > 0:  # someone else's operation got there first
+            ep["op"] = {"kind": "foreign", "reads_left": self.script.busy_reads, "apply": lambda: None}
+            self.script.busy_reads = 0
+        if ep.get("op") is not None:
+            self.calls.append(("busy", kind))
+            raise EndpointBusyError(f"endpoint {endpoint} is busy with a {ep['op']['kind']} operation (409)")
+        reads = self.script.op_polls if kind == "traffic" else 0
+        ep["op"] = {"kind": kind, "reads_left": reads, "apply": apply}
+        return ep
+
     def _endpoint(self, name: str) -> EndpointState:
         ep = self.endpoints.get(name)
         if ep is None:
             return EndpointState(name=name, state="NotFound")
+        op = ep.get("op")
         return EndpointState(
             name=name,
-            state="Succeeded",
+            state="Updating" if op is not None and op["kind"] in ("traffic", "foreign") else "Succeeded",
             scoring_uri=f"memory://{name}/score",
             traffic=dict(ep["traffic"]),
             deployments={s: d["model"] for s, d in ep["slots"].items()},
         )
 
     def begin_create_endpoint(self, name: str) -> EndpointState:
-        self.endpoints.setdefault(name, {"traffic": {}, "slots": {}})
+        self.endpoints.setdefault(name, {"traffic": {}, "slots": {}, "op": None})
         return EndpointState(name=name, state="Creating")
 
     def get_endpoint(self, name: str) -> EndpointState:
-        return self._endpoint(name)
+        with self.lock:
+            op = self.endpoints.get(name, {}).get("op")
+            if op is not None and op["kind"] in ("traffic", "foreign"):
+                self._advance(self.endpoints[name])
+            return self._endpoint(name)
 
     def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
-        self.calls.append(("begin_deployment", slot))
-        ep = self.endpoints[endpoint]
-        ep["slots"][slot] = {"model": model.to_dict(), "ready_at": time.monotonic() + 0.2}
-        ep["traffic"].setdefault(slot, 0)
-        return DeploymentState(endpoint=endpoint, slot=slot, state="Creating", model=model.to_dict())
+        with self.lock:
+            current = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
+            if current is not None and current["state"] == "Failed":
+                raise PlatformError(
+                    f"deployment {endpoint}/{slot} failed its first provisioning and cannot be updated; delete it"
+                )
+            failing = slot in self.script.failing_deployments
+            self.script.failing_deployments.discard(slot)
+
+            def create() -> None:
+                ep["slots"][slot]["state"] = "Failed" if failing else "Succeeded"
+
+            ep = self._begin(endpoint, "deployment", create)
+            self.calls.append(("begin_deployment", slot))
+            ep["slots"][slot] = {
+                "model": model.to_dict(),
+                "ready_at": time.monotonic() + 0.2,
+                "state": "Creating",
+            }
+            ep["traffic"].setdefault(slot, 0)
+            return DeploymentState(endpoint=endpoint, slot=slot, state="Creating", model=model.to_dict())
 
     def get_deployment(self, endpoint: str, slot: str) -> DeploymentState:
-        info = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
-        if info is None:
-            return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
-        state = "Succeeded" if time.monotonic() >= info["ready_at"] else "Creating"
-        return DeploymentState(endpoint=endpoint, slot=slot, state=state, model=info["model"])
+        with self.lock:
+            ep = self.endpoints.get(endpoint)
+            op = (ep or {}).get("op")
+            # A deployment takes a moment at least (ready_at); a delete or a foreign operation a read.
+            if op is not None and op["kind"] != "traffic" and time.monotonic() >= op.get("ready_at", 0.0):
+                self._advance(ep)
+            info = (ep or {}).get("slots", {}).get(slot)
+            if info is None:
+                return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
+            state = "Failed" if slot in self.script.dead_slots else info["state"]
+            error = "scripted failure" if state == "Failed" else None
+            return DeploymentState(
+                endpoint=endpoint, slot=slot, state=state, model=info["model"], error=error
+            )
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> EndpointState:
-        self.calls.append(("set_traffic", dict(traffic)))
-        ep = self.endpoints[endpoint]
-        if traffic and sum(traffic.values()) != 100:
-            raise PlatformError(f"traffic {traffic} does not sum to 100")
-        ep["traffic"] = dict(traffic)
-        return self._endpoint(endpoint)
+        with self.lock:
+            if traffic and sum(traffic.values()) != 100 and any(traffic.values()):
+                raise PlatformError(f"traffic {traffic} does not sum to 100")
+            ep = self.endpoints.get(endpoint) or {}
+            missing = sorted(set(traffic) - set(ep.get("slots", {})))
+            if missing:
+                raise PlatformError(f"traffic {traffic} names slots without a deployment: {missing}")
+
+            def apply() -> None:
+                ep["traffic"] = dict(traffic)
+
+            self._begin(endpoint, "traffic", apply)
+            self.calls.append(("set_traffic", dict(traffic)))
+            return EndpointState(
+                name=endpoint,
+                state="Updating",
+                scoring_uri=f"memory://{endpoint}/score",
+                traffic=dict(traffic),
+            )
 
     def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]:
-        ep = self.endpoints[endpoint]
-        chosen = slot or max(ep["traffic"], key=lambda s: ep["traffic"][s])
-        last = payload["close"][-1]
-        value = float("nan") if chosen in self.script.broken_slots else last * 1.001
-        return {"forecast": [value], "model": ep["slots"][chosen]["model"]}
+        with self.lock:
+            ep = self.endpoints[endpoint]
+            live = {s: p for s, p in ep["traffic"].items() if p > 0}
+            if slot is None and not live:
+                raise PlatformError(f"endpoint {endpoint} answered 404: no valid deployments to route to")
+            chosen = slot or max(live, key=lambda s: live[s])
+            info = ep["slots"].get(chosen)
+            if info is None or info["state"] != "Succeeded" or chosen in self.script.dead_slots:
+                raise PlatformError(f"slot {chosen} of {endpoint} did not answer (502)")
+            last = payload["close"][-1]
+            value = float("nan") if chosen in self.script.broken_slots else last * 1.001
+            return {"forecast": [value], "model": info["model"]}
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
-        self.calls.append(("delete_deployment", slot))
-        ep = self.endpoints[endpoint]
-        ep["slots"].pop(slot, None)
-        ep["traffic"].pop(slot, None)
-        return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
+        with self.lock:
+            ep = self.endpoints.get(endpoint, {})
+            if slot not in ep.get("slots", {}):
+                return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
+            if ep["traffic"].get(slot):
+                raise PlatformError(f"deployment {endpoint}/{slot} has traffic; move it first")
+
+            def delete() -> None:
+                ep["slots"].pop(slot, None)
+                ep["traffic"].pop(slot, None)
+
+            self._begin(endpoint, "delete", delete)
+            self.calls.append(("delete_deployment", slot))
+            return DeploymentState(endpoint=endpoint, slot=slot, state="Deleting")
+
+    def deliver_event(self, job_name: str, status: str) -> None:
+        """Post an Event Grid event about a job to the host's webhook, whatever the job's real status."""
+        job = self.jobs[job_name]
+        self._post_event(job_name, job["request"], status, event_id=f"evt-{job_name}-forged-{status}")
 
 
 _SHARED = MemoryPlatform()

@@ -243,3 +243,91 @@ def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch):
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # finished: still a no-op
     assert len(host.engine.list_instances()) == 2
     assert len(calls(memory, "submit_training")) == 2
+
+
+# -- Azure's semantics, mirrored by the memory platform: the orchestrator must wait them out -------------
+
+
+def test_traffic_update_that_stays_updating_is_waited_for(host, memory):
+    memory.script.op_polls = 1  # each traffic change still shows the old traffic, Updating, at the first read
+    first = run_cycle(host)  # the live smoke test after {blue: 100} would meet a 404 if it did not wait
+    assert first["runtime_status"] == "Completed", first
+    assert "smoke_test_live" in [s["step"] for s in first["steps"]]
+    second = run_cycle(host)
+    assert second["runtime_status"] == "Completed", second
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
+    assert "blue" not in memory.endpoints["msft-forecast"]["slots"]
+    assert calls(memory, "busy") == []  # it never wrote while an operation was still running
+
+
+def test_busy_endpoint_is_waited_out_not_retried_quickly(host, memory):
+    assert run_cycle(host)["runtime_status"] == "Completed"
+    memory.script.busy_reads = 1  # the next write meets someone else's operation (Azure: 409)
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Completed", status
+    assert calls(memory, "busy") == ["deployment"]  # refused once, then it waited until the endpoint was free
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
+
+
+def test_failed_idle_slot_is_deleted_before_deploying(host, memory):
+    assert run_cycle(host)["output"]["slot"] == "blue"
+    memory.script.failing_deployments = {"green"}
+    failed = run_cycle(host)
+    assert failed["runtime_status"] == "Failed" and "to slot green ended Failed" in failed["error"]
+    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100, "green": 0}
+    third = run_cycle(host)  # green is Failed: Azure refuses to update it, so it is deleted first
+    assert third["runtime_status"] == "Completed", third
+    assert third["ids"]["cleared"] == "green was Failed"
+    ops = [(c, a) for c, a in memory.calls if c in ("delete_deployment", "begin_deployment")]
+    assert ops[-3:] == [
+        ("delete_deployment", "green"),
+        ("begin_deployment", "green"),
+        ("delete_deployment", "blue"),
+    ]
+
+
+def test_forged_job_events_are_checked_with_the_platform(host, memory):
+    memory.script.job_seconds = 4.0
+    code, answer = start(host)
+    assert code == 202
+    job_name = f"{answer['id']}-train"
+    deadline = time.monotonic() + 30
+    while job_name not in memory.jobs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the orchestrator is waiting for the job now
+    memory.deliver_event(job_name, "Failed")  # forged: the job is still running
+    memory.deliver_event(job_name, "Completed")  # early: the job is still running
+    status = wait(host, answer["id"])
+    assert status["runtime_status"] == "Completed", status  # the real job completed later
+    assert status["output"]["status"] == "deployed" and status["ids"]["job_signal"] == "event"
+    assert calls(memory, "get_job").count(job_name) >= 3  # every event was checked with the platform
+
+
+def test_permanent_failure_fails_at_once(host, memory):
+    memory.script.permanent_failures = {"get_job_metrics"}
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Failed" and "scripted bad request" in status["error"], status
+    assert len(calls(memory, "get_job_metrics")) == 1  # not retried: it would only fail again
+    assert status["step"] == "failed" and memory.models == {}
+
+
+def test_transient_failure_is_retried(host, memory):
+    memory.script.transient_failures = {"get_champion": 2}
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Completed", status
+    assert len(calls(memory, "get_champion")) == 3
+
+
+def test_rollback_never_sends_traffic_to_a_dead_old_slot(host, memory):
+    assert run_cycle(host)["output"]["slot"] == "blue"
+    writes = len(calls(memory, "set_traffic"))
+    memory.script.dead_slots = {"blue"}  # the champion's server is down
+    memory.script.broken_slots = {"green"}  # and the new model fails its smoke test
+    status = run_cycle(host)
+    assert status["runtime_status"] == "Failed"
+    assert (
+        "old slot blue is Failed, not live" in status["error"]
+        and "smoke test on slot green" in status["error"]
+    )
+    assert calls(memory, "set_traffic")[writes:] == []  # no blind "100 % to blue"
+    assert memory.champions["msft-forecaster"] == "1"

@@ -145,4 +145,9 @@ def begin_waiting_failed(host, memory) -> tuple[str, str]:  # noqa: F811
     memory.script.host_url = None
     code, answer = start(host)
     assert code == 202
-    return answer["id"], f"{answer['id']}-train"
+    job = f"{answer['id']}-train"
+    deadline = time.monotonic() + 20  # the event is a hint: the platform must already say Failed
+    while not (job in memory.jobs and memory.jobs[job]["status"] == "Failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return answer["id"], job
