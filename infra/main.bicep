@@ -44,6 +44,10 @@ param computeMaxNodes int = 2
 @description('VM size of the online deployments (AZUREML_ENDPOINT_INSTANCE_TYPE).')
 param endpointInstanceType string = 'Standard_DS3_v2'
 
+@description('Suffix of the online endpoint names (RETRAIN_ENDPOINT_SUFFIX; endpoint names are unique per region): 1 to 6 lower-case letters or digits. Empty: derived from the workspace (stable per workspace).')
+@maxLength(6)
+param endpointSuffix string = ''
+
 @description('Create the Event Grid subscription to the job_events function. Event Grid checks that the function exists, so deploy once with false, publish the code (func azure functionapp publish), then deploy again with true.')
 param deployEventSubscription bool = false
 
@@ -160,6 +164,7 @@ var retrainSettings = {
   AZUREML_COMPUTE_SIZE: computeSize
   AZUREML_COMPUTE_MAX_NODES: string(computeMaxNodes)
   AZUREML_ENDPOINT_INSTANCE_TYPE: endpointInstanceType
+  RETRAIN_ENDPOINT_SUFFIX: endpointSuffix
   AZURE_CLIENT_ID: identity.properties.clientId
 }
 
