@@ -276,7 +276,9 @@ class AzureMLPlatform:
             name=name,
             state=map_provisioning_state(endpoint.provisioning_state),
             scoring_uri=endpoint.scoring_uri,
-            traffic=_served(endpoint.traffic),
+            # Every deployed slot appears, 0 % when Azure's map leaves it out (it drops zero entries), so
+            # the traffic compares equal to what set_traffic was asked, e.g. {"green": 100, "blue": 0}.
+            traffic={**{slot: 0 for slot in deployments}, **_served(endpoint.traffic)},
             deployments=deployments,
         )
 
@@ -344,9 +346,9 @@ class AzureMLPlatform:
         if unknown or any(int(v) < 0 for v in traffic.values()) or (traffic and total != 100):
             raise PlatformError(f"traffic {traffic} is invalid; give percentages for {SLOTS} that sum to 100")
         current = call(f"get endpoint {endpoint}", self.ml_client.online_endpoints.get, endpoint)
-        asked = _served(traffic)
+        asked = {slot: int(pct) for slot, pct in traffic.items()}
         state = map_provisioning_state(current.provisioning_state)
-        if _served(current.traffic) == asked:
+        if _served(current.traffic) == _served(asked):
             # Already asked (the activity ran again) or already so: report the endpoint as it is.
             return EndpointState(name=endpoint, state=state, scoring_uri=current.scoring_uri, traffic=asked)
         if state in _IN_PROGRESS:

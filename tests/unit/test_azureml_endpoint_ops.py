@@ -77,6 +77,14 @@ def test_traffic_update_is_long_running_and_reported_until_it_applies(platform, 
     assert all(s.traffic == {"blue": 90, "green": 10} for s in seen)
     assert seen[-1].deployments.keys() == {"blue", "green"}
 
+    # All to green: Azure drops the 0 % entry (the SDK strips it before the PUT); get_endpoint still
+    # reports every deployed slot, so the traffic compares equal to what was asked.
+    asked = {"green": 100, "blue": 0}
+    assert platform.set_traffic(EP, asked).traffic == asked
+    assert arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1].body["properties"]["traffic"] == {"green": 100}
+    done = [platform.get_endpoint(EP) for _ in range(OPERATION_GETS + 1)][-1]
+    assert (done.state, done.traffic) == ("Succeeded", asked)
+
 
 def test_set_traffic_again_while_it_applies_is_idempotent_and_another_is_refused(platform, arm):
     _deployed(platform, arm, "blue", "green")
@@ -85,7 +93,7 @@ def test_set_traffic_again_while_it_applies_is_idempotent_and_another_is_refused
 
     # The activity ran again: the same traffic is already being applied, nothing is sent.
     again = platform.set_traffic(EP, {"green": 100, "blue": 0})
-    assert (again.state, again.traffic) == ("Updating", {"green": 100})
+    assert (again.state, again.traffic) == ("Updating", {"green": 100, "blue": 0})
     # Another traffic while the update runs: refused before any PUT (Azure would answer 409).
     with pytest.raises(EndpointBusyError, match="Updating"):
         platform.set_traffic(EP, {"blue": 100})
