@@ -4,7 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-REQS := requirements.txt requirements-dev.txt trainer/requirements.txt scorer/requirements.txt constraints.txt pyproject.toml
+ENVIRONMENTS := trainer/environment.yml scorer/environment.yml
+REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) tools/environment_pins.py constraints.txt pyproject.toml
 
 .PHONY: setup run test lint bench constraints clean
 
@@ -16,7 +17,10 @@ $(STAMP): $(REQS)
 	# so nothing pulls another (CUDA) build. Where pip has no CPU wheel of 2.13.0 at hand, point
 	# PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index before `make`.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	# The trainer's and scorer's pins are those of their Azure ML environment files, installed here
+	# together with the Function App's: pins that cannot be resolved fail on every machine, not in Azure.
+	$(BIN)/python tools/environment_pins.py $(ENVIRONMENTS) > $(VENV)/environment-pins.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r $(VENV)/environment-pins.txt -c constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -7,12 +7,20 @@
 // Log Analytics + Application Insights, a user-assigned managed identity, the Flex Consumption plan
 // and Function App with every app setting from local.settings.sample.json, the training cluster
 // (AmlCompute, min 0 nodes), role assignments (least privilege), and the Event Grid system topic on
-// the workspace with a subscription to the `job_events` function (second pass, see deployEventSubscription).
+// the workspace (or the one it already has: existingEventGridSystemTopicName) with two subscriptions to
+// the `job_events` function (second pass, see deployEventSubscription).
+//
+// App settings follow Microsoft's Flex Consumption samples: a `config` child resource named
+// `appsettings` whose properties are union(...) of two objects. (A `for` loop over items() of objects
+// holding runtime values, such as the identity's clientId, does not compile: BCP178.)
 
 targetScope = 'resourceGroup'
 
-@description('Azure region of the Function App resources.')
+@description('Azure region of the Function App resources: one where Flex Consumption is offered (az functionapp list-flexconsumption-locations).')
 param location string = resourceGroup().location
+
+@description('Azure region of the Azure ML workspace: the training cluster and the Event Grid system topic go there. A resource\'s location must be known when the deployment starts, so it cannot be read from the existing workspace (BCP120).')
+param workspaceLocation string = resourceGroup().location
 
 @description('Short name used to derive resource names (lowercase letters and digits).')
 @minLength(3)
@@ -44,11 +52,22 @@ param computeMaxNodes int = 2
 @description('VM size of the online deployments (AZUREML_ENDPOINT_INSTANCE_TYPE).')
 param endpointInstanceType string = 'Standard_DS3_v2'
 
+@description('Suffix of the online endpoint names (RETRAIN_ENDPOINT_SUFFIX; endpoint names are unique per region): 1 to 6 lower-case letters or digits. Empty: derived from the workspace (stable per workspace).')
+@maxLength(6)
+param endpointSuffix string = ''
+
 @description('Create the Event Grid subscription to the job_events function. Event Grid checks that the function exists, so deploy once with false, publish the code (func azure functionapp publish), then deploy again with true.')
 param deployEventSubscription bool = false
 
+@description('Name of an Event Grid system topic that already exists on the workspace (Azure allows one system topic per source). Empty: this template creates one.')
+param existingEventGridSystemTopicName string = ''
+
 @description('Maximum Flex Consumption instances.')
 param maximumInstanceCount int = 40
+
+@description('Always-ready instances of the `durable` scale group (orchestrator, activity and entity triggers): Microsoft\'s recommendation for Durable Functions on Flex Consumption, so a durable timer or a raised event is picked up without a cold start. 0 turns it off (cheaper, slower to react).')
+@minValue(0)
+param durableAlwaysReadyInstances int = 1
 
 @description('Memory per Flex Consumption instance (MB).')
 @allowed([2048, 4096])
@@ -58,6 +77,17 @@ var suffix = uniqueString(resourceGroup().id, baseName)
 var storageName = toLower('st${baseName}${take(suffix, 10)}')
 var functionAppName = 'func-${baseName}-${take(suffix, 8)}'
 var deploymentContainer = 'app-package-${take(suffix, 8)}'
+var createEventGridSystemTopic = empty(existingEventGridSystemTopicName)
+var eventGridSystemTopicName = createEventGridSystemTopic ? 'egst-${baseName}-${take(suffix, 8)}' : existingEventGridSystemTopicName
+// Job statuses after which a job never changes again (retrain.ports.JOB_TERMINAL_STATUSES; Event Grid
+// string filters ignore case). RunStatusChanged fires for every transition; only these wake the app.
+var terminalRunStatuses = [
+  'Completed'
+  'Failed'
+  'Canceled'
+  'NotResponding'
+  'Paused'
+]
 
 // Built-in role definition ids.
 var roles = {
@@ -160,6 +190,7 @@ var retrainSettings = {
   AZUREML_COMPUTE_SIZE: computeSize
   AZUREML_COMPUTE_MAX_NODES: string(computeMaxNodes)
   AZUREML_ENDPOINT_INSTANCE_TYPE: endpointInstanceType
+  RETRAIN_ENDPOINT_SUFFIX: endpointSuffix
   AZURE_CLIENT_ID: identity.properties.clientId
 }
 
@@ -196,6 +227,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
       }
       scaleAndConcurrency: {
+        alwaysReady: durableAlwaysReadyInstances > 0 ? [
+          {
+            name: 'durable'
+            instanceCount: durableAlwaysReadyInstances
+          }
+        ] : []
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
       }
@@ -206,15 +243,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
     siteConfig: {
       minTlsVersion: '1.2'
-      appSettings: [for item in items(union(retrainSettings, hostSettings)): {
-        name: item.key
-        value: item.value
-      }]
     }
   }
   dependsOn: [
     packageContainer
   ]
+
+  // The app settings as in Microsoft's Flex Consumption samples: runtime values are fine in properties.
+  resource appSettings 'config' = {
+    name: 'appsettings'
+    properties: union(retrainSettings, hostSettings)
+  }
 }
 
 // The training cluster: created here because AzureML Data Scientist (the identity's role) may not create
@@ -222,7 +261,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 resource cluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-01' = {
   parent: workspace
   name: computeName
-  location: workspace.location
+  location: workspaceLocation
   properties: {
     computeType: 'AmlCompute'
     properties: {
@@ -271,40 +310,77 @@ resource telemetryRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Azure ML job events -> the Function App's Event Grid trigger `job_events`.
-resource jobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = {
-  name: 'egst-${baseName}-${take(suffix, 8)}'
-  location: workspace.location
+// Azure ML job events -> the Function App's Event Grid trigger `job_events`. One system topic per source:
+// reuse the workspace's when it has one (existingEventGridSystemTopicName).
+resource newJobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = if (createEventGridSystemTopic) {
+  name: eventGridSystemTopicName
+  location: workspaceLocation
   properties: {
     source: workspace.id
     topicType: 'Microsoft.MachineLearningServices.Workspaces'
   }
 }
 
-resource jobEventsSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
-  parent: jobEventsTopic
-  name: 'job-events-to-function'
+resource jobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' existing = {
+  name: eventGridSystemTopicName
+}
+
+var jobEventsDestination = {
+  endpointType: 'AzureFunction'
   properties: {
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${functionApp.id}/functions/job_events'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
+    resourceId: '${functionApp.id}/functions/job_events'
+    maxEventsPerBatch: 1
+    preferredBatchSizeInKilobytes: 64
+  }
+}
+var jobEventsRetryPolicy = {
+  maxDeliveryAttempts: 30
+  eventTimeToLiveInMinutes: 1440
+}
+
+// Two subscriptions because advanced filters apply to every event type of a subscription, and
+// RunCompleted events carry no data.runStatus (they would all be filtered out).
+resource runCompletedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
+  parent: jobEventsTopic
+  name: 'job-completed-to-function'
+  properties: {
+    destination: jobEventsDestination
     filter: {
       includedEventTypes: [
         'Microsoft.MachineLearningServices.RunCompleted'
-        'Microsoft.MachineLearningServices.RunStatusChanged'
       ]
     }
     eventDeliverySchema: 'EventGridSchema'
-    retryPolicy: {
-      maxDeliveryAttempts: 30
-      eventTimeToLiveInMinutes: 1440
-    }
+    retryPolicy: jobEventsRetryPolicy
   }
+  dependsOn: [
+    newJobEventsTopic
+  ]
+}
+
+resource runStatusSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
+  parent: jobEventsTopic
+  name: 'job-terminal-status-to-function'
+  properties: {
+    destination: jobEventsDestination
+    filter: {
+      includedEventTypes: [
+        'Microsoft.MachineLearningServices.RunStatusChanged'
+      ]
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.runStatus'
+          values: terminalRunStatuses
+        }
+      ]
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    retryPolicy: jobEventsRetryPolicy
+  }
+  dependsOn: [
+    newJobEventsTopic
+  ]
 }
 
 output functionAppName string = functionApp.name
@@ -312,4 +388,4 @@ output functionAppUrl string = 'https://${functionApp.properties.defaultHostName
 output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = appInsights.name
-output eventGridSystemTopic string = jobEventsTopic.name
+output eventGridSystemTopic string = eventGridSystemTopicName

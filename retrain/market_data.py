@@ -176,7 +176,13 @@ def _normalise_dates(values: pd.Series, what: str) -> pd.Series:
         parsed = values
     else:
         try:
-            parsed = pd.to_datetime(values.astype("string").str.strip(), errors="coerce", format="ISO8601")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # pandas 2's notice about mixed offsets
+                parsed = pd.to_datetime(
+                    values.astype("string").str.strip(), errors="coerce", format="ISO8601"
+                )
+            if parsed.dtype == object:  # pandas 2 returns objects for mixed UTC offsets where pandas 3 raises
+                raise ValueError("mixed UTC offsets")
         except (ValueError, TypeError):
             # Mixed UTC offsets parse only as UTC; keep the wall-clock date of each value instead.
             parsed = pd.Series(

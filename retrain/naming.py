@@ -15,7 +15,9 @@ prefix alone would confuse ``BRK`` with ``BRK-B``).
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -106,9 +108,64 @@ def model_name(ticker: str) -> str:
     return f"{azure_slug(ticker)}-forecaster"
 
 
-def endpoint_name(ticker: str) -> str:
-    """Azure online endpoint names: 3 to 32 characters, a letter first, letters, digits and hyphens."""
+# Online endpoint names are unique per Azure REGION (they become <name>.<region>.inference.ml.azure.com),
+# so `msft-forecast` alone would collide with any other customer's. In Azure the name carries a suffix
+# that is stable per workspace.
+ENDPOINT_NAME_MAX = 32
+ENDPOINT_SUFFIX_MAX = 6
+_SUFFIX_RE = re.compile(rf"[a-z0-9]{{1,{ENDPOINT_SUFFIX_MAX}}}")
+_ENDPOINT_RE = re.compile(rf"[a-z][a-z0-9-]{{1,{ENDPOINT_NAME_MAX - 2}}}[a-z0-9]")
+
+
+def workspace_suffix(subscription_id: str, resource_group: str, workspace: str) -> str:
+    """Six hex digits of the SHA-256 of the workspace's ARM id (case-insensitive, as ARM ids are):
+    the same workspace always gives the same suffix, another workspace almost surely another."""
+    arm_id = (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
+    ).lower()
+    return hashlib.sha256(arm_id.encode()).hexdigest()[:ENDPOINT_SUFFIX_MAX]
+
+
+def endpoint_suffix(environ: Mapping[str, str] | None = None) -> str:
+    """The endpoint name suffix from the settings: RETRAIN_ENDPOINT_SUFFIX when set; otherwise, on the
+    azureml platform, derived from the subscription, resource group and workspace; locally none."""
+    from retrain import settings
+
+    explicit = (settings.get("RETRAIN_ENDPOINT_SUFFIX", environ) or "").strip()
+    if explicit:
+        if not _SUFFIX_RE.fullmatch(explicit):
+            raise NamingError(
+                f"RETRAIN_ENDPOINT_SUFFIX={explicit!r} is invalid: use 1 to {ENDPOINT_SUFFIX_MAX} lower-case "
+                "letters or digits, or leave it empty to derive one from the workspace"
+            )
+        return explicit
+    if (settings.get("RETRAIN_PLATFORM", environ) or "").strip().lower() != "azureml":
+        return ""
+    ids = [settings.get(n, environ) for n in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP")]
+    workspace = settings.get("AZUREML_WORKSPACE_NAME", environ)
+    if not all(ids) or not workspace:
+        raise NamingError(
+            "the azureml platform derives endpoint names from AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP "
+            "and AZUREML_WORKSPACE_NAME; set them (or RETRAIN_ENDPOINT_SUFFIX)"
+        )
+    return workspace_suffix(str(ids[0]), str(ids[1]), str(workspace))
+
+
+def endpoint_name(ticker: str, suffix: str | None = None) -> str:
+    """The ticker's online endpoint: `<ticker>-forecast[-<suffix>]`, within Azure's rule (3 to 32
+    characters, a letter first, letters, digits and hyphens, no hyphen last). `suffix=None` takes it
+    from the settings (`endpoint_suffix`)."""
+    suffix = endpoint_suffix() if suffix is None else suffix
+    if suffix and not _SUFFIX_RE.fullmatch(suffix):
+        raise NamingError(
+            f"endpoint suffix {suffix!r}: use 1 to {ENDPOINT_SUFFIX_MAX} lower-case letters or digits"
+        )
     slug = azure_slug(ticker)
     if not slug[0].isalpha():
         slug = f"t{slug}"
-    return f"{slug}-forecast"[:32].rstrip("-")
+    tail = "-forecast" + (f"-{suffix}" if suffix else "")
+    name = slug[: ENDPOINT_NAME_MAX - len(tail)].rstrip("-") + tail
+    if not _ENDPOINT_RE.fullmatch(name):
+        raise NamingError(f"{ticker!r} gives no valid endpoint name ({name!r})")
+    return name

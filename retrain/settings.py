@@ -76,6 +76,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AZUREML_COMPUTE_MAX_NODES", "2", "Maximum nodes of the training cluster."),
     Setting("AZUREML_ENDPOINT_INSTANCE_TYPE", "Standard_DS3_v2", "VM size of the online deployments."),
     Setting(
+        "RETRAIN_ENDPOINT_SUFFIX",
+        None,
+        "Suffix of online endpoint names (unique per region); empty: derived from the workspace in Azure.",
+    ),
+    Setting(
         "AZURE_CLIENT_ID",
         None,
         "Client id of the user-assigned managed identity (DefaultAzureCredential reads it).",

@@ -4,6 +4,12 @@ Transient failures are retried inside the SDK by azure-core's `RetryPolicy` (exp
 408/429/500/502/503/504 and connection errors, honouring `Retry-After` on throttling). What still fails
 after those retries surfaces as `TransientPlatformError` (the Durable activity retry policy may try
 again later) or `PlatformError` (retrying will not help: bad request, missing entity, no permission).
+
+409 Conflict is deliberately NOT retried: ARM answers it while another operation runs on the endpoint
+(a traffic update, a deployment, a delete), and that operation takes minutes, so azure-core's quick
+retries (it retries any status that carries `Retry-After`) would only meet the same refusal. On an
+endpoint operation it surfaces at once as `EndpointBusyError`; the orchestrator waits with a durable
+timer until the endpoint is no longer busy.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 
 from retrain import settings
-from retrain.ports import PlatformError, TransientPlatformError
+from retrain.ports import EndpointBusyError, PlatformError, TransientPlatformError
 
 T = TypeVar("T")
 
@@ -38,6 +45,26 @@ RETRY_OPTIONS: dict[str, Any] = {
 TIMEOUT_OPTIONS: dict[str, Any] = {"connection_timeout": 20, "read_timeout": 120}
 
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+CONFLICT = 409
+
+
+class ConflictAwareRetryPolicy(RetryPolicy):
+    """azure-core's RetryPolicy, except that a 409 Conflict is never retried (not even with Retry-After):
+    the operation that holds the endpoint runs for minutes; the caller waits for it instead."""
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        if response.http_response.status_code == CONFLICT:
+            return False
+        return bool(super().is_retry(settings, response))
+
+
+def retry_policy(**options: Any) -> ConflictAwareRetryPolicy:
+    """The retry policy of every pipeline: RETRY_OPTIONS, overridden by any `retry_*` option given."""
+    return ConflictAwareRetryPolicy(
+        **{**RETRY_OPTIONS, **{k: v for k, v in options.items() if k.startswith("retry_")}}
+    )
+
+
 REQUIRED = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME")
 
 
@@ -74,6 +101,7 @@ def make_ml_client(
 
     subscription, resource_group, workspace = workspace_settings(environ)
     options = {**RETRY_OPTIONS, **TIMEOUT_OPTIONS, **pipeline_options}
+    options.setdefault("retry_policy", retry_policy(**options))
     return MLClient(
         credential if credential is not None else default_credential(environ),
         subscription_id=subscription,
@@ -95,12 +123,19 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def to_platform_error(exc: BaseException, action: str) -> PlatformError:
+def to_platform_error(exc: BaseException, action: str, busy_endpoint: str | None = None) -> PlatformError:
+    """The port's error for an Azure SDK error. `busy_endpoint`: the call was an operation on that online
+    endpoint (or one of its deployments), where a 409 means another operation is still running."""
     status = getattr(exc, "status_code", None)
     detail = (
         str(getattr(exc, "message", None) or exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
     )
     text = f"{action} failed" + (f" (HTTP {status})" if status else "") + f": {detail}"
+    if status == CONFLICT and busy_endpoint:
+        return EndpointBusyError(
+            text + f"; endpoint {busy_endpoint} is busy with another operation: wait until it is no longer "
+            "Creating/Updating/Deleting, then try again"
+        )
     if is_transient(exc):
         return TransientPlatformError(text + " (transient; retried by azure-core, try again later)")
     if isinstance(exc, ClientAuthenticationError):
@@ -111,14 +146,15 @@ def to_platform_error(exc: BaseException, action: str) -> PlatformError:
 
 
 @contextmanager
-def azure_call(action: str) -> Iterator[None]:
-    """Re-raise Azure SDK errors as the port's errors, naming the action that failed."""
+def azure_call(action: str, busy_endpoint: str | None = None) -> Iterator[None]:
+    """Re-raise Azure SDK errors as the port's errors, naming the action that failed (a 409 on an
+    operation on `busy_endpoint` as `EndpointBusyError`)."""
     try:
         yield
     except PlatformError:
         raise
     except AzureError as exc:
-        raise to_platform_error(exc, action) from exc
+        raise to_platform_error(exc, action, busy_endpoint) from exc
     except Exception as exc:  # the SDK raises its own MlException/ValidationException for bad entities
         if type(exc).__module__.startswith("azure."):
             raise PlatformError(f"{action} failed: {exc}") from exc
@@ -127,4 +163,10 @@ def azure_call(action: str) -> Iterator[None]:
 
 def call(action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     with azure_call(action):
+        return fn(*args, **kwargs)
+
+
+def endpoint_call(endpoint: str, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call` for an operation on an online endpoint or its deployments: 409 -> EndpointBusyError."""
+    with azure_call(action, busy_endpoint=endpoint):
         return fn(*args, **kwargs)

@@ -1,9 +1,19 @@
 """`AzureMLPlatform`: the `MLPlatform` port over azure-ai-ml.
 
-Every call is short: long Azure operations (endpoint and deployment creation, deletion) are started
-with `begin_*` and NOT waited on; the orchestrator polls `get_endpoint` / `get_deployment` between
-durable timers. (The SDK's `LROPoller` keeps polling in a daemon thread until the operation ends; we
-never block on it.) Repeated calls are idempotent: each begins with a `get` of the target entity.
+Every call is short: long Azure operations (endpoint and deployment creation, traffic updates,
+deletion) are started with `begin_*` and NOT waited on; the orchestrator polls `get_endpoint` /
+`get_deployment` between durable timers until the endpoint is `Succeeded` with the traffic it asked
+for, a deployment `Succeeded`, a deleted one `NotFound`. (The SDK's `LROPoller` keeps polling in a
+daemon thread until the operation ends; we never block on it.) Repeated calls are idempotent: each
+begins with a `get` of the target entity.
+
+Azure allows one operation at a time per endpoint: a second one is refused with 409 Conflict, which
+surfaces as `EndpointBusyError` (never retried quickly, see client.py); so does a call that would meet
+an operation we can see in progress. A deployment that failed its first provisioning cannot be updated
+(`begin_deployment` refuses it: delete it first).
+
+Scoring (`invoke`) calls the endpoint's scoring URI directly with the endpoint key and explicit
+headers; the URI and key are fetched once per endpoint and cached (refetched once on 401/403).
 
 Metrics come from the job's MLflow run through the workspace's MLflow REST API
 (`GET {tracking}/api/2.0/mlflow/runs/get?run_id=<job name>`) with azure-core and the MLClient's
@@ -13,8 +23,6 @@ credential, so the Function App needs no mlflow package.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,17 +31,19 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from retrain import settings
 from retrain.azureml import entities
-from retrain.azureml.client import azure_call, call, make_ml_client
+from retrain.azureml.client import TIMEOUT_OPTIONS, azure_call, call, endpoint_call, make_ml_client
 from retrain.ports import (
     JOB_STATUSES,
     SLOTS,
     DataAsset,
     DeploymentState,
+    EndpointBusyError,
     EndpointState,
     JobStatus,
     ModelRef,
     PlatformError,
     TrainingRequest,
+    TransientPlatformError,
 )
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -50,6 +60,8 @@ _PROVISIONING = {
     "deleting": "Deleting",
 }
 _JOB_STATUS = {s.lower(): s for s in JOB_STATUSES} | {"cancelled": "Canceled"}
+# States in which Azure refuses another operation on the endpoint or deployment (409 Conflict).
+_IN_PROGRESS = frozenset({"Creating", "Updating", "Deleting"})
 
 
 def _text(raw: Any) -> str:
@@ -71,6 +83,12 @@ def map_provisioning_state(raw: Any) -> str:
 
 def _tag_true(tags: Mapping[str, Any] | None, key: str) -> bool:
     return str((tags or {}).get(key, "")).lower() == "true"
+
+
+def _served(traffic: Mapping[str, Any] | None) -> dict[str, int]:
+    """The slots that take traffic. Azure drops 0 % entries from a traffic update (the SDK strips them
+    before the PUT), so two traffic maps are compared by their non-zero entries."""
+    return {str(slot): int(pct) for slot, pct in (traffic or {}).items() if int(pct) > 0}
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -97,6 +115,8 @@ class AzureMLPlatform:
         self.compute_max_nodes = settings.get_int("AZUREML_COMPUTE_MAX_NODES", environ)
         self.instance_type = str(settings.get("AZUREML_ENDPOINT_INSTANCE_TYPE", environ))
         self._tracking_base: str | None = None
+        self._scoring: dict[str, tuple[str, str]] = {}  # endpoint -> (scoring URI, key), fetched once
+        self._scoring_pipeline: Any = None
 
     # ---- data assets -------------------------------------------------------------------------
     def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset:
@@ -163,17 +183,17 @@ class AzureMLPlatform:
 
     def _mlflow_get(self, api: str, params: dict[str, str]) -> dict[str, Any]:
         from azure.core import PipelineClient
-        from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+        from azure.core.pipeline.policies import BearerTokenCredentialPolicy
         from azure.core.rest import HttpRequest
 
-        from retrain.azureml.client import RETRY_OPTIONS
+        from retrain.azureml.client import retry_policy
 
         base = self._mlflow_tracking_base()
         options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
         pipeline = PipelineClient(
             base_url=base,
             policies=[
-                RetryPolicy(**RETRY_OPTIONS),
+                retry_policy(**self._pipeline_options),
                 BearerTokenCredentialPolicy(self.ml_client._credential, ARM_SCOPE),
             ],
             **options,
@@ -234,7 +254,8 @@ class AzureMLPlatform:
     def begin_create_endpoint(self, name: str) -> EndpointState:
         if self._get_or_none("get endpoint", self.ml_client.online_endpoints.get, name) is not None:
             return self.get_endpoint(name)
-        call(
+        endpoint_call(
+            name,
             f"create endpoint {name}",
             self.ml_client.online_endpoints.begin_create_or_update,
             entities.endpoint_entity(name),
@@ -255,7 +276,9 @@ class AzureMLPlatform:
             name=name,
             state=map_provisioning_state(endpoint.provisioning_state),
             scoring_uri=endpoint.scoring_uri,
-            traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
+            # Every deployed slot appears, 0 % when Azure's map leaves it out (it drops zero entries), so
+            # the traffic compares equal to what set_traffic was asked, e.g. {"green": 100, "blue": 0}.
+            traffic={**{slot: 0 for slot in deployments}, **_served(endpoint.traffic)},
             deployments=deployments,
         )
 
@@ -271,7 +294,19 @@ class AzureMLPlatform:
             )
             if same_model and current.state in ("Creating", "Updating", "Succeeded"):
                 return current  # the activity ran again: the rollout of this model is under way
-        call(
+            if current.state == "Failed":
+                # Azure cannot update a deployment whose provisioning failed: it must be recreated.
+                raise PlatformError(
+                    f"deployment {endpoint}/{slot} is Failed and cannot be updated; delete it first "
+                    f"(begin_delete_deployment, wait for NotFound), then deploy {model.name}:{model.version}"
+                )
+            if current.state in _IN_PROGRESS:
+                raise EndpointBusyError(
+                    f"deployment {endpoint}/{slot} is {current.state}; wait until it is Succeeded or "
+                    f"NotFound before deploying {model.name}:{model.version}"
+                )
+        endpoint_call(
+            endpoint,
             f"deploy {model.name}:{model.version} to {endpoint}/{slot}",
             self.ml_client.online_deployments.begin_create_or_update,
             entity,
@@ -311,40 +346,88 @@ class AzureMLPlatform:
         if unknown or any(int(v) < 0 for v in traffic.values()) or (traffic and total != 100):
             raise PlatformError(f"traffic {traffic} is invalid; give percentages for {SLOTS} that sum to 100")
         current = call(f"get endpoint {endpoint}", self.ml_client.online_endpoints.get, endpoint)
+        asked = {slot: int(pct) for slot, pct in traffic.items()}
+        state = map_provisioning_state(current.provisioning_state)
+        if _served(current.traffic) == _served(asked):
+            # Already asked (the activity ran again) or already so: report the endpoint as it is.
+            return EndpointState(name=endpoint, state=state, scoring_uri=current.scoring_uri, traffic=asked)
+        if state in _IN_PROGRESS:
+            raise EndpointBusyError(
+                f"endpoint {endpoint} is {state}; wait until it is Succeeded before setting traffic {traffic}"
+            )
         current.traffic = {slot: int(pct) for slot, pct in traffic.items()}
-        call(f"set traffic of {endpoint}", self.ml_client.online_endpoints.begin_create_or_update, current)
-        return EndpointState(
-            name=endpoint, state="Updating", scoring_uri=current.scoring_uri, traffic=dict(current.traffic)
+        # A long-running operation: the endpoint reports Updating until Azure has applied the traffic.
+        endpoint_call(
+            endpoint,
+            f"set traffic of {endpoint} to {traffic}",
+            self.ml_client.online_endpoints.begin_create_or_update,
+            current,
         )
+        return EndpointState(name=endpoint, state="Updating", scoring_uri=current.scoring_uri, traffic=asked)
 
     def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]:
-        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
-
-        # The SDK writes the deployment header into a class-level dict and never removes it, so a
-        # call without a slot would still be pinned to the last slot used: clear it every time.
-        EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
-        fd, request_file = tempfile.mkstemp(prefix="retrain-invoke-", suffix=".json")
+        """POST the payload to the endpoint's scoring URI (pinned to `slot` with the
+        `azureml-model-deployment` header when given). Every request carries its own headers; the
+        scoring URI and key come from `prepare_invoke`'s cache, so only the scoring call itself is slow."""
+        for attempt in (1, 2):
+            scoring_uri, key = self.prepare_invoke(endpoint)
+            status, text = self._post_score(endpoint, scoring_uri, key, payload, slot)
+            if status in (401, 403) and attempt == 1:
+                self._scoring.pop(endpoint, None)  # the key was regenerated: fetch it again, once
+                continue
+            break
+        target = f"endpoint {endpoint}" + (f" slot {slot}" if slot else "")
+        if status == 404 and not slot:
+            raise PlatformError(
+                f"{target} answered 404 ({text[:200]}): no deployment takes traffic yet; pin a slot "
+                "or wait until the traffic update has applied"
+            )
+        if status >= 400:
+            error = TransientPlatformError if status in (408, 429, 500, 502, 503, 504) else PlatformError
+            raise error(f"{target} answered HTTP {status}: {text[:200]}")
         try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(payload, handle)
-            try:
-                raw = call(
-                    f"invoke {endpoint}" + (f"/{slot}" if slot else ""),
-                    self.ml_client.online_endpoints.invoke,
-                    endpoint_name=endpoint,
-                    request_file=request_file,
-                    deployment_name=slot,
-                )
-            finally:
-                EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
-        finally:
-            os.unlink(request_file)
-        try:
-            answer = json.loads(raw)
+            answer = json.loads(text)
             # score.py's answer may arrive JSON-encoded twice (a str returned from run()).
             return json.loads(answer) if isinstance(answer, str) else answer
         except (TypeError, json.JSONDecodeError) as exc:
-            raise PlatformError(f"endpoint {endpoint} answered non-JSON: {str(raw)[:200]!r}") from exc
+            raise PlatformError(f"{target} answered non-JSON: {text[:200]!r}") from exc
+
+    def prepare_invoke(self, endpoint: str) -> tuple[str, str]:
+        """The endpoint's scoring URI and key, fetched from ARM once per endpoint and cached."""
+        cached = self._scoring.get(endpoint)
+        if cached is None:
+            found = call(f"get endpoint {endpoint}", self.ml_client.online_endpoints.get, endpoint)
+            if not found.scoring_uri:
+                raise TransientPlatformError(
+                    f"endpoint {endpoint} has no scoring URI yet; it is still Creating"
+                )
+            keys = call(f"get keys of {endpoint}", self.ml_client.online_endpoints.get_keys, endpoint)
+            key = getattr(keys, "primary_key", None) or getattr(keys, "access_token", None)
+            if not key:
+                raise PlatformError(f"endpoint {endpoint} returned no key; it must use key authentication")
+            cached = self._scoring[endpoint] = (str(found.scoring_uri), str(key))
+        return cached
+
+    def _post_score(
+        self, endpoint: str, scoring_uri: str, key: str, payload: dict[str, Any], slot: str | None
+    ) -> tuple[int, str]:
+        from azure.core import PipelineClient
+        from azure.core.rest import HttpRequest
+
+        if self._scoring_pipeline is None:
+            # No retry policy: a smoke test reports what one scoring call does, and how long it takes.
+            options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
+            self._scoring_pipeline = PipelineClient(base_url=scoring_uri, policies=[], **options)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        if slot:
+            headers["azureml-model-deployment"] = slot
+        request = HttpRequest("POST", scoring_uri, headers=headers, content=json.dumps(payload))
+        timeouts = {
+            k: v for k, v in {**TIMEOUT_OPTIONS, **self._pipeline_options}.items() if k in TIMEOUT_OPTIONS
+        }
+        with azure_call(f"score through {endpoint}" + (f"/{slot}" if slot else "")):
+            response = self._scoring_pipeline.send_request(request, **timeouts)
+            return response.status_code, response.text()
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
         existing = self._get_or_none(
@@ -353,7 +436,8 @@ class AzureMLPlatform:
         if existing is None:
             return DeploymentState(endpoint=endpoint, slot=slot, state="NotFound")
         if map_provisioning_state(existing.provisioning_state) != "Deleting":
-            call(
+            endpoint_call(
+                endpoint,
                 f"delete deployment {endpoint}/{slot}",
                 self.ml_client.online_deployments.begin_delete,
                 name=slot,

@@ -7,6 +7,15 @@ answered from a small in-memory resource store the way ARM does: PUT stores the 
 with `id`, `name`, `type`, `systemData` and a provisioning state; GET returns the stored resource or
 404 `ResourceNotFound`; list returns `{"value": [...]}`; DELETE answers 202. Response shapes follow
 the azure-sdk-for-python azure-ai-ml test recordings (datastore, listSecrets, code version, job).
+
+Online endpoints behave like Azure's (set `operation_gets` > 0): a PUT or DELETE of an endpoint or a
+deployment is a long-running operation that reports Creating/Updating/Deleting for that many GETs of
+the resource (by the test's thread; the SDK's background poller sees the state without advancing it),
+then Succeeded (a deleted deployment: 404). While any operation runs on an endpoint, another PUT or
+DELETE on it or its deployments is refused with 409 Conflict (with `Retry-After`, which azure-core's
+default policy would retry). A Failed deployment refuses an update (400): it must be deleted first.
+Each endpoint has its own scoring host and key; the scoring URI answers 401 to a wrong key and 404 to
+an unpinned request while no deployment takes traffic.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import base64
 import io
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +44,13 @@ STORAGE_ACCOUNT = "sretrain0blob"
 CONTAINER = "azureml-blobstore-332507d7-523d-40e4-98f7-65741efe22b8"
 REGION = "westeurope"
 MLFLOW_HOST = f"{REGION}.api.azureml.ms"
-SCORING_HOST = "retrain-msft.westeurope.inference.ml.azure.com"
+SCORING_DOMAIN = f"{REGION}.inference.ml.azure.com"
+SCORING_HOST = f"retrain-msft.{SCORING_DOMAIN}"
+
+
+def endpoint_key(endpoint: str) -> str:
+    """The primary key listKeys returns for an endpoint (each endpoint its own)."""
+    return f"pk-{endpoint}"
 
 
 class StaticTokenCredential:
@@ -84,6 +100,12 @@ class ArmTransport(HttpTransport):
     fail_next: list[tuple[int, dict[str, str]]] = field(
         default_factory=list
     )  # (status, headers) to answer first
+    # GETs for which an online endpoint/deployment operation stays in progress (0: done at once).
+    operation_gets: int = 0
+    # ARM path -> [GETs left, final provisioningState or None for a delete] of the running operations.
+    pending: dict[str, list[Any]] = field(default_factory=dict)
+    # endpoint name -> its primary key (listKeys); a key set here replaces the default one.
+    keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.store[WS_PATH] = {
@@ -155,8 +177,8 @@ class ArmTransport(HttpTransport):
             return self._blob(request, call)
         if url.netloc == MLFLOW_HOST:
             return self._mlflow(request, call)
-        if url.netloc == SCORING_HOST:
-            return self._respond(request, 200, self.scoring_answer)
+        if url.netloc.endswith("." + SCORING_DOMAIN):
+            return self._score(request, call)
         return self._arm(request, call)
 
     # ---- answers -------------------------------------------------------------------------------
@@ -164,7 +186,15 @@ class ArmTransport(HttpTransport):
     def _respond(request: Any, status: int, payload: Any, headers: dict[str, str] | None = None) -> Any:
         response = requests.Response()
         response.status_code = status
-        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 404: "Not Found"}.get(status, "Status")
+        response.reason = {
+            200: "OK",
+            201: "Created",
+            202: "Accepted",
+            400: "Bad Request",
+            401: "Unauthorized",
+            404: "Not Found",
+            409: "Conflict",
+        }.get(status, "Status")
         if payload is None:
             response._content = b""
         else:
@@ -187,8 +217,70 @@ class ArmTransport(HttpTransport):
             request, 404, {"error": {"code": "ResourceNotFound", "message": f"{path} was not found"}}
         )
 
+    # ---- online endpoint operations --------------------------------------------------------------
+    @staticmethod
+    def _endpoint_path(path: str) -> str | None:
+        match = re.match(r"^(.*/onlineEndpoints/[^/]+)(?:/deployments/[^/]+)?$", path)
+        return match.group(1) if match else None
+
+    def _busy(self, endpoint_path: str) -> str | None:
+        """The path of an operation running on the endpoint or one of its deployments, if any."""
+        for path, resource in self.store.items():
+            if path == endpoint_path or path.startswith(endpoint_path + "/deployments/"):
+                state = (resource.get("properties") or {}).get("provisioningState")
+                if state in ("Creating", "Updating", "Deleting"):
+                    return path
+        return None
+
+    def _refuse(self, request: Any, call: Call) -> Any | None:
+        """Azure's refusals of a PUT/DELETE on an online endpoint or deployment, or None."""
+        path = call.path.rstrip("/")
+        endpoint_path = self._endpoint_path(path)
+        if endpoint_path is None or call.method not in ("PUT", "DELETE"):
+            return None
+        running = self._busy(endpoint_path)
+        if running is not None:
+            message = f"Conflict: an operation on {running.rsplit('/', 1)[-1]} is in progress; retry later"
+            return self._respond(
+                request, 409, {"error": {"code": "Conflict", "message": message}}, {"Retry-After": "0"}
+            )
+        current = (self.store.get(path) or {}).get("properties", {}).get("provisioningState")
+        if call.method == "PUT" and "/deployments/" in path and current == "Failed":
+            message = "Deployment is in Failed state and cannot be updated; delete it and create it again"
+            return self._respond(request, 400, {"error": {"code": "BadRequest", "message": message}})
+        return None
+
+    def _advance(self, path: str) -> None:
+        """One GET of a resource with a running operation, by the test: the operation moves on."""
+        if path not in self.pending or threading.current_thread() is not threading.main_thread():
+            return  # the SDK's background LRO poller observes without advancing
+        left, final = self.pending[path]
+        if left > 0:
+            self.pending[path][0] = left - 1
+            return
+        del self.pending[path]
+        if final is None:
+            self.store.pop(path, None)
+        else:
+            self.store[path]["properties"]["provisioningState"] = final
+
+    def _score(self, request: Any, call: Call) -> Any:
+        endpoint = call.host.split(".", 1)[0]
+        endpoint_path = f"{WS_PATH}/onlineEndpoints/{endpoint}"
+        if endpoint_path not in self.store:
+            return self._respond(request, 404, {"message": f"endpoint {endpoint} not found"})
+        if call.headers.get("Authorization") != f"Bearer {self.keys.get(endpoint, endpoint_key(endpoint))}":
+            return self._respond(request, 401, {"message": "Key based authentication failed"})
+        traffic = self.store[endpoint_path]["properties"].get("traffic") or {}
+        if not call.headers.get("azureml-model-deployment") and not any(int(v) > 0 for v in traffic.values()):
+            return self._respond(request, 404, {"message": "No valid deployments to route to"})
+        return self._respond(request, 200, self.scoring_answer)
+
     def _arm(self, request: Any, call: Call) -> Any:
         path = call.path.rstrip("/")
+        refusal = self._refuse(request, call)
+        if refusal is not None:
+            return refusal
         if call.method == "PUT":
             resource = dict(call.body or {})
             properties = dict(resource.get("properties") or {})
@@ -196,8 +288,13 @@ class ArmTransport(HttpTransport):
                 "/versions/" + path.split("/")[-1]
             ):
                 properties["provisioningState"] = self.put_state
+            if self.operation_gets and self._endpoint_path(path):
+                properties["provisioningState"] = "Updating" if path in self.store else "Creating"
+                self.pending[path] = [self.operation_gets, "Succeeded"]
             if "/onlineEndpoints/" in path and "/deployments/" not in path:
-                properties.setdefault("scoringUri", f"https://{SCORING_HOST}/score")
+                properties.setdefault(
+                    "scoringUri", f"https://{path.rsplit('/', 1)[-1]}.{SCORING_DOMAIN}/score"
+                )
             if "/deployments/" in path:  # service-side defaults a managed deployment reports back
                 properties.setdefault("scaleSettings", {"scaleType": "Default"})
                 properties.setdefault(
@@ -242,9 +339,12 @@ class ArmTransport(HttpTransport):
             self.store[path] = resource
             return self._respond(request, 200 if existed else 201, resource)
         if call.method == "GET":
+            if path.endswith("/op") and path[:-3] in self.pending:  # a delete's Location: still running
+                return self._respond(request, 202, None, {"Retry-After": "5"})
             if path.endswith("/op") and path[:-3] in self.store:  # a delete's Location: the delete is done
                 del self.store[path[:-3]]
                 return self._respond(request, 204, None)
+            self._advance(path)
             if path in self.store:
                 return self._respond(request, 200, self.store[path])
             prefix = path + "/"
@@ -259,7 +359,9 @@ class ArmTransport(HttpTransport):
                 key = base64.b64encode(b"offline account key").decode()
                 return self._respond(request, 200, {"secretsType": "AccountKey", "key": key})
             if path.endswith("/listKeys"):
-                return self._respond(request, 200, {"primaryKey": "pk-offline", "secondaryKey": "sk-offline"})
+                endpoint = path.split("/")[-2]
+                key = self.keys.get(endpoint, endpoint_key(endpoint))
+                return self._respond(request, 200, {"primaryKey": key, "secondaryKey": f"sk-{endpoint}"})
             if path.endswith("/startPendingUpload"):  # code snapshots go to a temporary blob with a SAS
                 folder = f"https://{STORAGE_ACCOUNT}.blob.core.windows.net/{path.split('/')[-4]}"
                 return self._respond(
@@ -283,6 +385,8 @@ class ArmTransport(HttpTransport):
             if path not in self.store:
                 return self._respond(request, 204, None)
             self.store[path]["properties"]["provisioningState"] = "Deleting"
+            if self.operation_gets:
+                self.pending[path] = [self.operation_gets, None]
             return self._respond(request, 202, None, {"Location": f"https://management.azure.com{path}/op"})
         return self._not_found(request, path)
 

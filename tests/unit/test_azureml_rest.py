@@ -243,7 +243,9 @@ def test_metrics_come_from_the_workspace_mlflow_rest_api(platform, arm):
     assert platform.get_job_metrics("job-1") == {"mae": 1.25, "naive_mae": 1.5}
     [call] = [c for c in arm.calls if "mlflow" in c.path]
     assert call.host == "westeurope.api.azureml.ms"
-    assert call.path == f"/mlflow/v1.0{WS_PATH}/api/2.0/mlflow/runs/get"
+    # v1.0 as ARM reports it; v2.0 where azureml-mlflow is installed (the dev venv: the SDK then asks
+    # azureml.mlflow for the URI, which rewrites it for MLflow >= 2). The Function App has no azureml-mlflow.
+    assert call.path in {f"/mlflow/v{v}{WS_PATH}/api/2.0/mlflow/runs/get" for v in ("1.0", "2.0")}
     assert call.query == {"run_id": ["job-1"]}
     assert call.headers["Authorization"] == "Bearer offline-test-token"
     with pytest.raises(PlatformError, match="no MLflow run"):
@@ -387,8 +389,9 @@ def test_invoke_pins_the_slot_only_when_asked(platform, arm):
     [score] = [c for c in arm.calls if c.host == SCORING_HOST]
     assert score.method == "POST" and score.body == {"close": [100.0] * 20}
     assert score.headers["azureml-model-deployment"] == "blue"
-    assert score.headers["Authorization"] == "Bearer pk-offline"  # the endpoint key from listKeys
+    assert score.headers["Authorization"] == "Bearer pk-retrain-msft"  # the endpoint key from listKeys
 
+    platform.set_traffic("retrain-msft", {"blue": 100})  # unpinned requests need a slot with traffic
     platform.invoke("retrain-msft", {"close": [100.0] * 20})
     last = [c for c in arm.calls if c.host == SCORING_HOST][-1]
     assert "azureml-model-deployment" not in last.headers

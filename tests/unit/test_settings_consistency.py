@@ -76,7 +76,7 @@ def _bicep_app_settings() -> set[str]:
         match = re.search(rf"var {block} = \{{(.*?)\n\}}", text, re.S)
         assert match, f"infra/main.bicep has no `var {block} = {{...}}` block"
         names.update(re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:", match.group(1), re.M))
-    assert "items(union(retrainSettings, hostSettings))" in text, (
+    assert "properties: union(retrainSettings, hostSettings)" in text, (
         "the app settings must come from both blocks"
     )
     return names

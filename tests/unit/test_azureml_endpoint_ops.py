@@ -1,0 +1,200 @@
+"""The azureml adapter against Azure's endpoint semantics, through the real azure-ai-ml SDK and the
+recording transport (tests/unit/azure_recording_transport.py) in its Azure-like mode: long-running
+traffic updates, deployments and deletes; 409 Conflict while an operation runs; a Failed deployment
+that refuses an update; scoring with per-endpoint URIs and keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retrain.azureml.platform import AzureMLPlatform
+from retrain.ports import EndpointBusyError, ModelRef, PlatformError
+from tests.unit.azure_recording_transport import (
+    RG,
+    SCORING_DOMAIN,
+    SUB,
+    WS,
+    WS_PATH,
+    ArmTransport,
+    StaticTokenCredential,
+    code_root,
+    endpoint_key,
+    route_blob_uploads,
+)
+
+ENV = {"AZURE_SUBSCRIPTION_ID": SUB, "AZURE_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
+EP = "msft-forecast-1a2b3c"
+OPERATION_GETS = 3
+
+
+@pytest.fixture()
+def arm(monkeypatch: pytest.MonkeyPatch) -> ArmTransport:
+    transport = ArmTransport()
+    route_blob_uploads(monkeypatch, transport)
+    return transport
+
+
+@pytest.fixture()
+def platform(arm: ArmTransport, tmp_path: Path) -> AzureMLPlatform:
+    return AzureMLPlatform(
+        environ=ENV,
+        repo_root=code_root(tmp_path),
+        credential=StaticTokenCredential(),
+        transport=arm,
+        retry_backoff_factor=0.01,
+    )
+
+
+def _deployed(platform: AzureMLPlatform, arm: ArmTransport, *slots: str, name: str = EP) -> None:
+    """An endpoint with the given slots deployed (operations done at once), then Azure-like timing."""
+    arm.operation_gets = 0
+    platform.begin_create_endpoint(name)
+    for number, slot in enumerate(slots, start=1):
+        platform.begin_deployment(name, slot, ModelRef("msft-forecaster", str(number)))
+    arm.operation_gets = OPERATION_GETS
+
+
+def _puts(arm: ArmTransport, pattern: str) -> int:
+    return len(arm.find("PUT", pattern))
+
+
+def _state(arm: ArmTransport, path: str) -> str:
+    return arm.store[path]["properties"]["provisioningState"]
+
+
+def test_traffic_update_is_long_running_and_reported_until_it_applies(platform, arm):
+    _deployed(platform, arm, "blue", "green")
+    started = platform.set_traffic(EP, {"blue": 90, "green": 10})
+    assert (started.state, started.traffic) == ("Updating", {"blue": 90, "green": 10})
+    [put] = arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1:]
+    assert put.body["properties"]["traffic"] == {"blue": 90, "green": 10}
+
+    # The orchestrator polls get_endpoint: Updating for a few GETs, then Succeeded with the traffic.
+    seen = [platform.get_endpoint(EP) for _ in range(OPERATION_GETS + 1)]
+    assert [s.state for s in seen] == ["Updating"] * OPERATION_GETS + ["Succeeded"]
+    assert all(s.traffic == {"blue": 90, "green": 10} for s in seen)
+    assert seen[-1].deployments.keys() == {"blue", "green"}
+
+    # All to green: Azure drops the 0 % entry (the SDK strips it before the PUT); get_endpoint still
+    # reports every deployed slot, so the traffic compares equal to what was asked.
+    asked = {"green": 100, "blue": 0}
+    assert platform.set_traffic(EP, asked).traffic == asked
+    assert arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1].body["properties"]["traffic"] == {"green": 100}
+    done = [platform.get_endpoint(EP) for _ in range(OPERATION_GETS + 1)][-1]
+    assert (done.state, done.traffic) == ("Succeeded", asked)
+
+
+def test_set_traffic_again_while_it_applies_is_idempotent_and_another_is_refused(platform, arm):
+    _deployed(platform, arm, "blue", "green")
+    platform.set_traffic(EP, {"green": 100})
+    before = _puts(arm, rf"/onlineEndpoints/{EP}$")
+
+    # The activity ran again: the same traffic is already being applied, nothing is sent.
+    again = platform.set_traffic(EP, {"green": 100, "blue": 0})
+    assert (again.state, again.traffic) == ("Updating", {"green": 100, "blue": 0})
+    # Another traffic while the update runs: refused before any PUT (Azure would answer 409).
+    with pytest.raises(EndpointBusyError, match="Updating"):
+        platform.set_traffic(EP, {"blue": 100})
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == before
+
+
+def test_conflict_from_arm_is_endpoint_busy_and_not_retried(platform, arm):
+    _deployed(platform, arm, "blue")
+    platform.begin_deployment(EP, "green", ModelRef("msft-forecaster", "2"))  # Creating for a while
+    assert platform.get_endpoint(EP).state == "Succeeded"  # the endpoint itself looks idle...
+    before = _puts(arm, rf"/onlineEndpoints/{EP}$")
+
+    # ...but ARM refuses any other operation on it while the deployment runs: 409 (with Retry-After,
+    # which azure-core's default policy would retry quickly). One PUT, then EndpointBusyError.
+    with pytest.raises(EndpointBusyError, match=r"HTTP 409.*busy"):
+        platform.set_traffic(EP, {"blue": 100})
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == before + 1
+    with pytest.raises(EndpointBusyError):
+        platform.begin_delete_deployment(EP, "blue")
+    assert len(arm.find("DELETE", r"/deployments/blue$")) == 1
+
+    # Once the deployment has finished, the same call goes through.
+    while platform.get_deployment(EP, "green").state != "Succeeded":
+        pass
+    assert platform.set_traffic(EP, {"blue": 100}).state == "Updating"
+
+
+def test_deploying_over_a_slot_that_is_still_provisioning_is_busy(platform, arm):
+    _deployed(platform, arm)
+    assert platform.begin_deployment(EP, "blue", ModelRef("msft-forecaster", "1")).state == "Creating"
+    with pytest.raises(EndpointBusyError, match="Creating"):
+        platform.begin_deployment(EP, "blue", ModelRef("msft-forecaster", "2"))
+    assert _puts(arm, r"/deployments/blue$") == 1
+
+
+def test_failed_deployment_must_be_deleted_before_it_is_deployed_again(platform, arm):
+    _deployed(platform, arm, "blue")
+    path = f"{WS_PATH}/onlineEndpoints/{EP}/deployments/blue"
+    arm.store[path]["properties"]["provisioningState"] = "Failed"
+    assert platform.get_deployment(EP, "blue").state == "Failed"
+
+    with pytest.raises(PlatformError, match="Failed and cannot be updated; delete it first") as info:
+        platform.begin_deployment(EP, "blue", ModelRef("msft-forecaster", "2"))
+    assert not isinstance(info.value, EndpointBusyError)  # waiting would not help
+    assert _puts(arm, r"/deployments/blue$") == 1  # only the original create
+
+    # Delete: Deleting for a few GETs, then gone (404 -> NotFound); then the slot can be deployed.
+    assert platform.begin_delete_deployment(EP, "blue").state == "Deleting"
+    states = [platform.get_deployment(EP, "blue").state for _ in range(OPERATION_GETS + 1)]
+    assert states == ["Deleting"] * OPERATION_GETS + ["NotFound"]
+    assert platform.begin_deployment(EP, "blue", ModelRef("msft-forecaster", "2")).state == "Creating"
+    assert _state(arm, path) == "Creating"
+
+
+def test_delete_that_is_already_running_is_not_sent_twice(platform, arm):
+    _deployed(platform, arm, "blue")
+    platform.begin_delete_deployment(EP, "blue")
+    assert platform.begin_delete_deployment(EP, "blue").state == "Deleting"
+    assert len(arm.find("DELETE", r"/deployments/blue$")) == 1
+
+
+def test_invoke_fetches_uri_and_key_once_and_interleaved_endpoints_never_mix(platform, arm):
+    other = "aapl-forecast-1a2b3c"
+    _deployed(platform, arm, "blue", "green")
+    _deployed(platform, arm, "blue", "green", name=other)
+    arm.operation_gets = 0
+    platform.set_traffic(EP, {"blue": 100})
+    platform.set_traffic(other, {"green": 100})
+    closes = {"close": [100.0] * 20}
+
+    plan = [(EP, "blue"), (other, None), (EP, None), (other, "green"), (EP, "green"), (other, None)]
+    first = len(arm.calls)
+    marks = []
+    for endpoint, slot in plan:
+        assert platform.invoke(endpoint, closes, slot=slot)["forecast"] == [101.5]
+        marks.append(len(arm.calls))
+    scoring = [c for c in arm.calls[first:] if c.host.endswith(SCORING_DOMAIN)]
+    assert len(scoring) == len(plan)
+    for call, (endpoint, slot) in zip(scoring, plan, strict=True):
+        assert call.host == f"{endpoint}.{SCORING_DOMAIN}" and call.path == "/score"
+        assert call.headers["Authorization"] == f"Bearer {endpoint_key(endpoint)}"
+        assert call.headers.get("azureml-model-deployment") == slot
+        assert call.body == closes
+    # The scoring URI and key were fetched once per endpoint (at its first call); after that each
+    # invoke is one scoring call and nothing else.
+    keys = [c.path.split("/")[-2] for c in arm.calls[first:] if c.path.endswith("/listKeys")]
+    assert sorted(keys) == sorted([EP, other])
+    assert all(c.host.endswith(SCORING_DOMAIN) for c in arm.calls[marks[1] :])
+
+
+def test_invoke_refetches_a_regenerated_key_once(platform, arm):
+    _deployed(platform, arm, "blue")
+    platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")
+    arm.keys[EP] = "pk-regenerated"
+    assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
+    statuses = [c.headers["Authorization"] for c in arm.calls if c.host.endswith(SCORING_DOMAIN)]
+    assert statuses == [f"Bearer {endpoint_key(EP)}"] * 2 + ["Bearer pk-regenerated"]
+
+
+def test_unpinned_scoring_without_traffic_is_a_clear_error(platform, arm):
+    _deployed(platform, arm, "blue")
+    with pytest.raises(PlatformError, match="404.*no deployment takes traffic yet"):
+        platform.invoke(EP, {"close": [1.0] * 20})
+    assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
