@@ -290,14 +290,26 @@ def mlflow_models_serve(model_dir: Path, log_path: Path, settings: dict[str, str
             time.sleep(0.3)
         yield port
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        stop_group(proc.pid)
+        proc.wait(timeout=5)
+
+
+def stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group (`mlflow models serve` and the uvicorn it starts), wait until every
+    member is gone, SIGKILL whatever is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap our direct child so it does not linger as a zombie
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------------------- report
