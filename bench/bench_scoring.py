@@ -7,6 +7,9 @@
                        endpoint's own launcher with the slot settings (retrain/scoring_server.py)
   stable URL           the real local endpoint (LocalEndpoints): its router, then the slot
   mlflow models serve  `mlflow models serve --env-manager local` of the same model folder
+  slot, sync worker    the same slot with gunicorn's default sync worker (azmlinfsrv's default), for
+                       comparison; plus the held-connection probe: one client keeps its connection
+                       open after a response, how long does the next client's request take?
 
     python bench/bench_scoring.py [--model MLFLOW_MODEL_DIR] [--requests 300] [--rounds 3]
                                   [--seconds 10] [--clients 16,64] [--slot-setting KEY=VALUE ...]
@@ -32,6 +35,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +53,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from retrain.local.endpoint import LocalEndpoints  # noqa: E402
+from retrain.local.inference_server import (  # noqa: E402
+    start_inference_server,
+    stop_inference_server,
+    wait_until_live,
+)
 from retrain.local.processes import free_port, read_json  # noqa: E402
 from retrain.ports import ModelRef  # noqa: E402
 from retrain.scoring_server import SLOT_SERVER_ENVIRONMENT  # noqa: E402
@@ -224,7 +233,51 @@ def concurrent_load(target: HttpTarget, clients: int, seconds: float) -> LoadRes
     return LoadResult(ok=len(flat), errors=sum(errors), seconds=elapsed, latencies=flat)
 
 
+def held_connection_wait(port: int, body: bytes) -> float:
+    """Client A sends one request and keeps its socket open after reading the response (as a pool that
+    closes lazily does); returns how long client B's request then takes."""
+    request = (
+        b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    held = socket.create_connection((LOCALHOST, port), timeout=60)
+    try:
+        held.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += held.recv(65536)
+        head, rest = data.split(b"\r\n\r\n", 1)
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        while len(rest) < length:
+            rest += held.recv(65536)
+        t0 = time.perf_counter()
+        status, _ = post_new_connection(port, "/score", body)
+        waited = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"held-connection probe answered {status}")
+        return waited
+    finally:
+        held.close()
+
+
 # ------------------------------------------------------------------------------------------ servers
+
+
+@contextlib.contextmanager
+def sync_worker_slot(model_dir: Path, log_path: Path, overrides: dict[str, str]):
+    """A slot as azmlinfsrv runs by default (gunicorn's sync worker), otherwise with the slot settings."""
+    settings = {**overrides, "GUNICORN_CMD_ARGS": ""}
+    server = start_inference_server(SCORE_PY, model_dir, free_port(), log_path, server_settings=settings)
+    try:
+        wait_until_live(server)
+        yield server.port
+    finally:
+        stop_inference_server(server.pid, server.start_ticks)
 
 
 @contextlib.contextmanager
@@ -418,6 +471,7 @@ def main() -> int:
         with (
             local_endpoint(model_dir, workdir / "state", overrides) as (router_port, slot_port),
             mlflow_models_serve(model_dir, workdir / "mlflow-serve.log", slot_settings) as serve_port,
+            sync_worker_slot(model_dir, workdir / "sync-slot.log", overrides) as sync_port,
         ):
             targets = {
                 "slot direct (azmlinfsrv)": HttpTarget(
@@ -428,6 +482,9 @@ def main() -> int:
                 ),
                 "mlflow models serve": HttpTarget(
                     "mlflow models serve", serve_port, "/invocations", serve_body, expected, serve_answer
+                ),
+                "slot, sync worker": HttpTarget(
+                    "slot, sync worker", sync_port, "/score", score_body, expected, scorer_answer
                 ),
             }
             for fn in in_process.values():
@@ -448,6 +505,11 @@ def main() -> int:
                         sequential.setdefault((name, client), []).append(
                             pcts_ms(time_sequential(target, keep_alive, args.requests))
                         )
+
+            held: dict[str, list[float]] = {}
+            for name in ("slot direct (azmlinfsrv)", "slot, sync worker"):
+                for _ in range(3):
+                    held.setdefault(name, []).append(held_connection_wait(targets[name].port, score_body))
 
             concurrency: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
             load_targets = {k: targets[k] for k in ("stable URL (router+slot)", "slot direct (azmlinfsrv)")}
@@ -496,6 +558,9 @@ def main() -> int:
         rps, p50, p99, errors = median_of(rounds)
         total_errors = int(sum(r[3] for r in rounds))
         print(f"{name:<28}{clients:>8}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{total_errors:>8}")
+    print("\nOne client keeps its connection open after a response; the next client's request (3 tries)")
+    for name, waits in held.items():
+        print(f"{name:<28}{' / '.join(f'{w * 1e3:.1f}' for w in waits)} ms")
     print(f"\nslot worker boots during the run: {worker_boots} (1 per worker: none died)")
     return 0
 
