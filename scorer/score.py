@@ -4,7 +4,11 @@ Self-contained: this folder is uploaded as the deployment's code configuration, 
 from `retrain` or `trainer`.
 
 - `init()` loads the MLflow pyfunc model from `AZUREML_MODEL_DIR`: either the model folder itself or
-  Azure's `<name>/<version>/` nesting with the model folder somewhere below.
+  Azure's `<name>/<version>/` nesting with the model folder somewhere below. It checks the model's
+  signature once (the columns c0..c{window-1}, doubles, that every request becomes) and picks the
+  model's own numpy path when its python model offers one (`forecast_from_closes(ndarray) -> ndarray`,
+  checked once against `predict` on a probe); any other MLflow model is scored through
+  `predict(DataFrame)`. The artefact stays a standard MLflow model either way.
 - `run(request)` reads the raw HTTP request (`@rawhttp`), so it can refuse huge or non-JSON bodies
   itself: every bad input answers 400 with a message saying what to send; only an unexpected internal
   error answers 500 (logged, generic message), and the worker always survives.
@@ -19,11 +23,12 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from werkzeug.exceptions import ClientDisconnected  # flask's, which the inference server runs on
 
 try:  # azureml-inference-server-http >= 0.8 (the package the deployment image runs)
@@ -46,6 +51,8 @@ _MLMODEL_SEARCH_DEPTH = 3
 _VERSION_DIR = re.compile(r"^\d+$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _UNKNOWN = "unknown"
+# The fast path must give the answers predict() gives; checked once at init() on a probe.
+_FAST_PATH_RTOL = 1e-9
 
 
 class ScoringInputError(ValueError):
@@ -58,12 +65,18 @@ class ModelIdentity:
     version: str
 
 
+# (n, window) float64 closes -> (n,) forecasts: the model's own numpy path.
+NumpyForecast = Callable[[np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     pyfunc: Any
     identity: ModelIdentity
     window: int
     path: Path
+    # None: score through pyfunc.predict(DataFrame) (any MLflow model).
+    fast_forecast: NumpyForecast | None = None
 
 
 _model: LoadedModel | None = None
@@ -124,6 +137,85 @@ def window_from_metadata(metadata: dict[str, Any] | None) -> int:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"MLmodel metadata must hold a positive integer 'window', got {window!r}")
     return window
+
+
+def input_columns(window: int) -> list[str]:
+    return [f"c{i}" for i in range(window)]
+
+
+def check_signature(signature: Any, window: int) -> None:
+    """Once at init(): the model's declared input must be what every request becomes (columns
+    c0..c{window-1}, doubles), so skipping MLflow's per-call schema enforcement loses nothing.
+    A model without an input signature is accepted (MLflow enforces nothing for it either)."""
+    inputs = getattr(signature, "inputs", None)
+    if inputs is None:
+        return
+    expected = input_columns(window)
+    if inputs.is_tensor_spec():
+        raise ValueError(
+            f"the model's signature takes tensors; this scorer sends a table with the double columns "
+            f"{expected[0]}..{expected[-1]} (the closes, oldest first): save the model with that signature"
+        )
+    names = inputs.input_names()
+    if names != expected:
+        shown = ", ".join(map(str, names[:6])) + (", ..." if len(names) > 6 else "")
+        raise ValueError(
+            f"the model's signature takes the columns [{shown}]; this scorer sends {expected[0]}..{expected[-1]}"
+            f" (window {window} from the MLmodel metadata): save the model with that signature"
+        )
+    not_double = [spec.name for spec in inputs.inputs if getattr(spec.type, "name", None) != "double"]
+    if not_double:
+        raise ValueError(
+            f"the model's signature declares {', '.join(not_double[:6])} as non-double; every close is sent "
+            "as a double: save the model with double columns"
+        )
+
+
+def find_fast_forecast(pyfunc: Any, window: int) -> NumpyForecast | None:
+    """The python model's own numpy path, `forecast_from_closes(ndarray) -> ndarray`, when it has one
+    and it answers exactly as `predict` does on a probe; None otherwise (score through predict)."""
+    try:
+        python_model = pyfunc.unwrap_python_model()
+    except Exception:  # not a python_model flavour (sklearn, onnx, ...): no custom methods to use
+        return None
+    fast = getattr(python_model, "forecast_from_closes", None)
+    if not callable(fast):
+        return None
+    # Two gentle, different histories (a rise and a fall): any real model answers them.
+    steps = np.arange(window, dtype=np.float64)
+    probe = np.stack([100.0 * 1.001**steps, 100.0 * 0.999**steps])
+    try:
+        expected = _forecast_column(pyfunc.predict(_frame(probe, window)), len(probe))
+        got = np.asarray(fast(probe), dtype=np.float64).reshape(-1)
+    except Exception:
+        logger.warning(
+            "forecast_from_closes failed on the init probe; scoring through predict()", exc_info=True
+        )
+        return None
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=_FAST_PATH_RTOL, atol=0.0):
+        logger.warning(
+            "forecast_from_closes answers %s where predict answers %s on the init probe; scoring through predict()",
+            got.tolist(),
+            expected.tolist(),
+        )
+        return None
+    return fast
+
+
+def _frame(closes: np.ndarray, window: int) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(closes, columns=input_columns(window), dtype="float64")
+
+
+def _forecast_column(result: Any, n_rows: int) -> np.ndarray:
+    """predict()'s answer as a flat float array: a DataFrame's `forecast` column, or an array/Series."""
+    if hasattr(result, "columns"):
+        result = result["forecast"]
+    forecast = np.asarray(result, dtype=np.float64).reshape(-1)
+    if forecast.shape != (n_rows,):
+        raise RuntimeError(f"model returned {forecast.size} forecasts for {n_rows} rows")
+    return forecast
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,7 +353,14 @@ def load(model_root: str | Path, environ: Mapping[str, str] | None = None) -> Lo
     mlflow_dir = find_mlflow_model_dir(root)
     pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir))
     window = window_from_metadata(pyfunc.metadata.metadata)
-    return LoadedModel(pyfunc=pyfunc, identity=model_identity(root, environ), window=window, path=mlflow_dir)
+    check_signature(pyfunc.metadata.signature, window)
+    return LoadedModel(
+        pyfunc=pyfunc,
+        identity=model_identity(root, environ),
+        window=window,
+        path=mlflow_dir,
+        fast_forecast=find_fast_forecast(pyfunc, window),
+    )
 
 
 def init() -> None:
@@ -271,26 +370,28 @@ def init() -> None:
         raise RuntimeError("AZUREML_MODEL_DIR is not set; start the server with --model_dir <model folder>")
     _model = load(model_root)
     logger.info(
-        "Loaded model %s version %s (window %d) from %s",
+        "Loaded model %s version %s (window %d) from %s; scoring through %s",
         _model.identity.name,
         _model.identity.version,
         _model.window,
         _model.path,
+        "its forecast_from_closes (numpy)" if _model.fast_forecast else "predict(DataFrame)",
     )
 
 
 def predict(model: LoadedModel, rows: list[list[float]]) -> list[float]:
-    """Forecast one next close per row with the pyfunc contract (columns c0..c{window-1})."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=[f"c{i}" for i in range(model.window)], dtype="float64")
-    result = model.pyfunc.predict(frame)
-    forecast = [float(v) for v in result["forecast"].to_numpy()]
-    if len(forecast) != len(rows) or not all(math.isfinite(v) for v in forecast):
+    """Forecast one next close per row: through the model's numpy path when it has one, else with the
+    pyfunc contract (a DataFrame with the columns c0..c{window-1})."""
+    closes = np.asarray(rows, dtype=np.float64)
+    if model.fast_forecast is not None:
+        forecast = np.asarray(model.fast_forecast(closes), dtype=np.float64).reshape(-1)
+    else:
+        forecast = _forecast_column(model.pyfunc.predict(_frame(closes, model.window)), len(rows))
+    if forecast.shape != (len(rows),) or not np.isfinite(forecast).all():
         raise RuntimeError(
-            f"model returned {len(forecast)} forecasts (non-finite among them?) for {len(rows)} rows"
+            f"model returned {forecast.size} forecasts (non-finite among them?) for {len(rows)} rows"
         )
-    return forecast
+    return forecast.tolist()
 
 
 def _read_body(request: AMLRequest, max_bytes: int) -> bytes:

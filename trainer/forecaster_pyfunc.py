@@ -33,8 +33,10 @@ def forecast_from_closes(net: LSTMForecaster, scaler: ReturnScaler, closes: np.n
         raise ValueError("every close must be a finite number greater than 0")
     scaled = scaler.transform(window_log_returns(closes))
     x = torch.as_tensor(scaled, dtype=torch.float32).unsqueeze(-1)
-    net.eval()
-    with torch.no_grad():
+    if net.training:  # a served net is put in eval mode once, at load time
+        net.eval()
+    # inference_mode: no autograd bookkeeping at all (cheaper than no_grad on a one-window call).
+    with torch.inference_mode():
         predicted = net(x).double().numpy()
     return closes[:, -1] * np.exp(scaler.inverse(predicted))
 
@@ -53,6 +55,19 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
         self.net.load_state_dict(torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True))
         self.net.eval()
 
+    def forecast_from_closes(self, closes: np.ndarray) -> np.ndarray:
+        """The model's numpy path, which predict() also uses: (n, window) closes, oldest first ->
+        (n,) next-day closes. A scorer that has checked its input once can call this per request
+        (through `PyFuncModel.unwrap_python_model()`) and skip the DataFrame round trip and MLflow's
+        per-call schema enforcement."""
+        closes = np.asarray(closes, dtype=np.float64)
+        if closes.ndim != 2 or closes.shape[1] != self.window:
+            raise ValueError(
+                f"expected closes of shape (n, {self.window}) (one row per instance, oldest first), "
+                f"got shape {closes.shape}"
+            )
+        return forecast_from_closes(self.net, self.scaler, closes)
+
     # No type hints on predict: MLflow would try to derive a signature from them; the saved model
     # carries an explicit one (c0..c{window-1} -> forecast).
     def predict(self, context, model_input, params=None):
@@ -66,5 +81,5 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
                 f"missing: {', '.join(missing[:5])}"
             )
         closes = model_input[columns].to_numpy(dtype=np.float64)
-        forecast = forecast_from_closes(self.net, self.scaler, closes)
+        forecast = self.forecast_from_closes(closes)
         return pd.DataFrame({"forecast": forecast.astype(np.float64)})

@@ -19,9 +19,11 @@ from azure.ai.ml.entities import (
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
     Model,
+    OnlineRequestSettings,
 )
 
 from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest
+from retrain.scoring_server import SLOT_CONCURRENT_REQUESTS, SLOT_SERVER_ENVIRONMENT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Curated Azure ML base image; the conda file layers the trainer's / scorer's pinned packages on top.
@@ -201,6 +203,10 @@ def deployment_entity(
         environment=scorer_environment(repo_root),
         instance_type=instance_type,
         instance_count=1,
+        # The slot server's settings, as the local endpoint's slots run (retrain/scoring_server.py); Azure
+        # sends an instance at most this many requests at once (its default is 1).
+        environment_variables=dict(SLOT_SERVER_ENVIRONMENT),
+        request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=SLOT_CONCURRENT_REQUESTS),
         tags=_str_tags({"model": f"{model.name}:{model.version}"}),
     )
 

@@ -13,10 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.local.processes import process_alive, process_start_ticks, stop_process_group, tail
+from retrain.scoring_server import SLOT_SERVER_ENVIRONMENT, SLOT_WORKERS
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -37,13 +39,21 @@ class ServerProcess:
 
 
 def start_inference_server(
-    entry_script: Path, model_dir: Path, port: int, log_path: Path, workers: int = 1
+    entry_script: Path,
+    model_dir: Path,
+    port: int,
+    log_path: Path,
+    workers: int = SLOT_WORKERS,
+    server_settings: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start a detached inference server (its own session: it outlives the caller) on 127.0.0.1:port.
-    Returns at once; use `is_live` to wait for it."""
+    """Start a detached inference server (its own session: it outlives the caller) on 127.0.0.1:port,
+    with the slot settings the Azure deployment gets too (`server_settings` overrides some, e.g. for a
+    benchmark). Returns at once; use `is_live` to wait for it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
+        **SLOT_SERVER_ENVIRONMENT,
+        **(server_settings or {}),
         "AZUREML_MODEL_DIR": str(model_dir),
         "AML_APP_ROOT": str(entry_script.parent),
         "PYTHONUNBUFFERED": "1",
