@@ -56,7 +56,10 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
 
     ticker = payload["ticker"]
     prices = fetch_prices(
-        ticker, source=payload.get("source") or "yfinance", lookback_days=payload.get("lookback_days")
+        ticker,
+        source=payload.get("source") or "yfinance",
+        lookback_days=payload.get("lookback_days"),
+        end=payload.get("as_of"),
     )
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
         snapshot = write_snapshot(prices, ticker, staging)
@@ -67,6 +70,8 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
             "sha256": snapshot.sha256,
             "orchestration_instance_id": str(payload.get("instance_id")),
         }
+        if payload.get("as_of"):
+            tags["as_of"] = str(payload["as_of"])
         # The platform copies (local) or uploads (Azure) the file: the staging copy can go.
         asset = get_platform().register_data(snapshot.name, snapshot.version, str(snapshot.path), tags)
     closes = [float(c) for c in prices["Close"].tail(SMOKE_CLOSES)]

@@ -183,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "lookback_days": args.lookback_days,
                 "force": args.force or None,
                 "max_epochs": args.max_epochs,
+                "as_of": args.as_of,
             }.items()
             if v is not None
         }
@@ -442,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="deploy even when the quality gate rejects")
     run.add_argument("--max-epochs", type=int, help="training epochs (default: RETRAIN_MAX_EPOCHS)")
     run.add_argument("--port", type=int, help="host port (default: a free one)")
+    run.add_argument(
+        "--as-of", help="YYYY-MM-DD: train on data up to and including that trading day (default: latest)"
+    )
     state(run)
     run.set_defaults(func=cmd_run)
 

@@ -43,6 +43,7 @@ REQUEST_FIELDS = {
     "source": "yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
     "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS)",
+    "as_of": 'a date "YYYY-MM-DD": train on data up to and including that trading day (default: latest)',
 }
 
 
@@ -107,8 +108,25 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000
     ):
         raise BadRequest(f"max_epochs={epochs!r}: expected {REQUEST_FIELDS['max_epochs']}")
+    as_of = data.get("as_of")
+    if as_of is not None:
+        from retrain.market_data import parse_as_of
+
+        try:
+            if not isinstance(as_of, str) or len(as_of.strip()) != 10:
+                raise MarketDataError("not YYYY-MM-DD")
+            as_of = parse_as_of(as_of).isoformat()
+        except MarketDataError:
+            raise BadRequest(f"as_of={data['as_of']!r}: expected {REQUEST_FIELDS['as_of']}") from None
     return CycleInput.from_settings(
-        ticker, "http", environ, lookback_days=lookback, source=source, force=force, max_epochs=epochs
+        ticker,
+        "http",
+        environ,
+        lookback_days=lookback,
+        source=source,
+        force=force,
+        max_epochs=epochs,
+        as_of=as_of,
     )
 
 

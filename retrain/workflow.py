@@ -67,7 +67,9 @@ class CycleInput:
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
     deploy_timeout_minutes: float = 60.0
-    trigger: str = "http"  # timer or http
+    trigger: str = "http"  # timer, http, drift, performance or azureml_monitor
+    reason: str | None = None  # why a monitor started this cycle (statistic, threshold, window)
+    as_of: str | None = None  # YYYY-MM-DD: data up to and including that day (offline replay)
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -277,6 +279,7 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
             "ticker": ticker,
             "source": cycle.source,
             "lookback_days": cycle.lookback_days,
+            "as_of": cycle.as_of,
             "instance_id": instance_id,
         },
     )
