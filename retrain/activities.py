@@ -103,6 +103,11 @@ def get_job_metrics(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: float(v) for k, v in get_platform().get_job_metrics(payload["job_name"]).items()}
 
 
+def get_job_test_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none."""
+    return get_platform().get_job_test_errors(payload["job_name"])
+
+
 def register_model(payload: dict[str, Any]) -> dict[str, Any]:
     return get_platform().register_model(payload["name"], payload["job_name"], payload["tags"]).to_dict()
 
@@ -189,6 +194,7 @@ ACTIVITIES = (
     submit_training,
     get_job_status,
     get_job_metrics,
+    get_job_test_errors,
     register_model,
     set_champion,
     begin_create_endpoint,

@@ -63,6 +63,7 @@ class CycleInput:
     poll_minutes: float = 10.0
     job_timeout_hours: float = 24.0
     baseline_margin: float = 0.05
+    gate_alpha: float = 0.05  # significance level of the gate's Diebold-Mariano tests
     canary_percent: int = 10
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
@@ -81,6 +82,7 @@ class CycleInput:
             "poll_minutes": get_float("RETRAIN_JOB_POLL_MINUTES", environ),
             "job_timeout_hours": get_float("RETRAIN_JOB_TIMEOUT_HOURS", environ),
             "baseline_margin": get_float("RETRAIN_GATE_BASELINE_MARGIN", environ),
+            "gate_alpha": get_float("RETRAIN_GATE_ALPHA", environ),
             "canary_percent": get_int("RETRAIN_CANARY_PERCENT", environ),
             "smoke_max_latency_ms": get_float("RETRAIN_SMOKE_MAX_LATENCY_MS", environ),
             "keep_old_slot": get_bool("RETRAIN_KEEP_OLD_SLOT", environ),
@@ -250,7 +252,9 @@ def lineage_tags(
 
 
 def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
-    from retrain.gate import decide  # pure; imported here so a broken gate module fails only the cycle
+    from retrain.gate import (
+        decide_with_test_errors,
+    )  # pure; imported here so a broken gate module fails only the cycle
 
     cycle = CycleInput.from_dict(context.get_input() or {})
     instance_id = context.instance_id
@@ -328,8 +332,15 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     # 5. Metrics -> quality gate (pure, so it runs inside the orchestrator).
     progress.step("gate")
     metrics = yield from _call(context, "get_job_metrics", {"job_name": job_name})
-    decision = decide(
-        metrics, has_champion=champion is not None, baseline_margin=cycle.baseline_margin, force=cycle.force
+    # Per-day test forecasts: the gate tests whether the errors differ significantly (None: fixed margin).
+    test_errors = yield from _call(context, "get_job_test_errors", {"job_name": job_name})
+    decision = decide_with_test_errors(
+        metrics,
+        test_errors,
+        has_champion=champion is not None,
+        baseline_margin=cycle.baseline_margin,
+        alpha=cycle.gate_alpha,
+        force=cycle.force,
     ).to_dict()
     out["gate"] = decision
     progress.status["decision"] = decision

@@ -12,6 +12,7 @@ Public API
 - `calibrate_drift(returns_by_ticker, ...)`, `calibrate_cusum(differentials_by_ticker, ...)`: the two
   detectors of `retrain.monitoring.detectors`, with the same window sizes the monitor uses.
 - `false_alarms_per_year(alarm_count, days)`.
+- `thresholds_from_settings()`: what the live monitor applies (the settings below).
 - `DEFAULT_THRESHOLDS`: the values `bench/bench_monitor.py --calibrate` produced (see the README table),
   the settings' defaults.
 """
@@ -42,6 +43,23 @@ CUSUM_REFERENCE_DAYS = 150
 # From `python bench/bench_monitor.py --calibrate` on MSFT, AAPL, IBM, GOOG (2000-2013), 20 shuffles each,
 # target 1 false alarm per ticker-year, cooldown 20 trading days; re-run it when a window size changes.
 DEFAULT_THRESHOLDS = Thresholds(drift=0.372, cusum=9.44, cooldown_days=DEFAULT_COOLDOWN_DAYS)
+
+
+def thresholds_from_settings(environ: Mapping[str, str] | None = None) -> Thresholds:
+    """The thresholds the live monitor applies: the settings, whose defaults are `DEFAULT_THRESHOLDS`."""
+    from retrain import settings
+
+    thresholds = Thresholds(
+        drift=settings.get_float("RETRAIN_MONITOR_DRIFT_THRESHOLD", environ),
+        cusum=settings.get_float("RETRAIN_MONITOR_CUSUM_THRESHOLD", environ),
+        cooldown_days=settings.get_int("RETRAIN_MONITOR_COOLDOWN_DAYS", environ),
+    )
+    if not (0 < thresholds.drift <= 1 and thresholds.cusum > 0 and thresholds.cooldown_days >= 0):
+        raise settings.SettingsError(
+            f"monitor thresholds {thresholds.to_dict()}: the drift threshold must be in (0, 1], the CUSUM "
+            "threshold > 0 and the cooldown >= 0 days"
+        )
+    return thresholds
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,16 @@ def test_drift_calibration_on_shuffled_returns_meets_its_target() -> None:
         for s in shuffles(returns, 2, 0)
     )
     assert false_alarms_per_year(lower, result.days) > 1.0
+
+
+def test_the_settings_defaults_are_the_calibrated_thresholds() -> None:
+    from retrain.monitoring.calibration import thresholds_from_settings
+    from retrain.settings import SettingsError
+
+    assert thresholds_from_settings({}) == DEFAULT_THRESHOLDS
+    custom = thresholds_from_settings(
+        {"RETRAIN_MONITOR_DRIFT_THRESHOLD": "0.5", "RETRAIN_MONITOR_COOLDOWN_DAYS": "5"}
+    )
+    assert (custom.drift, custom.cooldown_days) == (0.5, 5)
+    with pytest.raises(SettingsError, match="drift threshold must be in"):
+        thresholds_from_settings({"RETRAIN_MONITOR_DRIFT_THRESHOLD": "2"})
