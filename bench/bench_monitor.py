@@ -124,7 +124,7 @@ def false_alarm_table(
             )
             closes = closes_from_returns(first_close[ticker], shuffled)
             model_e, naive_e = standin_errors(closes)
-            d = loss_differential(model_e, naive_e)
+            d = loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1])
             ref = CusumReference.from_differential(d[:CUSUM_REFERENCE_DAYS])
             watched = d[CUSUM_REFERENCE_DAYS:]
             per["cusum"].append(
@@ -196,7 +196,7 @@ def delay_table(returns_by: dict[str, np.ndarray], first_close: dict[str, float]
                     ),
                     None,
                 )
-                d = loss_differential(model_e, naive_e)
+                d = loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1])
                 k0 = cp - STANDIN_WINDOW + 1
                 reference = CusumReference.from_differential(d[k0 - CUSUM_REFERENCE_DAYS : k0])
                 alarms = cusum_alarm_days(d[k0 : k0 + HORIZON], reference, th.cusum, th.cooldown_days)
@@ -250,8 +250,9 @@ def main() -> int:
         drift = calibrate_drift(returns_by, shuffle_count=args.shuffles)
         diffs = {}
         for t, r in returns_by.items():
-            m, n = standin_errors(closes_from_returns(first_close[t], r))
-            diffs[t] = loss_differential(m, n)
+            closes = closes_from_returns(first_close[t], r)
+            m, n = standin_errors(closes)
+            diffs[t] = loss_differential(m, n, closes[STANDIN_WINDOW - 1 : -1])
         cusum = calibrate_cusum(diffs, shuffle_count=args.shuffles)
         print(
             "\ncalibrated on shuffles (seeds 0..), target <= 1 false alarm per ticker-year, cooldown "

@@ -127,8 +127,15 @@ def get_endpoint(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.ledger import record_traffic_change
+
     model = ModelRef.from_dict(payload["model"])
-    return get_platform().begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
+    platform = get_platform()
+    started = platform.begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
+    record_traffic_change(
+        platform, payload["endpoint"], "deploy", new_model=(payload["slot"], model.to_dict())
+    )
+    return started
 
 
 def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -136,12 +143,22 @@ def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.ledger import record_traffic_change
+
     traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
-    return get_platform().set_traffic(payload["endpoint"], traffic).to_dict()
+    platform = get_platform()
+    state = platform.set_traffic(payload["endpoint"], traffic).to_dict()
+    record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
+    return state
 
 
 def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
-    return get_platform().begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
+    from retrain.monitoring.ledger import record_traffic_change
+
+    platform = get_platform()
+    begun = platform.begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
+    record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
+    return begun
 
 
 def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:

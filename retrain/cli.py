@@ -268,8 +268,11 @@ def _restore_endpoints() -> None:
     from retrain.platform import get_platform
 
     platform = get_platform()
+    from retrain.monitoring.ledger import record_traffic_change
+
     for endpoint in platform.restore() if hasattr(platform, "restore") else []:
         _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
+        record_traffic_change(platform, endpoint.name, "restore")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -472,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     state(ui)
     ui.set_defaults(func=cmd_ui)
+
+    from retrain.monitoring.commands import add_commands
+
+    add_commands(sub, state, _prepare_environment)  # served, monitor, report
     return parser
 
 

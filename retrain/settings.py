@@ -73,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
-        "9.44",
+        "7.79",
         "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
     ),
     Setting(

@@ -10,8 +10,9 @@ Public API
 - `drift_check(reference_returns, new_returns)` -> `DriftResult`: KS on log returns and on absolute log
   returns (volatility) of the newest days against the champion's training window; its `statistic` is the
   larger of the two. Prices are never tested: their levels drift by construction.
-- `loss_differential(model_error, naive_error)`: `|model error| - |naive error|` per day, the series the
-  gate's Diebold-Mariano test and the monitor's sequential detector both watch.
+- `loss_differential(model_error, naive_error, previous_close)`: `|model error| - |naive error|` per day
+  (relative to the previous close for the monitor), the series the gate's Diebold-Mariano test and the
+  monitor's sequential detector both watch.
 - `CusumDetector` / `cusum_path(...)`: one-sided CUSUM on the standardised, clipped loss differential
   (reference mean and scale from the champion's test window); alarms when the sum exceeds its threshold.
 - `data_quality(dates, closes, ...)` -> list of `QualityIssue`: stale prices, gaps, split-like jumps.
@@ -139,14 +140,24 @@ def rolling_drift_statistics(
 
 
 def loss_differential(
-    model_error: Sequence[float] | np.ndarray, naive_error: Sequence[float] | np.ndarray
+    model_error: Sequence[float] | np.ndarray,
+    naive_error: Sequence[float] | np.ndarray,
+    previous_close: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
-    """`|model error| - |naive error|` per day: > 0 where the naive forecast was better."""
+    """`|model error| - |naive error|` per day: > 0 where the naive forecast was better. With
+    `previous_close` (the close each forecast started from) it is relative to the price level, which is
+    what the monitor watches: errors in currency grow with the price, so a CUSUM on them would drift."""
     m = _finite_array(model_error, "model errors", 1)
     n = _finite_array(naive_error, "naive errors", 1)
     if m.size != n.size:
         raise DetectorError(f"model errors ({m.size}) and naive errors ({n.size}) must be paired day by day")
-    return np.abs(m) - np.abs(n)
+    d = np.abs(m) - np.abs(n)
+    if previous_close is None:
+        return d
+    c = _finite_array(previous_close, "previous closes", 1)
+    if c.size != d.size or np.any(c <= 0):
+        raise DetectorError("previous closes: send one close > 0 per forecast day")
+    return d / c
 
 
 @dataclass(frozen=True)
