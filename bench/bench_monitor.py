@@ -45,7 +45,7 @@ from retrain.monitoring.calibration import (  # noqa: E402
     CUSUM_REFERENCE_DAYS,
     DEFAULT_THRESHOLDS,
     TRADING_DAYS_PER_YEAR,
-    calibrate_cusum,
+    calibrate_cusum_runs,
     calibrate_drift,
     false_alarms_per_year,
     shuffles,
@@ -248,12 +248,15 @@ def main() -> int:
 
     if args.calibrate:
         drift = calibrate_drift(returns_by, shuffle_count=args.shuffles)
-        diffs = {}
-        for t, r in returns_by.items():
-            closes = closes_from_returns(first_close[t], r)
-            m, n = standin_errors(closes)
-            diffs[t] = loss_differential(m, n, closes[STANDIN_WINDOW - 1 : -1])
-        cusum = calibrate_cusum(diffs, shuffle_count=args.shuffles)
+        # The CUSUM's null: the served model's errors recomputed on shuffled returns (this keeps the
+        # autocorrelation the model's own window gives its errors; shuffling the errors would not).
+        null_runs = []
+        for i, (t, r) in enumerate(returns_by.items()):
+            for shuffled in shuffles(r, args.shuffles, i):
+                closes = closes_from_returns(first_close[t], shuffled)
+                m, n = standin_errors(closes)
+                null_runs.append(loss_differential(m, n, closes[STANDIN_WINDOW - 1 : -1]))
+        cusum = calibrate_cusum_runs(null_runs)
         print(
             "\ncalibrated on shuffles (seeds 0..), target <= 1 false alarm per ticker-year, cooldown "
             f"{DEFAULT_THRESHOLDS.cooldown_days} trading days"

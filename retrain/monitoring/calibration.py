@@ -9,8 +9,9 @@ Public API
 ----------
 - `shuffles(values, count, seed)`: seeded permutations of one series.
 - `calibrate(runs, alarms_of, candidates, target_per_year)` -> `Calibration`: the general search.
-- `calibrate_drift(returns_by_ticker, ...)`, `calibrate_cusum(differentials_by_ticker, ...)`: the two
-  detectors of `retrain.monitoring.detectors`, with the same window sizes the monitor uses.
+- `calibrate_drift(returns_by_ticker, ...)`, `calibrate_cusum(differentials_by_ticker, ...)`,
+  `calibrate_cusum_runs(null_runs, ...)`: the two detectors of `retrain.monitoring.detectors`, with the
+  same window sizes the monitor uses.
 - `false_alarms_per_year(alarm_count, days)`.
 - `thresholds_from_settings()`: what the live monitor applies (the settings below).
 - `DEFAULT_THRESHOLDS`: the values `bench/bench_monitor.py --calibrate` produced (see the README table),
@@ -138,16 +139,31 @@ def calibrate_cusum(
     target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
     reference_days: int = CUSUM_REFERENCE_DAYS,
 ) -> Calibration:
-    """The CUSUM threshold h on shuffled loss differentials: in each shuffle the first `reference_days`
-    are the reference (the champion's test window), the rest is monitored."""
-    runs: list[tuple[CusumReference, np.ndarray]] = []
-    for i, differential in enumerate(differentials_by_ticker.values()):
-        for shuffled in shuffles(differential, shuffle_count, seed + i):
-            reference = CusumReference.from_differential(shuffled[:reference_days])
-            runs.append((reference, shuffled[reference_days:]))
+    """The CUSUM threshold h on shuffled loss differentials (see `calibrate_cusum_runs`)."""
+    runs = [
+        shuffled
+        for i, differential in enumerate(differentials_by_ticker.values())
+        for shuffled in shuffles(differential, shuffle_count, seed + i)
+    ]
+    return calibrate_cusum_runs(
+        runs, cooldown=cooldown, target_per_year=target_per_year, reference_days=reference_days
+    )
+
+
+def calibrate_cusum_runs(
+    runs: Sequence[np.ndarray],
+    *,
+    cooldown: int = DEFAULT_COOLDOWN_DAYS,
+    target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
+    reference_days: int = CUSUM_REFERENCE_DAYS,
+) -> Calibration:
+    """The CUSUM threshold h on loss-differential series with no change in them (e.g. the served model's
+    errors recomputed on shuffled returns, which keeps the model's own error autocorrelation): in each
+    run the first `reference_days` are the reference (the champion's test window), the rest is watched."""
+    pairs = [(CusumReference.from_differential(run[:reference_days]), run[reference_days:]) for run in runs]
     candidates = np.round(np.geomspace(1.0, 100.0, 241), 3)
     return calibrate(
-        runs,
+        pairs,
         lambda run, h: len(cusum_alarm_days(run[1], run[0], h, cooldown)),  # type: ignore[index]
         lambda run: len(run[1]),  # type: ignore[index]
         candidates,
