@@ -67,13 +67,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # Monitoring (thresholds calibrated on shuffled history; see retrain/monitoring/calibration.py).
     Setting(
+        "RETRAIN_MONITOR_SCHEDULE",
+        "0 30 21 * * 1-5",
+        "Six-field NCRONTAB (UTC) of the daily monitor (default: weekdays after the US close).",
+    ),
+    Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
         "0.372",
         "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
-        "7.79",
+        "9.09",
         "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
     ),
     Setting(

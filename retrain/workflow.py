@@ -260,6 +260,7 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     instance_id = context.instance_id
     ticker = cycle.ticker
     progress = Progress(context, ticker)
+    progress.note(trigger=cycle.trigger, **({"trigger_reason": cycle.reason} if cycle.reason else {}))
     out: dict[str, Any] = {
         "instance_id": instance_id,
         "ticker": ticker,
@@ -362,7 +363,8 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
                 code_version=code_version,
                 metrics=metrics,
                 decision=decision,
-            ),
+            )
+            | {"trigger": cycle.trigger, "trigger_reason": (cycle.reason or "")[:1000]},
         },
     )
     out["model_version"] = model["version"]

@@ -174,3 +174,26 @@ def test_the_settings_defaults_are_the_calibrated_thresholds() -> None:
     assert (custom.drift, custom.cooldown_days) == (0.5, 5)
     with pytest.raises(SettingsError, match="drift threshold must be in"):
         thresholds_from_settings({"RETRAIN_MONITOR_DRIFT_THRESHOLD": "2"})
+
+
+def test_triggers_prefer_performance_and_the_cooldown_silences_both() -> None:
+    from retrain.monitoring.detectors import DriftResult
+    from retrain.monitoring.monitor import decide_trigger, rolling_metrics
+
+    th = DEFAULT_THRESHOLDS
+    drift = DriftResult(0.5, 0.2, 0.5, 250, 20)
+    cusum = {"alarm": True, "value": 12.0, "days": 30, "model_version": "3"}
+    assert decide_trigger(drift, None, th, cooling_down=False)["trigger"] == "drift"
+    both = decide_trigger(drift, cusum, th, cooling_down=False)
+    assert both["trigger"] == "performance" and "12.000 > threshold" in both["reason"]
+    assert decide_trigger(drift, cusum, th, cooling_down=True) is None
+    assert decide_trigger(DriftResult(0.3, 0.3, 0.1, 250, 20), None, th, cooling_down=False) is None
+    rows = [
+        {"forecast": 11.0, "last_close": 10.0, "actual": 12.0},
+        {"forecast": 11.0, "last_close": 10.0, "actual": 9.0},
+        {"forecast": 11.0, "last_close": 10.0, "actual": None},
+    ]
+    m = rolling_metrics(rows, windows=(1, 20))
+    assert m["1"] == {"n": 1, "mae": 2.0, "naive_mae": 1.0, "mae_ratio": 2.0, "directional_accuracy": 0.0}
+    assert m["20"]["n"] == 2 and m["20"]["mae_ratio"] == pytest.approx(3.0 / 3.0)
+    assert m["20"]["directional_accuracy"] == 0.5
