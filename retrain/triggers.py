@@ -299,7 +299,7 @@ async def job_events(event: func.EventGridEvent, client: df.DurableOrchestration
 async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any) -> list[str]:
     """Raise `job_finished` on each orchestration a finished job belongs to; what happened per event.
     Never raises for an event that is not ours: Event Grid would only retry it."""
-    from retrain.events import EventPayloadError, parse_events
+    from retrain.events import EventPayloadError, model_monitor_breach, parse_events
 
     try:
         jobs = parse_events(payload)
@@ -309,7 +309,9 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         return [f"ignored malformed payload: {exc}"]
     outcomes: list[str] = []
     for job in jobs:
-        if not job.instance_id:
+        if (breach := model_monitor_breach(job)) is not None:
+            outcomes.append(await start_monitor_breach_cycle(client, breach))
+        elif not job.instance_id:
             outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
         elif not job.terminal:
             outcomes.append(f"ignored {job.job_name}: status {job.status} is not final")
@@ -338,3 +340,20 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
                     outcomes.append(f"ignored {job.job_name}: {exc}")
         log.info("job_events: %s", outcomes[-1])
     return outcomes
+
+
+async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: dict[str, str]) -> str:
+    """Azure ML model monitoring's breach starts a cycle through the same path as the monitor's triggers
+    (trigger `azureml_monitor`, its reason on record), unless the ticker is already being retrained."""
+    from retrain.market_data import MarketDataError, validate_ticker
+
+    try:
+        ticker = validate_ticker(breach["ticker"])
+    except MarketDataError as exc:
+        return f"ignored a model monitoring breach: {exc}"
+    if (running := await running_instance(client, ticker)) is not None:
+        return f"ignored a model monitoring breach for {ticker}: {running.instance_id} is running"
+    instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
+    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach["reason"])
+    await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+    return f"started {instance_id} for {ticker} (Azure ML model monitoring breach)"
