@@ -17,7 +17,7 @@ distribution and removes any change over time, so every alarm on a shuffled seri
 - The served model is a stand-in, not the LSTM: next close = last close x exp(mean of the last 20 log
   returns), which, like the LSTM, stays close to the naive forecast. Training an LSTM per change point
   would take hours; the CUSUM's threshold should be re-calibrated on real test errors (test_errors.json).
-- Injected changes at ~20 change points per ticker on shuffled returns (so nothing else drifts): the
+- Injected changes every 150 trading days (64 change points in all) on shuffled returns (so nothing else drifts): the
   served model 10 % worse (its error x 1.1), volatility doubled (returns x 2), a 2:1 split left unadjusted
   (closes / 2); "no change" shows how often each detector fires in 250 days with nothing injected. Delay = trading days from the change to the first alarm within 250 days; `found` = share
   of change points detected within 250 days.
