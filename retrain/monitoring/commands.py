@@ -1,4 +1,7 @@
-"""The monitoring commands of the `retrain` CLI: `served`, `monitor`.
+"""The monitoring commands of the `retrain` CLI: `served`, `monitor`, `report`.
+
+`retrain report --ticker T --out FILE.png [--no-mlflow]`: the PNG of `retrain.monitoring.report` and the
+daily series in MLflow (experiment `monitor-<ticker>`); prints one JSON object.
 
 `retrain monitor --ticker T [--from DATE --to DATE] [--source S]`: steps the monitor through each trading day
 of the range as if it were today (data as of each day), through the local host like `retrain run`
@@ -78,16 +81,23 @@ def add_commands(
                 raise CliError(f"POST /api/monitor answered {code}: {(answer or {}).get('error', answer)}", 2)
             instance_id = answer["id"]
             status_url = answer["statusQueryGetUri"]
-            seen_day = None
+            printed: set[int] = set()
             while True:
                 code, status = _http("GET", status_url)
                 if code in (200, 202) and isinstance(status, dict):
                     custom = status.get("customStatus") or {}
-                    if isinstance(custom, dict) and custom.get("day") and custom.get("day") != seen_day:
-                        seen_day = custom["day"]
+                    recent = custom.get("recent") if isinstance(custom, dict) else None
+                    for day in recent or []:
+                        if day["n"] in printed:
+                            continue
+                        printed.add(day["n"])
+                        ratio = day.get("mae_ratio")
+                        data = "" if day.get("as_of") in (None, day["date"]) else f" (data to {day['date']})"
                         _say(
-                            f"[{time.monotonic() - started:7.1f}s] day {seen_day} ({custom.get('done', 0) + 1}/"
-                            f"{custom.get('of')}), retrains so far {custom.get('retrains', 0)}"
+                            f"[{time.monotonic() - started:7.1f}s] day {day.get('as_of') or day['date']}{data} "
+                            f"({day['n']}/{custom.get('of')}): forecast {day.get('forecast')}, mae_ratio(20) "
+                            f"{'-' if ratio is None else f'{ratio:.3f}'}, alerts {day.get('alerts') or '[]'}"
+                            + (f", RETRAIN ({day['trigger']})" if day.get("trigger") else "")
                         )
                     if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
                         break
@@ -115,6 +125,28 @@ def add_commands(
     monitor.add_argument("--port", type=int, help="host port (default: a free one)")
     state(monitor)
     monitor.set_defaults(func=cmd_monitor)
+
+    def cmd_report(args: argparse.Namespace) -> int:
+        from retrain.cli import CliError
+        from retrain.market_data import MarketDataError
+        from retrain.monitoring.report import ReportError, log_to_mlflow, write_report
+
+        prepare(args.state_dir)
+        try:
+            summary = write_report(args.ticker, args.out)
+            if not args.no_mlflow:
+                summary["mlflow_run_id"] = log_to_mlflow(args.ticker)
+        except (ReportError, MarketDataError) as exc:
+            raise CliError(str(exc), 2) from None
+        print(json.dumps(summary), flush=True)
+        return 0
+
+    report = sub.add_parser("report", help="draw the monitor's record (PNG) and log it to MLflow")
+    report.add_argument("--ticker", required=True)
+    report.add_argument("--out", required=True, help="the PNG to write")
+    report.add_argument("--no-mlflow", action="store_true", help="only the PNG")
+    state(report)
+    report.set_defaults(func=cmd_report)
 
     served = sub.add_parser("served", help="which model versions served a ticker's endpoint at a time")
     served.add_argument("--ticker", required=True)

@@ -114,16 +114,39 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     ticker = spec["ticker"]
     results: list[dict[str, Any]] = []
     retrains: list[dict[str, Any]] = []
-    for index, day in enumerate(spec["days"]):
+    recent: list[dict[str, Any]] = []  # the last days' one-line summaries, for progress on the CLI
+
+    def progress(day: str | None) -> None:
         context.set_custom_status(
-            {"day": day, "done": index, "of": len(spec["days"]), "retrains": len(retrains)}
+            {
+                "day": day,
+                "done": len(results),
+                "of": len(spec["days"]),
+                "retrains": len(retrains),
+                "recent": recent[-30:],
+            }
         )
+
+    for day in spec["days"]:
+        progress(day)
         result = yield context.call_activity(
             "monitor_day",
             {"ticker": ticker, "as_of": day, "source": spec["source"], "thresholds": spec["thresholds"]},
         )
         results.append(result)
         trigger = result.get("trigger")
+        window = (result.get("metrics") or {}).get("20") or {}
+        recent.append(
+            {
+                "n": len(results),
+                "as_of": day,
+                "date": result["date"],
+                "forecast": (result.get("forecast") or {}).get("forecast"),
+                "mae_ratio": window.get("mae_ratio"),
+                "alerts": [a["kind"] for a in result.get("alerts", [])],
+                "trigger": (trigger or {}).get("trigger"),
+            }
+        )
         if not trigger:
             continue
         cycle = CycleInput.from_settings(
@@ -154,7 +177,7 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
             {"ticker": ticker, "date": result["date"], "instance_id": child, "status": status},
         )
     summary = summarise(ticker, results, retrains)
-    context.set_custom_status({"done": len(results), "of": len(spec["days"]), "retrains": len(retrains)})
+    progress(None)
     return summary
 
 
