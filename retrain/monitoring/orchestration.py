@@ -225,7 +225,8 @@ async def monitor_timer(timer: func.TimerRequest, client: df.DurableOrchestratio
             continue
         spec["days"] = [None]  # the latest data, not an as-of replay
         instance_id = f"monitor-{naming.ticker_slug(spec['ticker'])}-{now:%Y%m%d}"
-        if await client.get_status(instance_id) and (await client.get_status(instance_id)).runtime_status:
+        existing = await client.get_status(instance_id)
+        if existing is not None and existing.runtime_status is not None:
             continue  # today's instance exists
         await client.start_new(MONITOR_ORCHESTRATOR, instance_id, spec)
 
