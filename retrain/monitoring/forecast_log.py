@@ -1,4 +1,4 @@
-"""The monitor's forecast log (SQLite under the state dir): each day's forecast of the next close, joined
+"""The monitor's forecast log (SQLite under the state dir; an Azure Table in Azure, `TableForecastLog`): each day's forecast of the next close, joined
 later with the close that became known; the daily metrics and checks; the retrains the monitor started.
 
 Tables: `forecasts` (ticker, date, target_date, last_close, forecast, model_name, model_version, slot,
@@ -129,3 +129,145 @@ class ForecastLog:
                 "SELECT MAX(date) AS d FROM triggers WHERE ticker = ? AND date < ?", (ticker, before)
             ).fetchone()
         return row["d"] if row else None
+
+
+class TableForecastLog:
+    """The same log in one Azure Table (the Function App's storage account, identity-based):
+    PartitionKey `<ticker>:forecast|day|trigger`, RowKey the date, so every query is one partition."""
+
+    def __init__(self, table_client: Any) -> None:
+        self.table = table_client
+        self._created = False
+
+    @classmethod
+    def from_account(
+        cls, account_name: str, credential: Any, table_name: str = "retrainmonitor", **options: Any
+    ) -> TableForecastLog:
+        from azure.data.tables import TableClient
+
+        return cls(
+            TableClient(
+                f"https://{account_name}.table.core.windows.net", table_name, credential=credential, **options
+            )
+        )
+
+    def _ensure(self) -> None:
+        import contextlib
+
+        from azure.core.exceptions import ResourceExistsError
+
+        if not self._created:
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._created = True
+
+    def _put(self, ticker: str, kind: str, date: str, fields: dict[str, Any], merge: bool = False) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._ensure()
+        entity = {"PartitionKey": f"{ticker}:{kind}", "RowKey": date}
+        entity.update({k: v for k, v in fields.items() if v is not None})
+        self.table.upsert_entity(entity, mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE)
+
+    def _rows(
+        self, ticker: str, kind: str, until: str | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        query = "PartitionKey eq @pk"
+        params: dict[str, Any] = {"pk": f"{ticker}:{kind}"}
+        if until is not None:
+            query += " and RowKey le @until"
+            params["until"] = until
+        if before is not None:
+            query += " and RowKey lt @before"
+            params["before"] = before
+        try:
+            found = list(self.table.query_entities(query, parameters=params))
+        except ResourceNotFoundError:
+            return []
+        return sorted((dict(e) for e in found), key=lambda e: e["RowKey"])
+
+    def record_forecast(self, ticker: str, row: dict[str, Any]) -> None:
+        fields = {k: row.get(k) for k in ("target_date", "model_name", "model_version", "slot")}
+        fields.update(
+            {"date": row["date"], "last_close": float(row["last_close"]), "forecast": float(row["forecast"])}
+        )
+        self._put(ticker, "forecast", row["date"], fields)
+
+    def join_actuals(self, ticker: str, dates: list[str], closes: list[float]) -> int:
+        filled = 0
+        for row in self._rows(ticker, "forecast"):
+            if row.get("actual") is not None:
+                continue
+            later = next((i for i, d in enumerate(dates) if d > row["RowKey"]), None)
+            if later is None:
+                continue
+            self._put(
+                ticker,
+                "forecast",
+                row["RowKey"],
+                {"actual": float(closes[later]), "actual_date": dates[later]},
+                merge=True,
+            )
+            filled += 1
+        return filled
+
+    def forecasts(self, ticker: str, until: str | None = None) -> list[dict[str, Any]]:
+        keys = (
+            "date",
+            "target_date",
+            "last_close",
+            "forecast",
+            "model_name",
+            "model_version",
+            "slot",
+            "actual",
+            "actual_date",
+        )
+        return [
+            {"ticker": ticker, **{k: r.get(k) for k in keys}}
+            for r in self._rows(ticker, "forecast", until=until)
+        ]
+
+    def record_day(self, ticker: str, date: str, summary: dict[str, Any]) -> None:
+        self._put(ticker, "day", date, {"summary": json.dumps(summary)})
+
+    def days(self, ticker: str) -> list[dict[str, Any]]:
+        return [json.loads(r["summary"]) for r in self._rows(ticker, "day")]
+
+    def record_trigger(self, ticker: str, date: str, trigger: str, reason: str) -> None:
+        self._put(
+            ticker,
+            "trigger",
+            date,
+            {"date": date, "trigger": trigger, "reason": reason, "status": "starting"},
+        )
+
+    def record_retrain(self, ticker: str, date: str, instance_id: str, status: str) -> None:
+        self._put(ticker, "trigger", date, {"instance_id": instance_id, "status": status}, merge=True)
+
+    def triggers(self, ticker: str) -> list[dict[str, Any]]:
+        keys = ("date", "trigger", "reason", "instance_id", "status")
+        return [{"ticker": ticker, **{k: r.get(k) for k in keys}} for r in self._rows(ticker, "trigger")]
+
+    def last_trigger_date(self, ticker: str, before: str) -> str | None:
+        rows = self._rows(ticker, "trigger", before=before)
+        return rows[-1]["RowKey"] if rows else None
+
+
+def get_forecast_log(environ: Any = None) -> ForecastLog | TableForecastLog:
+    """SQLite under the state dir (local), or the Table in the Function App's storage account (azureml)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
+        account = env.get("AzureWebJobsStorage__accountName")
+        if not account:
+            raise ValueError(
+                "the monitor's log in Azure needs AzureWebJobsStorage__accountName (identity-based)"
+            )
+        from azure.identity import DefaultAzureCredential
+
+        return TableForecastLog.from_account(account, DefaultAzureCredential())
+    return ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")

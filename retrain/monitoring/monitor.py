@@ -120,7 +120,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
     from retrain import naming
     from retrain.market_data import fetch_prices
-    from retrain.monitoring.forecast_log import ForecastLog
+    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.platform import get_platform
     from retrain.ports import PlatformError
 
@@ -135,7 +135,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
     closes = [float(c) for c in prices["Close"]]
     day = dates[-1]
-    store = ForecastLog()
+    store = get_forecast_log()
     platform = get_platform()
     alerts: list[dict[str, Any]] = []
 
@@ -268,9 +268,9 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
 
 def record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
     """After a monitor-started cycle: its instance id and outcome next to the trigger in the log."""
-    from retrain.monitoring.forecast_log import ForecastLog
+    from retrain.monitoring.forecast_log import get_forecast_log
 
-    ForecastLog().record_retrain(
+    get_forecast_log().record_retrain(
         payload["ticker"], payload["date"], payload["instance_id"], payload["status"]
     )
     return payload

@@ -42,7 +42,7 @@ def write_report(ticker: str, out_png: str | Path) -> dict[str, Any]:
     from retrain import naming
     from retrain.market_data import validate_ticker
     from retrain.monitoring.calibration import thresholds_from_settings
-    from retrain.monitoring.forecast_log import ForecastLog
+    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.monitoring.ledger import get_ledger
 
     symbol = validate_ticker(ticker)
@@ -51,7 +51,7 @@ def write_report(ticker: str, out_png: str | Path) -> dict[str, Any]:
         raise ReportError(f"--out {target}: send a path ending in .png")
     if not target.parent.is_dir():
         raise ReportError(f"--out {target}: the folder {target.parent} does not exist; create it first")
-    store = ForecastLog()
+    store = get_forecast_log()
     days = store.days(symbol)
     if not days:
         raise ReportError(f"no monitored days for {symbol}; run `retrain monitor --ticker {symbol}` first")
@@ -141,10 +141,10 @@ def log_to_mlflow(ticker: str) -> str:
 
     from retrain import naming, settings
     from retrain.market_data import validate_ticker
-    from retrain.monitoring.forecast_log import ForecastLog
+    from retrain.monitoring.forecast_log import get_forecast_log
 
     symbol = validate_ticker(ticker)
-    days = ForecastLog().days(symbol)
+    days = get_forecast_log().days(symbol)
     if not days:
         raise ReportError(f"no monitored days for {symbol}; run `retrain monitor --ticker {symbol}` first")
     series = daily_series(days)

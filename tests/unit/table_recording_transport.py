@@ -59,6 +59,17 @@ class TableTransport(HttpTransport):
             pk, rk = keys["pk"].replace("''", "'"), keys["rk"].replace("''", "'")
             table[(pk, rk)] = {k: v for k, v in body.items() if not k.endswith("@odata.type")}
             return respond(request, 204, None, {"ETag": "W/\"datetime'2026-11-27T17%3A00%3A00Z'\""})
+        if request.method in ("PATCH", "MERGE") and keys:  # upsert in merge mode
+            table = self.tables.get(keys["table"])
+            if table is None:
+                return respond(request, 404, _error("TableNotFound", "The table specified does not exist."))
+            pk, rk = keys["pk"].replace("''", "'"), keys["rk"].replace("''", "'")
+            merged = {
+                **table.get((pk, rk), {}),
+                **{k: v for k, v in body.items() if not k.endswith("@odata.type")},
+            }
+            table[(pk, rk)] = merged
+            return respond(request, 204, None, {"ETag": "W/\"datetime'2026-11-27T17%3A00%3A01Z'\""})
         query = re.match(r"^/([A-Za-z0-9]+)\(\)$", path)
         if request.method == "GET" and query:
             table = self.tables.get(query[1])
