@@ -128,8 +128,9 @@ def decide_with_test_errors(
     """The gate with a significance test on the per-day errors of the test window (`test_errors.json`).
 
     Diebold-Mariano (HLN small-sample correction, Newey-West variance; `retrain.monitoring.significance`):
-    - baseline check: fails only when the challenger is significantly WORSE than the naive forecast
-      (one-sided p < alpha); a challenger indistinguishable from persistence is not called worse;
+    - baseline check: fails only when the challenger is significantly WORSE than the naive forecast with
+      the tolerated margin (its errors x (1 + baseline_margin); one-sided p < alpha): a challenger
+      indistinguishable from that band is not called worse;
     - champion check: passes only when the challenger is significantly BETTER than the champion (one-sided
       p < alpha); an indistinguishable challenger is not called better, so the champion keeps serving.
     Each reason carries the statistic and the p-value. Without usable test errors (a trainer that does not
@@ -144,7 +145,9 @@ def decide_with_test_errors(
         naive = _series(test_errors, "naive") - actual
         champion_values = (test_errors or {}).get("champion")
         champion = _series(test_errors, "champion") - actual if champion_values is not None else None
-        vs_naive = diebold_mariano(model, naive)
+        # The naive errors scaled by (1 + margin): the test asks whether the challenger is worse than the
+        # tolerated band, not than persistence itself (a model 1 % worse every day is "significantly" worse).
+        vs_naive = diebold_mariano(model, naive * (1 + baseline_margin))
         vs_champion = diebold_mariano(model, champion) if champion is not None else None
     except (SignificanceError, GateError, ValueError) as exc:
         fallback = decide(metrics, has_champion=has_champion, baseline_margin=baseline_margin, force=force)
@@ -161,8 +164,9 @@ def decide_with_test_errors(
     passed = not worse
     reasons.append(
         f"baseline check {'failed' if worse else 'passed'}: mae {mae:.6g} vs naive_mae "
-        f"{float(np.mean(np.abs(naive))):.6g}, Diebold-Mariano {vs_naive.statistic:.3f} (n={vs_naive.n}), "
-        f"p(worse than naive) = {vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {alpha:g}"
+        f"{float(np.mean(np.abs(naive))):.6g} x (1 + {baseline_margin:g}), Diebold-Mariano "
+        f"{vs_naive.statistic:.3f} (n={vs_naive.n}), p(worse than naive x {1 + baseline_margin:g}) = "
+        f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {alpha:g}"
         + ("" if worse else ": not significantly worse")
     )
     if has_champion and vs_champion is not None:

@@ -86,7 +86,21 @@ def test_a_challenger_6_percent_worse_than_naive_by_noise_is_not_called_worse() 
     decision = decide_with_test_errors(metrics, errors, has_champion=False, baseline_margin=0.05)
     assert decision.deploy
     assert "baseline check passed" in decision.reasons[0] and "not significantly worse" in decision.reasons[0]
-    assert "Diebold-Mariano" in decision.reasons[0] and "p(worse than naive) = 0." in decision.reasons[0]
+    assert (
+        "Diebold-Mariano" in decision.reasons[0] and "p(worse than naive x 1.05) = 0." in decision.reasons[0]
+    )
+
+
+def test_the_baseline_margin_is_the_tolerated_band_of_the_test() -> None:
+    # 1 % worse than persistence every day: significant against persistence itself, well inside 5 %.
+    rng = np.random.default_rng(6)
+    actual = 100 + rng.normal(0, 1, 185).cumsum()
+    naive = rng.normal(0, 1, 185)
+    errors = _errors(actual, naive * 1.01, naive, None)
+    strict = decide_with_test_errors(_metrics(errors), errors, has_champion=False, baseline_margin=0.0)
+    assert not strict.deploy and "p(worse than naive x 1) = 0.0000" in strict.reasons[0]
+    tolerant = decide_with_test_errors(_metrics(errors), errors, has_champion=False, baseline_margin=0.05)
+    assert tolerant.deploy and "x (1 + 0.05)" in tolerant.reasons[0]
 
 
 def test_a_clearly_worse_challenger_fails_the_baseline_check() -> None:
