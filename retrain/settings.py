@@ -44,7 +44,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",
         "0.05",
-        "Challenger MAE may exceed the naive baseline's by at most this fraction.",
+        "Tolerated excess of the challenger's error over the naive forecast's (a fraction): the band of the gate's significance test (a fixed margin when the trainer writes no test_errors.json).",
     ),
     Setting(
         "RETRAIN_GATE_ALPHA",
