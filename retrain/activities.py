@@ -66,7 +66,10 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
 
     ticker = payload["ticker"]
     prices = fetch_prices(
-        ticker, source=payload.get("source") or "yfinance", lookback_days=payload.get("lookback_days")
+        ticker,
+        source=payload.get("source") or "yfinance",
+        lookback_days=payload.get("lookback_days"),
+        end=payload.get("as_of"),
     )
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
         snapshot = write_snapshot(prices, ticker, staging)
@@ -77,6 +80,8 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
             "sha256": snapshot.sha256,
             "orchestration_instance_id": str(payload.get("instance_id")),
         }
+        if payload.get("as_of"):
+            tags["as_of"] = str(payload["as_of"])
         # The platform copies (local) or uploads (Azure) the file: the staging copy can go.
         asset = get_platform().register_data(snapshot.name, snapshot.version, str(snapshot.path), tags)
     closes = [float(c) for c in prices["Close"].tail(SMOKE_CLOSES)]
@@ -108,6 +113,11 @@ def get_job_metrics(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: float(v) for k, v in get_platform().get_job_metrics(payload["job_name"]).items()}
 
 
+def get_job_test_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none."""
+    return get_platform().get_job_test_errors(payload["job_name"])
+
+
 def register_model(payload: dict[str, Any]) -> dict[str, Any]:
     return get_platform().register_model(payload["name"], payload["job_name"], payload["tags"]).to_dict()
 
@@ -127,8 +137,15 @@ def get_endpoint(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.ledger import record_traffic_change
+
     model = ModelRef.from_dict(payload["model"])
-    return get_platform().begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
+    platform = get_platform()
+    started = platform.begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
+    record_traffic_change(
+        platform, payload["endpoint"], "deploy", new_model=(payload["slot"], model.to_dict())
+    )
+    return started
 
 
 def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -136,12 +153,22 @@ def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.ledger import record_traffic_change
+
     traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
-    return get_platform().set_traffic(payload["endpoint"], traffic).to_dict()
+    platform = get_platform()
+    state = platform.set_traffic(payload["endpoint"], traffic).to_dict()
+    record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
+    return state
 
 
 def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
-    return get_platform().begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
+    from retrain.monitoring.ledger import record_traffic_change
+
+    platform = get_platform()
+    begun = platform.begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
+    record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
+    return begun
 
 
 def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +224,7 @@ ACTIVITIES = (
     submit_training,
     get_job_status,
     get_job_metrics,
+    get_job_test_errors,
     register_model,
     set_champion,
     begin_create_endpoint,

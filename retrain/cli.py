@@ -183,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "lookback_days": args.lookback_days,
                 "force": args.force or None,
                 "max_epochs": args.max_epochs,
+                "as_of": args.as_of,
             }.items()
             if v is not None
         }
@@ -267,8 +268,11 @@ def _restore_endpoints() -> None:
     from retrain.platform import get_platform
 
     platform = get_platform()
+    from retrain.monitoring.ledger import record_traffic_change
+
     for endpoint in platform.restore() if hasattr(platform, "restore") else []:
         _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
+        record_traffic_change(platform, endpoint.name, "restore")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -442,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="deploy even when the quality gate rejects")
     run.add_argument("--max-epochs", type=int, help="training epochs (default: RETRAIN_MAX_EPOCHS)")
     run.add_argument("--port", type=int, help="host port (default: a free one)")
+    run.add_argument(
+        "--as-of", help="YYYY-MM-DD: train on data up to and including that trading day (default: latest)"
+    )
     state(run)
     run.set_defaults(func=cmd_run)
 
@@ -468,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     state(ui)
     ui.set_defaults(func=cmd_ui)
+
+    from retrain.monitoring.commands import add_commands
+
+    add_commands(sub, state, _prepare_environment)  # served, monitor, report
     return parser
 
 

@@ -300,3 +300,23 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+# Azure ML model monitoring tags its monitoring run with this when a signal breaches its threshold.
+MODEL_MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+
+
+def model_monitor_breach(job: JobEvent) -> dict[str, str] | None:
+    """`{"ticker", "reason"}` when `job` is an Azure ML model monitoring run that breached a threshold
+    and names its ticker (a `ticker` tag on the monitor's runs); None for any other run."""
+    tags = {_key(k): (k, v) for k, v in job.tags.items()}
+    breach = tags.get(_key(MODEL_MONITOR_BREACH_TAG))
+    if breach is None or job.instance_id:
+        return None
+    if not job.ticker:
+        return None
+    detail = str(breach[1] or "a signal breached its threshold")[:500]
+    return {
+        "ticker": job.ticker,
+        "reason": f"Azure ML model monitoring run {job.job_name} ({job.status}): {detail}",
+    }

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 class GateError(ValueError):
     """The metrics cannot be judged at all (no usable challenger `mae`, or a bad margin)."""
@@ -112,3 +114,86 @@ def _number(metrics: Mapping[str, Any], name: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def decide_with_test_errors(
+    metrics: Mapping[str, float],
+    test_errors: Mapping[str, Any] | None,
+    *,
+    has_champion: bool,
+    baseline_margin: float,
+    alpha: float = 0.05,
+    force: bool = False,
+) -> GateDecision:
+    """The gate with a significance test on the per-day errors of the test window (`test_errors.json`).
+
+    Diebold-Mariano (HLN small-sample correction, Newey-West variance; `retrain.monitoring.significance`):
+    - baseline check: fails only when the challenger is significantly WORSE than the naive forecast with
+      the tolerated margin (its errors x (1 + baseline_margin); one-sided p < alpha): a challenger
+      indistinguishable from that band is not called worse;
+    - champion check: passes only when the challenger is significantly BETTER than the champion (one-sided
+      p < alpha); an indistinguishable challenger is not called better, so the champion keeps serving.
+    Each reason carries the statistic and the p-value. Without usable test errors (a trainer that does not
+    write test_errors.json) this is `decide` with its fixed margin, and a reason says so."""
+    from retrain.monitoring.significance import SignificanceError, diebold_mariano
+
+    if not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise GateError(f"alpha must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    try:
+        actual = _series(test_errors, "actual")
+        model = _series(test_errors, "model") - actual
+        naive = _series(test_errors, "naive") - actual
+        champion_values = (test_errors or {}).get("champion")
+        champion = _series(test_errors, "champion") - actual if champion_values is not None else None
+        # The naive errors scaled by (1 + margin): the test asks whether the challenger is worse than the
+        # tolerated band, not than persistence itself (a model 1 % worse every day is "significantly" worse).
+        vs_naive = diebold_mariano(model, naive * (1 + baseline_margin))
+        vs_champion = diebold_mariano(model, champion) if champion is not None else None
+    except (SignificanceError, GateError, ValueError) as exc:
+        fallback = decide(metrics, has_champion=has_champion, baseline_margin=baseline_margin, force=force)
+        note = f"no significance test ({exc}); the fixed margin applies"
+        return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
+    if has_champion and vs_champion is None:
+        fallback = decide(metrics, has_champion=True, baseline_margin=baseline_margin, force=force)
+        note = "no significance test: test_errors.json has no champion forecasts; the fixed margin applies"
+        return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
+
+    mae = float(np.mean(np.abs(model)))
+    reasons: list[str] = []
+    worse = vs_naive.p_a_worse < alpha
+    passed = not worse
+    reasons.append(
+        f"baseline check {'failed' if worse else 'passed'}: mae {mae:.6g} vs naive_mae "
+        f"{float(np.mean(np.abs(naive))):.6g} x (1 + {baseline_margin:g}), Diebold-Mariano "
+        f"{vs_naive.statistic:.3f} (n={vs_naive.n}), p(worse than naive x {1 + baseline_margin:g}) = "
+        f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {alpha:g}"
+        + ("" if worse else ": not significantly worse")
+    )
+    if has_champion and vs_champion is not None:
+        better = vs_champion.p_a_better < alpha
+        passed &= better
+        reasons.append(
+            f"champion check {'passed' if better else 'failed'}: mae {mae:.6g} vs champion_mae "
+            f"{float(np.mean(np.abs(champion))):.6g}, Diebold-Mariano {vs_champion.statistic:.3f} "
+            f"(n={vs_champion.n}), p(better than champion) = {vs_champion.p_a_better:.4f} "
+            f"{'<' if better else '>='} {alpha:g}" + ("" if better else ": not significantly better")
+        )
+    else:
+        reasons.append("no champion yet: only the baseline check applies")
+    if force:
+        verdict = "would deploy" if passed else "would NOT deploy"
+        reasons.append(f"forced: deploying regardless of the checks (the gate {verdict} on its own)")
+        return GateDecision(deploy=True, reasons=reasons, forced=True)
+    return GateDecision(deploy=passed, reasons=reasons, forced=False)
+
+
+def _series(test_errors: Mapping[str, Any] | None, key: str) -> np.ndarray:
+    if not isinstance(test_errors, Mapping):
+        raise GateError("no test_errors.json")
+    values = test_errors.get(key)
+    if not isinstance(values, list) or not values:
+        raise GateError(f"test_errors.json has no list {key!r}")
+    array = np.asarray(values, dtype=np.float64)
+    if array.size != len(test_errors.get("actual") or []):
+        raise GateError(f"test_errors.json: {key!r} has {array.size} values, 'actual' has another count")
+    return array

@@ -231,7 +231,9 @@ def fetch_prices(
     """Daily prices of `ticker` from `source`, validated (see the module docstring for the shape).
 
     `lookback_days` counts calendar days back from `end` (yfinance: default today, UTC) or from the last
-    available date on or before `end` (sample, csv); `None` means all available history. `timeout` bounds
+    available date on or before `end` (sample, csv); `None` means all available history. `end` is the
+    as-of date: no row after it is returned (`attrs["as_of"]` records it), so offline sources replay
+    history without looking ahead. `timeout` bounds
     each request yfinance makes. The frame's `attrs["source"]` records where it came from."""
     symbol = validate_ticker(ticker)
     if lookback_days is not None and (
@@ -260,6 +262,9 @@ def fetch_prices(
         prices = _trim_window(prices, lookback_days, end_day, what)
     prices = validate_prices(prices, min_rows=min_rows, what=what)
     prices.attrs["source"] = "csv" if kind == "csv" else kind
+    if end_day is not None:
+        # Data as known on that day: nothing after it (monitoring and backtests replay history this way).
+        prices.attrs["as_of"] = end_day.isoformat()
     return prices
 
 
@@ -275,6 +280,11 @@ def _parse_source(source: str) -> tuple[str, str]:
             raise MarketDataError("source 'csv:' needs a path: send csv:PATH, e.g. csv:data/msft.csv")
         return "csv", path
     raise MarketDataError(f"unknown source {source!r}: send one of {', '.join(SOURCES)}")
+
+
+def parse_as_of(value: dt.date | str | None) -> dt.date | None:
+    """An as-of date (data up to and including that trading day) from a date or YYYY-MM-DD; None stays None."""
+    return _parse_end(value)
 
 
 def _parse_end(end: dt.date | str | None) -> dt.date | None:

@@ -168,6 +168,10 @@ class MLPlatform(Protocol):
 
     def get_job_metrics(self, job_name: str) -> dict[str, float]: ...
 
+    # The job's per-day test forecasts (`test_errors.json`: dates, actual, model, naive, champion), for the
+    # gate's significance test; None when the trainer did not write them.
+    def get_job_test_errors(self, job_name: str) -> dict[str, Any] | None: ...
+
     # Model registry. Registering the same job's model twice returns the existing version.
     def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef: ...
 

@@ -44,7 +44,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",
         "0.05",
-        "Challenger MAE may exceed the naive baseline's by at most this fraction.",
+        "Tolerated excess of the challenger's error over the naive forecast's (a fraction): the band of the gate's significance test (a fixed margin when the trainer writes no test_errors.json).",
+    ),
+    Setting(
+        "RETRAIN_GATE_ALPHA",
+        "0.05",
+        "Significance level of the gate's Diebold-Mariano tests on the per-day test errors.",
     ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
     Setting(
@@ -59,6 +64,27 @@ SETTINGS: tuple[Setting, ...] = (
         "RETRAIN_DEPLOY_TIMEOUT_MINUTES",
         "60",
         "Give up on a deployment that has not succeeded after this long.",
+    ),
+    # Monitoring (thresholds calibrated on shuffled history; see retrain/monitoring/calibration.py).
+    Setting(
+        "RETRAIN_MONITOR_SCHEDULE",
+        "0 30 21 * * 1-5",
+        "Six-field NCRONTAB (UTC) of the daily monitor (default: weekdays after the US close).",
+    ),
+    Setting(
+        "RETRAIN_MONITOR_DRIFT_THRESHOLD",
+        "0.372",
+        "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
+    ),
+    Setting(
+        "RETRAIN_MONITOR_CUSUM_THRESHOLD",
+        "9.09",
+        "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
+    ),
+    Setting(
+        "RETRAIN_MONITOR_COOLDOWN_DAYS",
+        "20",
+        "Trading days after a monitor-triggered retrain during which no other one is triggered.",
     ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),

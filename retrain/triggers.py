@@ -43,6 +43,7 @@ REQUEST_FIELDS = {
     "source": "yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
     "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS)",
+    "as_of": 'a date "YYYY-MM-DD": train on data up to and including that trading day (default: latest)',
 }
 
 
@@ -107,8 +108,25 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000
     ):
         raise BadRequest(f"max_epochs={epochs!r}: expected {REQUEST_FIELDS['max_epochs']}")
+    as_of = data.get("as_of")
+    if as_of is not None:
+        from retrain.market_data import parse_as_of
+
+        try:
+            if not isinstance(as_of, str) or len(as_of.strip()) != 10:
+                raise MarketDataError("not YYYY-MM-DD")
+            as_of = parse_as_of(as_of).isoformat()
+        except MarketDataError:
+            raise BadRequest(f"as_of={data['as_of']!r}: expected {REQUEST_FIELDS['as_of']}") from None
     return CycleInput.from_settings(
-        ticker, "http", environ, lookback_days=lookback, source=source, force=force, max_epochs=epochs
+        ticker,
+        "http",
+        environ,
+        lookback_days=lookback,
+        source=source,
+        force=force,
+        max_epochs=epochs,
+        as_of=as_of,
     )
 
 
@@ -281,7 +299,7 @@ async def job_events(event: func.EventGridEvent, client: df.DurableOrchestration
 async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any) -> list[str]:
     """Raise `job_finished` on each orchestration a finished job belongs to; what happened per event.
     Never raises for an event that is not ours: Event Grid would only retry it."""
-    from retrain.events import EventPayloadError, parse_events
+    from retrain.events import EventPayloadError, model_monitor_breach, parse_events
 
     try:
         jobs = parse_events(payload)
@@ -291,7 +309,9 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         return [f"ignored malformed payload: {exc}"]
     outcomes: list[str] = []
     for job in jobs:
-        if not job.instance_id:
+        if (breach := model_monitor_breach(job)) is not None:
+            outcomes.append(await start_monitor_breach_cycle(client, breach))
+        elif not job.instance_id:
             outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
         elif not job.terminal:
             outcomes.append(f"ignored {job.job_name}: status {job.status} is not final")
@@ -320,3 +340,20 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
                     outcomes.append(f"ignored {job.job_name}: {exc}")
         log.info("job_events: %s", outcomes[-1])
     return outcomes
+
+
+async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: dict[str, str]) -> str:
+    """Azure ML model monitoring's breach starts a cycle through the same path as the monitor's triggers
+    (trigger `azureml_monitor`, its reason on record), unless the ticker is already being retrained."""
+    from retrain.market_data import MarketDataError, validate_ticker
+
+    try:
+        ticker = validate_ticker(breach["ticker"])
+    except MarketDataError as exc:
+        return f"ignored a model monitoring breach: {exc}"
+    if (running := await running_instance(client, ticker)) is not None:
+        return f"ignored a model monitoring breach for {ticker}: {running.instance_id} is running"
+    instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
+    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach["reason"])
+    await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+    return f"started {instance_id} for {ticker} (Azure ML model monitoring breach)"

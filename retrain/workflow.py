@@ -90,11 +90,14 @@ class CycleInput:
     poll_minutes: float = 10.0
     job_timeout_hours: float = 24.0
     baseline_margin: float = 0.05
+    gate_alpha: float = 0.05  # significance level of the gate's Diebold-Mariano tests
     canary_percent: int = 10
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
     deploy_timeout_minutes: float = 60.0
-    trigger: str = "http"  # timer or http
+    trigger: str = "http"  # timer, http, drift, performance or azureml_monitor
+    reason: str | None = None  # why a monitor started this cycle (statistic, threshold, window)
+    as_of: str | None = None  # YYYY-MM-DD: data up to and including that day (offline replay)
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -106,6 +109,7 @@ class CycleInput:
             "poll_minutes": get_float("RETRAIN_JOB_POLL_MINUTES", environ),
             "job_timeout_hours": get_float("RETRAIN_JOB_TIMEOUT_HOURS", environ),
             "baseline_margin": get_float("RETRAIN_GATE_BASELINE_MARGIN", environ),
+            "gate_alpha": get_float("RETRAIN_GATE_ALPHA", environ),
             "canary_percent": get_int("RETRAIN_CANARY_PERCENT", environ),
             "smoke_max_latency_ms": get_float("RETRAIN_SMOKE_MAX_LATENCY_MS", environ),
             "keep_old_slot": get_bool("RETRAIN_KEEP_OLD_SLOT", environ),
@@ -371,6 +375,8 @@ class _Cycle:
         self.ticker = self.input.ticker
         self.instance_id = context.instance_id
         self.progress = Progress(context, self.ticker)
+        reason = {"trigger_reason": self.input.reason} if self.input.reason else {}
+        self.progress.note(trigger=self.input.trigger, **reason)
         self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
         self.endpoint = naming.endpoint_name(self.ticker)
         self.out: dict[str, Any] = {
@@ -439,6 +445,7 @@ def fetch_data(run: _Cycle) -> Task:
         "ticker": run.ticker,
         "source": run.input.source,
         "lookback_days": run.input.lookback_days,
+        "as_of": run.input.as_of,
         "instance_id": run.instance_id,
     }
     fetched = yield from run.call("fetch_data", payload)
@@ -491,14 +498,23 @@ def gate_and_register(
 ) -> Task:
     """Metrics -> quality gate (pure, so it runs in the orchestrator) -> the challenger registered with
     its lineage, deployed or not (a rejected one is the audit trail). Returns (decision, model)."""
-    from retrain.gate import decide  # pure; imported here so a broken gate module fails only the cycle
+    from retrain.gate import (
+        decide_with_test_errors,
+    )  # pure; imported here so a broken gate fails only the cycle
 
     run.step("gate")
     job_name = run.out["job_name"]
     metrics = yield from run.call("get_job_metrics", {"job_name": job_name})
+    # Per-day test forecasts: the gate tests whether the errors differ significantly (None: fixed margin).
+    test_errors = yield from run.call("get_job_test_errors", {"job_name": job_name})
     cycle = run.input
-    decision = decide(
-        metrics, has_champion=champion is not None, baseline_margin=cycle.baseline_margin, force=cycle.force
+    decision = decide_with_test_errors(
+        metrics,
+        test_errors,
+        has_champion=champion is not None,
+        baseline_margin=cycle.baseline_margin,
+        alpha=cycle.gate_alpha,
+        force=cycle.force,
     ).to_dict()
     run.out["gate"] = run.progress.status["decision"] = decision
     run.note(metrics=metrics)
@@ -511,7 +527,7 @@ def gate_and_register(
         code_version=code_version,
         metrics=metrics,
         decision=decision,
-    )
+    ) | {"trigger": cycle.trigger, "trigger_reason": (cycle.reason or "")[:1000]}
     payload = {"name": naming.model_name(run.ticker), "job_name": job_name, "tags": tags}
     model = yield from run.call("register_model", payload)
     run.out["model_version"] = model["version"]

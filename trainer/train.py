@@ -7,7 +7,8 @@
 Self-contained: imports nothing from the `retrain` package. Tracking follows MLflow's environment
 (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_RUN_ID as Azure ML sets them inside a job); with no
 MLFLOW_TRACKING_URI it logs to a SQLite store `DIR/mlflow.db` with artifacts under `DIR/mlartifacts/`.
-Writes DIR/model/ (MLflow pyfunc), DIR/metrics.json, DIR/forecast.png and DIR/run.json.
+Writes DIR/model/ (MLflow pyfunc), DIR/metrics.json, DIR/test_errors.json (per test day: date, actual,
+model, naive and champion next close), DIR/forecast.png and DIR/run.json.
 """
 
 from __future__ import annotations
@@ -191,7 +192,13 @@ def price_metrics(forecast: np.ndarray, actual: np.ndarray, previous: np.ndarray
 
 
 def champion_mae(champion_uri: str, data: PreparedData) -> float:
-    """MAE of the champion on the SAME test target days; its inputs come from the full series, so a
+    """MAE of the champion on the SAME test target days (see `champion_forecast`)."""
+    forecast = champion_forecast(champion_uri, data)
+    return float(np.mean(np.abs(forecast - data.closes[data.target_day_index("test")])))
+
+
+def champion_forecast(champion_uri: str, data: PreparedData) -> np.ndarray:
+    """The champion's forecasts of the test target days; its inputs come from the full series, so a
     champion with a different window is still compared day for day."""
     import mlflow.pyfunc
 
@@ -215,10 +222,45 @@ def champion_mae(champion_uri: str, data: PreparedData) -> float:
     inputs = np.stack([closes[d - window : d] for d in days])
     frame = _frame(inputs)
     predicted = champion.predict(frame)
-    forecast = np.asarray(
+    return np.asarray(
         predicted["forecast"] if hasattr(predicted, "columns") else predicted, dtype=np.float64
-    )
-    return float(np.mean(np.abs(forecast.reshape(-1) - closes[days])))
+    ).reshape(-1)
+
+
+def load_dates(path: Path, n_rows: int) -> list[str]:
+    """The CSV's Date column as YYYY-MM-DD (row numbers as text when the file has no Date column)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if "Date" not in frame.columns or len(frame) != n_rows:
+        return [str(i) for i in range(n_rows)]
+    return pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").tolist()
+
+
+def test_errors_payload(
+    dates: list[str],
+    actual: np.ndarray,
+    model: np.ndarray,
+    naive: np.ndarray,
+    champion: np.ndarray | None,
+) -> dict[str, Any]:
+    """`test_errors.json`: the next-close values on each test target day, so the gate can test whether
+    the per-day errors differ significantly (and the monitor can use them as its reference)."""
+
+    def values(a: np.ndarray) -> list[float]:
+        return [float(v) for v in np.asarray(a, dtype=np.float64).reshape(-1)]
+
+    payload: dict[str, Any] = {
+        "dates": list(dates),
+        "actual": values(actual),
+        "model": values(model),
+        "naive": values(naive),
+        "champion": values(champion) if champion is not None else None,
+    }
+    lengths = {k: len(v) for k, v in payload.items() if v is not None}
+    if len(set(lengths.values())) != 1:
+        raise TrainerError(f"test_errors.json needs one value per test day in every list, got {lengths}")
+    return payload
 
 
 def _frame(inputs: np.ndarray) -> Any:
@@ -413,8 +455,18 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         actual = data.target_closes[test]
         previous = data.input_closes[test][:, -1]
         metrics = price_metrics(forecast, actual, previous)
+        champion_values = None
         if args.champion_model:
-            metrics["champion_mae"] = champion_mae(args.champion_model, data)
+            champion_values = champion_forecast(args.champion_model, data)
+            metrics["champion_mae"] = float(np.mean(np.abs(champion_values - actual)))
+        test_days = data.target_day_index("test")
+        all_dates = load_dates(args.data, len(closes))
+        write_json(
+            output / "test_errors.json",
+            test_errors_payload(
+                [all_dates[d] for d in test_days], actual, forecast, previous, champion_values
+            ),
+        )
         mlflow.log_metrics(
             {
                 **metrics,
@@ -439,6 +491,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_artifact(str(output / "forecast.png"))
         mlflow.log_artifact(str(output / "metrics.json"))
+        mlflow.log_artifact(str(output / "test_errors.json"))
         write_json(
             output / "run.json",
             {

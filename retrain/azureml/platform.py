@@ -95,6 +95,11 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if str(version).isdigit() else (1, str(version))
 
 
+# The datastore of every job's MLflow artifacts, and the trainer's per-day test forecasts in it.
+ARTIFACT_DATASTORE = "workspaceartifactstore"
+TEST_ERRORS_ARTIFACT = "test_errors.json"
+
+
 class AzureMLPlatform:
     """The retraining workflow's platform, backed by one Azure ML workspace."""
 
@@ -149,6 +154,37 @@ class AzureMLPlatform:
         cluster = entities.compute_cluster(self.compute_name, self.compute_size, self.compute_max_nodes)
         # Not awaited: Azure queues the job until the new cluster can take it.
         call(f"create compute {self.compute_name}", self.ml_client.compute.begin_create_or_update, cluster)
+
+    def get_job_test_errors(self, job_name: str) -> dict[str, Any] | None:
+        """The job's MLflow artifact test_errors.json, downloaded from the workspace artifact store
+        (where `mlflow.log_artifact` inside a job writes: ExperimentRun/dcid.<job>/), or None when the
+        trainer logged none. Read with the platform's identity (Storage Blob Data Reader), no account key."""
+        from azure.core.exceptions import AzureError
+        from azure.storage.blob import BlobClient
+
+        from retrain.azureml.client import to_platform_error
+
+        self.get_job(job_name)  # an unknown job is an error, not "no test errors"
+        store = call(f"get datastore {ARTIFACT_DATASTORE}", self.ml_client.datastores.get, ARTIFACT_DATASTORE)
+        url = (
+            f"{store.protocol or 'https'}://{store.account_name}.blob.{store.endpoint or 'core.windows.net'}/"
+            f"{store.container_name}/ExperimentRun/dcid.{job_name}/{TEST_ERRORS_ARTIFACT}"
+        )
+        options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
+        blob = BlobClient.from_blob_url(url, credential=self.ml_client._credential, **options)
+        try:
+            content = blob.download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise to_platform_error(exc, f"download {TEST_ERRORS_ARTIFACT} of job {job_name}") from exc
+        try:
+            payload = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlatformError(
+                f"{TEST_ERRORS_ARTIFACT} of job {job_name} is not valid JSON ({exc})"
+            ) from exc
+        return payload if isinstance(payload, dict) else None
 
     def get_job(self, job_name: str) -> JobStatus:
         job = self._get_or_none("get job", self.ml_client.jobs.get, job_name)

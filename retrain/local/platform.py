@@ -347,6 +347,20 @@ class LocalPlatform:
             raise PlatformError(f"job {job_name} has no metrics (status {self.get_job(job_name).status})")
         return metrics
 
+    def get_job_test_errors(self, job_name: str) -> dict[str, Any] | None:
+        """The job's `outputs/test_errors.json` (written by the trainer), or None when it wrote none."""
+        self._spec(job_name)  # an unknown job is an error, not "no test errors"
+        path = self._job_dir(job_name) / "outputs" / "test_errors.json"
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlatformError(
+                f"{path} is not valid JSON ({exc}); the trainer writes it atomically"
+            ) from exc
+        return payload if isinstance(payload, dict) else None
+
     def job_run_id(self, job_name: str) -> str:
         return str(self._spec(job_name)["run_id"])
 

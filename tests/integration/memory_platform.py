@@ -177,6 +177,9 @@ class MemoryPlatform:
         self._scripted_failure("get_job_metrics")
         return dict(self.jobs[job_name]["metrics"])
 
+    def get_job_test_errors(self, job_name: str) -> dict[str, Any] | None:
+        return self.jobs[job_name].get("test_errors")
+
     # -- registry ------------------------------------------------------------------------------
     def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef:
         with self.lock:

@@ -165,6 +165,12 @@ def test_registry_is_idempotent_per_job_and_tracks_the_champion(
     platform.submit_training(_request(challenger_job, asset, champion=first.to_dict(), seed=7))
     assert _wait(platform, challenger_job).succeeded
     assert "champion_mae" in platform.get_job_metrics(challenger_job)
+    # The per-day test forecasts the gate's significance test reads: with the champion's on the same days.
+    errors = platform.get_job_test_errors(challenger_job)
+    assert len(errors["champion"]) == len(errors["model"]) == len(errors["dates"]) > 0
+    assert platform.get_job_test_errors(completed_job)["champion"] is None
+    with pytest.raises(PlatformError, match="no training job"):
+        platform.get_job_test_errors("retrain-msft-never-train")
     second = platform.register_model(MODEL, challenger_job, lineage)
     assert int(second.version) == int(first.version) + 1
     platform.set_champion(second)

@@ -419,6 +419,21 @@ class ArmTransport(HttpTransport):
             )
             resp = self._respond(request, 200, xml, {"Content-Type": "application/xml"})
             return resp
+        if call.method == "GET" and path in self.blobs:  # a download (e.g. a job's artifact)
+            data = self.blobs[path]
+            return self._respond(
+                request,
+                206 if "x-ms-range" in {k.lower() for k in call.headers} else 200,
+                data,
+                {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(data)),
+                    "Content-Range": f"bytes 0-{max(len(data) - 1, 0)}/{len(data)}",
+                    "x-ms-blob-type": "BlockBlob",
+                    "ETag": '"0x8DA91174A0CA528"',
+                    "Last-Modified": "Mon, 05 Jan 2026 01:00:00 GMT",
+                },
+            )
         return self._respond(request, 404, None, {"x-ms-error-code": "BlobNotFound"})
 
     def _mlflow(self, request: Any, call: Call) -> Any:

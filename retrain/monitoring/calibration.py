@@ -1,0 +1,171 @@
+"""Thresholds calibrated on shuffled history to a false-alarm rate.
+
+Shuffling a ticker's daily returns (or the served model's daily loss differentials) keeps their
+distribution and destroys any change over time: every alarm on a shuffled series is a false alarm. A
+threshold is the smallest value at which the detector, run day by day over many shuffles of the four
+bundled tickers with the cooldown applied, raises at most `target_per_year` alarms per ticker-year.
+
+Public API
+----------
+- `shuffles(values, count, seed)`: seeded permutations of one series.
+- `calibrate(runs, alarms_of, candidates, target_per_year)` -> `Calibration`: the general search.
+- `calibrate_drift(returns_by_ticker, ...)`, `calibrate_cusum(differentials_by_ticker, ...)`,
+  `calibrate_cusum_runs(null_runs, ...)`: the two detectors of `retrain.monitoring.detectors`, with the
+  same window sizes the monitor uses.
+- `false_alarms_per_year(alarm_count, days)`.
+- `thresholds_from_settings()`: what the live monitor applies (the settings below).
+- `DEFAULT_THRESHOLDS`: the values `bench/bench_monitor.py --calibrate` produced (see the README table),
+  the settings' defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrain.monitoring.detectors import (
+    DRIFT_WINDOW_DAYS,
+    REFERENCE_DAYS,
+    CusumReference,
+    Thresholds,
+    alarm_days,
+    cusum_alarm_days,
+    rolling_drift_statistics,
+)
+
+TRADING_DAYS_PER_YEAR = 252
+TARGET_FALSE_ALARMS_PER_YEAR = 1.0
+DEFAULT_COOLDOWN_DAYS = 20
+# Days of loss differential the CUSUM's reference is measured on (about the trainer's test window).
+CUSUM_REFERENCE_DAYS = 150
+
+# From `python bench/bench_monitor.py --calibrate` on MSFT, AAPL, IBM, GOOG (2000-2013), 20 shuffles each,
+# target 1 false alarm per ticker-year, cooldown 20 trading days; re-run it when a window size changes.
+DEFAULT_THRESHOLDS = Thresholds(drift=0.372, cusum=9.09, cooldown_days=DEFAULT_COOLDOWN_DAYS)
+
+
+def thresholds_from_settings(environ: Mapping[str, str] | None = None) -> Thresholds:
+    """The thresholds the live monitor applies: the settings, whose defaults are `DEFAULT_THRESHOLDS`."""
+    from retrain import settings
+
+    thresholds = Thresholds(
+        drift=settings.get_float("RETRAIN_MONITOR_DRIFT_THRESHOLD", environ),
+        cusum=settings.get_float("RETRAIN_MONITOR_CUSUM_THRESHOLD", environ),
+        cooldown_days=settings.get_int("RETRAIN_MONITOR_COOLDOWN_DAYS", environ),
+    )
+    if not (0 < thresholds.drift <= 1 and thresholds.cusum > 0 and thresholds.cooldown_days >= 0):
+        raise settings.SettingsError(
+            f"monitor thresholds {thresholds.to_dict()}: the drift threshold must be in (0, 1], the CUSUM "
+            "threshold > 0 and the cooldown >= 0 days"
+        )
+    return thresholds
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    false_alarms_per_year: float  # on the calibration shuffles, at that threshold
+    alarms: int
+    days: int
+    runs: int
+
+
+def false_alarms_per_year(alarm_count: int, days: int) -> float:
+    return alarm_count / (days / TRADING_DAYS_PER_YEAR) if days else float("nan")
+
+
+def shuffles(values: Sequence[float] | np.ndarray, count: int, seed: int) -> list[np.ndarray]:
+    """`count` seeded random permutations of `values` (reproducible)."""
+    rng = np.random.default_rng(seed)
+    array = np.asarray(values, dtype=np.float64)
+    return [rng.permutation(array) for _ in range(count)]
+
+
+def calibrate(
+    runs: Sequence[object],
+    alarms_of: Callable[[object, float], int],
+    days_of: Callable[[object], int],
+    candidates: Iterable[float],
+    target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
+) -> Calibration:
+    """The smallest candidate threshold whose pooled false-alarm rate over `runs` is <= the target.
+
+    Candidates are tried from the smallest up; the first that meets the target wins, so the result is
+    the most sensitive threshold allowed. Raises when no candidate meets it."""
+    total_days = sum(days_of(run) for run in runs)
+    for threshold in sorted(float(c) for c in candidates):
+        alarms = sum(alarms_of(run, threshold) for run in runs)
+        rate = false_alarms_per_year(alarms, total_days)
+        if rate <= target_per_year:
+            return Calibration(threshold, rate, alarms, total_days, len(runs))
+    raise ValueError(f"no candidate threshold reaches {target_per_year} false alarms per year")
+
+
+def calibrate_drift(
+    returns_by_ticker: Mapping[str, np.ndarray],
+    *,
+    shuffle_count: int = 20,
+    seed: int = 0,
+    cooldown: int = DEFAULT_COOLDOWN_DAYS,
+    target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
+    reference_days: int = REFERENCE_DAYS,
+    window_days: int = DRIFT_WINDOW_DAYS,
+) -> Calibration:
+    """The drift threshold (KS D) for `drift_check` on shuffled returns of every ticker."""
+    runs = [
+        rolling_drift_statistics(shuffled, reference_days, window_days)
+        for i, returns in enumerate(returns_by_ticker.values())
+        for shuffled in shuffles(returns, shuffle_count, seed + i)
+    ]
+    pooled = np.concatenate(runs)
+    candidates = np.unique(np.round(np.quantile(pooled, np.linspace(0.9, 1.0, 401)), 4))
+    return calibrate(
+        runs,
+        lambda run, h: len(alarm_days(run, h, cooldown)),  # type: ignore[arg-type]
+        lambda run: len(run),  # type: ignore[arg-type]
+        candidates,
+        target_per_year,
+    )
+
+
+def calibrate_cusum(
+    differentials_by_ticker: Mapping[str, np.ndarray],
+    *,
+    shuffle_count: int = 20,
+    seed: int = 0,
+    cooldown: int = DEFAULT_COOLDOWN_DAYS,
+    target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
+    reference_days: int = CUSUM_REFERENCE_DAYS,
+) -> Calibration:
+    """The CUSUM threshold h on shuffled loss differentials (see `calibrate_cusum_runs`)."""
+    runs = [
+        shuffled
+        for i, differential in enumerate(differentials_by_ticker.values())
+        for shuffled in shuffles(differential, shuffle_count, seed + i)
+    ]
+    return calibrate_cusum_runs(
+        runs, cooldown=cooldown, target_per_year=target_per_year, reference_days=reference_days
+    )
+
+
+def calibrate_cusum_runs(
+    runs: Sequence[np.ndarray],
+    *,
+    cooldown: int = DEFAULT_COOLDOWN_DAYS,
+    target_per_year: float = TARGET_FALSE_ALARMS_PER_YEAR,
+    reference_days: int = CUSUM_REFERENCE_DAYS,
+) -> Calibration:
+    """The CUSUM threshold h on loss-differential series with no change in them (e.g. the served model's
+    errors recomputed on shuffled returns, which keeps the model's own error autocorrelation): in each
+    run the first `reference_days` are the reference (the champion's test window), the rest is watched."""
+    pairs = [(CusumReference.from_differential(run[:reference_days]), run[reference_days:]) for run in runs]
+    candidates = np.round(np.geomspace(1.0, 100.0, 241), 3)
+    return calibrate(
+        pairs,
+        lambda run, h: len(cusum_alarm_days(run[1], run[0], h, cooldown)),  # type: ignore[index]
+        lambda run: len(run[1]),  # type: ignore[index]
+        candidates,
+        target_per_year,
+    )

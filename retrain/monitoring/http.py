@@ -1,0 +1,50 @@
+"""HTTP routes of monitoring (a blueprint registered by function_app.py).
+
+`GET /api/served/{ticker}?at=TIME`: which model versions served the ticker's endpoint at TIME (ISO 8601;
+a date alone is the end of that day, UTC; default now), with their weights, and since when. 400 with what
+to send for a bad ticker or time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str, Any]:
+    """The answer of the route and of `retrain served` (raises LedgerError / MarketDataError on bad input)."""
+    from retrain import naming
+    from retrain.market_data import validate_ticker
+    from retrain.monitoring.ledger import format_time, get_ledger, parse_time, served_at
+
+    symbol = validate_ticker(ticker)
+    moment = parse_time(at) if at else dt.datetime.now(dt.UTC)
+    endpoint = naming.endpoint_name(symbol)
+    events = get_ledger(environ).events(endpoint, until=moment)
+    answer = served_at(events, moment)
+    answer.update({"ticker": symbol, "endpoint": endpoint, "at": format_time(moment), "events": len(events)})
+    return answer
+
+
+@bp.route(route="served/{ticker}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def served(req: func.HttpRequest) -> func.HttpResponse:
+    from retrain.market_data import MarketDataError
+    from retrain.monitoring.ledger import LedgerError
+
+    unknown = sorted(set(req.params) - {"at", "code"})
+    if unknown:
+        return _json({"error": f"unknown parameter(s) {', '.join(unknown)}; send only ?at=TIME"}, 400)
+    try:
+        answer = served_answer(req.route_params.get("ticker", ""), req.params.get("at"))
+    except (LedgerError, MarketDataError) as exc:
+        return _json({"error": str(exc)}, 400)
+    return _json(answer, 200)
+
+
+def _json(body: Any, status_code: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status_code, mimetype="application/json")

@@ -1,0 +1,380 @@
+"""The served ledger: every traffic change of an endpoint, so "what served at time T?" has an answer.
+
+One port (`ServedLedger`), two adapters:
+- `SqliteLedger`: `<state dir>/monitoring/ledger.sqlite` (the local platform);
+- `TableLedger`: Azure Table Storage in the Function App's storage account (`azure-data-tables`,
+  identity-based: `AzureWebJobsStorage__accountName` + the Function App's managed identity).
+
+Each entry (`TrafficEvent`) is the endpoint's whole traffic table after one change (deploy at 0 %, canary,
+promote, rollback, retire, restore on start), with the time, the orchestration id and the reason; one row
+per slot. `served_at(events, at)` (pure) answers with the last event at or before `at`: the slots with
+weight > 0, their model versions and weights. Appends never rewrite: the ledger only grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+REASONS = ("deploy", "canary", "promote", "rollback", "retire", "restore")
+TABLE_NAME = "retrainservedledger"
+
+
+class LedgerError(ValueError):
+    """A ledger entry or query that cannot be accepted; the message says what to send."""
+
+
+def parse_time(value: str | dt.datetime | dt.date) -> dt.datetime:
+    """An aware UTC datetime from ISO 8601 text (a date alone means the end of that day, UTC)."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime.combine(value, dt.time.max)
+    else:
+        text = str(value).strip()
+        try:
+            if len(text) == 10:
+                moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time.max)
+            else:
+                moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise LedgerError(
+                f"time {value!r} is not ISO 8601; send e.g. 2026-11-27T17:30:00Z or 2026-11-27"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def format_time(moment: dt.datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order (Table Storage sorts RowKeys as text)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    slot: str
+    weight: int
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TrafficEvent:
+    time: str  # format_time(...)
+    endpoint: str
+    reason: str
+    slots: tuple[SlotRecord, ...] = field(default_factory=tuple)
+    instance_id: str | None = None
+    event_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "slots": [asdict(s) for s in self.slots]}
+
+
+def traffic_event(
+    endpoint: str,
+    reason: str,
+    traffic: Mapping[str, int],
+    deployments: Mapping[str, Mapping[str, Any] | None] | None = None,
+    *,
+    instance_id: str | None = None,
+    at: dt.datetime | None = None,
+) -> TrafficEvent:
+    """A validated event from a traffic table (slot -> percent) and the slots' models (slot -> ModelRef dict)."""
+    if reason not in REASONS:
+        raise LedgerError(f"reason {reason!r}: send one of {', '.join(REASONS)}")
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise LedgerError("endpoint must be a non-empty name")
+    slots = []
+    for slot in sorted(set(traffic) | set(deployments or {})):
+        weight = int((traffic or {}).get(slot, 0))
+        if not 0 <= weight <= 100:
+            raise LedgerError(f"weight of slot {slot} is {weight}; send a percentage from 0 to 100")
+        model = (deployments or {}).get(slot) or {}
+        slots.append(SlotRecord(str(slot), weight, model.get("name"), _text(model.get("version"))))
+    total = sum(s.weight for s in slots)
+    if total not in (0, 100):
+        raise LedgerError(
+            f"weights add up to {total}; a traffic table adds up to 100 (or 0 when nothing serves)"
+        )
+    return TrafficEvent(
+        time=format_time(at or dt.datetime.now(dt.UTC)),
+        endpoint=endpoint,
+        reason=reason,
+        slots=tuple(slots),
+        instance_id=instance_id,
+        event_id=uuid.uuid4().hex[:12],
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def served_at(events: Sequence[TrafficEvent], at: str | dt.datetime) -> dict[str, Any]:
+    """What served at `at`: the slots with weight > 0 in the last event at or before it (pure)."""
+    moment = format_time(parse_time(at))
+    earlier = [e for e in events if e.time <= moment]
+    if not earlier:
+        return {"at": moment, "serving": [], "since": None, "reason": None, "instance_id": None}
+    last = max(earlier, key=lambda e: (e.time, e.event_id))
+    serving = [
+        {"slot": s.slot, "model_name": s.model_name, "model_version": s.model_version, "weight": s.weight}
+        for s in last.slots
+        if s.weight > 0
+    ]
+    return {
+        "at": moment,
+        "endpoint": last.endpoint,
+        "serving": serving,
+        "since": last.time,
+        "reason": last.reason,
+        "instance_id": last.instance_id,
+    }
+
+
+@runtime_checkable
+class ServedLedger(Protocol):
+    def append(self, event: TrafficEvent) -> None: ...
+
+    def events(self, endpoint: str, until: str | dt.datetime | None = None) -> list[TrafficEvent]: ...
+
+
+# ------------------------------------------------------------------------------------------ SQLite
+
+
+class SqliteLedger:
+    """The ledger in one SQLite file (WAL, one row per slot of each event)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS served ("
+                " seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, time TEXT NOT NULL,"
+                " endpoint TEXT NOT NULL, reason TEXT NOT NULL, instance_id TEXT, slot TEXT NOT NULL,"
+                " weight INTEGER NOT NULL, model_name TEXT, model_version TEXT)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS served_by_time ON served (endpoint, time)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def append(self, event: TrafficEvent) -> None:
+        rows = [
+            (
+                event.event_id,
+                event.time,
+                event.endpoint,
+                event.reason,
+                event.instance_id,
+                s.slot,
+                s.weight,
+                s.model_name,
+                s.model_version,
+            )
+            for s in event.slots
+        ] or [
+            (event.event_id, event.time, event.endpoint, event.reason, event.instance_id, "", 0, None, None)
+        ]
+        with self._connect() as db:  # one transaction: an event is all its rows or none
+            db.executemany(
+                "INSERT INTO served (event_id, time, endpoint, reason, instance_id, slot, weight, model_name,"
+                " model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def events(self, endpoint: str, until: str | dt.datetime | None = None) -> list[TrafficEvent]:
+        query = (
+            "SELECT event_id, time, endpoint, reason, instance_id, slot, weight, model_name, model_version"
+        )
+        query += " FROM served WHERE endpoint = ?"
+        params: list[Any] = [endpoint]
+        if until is not None:
+            query += " AND time <= ?"
+            params.append(format_time(parse_time(until)))
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY seq", params).fetchall()
+        return _group(rows)
+
+
+def _group(rows: Sequence[Sequence[Any]]) -> list[TrafficEvent]:
+    grouped: dict[str, dict[str, Any]] = {}
+    for event_id, time, endpoint, reason, instance_id, slot, weight, name, version in rows:
+        event = grouped.setdefault(
+            event_id,
+            {"time": time, "endpoint": endpoint, "reason": reason, "instance_id": instance_id, "slots": []},
+        )
+        if slot:
+            event["slots"].append(SlotRecord(slot, int(weight), name, version))
+    return [
+        TrafficEvent(
+            time=e["time"],
+            endpoint=e["endpoint"],
+            reason=e["reason"],
+            slots=tuple(sorted(e["slots"], key=lambda s: s.slot)),
+            instance_id=e["instance_id"],
+            event_id=event_id,
+        )
+        for event_id, e in grouped.items()
+    ]
+
+
+# ------------------------------------------------------------------------------------ Table Storage
+
+
+class TableLedger:
+    """The ledger in an Azure Table: one entity per event (its slots as JSON, so an append is a single
+    atomic write), PartitionKey = endpoint, RowKey = `<time>|<event id>` (text order is time order), so
+    "events up to T" is one range query on one partition."""
+
+    def __init__(self, table_client: Any) -> None:
+        self.table = table_client
+        self._created = False
+
+    @classmethod
+    def from_account(
+        cls, account_name: str, credential: Any, table_name: str = TABLE_NAME, **client_options: Any
+    ) -> TableLedger:
+        from azure.data.tables import TableClient
+
+        endpoint = f"https://{account_name}.table.core.windows.net"
+        client = TableClient(endpoint, table_name, credential=credential, **client_options)
+        return cls(client)
+
+    def append(self, event: TrafficEvent) -> None:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.data.tables import UpdateMode
+
+        if not self._created:
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._created = True
+        entity = {
+            "PartitionKey": event.endpoint,
+            "RowKey": f"{event.time}|{event.event_id}",
+            "time": event.time,
+            "event_id": event.event_id,
+            "reason": event.reason,
+            "instance_id": event.instance_id or "",
+            "slots": json.dumps([asdict(s) for s in event.slots]),
+        }
+        self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def events(self, endpoint: str, until: str | dt.datetime | None = None) -> list[TrafficEvent]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        query = "PartitionKey eq @endpoint"
+        params: dict[str, Any] = {"endpoint": endpoint}
+        if until is not None:
+            query += " and RowKey le @until"
+            params["until"] = format_time(parse_time(until)) + "|~"
+        try:
+            found = sorted(self.table.query_entities(query, parameters=params), key=lambda e: e["RowKey"])
+        except ResourceNotFoundError:
+            return []
+        return [
+            TrafficEvent(
+                time=e["time"],
+                endpoint=e["PartitionKey"],
+                reason=e["reason"],
+                slots=tuple(SlotRecord(**slot) for slot in json.loads(e.get("slots") or "[]")),
+                instance_id=e.get("instance_id") or None,
+                event_id=e["event_id"],
+            )
+            for e in found
+        ]
+
+
+# ---------------------------------------------------------------------------------------- selection
+
+
+def get_ledger(environ: Mapping[str, str] | None = None) -> ServedLedger:
+    """The ledger of the configured platform: SQLite under the state dir (local) or Table Storage in the
+    Function App's storage account (azureml)."""
+    import os
+
+    from retrain import settings
+
+    env = os.environ if environ is None else environ
+    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
+        account = env.get("AzureWebJobsStorage__accountName")
+        if not account:
+            raise LedgerError(
+                "the served ledger in Azure needs AzureWebJobsStorage__accountName (identity-based storage)"
+            )
+        from azure.identity import DefaultAzureCredential
+
+        return TableLedger.from_account(account, DefaultAzureCredential())
+    return SqliteLedger(settings.state_dir(environ) / "monitoring" / "ledger.sqlite")
+
+
+def events_as_json(events: Sequence[TrafficEvent]) -> str:
+    return json.dumps([e.to_dict() for e in events])
+
+
+def infer_reason(traffic: Mapping[str, int], deployments: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """The kind of a traffic change from its table alone: two live slots is a canary; everything on the
+    slot with the newest model is a promote; everything back on an older model (or nothing live) is a
+    rollback. (The workflow's traffic changes carry no reason of their own.)"""
+    live = [slot for slot, weight in traffic.items() if int(weight) > 0]
+    if len(live) > 1:
+        return "canary"
+    if not live:
+        return "rollback"
+    versions = {slot: _version_key((model or {}).get("version")) for slot, model in deployments.items()}
+    newest = max(versions.values(), default=(0, 0))
+    return "promote" if versions.get(live[0], newest) >= newest else "rollback"
+
+
+def _version_key(version: Any) -> tuple[int, int]:
+    text = str(version or "")
+    return (1, int(text)) if text.isdigit() else (0, 0)
+
+
+def record_traffic_change(
+    platform: Any,
+    endpoint: str,
+    reason: str | None,
+    *,
+    traffic: Mapping[str, int] | None = None,
+    new_model: tuple[str, Mapping[str, Any]] | None = None,
+    removed_slot: str | None = None,
+    ledger: ServedLedger | None = None,
+) -> TrafficEvent | None:
+    """Append the endpoint's traffic after a change to the ledger. The rollout must not fail because the
+    ledger did: a failure is logged and None returned."""
+    import logging
+
+    try:
+        state = platform.get_endpoint(endpoint)
+        table = {str(k): int(v) for k, v in (traffic if traffic is not None else state.traffic).items()}
+        deployments: dict[str, Mapping[str, Any] | None] = dict(state.deployments or {})
+        if new_model is not None:
+            deployments[new_model[0]] = dict(new_model[1])
+            table.setdefault(new_model[0], 0)
+        if removed_slot is not None:
+            deployments.pop(removed_slot, None)
+            table.pop(removed_slot, None)
+        kind = reason or infer_reason(table, deployments)
+        newest = max(deployments.values(), key=lambda m: _version_key((m or {}).get("version")), default=None)
+        instance_id = ((newest or {}).get("tags") or {}).get("orchestration_instance_id")
+        event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id)
+        (ledger or get_ledger()).append(event)
+        return event
+    except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
+        logging.getLogger(__name__).error(
+            "served ledger: could not record %s on %s: %s", reason, endpoint, exc
+        )
+        return None

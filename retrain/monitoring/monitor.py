@@ -1,0 +1,276 @@
+"""One monitored trading day: forecast, log, join, rolling metrics, checks, and whether to retrain.
+
+Pure parts (used by the backtest too):
+- `rolling_metrics(rows, windows)`: MAE, naive MAE, their ratio and directional accuracy over the last
+  `w` scored forecasts for each window.
+- `decide_trigger(drift, cusum_alarm, thresholds, in_cooldown)` -> `{"trigger", "reason"}` or None.
+
+`monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
+forecast log, the champion's test errors) around the pure parts, and returns a JSON summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retrain.monitoring.detectors import (
+    DRIFT_WINDOW_DAYS,
+    REFERENCE_DAYS,
+    CusumReference,
+    DriftResult,
+    Thresholds,
+    cusum_alarm_days,
+    cusum_path,
+    data_quality,
+    drift_check,
+    in_cooldown,
+    loss_differential,
+)
+
+log = logging.getLogger(__name__)
+
+WINDOWS = (20, 60)
+FORECAST_CLOSES = 64  # closes sent to the scoring URL: more than any model window
+HISTORY_DAYS = 800  # calendar days of prices fetched each day: the drift reference needs ~250 trading days
+MIN_CUSUM_REFERENCE = 40  # served days that stand in for missing test errors as the CUSUM reference
+
+
+def rolling_metrics(rows: Sequence[dict[str, Any]], windows: Sequence[int] = WINDOWS) -> dict[str, Any]:
+    """Metrics of the last `w` scored forecasts (rows with `forecast`, `last_close` and `actual`)."""
+    scored = [r for r in rows if r.get("actual") is not None]
+    out: dict[str, Any] = {}
+    for w in windows:
+        recent = scored[-w:]
+        if not recent:
+            out[str(w)] = None
+            continue
+        f = np.array([r["forecast"] for r in recent], dtype=float)
+        last = np.array([r["last_close"] for r in recent], dtype=float)
+        actual = np.array([r["actual"] for r in recent], dtype=float)
+        mae = float(np.mean(np.abs(f - actual)))
+        naive = float(np.mean(np.abs(last - actual)))
+        out[str(w)] = {
+            "n": len(recent),
+            "mae": mae,
+            "naive_mae": naive,
+            "mae_ratio": mae / naive if naive > 0 else None,
+            "directional_accuracy": float(np.mean(np.sign(f - last) == np.sign(actual - last))),
+        }
+    return out
+
+
+def decide_trigger(
+    drift: DriftResult | None,
+    cusum: dict[str, Any] | None,
+    thresholds: Thresholds,
+    cooling_down: bool,
+) -> dict[str, str] | None:
+    """A retrain trigger when a detector breached and the cooldown allows it; performance first."""
+    if cooling_down:
+        return None
+    if cusum is not None and cusum.get("alarm"):
+        return {
+            "trigger": "performance",
+            "reason": (
+                f"CUSUM of |model error| - |naive error| (relative to the close) = {cusum['value']:.3f} > "
+                f"threshold {thresholds.cusum:g} over {cusum['days']} served days of model "
+                f"{cusum.get('model_version')}"
+            ),
+        }
+    if drift is not None and drift.statistic > thresholds.drift:
+        return {
+            "trigger": "drift",
+            "reason": (
+                f"KS distance {drift.statistic:.3f} (returns {drift.ks_returns:.3f}, |returns| "
+                f"{drift.ks_abs_returns:.3f}) > threshold {thresholds.drift:g}: last {drift.n_new} trading "
+                f"days vs the champion's {drift.n_reference}-day training window"
+            ),
+        }
+    return None
+
+
+def _champion_data_end(tags: dict[str, Any]) -> str | None:
+    version = str(tags.get("data_version") or "")
+    if len(version) >= 8 and version[:8].isdigit():
+        return f"{version[:4]}-{version[4:6]}-{version[6:8]}"
+    return None
+
+
+def _cusum_reference(test_errors: dict[str, Any] | None) -> CusumReference | None:
+    if not test_errors:
+        return None
+    try:
+        actual = np.asarray(test_errors["actual"], dtype=float)
+        model = np.asarray(test_errors["model"], dtype=float) - actual
+        naive_forecast = np.asarray(test_errors["naive"], dtype=float)
+        return CusumReference.from_differential(
+            loss_differential(model, naive_forecast - actual, naive_forecast)
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
+    (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
+    from retrain import naming
+    from retrain.market_data import fetch_prices
+    from retrain.monitoring.forecast_log import get_forecast_log
+    from retrain.platform import get_platform
+    from retrain.ports import PlatformError
+
+    ticker = payload["ticker"]
+    thresholds = Thresholds(**payload["thresholds"])
+    prices = fetch_prices(
+        ticker,
+        source=payload.get("source") or "yfinance",
+        lookback_days=HISTORY_DAYS,
+        end=payload.get("as_of"),
+    )
+    dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
+    closes = [float(c) for c in prices["Close"]]
+    day = dates[-1]
+    store = get_forecast_log()
+    platform = get_platform()
+    alerts: list[dict[str, Any]] = []
+
+    # 1. Join earlier forecasts with the closes now known, then today's forecast of the next close.
+    store.join_actuals(ticker, dates, closes)
+    endpoint = naming.endpoint_name(ticker)
+    forecast_row: dict[str, Any] | None = None
+    try:
+        answer = platform.invoke(endpoint, {"close": closes[-FORECAST_CLOSES:]})
+        value = float(answer["forecast"][0])
+        if not math.isfinite(value):
+            raise ValueError(f"forecast {value!r} is not finite")
+        model = answer.get("model") or {}
+        state = platform.get_endpoint(endpoint)
+        slot = next(
+            (
+                s
+                for s, m in (state.deployments or {}).items()
+                if str((m or {}).get("version")) == str(model.get("version"))
+            ),
+            None,
+        )
+        target = str(np.busday_offset(day, 1, roll="forward"))
+        forecast_row = {
+            "date": day,
+            "target_date": target,
+            "last_close": closes[-1],
+            "forecast": value,
+            "model_name": model.get("name"),
+            "model_version": None if model.get("version") is None else str(model.get("version")),
+            "slot": slot,
+        }
+        store.record_forecast(ticker, forecast_row)
+    except (PlatformError, KeyError, TypeError, ValueError, IndexError) as exc:
+        alerts.append(
+            {"kind": "no_forecast", "detail": f"the scoring URL of {endpoint} gave no forecast: {exc}"}
+        )
+
+    rows = store.forecasts(ticker, until=day)
+    metrics = rolling_metrics(rows)
+
+    # 2. Checks against the champion: drift of returns since its training window, CUSUM of its errors.
+    champion = platform.get_champion(naming.model_name(ticker))
+    tags = dict(champion.tags) if champion is not None else {}
+    data_end = _champion_data_end(tags)
+    returns = np.diff(np.log(np.asarray(closes)))
+    drift: DriftResult | None = None
+    if data_end is not None:
+        cut = sum(1 for d in dates[1:] if d <= data_end)  # returns up to the training data's last day
+        new = returns[cut:]
+        reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
+        if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
+            drift = drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
+            if drift.statistic > thresholds.drift:
+                alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
+
+    cusum: dict[str, Any] | None = None
+    if champion is not None:
+        served = [
+            r
+            for r in rows
+            if r.get("actual") is not None
+            and r.get("model_version") == str(champion.version)
+            and (data_end is None or r["date"] > data_end)
+        ]
+        reference_ref = None
+        job = tags.get("job_name")
+        if job:
+            try:
+                reference_ref = _cusum_reference(platform.get_job_test_errors(job))
+            except (PlatformError, AttributeError) as exc:
+                log.warning("no test errors for %s: %s", job, exc)
+        watched = served
+        if reference_ref is None and len(served) > 2 * MIN_CUSUM_REFERENCE:
+            # No test errors from the trainer: the champion's first served days are its reference.
+            first = served[:MIN_CUSUM_REFERENCE]
+            reference_ref = CusumReference.from_differential(
+                loss_differential(
+                    [r["forecast"] - r["actual"] for r in first],
+                    [r["last_close"] - r["actual"] for r in first],
+                    [r["last_close"] for r in first],
+                )
+            )
+            watched = served[MIN_CUSUM_REFERENCE:]
+        if reference_ref is not None and watched:
+            d = loss_differential(
+                [r["forecast"] - r["actual"] for r in watched],
+                [r["last_close"] - r["actual"] for r in watched],
+                [r["last_close"] for r in watched],
+            )
+            alarms = cusum_alarm_days(d, reference_ref, thresholds.cusum, cooldown=0)
+            value = float(cusum_path(d, reference_ref)[-1])
+            alarm = bool(alarms) and alarms[-1] == d.size - 1
+            cusum = {
+                "value": value,
+                "days": int(d.size),
+                "alarm": alarm,
+                "model_version": str(champion.version),
+            }
+            if alarm:
+                alerts.append({"kind": "performance", "statistic": value, "threshold": thresholds.cusum})
+
+    # 3. Data quality (alerts only: retraining on broken data would make it worse).
+    for issue in data_quality(dates[-30:], closes[-30:], split_tolerance=thresholds.split_tolerance):
+        if issue.kind == "split" or issue.date == day:
+            alerts.append({"kind": f"data_{issue.kind}", "date": issue.date, "detail": issue.detail})
+
+    # 4. Trigger (cooldown in trading days since the monitor's last trigger).
+    last = store.last_trigger_date(ticker, day)
+    cooling = in_cooldown(last, day, thresholds.cooldown_days)
+    trigger = decide_trigger(drift, cusum, thresholds, cooling)
+    if trigger is not None:
+        store.record_trigger(ticker, day, trigger["trigger"], trigger["reason"])
+    summary = {
+        "ticker": ticker,
+        "date": day,
+        "forecast": forecast_row,
+        "scored": sum(1 for r in rows if r.get("actual") is not None),
+        "metrics": metrics,
+        "drift": None if drift is None else drift.to_dict(),
+        "cusum": cusum,
+        "alerts": alerts,
+        "cooldown": cooling,
+        "trigger": trigger,
+        "champion_version": None if champion is None else str(champion.version),
+    }
+    store.record_day(ticker, day, summary)
+    return summary
+
+
+def record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
+    """After a monitor-started cycle: its instance id and outcome next to the trigger in the log."""
+    from retrain.monitoring.forecast_log import get_forecast_log
+
+    get_forecast_log().record_retrain(
+        payload["ticker"], payload["date"], payload["instance_id"], payload["status"]
+    )
+    return payload

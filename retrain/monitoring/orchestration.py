@@ -1,0 +1,235 @@
+"""The monitor as Durable Functions: a timer, an HTTP start route, the orchestrator and its activities.
+
+- `monitor_timer` (`RETRAIN_MONITOR_SCHEDULE`, default 21:30 UTC on weekdays, after the US close): one
+  `monitor_orchestrator` instance per ticker and day (`monitor-<ticker>-<YYYYMMDD>`), for the latest data.
+- `POST /api/monitor` (`{"ticker", "from", "to", "source"}`): step the monitor through each trading day
+  from..to as if it were today (offline sources: data as of each day). 202 with the status URLs.
+- `monitor_orchestrator` (deterministic): for each day, the `monitor_day` activity (forecast through the
+  stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a retraining cycle as a
+  sub-orchestration (`trigger` = drift/performance, the reason in its input, status and model tags, data
+  as of that day), so one monitor never runs two cycles at once; the cooldown is applied by `monitor_day`.
+  Its output: `{ticker, days, forecasts, scored, mae_ratio, alerts, retrains}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from retrain import naming, settings
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+MONITOR_ORCHESTRATOR = "monitor_orchestrator"
+MAX_DAYS = 400  # one orchestration's history stays small; longer spans are several requests
+
+
+class MonitorRequestError(ValueError):
+    """A monitor request we cannot accept; the message says what to send."""
+
+
+def monitor_instance_id(ticker: str, first_day: str, now: datetime) -> str:
+    return f"monitor-{naming.ticker_slug(ticker)}-{first_day.replace('-', '')}-{now:%H%M%S}"
+
+
+def trading_days(start: str, end: str) -> list[str]:
+    """Weekdays from start to end inclusive (the offline sources skip holidays themselves: a holiday's
+    as-of data ends on the day before, which the monitor then sees twice and logs once)."""
+    import numpy as np
+
+    first = np.datetime64(start, "D")
+    last = np.datetime64(end, "D")
+    days = np.arange(first, last + 1, dtype="datetime64[D]")
+    return [str(d) for d in days[np.is_busday(days)]]
+
+
+def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
+    """Validate `{"ticker", "from", "to", "source"}`; the orchestration input with the thresholds."""
+    from retrain.market_data import MarketDataError, parse_as_of, validate_ticker
+    from retrain.monitoring.calibration import thresholds_from_settings
+
+    if not isinstance(body, dict):
+        raise MonitorRequestError(
+            'send a JSON object such as {"ticker": "MSFT", "from": "2012-01-03", "to": "2012-03-30"}'
+        )
+    unknown = sorted(set(body) - {"ticker", "from", "to", "source"})
+    if unknown:
+        raise MonitorRequestError(f"unknown field(s) {', '.join(unknown)}; send ticker, from, to and source")
+    try:
+        ticker = validate_ticker(
+            body.get("ticker") or (settings.get_list("RETRAIN_TICKERS", environ) or [""])[0]
+        )
+        start = parse_as_of(body.get("from"))
+        end = parse_as_of(body.get("to"))
+    except MarketDataError as exc:
+        raise MonitorRequestError(str(exc)) from None
+    if start is None or end is None:
+        today = datetime.now(UTC).date()
+        start, end = start or end or today, end or start or today
+    if end < start:
+        raise MonitorRequestError(f"to ({end}) is before from ({start}); send from <= to")
+    days = trading_days(start.isoformat(), end.isoformat())
+    if not days:
+        raise MonitorRequestError(f"no weekday between {start} and {end}; send a range with a trading day")
+    if len(days) > MAX_DAYS:
+        raise MonitorRequestError(f"{len(days)} trading days; send at most {MAX_DAYS} per request")
+    source = body.get("source") or settings.get("RETRAIN_SOURCE", environ)
+    if not isinstance(source, str) or not (source in ("yfinance", "sample") or source.startswith("csv:")):
+        raise MonitorRequestError(f"source={source!r}: send yfinance, sample or csv:PATH")
+    return {
+        "ticker": ticker,
+        "days": days,
+        "source": source,
+        "thresholds": thresholds_from_settings(environ).to_dict(),
+        "max_epochs": settings.get_int("RETRAIN_MAX_EPOCHS", environ),
+    }
+
+
+def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[str, Any]]) -> dict[str, Any]:
+    """The orchestration's output (and the last stdout line of `retrain monitor`)."""
+    last = results[-1] if results else {}
+    window = (last.get("metrics") or {}).get("20") or {}
+    return {
+        "ticker": ticker,
+        "days": len(results),
+        "forecasts": sum(1 for r in results if r.get("forecast")),
+        "scored": last.get("scored", 0),
+        "mae_ratio": window.get("mae_ratio"),
+        "alerts": [{"date": r["date"], **a} for r in results for a in r.get("alerts", [])],
+        "retrains": retrains,
+    }
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=MONITOR_ORCHESTRATOR)
+def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
+    from retrain.workflow import ORCHESTRATOR_NAME, CycleInput
+
+    spec = context.get_input() or {}
+    ticker = spec["ticker"]
+    results: list[dict[str, Any]] = []
+    retrains: list[dict[str, Any]] = []
+    recent: list[dict[str, Any]] = []  # the last days' one-line summaries, for progress on the CLI
+
+    def progress(day: str | None) -> None:
+        context.set_custom_status(
+            {
+                "day": day,
+                "done": len(results),
+                "of": len(spec["days"]),
+                "retrains": len(retrains),
+                "recent": recent[-30:],
+            }
+        )
+
+    for day in spec["days"]:
+        progress(day)
+        result = yield context.call_activity(
+            "monitor_day",
+            {"ticker": ticker, "as_of": day, "source": spec["source"], "thresholds": spec["thresholds"]},
+        )
+        results.append(result)
+        trigger = result.get("trigger")
+        window = (result.get("metrics") or {}).get("20") or {}
+        recent.append(
+            {
+                "n": len(results),
+                "as_of": day,
+                "date": result["date"],
+                "forecast": (result.get("forecast") or {}).get("forecast"),
+                "mae_ratio": window.get("mae_ratio"),
+                "alerts": [a["kind"] for a in result.get("alerts", [])],
+                "trigger": (trigger or {}).get("trigger"),
+            }
+        )
+        if not trigger:
+            continue
+        cycle = CycleInput.from_settings(
+            ticker,
+            trigger["trigger"],
+            source=spec["source"],
+            as_of=result["date"],
+            reason=trigger["reason"],
+            max_epochs=spec.get("max_epochs"),
+        )
+        child = naming.adhoc_instance_id(ticker, context.current_utc_datetime)
+        try:
+            output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle.to_dict(), child)
+            status = (output or {}).get("status", "completed")
+        except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
+            status = f"failed: {str(exc)[:300]}"
+        retrains.append(
+            {
+                "instance_id": child,
+                "date": result["date"],
+                "trigger": trigger["trigger"],
+                "reason": trigger["reason"],
+                "status": status,
+            }
+        )
+        yield context.call_activity(
+            "monitor_record_retrain",
+            {"ticker": ticker, "date": result["date"], "instance_id": child, "status": status},
+        )
+    summary = summarise(ticker, results, retrains)
+    progress(None)
+    return summary
+
+
+@bp.activity_trigger(input_name="payload")
+def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.monitor import monitor_day as run_day
+
+    return run_day(payload)
+
+
+@bp.activity_trigger(input_name="payload")
+def monitor_record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
+    from retrain.monitoring.monitor import record_retrain
+
+    return record_retrain(payload)
+
+
+@bp.route(route="monitor", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        raw = req.get_body()
+        body = json.loads(raw) if raw and raw.strip() else {}
+        spec = parse_monitor_request(body)
+    except json.JSONDecodeError as exc:
+        return _json({"error": f"the body is not valid JSON ({exc.msg}); send a JSON object"}, 400)
+    except (MonitorRequestError, settings.SettingsError) as exc:
+        return _json({"error": str(exc)}, 400)
+    instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
+    await client.start_new(MONITOR_ORCHESTRATOR, instance_id, spec)
+    return client.create_check_status_response(req, instance_id)
+
+
+@bp.timer_trigger(schedule="%RETRAIN_MONITOR_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def monitor_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    now = datetime.now(UTC)
+    for raw in settings.get_list("RETRAIN_TICKERS"):
+        try:
+            spec = parse_monitor_request(
+                {"ticker": raw, "from": now.date().isoformat(), "to": now.date().isoformat()}
+            )
+        except MonitorRequestError as exc:
+            log.error("monitor timer: skipping %r: %s", raw, exc)
+            continue
+        spec["days"] = [None]  # the latest data, not an as-of replay
+        instance_id = f"monitor-{naming.ticker_slug(spec['ticker'])}-{now:%Y%m%d}"
+        existing = await client.get_status(instance_id)
+        if existing is not None and existing.runtime_status is not None:
+            continue  # today's instance exists
+        await client.start_new(MONITOR_ORCHESTRATOR, instance_id, spec)
+
+
+def _json(body: Any, status_code: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status_code, mimetype="application/json")

@@ -1,0 +1,47 @@
+"""Azure ML model monitoring's signal: the RunStatusChanged event of a monitoring run tagged
+azureml_modelmonitor_threshold_breached starts a retraining cycle (trigger azureml_monitor, the reason on
+record) through the real Event Grid webhook of the local host; other monitoring runs are ignored."""
+
+from __future__ import annotations
+
+import time
+
+from retrain.events import model_monitor_breach, parse_events
+from tests.integration.test_orchestration import _http, host, memory, wait  # noqa: F401 (fixtures)
+from tests.unit.test_triggers_events import deliver, grid_event
+
+BREACH = {
+    "azureml_modelmonitor_threshold_breached": "has failed due to one or more features violating metric thresholds",
+    "ticker": "MSFT",
+}
+
+
+def test_a_breached_monitoring_run_starts_one_cycle_with_its_reason(host, memory):  # noqa: F811
+    assert deliver(host, [grid_event("msft-monitor-run-1", "Failed", BREACH)]) in (200, 202)
+    deadline = time.monotonic() + 30
+    started = []
+    while not started and time.monotonic() < deadline:
+        code, listing = _http(
+            "GET", f"{host.url}/runtime/webhooks/durabletask/instances?code={host.system_key}"
+        )
+        started = [i for i in listing if i["instanceId"].startswith("retrain-msft-")]
+        time.sleep(0.2)
+    [instance] = started
+    status = wait(host, instance["instanceId"])
+    assert status["runtime_status"] == "Completed" and status["ids"]["trigger"] == "azureml_monitor"
+    assert "Azure ML model monitoring run msft-monitor-run-1" in status["ids"]["trigger_reason"]
+    model = memory.models["msft-forecaster"][-1]
+    assert (
+        model.tags["trigger"] == "azureml_monitor"
+        and "violating metric thresholds" in model.tags["trigger_reason"]
+    )
+
+
+def test_only_breached_monitoring_runs_with_a_ticker_count() -> None:
+    ours = parse_events([grid_event("j", "Completed", {"orchestration_instance_id": "retrain-msft-x"})])[0]
+    quiet = parse_events([grid_event("m", "Completed", {"ticker": "MSFT"})])[0]
+    no_ticker = parse_events([grid_event("m", "Failed", {"azureml_modelmonitor_threshold_breached": "x"})])[0]
+    breach = parse_events([grid_event("m", "Failed", BREACH)])[0]
+    assert model_monitor_breach(ours) is None and model_monitor_breach(quiet) is None
+    assert model_monitor_breach(no_ticker) is None
+    assert model_monitor_breach(breach)["ticker"] == "MSFT"

@@ -1,0 +1,108 @@
+"""The monitor through the real local host (real Durable SDK replay, HTTP routes, activities, sub-
+orchestrations), with the scripted in-memory ML platform: a quiet span raises no alert; the same span with
+doubled volatility starts exactly one retraining cycle (trigger drift, its reason on record), and the
+cooldown holds back the later breaches (which, with no cooldown, start two more cycles)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.market_data import fetch_prices
+from retrain.monitoring.forecast_log import ForecastLog
+from tests.integration.test_orchestration import _http, host, memory, run_cycle  # noqa: F401 (fixtures)
+
+SPAN = {"from": "2012-07-02", "to": "2012-09-28"}
+
+
+def monitor(host, body: dict, timeout: float = 240) -> dict:  # noqa: F811
+    code, answer = _http("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+    assert code == 202, answer
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, status = _http("GET", answer["statusQueryGetUri"])
+        if code in (200, 202) and status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+            assert status["runtimeStatus"] == "Completed", status
+            return status["output"]
+        time.sleep(0.3)
+    raise AssertionError("the monitor did not finish")
+
+
+def volatile_csv(tmp_path: Path, since: str) -> Path:
+    """MSFT's real closes with every daily return from `since` on doubled."""
+    prices = fetch_prices("MSFT", source="sample", end="2012-12-31")
+    returns = np.diff(np.log(prices["Close"].to_numpy()))
+    after = (prices["Date"].iloc[1:] >= since).to_numpy()
+    returns[after] *= 2.0
+    closes = prices["Close"].iloc[0] * np.exp(np.concatenate([[0.0], np.cumsum(returns)]))
+    ratio = closes / prices["Close"].to_numpy()
+    frame = prices.copy()
+    for col in ("Open", "High", "Low", "Close"):
+        frame[col] = (frame[col] * ratio).round(6)
+    frame["Date"] = frame["Date"].dt.strftime("%Y-%m-%d")
+    path = tmp_path / "msft-volatile.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):  # noqa: F811
+    assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
+    out = monitor(host, {"ticker": "MSFT", **SPAN, "source": "sample"})
+    assert out["ticker"] == "MSFT" and out["days"] == 65  # weekdays of Q3 2012
+    assert out["forecasts"] == 65 and out["scored"] >= 60
+    assert out["alerts"] == [] and out["retrains"] == []
+    assert 0.9 < out["mae_ratio"] < 1.1  # the scripted model: last close x 1.001
+    rows = ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").forecasts("MSFT")
+    assert rows[0]["model_version"] == "1" and rows[0]["slot"] == "blue"
+    assert rows[0]["actual"] is not None and rows[0]["actual_date"] > rows[0]["date"]
+
+
+def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_holds(
+    host,  # noqa: F811
+    memory,  # noqa: F811
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    csv = volatile_csv(tmp_path, since="2012-07-16")
+    monkeypatch.setenv("RETRAIN_MONITOR_COOLDOWN_DAYS", "120")
+    assert run_cycle(host, {"as_of": "2012-06-29", "source": f"csv:{csv}"})["output"]["status"] == "deployed"
+    # Q3 and Q4: with no cooldown this span retrains three times (2012-08-07, 11-27, 12-26).
+    out = monitor(host, {"ticker": "MSFT", "from": "2012-07-02", "to": "2012-12-31", "source": f"csv:{csv}"})
+    assert len(out["retrains"]) == 1, out["retrains"]
+    [retrain] = out["retrains"]
+    assert retrain["trigger"] == "drift" and retrain["status"] == "deployed"
+    assert "KS distance" in retrain["reason"] and "threshold 0.372" in retrain["reason"]
+    assert retrain["date"] > "2012-07-16"  # after the change, not before
+    drift_alerts = [a for a in out["alerts"] if a["kind"] == "drift"]
+    assert drift_alerts and all(a["statistic"] > a["threshold"] for a in drift_alerts)
+    # The drift breached again later, inside the cooldown: an alert, and no second retrain.
+    later = [a for a in drift_alerts if a["date"] > retrain["date"]]
+    assert later, drift_alerts
+    days = {d["date"]: d for d in ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
+    assert all(days[a["date"]]["cooldown"] and days[a["date"]]["trigger"] is None for a in later)
+    assert days["2012-12-31"]["forecast"]["model_version"] == "2"  # the retrained model serves
+    # The reason is in the new model's tags and the cycle's status.
+    model = memory.models["msft-forecaster"][-1]
+    assert model.tags["trigger"] == "drift" and model.tags["trigger_reason"] == retrain["reason"]
+    code, status = _http("GET", f"{host.url}/api/retrain/{retrain['instance_id']}?code={host.function_key}")
+    assert (
+        code == 200
+        and status["ids"]["trigger"] == "drift"
+        and "KS distance" in status["ids"]["trigger_reason"]
+    )
+    assert model.tags["data_version"].startswith(retrain["date"].replace("-", ""))  # data as of that day
+
+
+def test_bad_monitor_requests_get_400_with_what_to_send(host):  # noqa: F811
+    for body, says in (
+        ({"ticker": "MSFT", "from": "2012-09-01", "to": "2012-08-01"}, "before from"),
+        ({"ticker": "MSFT", "from": "someday"}, "YYYY-MM-DD"),
+        ({"ticker": "MSFT", "when": "now"}, "unknown field(s) when"),
+        ({"ticker": "MSFT", "from": "2012-09-03", "source": "bloomberg"}, "csv:PATH"),
+        ({"ticker": "MSFT", "from": "2000-01-03", "to": "2013-01-01"}, "at most 400"),
+    ):
+        code, answer = _http("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+        assert code == 400 and says in answer["error"], (body, answer)

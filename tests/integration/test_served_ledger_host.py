@@ -1,0 +1,75 @@
+"""The served ledger through the real local host: every traffic change of real orchestrations (in-memory
+ML platform) is recorded, and `GET /api/served/{ticker}?at=` answers across a swap and a rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import urllib.parse
+
+from retrain.monitoring.ledger import SqliteLedger
+from tests.integration.test_orchestration import _http, host, memory, run_cycle  # noqa: F401 (fixtures)
+
+
+def served(host, ticker: str, at: dt.datetime | str | None = None, **extra: str) -> tuple[int, dict]:  # noqa: F811
+    params = {"code": host.function_key, **extra}
+    if at is not None:
+        params["at"] = at if isinstance(at, str) else at.isoformat()
+    return _http("GET", f"{host.url}/api/served/{ticker}?{urllib.parse.urlencode(params)}")
+
+
+def now() -> dt.datetime:
+    time.sleep(0.01)  # strictly between two ledger entries
+    return dt.datetime.now(dt.UTC)
+
+
+def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):  # noqa: F811
+    before = now()
+    assert run_cycle(host)["output"]["status"] == "deployed"  # v1 -> blue
+    after_first = now()
+    assert run_cycle(host)["output"]["status"] == "deployed"  # v2 -> green, blue retired
+    after_swap = now()
+    memory.script.broken_slots = {"blue"}  # v3 goes to blue and answers NaN: rolled back
+    third = run_cycle(host)
+    assert third["runtime_status"] == "Failed" and "traffic is back on green" in json.dumps(third)
+    after_rollback = now()
+
+    def versions(at):
+        code, answer = served(host, "msft", at)
+        assert code == 200, answer
+        return {s["model_version"]: s["weight"] for s in answer["serving"]}, answer
+
+    assert versions(before)[0] == {}
+    assert versions(after_first)[0] == {"1": 100}
+    assert versions(after_swap)[0] == {"2": 100}
+    latest, answer = versions(after_rollback)
+    assert latest == {"2": 100} and answer["reason"] == "rollback" and answer["endpoint"] == "msft-forecast"
+    assert versions(None)[0] == {"2": 100}  # no ?at=: now
+
+    # Every traffic change is on record, in order, with the orchestration that made it.
+    events = SqliteLedger(tmp_path / "monitoring" / "ledger.sqlite").events("msft-forecast")
+    reasons = [e.reason for e in events]
+    assert reasons[:2] == ["deploy", "promote"]  # the first model: no canary
+    assert reasons[2:6] == ["deploy", "canary", "promote", "retire"]
+    assert reasons[6] == "deploy" and reasons[-1] == "rollback"
+    canary = events[3]
+    assert {s.slot: (s.model_version, s.weight) for s in canary.slots} == {
+        "blue": ("1", 90),
+        "green": ("2", 10),
+    }
+    assert canary.instance_id and canary.instance_id.startswith("retrain-msft-")
+    # Between the canary's start and the promote, the answer is the split.
+    code, answer = served(host, "MSFT", events[3].time)
+    assert {s["model_version"]: s["weight"] for s in answer["serving"]} == {"1": 90, "2": 10}
+
+
+def test_bad_requests_get_400_with_what_to_send(host):  # noqa: F811
+    code, answer = served(host, "MSFT", "last week")
+    assert code == 400 and "ISO 8601" in answer["error"]
+    code, answer = served(host, "MS%20FT")
+    assert code == 400 and "invalid ticker" in answer["error"]
+    code, answer = served(host, "MSFT", when="now")
+    assert code == 400 and "send only ?at=TIME" in answer["error"]
+    code, _ = _http("GET", f"{host.url}/api/served/MSFT")  # no function key
+    assert code == 401

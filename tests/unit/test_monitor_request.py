@@ -1,0 +1,60 @@
+"""The monitor's request parsing and output shape (pure parts of `retrain.monitoring.orchestration`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrain.monitoring.orchestration import (
+    MonitorRequestError,
+    parse_monitor_request,
+    summarise,
+    trading_days,
+)
+
+ENV = {"RETRAIN_TICKERS": "MSFT", "RETRAIN_SOURCE": "sample", "RETRAIN_MONITOR_COOLDOWN_DAYS": "7"}
+
+
+def test_a_range_becomes_its_weekdays_with_the_thresholds_of_the_settings() -> None:
+    spec = parse_monitor_request({"from": "2012-07-06", "to": "2012-07-10"}, ENV)
+    assert spec["ticker"] == "MSFT" and spec["source"] == "sample"
+    assert spec["days"] == ["2012-07-06", "2012-07-09", "2012-07-10"]  # the weekend is skipped
+    assert spec["thresholds"]["cooldown_days"] == 7 and spec["thresholds"]["drift"] == 0.372
+    assert parse_monitor_request({"ticker": "aapl", "from": "2012-07-06"}, ENV)["days"] == ["2012-07-06"]
+    assert trading_days("2012-07-07", "2012-07-08") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ([], "send a JSON object"),
+        ({"ticker": "MS FT", "from": "2012-07-06"}, "invalid ticker"),
+        ({"from": "2012-07-07", "to": "2012-07-08"}, "no weekday"),
+        ({"from": "2012-07-06", "source": "ftp:x"}, "yfinance, sample or csv:PATH"),
+    ],
+)
+def test_bad_requests_say_what_to_send(body: object, says: str) -> None:
+    with pytest.raises(MonitorRequestError, match=says):
+        parse_monitor_request(body, ENV)
+
+
+def test_summary_counts_and_collects_alerts() -> None:
+    results = [
+        {"date": "2012-07-02", "forecast": {"forecast": 1.0}, "scored": 0, "alerts": [], "metrics": {}},
+        {
+            "date": "2012-07-03",
+            "forecast": None,
+            "scored": 1,
+            "alerts": [{"kind": "drift", "statistic": 0.4, "threshold": 0.372}],
+            "metrics": {"20": {"mae_ratio": 0.98}},
+        },
+    ]
+    out = summarise("MSFT", results, [{"instance_id": "i", "trigger": "drift", "reason": "r"}])
+    assert out == {
+        "ticker": "MSFT",
+        "days": 2,
+        "forecasts": 1,
+        "scored": 1,
+        "mae_ratio": 0.98,
+        "alerts": [{"date": "2012-07-03", "kind": "drift", "statistic": 0.4, "threshold": 0.372}],
+        "retrains": [{"instance_id": "i", "trigger": "drift", "reason": "r"}],
+    }
