@@ -29,6 +29,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."
     ),
+    Setting(
+        "RETRAIN_DATA_DIR",
+        None,
+        "Directory of CSV files a request may name as csv:NAME (relative to it); unset: requests name no CSV.",
+    ),
     Setting("RETRAIN_LOOKBACK_DAYS", "1825", "Calendar days of history fetched for each training run."),
     Setting("RETRAIN_PLATFORM", "local", "ML platform adapter: local (embedded) or azureml."),
     Setting("RETRAIN_STATE_DIR", ".retrain", "Local platform and host state directory."),
