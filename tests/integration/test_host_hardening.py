@@ -106,3 +106,64 @@ def test_an_event_naming_a_smuggled_instance_id_is_acknowledged_and_ignored(host
     )
     assert answer.status_code == 202
     time.sleep(0.1)
+
+
+def test_the_job_runner_retries_until_a_restarted_host_hears_the_event(tmp_path, monkeypatch):
+    """The host is down when the job ends; it comes back on another port: the runner's back-off finds
+    it through the state dir and delivers with the Event Grid key, within a couple of its short delays."""
+    import io
+    import json
+
+    from functions_host.host import LocalHost
+    from retrain.local import jobs
+
+    app = __import__("pathlib").Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
+    log_path = tmp_path / "app-log.jsonl"
+    monkeypatch.setenv("HTTP_APP_LOG", str(log_path))
+    for name in (
+        "RETRAIN_FUNCTION_KEY",
+        "RETRAIN_SYSTEM_KEY",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "HTTP_APP_SCHEDULE",
+    ):
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    state = tmp_path / "state"
+    first = LocalHost(app, state, timers=False, out=io.StringIO()).start()
+    old_url = first.url
+    first.stop()  # the host goes down before the job ends
+    event = jobs.build_job_event(
+        {"job_name": "j1", "experiment_id": "1", "experiment_name": "e", "run_id": "r", "tags": {}}, True
+    )
+    outcome: dict = {}
+    progress: list[str] = []
+    runner = threading.Thread(
+        target=lambda: outcome.update(
+            result=jobs.deliver_with_backoff(
+                event,
+                state,
+                old_url,
+                first_delay=0.2,
+                max_delay=0.5,
+                bound_s=60,
+                on_attempt=lambda n, detail: progress.append(detail),
+            )
+        )
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(progress) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(progress) >= 2, progress  # it kept trying while the host was down
+        second = LocalHost(app, state, timers=False, out=io.StringIO()).start()
+        try:
+            runner.join(30)
+            delivered, detail, attempts = outcome["result"]
+            assert delivered, detail
+            events = [json.loads(line) for line in log_path.read_text().splitlines()]
+            assert [e["id"] for e in events if e["kind"] == "event"] == [event["id"]]
+        finally:
+            second.stop()
+    finally:
+        runner.join(60)
