@@ -157,7 +157,7 @@ def test_backoff_gives_up_at_its_bound_and_on_a_client_error(tmp_path: Path, rec
         bound_s=0.6,
         on_attempt=lambda n, _: seen.append(n),
     )
-    assert not delivered and "gave up" in detail and attempts >= 4 and seen == list(range(1, attempts + 1))
+    assert not delivered and "gave up" in detail and attempts >= 2 and seen == list(range(1, attempts + 1))
     receiver = receiver_factory([503, 403])
     delivered, detail, attempts = jobs.deliver_with_backoff(
         jobs.build_job_event(SPEC, True), tmp_path, receiver.url, first_delay=0.01, bound_s=30
