@@ -486,6 +486,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings.SettingsError as exc:
         _say(f"retrain {args.command}: {exc}")
         return 2
+    except Exception as exc:
+        from functions_host.durable import DurableStoreError
+
+        if not isinstance(exc, DurableStoreError):
+            raise
+        _say(f"retrain {args.command}: {exc}")  # a corrupt durable.sqlite: what to do, not a traceback
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from .engine import (
     InstanceExistsError,
     InstanceNotFound,
 )
+from .store import DurableStoreError
 
 __all__ = [
     "DurableEngine",
     "DurableError",
+    "DurableStoreError",
     "FunctionNotFoundError",
     "InstanceExistsError",
     "InstanceNotFound",
