@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
-    Setting("RETRAIN_SYSTEM_KEY", None, "System key for the Event Grid webhook (local host).", secret=True),
+    Setting("RETRAIN_SYSTEM_KEY", None, "Master key of the local host: it opens every route.", secret=True),
     # Azure ML workspace (the azureml platform).
     Setting("AZURE_SUBSCRIPTION_ID", None, "Subscription of the Azure ML workspace."),
     Setting("AZURE_RESOURCE_GROUP", None, "Resource group of the Azure ML workspace."),
