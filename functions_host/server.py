@@ -13,6 +13,7 @@ echoed values truncated.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -115,30 +116,30 @@ def shown(value: object, limit: int = MAX_ECHO_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
 def json_nesting_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether a JSON text nests arrays/objects deeper than `limit` (brackets inside strings don't count).
-    Checked before parsing: Python's parser would raise RecursionError (a 500) on deep input."""
-    if b"[" not in body and b"{" not in body:
+    Checked before parsing: Python's parser would raise RecursionError (a 500) on deep input. Runs at C
+    speed (count, regex, translate, accumulate), so a large body costs little."""
+    if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _too_deep(request: Request) -> HttpResult | None:
+    """A 400 for a body nested too deeply, checked only once the caller's key was accepted (the check
+    reads the whole body)."""
+    if json_nesting_exceeds(request.body):
+        return _text(
+            400,
+            f"Bad Request: the JSON body nests deeper than {MAX_JSON_DEPTH} levels; send a flatter document",
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -374,12 +375,6 @@ class HostRouter:
     def handle(self, request: Request) -> HttpResult:
         path = request.path
         try:
-            if json_nesting_exceeds(request.body):
-                return _text(
-                    400,
-                    f"Bad Request: the JSON body nests deeper than {MAX_JSON_DEPTH} levels; "
-                    "send a flatter document",
-                )
             if path == EVENTGRID_WEBHOOK_PATH or path.startswith(EVENTGRID_WEBHOOK_PATH + "/"):
                 return self._event_grid(request)
             if path == DURABLE_WEBHOOK_PATH or path.startswith(DURABLE_WEBHOOK_PATH + "/"):
@@ -389,10 +384,10 @@ class HostRouter:
                         "Unauthorized: the Durable Task webhook needs the durabletask_extension system key "
                         "or the master key (x-functions-key header or code query parameter)",
                     )
-                return self._durable(request, path[len(DURABLE_WEBHOOK_PATH) :])
+                return _too_deep(request) or self._durable(request, path[len(DURABLE_WEBHOOK_PATH) :])
             rpc_prefix = f"/durabletask/{self.urls.rpc_token}"
             if path == rpc_prefix or path.startswith(rpc_prefix + "/"):
-                return self._durable(request, path[len(rpc_prefix) :])
+                return _too_deep(request) or self._durable(request, path[len(rpc_prefix) :])
             if path in ("", "/"):
                 return _text(200, "The local Functions host is running.")
             return self._http_trigger(request)
@@ -428,6 +423,8 @@ class HostRouter:
                 f"{'system' if level in ('admin', 'system') else 'function'} key "
                 "(x-functions-key header or code query parameter)",
             )
+        if (too_deep := _too_deep(request)) is not None:
+            return too_deep
         data = HttpRequestData(
             method=request.method,
             url=request.url,
@@ -470,6 +467,8 @@ class HostRouter:
                 "Unauthorized: the Event Grid webhook needs the eventgrid_extension system key or the "
                 "master key (code query parameter or x-functions-key header)",
             )
+        if (too_deep := _too_deep(request)) is not None:
+            return too_deep
         name = request.query.get("functionName", "")
         fn = self.index.functions.get(name)
         if fn is None or fn.trigger_type != EVENT_GRID_TRIGGER:

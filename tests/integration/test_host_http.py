@@ -709,3 +709,14 @@ def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
     finally:
         for conn in stalled:
             conn.close()
+
+
+def test_json_nesting_check_counts_brackets_outside_strings_only(host: LocalHost) -> None:
+    from functions_host.server import json_nesting_exceeds
+
+    assert json_nesting_exceeds(b"[" * 65 + b"]" * 65) and not json_nesting_exceeds(b"[" * 64 + b"]" * 64)
+    assert not json_nesting_exceeds(json.dumps({"t": "[" * 10_000, "u": [[1]]}).encode())
+    assert not json_nesting_exceeds(json.dumps({"t": 'a"b\\[[[', "u": [[1]]}).encode(), 3)
+    assert json_nesting_exceeds(b'{"a": "x\\\\", "b": [[[[1]]]]}', 4)  # an escaped backslash ends the string
+    # without a key the body is not even looked at
+    assert requests.post(f"{host.url}/api/echo", data=DEEP_JSON, timeout=TIMEOUT).status_code == 401
