@@ -58,6 +58,11 @@ class FunctionLoadError(RuntimeError):
     """The function app cannot be indexed (the worker would refuse to load it too)."""
 
 
+class BindingDecodeError(ValueError):
+    """The trigger's input could not be converted to the function's parameter type (a malformed event,
+    e.g. an eventTime that is not ISO 8601): the function never ran."""
+
+
 class UnknownFunctionError(LookupError):
     """No function of that name and kind in the index."""
 
@@ -624,8 +629,17 @@ class FunctionIndex:
     ) -> tuple[meta.Datum | None, dict[str, Any]]:
         args: dict[str, Any] = {}
         for pname, ptype in fn.input_types.items():
-            datum = trigger_datum if pname == fn.trigger.name else self._input_datum(fn, pname)
-            args[pname] = _converter(ptype.binding).decode(datum, trigger_metadata={})
+            is_trigger = pname == fn.trigger.name
+            datum = trigger_datum if is_trigger else self._input_datum(fn, pname)
+            try:
+                args[pname] = _converter(ptype.binding).decode(datum, trigger_metadata={})
+            except (ValueError, TypeError, KeyError) as exc:
+                if not is_trigger:
+                    raise
+                raise BindingDecodeError(
+                    f"function {fn.name!r}: its {ptype.binding} input cannot be decoded: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
         if fn.requires_context:
             args["context"] = _Context(fn.name, fn.directory)
         outs = {pname: _Out() for pname in fn.output_types}

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from functions_host.functions import (
     IndexedFunction,
     close_durable_client_sessions,
 )
-from functions_host.keys import HostKeys, load_or_create_keys
+from functions_host.keys import DURABLE_EXTENSION, EVENTGRID_EXTENSION, HostKeys, load_or_create_keys
 from functions_host.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
 from functions_host.settings import load_local_settings
 
@@ -223,9 +224,24 @@ class LocalHost:
 
     @property
     def system_key(self) -> str:
+        """The master key: it opens every route."""
         self._require_started()
         assert self.keys is not None
         return self.keys.system_key
+
+    @property
+    def durable_key(self) -> str:
+        """The Durable extension's system key: it opens the Durable HTTP API only."""
+        self._require_started()
+        assert self.keys is not None
+        return self.keys.extension_key(DURABLE_EXTENSION)
+
+    @property
+    def eventgrid_key(self) -> str:
+        """The Event Grid extension's system key: it opens the Event Grid webhook only."""
+        self._require_started()
+        assert self.keys is not None
+        return self.keys.extension_key(EVENTGRID_EXTENSION)
 
     def function_url(self, name: str) -> str:
         """The URL template of an HTTP-triggered function (route parameters left as `{...}`)."""
@@ -238,7 +254,8 @@ class LocalHost:
         return f"{self.url}{prefix}/{fn.route.lstrip('/')}"
 
     def event_grid_url(self, function_name: str) -> str:
-        return f"{self.url}/runtime/webhooks/eventgrid?functionName={function_name}&code={self.system_key}"
+        query = urllib.parse.urlencode({"functionName": function_name, "code": self.eventgrid_key})
+        return f"{self.url}/runtime/webhooks/eventgrid?{query}"
 
     def _require_started(self) -> None:
         if self._server is None:
@@ -291,7 +308,7 @@ class LocalHost:
         try:
             self.urls = DurableUrls(
                 base_url=f"http://{self._host}:{server.port}",
-                system_key=self.keys.system_key,
+                system_key=self.keys.extension_key(DURABLE_EXTENSION),
                 rpc_token=secrets.token_urlsafe(16),
                 hub_name=hub_name,
             )

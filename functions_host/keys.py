@@ -1,8 +1,14 @@
-"""Host keys of the local Functions host: a function key (function-level HTTP routes) and a system key
-(admin-level routes, the Event Grid and Durable Task webhooks), as the Azure Functions host has them.
+"""Host keys of the local Functions host, as the Azure Functions host has them:
+
+- the function key opens function-level HTTP routes;
+- one system key per extension opens only that extension's webhook: `durabletask_extension` the Durable
+  Functions HTTP API (it is the key in the management URLs a 202 hands out), `eventgrid_extension` the
+  Event Grid webhook;
+- the master key (`system_key`, the setting `RETRAIN_SYSTEM_KEY`) opens everything.
 
 The settings `RETRAIN_FUNCTION_KEY` / `RETRAIN_SYSTEM_KEY` win when set; otherwise each key is generated
-once and kept in `<state>/host/keys.json` (mode 0600, written to a temp name then renamed).
+once and kept in `<state>/host/keys.json` (mode 0600, written to a temp name then renamed). The extension
+keys are always kept there; a keys.json from before they existed gets them added on first use.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 FUNCTION_KEY_SETTING = "RETRAIN_FUNCTION_KEY"
 SYSTEM_KEY_SETTING = "RETRAIN_SYSTEM_KEY"
+DURABLE_EXTENSION = "durabletask_extension"
+EVENTGRID_EXTENSION = "eventgrid_extension"
+EXTENSIONS = (DURABLE_EXTENSION, EVENTGRID_EXTENSION)
 
 
 class KeysError(RuntimeError):
@@ -26,7 +36,8 @@ class KeysError(RuntimeError):
 @dataclass(frozen=True)
 class HostKeys:
     function_key: str
-    system_key: str
+    system_key: str  # the master key
+    extension_keys: Mapping[str, str] = field(default_factory=dict)
 
     def allows(self, provided: str | None, auth_level: str) -> bool:
         """Whether `provided` grants access at `auth_level` (anonymous, function or admin/system)."""
@@ -36,8 +47,22 @@ class HostKeys:
         if not provided:
             return False
         if _same(provided, self.system_key):
-            return True  # the system key opens every level, as the master key does in Azure
+            return True  # the master key opens every level
         return level == "function" and _same(provided, self.function_key)
+
+    def allows_extension(self, provided: str | None, extension: str) -> bool:
+        """Whether `provided` opens `extension`'s webhook: its own system key, or the master key."""
+        if not provided:
+            return False
+        own = self.extension_keys.get(extension)
+        return _same(provided, self.system_key) or (own is not None and _same(provided, own))
+
+    def extension_key(self, extension: str) -> str:
+        """The system key of one extension (`durabletask_extension`, `eventgrid_extension`)."""
+        try:
+            return self.extension_keys[extension]
+        except KeyError:
+            raise KeysError(f"no system key for {extension!r}; known: {', '.join(EXTENSIONS)}") from None
 
 
 def _same(a: str, b: str) -> bool:
@@ -51,27 +76,40 @@ def keys_path(state_dir: Path) -> Path:
 def load_or_create_keys(state_dir: Path, environ: Mapping[str, str] | None = None) -> HostKeys:
     """The host keys: from the settings when set, else from the state dir (generated on first use)."""
     env = os.environ if environ is None else environ
-    if env.get(FUNCTION_KEY_SETTING) and env.get(SYSTEM_KEY_SETTING):
-        return HostKeys(function_key=env[FUNCTION_KEY_SETTING], system_key=env[SYSTEM_KEY_SETTING])
     path = keys_path(state_dir)
-    stored: dict[str, str] = {}
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-            if not isinstance(stored, dict) or not all(isinstance(v, str) and v for v in stored.values()):
-                raise ValueError('expected {"functionKey": "...", "systemKey": "..."}')
-        except ValueError as exc:
-            raise KeysError(
-                f"{path}: unreadable host keys ({exc}); delete the file to generate new keys"
-            ) from exc
-    wanted = {"functionKey": stored.get("functionKey"), "systemKey": stored.get("systemKey")}
-    if not all(wanted.values()):
-        wanted = {name: value or secrets.token_urlsafe(32) for name, value in wanted.items()}
+    stored = read_keys_file(path) if path.exists() else {}
+    stored_system = stored.get("systemKeys") or {}
+    wanted: dict[str, Any] = dict(stored)
+    for name, setting in (("functionKey", FUNCTION_KEY_SETTING), ("systemKey", SYSTEM_KEY_SETTING)):
+        if not env.get(setting) and not wanted.get(name):  # a key given by a setting is not stored
+            wanted[name] = secrets.token_urlsafe(32)
+    wanted["systemKeys"] = {name: stored_system.get(name) or secrets.token_urlsafe(32) for name in EXTENSIONS}
+    if wanted != stored:  # first use, or a keys.json from before the extension keys: add what is missing
         _write_private_json(path, wanted)
     return HostKeys(
         function_key=env.get(FUNCTION_KEY_SETTING) or str(wanted["functionKey"]),
         system_key=env.get(SYSTEM_KEY_SETTING) or str(wanted["systemKey"]),
+        extension_keys=dict(wanted["systemKeys"]),
     )
+
+
+def read_keys_file(path: Path) -> dict[str, Any]:
+    """The stored keys, checked: `functionKey`, `systemKey` and `systemKeys` (extension -> key)."""
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+        system_keys = stored.get("systemKeys", {})
+        flat = {k: v for k, v in stored.items() if k != "systemKeys"}
+        if not all(isinstance(v, str) and v for v in flat.values()) or not (
+            isinstance(system_keys, dict) and all(isinstance(v, str) and v for v in system_keys.values())
+        ):
+            raise ValueError('expected {"functionKey": "...", "systemKey": "...", "systemKeys": {...}}')
+    except ValueError as exc:
+        raise KeysError(
+            f"{path}: unreadable host keys ({exc}); delete the file to generate new keys"
+        ) from exc
+    return stored
 
 
 def _write_private_json(path: Path, data: dict) -> None:

@@ -5,14 +5,21 @@
 - the Durable Functions HTTP API under `/runtime/webhooks/durabletask/` (system key), and the same API
   under the extension's RPC base URL (`/durabletask/<token>/`), which the Durable SDK client calls.
 
-`HostRouter` is the pure request -> response part; `HostHTTPServer` is the thin stdlib threaded server.
+`HostRouter` is the pure request -> response part; `HostHTTPServer` is the thin stdlib threaded server,
+hardened for a hostile local caller: socket timeouts for idle and slow clients, a bounded number of
+worker threads, a listen backlog for bursts, 400 for malformed framing and JSON nested too deeply, and
+echoed values truncated.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
+import socket
+import threading
+import time
 import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -31,12 +38,13 @@ from functions_host.durable import (
 from functions_host.functions import (
     EVENT_GRID_TRIGGER,
     HTTP_TRIGGER,
+    BindingDecodeError,
     FunctionIndex,
     HttpRequestData,
     HttpResult,
     IndexedFunction,
 )
-from functions_host.keys import HostKeys
+from functions_host.keys import DURABLE_EXTENSION, EVENTGRID_EXTENSION, HostKeys
 
 log = logging.getLogger("functions_host.server")
 
@@ -45,6 +53,16 @@ EVENTGRID_WEBHOOK_PATH = "/runtime/webhooks/eventgrid"
 _TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size limit
+MAX_JSON_DEPTH = 64  # System.Text.Json's default MaxDepth, which the .NET host and extensions apply
+MAX_EVENTS_PER_BATCH = 5000  # Event Grid delivers at most 5,000 events per batch
+MAX_ECHO_CHARS = 120  # a value quoted back in an error message is cut to this
+# A worker is held by a connection until it sends its request, so these bound what slow clients cost:
+# with 300 connections that never finish, a normal request waited ~120 s at 30 s / 64 threads, ~20 s
+# at 10 s / 128 threads (measured; local callers send their request at once).
+SOCKET_TIMEOUT_S = 10.0  # an idle or stalled client is dropped after this long without a byte
+BODY_DEADLINE_S = 60.0  # the whole body must arrive within this, however slowly it trickles
+MAX_WORKER_THREADS = 128  # connections served at once; more wait in the listen backlog
+LISTEN_BACKLOG = 512
 
 
 class DurableBackend(Protocol):
@@ -114,6 +132,38 @@ def _text(status: int, message: str) -> HttpResult:
 def _error(status: int, message: str, exception_message: str | None = None) -> HttpResult:
     # the shape of ASP.NET's CreateErrorResponse, which the Durable SDK reads (`ExceptionMessage`)
     return _json_response(status, {"Message": message, "ExceptionMessage": exception_message or message})
+
+
+def shown(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """`repr(value)` cut to `limit` characters: error messages never echo a huge value back."""
+    text = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_nesting_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text nests arrays/objects deeper than `limit` (brackets inside strings don't count).
+    Checked before parsing: Python's parser would raise RecursionError (a 500) on deep input. Runs at C
+    speed (count, regex, translate, accumulate), so a large body costs little."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _too_deep(request: Request) -> HttpResult | None:
+    """A 400 for a body nested too deeply, checked only once the caller's key was accepted (the check
+    reads the whole body)."""
+    if json_nesting_exceeds(request.body):
+        return _text(
+            400,
+            f"Bad Request: the JSON body nests deeper than {MAX_JSON_DEPTH} levels; send a flatter document",
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -237,8 +287,8 @@ def compile_route(template: str, prefix: str = "api") -> RouteTemplate:
 
 @dataclass(frozen=True)
 class DurableUrls:
-    base_url: str  # http://127.0.0.1:<port>
-    system_key: str
+    base_url: str  # http://127.0.0.1:<port>, the host's own configured address
+    system_key: str  # the Durable extension's system key: it opens the Durable HTTP API only
     rpc_token: str
     hub_name: str = "TestHubName"
     connection: str = "Storage"
@@ -256,9 +306,10 @@ class DurableUrls:
             {"taskHub": self.hub_name, "connection": self.connection, "code": self.system_key}
         )
 
-    def management_payload(self, instance_id: str, origin: str | None = None) -> dict[str, str]:
-        """The extension's HttpManagementPayload (what create_check_status_response returns)."""
-        base = f"{origin or self.base_url}{DURABLE_WEBHOOK_PATH}"
+    def management_payload(self, instance_id: str) -> dict[str, str]:
+        """The extension's HttpManagementPayload (what create_check_status_response returns), built from
+        the host's configured address (never a request's Host header) with the Durable extension's key."""
+        base = f"{self.base_url}{DURABLE_WEBHOOK_PATH}"
         prefix = f"{base}/instances/{urllib.parse.quote(instance_id, safe='')}"
         q = self._suffix()
         return {
@@ -351,26 +402,34 @@ class HostRouter:
             if path == EVENTGRID_WEBHOOK_PATH or path.startswith(EVENTGRID_WEBHOOK_PATH + "/"):
                 return self._event_grid(request)
             if path == DURABLE_WEBHOOK_PATH or path.startswith(DURABLE_WEBHOOK_PATH + "/"):
-                if not self._authorized(request, "admin"):
+                if not self._authorized_extension(request, DURABLE_EXTENSION):
                     return _text(
                         401,
-                        "Unauthorized: the Durable Task webhook needs the system key "
-                        "(x-functions-key header or code query parameter)",
+                        "Unauthorized: the Durable Task webhook needs the durabletask_extension system key "
+                        "or the master key (x-functions-key header or code query parameter)",
                     )
-                return self._durable(request, path[len(DURABLE_WEBHOOK_PATH) :])
+                return _too_deep(request) or self._durable(request, path[len(DURABLE_WEBHOOK_PATH) :])
             rpc_prefix = f"/durabletask/{self.urls.rpc_token}"
             if path == rpc_prefix or path.startswith(rpc_prefix + "/"):
-                return self._durable(request, path[len(rpc_prefix) :])
+                return _too_deep(request) or self._durable(request, path[len(rpc_prefix) :])
             if path in ("", "/"):
                 return _text(200, "The local Functions host is running.")
             return self._http_trigger(request)
+        except RecursionError:
+            return _text(400, "Bad Request: the input nests too deeply; send a flatter document")
         except Exception as exc:  # noqa: BLE001 - the host answers 500, never drops the connection
-            log.error("unhandled error on %s %s\n%s", request.method, path, traceback.format_exc())
-            return _text(500, f"Internal Server Error: {type(exc).__name__}: {exc}")
+            log.error("unhandled error on %s %s\n%s", request.method, shown(path), traceback.format_exc())
+            return _text(500, f"Internal Server Error: {type(exc).__name__}: {shown(str(exc), 300)}")
+
+    @staticmethod
+    def _provided_key(request: Request) -> str | None:
+        return request.header("x-functions-key") or request.query.get("code")
 
     def _authorized(self, request: Request, level: str) -> bool:
-        provided = request.header("x-functions-key") or request.query.get("code")
-        return self.keys.allows(provided, level)
+        return self.keys.allows(self._provided_key(request), level)
+
+    def _authorized_extension(self, request: Request, extension: str) -> bool:
+        return self.keys.allows_extension(self._provided_key(request), extension)
 
     # -- HTTP triggers ----------------------------------------------------------------------------
     def _http_trigger(self, request: Request) -> HttpResult:
@@ -378,7 +437,7 @@ class HostRouter:
         allowed = [(r, p) for r, p in matched if request.method in (r.function.methods or ALL_METHODS)]
         if not allowed:
             # Azure's routing answers 404 for a known route with another method (azure-functions-host#10098)
-            return _text(404, f"Not Found: no function at {request.method} {request.path}")
+            return _text(404, f"Not Found: no function at {request.method} {shown(request.path)}")
         route, params = allowed[0]
         level = route.function.auth_level
         if not self._authorized(request, "admin" if level in ("admin", "system") else level):
@@ -388,6 +447,8 @@ class HostRouter:
                 f"{'system' if level in ('admin', 'system') else 'function'} key "
                 "(x-functions-key header or code query parameter)",
             )
+        if (too_deep := _too_deep(request)) is not None:
+            return too_deep
         data = HttpRequestData(
             method=request.method,
             url=request.url,
@@ -403,14 +464,16 @@ class HostRouter:
             return _text(
                 500,
                 f"Exception while executing function: Functions.{route.function.name} -> "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {shown(str(exc), 300)}",
             )
 
     # -- Event Grid -------------------------------------------------------------------------------
     def _event_grid(self, request: Request) -> HttpResult:
         if request.method == "OPTIONS":  # CloudEvents webhook abuse-protection handshake
-            if not self._authorized(request, "admin"):
-                return _text(401, "Unauthorized: the Event Grid webhook needs the system key")
+            if not self._authorized_extension(request, EVENTGRID_EXTENSION):
+                return _text(
+                    401, "Unauthorized: the Event Grid webhook needs the eventgrid_extension system key"
+                )
             origin = request.header("WebHook-Request-Origin") or "*"
             return HttpResult(
                 200,
@@ -422,17 +485,19 @@ class HostRouter:
             )
         if request.method != "POST":
             return HttpResult(405, [("Allow", "POST, OPTIONS")], b"the Event Grid webhook takes POST")
-        if not self._authorized(request, "admin"):
+        if not self._authorized_extension(request, EVENTGRID_EXTENSION):
             return _text(
                 401,
-                "Unauthorized: the Event Grid webhook needs the system key "
-                "(code query parameter or x-functions-key header)",
+                "Unauthorized: the Event Grid webhook needs the eventgrid_extension system key or the "
+                "master key (code query parameter or x-functions-key header)",
             )
+        if (too_deep := _too_deep(request)) is not None:
+            return too_deep
         name = request.query.get("functionName", "")
         fn = self.index.functions.get(name)
         if fn is None or fn.trigger_type != EVENT_GRID_TRIGGER:
             known = ", ".join(f.name for f in self.index.by_trigger(EVENT_GRID_TRIGGER)) or "none"
-            return _text(404, f"cannot find function: '{name}' (Event Grid trigger functions: {known})")
+            return _text(404, f"cannot find function: {shown(name)} (Event Grid trigger functions: {known})")
         event_type = (request.header("aeg-event-type") or "").strip()
         binary_ce = request.header("ce-specversion") is not None
         if event_type.lower() == "subscriptionvalidation":
@@ -442,7 +507,7 @@ class HostRouter:
         if event_type and event_type.lower() != "notification":
             return _text(
                 400,
-                f"aeg-event-type {event_type!r} is not supported; send SubscriptionValidation, "
+                f"aeg-event-type {shown(event_type)} is not supported; send SubscriptionValidation, "
                 "Notification or Unsubscribe",
             )
         try:
@@ -455,14 +520,31 @@ class HostRouter:
                 "missing header aeg-event-type: send 'aeg-event-type: Notification' with Event Grid "
                 "events (CloudEvents may come without it)",
             )
-        for event in events:
+        if len(events) > MAX_EVENTS_PER_BATCH:
+            return _text(
+                413,
+                f"Payload Too Large: {len(events)} events in one batch; Event Grid sends at most "
+                f"{MAX_EVENTS_PER_BATCH}: split the batch",
+            )
+        for position, event in enumerate(events):
             try:
                 self.index.invoke_event_grid(name, event)
+            except BindingDecodeError as exc:
+                # A malformed event never gets better: acknowledge it (a 5xx would make Event Grid retry
+                # it for a day) and say so in the log.
+                log.warning(
+                    "Functions.%s: acknowledged and skipped malformed event %d (id %s): %s",
+                    name,
+                    position,
+                    shown(event.get("id")),
+                    shown(str(exc), 300),
+                )
             except Exception as exc:  # noqa: BLE001 - Event Grid retries on a 5xx
                 log.error("Executed 'Functions.%s' (Failed)\n%s", name, traceback.format_exc())
                 return _text(
                     500,
-                    f"Exception while executing function: Functions.{name} -> {type(exc).__name__}: {exc}",
+                    f"Exception while executing function: Functions.{name} -> {type(exc).__name__}: "
+                    f"{shown(str(exc), 300)}",
                 )
         return HttpResult(202)
 
@@ -493,7 +575,7 @@ class HostRouter:
                 return _text(404, "Not Found: start an orchestration with POST")
             return self._start(request, parts[1], parts[2] if len(parts) == 3 else None)
         if parts[:1] != ["instances"]:
-            return _text(404, f"Not Found: {request.path}")
+            return _text(404, f"Not Found: {shown(request.path)}")
         if len(parts) == 1:
             if method not in ("GET", "DELETE"):
                 return _text(404, "Not Found")
@@ -552,7 +634,8 @@ class HostRouter:
         ):
             return _error(
                 400,
-                f"Invalid instance id {instance_id!r}: use up to 256 printable characters without / \\ # ?",
+                f"Invalid instance id {shown(instance_id)}: use up to 256 printable characters "
+                "without / \\ # ?",
             )
         try:
             input_json = _as_input_json(request.body)
@@ -565,7 +648,7 @@ class HostRouter:
             return _error(409, str(exc) or f"An instance with ID '{instance_id}' already exists.")
         except (FunctionNotFoundError, ValueError) as exc:
             return _error(400, "One or more of the arguments submitted is incorrect", str(exc))
-        payload = self.urls.management_payload(new_id, request.origin)
+        payload = self.urls.management_payload(new_id)
         return _json_response(
             202, payload, [("Location", payload["statusQueryGetUri"]), ("Retry-After", "10")]
         )
@@ -594,9 +677,11 @@ class HostRouter:
         assert self.engine is not None
         status = self.engine.get_status(instance_id, show_input=False)
         if status is None:
-            return _text(404, f"No instance with ID '{instance_id}' found.")
+            return _text(404, f"No instance with ID {shown(instance_id)} found.")
         if status.get("runtimeStatus") in _TERMINAL:
-            return _text(410, f"Instance with ID {instance_id} is gone: it is {status.get('runtimeStatus')}")
+            return _text(
+                410, f"Instance with ID {shown(instance_id)} is gone: it is {status.get('runtimeStatus')}"
+            )
         media = (request.header("Content-Type") or "").split(";")[0].strip().lower()
         if media != "application/json":
             return _error(400, "Only application/json request content is supported")
@@ -607,7 +692,7 @@ class HostRouter:
         try:
             self.engine.raise_event(instance_id, event_name, data_json)
         except InstanceNotFound:
-            return _text(404, f"No instance with ID '{instance_id}' found.")
+            return _text(404, f"No instance with ID {shown(instance_id)} found.")
         except ValueError as exc:
             return _error(400, str(exc))
         return HttpResult(202)
@@ -616,13 +701,15 @@ class HostRouter:
         assert self.engine is not None
         status = self.engine.get_status(instance_id, show_input=False)
         if status is None:
-            return _text(404, f"No instance with ID '{instance_id}' found.")
+            return _text(404, f"No instance with ID {shown(instance_id)} found.")
         if status.get("runtimeStatus") in _TERMINAL:
-            return _text(410, f"Instance with ID {instance_id} is already {status.get('runtimeStatus')}")
+            return _text(
+                410, f"Instance with ID {shown(instance_id)} is already {status.get('runtimeStatus')}"
+            )
         try:
             self.engine.terminate(instance_id, request.query.get("reason"))
         except InstanceNotFound:
-            return _text(404, f"No instance with ID '{instance_id}' found.")
+            return _text(404, f"No instance with ID {shown(instance_id)} found.")
         return HttpResult(202)
 
     def _suspend_or_resume(self, request: Request, instance_id: str, operation: str) -> HttpResult:
@@ -723,25 +810,72 @@ def _binary_cloud_event(request: Request) -> list[dict]:
 # The stdlib server
 
 
+class _BadFraming(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: HostHTTPServer
     protocol_version = "HTTP/1.0"  # one request per connection: nothing outlives stop()
+    timeout = SOCKET_TIMEOUT_S  # StreamRequestHandler sets it on the socket: idle/stalled clients go
+
+    def _content_length(self) -> int:
+        if self.headers.get("Transfer-Encoding"):
+            raise _BadFraming(411, "Length Required: send the body with a Content-Length header")
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return 0
+        if len(set(values)) > 1:
+            raise _BadFraming(400, "Bad Request: conflicting Content-Length headers; send one")
+        raw = values[0].strip()
+        if not raw.isdigit() or len(raw) > 15:
+            raise _BadFraming(
+                400, f"Bad Request: Content-Length {shown(raw)} is not a byte count; send a whole number"
+            )
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            raise _BadFraming(
+                413, f"Payload Too Large: {length} bytes; the host takes at most {MAX_BODY_BYTES} bytes"
+            )
+        return length
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly `length` bytes within BODY_DEADLINE_S (a trickling client cannot pin a thread)."""
+        deadline = time.monotonic() + BODY_DEADLINE_S
+        chunks: list[bytes] = []
+        remaining = length
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the body did not arrive in time")
+            chunk = self.rfile.read1(min(remaining, 1 << 16)) if hasattr(self.rfile, "read1") else b""
+            if not chunk:
+                raise ConnectionError("the client closed the connection before sending the whole body")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
 
     def _dispatch(self) -> None:
-        parsed = urllib.parse.urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(HttpResult(413, [], b"request body too large"))
+        try:
+            length = self._content_length()
+        except _BadFraming as exc:
+            self.close_connection = True
+            self._send(_text(exc.status, str(exc)))
             return
-        body = self.rfile.read(length) if length else b""
-        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        try:
+            body = self._read_body(length) if length else b""
+        except (TimeoutError, OSError):
+            self.close_connection = True  # a slow or vanished client: nothing to answer
+            return
+        parsed = urllib.parse.urlsplit(self.path)
         request = Request(
             method=self.command.upper(),
             path=parsed.path or "/",
             query=dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)),
             headers={k: v for k, v in self.headers.items()},
             body=body,
-            origin=f"http://{host}",
+            origin=self.server.base_url,  # the host's own address, never the request's Host header
         )
         self._send(self.server.router.handle(request))
 
@@ -760,18 +894,60 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The stdlib's framing errors (request line too long, bad version, too many headers) echo the
+        # raw request line back; answer without it.
+        super().send_error(code, message and shown(message, 200), explain and shown(explain, 200))
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s - %s", self.address_string(), format % args)
+        log.debug("%s - %s", self.address_string(), shown(format % args, 300))
 
 
 class HostHTTPServer(ThreadingHTTPServer):
+    """The threaded stdlib server with a bound on worker threads: a connection waits in the listen
+    backlog (LISTEN_BACKLOG) until one of MAX_WORKER_THREADS is free, and every socket times out."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, host: str, port: int, router: HostRouter | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        router: HostRouter | None = None,
+        max_threads: int = MAX_WORKER_THREADS,
+    ) -> None:
         super().__init__((host, port), _Handler)
         self.router: HostRouter = router  # type: ignore[assignment] - set before serving
+        self.base_url = f"http://{host}:{self.port}"
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self._closing = threading.Event()
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Wait for a free worker (the accept loop pauses; new connections queue in the backlog).
+        while not self._slots.acquire(timeout=0.2):
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            if isinstance(request, socket.socket):
+                request.settimeout(SOCKET_TIMEOUT_S)
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        super().shutdown()

@@ -172,6 +172,7 @@ var retrainSettings = {
   RETRAIN_TICKERS: tickers
   RETRAIN_SCHEDULE: schedule
   RETRAIN_SOURCE: source
+  RETRAIN_DATA_DIR: '' // no CSV named by a request in Azure: the Function App has no data directory
   RETRAIN_LOOKBACK_DAYS: '1825'
   RETRAIN_PLATFORM: 'azureml'
   RETRAIN_STATE_DIR: '/tmp/retrain'

@@ -62,14 +62,19 @@ def code_version() -> str:
 
 def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
     """Fetch prices, snapshot them (content-versioned) and register the snapshot as a data asset."""
-    from retrain.market_data import fetch_prices, write_snapshot
+    from retrain import settings
+    from retrain.market_data import fetch_prices, request_data_dir, write_snapshot
 
     ticker = payload["ticker"]
+    source = payload.get("source") or "yfinance"
+    # A CSV the request named (not the operator's RETRAIN_SOURCE) is read only inside RETRAIN_DATA_DIR.
+    data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
     prices = fetch_prices(
         ticker,
-        source=payload.get("source") or "yfinance",
+        source=source,
         lookback_days=payload.get("lookback_days"),
         end=payload.get("as_of"),
+        data_dir=data_dir,
     )
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
         snapshot = write_snapshot(prices, ticker, staging)

@@ -159,6 +159,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from functions_host.host import HostAlreadyRunning
 
     host: Any = None
+    if args.source and args.source.strip().lower().startswith("csv:"):
+        # The CLI user names their own file: it becomes this process's configured source, which the
+        # in-process host trusts (a request to a running host may name only files in its RETRAIN_DATA_DIR).
+        args.source = f"csv:{Path(args.source.strip()[4:].strip()).expanduser().resolve()}"
+        os.environ["RETRAIN_SOURCE"] = args.source
     try:
         host = _open_host(state_dir, args.port, timers=False)
     except HostAlreadyRunning as running:
@@ -492,6 +497,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings.SettingsError as exc:
         _say(f"retrain {args.command}: {exc}")
         return 2
+    except Exception as exc:
+        from functions_host.durable import DurableStoreError
+
+        if not isinstance(exc, DurableStoreError):
+            raise
+        _say(f"retrain {args.command}: {exc}")  # a corrupt durable.sqlite: what to do, not a traceback
+        return 1
 
 
 if __name__ == "__main__":

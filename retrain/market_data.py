@@ -8,6 +8,10 @@ Sources (`fetch_prices(..., source=...)`):
   `bokeh_sampledata` package, for offline use. Its Open/High/Low/Close are unadjusted (MSFT split 2:1 in
   2003), so they are scaled by `Adj Close / Close` to make the series split-adjusted.
 - `csv:PATH`: a CSV file with a Date column and Open, High, Low, Close, Volume (column names in any case).
+  A request (HTTP) may name only files under the data directory the operator configured
+  (`RETRAIN_DATA_DIR`), by a path relative to it; the operator's own `RETRAIN_SOURCE` and the CLI user's
+  files are not restricted (`request_data_dir`, `resolve_data_file`). Error messages name the file as it
+  was named, the row and what was expected; they never quote the file's contents.
 
 Every frame leaving this module has the columns `Date` (tz-naive datetime64 at midnight, strictly
 increasing), `Open, High, Low, Close, Volume` (finite, prices > 0, volume >= 0) and at least
@@ -44,6 +48,7 @@ PRICE_COLUMNS = ("Open", "High", "Low", "Close")
 COLUMNS = ("Date", *PRICE_COLUMNS, "Volume")
 SOURCES = ("yfinance", "sample", "csv:PATH")
 
+DATA_DIR_SETTING = "RETRAIN_DATA_DIR"
 _TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
 _SAMPLE_PACKAGE = "bokeh_sampledata"
 # Adjusted prices are rounded to this many decimals: more than the source's precision, and it keeps
@@ -86,8 +91,9 @@ def validate_ticker(symbol: str) -> str:
         raise MarketDataError(f"ticker must be a string such as 'MSFT', got {type(symbol).__name__}")
     ticker = symbol.strip().upper()
     if not _TICKER_RE.fullmatch(ticker):
+        shown = repr(symbol[:20]) + ("..." if len(symbol) > 20 else "")  # never echo a huge value
         raise MarketDataError(
-            f"invalid ticker {symbol!r}: send 1-15 characters of A-Z, 0-9 and . ^ = - "
+            f"invalid ticker {shown}: send 1-15 characters of A-Z, 0-9 and . ^ = - "
             "(for example MSFT, BRK.B, ^GSPC, EURUSD=X)"
         )
     return ticker
@@ -122,9 +128,10 @@ def validate_prices(
         df = df.rename_axis("Date").reset_index()
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
+        # The header is the file's content: say how many columns there were, never what they say.
         raise MarketDataError(
-            f"{what}: missing column(s) {', '.join(missing)}; send a Date column and "
-            f"{', '.join(COLUMNS[1:])} (found: {', '.join(map(str, df.columns)) or 'none'})"
+            f"{what}: missing column(s) {', '.join(missing)} in the header row ({len(df.columns)} "
+            f"column(s) found); send a header row Date,{','.join(COLUMNS[1:])}"
         )
     df = df.loc[:, list(COLUMNS)].copy()
     df["Date"] = _normalise_dates(df["Date"], what)
@@ -192,9 +199,9 @@ def _normalise_dates(values: pd.Series, what: str) -> pd.Series:
             parsed = parsed.dt.tz_localize(None)
     bad = parsed.isna().to_numpy()
     if bad.any():
-        first = values[bad].iloc[0]
+        row = int(np.flatnonzero(bad)[0])  # the row, not its content (which may be anything)
         raise MarketDataError(
-            f"{what}: {int(bad.sum())} Date value(s) could not be read as dates (first: {first!r}); "
+            f"{what}: {int(bad.sum())} Date value(s) could not be read as dates (first at row {row}); "
             "send dates as YYYY-MM-DD"
         )
     return parsed.dt.normalize().astype("datetime64[ns]")
@@ -227,8 +234,12 @@ def fetch_prices(
     end: dt.date | str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     min_rows: int = MIN_ROWS,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Daily prices of `ticker` from `source`, validated (see the module docstring for the shape).
+
+    `data_dir`: a `csv:NAME` source must name a file inside it (see `resolve_data_file`); None for the
+    operator's own sources, which may be anywhere.
 
     `lookback_days` counts calendar days back from `end` (yfinance: default today, UTC) or from the last
     available date on or before `end` (sample, csv); `None` means all available history. `end` is the
@@ -254,8 +265,11 @@ def fetch_prices(
         raw = _load_sample(symbol)
         what = f"sample data for {symbol}"
     else:
-        raw = _load_csv(Path(path), symbol)
-        what = f"CSV {path}"
+        display = path
+        if data_dir is not None:  # a file a request named: only inside the operator's data directory
+            path = str(resolve_data_file(display, data_dir))
+        raw = _load_csv(Path(path), symbol, display)
+        what = f"CSV {display}"
 
     prices = validate_prices(raw, min_rows=1, what=what)
     if kind != "yfinance":
@@ -285,6 +299,49 @@ def _parse_source(source: str) -> tuple[str, str]:
 def parse_as_of(value: dt.date | str | None) -> dt.date | None:
     """An as-of date (data up to and including that trading day) from a date or YYYY-MM-DD; None stays None."""
     return _parse_end(value)
+
+
+def request_data_dir(source: str, configured_source: str | None, data_dir_setting: str | None) -> Path | None:
+    """Where a `csv:` source that came with a request must live: None when the source is not a CSV or is
+    the operator's own `RETRAIN_SOURCE`; else the configured data directory. A request naming a CSV when
+    no data directory is configured is refused."""
+    if not isinstance(source, str) or not source.strip().lower().startswith("csv:"):
+        return None
+    if configured_source is not None and source.strip() == configured_source.strip():
+        return None
+    if not data_dir_setting or not str(data_dir_setting).strip():
+        raise MarketDataError(
+            f"a request may name a CSV only when the operator sets {DATA_DIR_SETTING} (a directory of "
+            "CSV files); send source sample or yfinance, or ask the operator to configure it"
+        )
+    return Path(str(data_dir_setting).strip())
+
+
+def resolve_data_file(name: str, data_dir: str | os.PathLike[str]) -> Path:
+    """The regular file `name` (relative to `data_dir`, or absolute inside it) resolved through `..` and
+    symlinks, refused unless it stays inside `data_dir`. Messages name `name`, never the resolved path."""
+    shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
+    if not name or "\x00" in name:
+        raise MarketDataError(f"csv:{shown}: send csv:NAME with the name of a file in {DATA_DIR_SETTING}")
+    try:
+        root = Path(data_dir).resolve(strict=True)
+    except OSError:
+        raise MarketDataError(
+            f"the data directory ({DATA_DIR_SETTING}) does not exist; the operator must create it"
+        ) from None
+    try:
+        target = (root / name).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        raise MarketDataError(
+            f"csv:{shown} is not a file in the data directory; send the name of a CSV file inside "
+            f"{DATA_DIR_SETTING}"
+        ) from None
+    if not target.is_relative_to(root) or not target.is_file():
+        raise MarketDataError(
+            f"csv:{shown} is not a file inside the data directory (paths may not leave it through .. or "
+            f"symlinks); send the name of a CSV file inside {DATA_DIR_SETTING}"
+        )
+    return target
 
 
 def _parse_end(end: dt.date | str | None) -> dt.date | None:
@@ -453,16 +510,20 @@ def _load_sample(ticker: str) -> pd.DataFrame:
     return out.sort_values("Date", kind="stable").reset_index(drop=True)
 
 
-def _load_csv(path: Path, ticker: str) -> pd.DataFrame:
+def _load_csv(path: Path, ticker: str, display: str | None = None) -> pd.DataFrame:
+    name = display or str(path)
     if not path.is_file():
-        raise MarketDataError(f"CSV {path} does not exist; send csv:PATH with the path of a CSV file")
+        raise MarketDataError(f"CSV {name} does not exist; send csv:PATH with the path of a CSV file")
     try:
         raw = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        # The parser's message can quote the file; keep only where it failed.
+        where = re.search(r"line \d+", str(exc)) if isinstance(exc, pd.errors.ParserError) else None
+        detail = f" at {where.group(0)}" if where else ""
         raise MarketDataError(
-            f"CSV {path} could not be read ({exc}); send a comma-separated file with a header row "
-            f"{','.join(COLUMNS)}"
-        ) from exc
+            f"CSV {name} could not be read as comma-separated UTF-8 text{detail}; send a comma-separated "
+            f"file with a header row {','.join(COLUMNS)}"
+        ) from None
     # Column names in any case and spacing ("date", " CLOSE "); "Adj Close" and others are ignored.
     canonical = {c.lower(): c for c in (*COLUMNS, "Ticker")}
     renamed: dict[str, str] = {}
@@ -474,9 +535,9 @@ def _load_csv(path: Path, ticker: str) -> pd.DataFrame:
     if "Ticker" in df.columns:  # a multi-ticker file: keep the requested ticker's rows
         mask = df["Ticker"].astype("string").str.strip().str.upper() == ticker
         if not mask.any():
-            found = ", ".join(sorted(df["Ticker"].astype(str).str.upper().unique())[:10])
             raise MarketDataError(
-                f"CSV {path} has no rows for {ticker} in its Ticker column (found: {found})"
+                f"CSV {name} has no rows for {ticker} in its Ticker column; send a file with rows "
+                f"whose Ticker is {ticker}, or without a Ticker column"
             )
         df = df[mask]
     return df

@@ -29,6 +29,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."
     ),
+    Setting(
+        "RETRAIN_DATA_DIR",
+        None,
+        "Directory of CSV files a request may name as csv:NAME (relative to it); unset: requests name no CSV.",
+    ),
     Setting("RETRAIN_LOOKBACK_DAYS", "1825", "Calendar days of history fetched for each training run."),
     Setting("RETRAIN_PLATFORM", "local", "ML platform adapter: local (embedded) or azureml."),
     Setting("RETRAIN_STATE_DIR", ".retrain", "Local platform and host state directory."),
@@ -88,7 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
-    Setting("RETRAIN_SYSTEM_KEY", None, "System key for the Event Grid webhook (local host).", secret=True),
+    Setting("RETRAIN_SYSTEM_KEY", None, "Master key of the local host: it opens every route.", secret=True),
     # Azure ML workspace (the azureml platform).
     Setting("AZURE_SUBSCRIPTION_ID", None, "Subscription of the Azure ML workspace."),
     Setting("AZURE_RESOURCE_GROUP", None, "Resource group of the Azure ML workspace."),

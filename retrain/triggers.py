@@ -15,8 +15,10 @@ instances share the prefix, so one lookup covers both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +42,8 @@ _ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
-    "source": "yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)",
+    "source": "yfinance, sample or csv:PATH; a request's PATH must name a CSV file inside RETRAIN_DATA_DIR "
+    "(relative to it), which the operator must configure (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
     "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS)",
     "as_of": 'a date "YYYY-MM-DD": train on data up to and including that trading day (default: latest)',
@@ -51,12 +54,18 @@ class BadRequest(ValueError):
     """An HTTP body we cannot accept; the message says what to send instead."""
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A request's value quoted back in an answer, cut short: a 10 MB value is not echoed."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 # ---------------------------------------------------------------------------------------------- pure
 
 
 def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> CycleInput:
     """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
-    from retrain.market_data import MarketDataError, validate_ticker
+    from retrain.market_data import MarketDataError, request_data_dir, resolve_data_file, validate_ticker
 
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     if text.strip():
@@ -66,6 +75,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
             raise BadRequest(
                 f"the body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object "
                 'such as {"ticker": "MSFT"}, or no body'
+            ) from None
+        except RecursionError:
+            raise BadRequest(
+                'the body nests too deeply; send a flat JSON object such as {"ticker": "MSFT"}'
             ) from None
         if not isinstance(data, dict):
             raise BadRequest(
@@ -77,7 +90,9 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
     unknown = sorted(set(data) - set(REQUEST_FIELDS))
     if unknown:
         allowed = "; ".join(f"{k}: {v}" for k, v in REQUEST_FIELDS.items())
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed fields are {allowed}")
+        cut = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:5]]
+        names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
+        raise BadRequest(f"unknown field(s) {names}; allowed fields are {allowed}")
 
     tickers = settings.get_list("RETRAIN_TICKERS", environ)
     raw_ticker = data.get("ticker", tickers[0] if tickers else None)
@@ -92,22 +107,32 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
     if lookback is not None and (
         isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500
     ):
-        raise BadRequest(f"lookback_days={lookback!r}: expected {REQUEST_FIELDS['lookback_days']}")
+        raise BadRequest(f"lookback_days={_shown(lookback)}: expected {REQUEST_FIELDS['lookback_days']}")
     source = data.get("source")
     if source is not None and (
         not isinstance(source, str)
         or not (source in ("yfinance", "sample") or source.startswith("csv:"))
         or source == "csv:"
     ):
-        raise BadRequest(f"source={source!r}: expected {REQUEST_FIELDS['source']}")
+        raise BadRequest(f"source={_shown(source)}: expected {REQUEST_FIELDS['source']}")
+    if source is not None:
+        # A request names only files the operator allowed (RETRAIN_DATA_DIR); checked again at fetch time.
+        try:
+            data_dir = request_data_dir(
+                source, settings.get("RETRAIN_SOURCE", environ), settings.get("RETRAIN_DATA_DIR", environ)
+            )
+            if data_dir is not None:
+                resolve_data_file(source.strip()[4:].strip(), data_dir)
+        except MarketDataError as exc:
+            raise BadRequest(f"source: {exc}") from None
     force = data.get("force", False)
     if not isinstance(force, bool):
-        raise BadRequest(f"force={force!r}: expected true or false")
+        raise BadRequest(f"force={_shown(force)}: expected true or false")
     epochs = data.get("max_epochs")
     if epochs is not None and (
         isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000
     ):
-        raise BadRequest(f"max_epochs={epochs!r}: expected {REQUEST_FIELDS['max_epochs']}")
+        raise BadRequest(f"max_epochs={_shown(epochs)}: expected {REQUEST_FIELDS['max_epochs']}")
     as_of = data.get("as_of")
     if as_of is not None:
         from retrain.market_data import parse_as_of
@@ -117,7 +142,7 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
                 raise MarketDataError("not YYYY-MM-DD")
             as_of = parse_as_of(as_of).isoformat()
         except MarketDataError:
-            raise BadRequest(f"as_of={data['as_of']!r}: expected {REQUEST_FIELDS['as_of']}") from None
+            raise BadRequest(f"as_of={_shown(data['as_of'])}: expected {REQUEST_FIELDS['as_of']}") from None
     return CycleInput.from_settings(
         ticker,
         "http",
@@ -214,40 +239,66 @@ async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationCl
         cycle = parse_retrain_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
-    running = await running_instance(client, cycle.ticker)
-    if running is not None:
-        urls = client.create_http_management_payload(running.instance_id)
-        return _json(
-            {
-                "error": f"{cycle.ticker} is already being retrained by {running.instance_id} "
-                f"({running.runtime_status.value}); wait for it or follow its status URL",
-                "instance_id": running.instance_id,
-                "statusQueryGetUri": urls["statusQueryGetUri"],
-                "readableStatusUri": _readable_url(req.url, running.instance_id),
-                **urls,
-            },
-            409,
-        )
-    instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
-    await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+    # Check-then-start is one step per ticker in this worker; across workers, the start's conflict is
+    # caught below. Either way a busy ticker answers 409, never a 500.
+    async with _start_lock(cycle.ticker):
+        running = await running_instance(client, cycle.ticker)
+        if running is not None:
+            return _busy(req, client, cycle.ticker, running)
+        instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
+        try:
+            await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+        except Exception:
+            running = await running_instance(client, cycle.ticker) or await instance_status(
+                client, instance_id
+            )
+            if running is None:
+                raise
+            return _busy(req, client, cycle.ticker, running)
     log.info("started %s for %s (http)", instance_id, cycle.ticker)
     return client.create_check_status_response(req, instance_id)
 
 
+_START_LOCKS: dict[str, asyncio.Lock] = {}
+
+
+def _start_lock(ticker: str) -> asyncio.Lock:
+    # Created and used on the worker's one event loop thread, so the dict needs no lock of its own.
+    return _START_LOCKS.setdefault(ticker, asyncio.Lock())
+
+
+def _busy(req: func.HttpRequest, client: df.DurableOrchestrationClient, ticker: str, running: Any) -> Any:
+    urls = client.create_http_management_payload(running.instance_id)
+    state = running.runtime_status.value if running.runtime_status else "unknown"
+    return _json(
+        {
+            "error": f"{ticker} is already being retrained by {running.instance_id} "
+            f"({state}); wait for it or follow its status URL",
+            "instance_id": running.instance_id,
+            "statusQueryGetUri": urls["statusQueryGetUri"],
+            "readableStatusUri": _readable_url(req.url, running.instance_id),
+            **urls,
+        },
+        409,
+    )
+
+
 def _readable_url(request_url: str, instance_id: str) -> str:
     base = request_url.split("?", 1)[0].rstrip("/")
-    return f"{base}/{instance_id}"
+    return f"{base}/{urllib.parse.quote(instance_id, safe='')}"
 
 
 @bp.route(route="retrain/{instance_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     instance_id = req.route_params.get("instance_id", "")
-    status = await instance_status(client, instance_id)
+    # Only our own ids reach the client: the SDK puts the id into a URL unescaped, so "x?showHistory=..."
+    # or "#" would query something else.
+    status = await instance_status(client, instance_id) if naming.parse_instance_id(instance_id) else None
     if status is None:
         return _json(
             {
-                "error": f"no orchestration {instance_id!r}; ids look like retrain-msft-2026w48 "
+                "error": f"no orchestration {_shown(instance_id)}; ids look like retrain-msft-2026w48 "
                 "(timer) or retrain-msft-20261124t231405z (POST /api/retrain)"
             },
             404,
@@ -313,6 +364,8 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
             outcomes.append(await start_monitor_breach_cycle(client, breach))
         elif not job.instance_id:
             outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
+        elif naming.parse_instance_id(job.instance_id) is None:  # it would go into a URL: only our ids
+            outcomes.append(f"ignored {job.job_name}: {_shown(job.instance_id)} is not a retraining id")
         elif not job.terminal:
             outcomes.append(f"ignored {job.job_name}: status {job.status} is not final")
         else:

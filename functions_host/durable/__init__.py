@@ -14,10 +14,12 @@ from .model import (
     InstanceNotFound,
     InstanceStillRunning,
 )
+from .store import DurableStoreError
 
 __all__ = [
     "DurableEngine",
     "DurableError",
+    "DurableStoreError",
     "FunctionNotFoundError",
     "InstanceExistsError",
     "InstanceGone",

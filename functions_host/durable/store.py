@@ -3,15 +3,21 @@
 Every state change happens in one transaction (`Store.transaction()`), so a SIGKILL leaves either
 the state before or the state after a step, never half of it. WAL mode lets readers (status
 queries, tests polling the file) run while the engine writes.
+
+A store that once held history leaves a marker beside it (`<db>.created`). Opening refuses, with a message
+naming the file and what to do, a file that is not SQLite, and an empty file or one without the tables
+while the marker says history was there: history is never dropped silently.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,17 @@ CREATE INDEX IF NOT EXISTS buffered_instance ON buffered_events(instance_id, nam
 """
 
 
+_TABLES = {"instances", "history", "inbox", "work", "buffered_events"}
+
+
+class DurableStoreError(RuntimeError):
+    """The durable store's file cannot be used; the message names the file and what to do."""
+
+
+def marker_path(db_path: Path) -> Path:
+    return Path(db_path).with_name(Path(db_path).name + ".created")
+
+
 class Store:
     """One SQLite connection shared by the engine's threads behind a lock (writes are tiny)."""
 
@@ -80,15 +97,48 @@ class Store:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.path = db_path
         self._lock = threading.RLock()
+        marker = marker_path(db_path)
+        size = db_path.stat().st_size if db_path.exists() else None
         self._conn = sqlite3.connect(
             str(db_path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed activity completion must survive a power cut too, not only a SIGKILL.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
-        self._migrate()
+        try:
+            self._conn.row_factory = sqlite3.Row
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                tables = {
+                    row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+            except sqlite3.DatabaseError as exc:
+                raise DurableStoreError(
+                    f"{db_path} is not a usable SQLite database ({exc}), so the orchestrations' durable "
+                    f"history cannot be read. Restore the file from a backup, or move it away (e.g. to "
+                    f"{db_path.name}.corrupt) and delete {marker.name} to start with no history."
+                ) from None
+            if not tables >= _TABLES and marker.exists():
+                what = (
+                    "is missing"
+                    if size is None
+                    else "is empty"
+                    if size == 0
+                    else f"lacks the tables {', '.join(sorted(_TABLES - tables))}"
+                )
+                raise DurableStoreError(
+                    f"{db_path} {what}, but this state dir held durable history (see {marker}); refusing to "
+                    "start with every orchestration's history gone. Restore the file from a backup, or "
+                    f"delete {marker} to start with no history."
+                )
+            # FULL: a committed activity completion must survive a power cut too, not only a SIGKILL.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        if not marker.exists():
+            tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"created": datetime.now(UTC).isoformat(), "db": db_path.name}))
+            os.replace(tmp, marker)
 
     def _migrate(self) -> None:
         """Brings a store written by an older host up to date (it may hold live instances)."""

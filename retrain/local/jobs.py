@@ -5,7 +5,11 @@
 killed. The runner runs the trainer, streams its output to `std_log.txt` (Azure's name), records the
 status transitions in `status.json` (Azure ML's vocabulary) and, when the trainer exits, delivers the
 Event Grid event Azure ML would send to the Function App's `job_events` trigger through the local
-host's webhook route. A lost event is not fatal: the orchestrator polls the job status as well.
+host's webhook route, with the Event Grid extension's own key. Like Event Grid, it retries with back-off
+while the host is down (up to `EVENT_RETRY_BOUND_S`, each delay capped at `EVENT_RETRY_MAX_DELAY_S`) and
+looks the host up again before each attempt, so a restarted host (on whatever port) hears of a finished
+job within a minute, not after the orchestrator's poll interval. A lost event is still not fatal: the
+orchestrator polls the job status as well.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrain.local.processes import process_start_ticks, read_json, write_json_atomic
+from retrain.local.processes import process_alive, process_start_ticks, read_json, write_json_atomic
 
 log = logging.getLogger("retrain.local.jobs")
 
@@ -36,6 +40,9 @@ RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 EVENT_FUNCTION = "job_events"
 HOST_URL_ENV = "RETRAIN_LOCAL_HOST_URL"
 SYSTEM_KEY_ENV = "RETRAIN_SYSTEM_KEY"
+EVENT_RETRY_BOUND_S = 24 * 3600.0  # Event Grid retries a webhook delivery for up to 24 hours
+EVENT_RETRY_MAX_DELAY_S = 30.0  # locally the host is back within seconds: look often
+_RETRYABLE_4XX = {404, 408, 429}  # a host still starting, a timeout, throttling
 
 # A workspace resource id, as Azure puts in `topic`; the local workspace is not a real resource.
 LOCAL_TOPIC = (
@@ -98,21 +105,35 @@ def build_job_event(spec: dict[str, Any], succeeded: bool, event_time: str | Non
     }
 
 
-def read_system_key(state_dir: Path) -> str | None:
-    """The host's system key: the RETRAIN_SYSTEM_KEY setting, else the key the local host keeps in
-    the state dir (read with the host's own reader; never generated here)."""
-    key = os.environ.get(SYSTEM_KEY_ENV)
-    if key:
-        return key
+def read_event_key(state_dir: Path) -> str | None:
+    """The key that opens the host's Event Grid webhook: the Event Grid extension's system key the local
+    host keeps in the state dir (read, never generated here), else the master key setting
+    RETRAIN_SYSTEM_KEY."""
     from functions_host import keys as host_keys
 
-    if not host_keys.keys_path(state_dir).is_file():
-        return None
+    path = host_keys.keys_path(state_dir)
+    if path.is_file():
+        try:
+            key = (host_keys.read_keys_file(path).get("systemKeys") or {}).get(host_keys.EVENTGRID_EXTENSION)
+            if key:
+                return str(key)
+        except host_keys.KeysError as exc:
+            log.warning("cannot read the host's keys: %s", exc)
+    return os.environ.get(SYSTEM_KEY_ENV) or None
+
+
+def live_host_url(state_dir: Path) -> str | None:
+    """Where the local host that holds `state_dir` listens now (its record, if its process lives), or
+    None. Read without taking the host's lock, so a host starting meanwhile is never refused."""
+    from functions_host.host import host_info_path
+
     try:
-        return host_keys.load_or_create_keys(state_dir).system_key
-    except host_keys.KeysError as exc:
-        log.warning("cannot read the host's system key: %s", exc)
+        info = json.loads(host_info_path(state_dir).read_text())
+    except (OSError, ValueError):
         return None
+    if not isinstance(info, dict) or not info.get("url") or not isinstance(info.get("pid"), int):
+        return None
+    return str(info["url"]) if process_alive(info["pid"]) else None
 
 
 def webhook_url(host_url: str, system_key: str | None) -> str:
@@ -142,7 +163,7 @@ def deliver_event(
                 return True, f"HTTP {response.status} after {attempt} attempt(s)"
         except urllib.error.HTTPError as exc:
             detail = f"HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}"
-            if exc.code < 500 and exc.code != 429:
+            if exc.code < 500 and exc.code not in _RETRYABLE_4XX:
                 return False, detail  # a 4xx will not get better by retrying
         except (urllib.error.URLError, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
@@ -150,6 +171,51 @@ def deliver_event(
             time.sleep(delay)
             delay *= 2
     return False, detail
+
+
+def deliver_with_backoff(
+    event: dict[str, Any],
+    state_dir: Path,
+    fallback_url: str | None,
+    *,
+    first_delay: float = 1.0,
+    max_delay: float = EVENT_RETRY_MAX_DELAY_S,
+    bound_s: float = EVENT_RETRY_BOUND_S,
+    on_attempt: Any = None,
+) -> tuple[bool, str, int]:
+    """Deliver `event` as Event Grid would: retry with exponential back-off (capped at `max_delay`) for
+    up to `bound_s` while the host is down or answers 5xx; before each attempt look up the live host
+    of `state_dir` (it may have restarted on another port) and its Event Grid key. Returns
+    (delivered, detail, attempts); never raises. `on_attempt(attempts, detail)` records progress."""
+    deadline = time.monotonic() + bound_s
+    delay = first_delay
+    attempts = 0
+    detail = "no attempt"
+    while True:
+        host_url = live_host_url(state_dir) or fallback_url
+        attempts += 1
+        if host_url:
+            delivered, detail = deliver_event(
+                event, webhook_url(host_url, read_event_key(state_dir)), attempts=1
+            )
+            if delivered:
+                return True, f"{detail.split(' after ')[0]} after {attempts} attempt(s)", attempts
+            if (
+                detail.startswith("HTTP ")
+                and int(detail[5:8]) < 500
+                and int(detail[5:8]) not in _RETRYABLE_4XX
+            ):
+                return False, detail, attempts
+        else:
+            detail = f"no local host runs on {state_dir}"
+        if on_attempt is not None:
+            on_attempt(attempts, detail)
+        if time.monotonic() + delay > deadline:
+            return False, f"{detail} (gave up after {attempts} attempt(s))", attempts
+        if not Path(state_dir).is_dir():  # the state dir was deleted: no host will ever want it
+            return False, f"{detail} (state dir {state_dir} is gone)", attempts
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,25 +292,35 @@ def run_job(job_dir: Path) -> int:
 
     event = build_job_event(spec, succeeded)
     write_json_atomic(job_dir / "event.json", event)
+
+    def record(delivered: bool | None, detail: str) -> None:
+        current = read_json(status_path(job_dir))
+        current["event"] = {
+            "type": event["eventType"],
+            "id": event["id"],
+            "delivered": delivered,  # None: still retrying
+            "detail": detail,
+        }
+        write_json_atomic(status_path(job_dir), current)
+
     host_url = spec.get("host_url") or os.environ.get(HOST_URL_ENV)
-    if not host_url:
+    state_dir = Path(spec["state_dir"])
+    if not host_url and live_host_url(state_dir) is None:
         delivered, detail = (
             False,
             f"no host URL ({HOST_URL_ENV} unset); the orchestrator's status poll will see the job",
         )
     else:
-        url = webhook_url(host_url, read_system_key(Path(spec["state_dir"])))
-        delivered, detail = deliver_event(event, url)
+        delivered, detail, _ = deliver_with_backoff(
+            event,
+            state_dir,
+            host_url,
+            bound_s=float(spec.get("event_retry_bound_s", EVENT_RETRY_BOUND_S)),
+            on_attempt=lambda attempts, last: record(None, f"retrying (attempt {attempts}): {last}"),
+        )
     if not delivered:
         log.warning("job %s: event %s not delivered: %s", spec["job_name"], event["eventType"], detail)
-    current = read_json(status_path(job_dir))
-    current["event"] = {
-        "type": event["eventType"],
-        "id": event["id"],
-        "delivered": delivered,
-        "detail": detail,
-    }
-    write_json_atomic(status_path(job_dir), current)
+    record(delivered, detail)
     return exit_code
 
 

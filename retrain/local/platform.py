@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,26 @@ def _trainer_flags(hyperparameters: dict[str, Any]) -> list[str]:
     return flags
 
 
+_MLFLOW_LOCK = threading.RLock()
+_mlflow_imported = False
+
+
+def import_mlflow() -> None:
+    """Import MLflow's modules once, in one thread. Concurrent first imports of different mlflow
+    submodules (five cycles reaching get_champion and submit_training at once on a fresh host) deadlock in
+    importlib and leave "partially initialized module 'mlflow'" errors for the rest of the process."""
+    global _mlflow_imported
+    if _mlflow_imported:
+        return
+    with _MLFLOW_LOCK:
+        if not _mlflow_imported:
+            import mlflow  # noqa: F401
+            import mlflow.exceptions  # noqa: F401
+            import mlflow.tracking  # noqa: F401
+
+            _mlflow_imported = True
+
+
 class LocalPlatform:
     """`MLPlatform` on the local machine (see the module docstring for the layout)."""
 
@@ -118,11 +139,19 @@ class LocalPlatform:
 
     @property
     def client(self) -> Any:
-        """The MLflow client on the local store (imported lazily: MLflow is slow to import)."""
+        """The MLflow client on the local store (imported lazily: MLflow is slow to import), created once
+        with its stores under a lock (see `import_mlflow`)."""
         if self._client is None:
-            from mlflow.tracking import MlflowClient
+            import_mlflow()
+            with _MLFLOW_LOCK:
+                if self._client is None:
+                    from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    # First use creates the SQLite stores (and imports their modules): once, here.
+                    client.search_experiments(max_results=1)
+                    client.search_registered_models(max_results=1)
+                    self._client = client
         return self._client
 
     @contextlib.contextmanager
@@ -204,6 +233,7 @@ class LocalPlatform:
         return self.state_dir / "jobs" / _safe("job name", job_name)
 
     def _experiment_id(self, name: str) -> str:
+        import_mlflow()
         from mlflow.exceptions import MlflowException
 
         experiment = self.client.get_experiment_by_name(name)
@@ -379,6 +409,7 @@ class LocalPlatform:
             existing = self._version_for_job(name, job_name)
             if existing is not None:
                 return existing
+            import_mlflow()
             from mlflow.exceptions import MlflowException
 
             try:
@@ -398,6 +429,7 @@ class LocalPlatform:
         return None
 
     def get_champion(self, name: str) -> ModelRef | None:
+        import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -407,6 +439,7 @@ class LocalPlatform:
         return ModelRef(name=name, version=str(version.version), tags=dict(version.tags or {}))
 
     def set_champion(self, model: ModelRef) -> None:
+        import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -419,6 +452,7 @@ class LocalPlatform:
 
     def _fetch_model(self, model: ModelRef, dest: Path) -> None:
         """Download a registered model version's files to dest (the MLflow model at dest/model)."""
+        import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:

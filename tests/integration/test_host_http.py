@@ -136,7 +136,8 @@ def test_keys_from_settings_are_used(tmp_path: Path, app_env: Path, monkeypatch:
             timeout=TIMEOUT,
         )
         assert ok.status_code == 201
-    assert not (tmp_path / "state" / "host" / "keys.json").exists()
+    stored = json.loads((tmp_path / "state" / "host" / "keys.json").read_text())
+    assert set(stored) == {"systemKeys"}  # only the extension keys: the settings' keys are not written
 
 
 # --- routing ----------------------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ def test_check_status_urls_from_the_sdk_work_to_completion(host: LocalHost) -> N
     )
     assert (
         "taskHub=HttpAppHub" in payload["statusQueryGetUri"]
-        and f"code={host.system_key}" in payload["statusQueryGetUri"]
+        and f"code={host.durable_key}" in payload["statusQueryGetUri"]
     )
 
     running = wait_until(
@@ -498,3 +499,224 @@ def test_occurrence_missed_while_down_fires_past_due(tmp_path: Path, app_env: Pa
         first = wait_until(lambda: read_log(app_env, "timer"), timeout=8)[0]
     assert first["past_due"] is True and first["schedule_status"]["Last"].startswith("2020-01-01")
     assert datetime.fromisoformat(json.loads(status.read_text())["Next"]) > datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# --- one system key per extension; URLs from the host's own address -------------------------------------
+def test_management_urls_carry_the_durable_key_which_opens_only_the_durable_api(host: LocalHost) -> None:
+    answer = requests.post(
+        f"{host.url}/api/orchestrators/wait_for_job/keyed-1",
+        json={"timeout_s": 60},
+        headers={**fkey(host), "Host": "evil.example:8080"},
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 202, answer.text
+    payload = answer.json()
+    urls = [v for k, v in payload.items() if k.endswith("Uri")]
+    assert urls and all(u.startswith(f"{host.url}/runtime/webhooks/durabletask/") for u in urls)
+    assert not any("evil.example" in u for u in [*urls, answer.headers["Location"]])
+    assert all(f"code={host.durable_key}" in u for u in urls)
+    assert host.system_key not in answer.text and host.function_key not in answer.text
+    # the key from the URLs opens the Durable API ...
+    assert requests.get(payload["statusQueryGetUri"], timeout=TIMEOUT).status_code == 202
+    # ... but neither the Event Grid webhook nor an admin-level route, nor a function route
+    eg = requests.post(
+        eg_url(host, code=host.durable_key),
+        json=[eg_event(1)],
+        headers={"aeg-event-type": "Notification"},
+        timeout=TIMEOUT,
+    )
+    assert eg.status_code == 401
+    admin = requests.get(f"{host.url}/api/admin/ping", params={"code": host.durable_key}, timeout=TIMEOUT)
+    assert admin.status_code == 401
+    echo = requests.post(
+        f"{host.url}/api/echo", data=b"x", params={"code": host.durable_key}, timeout=TIMEOUT
+    )
+    assert echo.status_code == 401
+    # the Event Grid key opens its webhook only; the master key opens both
+    assert (
+        requests.post(
+            eg_url(host, code=host.eventgrid_key),
+            json=[eg_event(2)],
+            headers={"aeg-event-type": "Notification"},
+            timeout=TIMEOUT,
+        ).status_code
+        == 202
+    )
+    assert (
+        requests.get(
+            payload["statusQueryGetUri"].replace(host.durable_key, host.eventgrid_key), timeout=TIMEOUT
+        ).status_code
+        == 401
+    )
+    assert (
+        requests.get(
+            payload["statusQueryGetUri"].replace(host.durable_key, host.system_key), timeout=TIMEOUT
+        ).status_code
+        == 202
+    )
+    requests.post(payload["terminatePostUri"].replace("{text}", "done"), timeout=TIMEOUT)
+
+
+def test_a_keys_file_from_before_extension_keys_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "host" / "keys.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"functionKey": "old-function", "systemKey": "old-system"}))
+    keys = load_or_create_keys(tmp_path, environ={})
+    assert (keys.function_key, keys.system_key) == ("old-function", "old-system")
+    stored = json.loads(path.read_text())
+    assert set(stored["systemKeys"]) == {"durabletask_extension", "eventgrid_extension"}
+    assert stored["functionKey"] == "old-function" and stored["systemKey"] == "old-system"
+    assert load_or_create_keys(tmp_path, environ={}) == keys  # generated once
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- hostile input: 4xx with what to send, never a 500 ------------------------------------------------------
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_json_is_a_400_on_every_json_route(host: LocalHost) -> None:
+    payload = start_wait_for_job(host, instance_id="deep-1")
+    targets = [
+        (f"{host.url}/api/echo", fkey(host)),
+        (f"{host.url}/api/orchestrators/wait_for_job", fkey(host)),
+        (eg_url(host), {"aeg-event-type": "Notification"}),
+        (payload["sendEventPostUri"].replace("{eventName}", "job_done"), {}),
+        (f"{host.url}/runtime/webhooks/durabletask/orchestrators/wait_for_job?code={host.durable_key}", {}),
+    ]
+    for url, headers in targets:
+        answer = requests.post(
+            url, data=DEEP_JSON, headers={**headers, "Content-Type": "application/json"}, timeout=TIMEOUT
+        )
+        assert answer.status_code == 400, (url, answer.status_code, answer.text[:200])
+        assert "nests deeper than 64" in answer.text
+    # a string full of brackets is not nesting
+    flat = json.dumps({"text": "[" * 10_000}).encode()
+    assert (
+        requests.post(f"{host.url}/api/echo", data=flat, headers=fkey(host), timeout=TIMEOUT).status_code
+        == 201
+    )
+
+
+def test_an_event_with_a_malformed_event_time_is_acknowledged_and_skipped(
+    host: LocalHost, app_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = {**eg_event(1), "eventTime": "yesterday"}
+    cloud_bad = {
+        "specversion": "1.0",
+        "id": "c1",
+        "source": "s",
+        "type": "t",
+        "time": "not-a-time",
+        "data": {},
+    }
+    with caplog.at_level("WARNING", logger="functions_host.server"):
+        answer = requests.post(
+            eg_url(host), json=[bad, eg_event(2)], headers={"aeg-event-type": "Notification"}, timeout=TIMEOUT
+        )
+        cloud = requests.post(eg_url(host), json=cloud_bad, timeout=TIMEOUT)
+    assert answer.status_code == 202 and cloud.status_code == 202
+    assert [e["id"] for e in read_log(app_env, "event")] == ["e2"]  # the good one still ran
+    assert "skipped malformed event 0 (id 'e1')" in caplog.text and "(id 'c1')" in caplog.text
+
+
+def test_a_batch_over_5000_events_is_refused(host: LocalHost, app_env: Path) -> None:
+    events = [eg_event(i) for i in range(5001)]
+    answer = requests.post(eg_url(host), json=events, headers={"aeg-event-type": "Notification"}, timeout=60)
+    assert answer.status_code == 413 and "at most 5000" in answer.text
+    assert read_log(app_env, "event") == []
+
+
+def raw_request(host: LocalHost, data: bytes, read_timeout: float = TIMEOUT) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", host.port), timeout=read_timeout) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("abc", b"400"), ("-1", b"400"), ("1e3", b"400"), ("999999999999", b"413")],
+)
+def test_malformed_framing_gets_an_answer(host: LocalHost, length: str, status: bytes) -> None:
+    answer = raw_request(
+        host,
+        f"POST /api/echo HTTP/1.1\r\nHost: x\r\nx-functions-key: {host.function_key}\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode(),
+    )
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+
+
+def test_echoed_values_are_truncated(host: LocalHost) -> None:
+    long_path = "/api/" + "x" * 60_000
+    answer = requests.get(f"{host.url}{long_path}", headers=fkey(host), timeout=TIMEOUT)
+    assert answer.status_code == 404 and len(answer.content) < 1000
+    long_id = "i" * 50_000
+    answer = requests.get(
+        f"{host.url}/runtime/webhooks/durabletask/instances/{long_id}/x",
+        params={"code": host.durable_key},
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code in (404, 405) and len(answer.content) < 1000
+
+
+def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
+    host: LocalHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import threading
+
+    from functions_host import server as server_module
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 1.0)
+    monkeypatch.setattr(server_module, "BODY_DEADLINE_S", 2.0)
+    before = threading.active_count()
+    stalled = []
+    for _ in range(150):  # each promises a body it never sends
+        conn = socket.create_connection(("127.0.0.1", host.port), timeout=30)
+        conn.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
+        stalled.append(conn)
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - before <= server_module.MAX_WORKER_THREADS + 2
+        # every stalled connection is closed by the host (recv sees EOF) well before the test's timeout
+        for conn in stalled:
+            assert conn.recv(100) == b""
+        # a trickling client (one byte a second, under the socket timeout) is cut at the body deadline
+        trickle = socket.create_connection(("127.0.0.1", host.port), timeout=30)
+        trickle.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        started = time.monotonic()
+        closed = False
+        for _ in range(20):
+            try:
+                trickle.sendall(b"a")
+            except OSError:
+                closed = True
+                break
+            trickle.settimeout(0.7)
+            try:
+                if trickle.recv(100) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        trickle.close()
+        assert closed and time.monotonic() - started < 10
+        assert requests.get(f"{host.url}/api/plain", timeout=TIMEOUT).status_code == 200
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_json_nesting_check_counts_brackets_outside_strings_only(host: LocalHost) -> None:
+    from functions_host.server import json_nesting_exceeds
+
+    assert json_nesting_exceeds(b"[" * 65 + b"]" * 65) and not json_nesting_exceeds(b"[" * 64 + b"]" * 64)
+    assert not json_nesting_exceeds(json.dumps({"t": "[" * 10_000, "u": [[1]]}).encode())
+    assert not json_nesting_exceeds(json.dumps({"t": 'a"b\\[[[', "u": [[1]]}).encode(), 3)
+    assert json_nesting_exceeds(b'{"a": "x\\\\", "b": [[[[1]]]]}', 4)  # an escaped backslash ends the string
+    # without a key the body is not even looked at
+    assert requests.post(f"{host.url}/api/echo", data=DEEP_JSON, timeout=TIMEOUT).status_code == 401

@@ -122,7 +122,7 @@ def test_completed_job_posts_run_completed_with_its_tags(
     assert url.path == "/runtime/webhooks/eventgrid"
     assert parse_qs(url.query) == {
         "functionName": ["job_events"],
-        "code": [load_or_create_keys(platform.state_dir).system_key],
+        "code": [load_or_create_keys(platform.state_dir).extension_key("eventgrid_extension")],
     }
     assert request["headers"]["aeg-event-type"] == "Notification"
     [event] = request["body"]

@@ -134,15 +134,35 @@ def test_unreachable_host_is_reported_not_raised() -> None:
     assert not delivered and "Connection" in detail
 
 
-def test_system_key_comes_from_the_setting_or_the_hosts_key_file(tmp_path: Path, monkeypatch) -> None:
+def test_event_key_is_the_event_grid_extension_key_or_the_master_setting(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("RETRAIN_SYSTEM_KEY", raising=False)
     monkeypatch.delenv("RETRAIN_FUNCTION_KEY", raising=False)
-    assert jobs.read_system_key(tmp_path) is None
+    assert jobs.read_event_key(tmp_path) is None
     assert not (tmp_path / "host").exists()  # reading never generates keys
+    monkeypatch.setenv("RETRAIN_SYSTEM_KEY", "master-from-setting")
+    assert jobs.read_event_key(tmp_path) == "master-from-setting"
     keys = load_or_create_keys(tmp_path, environ={})
-    assert jobs.read_system_key(tmp_path) == keys.system_key
-    monkeypatch.setenv("RETRAIN_SYSTEM_KEY", "from-setting")
-    assert jobs.read_system_key(tmp_path) == "from-setting"
+    assert jobs.read_event_key(tmp_path) == keys.extension_key("eventgrid_extension") != keys.system_key
+
+
+def test_backoff_gives_up_at_its_bound_and_on_a_client_error(tmp_path: Path, receiver_factory) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    seen: list[int] = []
+    delivered, detail, attempts = jobs.deliver_with_backoff(
+        jobs.build_job_event(SPEC, True),
+        tmp_path,
+        url,
+        first_delay=0.05,
+        max_delay=0.1,
+        bound_s=0.6,
+        on_attempt=lambda n, _: seen.append(n),
+    )
+    assert not delivered and "gave up" in detail and attempts >= 2 and seen == list(range(1, attempts + 1))
+    receiver = receiver_factory([503, 403])
+    delivered, detail, attempts = jobs.deliver_with_backoff(
+        jobs.build_job_event(SPEC, True), tmp_path, receiver.url, first_delay=0.01, bound_s=30
+    )
+    assert not delivered and "403" in detail and attempts == 2
 
 
 def test_status_transitions_keep_their_history(tmp_path: Path) -> None:

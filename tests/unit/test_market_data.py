@@ -119,7 +119,10 @@ def test_valid_frame_comes_back_in_canonical_shape() -> None:
 
 
 def test_rejects_missing_columns_and_names_them() -> None:
-    with pytest.raises(MarketDataError, match=r"missing column\(s\) High, Volume; send a Date column"):
+    with pytest.raises(
+        MarketDataError,
+        match=r"missing column\(s\) High, Volume in the header row \(4 column\(s\) found\); send a header row",
+    ):
         validate_prices(make_prices().drop(columns=["High", "Volume"]))
 
 
@@ -177,7 +180,7 @@ def test_rejects_unreadable_dates() -> None:
     df = make_prices().astype({"Date": "object"})
     df.loc[3, "Date"] = "not a date"
     with pytest.raises(
-        MarketDataError, match=r"could not be read as dates \(first: 'not a date'\); send dates as YYYY-MM-DD"
+        MarketDataError, match=r"could not be read as dates \(first at row 3\); send dates as YYYY-MM-DD"
     ):
         validate_prices(df)
 
@@ -511,3 +514,52 @@ def test_module_does_not_import_yfinance_until_used() -> None:
     code = "import sys, retrain.market_data; print('yfinance' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# --- what a file's error message may say (issue 9 point 1) ---------------------------------------------------
+def test_errors_never_quote_file_contents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cr3t-value-that-must-not-leak"
+    monkeypatch.setenv("RETRAIN_TEST_SECRET", secret)
+    header_secret = tmp_path / "header.csv"
+    header_secret.write_text(f"Date,{secret}\n2020-01-01,1\n")
+    bad_date = tmp_path / "dates.csv"
+    rows = make_prices(5)
+    rows["Date"] = rows["Date"].dt.strftime("%Y-%m-%d")
+    rows.loc[2, "Date"] = secret
+    rows.to_csv(bad_date, index=False)
+    other_ticker = tmp_path / "tickers.csv"
+    other_ticker.write_text(f"Ticker,Date,Open,High,Low,Close,Volume\n{secret[:10]},2020-01-01,1,1,1,1,1\n")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe" + secret.encode() + b"\x00\x81")
+    for path in ("/proc/self/environ", header_secret, bad_date, other_ticker, binary):
+        with pytest.raises(MarketDataError) as caught:
+            md.fetch_prices("MSFT", source=f"csv:{path}", min_rows=1)
+        message = str(caught.value)
+        assert secret not in message and secret[:10] not in message, message
+        assert str(path) in message  # it names the file
+    with pytest.raises(MarketDataError, match="at row 2"):
+        md.fetch_prices("MSFT", source=f"csv:{bad_date}", min_rows=1)
+
+
+def test_fetch_with_a_data_dir_reads_only_inside_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    make_prices(300).to_csv(data / "msft.csv", index=False)
+    make_prices(300).to_csv(tmp_path / "outside.csv", index=False)
+    (data / "link.csv").symlink_to(tmp_path / "outside.csv")
+    prices = md.fetch_prices("MSFT", source="csv:msft.csv", data_dir=data)
+    assert len(prices) == 300
+    for name in ("../outside.csv", str(tmp_path / "outside.csv"), "link.csv", "/proc/self/environ"):
+        with pytest.raises(MarketDataError, match="inside the data directory|not a file in the data"):
+            md.fetch_prices("MSFT", source=f"csv:{name}", data_dir=data)
+    with pytest.raises(MarketDataError) as caught:
+        md.fetch_prices("MSFT", source="csv:msft.csv", data_dir=data, min_rows=1000)
+    assert "CSV msft.csv:" in str(caught.value) and str(data) not in str(caught.value)
+
+
+def test_request_data_dir_policy() -> None:
+    assert md.request_data_dir("sample", None, None) is None
+    assert md.request_data_dir("csv:/srv/x.csv", "csv:/srv/x.csv", None) is None  # the operator's own
+    assert md.request_data_dir("csv:x.csv", "sample", "/srv/data") == Path("/srv/data")
+    with pytest.raises(MarketDataError, match="RETRAIN_DATA_DIR"):
+        md.request_data_dir("csv:x.csv", "sample", "")

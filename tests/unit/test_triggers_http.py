@@ -29,15 +29,16 @@ def test_empty_body_takes_everything_from_settings():
         assert cycle.poll_minutes == pytest.approx(0.05) and cycle.canary_percent == 25
 
 
-def test_fields_override_settings_and_ticker_is_normalised():
+def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
+    (tmp_path / "x.csv").write_text("Date,Open,High,Low,Close,Volume\n")
     body = json.dumps(
-        {"ticker": " aapl ", "lookback_days": 400, "source": "csv:/tmp/x.csv", "force": True, "max_epochs": 2}
+        {"ticker": " aapl ", "lookback_days": 400, "source": "csv:x.csv", "force": True, "max_epochs": 2}
     )
-    cycle = parse_retrain_request(body.encode(), ENV)
+    cycle = parse_retrain_request(body.encode(), {**ENV, "RETRAIN_DATA_DIR": str(tmp_path)})
     assert (cycle.ticker, cycle.lookback_days, cycle.source, cycle.force, cycle.max_epochs) == (
         "AAPL",
         400,
-        "csv:/tmp/x.csv",
+        "csv:x.csv",
         True,
         2,
     )
@@ -128,3 +129,80 @@ def test_function_app_registers_every_function_without_ml_libraries():
         "smoke_test",
     } <= names
     assert out[1] == "[]"
+
+
+# --- what a request may read (issue 9 point 1) ---------------------------------------------------------------
+def _data_dir(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "msft.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    (data / "sub" / "aapl.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    outside = tmp_path / "outside.csv"
+    outside.write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,1,1,1,1,1\n")
+    (data / "link.csv").symlink_to(outside)
+    (data / "etc").symlink_to("/etc")
+    return data, outside
+
+
+def test_a_request_names_no_csv_unless_a_data_dir_is_configured(tmp_path):
+    for source in ("csv:/proc/self/environ", "csv:msft.csv"):
+        with pytest.raises(BadRequest, match="only when the operator sets RETRAIN_DATA_DIR"):
+            parse_retrain_request(json.dumps({"source": source}), ENV)
+    # the operator's own configured source is not a request's choice: it stays allowed
+    own = {**ENV, "RETRAIN_SOURCE": "csv:/srv/prices.csv"}
+    assert parse_retrain_request(json.dumps({"source": "csv:/srv/prices.csv"}), own).source == (
+        "csv:/srv/prices.csv"
+    )
+
+
+def test_a_request_names_only_files_inside_the_data_dir(tmp_path):
+    data, outside = _data_dir(tmp_path)
+    env = {**ENV, "RETRAIN_DATA_DIR": str(data)}
+    for name in ("msft.csv", "sub/aapl.csv", "./sub/../msft.csv", str(data / "msft.csv")):
+        assert parse_retrain_request(json.dumps({"source": f"csv:{name}"}), env).source == f"csv:{name}"
+    refused = (
+        "/proc/self/environ",
+        "../outside.csv",
+        "sub/../../outside.csv",
+        str(outside),  # a valid CSV, but outside the directory
+        "link.csv",  # a symlink out of it
+        "etc/passwd",  # through a symlinked directory
+        "missing.csv",
+        "sub",  # a directory
+    )
+    for name in refused:
+        with pytest.raises(BadRequest) as caught:
+            parse_retrain_request(json.dumps({"source": f"csv:{name}"}), env)
+        message = str(caught.value)
+        assert "inside" in message and "RETRAIN_DATA_DIR" in message, message
+        if not name.startswith("/"):  # the answer names what was sent, never the resolved path
+            assert str(tmp_path) not in message and "/etc" not in message
+
+
+def test_huge_values_are_not_echoed():
+    huge = "A" * 10_000_000
+    for body in ({"ticker": huge}, {"source": huge}, {huge: 1}, {"max_epochs": huge}):
+        with pytest.raises(BadRequest) as caught:
+            parse_retrain_request(json.dumps(body), ENV)
+        assert len(str(caught.value)) < 2000
+
+
+def test_deeply_nested_body_is_a_bad_request():
+    with pytest.raises(BadRequest, match="nests too deeply"):
+        parse_retrain_request(b"[" * 100_000 + b"]" * 100_000, ENV)
+
+
+def test_the_fetch_activity_applies_the_same_policy(tmp_path, monkeypatch):
+    from retrain import activities
+    from retrain.market_data import MarketDataError
+
+    data, outside = _data_dir(tmp_path)
+    monkeypatch.setenv("RETRAIN_SOURCE", "sample")
+    monkeypatch.delenv("RETRAIN_DATA_DIR", raising=False)
+    payload = {"ticker": "MSFT", "source": f"csv:{outside}", "lookback_days": None, "instance_id": "i"}
+    with pytest.raises(MarketDataError, match="RETRAIN_DATA_DIR"):
+        activities.fetch_data(payload)
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(data))
+    for source in (f"csv:{outside}", "csv:link.csv", "csv:/proc/self/environ"):
+        with pytest.raises(MarketDataError, match="inside the data directory|not a file in the data"):
+            activities.fetch_data({**payload, "source": source})
