@@ -464,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     state(predict)
     predict.set_defaults(func=cmd_predict)
 
+    check = sub.add_parser("check-trainer", help="run a trainer folder on the sample and check the contract")
+    from retrain import trainer_check
+
+    trainer_check.add_arguments(check)
+    check.set_defaults(func=lambda args: trainer_check.run(args))
+
     ui = sub.add_parser("ui", help="the MLflow UI on the state dir's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     state(ui)

@@ -23,7 +23,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,7 +59,9 @@ class CycleInput:
     source: str = "yfinance"
     lookback_days: int | None = 1825
     force: bool = False
-    max_epochs: int = 30
+    trainer: str = "lstm"  # a name in retrain.trainers.TRAINERS
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # passed as `--param key=value`
+    gate_metrics: dict[str, Any] = field(default_factory=dict)  # retrain.gate.GateMetrics.to_dict()
     poll_minutes: float = 10.0
     job_timeout_hours: float = 24.0
     baseline_margin: float = 0.05
@@ -71,11 +73,21 @@ class CycleInput:
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
+        from retrain.gate import GateMetrics
+        from retrain.trainers import default_hyperparameters, get_trainer
+
+        trainer = get_trainer(overrides.pop("trainer", None) or get("RETRAIN_TRAINER", environ))
+        hyperparameters = {
+            **default_hyperparameters(trainer, environ),
+            **(overrides.pop("hyperparameters", None) or {}),
+        }
         values: dict[str, Any] = {
+            "trainer": trainer.name,
+            "hyperparameters": hyperparameters,
+            "gate_metrics": GateMetrics.from_settings(environ).to_dict(),
             "ticker": ticker,
             "source": get("RETRAIN_SOURCE", environ),
             "lookback_days": get_int("RETRAIN_LOOKBACK_DAYS", environ),
-            "max_epochs": get_int("RETRAIN_MAX_EPOCHS", environ),
             "poll_minutes": get_float("RETRAIN_JOB_POLL_MINUTES", environ),
             "job_timeout_hours": get_float("RETRAIN_JOB_TIMEOUT_HOURS", environ),
             "baseline_margin": get_float("RETRAIN_GATE_BASELINE_MARGIN", environ),
@@ -228,6 +240,8 @@ def lineage_tags(
     code_version: str,
     metrics: dict[str, Any],
     decision: dict[str, Any],
+    trainer: str | None = None,
+    model_family: str | None = None,
 ) -> dict[str, str]:
     """Registry tags that say where a model came from and why it was (not) deployed. All strings."""
     tags = {
@@ -241,6 +255,9 @@ def lineage_tags(
         "gate_forced": str(bool(decision.get("forced"))).lower(),
         "gate_reasons": "; ".join(str(r) for r in decision.get("reasons", []))[:1000],
     }
+    if trainer:  # which trainer and model family produced it (champion and challenger may differ)
+        tags["trainer"] = str(trainer)
+        tags["model_family"] = str(model_family or trainer)
     for key, value in sorted(metrics.items()):
         if isinstance(value, int | float):
             tags[f"metric_{key}"] = f"{float(value):.6g}"
@@ -248,7 +265,9 @@ def lineage_tags(
 
 
 def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
-    from retrain.gate import decide  # pure; imported here so a broken gate module fails only the cycle
+    # Pure; imported here so a broken gate module fails only the cycle.
+    from retrain.gate import GateMetrics, decide
+    from retrain.trainers import get_trainer  # the registry: pure data
 
     cycle = CycleInput.from_dict(context.get_input() or {})
     instance_id = context.instance_id
@@ -304,7 +323,8 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
             "data": data,
             "instance_id": instance_id,
             "champion": champion,
-            "hyperparameters": {"max_epochs": cycle.max_epochs},
+            "hyperparameters": cycle.hyperparameters,
+            "trainer": cycle.trainer,
         },
     )
     code_version = submitted["code_version"]
@@ -326,7 +346,11 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     progress.step("gate")
     metrics = yield from _call(context, "get_job_metrics", {"job_name": job_name})
     decision = decide(
-        metrics, has_champion=champion is not None, baseline_margin=cycle.baseline_margin, force=cycle.force
+        metrics,
+        has_champion=champion is not None,
+        baseline_margin=cycle.baseline_margin,
+        force=cycle.force,
+        names=GateMetrics.from_dict(cycle.gate_metrics),
     ).to_dict()
     out["gate"] = decision
     progress.status["decision"] = decision
@@ -348,6 +372,8 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
                 code_version=code_version,
                 metrics=metrics,
                 decision=decision,
+                trainer=cycle.trainer,
+                model_family=get_trainer(cycle.trainer).model_family,
             ),
         },
     )
