@@ -1,8 +1,8 @@
 """`retrain check-trainer <folder>`: does a trainer folder keep the trainer contract?
 
 It runs the trainer on the bundled sample (MSFT) in a temporary directory twice: once alone, then with
-the first run's model as `--champion-model` (the same data, so the champion must forecast exactly the
-same test days as it did itself). Then it checks every point of docs/trainer-contract.md:
+a champion (`--champion-model`: the first run's model, or one you pass, e.g. of another family). Then it
+checks every point of docs/trainer-contract.md:
 
 - the entry script exists, runs with `--data/--output` (and `--param`s), exits 0, and rejects a
   hyperparameter it does not know with a non-zero exit;
@@ -13,8 +13,8 @@ same test days as it did itself). Then it checks every point of docs/trainer-con
   a champion), and every numeric metric is finite; the same metrics are in the MLflow run, with the
   artifacts `model/` and `test_errors.json`;
 - `<output>/test_errors.json` has dates/actual/model/naive/champion of equal length, ISO dates ascending,
-  and reproduces mae, naive_mae and champion_mae; with a champion, its forecasts are those the champion
-  made for the same dates.
+  and reproduces mae, naive_mae and champion_mae; with a champion, its forecasts are those the champion,
+  loaded on its own in a fresh process, makes for those dates, and `actual` is each date's Close.
 
 Prints a checklist (what is wrong and how to fix it); exit status 0 only when every item passes.
 The heavy work happens in subprocesses, so this module imports nothing heavy.
@@ -174,6 +174,51 @@ if run_id:
         out["run_error"] = f"{type(exc).__name__}: {exc}"
 print("PROBE " + json.dumps(out))
 """
+
+
+# The champion, loaded on its own in a fresh process, forecasts the dates the trainer reported: for each
+# date, the `window` closes before it (its own window) from the data. Prints one JSON object.
+_CHAMPION_PROBE = r"""
+import json, sys
+champion_dir, data_csv, dates_file = sys.argv[1:4]
+out = {}
+try:
+    import numpy as np, pandas as pd
+    import mlflow.pyfunc
+    model = mlflow.pyfunc.load_model(champion_dir)
+    window = int(model.metadata.metadata["window"])
+    frame = pd.read_csv(data_csv)
+    day = {d: i for i, d in enumerate(pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d"))}
+    closes = frame["Close"].to_numpy(dtype="float64")
+    dates = json.load(open(dates_file))
+    unknown = [d for d in dates if d not in day]
+    if unknown:
+        raise ValueError(f"dates not in the data: {unknown[:3]}")
+    rows = np.stack([closes[day[d] - window : day[d]] for d in dates])
+    result = model.predict(pd.DataFrame(rows, columns=[f"c{i}" for i in range(window)]))
+    out["forecast"] = [float(v) for v in result["forecast"].to_numpy()]
+    out["actual"] = [float(closes[day[d]]) for d in dates]
+except Exception as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+print("PROBE " + json.dumps(out))
+"""
+
+
+def _probe_champion(
+    champion: str, data: Path, dates: list[str], work: Path, timeout: float
+) -> dict[str, Any]:
+    dates_file = work / "champion-dates.json"
+    dates_file.write_text(json.dumps(dates), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("MLFLOW_")}
+    command = [sys.executable, "-I", "-c", _CHAMPION_PROBE, champion, str(data), str(dates_file)]
+    try:
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"loading the champion timed out after {timeout:.0f}s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("PROBE "):
+            return json.loads(line[len("PROBE ") :])
+    return {"error": f"the champion probe exited {done.returncode}: {_tail(done.stderr)}"}
 
 
 def _probe(
@@ -408,6 +453,7 @@ def check_trainer(
     entry_script: str = "train.py",
     work_dir: Path | None = None,
     timeout: float = 900.0,
+    champion_model: str | None = None,
 ) -> Report:
     """Run the trainer in `folder` on the bundled sample and check the contract; see the module docstring."""
     folder = Path(folder).resolve()
@@ -448,7 +494,8 @@ def check_trainer(
         _check_mlflow_run(report, probe, metrics1, "alone")
 
         second = work / "run2"
-        done = _run_trainer(script, data, second, work, params, model_dir, timeout)
+        champion = champion_model or str(model_dir)  # another family's champion, or its own first model
+        done = _run_trainer(script, data, second, work, params, Path(champion), timeout)
         if report.add(
             "trains with --champion-model: exit 0",
             done.returncode == 0,
@@ -457,23 +504,39 @@ def check_trainer(
             "forecast the same test days with the last `window` closes of its metadata",
         ):
             _, errors2 = _check_outputs(report, "with champion", second, with_champion=True)
-            if errors1 and errors2:
-                same_days = errors1["dates"] == errors2["dates"]
-                same_forecasts = same_days and all(
-                    _close(a, b) for a, b in zip(errors1["model"], errors2["champion"], strict=True)
+            if errors2:
+                expected = _probe_champion(champion, data, errors2["dates"], work, timeout)
+                forecasts = expected.get("forecast")
+                same = (
+                    isinstance(forecasts, list)
+                    and len(forecasts) == len(errors2["champion"])
+                    and all(_close(a, b) for a, b in zip(forecasts, errors2["champion"], strict=True))
                 )
+                actual_ok = isinstance(expected.get("actual"), list) and all(
+                    _close(a, b) for a, b in zip(expected["actual"], errors2["actual"], strict=True)
+                )
+                if expected.get("error"):
+                    detail = expected["error"]
+                elif same and actual_ok:
+                    detail = "the champion, loaded on its own, forecasts exactly these values for these dates"
+                elif not same:
+                    detail = "the champion's forecasts differ from what it forecasts for these dates"
+                else:
+                    detail = "actual is not the Close of each date"
                 report.add(
                     "champion compared on the same test days",
-                    same_forecasts,
-                    "the champion (run 1's model) forecast exactly what it forecast for itself"
-                    if same_forecasts
-                    else (
-                        "different test days"
-                        if not same_days
-                        else "the champion's forecasts differ from its own run"
-                    ),
+                    same and actual_ok,
+                    detail,
                     "give the champion, for each test target day, the closes of the `window` days before it "
-                    "(its own window, from the full series) and compare on exactly those days",
+                    "(its own window, from the full series); write its forecasts under champion and the day's "
+                    "Close under actual",
+                )
+            if errors1 and errors2:
+                report.add(
+                    "the same test days with and without a champion",
+                    errors1["dates"] == errors2["dates"],
+                    f"{len(errors1['dates'])} days",
+                    "the test days must not depend on --champion-model",
                 )
 
         probe_done = _run_trainer(
@@ -505,11 +568,20 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--entry-script", default="train.py", help="the entry script in the folder")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per trainer run")
+    parser.add_argument(
+        "--champion-model",
+        help="an MLflow model dir to use as the champion (e.g. another family's; default: the trainer's own "
+        "first model)",
+    )
 
 
 def run(args: Any, out: TextIO | None = None) -> int:
     report = check_trainer(
-        args.folder, params=args.param, entry_script=args.entry_script, timeout=args.timeout
+        args.folder,
+        params=args.param,
+        entry_script=args.entry_script,
+        timeout=args.timeout,
+        champion_model=str(Path(args.champion_model).resolve()) if args.champion_model else None,
     )
     report.print(out or sys.stdout)
     return 0 if report.ok else 1

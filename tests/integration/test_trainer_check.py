@@ -16,8 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _check_cli(folder: Path, *params: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _check_cli(
+    folder: Path, *params: str, cwd: Path, champion: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "retrain", "check-trainer", str(folder)]
+    if champion is not None:
+        command += ["--champion-model", str(champion)]
     for param in params:
         command += ["--param", param]
     return subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=cwd)
@@ -57,7 +61,9 @@ def test_the_lstm_trainer_keeps_the_contract(tmp_path: Path) -> None:
     } <= passed
 
 
-def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(tmp_path: Path) -> None:
+def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
+    tmp_path: Path, trained_model: Path
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(REPO / "trainers" / "ridge", broken, ignore=shutil.ignore_patterns("__pycache__"))
     script = broken / "train.py"
@@ -79,7 +85,8 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(tmp_path: P
         source = source.replace(old, new)
     script.write_text(source)
 
-    done = _check_cli(broken, cwd=tmp_path)
+    # A champion that loads on its own (the broken trainer's own model does not): an LSTM.
+    done = _check_cli(broken, cwd=tmp_path, champion=trained_model / "model")
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     out = done.stdout
     assert "[FAIL] model loads in a fresh process without the trainer folder on sys.path" in out
@@ -103,3 +110,14 @@ def test_a_folder_without_entry_script_fails_at_once(tmp_path: Path) -> None:
     assert (
         "[FAIL] entry script train.py" in done.stdout and "fix: put the trainer's entry script" in done.stdout
     )
+
+
+def test_the_ridge_trainer_against_an_lstm_champion(tmp_path: Path, trained_model: Path) -> None:
+    """A champion of another family: the ridge trainer scores the LSTM on the same days, and the check
+    loads the LSTM on its own to confirm every forecast."""
+    report = check_trainer(
+        REPO / "trainers" / "ridge", champion_model=str(trained_model / "model"), work_dir=tmp_path
+    )
+    assert report.ok, [(i.name, i.detail) for i in report.failed()]
+    [same_days] = [i for i in report.items if i.name == "champion compared on the same test days"]
+    assert same_days.detail.startswith("the champion, loaded on its own, forecasts exactly these values")
