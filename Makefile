@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ENVIRONMENTS := trainer/environment.yml scorer/environment.yml
+ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml
 REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) tools/environment_pins.py constraints.txt pyproject.toml
 
 .PHONY: setup run test lint bench constraints clean

@@ -153,8 +153,29 @@ def _scoring_uri(ticker: str) -> str | None:
 # ------------------------------------------------------------------------------------------- commands
 
 
+def _params(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--param key=value` pairs -> the request's hyperparameters (strings: the trainer parses them)."""
+    if not pairs:
+        return None
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--param {pair!r}: use --param key=value, e.g. --param alpha=0.5")
+        values[key] = value
+    return values
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if args.trainer is not None:  # before starting anything: a clear error with the valid names
+        from retrain.trainers import TrainerError, get_trainer
+
+        try:
+            get_trainer(args.trainer)
+        except TrainerError as exc:
+            raise CliError(f"--trainer: {exc}") from exc
+    hyperparameters = _params(args.param)
     state_dir = _prepare_environment(args.state_dir)
     from functions_host.host import HostAlreadyRunning
 
@@ -189,6 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "force": args.force or None,
                 "max_epochs": args.max_epochs,
                 "as_of": args.as_of,
+                "trainer": args.trainer,
+                "hyperparameters": hyperparameters,
             }.items()
             if v is not None
         }
@@ -450,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="deploy even when the quality gate rejects")
     run.add_argument("--max-epochs", type=int, help="training epochs (default: RETRAIN_MAX_EPOCHS)")
+    run.add_argument(
+        "--trainer", help="a trainer of this repository, e.g. lstm or ridge (default: RETRAIN_TRAINER)"
+    )
+    run.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="a hyperparameter for the trainer (repeatable)"
+    )
     run.add_argument("--port", type=int, help="host port (default: a free one)")
     run.add_argument(
         "--as-of", help="YYYY-MM-DD: train on data up to and including that trading day (default: latest)"
@@ -475,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--source", help="where the latest closes come from (default: RETRAIN_SOURCE)")
     state(predict)
     predict.set_defaults(func=cmd_predict)
+
+    check = sub.add_parser("check-trainer", help="run a trainer folder on the sample and check the contract")
+    from retrain import trainer_check
+
+    trainer_check.add_arguments(check)
+    check.set_defaults(func=lambda args: trainer_check.run(args))
 
     ui = sub.add_parser("ui", help="the MLflow UI on the state dir's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)

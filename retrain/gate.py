@@ -1,21 +1,24 @@
 """The quality gate: should the challenger (the model just trained) replace the champion?
 
-A pure function of the training job's test metrics (`metrics.json` of `trainer/train.py`):
-- `mae`: the challenger's mean absolute error on the test window;
+A pure function of the training job's test metrics (`metrics.json` of the trainer). Which metrics it
+reads, and which direction is better, are settings (`GateMetrics`, from `RETRAIN_GATE_*`); the defaults:
+- `mae`: the challenger's mean absolute error on the test window (lower is better);
 - `naive_mae`: the persistence forecast's (tomorrow = today) on the same window;
 - `champion_mae`: the current champion's on the same window (present when a champion was given).
 
-Rules: deploy only if `mae <= naive_mae * (1 + baseline_margin)` and, when a champion exists,
-`mae < champion_mae`. The first model needs only the baseline check. `force` deploys regardless and the
+Rules (lower is better): deploy only if `metric <= baseline * (1 + baseline_margin)` and, when a champion
+exists, `metric < champion` (higher is better: `metric >= baseline - margin * |baseline|` and
+`metric > champion`). The first model needs only the baseline check. `force` deploys regardless and the
 override is recorded. A metric that is missing or not finite fails its check with a reason; a missing or
-non-finite `mae` is an error, because without it there is nothing to judge.
+non-finite challenger metric is an error, because without it there is nothing to judge.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,10 +46,68 @@ class GateDecision:
         )
 
 
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class GateMetrics:
+    """Which metrics the gate compares, and which direction is better (settings RETRAIN_GATE_*)."""
+
+    metric: str = "mae"  # the challenger's score on the test days
+    baseline: str = "naive_mae"  # the naive forecast's score on the same days
+    champion: str = "champion_mae"  # the champion's score on the same days
+    higher_is_better: bool = False
+
+    def __post_init__(self) -> None:
+        for role in ("metric", "baseline", "champion"):
+            value = getattr(self, role)
+            if not isinstance(value, str) or not _METRIC_NAME.match(value):
+                raise GateError(
+                    f"gate {role} metric name {value!r} is invalid; use a metric name the trainer writes "
+                    "to metrics.json, e.g. mae, naive_mae, champion_mae"
+                )
+        if len({self.metric, self.baseline, self.champion}) != 3:
+            raise GateError(
+                f"gate metrics must be three different names, got {self.metric}, {self.baseline}, "
+                f"{self.champion}"
+            )
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] | None = None) -> GateMetrics:
+        from retrain.settings import get
+
+        direction = str(get("RETRAIN_GATE_DIRECTION", environ)).strip().lower()
+        if direction not in ("lower", "higher"):
+            raise GateError(
+                f"RETRAIN_GATE_DIRECTION={direction!r}: use lower (errors such as mae) or higher (scores)"
+            )
+        return cls(
+            metric=str(get("RETRAIN_GATE_METRIC", environ)),
+            baseline=str(get("RETRAIN_GATE_BASELINE_METRIC", environ)),
+            champion=str(get("RETRAIN_GATE_CHAMPION_METRIC", environ)),
+            higher_is_better=direction == "higher",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GateMetrics:
+        return cls(**dict(data)) if data else cls()
+
+
 def decide(
-    metrics: Mapping[str, float], *, has_champion: bool, baseline_margin: float, force: bool = False
+    metrics: Mapping[str, float],
+    *,
+    has_champion: bool,
+    baseline_margin: float,
+    force: bool = False,
+    names: GateMetrics | None = None,
 ) -> GateDecision:
     """Judge the challenger's metrics; every check contributes a reason with its numbers."""
+    names = names or GateMetrics()
+    m, b, c = names.metric, names.baseline, names.champion
+    higher = names.higher_is_better
     if (
         not isinstance(baseline_margin, int | float)
         or not math.isfinite(baseline_margin)
@@ -55,45 +116,52 @@ def decide(
         raise GateError(
             f"baseline_margin must be a finite number >= 0 (e.g. 0.05 for 5 %), got {baseline_margin!r}"
         )
-    mae = _number(metrics, "mae")
+    mae = _number(metrics, m)
     if mae is None:
         raise GateError(
-            f"metrics have no finite 'mae' (got {metrics.get('mae')!r}); the training job must write "
-            "metrics.json with mae, naive_mae and, with a champion, champion_mae"
+            f"metrics have no finite {m!r} (got {metrics.get(m)!r}); the training job must write "
+            f"metrics.json with {m}, {b} and, with a champion, {c}"
         )
 
     reasons: list[str] = []
     passed = True
 
-    naive_mae = _number(metrics, "naive_mae")
+    naive_mae = _number(metrics, b)
     if naive_mae is None:
         passed = False
-        reasons.append(
-            f"baseline check failed: naive_mae is missing or not finite ({metrics.get('naive_mae')!r})"
-        )
-    else:
+        reasons.append(f"baseline check failed: {b} is missing or not finite ({metrics.get(b)!r})")
+    elif not higher:
         limit = naive_mae * (1 + baseline_margin)
         ok = mae <= limit
         passed &= ok
         reasons.append(
-            f"baseline check {'passed' if ok else 'failed'}: mae {mae:.6g} {'<=' if ok else '>'} "
-            f"naive_mae {naive_mae:.6g} x (1 + {baseline_margin:g}) = {limit:.6g}"
+            f"baseline check {'passed' if ok else 'failed'}: {m} {mae:.6g} {'<=' if ok else '>'} "
+            f"{b} {naive_mae:.6g} x (1 + {baseline_margin:g}) = {limit:.6g}"
+        )
+    else:
+        limit = naive_mae - baseline_margin * abs(naive_mae)
+        ok = mae >= limit
+        passed &= ok
+        reasons.append(
+            f"baseline check {'passed' if ok else 'failed'}: {m} {mae:.6g} {'>=' if ok else '<'} "
+            f"{b} {naive_mae:.6g} - {baseline_margin:g} x |{b}| = {limit:.6g}"
         )
 
     if has_champion:
-        champion_mae = _number(metrics, "champion_mae")
+        champion_mae = _number(metrics, c)
         if champion_mae is None:
             passed = False
             reasons.append(
-                "champion check failed: champion_mae is missing or not finite "
-                f"({metrics.get('champion_mae')!r}); the challenger must be scored on the champion's test window"
+                f"champion check failed: {c} is missing or not finite "
+                f"({metrics.get(c)!r}); the challenger must be scored on the champion's test window"
             )
         else:
-            ok = mae < champion_mae
+            ok = mae > champion_mae if higher else mae < champion_mae
+            better, worse = (">", "<=") if higher else ("<", ">=")
             passed &= ok
             reasons.append(
-                f"champion check {'passed' if ok else 'failed'}: mae {mae:.6g} "
-                f"{'<' if ok else '>='} champion_mae {champion_mae:.6g}"
+                f"champion check {'passed' if ok else 'failed'}: {m} {mae:.6g} "
+                f"{better if ok else worse} {c} {champion_mae:.6g}"
             )
     else:
         reasons.append("no champion yet: only the baseline check applies")
@@ -124,6 +192,7 @@ def decide_with_test_errors(
     baseline_margin: float,
     alpha: float = 0.05,
     force: bool = False,
+    names: GateMetrics | None = None,
 ) -> GateDecision:
     """The gate with a significance test on the per-day errors of the test window (`test_errors.json`).
 
@@ -134,11 +203,20 @@ def decide_with_test_errors(
     - champion check: passes only when the challenger is significantly BETTER than the champion (one-sided
       p < alpha); an indistinguishable challenger is not called better, so the champion keeps serving.
     Each reason carries the statistic and the p-value. Without usable test errors (a trainer that does not
-    write test_errors.json) this is `decide` with its fixed margin, and a reason says so."""
+    write test_errors.json) this is `decide` with its fixed margin, and a reason says so. The test is on
+    absolute errors, so it judges the default metrics (mae vs naive_mae and champion_mae); other gate
+    metrics (`names`) are judged by `decide` with the fixed margin."""
     from retrain.monitoring.significance import SignificanceError, diebold_mariano
 
     if not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise GateError(f"alpha must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    names = names or GateMetrics()
+    if names != GateMetrics():
+        fallback = decide(
+            metrics, has_champion=has_champion, baseline_margin=baseline_margin, force=force, names=names
+        )
+        note = f"no significance test: it judges absolute errors (mae), the gate metric is {names.metric}"
+        return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
     try:
         actual = _series(test_errors, "actual")
         model = _series(test_errors, "model") - actual

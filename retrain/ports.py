@@ -95,7 +95,8 @@ class TrainingRequest(_Value):
     instance_id: str  # orchestration instance id; travels in the job's tags
     code_version: str
     champion: dict[str, Any] | None = None  # ModelRef.to_dict() of the current champion, if any
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # each becomes `--param key=value`
+    trainer: str = "lstm"  # a name in retrain.trainers.TRAINERS (its folder is the job's code)
 
     @property
     def data_asset(self) -> DataAsset:

@@ -38,6 +38,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_PLATFORM", "local", "ML platform adapter: local (embedded) or azureml."),
     Setting("RETRAIN_STATE_DIR", ".retrain", "Local platform and host state directory."),
     # Training.
+    Setting(
+        "RETRAIN_TRAINER",
+        "lstm",
+        "Trainer of each cycle: a trainer folder of the repository (lstm, ridge; see docs/trainer-contract.md).",
+    ),
     Setting("RETRAIN_MAX_EPOCHS", "30", "Maximum training epochs (early stopping usually ends sooner)."),
     Setting(
         "RETRAIN_JOB_POLL_MINUTES",
@@ -55,6 +60,22 @@ SETTINGS: tuple[Setting, ...] = (
         "RETRAIN_GATE_ALPHA",
         "0.05",
         "Significance level of the gate's Diebold-Mariano tests on the per-day test errors.",
+    ),
+    Setting(
+        "RETRAIN_GATE_METRIC",
+        "mae",
+        "Challenger test metric the quality gate judges (written by the trainer to metrics.json).",
+    ),
+    Setting("RETRAIN_GATE_BASELINE_METRIC", "naive_mae", "Naive baseline's metric on the same test days."),
+    Setting(
+        "RETRAIN_GATE_CHAMPION_METRIC",
+        "champion_mae",
+        "Champion's metric on the same test days (written when a champion is given).",
+    ),
+    Setting(
+        "RETRAIN_GATE_DIRECTION",
+        "lower",
+        "lower (errors such as mae) or higher (scores): which direction of the gate metric is better.",
     ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
     Setting(

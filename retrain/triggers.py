@@ -26,6 +26,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from retrain import naming, settings
+from retrain.trainers import names as trainer_names
 from retrain.workflow import JOB_FINISHED_EVENT, ORCHESTRATOR_NAME, CycleInput
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ REQUEST_FIELDS = {
     "source": "yfinance, sample or csv:PATH; a request's PATH must name a CSV file inside RETRAIN_DATA_DIR "
     "(relative to it), which the operator must configure (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
-    "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS)",
+    "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS; trainers that train in epochs)",
+    "trainer": f"a trainer of this repository: {' or '.join(trainer_names())} (default: RETRAIN_TRAINER)",
+    "hyperparameters": 'an object of name -> string/number/boolean, each passed as --param name=value, e.g. {"alpha": 0.5}',
     "as_of": 'a date "YYYY-MM-DD": train on data up to and including that trading day (default: latest)',
 }
 
@@ -143,6 +146,24 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
             as_of = parse_as_of(as_of).isoformat()
         except MarketDataError:
             raise BadRequest(f"as_of={_shown(data['as_of'])}: expected {REQUEST_FIELDS['as_of']}") from None
+    from retrain.trainers import TrainerError, get_trainer, param_pairs
+
+    try:  # validated against the registry: a request names a trainer, never a path
+        trainer = get_trainer(
+            data["trainer"] if "trainer" in data else settings.get("RETRAIN_TRAINER", environ)
+        )
+        param_pairs(data.get("hyperparameters"))  # an object of safe names and values
+        hyperparameters = dict(data.get("hyperparameters") or {})
+    except TrainerError as exc:
+        raise BadRequest(
+            f"{exc} (trainer: {REQUEST_FIELDS['trainer']}; hyperparameters: {REQUEST_FIELDS['hyperparameters']})"
+        ) from None
+    if epochs is not None:
+        if "max_epochs" not in trainer.setting_params:
+            raise BadRequest(
+                f"max_epochs: trainer {trainer.name} does not train in epochs; send its own settings in hyperparameters"
+            )
+        hyperparameters.setdefault("max_epochs", epochs)
     return CycleInput.from_settings(
         ticker,
         "http",
@@ -150,8 +171,9 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         lookback_days=lookback,
         source=source,
         force=force,
-        max_epochs=epochs,
         as_of=as_of,
+        trainer=trainer.name,
+        hyperparameters=hyperparameters,
     )
 
 

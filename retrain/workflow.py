@@ -43,7 +43,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,7 +86,9 @@ class CycleInput:
     source: str = "yfinance"
     lookback_days: int | None = 1825
     force: bool = False
-    max_epochs: int = 30
+    trainer: str = "lstm"  # a name in retrain.trainers.TRAINERS
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # passed as `--param key=value`
+    gate_metrics: dict[str, Any] = field(default_factory=dict)  # retrain.gate.GateMetrics.to_dict()
     poll_minutes: float = 10.0
     job_timeout_hours: float = 24.0
     baseline_margin: float = 0.05
@@ -101,11 +103,21 @@ class CycleInput:
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
+        from retrain.gate import GateMetrics
+        from retrain.trainers import default_hyperparameters, get_trainer
+
+        trainer = get_trainer(overrides.pop("trainer", None) or get("RETRAIN_TRAINER", environ))
+        hyperparameters = {
+            **default_hyperparameters(trainer, environ),
+            **(overrides.pop("hyperparameters", None) or {}),
+        }
         values: dict[str, Any] = {
+            "trainer": trainer.name,
+            "hyperparameters": hyperparameters,
+            "gate_metrics": GateMetrics.from_settings(environ).to_dict(),
             "ticker": ticker,
             "source": get("RETRAIN_SOURCE", environ),
             "lookback_days": get_int("RETRAIN_LOOKBACK_DAYS", environ),
-            "max_epochs": get_int("RETRAIN_MAX_EPOCHS", environ),
             "poll_minutes": get_float("RETRAIN_JOB_POLL_MINUTES", environ),
             "job_timeout_hours": get_float("RETRAIN_JOB_TIMEOUT_HOURS", environ),
             "baseline_margin": get_float("RETRAIN_GATE_BASELINE_MARGIN", environ),
@@ -346,6 +358,8 @@ def lineage_tags(
     code_version: str,
     metrics: dict[str, Any],
     decision: dict[str, Any],
+    trainer: str | None = None,
+    model_family: str | None = None,
 ) -> dict[str, str]:
     """Registry tags that say where a model came from and why it was (not) deployed. All strings."""
     tags = {
@@ -359,6 +373,9 @@ def lineage_tags(
         "gate_forced": str(bool(decision.get("forced"))).lower(),
         "gate_reasons": "; ".join(str(r) for r in decision.get("reasons", []))[:1000],
     }
+    if trainer:  # which trainer and model family produced it (champion and challenger may differ)
+        tags["trainer"] = str(trainer)
+        tags["model_family"] = str(model_family or trainer)
     for key, value in sorted(metrics.items()):
         if isinstance(value, int | float):
             tags[f"metric_{key}"] = f"{float(value):.6g}"
@@ -477,7 +494,8 @@ def train_and_wait(run: _Cycle, data: dict[str, Any], champion: dict[str, Any] |
             "data": data,
             "instance_id": run.instance_id,
             "champion": champion,
-            "hyperparameters": {"max_epochs": run.input.max_epochs},
+            "hyperparameters": run.input.hyperparameters,
+            "trainer": run.input.trainer,
         },
     )
     run.note(job_name=job_name, code_version=submitted["code_version"])
@@ -498,9 +516,9 @@ def gate_and_register(
 ) -> Task:
     """Metrics -> quality gate (pure, so it runs in the orchestrator) -> the challenger registered with
     its lineage, deployed or not (a rejected one is the audit trail). Returns (decision, model)."""
-    from retrain.gate import (
-        decide_with_test_errors,
-    )  # pure; imported here so a broken gate fails only the cycle
+    # Pure; imported here so a broken gate module fails only the cycle.
+    from retrain.gate import GateMetrics, decide_with_test_errors
+    from retrain.trainers import get_trainer  # the registry: pure data
 
     run.step("gate")
     job_name = run.out["job_name"]
@@ -515,6 +533,7 @@ def gate_and_register(
         baseline_margin=cycle.baseline_margin,
         alpha=cycle.gate_alpha,
         force=cycle.force,
+        names=GateMetrics.from_dict(cycle.gate_metrics),
     ).to_dict()
     run.out["gate"] = run.progress.status["decision"] = decision
     run.note(metrics=metrics)
@@ -527,6 +546,8 @@ def gate_and_register(
         code_version=code_version,
         metrics=metrics,
         decision=decision,
+        trainer=cycle.trainer,
+        model_family=get_trainer(cycle.trainer).model_family,
     ) | {"trigger": cycle.trigger, "trigger_reason": (cycle.reason or "")[:1000]}
     payload = {"name": naming.model_name(run.ticker), "job_name": job_name, "tags": tags}
     model = yield from run.call("register_model", payload)

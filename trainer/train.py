@@ -2,7 +2,7 @@
 
     python trainer/train.py --data CSV --output DIR [--champion-model PATH_OR_URI] [--window 20]
         [--hidden-size 32] [--max-epochs 30] [--learning-rate 1e-3] [--batch-size 64] [--seed 42]
-        [--patience 5] [--threads N]
+        [--patience 5] [--threads N] [--param key=value ...]
 
 Self-contained: imports nothing from the `retrain` package. Tracking follows MLflow's environment
 (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_RUN_ID as Azure ML sets them inside a job); with no
@@ -106,7 +106,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch CPU threads (a small LSTM is fastest on one; default 1)",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter as key=value, repeatable (the trainer contract's generic form): any flag "
+        "above with '_' for '-', e.g. max_epochs=5; wins over the flag",
+    )
+    args = p.parse_args(argv)
+    # The orchestration passes hyperparameters generically; each one is parsed like its own flag.
+    tunable = {
+        a.dest: a for a in p._actions if a.dest not in ("help", "data", "output", "champion_model", "param")
+    }
+    for pair in args.param:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in tunable:
+            p.error(f"--param {pair!r}: use key=value with key one of {', '.join(sorted(tunable))}")
+        convert = tunable[key].type or str
+        try:
+            setattr(args, key, convert(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            p.error(f"--param {key}={value!r}: {exc}")
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -24,6 +24,7 @@ from azure.ai.ml.entities import (
 
 from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest
 from retrain.scoring_server import SLOT_CONCURRENT_REQUESTS, SLOT_SERVER_ENVIRONMENT
+from retrain.trainers import DEFAULT_TRAINER, TrainerError, get_trainer, param_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Curated Azure ML base image; the conda file layers the trainer's / scorer's pinned packages on top.
@@ -37,17 +38,7 @@ TAG_DATA_VERSION = "data_version"
 TAG_CODE_VERSION = "code_version"
 TAG_JOB_NAME = "job_name"
 TAG_CHAMPION = "champion"
-
-# trainer/train.py flags the orchestrator may set (hyperparameter key -> CLI flag).
-TRAINER_FLAGS: dict[str, str] = {
-    "window": "--window",
-    "hidden_size": "--hidden-size",
-    "max_epochs": "--max-epochs",
-    "learning_rate": "--learning-rate",
-    "batch_size": "--batch-size",
-    "seed": "--seed",
-    "patience": "--patience",
-}
+TAG_TRAINER = "trainer"
 
 # Azure ML names: letters, digits, '-' and '_', starting with a letter or digit.
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -87,8 +78,10 @@ def data_entity(name: str, version: str, csv_path: str, tags: dict[str, str]) ->
     )
 
 
-def trainer_environment(repo_root: Path = REPO_ROOT) -> Environment:
-    return Environment(image=BASE_IMAGE, conda_file=str(repo_root / "trainer" / "environment.yml"))
+def trainer_environment(repo_root: Path = REPO_ROOT, trainer: str = DEFAULT_TRAINER) -> Environment:
+    """The trainer folder's own conda file (each trainer declares what it needs)."""
+    folder = get_trainer(trainer).folder_path(repo_root)
+    return Environment(image=BASE_IMAGE, conda_file=str(folder / "environment.yml"))
 
 
 def scorer_environment(repo_root: Path = REPO_ROOT) -> Environment:
@@ -103,6 +96,7 @@ def job_tags(request: TrainingRequest) -> dict[str, str]:
         TAG_DATA_ASSET: data.name,
         TAG_DATA_VERSION: data.version,
         TAG_CODE_VERSION: request.code_version,
+        TAG_TRAINER: request.trainer,
     }
     champion = request.champion_model
     if champion:
@@ -111,37 +105,40 @@ def job_tags(request: TrainingRequest) -> dict[str, str]:
 
 
 def training_job(request: TrainingRequest, compute: str, repo_root: Path = REPO_ROOT) -> Command:
-    """The command job that runs trainer/train.py on the cluster. The data asset and the champion
-    model are inputs by reference (`azureml:<name>:<version>`), so the job records their lineage."""
+    """The command job that runs the request's trainer (its folder is the job's code) on the cluster.
+    The data asset and the champion model are inputs by reference (`azureml:<name>:<version>`), so the
+    job records their lineage; each hyperparameter is an input `param_<key>` passed as `--param key=...`."""
     _check_name("job name", request.job_name)
     _check_name("experiment name", request.experiment_name)
-    unknown = sorted(set(request.hyperparameters) - set(TRAINER_FLAGS))
-    if unknown:
-        raise PlatformError(f"unknown hyperparameters {unknown}; allowed: {sorted(TRAINER_FLAGS)}")
+    try:
+        trainer = get_trainer(request.trainer)
+        params = param_pairs(request.hyperparameters)
+    except TrainerError as exc:
+        raise PlatformError(str(exc)) from exc
     data = request.data_asset
     inputs: dict[str, Any] = {
         "data": Input(type=AssetTypes.URI_FILE, path=asset_ref(data.name, data.version))
     }
-    args = ["python train.py", "--data ${{inputs.data}}", "--output ${{outputs.output}}"]
+    args = [f"python {trainer.entry_script}", "--data ${{inputs.data}}", "--output ${{outputs.output}}"]
     champion = request.champion_model
     if champion:
         inputs["champion"] = Input(
             type=AssetTypes.MLFLOW_MODEL, path=asset_ref(champion.name, champion.version)
         )
         args.append("--champion-model ${{inputs.champion}}")
-    for key in sorted(request.hyperparameters):
-        inputs[key] = request.hyperparameters[key]
-        args.append(f"{TRAINER_FLAGS[key]} ${{{{inputs.{key}}}}}")
+    for key, value in params:
+        inputs[f"param_{key}"] = value
+        args.append(f"--param {key}=${{{{inputs.param_{key}}}}}")
     return command(
         name=request.job_name,
         display_name=f"train {request.ticker} {data.version}",
         experiment_name=request.experiment_name,
         description=f"Retrain the {request.ticker} forecaster on {data.name}:{data.version}",
-        code=str(repo_root / "trainer"),
+        code=str(trainer.folder_path(repo_root)),
         command=" ".join(args),
         inputs=inputs,
         outputs={"output": Output(type=AssetTypes.URI_FOLDER)},
-        environment=trainer_environment(repo_root),
+        environment=trainer_environment(repo_root, trainer.name),
         compute=compute,
         tags=job_tags(request),
     )

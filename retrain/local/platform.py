@@ -40,26 +40,13 @@ from retrain.ports import (
     PlatformError,
     TrainingRequest,
 )
+from retrain.trainers import TrainerError, get_trainer, param_args
 
 log = logging.getLogger("retrain.local.platform")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAMPION_ALIAS = "champion"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Hyperparameters the trainer CLI accepts (`--max-epochs` etc.).
-TRAINER_FLAGS = frozenset(
-    {
-        "window",
-        "hidden_size",
-        "num_layers",
-        "max_epochs",
-        "learning_rate",
-        "batch_size",
-        "seed",
-        "patience",
-        "threads",
-    }
-)
 
 
 def _safe(kind: str, value: str) -> str:
@@ -76,20 +63,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _trainer_flags(hyperparameters: dict[str, Any]) -> list[str]:
-    flags: list[str] = []
-    for key, value in sorted(hyperparameters.items()):
-        name = key.replace("-", "_")
-        if name not in TRAINER_FLAGS:
-            raise PlatformError(
-                f"unknown hyperparameter {key!r}; the trainer accepts {', '.join(sorted(TRAINER_FLAGS))}"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PlatformError(f"hyperparameter {key!r} must be a number; got {value!r}")
-        flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags
 
 
 _MLFLOW_LOCK = threading.RLock()
@@ -126,7 +99,9 @@ class LocalPlatform:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Where job events go: set by the local host once it listens (or RETRAIN_LOCAL_HOST_URL).
         self.host_url = host_url
-        self.trainer_script = Path(trainer_script or REPO_ROOT / "trainer" / "train.py").resolve()
+        # A fixed script overrides the request's trainer (tests); normally the request names a
+        # registered trainer and its folder's entry script runs.
+        self.trainer_script = Path(trainer_script).resolve() if trainer_script else None
         self.scorer_script = Path(scorer_script or REPO_ROOT / "scorer" / "score.py").resolve()
         self.mlflow_dir = self.state_dir / "mlflow"
         self.mlflow_dir.mkdir(parents=True, exist_ok=True)
@@ -247,8 +222,14 @@ class LocalPlatform:
 
     def submit_training(self, request: TrainingRequest) -> str:
         job_dir = self._job_dir(request.job_name)
-        if not self.trainer_script.is_file():
-            raise PlatformError(f"trainer script {self.trainer_script} not found")
+        try:
+            trainer = get_trainer(request.trainer)
+            flags = param_args(request.hyperparameters)
+        except TrainerError as exc:
+            raise PlatformError(str(exc)) from exc
+        script = self.trainer_script or trainer.script_path(REPO_ROOT).resolve()
+        if not script.is_file():
+            raise PlatformError(f"trainer script {script} not found")
         asset = request.data_asset
         data_csv = self.state_dir / "data" / asset.name / asset.version / "data.csv"
         if not data_csv.is_file():
@@ -257,7 +238,6 @@ class LocalPlatform:
             raise PlatformError(
                 f"data asset {asset.name}:{asset.version} not found; register it before training"
             )
-        flags = _trainer_flags(request.hyperparameters)
 
         with self._lock(f"job-{request.job_name}"):
             if (job_dir / "runner.json").is_file():
@@ -270,12 +250,13 @@ class LocalPlatform:
                 "data_version": asset.version,
                 "code_version": request.code_version,
                 "job_name": request.job_name,
+                "trainer": trainer.name,
             }
             experiment_id = self._experiment_id(request.experiment_name)
             run_id = self._find_or_create_run(experiment_id, request.job_name, tags)
             command = [
                 sys.executable,
-                str(self.trainer_script),
+                str(script),
                 "--data",
                 str(data_csv),
                 "--output",

@@ -87,7 +87,6 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
         "days": days,
         "source": source,
         "thresholds": thresholds_from_settings(environ).to_dict(),
-        "max_epochs": settings.get_int("RETRAIN_MAX_EPOCHS", environ),
     }
 
 
@@ -155,7 +154,6 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
             source=spec["source"],
             as_of=result["date"],
             reason=trigger["reason"],
-            max_epochs=spec.get("max_epochs"),
         )
         child = naming.adhoc_instance_id(ticker, context.current_utc_datetime)
         try:

@@ -331,3 +331,38 @@ def test_rollback_never_sends_traffic_to_a_dead_old_slot(host, memory):
     )
     assert calls(memory, "set_traffic")[writes:] == []  # no blind "100 % to blue"
     assert memory.champions["msft-forecaster"] == "1"
+
+
+def test_the_requests_trainer_and_hyperparameters_reach_the_platform_and_the_registry(host, memory):
+    code, bad = start(host, {"trainer": "../../tmp/mine"})
+    assert code == 400 and "use one of the trainers in this repository: lstm, ridge" in bad["error"]
+    assert memory.jobs == {}
+
+    status = run_cycle(host, {"trainer": "ridge", "hyperparameters": {"alpha": 0.5, "window": "10"}})
+    assert status["runtime_status"] == "Completed", status
+    [job] = memory.jobs.values()
+    assert (job["request"].trainer, job["request"].hyperparameters) == (
+        "ridge",
+        {"alpha": 0.5, "window": "10"},
+    )
+    tags = memory.models["msft-forecaster"][0].tags
+    assert (tags["trainer"], tags["model_family"]) == ("ridge", "ridge")
+
+    # The default trainer, with its epochs from RETRAIN_MAX_EPOCHS: a challenger of another family.
+    second = run_cycle(host)
+    request = memory.jobs[second["output"]["job_name"]]["request"]
+    assert (request.trainer, request.hyperparameters) == ("lstm", {"max_epochs": "30"})
+    assert request.champion["version"] == "1"
+    assert memory.models["msft-forecaster"][1].tags["model_family"] == "lstm"
+
+
+def test_the_gate_judges_the_metrics_the_settings_name(host, memory, monkeypatch):
+    monkeypatch.setenv("RETRAIN_GATE_METRIC", "rmse")
+    monkeypatch.setenv("RETRAIN_GATE_BASELINE_METRIC", "naive_rmse")
+    # Good on rmse, terrible on mae: deployed, because the gate reads rmse.
+    memory.script.metrics = {"mae": 50.0, "naive_mae": 1.0, "rmse": 0.9, "naive_rmse": 1.0}
+    status = run_cycle(host)
+    assert status["output"]["status"] == "deployed", status
+    assert (
+        "baseline check passed: rmse 0.9 <= naive_rmse 1 x (1 + 0.05) = 1.05" in status["decision"]["reasons"]
+    )

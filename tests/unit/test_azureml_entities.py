@@ -55,7 +55,7 @@ def test_training_job_round_trips_through_the_job_schema(tmp_path: Path, repo: P
     assert loaded.compute == "cpu-cluster"
     assert loaded.command == (
         "python train.py --data ${{inputs.data}} --output ${{outputs.output}} "
-        "--champion-model ${{inputs.champion}} --max-epochs ${{inputs.max_epochs}}"
+        "--champion-model ${{inputs.champion}} --param max_epochs=${{inputs.param_max_epochs}}"
     )
     assert Path(str(loaded.code)).resolve() == (repo / "trainer").resolve()
     assert loaded.inputs["data"].type == "uri_file"
@@ -70,6 +70,7 @@ def test_training_job_round_trips_through_the_job_schema(tmp_path: Path, repo: P
         "data_version": "5f2c9a",
         "code_version": "0.1.0",
         "champion": "msft-forecaster:3",
+        "trainer": "lstm",
     }
     assert loaded.environment.image == entities.BASE_IMAGE
     assert loaded.environment.conda_file  # the trainer's conda YAML was read into the environment
@@ -84,9 +85,65 @@ def test_training_job_without_champion_has_no_champion_input(tmp_path: Path, rep
     assert "champion" not in loaded.tags
 
 
-def test_unknown_hyperparameter_is_rejected_with_the_allowed_list(repo: Path) -> None:
-    with pytest.raises(PlatformError, match="unknown hyperparameters.*allowed"):
-        entities.training_job(_request(epochz=3), "cpu-cluster", repo)
+def test_hyperparameters_pass_through_generically_as_param_inputs(tmp_path: Path, repo: Path) -> None:
+    """Any name the trainer understands travels: no list of known flags in the adapter."""
+    request = _request(alpha=0.5, lags=10, made_up_by_a_user="x-1", fit_intercept=True)
+    job = entities.training_job(request, "cpu-cluster", repo)
+    job._to_job().dump(tmp_path / "job.yml")
+    loaded = load_job(tmp_path / "job.yml")
+    assert loaded.command == (
+        "python train.py --data ${{inputs.data}} --output ${{outputs.output}} "
+        "--param alpha=${{inputs.param_alpha}} --param fit_intercept=${{inputs.param_fit_intercept}} "
+        "--param lags=${{inputs.param_lags}} --param made_up_by_a_user=${{inputs.param_made_up_by_a_user}}"
+    )
+    # The YAML the SDK wrote: string literal inputs (the trainer parses them).
+    assert {
+        k: v for k, v in yaml.safe_load((tmp_path / "job.yml").read_text())["inputs"].items() if k != "data"
+    } == {
+        "param_alpha": "0.5",
+        "param_lags": "10",
+        "param_made_up_by_a_user": "x-1",
+        "param_fit_intercept": "true",
+    }
+
+
+def test_the_requests_trainer_folder_is_the_jobs_code_and_environment(tmp_path: Path) -> None:
+    import dataclasses
+
+    repo = Path(__file__).resolve().parents[2]
+    request = dataclasses.replace(_request(alpha=1.0), trainer="ridge")
+    job = entities.training_job(request, "cpu-cluster", repo)
+    job._to_job().dump(tmp_path / "job.yml")
+    loaded = load_job(tmp_path / "job.yml")
+    assert Path(str(loaded.code)).resolve() == (repo / "trainers" / "ridge").resolve()
+    assert loaded.command.startswith("python train.py --data ${{inputs.data}}")
+    assert "scikit-learn" in str(loaded.environment.conda_file)  # the ridge folder's own conda file
+    assert loaded.tags["trainer"] == "ridge"
+
+
+@pytest.mark.parametrize(
+    "trainer,hyper,message",
+    [
+        (
+            "../../etc",
+            {},
+            "unknown trainer '../../etc'; use one of the trainers in this repository: lstm, ridge",
+        ),
+        ("lstm", {"bad name": 1}, "hyperparameter name 'bad name' is invalid"),
+        ("lstm", {"alpha": "1; rm -rf /"}, "no spaces or quotes"),
+        ("lstm", {"alpha": [1, 2]}, "must be a string, number or boolean"),
+        ("lstm", {"alpha": float("nan")}, "finite"),
+    ],
+)
+def test_unknown_trainer_or_unsafe_hyperparameter_is_rejected(
+    repo: Path, trainer: str, hyper: dict, message: str
+) -> None:
+    import dataclasses
+
+    request = dataclasses.replace(_request(**hyper), trainer=trainer)
+    with pytest.raises(PlatformError) as raised:
+        entities.training_job(request, "cpu-cluster", repo)
+    assert message in str(raised.value)
 
 
 def test_data_asset_round_trips(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_submit_training_creates_cluster_uploads_code_and_submits_the_job(platfo
     assert props["jobType"] == "Command" and props["experimentName"] == "retrain-msft"
     assert props["command"] == (
         "python train.py --data ${{inputs.data}} --output ${{outputs.output}} "
-        "--champion-model ${{inputs.champion}} --max-epochs ${{inputs.max_epochs}}"
+        "--champion-model ${{inputs.champion}} --param max_epochs=${{inputs.param_max_epochs}}"
     )
     assert props["computeId"] == f"{WS_PATH}/computes/cpu-cluster"
     assert props["codeId"].startswith(f"{WS_PATH}/codes/")

@@ -115,3 +115,69 @@ def test_decision_round_trips_through_json() -> None:
     again = GateDecision.from_dict(json.loads(json.dumps(d.to_dict())))
     assert again == d
     assert set(d.to_dict()) == {"deploy", "reasons", "forced"}
+
+
+def test_metric_names_are_settings_not_constants() -> None:
+    from retrain.gate import GateMetrics
+
+    names = GateMetrics.from_settings(
+        {
+            "RETRAIN_GATE_METRIC": "rmse",
+            "RETRAIN_GATE_BASELINE_METRIC": "naive_rmse",
+            "RETRAIN_GATE_CHAMPION_METRIC": "champion_rmse",
+        }
+    )
+    metrics = {"mae": 99.0, "naive_mae": 1.0, "rmse": 0.9, "naive_rmse": 1.0, "champion_rmse": 0.95}
+    d = decide(metrics, has_champion=True, baseline_margin=0.05, names=names)
+    assert d.deploy  # judged on rmse; the terrible mae is not looked at
+    assert "baseline check passed: rmse 0.9 <= naive_rmse 1 x (1 + 0.05) = 1.05" in d.reasons
+    assert "champion check passed: rmse 0.9 < champion_rmse 0.95" in d.reasons
+    with pytest.raises(GateError, match="no finite 'rmse'.*metrics.json with rmse, naive_rmse"):
+        decide({"mae": 1.0}, has_champion=False, baseline_margin=0.05, names=names)
+
+
+def test_higher_is_better_flips_both_checks() -> None:
+    from retrain.gate import GateMetrics
+
+    names = GateMetrics("hit_rate", "naive_hit_rate", "champion_hit_rate", higher_is_better=True)
+    good = decide(
+        {"hit_rate": 0.55, "naive_hit_rate": 0.5, "champion_hit_rate": 0.52},
+        has_champion=True,
+        baseline_margin=0.05,
+        names=names,
+    )
+    assert good.deploy
+    assert (
+        "baseline check passed: hit_rate 0.55 >= naive_hit_rate 0.5 - 0.05 x |naive_hit_rate| = 0.475"
+        in good.reasons
+    )
+    assert "champion check passed: hit_rate 0.55 > champion_hit_rate 0.52" in good.reasons
+    worse = decide(
+        {"hit_rate": 0.46, "naive_hit_rate": 0.5, "champion_hit_rate": 0.46},
+        has_champion=True,
+        baseline_margin=0.05,
+        names=names,
+    )
+    assert not worse.deploy
+    assert (
+        "baseline check failed: hit_rate 0.46 < naive_hit_rate 0.5 - 0.05 x |naive_hit_rate| = 0.475"
+        in worse.reasons
+    )
+    assert "champion check failed: hit_rate 0.46 <= champion_hit_rate 0.46" in worse.reasons
+
+
+def test_gate_settings_are_validated_with_what_to_send() -> None:
+    from retrain.gate import GateMetrics
+
+    assert GateMetrics.from_settings({}) == GateMetrics("mae", "naive_mae", "champion_mae", False)
+    assert GateMetrics.from_settings({"RETRAIN_GATE_DIRECTION": "Higher"}).higher_is_better
+    with pytest.raises(GateError, match="use lower .* or higher"):
+        GateMetrics.from_settings({"RETRAIN_GATE_DIRECTION": "up"})
+    with pytest.raises(GateError, match="three different names"):
+        GateMetrics.from_settings({"RETRAIN_GATE_BASELINE_METRIC": "mae"})
+    with pytest.raises(GateError, match="name 'a b' is invalid"):
+        GateMetrics(metric="a b")
+    # The orchestration input round-trips it.
+    names = GateMetrics("rmse", "naive_rmse", "champion_rmse")
+    assert GateMetrics.from_dict(json.loads(json.dumps(names.to_dict()))) == names
+    assert GateMetrics.from_dict({}) == GateMetrics()

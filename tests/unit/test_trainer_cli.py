@@ -56,3 +56,33 @@ def test_bad_data_exits_non_zero_with_one_line(tmp_path: Path, make_data, messag
 def test_bad_hyperparameter_is_rejected_by_the_parser(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "--data", "x.csv", "--window", "0")
     assert result.returncode == 2 and "--window: must be a positive integer" in result.stderr
+
+
+def test_hyperparameters_arrive_generically_as_param_and_parse_like_their_flags() -> None:
+    """The contract's `--param key=value` sets the same value as the flag (and wins over it)."""
+    sys.path.insert(0, str(TRAIN_PY.parent))
+    try:
+        from train import parse_args
+    finally:
+        sys.path.remove(str(TRAIN_PY.parent))
+    args = parse_args(
+        ["--data", "d.csv", "--output", "o", "--max-epochs", "9", "--param", "max_epochs=5"]
+        + ["--param", "learning_rate=0.01", "--param", "window=10"]
+    )
+    assert (args.max_epochs, args.learning_rate, args.window) == (5, 0.01, 10)
+    assert parse_args(["--data", "d.csv", "--output", "o", "--max-epochs", "7"]).max_epochs == 7
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("epochz=3", "--param 'epochz=3': use key=value with key one of batch_size, hidden_size"),
+        ("max_epochs=0", "--param max_epochs='0': must be a positive integer, got 0"),
+        ("champion_model=x", "use key=value with key one of"),
+        ("no_equals_sign", "use key=value"),
+    ],
+)
+def test_unusable_param_fails_with_what_to_send(tmp_path: Path, param: str, message: str) -> None:
+    done = run_cli(tmp_path, "--data", "d.csv", "--param", param)
+    assert done.returncode == 2
+    assert message in done.stderr

@@ -35,13 +35,13 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         {"ticker": " aapl ", "lookback_days": 400, "source": "csv:x.csv", "force": True, "max_epochs": 2}
     )
     cycle = parse_retrain_request(body.encode(), {**ENV, "RETRAIN_DATA_DIR": str(tmp_path)})
-    assert (cycle.ticker, cycle.lookback_days, cycle.source, cycle.force, cycle.max_epochs) == (
+    assert (cycle.ticker, cycle.lookback_days, cycle.source, cycle.force) == (
         "AAPL",
         400,
         "csv:x.csv",
         True,
-        2,
     )
+    assert (cycle.trainer, cycle.hyperparameters) == ("lstm", {"max_epochs": 2})
     # The input round-trips through JSON (it is the orchestration input).
     assert type(cycle).from_dict(json.loads(json.dumps(cycle.to_dict()))) == cycle
 
@@ -63,12 +63,49 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         ('{"source": "csv:"}', "yfinance, sample or csv:PATH"),
         ('{"force": "yes"}', "expected true or false"),
         ('{"max_epochs": 0}', "from 1 to 1000"),
+        (
+            '{"trainer": "../trainer"}',
+            "unknown trainer '../trainer'; use one of the trainers in this repository: lstm, ridge",
+        ),
+        ('{"trainer": "/tmp/evil"}', "use one of the trainers in this repository: lstm, ridge"),
+        ('{"trainer": 3}', "unknown trainer 3"),
+        ('{"trainer": "ridge", "max_epochs": 3}', "trainer ridge does not train in epochs"),
+        ('{"hyperparameters": [1]}', "hyperparameters must be an object"),
+        ('{"hyperparameters": {"alpha": "1 && rm"}}', "no spaces or quotes"),
     ],
 )
 def test_bad_bodies_say_what_to_send(body, says):
     with pytest.raises(BadRequest) as err:
         parse_retrain_request(body, ENV)
     assert says in str(err.value)
+
+
+def test_trainer_and_hyperparameters_come_from_the_body_or_the_settings():
+    ridge = parse_retrain_request(
+        b'{"trainer": "ridge", "hyperparameters": {"alpha": 0.5, "window": 10}}', ENV
+    )
+    assert (ridge.trainer, ridge.hyperparameters) == ("ridge", {"alpha": 0.5, "window": 10})
+    # The default trainer takes max_epochs from RETRAIN_MAX_EPOCHS; a body value wins.
+    lstm = parse_retrain_request(
+        b'{"hyperparameters": {"max_epochs": 4, "seed": 7}}', {**ENV, "RETRAIN_MAX_EPOCHS": "9"}
+    )
+    assert (lstm.trainer, lstm.hyperparameters) == ("lstm", {"max_epochs": 4, "seed": 7})
+    assert parse_retrain_request(b"", {**ENV, "RETRAIN_MAX_EPOCHS": "9"}).hyperparameters == {
+        "max_epochs": "9"
+    }
+    from_setting = parse_retrain_request(b"", {**ENV, "RETRAIN_TRAINER": "ridge"})
+    assert (from_setting.trainer, from_setting.hyperparameters) == ("ridge", {})
+    with pytest.raises(BadRequest, match="unknown trainer 'xgb'; use one of"):
+        parse_retrain_request(b"", {**ENV, "RETRAIN_TRAINER": "xgb"})
+    gate = parse_retrain_request(
+        b"", {**ENV, "RETRAIN_GATE_METRIC": "rmse", "RETRAIN_GATE_DIRECTION": "lower"}
+    )
+    assert gate.gate_metrics == {
+        "metric": "rmse",
+        "baseline": "naive_mae",
+        "champion": "champion_mae",
+        "higher_is_better": False,
+    }
 
 
 def test_readable_status_of_a_running_and_a_failed_instance():

@@ -1,0 +1,141 @@
+"""The trainers that live in this repository, and how hyperparameters reach them.
+
+A trainer is a self-contained folder with an entry script (the contract: docs/trainer-contract.md). A cycle
+names its trainer (`RETRAIN_TRAINER`, the `trainer` field of `POST /api/retrain`, `retrain run --trainer`);
+the name is looked up here, so a request can only pick a folder that ships with the code, never a path.
+Adding a model family = adding a folder and one line to `TRAINERS`.
+
+Hyperparameters pass through generically: every `{key: value}` becomes `--param key=value` (the trainer
+parses the string). The adapters keep no list of flags; a trainer rejects a parameter it does not know.
+Imports nothing heavy: the Function App side uses this module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    name: str  # what a request names
+    folder: str  # relative to the repository root: the Azure ML job's code, the local subprocess's cwd
+    model_family: str  # recorded on every registered version (tag `model_family`)
+    description: str
+    entry_script: str = "train.py"
+    # Hyperparameters a cycle sets from a setting when the request does not: {param: SETTING_NAME}.
+    setting_params: Mapping[str, str] = field(default_factory=dict)
+
+    def folder_path(self, repo_root: Path = REPO_ROOT) -> Path:
+        return Path(repo_root) / self.folder
+
+    def script_path(self, repo_root: Path = REPO_ROOT) -> Path:
+        return self.folder_path(repo_root) / self.entry_script
+
+
+DEFAULT_TRAINER = "lstm"
+TRAINERS: dict[str, Trainer] = {
+    t.name: t
+    for t in (
+        Trainer(
+            "lstm",
+            "trainer",
+            "lstm",
+            "LSTM on standardised daily log returns (PyTorch Lightning)",
+            setting_params={"max_epochs": "RETRAIN_MAX_EPOCHS"},
+        ),
+        Trainer(
+            "ridge",
+            "trainers/ridge",
+            "ridge",
+            "Ridge regression on lagged daily log returns (scikit-learn; served with numpy only)",
+        ),
+    )
+}
+
+
+class TrainerError(ValueError):
+    """An unknown trainer or an unusable hyperparameter; the message says what to send instead."""
+
+
+def names() -> list[str]:
+    return sorted(TRAINERS)
+
+
+def get_trainer(name: Any) -> Trainer:
+    """The registered trainer called `name` (never a path: a request cannot point at arbitrary code)."""
+    if not isinstance(name, str) or name not in TRAINERS:
+        raise TrainerError(
+            f"unknown trainer {name!r}; use one of the trainers in this repository: {', '.join(names())}"
+        )
+    return TRAINERS[name]
+
+
+# A key becomes an Azure ML input name (`param_<key>`) and part of a command line: identifier-safe.
+_PARAM_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# A value is substituted into the job's shell command: no spaces, quotes or shell metacharacters.
+_PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+\-]{1,256}$")
+
+
+def param_value(key: str, value: Any) -> str:
+    """The string form of one hyperparameter (bool -> true/false); raises TrainerError when unusable."""
+    if not isinstance(key, str) or not _PARAM_KEY.match(key):
+        raise TrainerError(
+            f"hyperparameter name {key!r} is invalid: use a letter then letters, digits or '_' (max 64)"
+        )
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise TrainerError(f"hyperparameter {key}={value!r} must be a finite number")
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise TrainerError(
+            f"hyperparameter {key}={value!r} must be a string, number or boolean, not {type(value).__name__}"
+        )
+    if not _PARAM_VALUE.match(text):
+        raise TrainerError(
+            f"hyperparameter {key}={text!r}: use 1-256 letters, digits or . , : + - _ (no spaces or quotes)"
+        )
+    return text
+
+
+def param_pairs(hyperparameters: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Sorted (key, string value) pairs: what both adapters turn into `--param key=value`."""
+    if hyperparameters is None:
+        return []
+    if not isinstance(hyperparameters, Mapping):
+        raise TrainerError(
+            f"hyperparameters must be an object of name -> value, not {type(hyperparameters).__name__}"
+        )
+    return [(key, param_value(key, hyperparameters[key])) for key in sorted(hyperparameters)]
+
+
+def param_args(hyperparameters: Mapping[str, Any] | None) -> list[str]:
+    """`--param key=value` for each hyperparameter (the local subprocess's argv)."""
+    args: list[str] = []
+    for key, text in param_pairs(hyperparameters):
+        args += ["--param", f"{key}={text}"]
+    return args
+
+
+def default_hyperparameters(trainer: Trainer, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The hyperparameters a cycle of `trainer` takes from settings (e.g. RETRAIN_MAX_EPOCHS for the LSTM)."""
+    from retrain.settings import get
+
+    values: dict[str, Any] = {}
+    for param, setting in trainer.setting_params.items():
+        raw = get(setting, environ)
+        if raw not in (None, ""):
+            values[param] = str(raw)
+    return values
