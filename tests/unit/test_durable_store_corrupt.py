@@ -24,8 +24,8 @@ def _store_with_history(tmp_path: Path) -> Path:
     store = Store(path)
     with store.transaction() as conn:
         conn.execute(
-            "INSERT INTO instances VALUES ('i1', 'orch', 'e1', 'Running', NULL, NULL, NULL, NULL, NULL, "
-            "'2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '{}')"
+            "INSERT INTO instances(instance_id, name, execution_id, status, created_time, last_updated_time, "
+            "state) VALUES ('i1', 'orch', 'e1', 'Running', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '{}')"
         )
     store.close()
     return path
