@@ -42,8 +42,8 @@ from functions_host.functions import (
     IndexedFunction,
     close_durable_client_sessions,
 )
+from functions_host.http import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
 from functions_host.keys import DURABLE_EXTENSION, EVENTGRID_EXTENSION, HostKeys, load_or_create_keys
-from functions_host.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
 from functions_host.settings import load_local_settings
 
 log = logging.getLogger("functions_host.host")

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from functions_host.host import HOST_URL_SETTING, LocalHost
+from functions_host.http import compile_route
 from functions_host.keys import load_or_create_keys
-from functions_host.server import compile_route
 
 APP = Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
 SETTINGS_ADDED = (
@@ -609,7 +609,7 @@ def test_an_event_with_a_malformed_event_time_is_acknowledged_and_skipped(
         "time": "not-a-time",
         "data": {},
     }
-    with caplog.at_level("WARNING", logger="functions_host.server"):
+    with caplog.at_level("WARNING", logger="functions_host.http.eventgrid"):
         answer = requests.post(
             eg_url(host), json=[bad, eg_event(2)], headers={"aeg-event-type": "Notification"}, timeout=TIMEOUT
         )
@@ -669,7 +669,7 @@ def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
     import socket
     import threading
 
-    from functions_host import server as server_module
+    from functions_host.http import server as server_module
 
     monkeypatch.setattr(server_module._Handler, "timeout", 1.0)
     monkeypatch.setattr(server_module, "BODY_DEADLINE_S", 2.0)
@@ -712,7 +712,7 @@ def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
 
 
 def test_json_nesting_check_counts_brackets_outside_strings_only(host: LocalHost) -> None:
-    from functions_host.server import json_nesting_exceeds
+    from functions_host.http import json_nesting_exceeds
 
     assert json_nesting_exceeds(b"[" * 65 + b"]" * 65) and not json_nesting_exceeds(b"[" * 64 + b"]" * 64)
     assert not json_nesting_exceeds(json.dumps({"t": "[" * 10_000, "u": [[1]]}).encode())
