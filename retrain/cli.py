@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from retrain import naming, settings
+from retrain.progress import step_timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_PATH = REPO_ROOT / "function_app.py"
@@ -237,9 +238,6 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
     output = status.get("output") if isinstance(status.get("output"), dict) else {}
     ids = status.get("ids") or {}
     ticker = output.get("ticker") or (args.ticker or settings.get_list("RETRAIN_TICKERS")[0]).upper()
-    timings: dict[str, float] = {}
-    for step in status.get("steps") or []:
-        timings[step["step"]] = round(timings.get(step["step"], 0.0) + (step.get("seconds") or 0.0), 3)
     summary = {
         "instance_id": status.get("instance_id"),
         "status": output.get("status") or ("failed" if status.get("runtime_status") == "Failed" else None),
@@ -254,7 +252,7 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         "prediction": None,
         "error": status.get("error"),
         "warnings": status.get("warnings") or [],
-        "timings_s": timings,
+        "timings_s": step_timings(status.get("steps") or []),
     }
     # Score the latest window through the stable URL (whatever serves: the new model or the champion).
     try:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from retrain.ports import JOB_STATUSES, JOB_TERMINAL_STATUSES
+from retrain.vocabulary import TAG_INSTANCE_ID, TAG_TICKER
 
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
@@ -42,8 +43,8 @@ AEG_NOTIFICATION = "Notification"
 AEG_SUBSCRIPTION_VALIDATION = "SubscriptionValidation"
 
 # Job tags (set when the job is submitted) that tie a run to its orchestration.
-INSTANCE_ID_TAG = "orchestration_instance_id"
-TICKER_TAG = "ticker"
+INSTANCE_ID_TAG = TAG_INSTANCE_ID
+TICKER_TAG = TAG_TICKER
 
 SCHEMA_EVENT_GRID = "eventgrid"
 SCHEMA_CLOUD_EVENTS = "cloudevents"

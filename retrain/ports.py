@@ -14,35 +14,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+# The port's words (tag names, job and provisioning status sets) live in retrain/vocabulary.py.
+from retrain.vocabulary import (
+    JOB_ENDED_STATUSES,  # noqa: F401 - re-exported: the port's words
+    JOB_STATUSES,  # noqa: F401 - re-exported: the port's words
+    JOB_TERMINAL_STATUSES,
+    PROVISIONING_IN_PROGRESS,  # noqa: F401 - re-exported: the port's words
+    PROVISIONING_STATES,  # noqa: F401 - re-exported: the port's words
+    PROVISIONING_TERMINAL,
+    SLOTS,
+)
+
 T = TypeVar("T", bound="_Value")
-
-# Azure ML job statuses (azure.ai.ml.entities.JobStatus vocabulary).
-JOB_TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
-JOB_STATUSES = (
-    frozenset(
-        {
-            "NotStarted",
-            "Starting",
-            "Provisioning",
-            "Preparing",
-            "Queued",
-            "Running",
-            "Finalizing",
-            "CancelRequested",
-            "Unknown",
-        }
-    )
-    | JOB_TERMINAL_STATUSES
-)
-
-# Provisioning states of endpoints and deployments (Azure's vocabulary; `NotFound` is ours). A traffic update
-# is a long-running operation: the endpoint is `Updating` until it is `Succeeded` with the new traffic.
-PROVISIONING_STATES = frozenset(
-    {"Creating", "Updating", "Deleting", "Succeeded", "Failed", "Canceled", "NotFound"}
-)
-PROVISIONING_TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "NotFound"})
-
-SLOTS = ("blue", "green")
 
 
 class PlatformError(RuntimeError):

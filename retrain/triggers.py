@@ -27,6 +27,7 @@ import azure.functions as func
 
 from retrain import naming, settings
 from retrain.trainers import names as trainer_names
+from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import JOB_FINISHED_EVENT, ORCHESTRATOR_NAME, CycleInput
 
 log = logging.getLogger(__name__)
@@ -385,7 +386,7 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         if (breach := model_monitor_breach(job)) is not None:
             outcomes.append(await start_monitor_breach_cycle(client, breach))
         elif not job.instance_id:
-            outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
+            outcomes.append(f"ignored {job.job_name}: no {TAG_INSTANCE_ID} tag (not ours)")
         elif naming.parse_instance_id(job.instance_id) is None:  # it would go into a URL: only our ids
             outcomes.append(f"ignored {job.job_name}: {_shown(job.instance_id)} is not a retraining id")
         elif not job.terminal:

@@ -31,6 +31,7 @@ from retrain.monitoring.detectors import (
     in_cooldown,
     loss_differential,
 )
+from retrain.vocabulary import TAG_DATA_VERSION, TAG_JOB_NAME
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def decide_trigger(
 
 
 def _champion_data_end(tags: dict[str, Any]) -> str | None:
-    version = str(tags.get("data_version") or "")
+    version = str(tags.get(TAG_DATA_VERSION) or "")
     if len(version) >= 8 and version[:8].isdigit():
         return f"{version[:4]}-{version[4:6]}-{version[6:8]}"
     return None
@@ -202,7 +203,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
             and (data_end is None or r["date"] > data_end)
         ]
         reference_ref = None
-        job = tags.get("job_name")
+        job = tags.get(TAG_JOB_NAME)
         if job:
             try:
                 reference_ref = _cusum_reference(platform.get_job_test_errors(job))
