@@ -22,7 +22,7 @@ from typing import Any
 import azure.durable_functions as df
 
 import retrain
-from retrain.platform import get_platform
+from retrain.adapters import get_platform
 from retrain.ports import (
     EndpointBusyError,
     ModelRef,

@@ -1,7 +1,8 @@
 """The `MLPlatform` port and the value types that cross it.
 
 The orchestrator and the activities only ever talk to this protocol. Two adapters implement it:
-`retrain.azureml` (Azure ML through `azure-ai-ml`) and `retrain.local` (the embedded platform).
+`retrain.azureml` (Azure ML through `azure-ai-ml`) and `retrain.local` (the embedded platform); see
+docs/architecture.md. The port's words (tag names, status sets) are in `retrain.vocabulary`.
 
 Every value type is a frozen dataclass that round-trips through plain JSON (`to_dict` /
 `from_dict`), because activity inputs and outputs travel through the Durable Functions history.
@@ -177,3 +178,15 @@ class MLPlatform(Protocol):
     def invoke(self, endpoint: str, payload: dict[str, Any], slot: str | None = None) -> dict[str, Any]: ...
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState: ...
+
+
+@runtime_checkable
+class HostsEndpoints(Protocol):
+    """An optional capability: a platform whose endpoints run as processes of this machine (the local
+    adapter). The CLI brings them back when a host starts and stops them when `retrain run` ends; a
+    platform without it (Azure ML, whose endpoints live in Azure) has nothing to restore or stop. Checked
+    with `isinstance`, never by probing attributes."""
+
+    def restore(self) -> list[EndpointState]: ...
+
+    def stop_all(self, everything: bool = False) -> None: ...

@@ -120,9 +120,9 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
     from retrain import naming
+    from retrain.adapters import get_platform
     from retrain.market_data import fetch_prices
     from retrain.monitoring.forecast_log import get_forecast_log
-    from retrain.platform import get_platform
     from retrain.ports import PlatformError
 
     ticker = payload["ticker"]

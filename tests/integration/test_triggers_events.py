@@ -1,0 +1,99 @@
+"""The Event Grid trigger `job_events`, fed through the local host's real webhook with payloads shaped
+like Azure's documented samples (Event Grid schema and CloudEvents 1.0) and malformed ones. The ML
+platform is the in-memory adapter with event delivery switched off, so every event here is ours."""
+
+from __future__ import annotations
+
+import time
+
+from retrain.host_client import HostClient
+from tests.helpers import calls, cloud_event, deliver, grid_event, start, wait
+
+
+def begin_waiting(host, memory) -> tuple[str, str]:
+    """A cycle whose job has finished but whose event was lost: it waits (1-minute poll) for ours."""
+    memory.script.host_url = None
+    code, answer = start(host)
+    assert code == 202
+    instance_id = answer["id"]
+    job = f"{instance_id}-train"
+    deadline = time.monotonic() + 20
+    while not (job in memory.jobs and memory.jobs[job]["status"] == "Completed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return instance_id, job
+
+
+def test_cloud_event_run_completed_wakes_the_orchestration(host, memory):
+    instance_id, job = begin_waiting(host, memory)
+    assert 200 <= deliver(host, [cloud_event(job, {"orchestration_instance_id": instance_id})]) < 300
+    status = wait(host, instance_id, timeout=30)
+    assert status["runtime_status"] == "Completed" and status["ids"]["job_signal"] == "event"
+
+
+def test_event_grid_status_changed_wakes_it_and_duplicates_are_harmless(host, memory):
+    instance_id, job = begin_waiting(host, memory)
+    tags = {"orchestration_instance_id": instance_id, "ticker": "MSFT"}
+    # Not final yet: ignored; then the final status twice in one delivery.
+    assert 200 <= deliver(host, [grid_event(job, "Running", tags)]) < 300
+    time.sleep(0.5)
+    assert wait_running(host, instance_id)
+    assert (
+        200 <= deliver(host, [grid_event(job, "Completed", tags), grid_event(job, "Completed", tags)]) < 300
+    )
+    assert wait(host, instance_id, timeout=30)["runtime_status"] == "Completed"
+    # A late copy for a finished orchestration is acknowledged and ignored.
+    assert 200 <= deliver(host, grid_event(job, "Completed", tags, "RunCompleted")) < 300
+    assert calls(memory, "register_model") == ["1"]
+
+
+def wait_running(host, instance_id: str) -> bool:
+    code, status = HostClient(host.url, host.function_key).cycle_status(instance_id)
+    return code == 200 and status["runtime_status"] == "Running" and status["step"] == "wait_for_job"
+
+
+def test_events_that_are_not_ours_are_acknowledged_and_ignored(host, memory):
+    instance_id, job = begin_waiting(host, memory)
+    others = [
+        grid_event("someone-elses-job", "Completed", {}),  # no instance tag
+        grid_event("x", "Failed", {"orchestration_instance_id": "retrain-msft-1999w01"}),  # unknown instance
+        {
+            **grid_event("y", "Completed", {}),
+            "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+        },
+    ]
+    assert 200 <= deliver(host, others) < 300
+    for malformed in (
+        {"no": "event"},
+        [42],
+        [grid_event("", "Completed", {"orchestration_instance_id": instance_id})],
+    ):
+        assert 200 <= deliver(host, malformed) < 500  # the host may refuse a non-event (400); never a 5xx
+    time.sleep(1.0)
+    assert wait_running(host, instance_id)  # still waiting for its own job
+    # The job's own event still ends the wait.
+    assert (
+        200 <= deliver(host, [grid_event(job, "Completed", {"orchestration_instance_id": instance_id})]) < 300
+    )
+    assert wait(host, instance_id, timeout=30)["runtime_status"] == "Completed"
+
+
+def test_failed_run_event_fails_the_cycle(host, memory):
+    memory.script.job_status = "Failed"
+    instance_id, job = begin_waiting_failed(host, memory)
+    assert 200 <= deliver(host, [grid_event(job, "failed", {"orchestration_instance_id": instance_id})]) < 300
+    status = wait(host, instance_id, timeout=30)
+    assert status["runtime_status"] == "Failed" and "ended Failed" in status["error"]
+    assert memory.models == {}
+
+
+def begin_waiting_failed(host, memory) -> tuple[str, str]:
+    memory.script.host_url = None
+    code, answer = start(host)
+    assert code == 202
+    job = f"{answer['id']}-train"
+    deadline = time.monotonic() + 20  # the event is a hint: the platform must already say Failed
+    while not (job in memory.jobs and memory.jobs[job]["status"] == "Failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return answer["id"], job
