@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any
 
 from retrain.ports import JOB_STATUSES, JOB_TERMINAL_STATUSES
@@ -124,7 +125,7 @@ def parse_function_event(event: Any) -> list[JobEvent]:
             "topic": getattr(event, "topic", None),
             "subject": getattr(event, "subject", None),
             "eventType": event.event_type,
-            "eventTime": event_time.isoformat() if hasattr(event_time, "isoformat") else event_time,
+            "eventTime": event_time.isoformat() if isinstance(event_time, date) else event_time,
             "dataVersion": getattr(event, "data_version", None),
             "data": data,
         }

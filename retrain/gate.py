@@ -247,7 +247,7 @@ def decide_with_test_errors(
         f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {alpha:g}"
         + ("" if worse else ": not significantly worse")
     )
-    if has_champion and vs_champion is not None:
+    if has_champion and vs_champion is not None and champion is not None:
         better = vs_champion.p_a_better < alpha
         passed &= better
         reasons.append(

@@ -144,7 +144,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         try:
             if not isinstance(as_of, str) or len(as_of.strip()) != 10:
                 raise MarketDataError("not YYYY-MM-DD")
-            as_of = parse_as_of(as_of).isoformat()
+            parsed = parse_as_of(as_of)
+            if parsed is None:
+                raise MarketDataError("not YYYY-MM-DD")
+            as_of = parsed.isoformat()
         except MarketDataError:
             raise BadRequest(f"as_of={_shown(data['as_of'])}: expected {REQUEST_FIELDS['as_of']}") from None
     from retrain.trainers import TrainerError, get_trainer, param_pairs

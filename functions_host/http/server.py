@@ -139,7 +139,7 @@ class HostHTTPServer(ThreadingHTTPServer):
         max_threads: int = MAX_WORKER_THREADS,
     ) -> None:
         super().__init__((host, port), _Handler)
-        self.router: HostRouter = router  # type: ignore[assignment] - set before serving
+        self.router: HostRouter = router  # type: ignore[assignment]  # set before serving
         self.base_url = f"http://{host}:{self.port}"
         self._slots = threading.BoundedSemaphore(max_threads)
         self._closing = threading.Event()
