@@ -1,6 +1,6 @@
 """The retraining orchestrator: one durable orchestration per ticker and cycle.
 
-It reads like the diagram in DESIGN.md and is deterministic: no I/O (every effect is an activity),
+It reads like the diagram of the cycle in docs/architecture.md and is deterministic: no I/O (every effect is an activity),
 time only from ``context.current_utc_datetime``, configuration only from the orchestration input
 (resolved from the settings by the trigger that started it, so a replay never sees a changed setting).
 
