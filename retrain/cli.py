@@ -294,6 +294,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             1,
         ) from running
     try:
+        from retrain.platform import get_platform
+
+        endpoints = getattr(get_platform(), "endpoints", None)
+        if endpoints is not None:  # the scoring URLs are served by processes that outlive this one
+            endpoints.detach_routers = True
         _restore_endpoints(wait=True)  # ready means the restored slots answer
     except BaseException:
         _stop_host(host)
@@ -312,25 +317,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         if stop["signal"] == signal.SIGTERM:
-            # A service manager's stop or restart: the endpoint's slots outlive the host, as an Azure
-            # endpoint outlives the Function App, and the next `serve` adopts them (no cold start).
-            _say("retrain serve: stopping; the endpoint slots keep running (Ctrl-C stops them too)")
-            _stop_host_keep_slots(host)
+            # A service manager's stop or restart: the endpoints (their routers and slots) outlive the
+            # host, as an Azure endpoint outlives the Function App; the next `serve` adopts them, so the
+            # scoring URL never stops answering.
+            _say("retrain serve: stopping; the endpoints keep serving (Ctrl-C stops them too)")
+            _stop_host_keep_endpoints(host)
         else:
             _say("retrain serve: stopping")
             _stop_host(host)
     return 0
 
 
-def _stop_host_keep_slots(host: Any) -> None:
+def _stop_host_keep_endpoints(host: Any) -> None:
     try:
         host.stop()
     finally:
         from retrain.platform import get_platform
 
         platform = get_platform()
-        if hasattr(platform, "stop_routers"):
-            platform.stop_routers()
+        if hasattr(platform, "release_endpoints"):
+            platform.release_endpoints()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

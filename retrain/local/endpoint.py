@@ -1,15 +1,25 @@
-"""The local online endpoint: blue/green slots behind one stable scoring URL.
+"""The local online endpoint: blue/green slots behind one stable scoring URL, as strict as Azure.
 
 Each slot is a real `azmlinfsrv` process running `scorer/score.py` with the slot's model (see
-`inference_server.py`). One small threaded reverse proxy on 127.0.0.1 (the router) is the endpoint's
-scoring URL: it sends each request to a slot by the traffic weights (smooth weighted round-robin),
-or to the slot named in the `azureml-model-deployment` header, as Azure does.
+`inference_server.py`). One small threaded HTTP/1.1 reverse proxy on 127.0.0.1 (the router) is the
+endpoint's scoring URL: it sends each request to a slot by the traffic weights (smooth weighted
+round-robin), or to the slot named in the `azureml-model-deployment` header, as Azure does. It keeps
+alive its clients' connections and a small pool of connections to each slot, probes each slot's
+liveness and never forwards to a slot it knows is down (503 with Retry-After when no slot with traffic
+is live; 404 "No valid deployments to route to" when no slot has traffic, as Azure answers).
 
-Everything lives in `<state>/endpoints/<endpoint>/state.json` (written atomically under a file lock):
-the router's port (chosen once, so the scoring URL never changes), the traffic weights and each
-slot's model, PID and port. The router reads its routing table from that file whenever the file
-changes, so a weight change made by any process takes effect at once and drops no request: the table
-is swapped as one object and requests in flight finish on the slot they were sent to.
+Everything lives in `<state>/endpoints/<endpoint>/state.json` (written atomically under a file lock,
+with a revision number): the router's port (chosen once, so the scoring URL never changes), the applied
+traffic, each slot's model, PID and port, and the operation in progress. As in Azure, a traffic update
+or a delete is long-running (`Updating`/`Deleting` first) and an endpoint takes one operation at a time
+(`EndpointBusyError`, Azure's 409). The router follows state.json and swaps its table as one object
+under the lock that also counts requests in flight, so a delete stops a slot's process only after the
+router routes by the new table with nothing in flight to it: no request is dropped.
+
+Slot liveness for callers: `get_deployment` is `Succeeded` only while the slot answers its liveness
+probe; `Creating` during its first start, `Failed` if that start failed (delete it before reuse),
+`Updating` while a slot that was live is down and being restarted. The router's own status
+(`GET /-/router` on the scoring port) lists the table revision, requests in flight and live slots.
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -46,6 +59,7 @@ from retrain.local.processes import (
     process_alive,
     process_start_ticks,
     read_json,
+    stop_process_group,
     tail,
     write_json_atomic,
 )
@@ -551,6 +565,10 @@ class LocalEndpoints:
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._me = {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
+        # `retrain serve` sets this: each router then runs as its own detached process (recorded in
+        # state.json) that outlives this one, as an Azure endpoint outlives the Function App.
+        self.detach_routers = False
+        self._owned_routers: dict[str, tuple[int, int | None]] = {}  # endpoint -> detached router we run
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -714,13 +732,26 @@ class LocalEndpoints:
     # -- router -----------------------------------------------------------------------------------
 
     def _ensure_router(self, name: str, state: dict[str, Any]) -> None:
-        """Serve the endpoint's scoring URL from this process unless it is served already (by this
-        process, or by another one on the same state dir, e.g. `retrain serve`)."""
+        """Serve the endpoint's scoring URL unless it is served already: by this process, by a detached
+        router process (adopted: this instance now owns it), or by another process on the same state dir
+        (e.g. `retrain serve`). With `detach_routers` the router is started as its own process."""
         with self._routers_lock:
             router = self._routers.get(name)
             if router is not None and router.running:
                 return
-            router = ScoringRouter(name, self._state_file(name), int(state["router_port"]))
+            owned = self._owned_routers.get(name)
+            if owned is not None and process_alive(*owned):
+                return
+            port = int(state["router_port"])
+            recorded = state.get("router") or {}
+            if process_alive(recorded.get("pid"), recorded.get("start_ticks")) and router_status(port):
+                self._owned_routers[name] = (recorded["pid"], recorded.get("start_ticks"))
+                return
+            if self.detach_routers:
+                if not _port_answers(port):
+                    self._spawn_router(name, port)
+                return
+            router = ScoringRouter(name, self._state_file(name), port)
             try:
                 router.start()
             except OSError as exc:
@@ -738,6 +769,36 @@ class LocalEndpoints:
                     target=self._supervise, name="endpoint-supervisor", daemon=True
                 )
                 self._supervisor.start()
+
+    def _spawn_router(self, name: str, port: int, timeout: float = 60.0) -> None:
+        """Start the endpoint's router (and slot supervisor) as a detached process; wait until it answers."""
+        log_path = self._dir(name) / "router.log"
+        command = [sys.executable, "-m", "retrain.local.endpoint", "--state-dir", str(self.root.parent)]
+        command += ["--endpoint", name, "--scorer", str(self._scorer)]
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=str(self._dir(name)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session: it outlives the caller
+            )
+        key = (process.pid, process_start_ticks(process.pid))
+        deadline = time.monotonic() + timeout
+        while router_status(port) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process_group(*key)
+                raise TransientPlatformError(
+                    f"the router of endpoint {name!r} did not start; log {self._relative(str(log_path))}:\n"
+                    f"{self._scrub(tail(log_path))}"
+                )
+            time.sleep(0.05)
+        self._owned_routers[name] = key
+        with self._locked(name):
+            state = self._require(name)
+            state["router"] = {"pid": key[0], "start_ticks": key[1]}
+            self._write(name, state)
 
     def _supervise(self) -> None:
         """Restart the slots of the endpoints this process serves whose inference server died after it
@@ -993,10 +1054,14 @@ class LocalEndpoints:
                 waiting.append(f"endpoint {endpoint.state}")
             router = self._routers.get(name)
             if router is not None and router.running:
+                live = router.status()["live"]
+            else:
+                live = (router_status(int(state["router_port"])) or {}).get("live")
+            if live is not None:
                 waiting += [
                     f"router sees {slot} down"
                     for slot, percent in endpoint.traffic.items()
-                    if percent > 0 and not router.is_live(slot)
+                    if percent > 0 and not live.get(slot)
                 ]
             if not waiting:
                 return endpoint
@@ -1007,7 +1072,16 @@ class LocalEndpoints:
             time.sleep(0.1)
 
     def stop_routers(self) -> None:
-        """Stop serving the scoring URLs from this process (the slot processes keep running)."""
+        """Stop serving the scoring URLs this instance serves: its in-process routers and the detached
+        router processes it started or adopted (the slot processes keep running)."""
+        self.release()
+        for key in self._owned_routers.values():
+            stop_process_group(*key, timeout=15)
+        self._owned_routers.clear()
+
+    def release(self) -> None:
+        """Stop this process's own routers and threads, leaving every process running (detached
+        routers, slots): a restart of `retrain serve` adopts them and the scoring URL never goes down."""
         self._stopping.set()
         for worker in self._workers:
             worker.join(timeout=DRAIN_TIMEOUT_S)  # an operation under way finishes first
@@ -1020,9 +1094,11 @@ class LocalEndpoints:
             self._supervisor = None
 
     def stop_all(self, everything: bool = False) -> None:
-        """Stop this instance's routers and the slot processes it started or restored (by PID), or
+        """Stop this instance's routers and the slot processes it started or restored (by PID), with
+        every slot of an endpoint whose detached router it ran (that router restarts crashed slots), or
         with `everything` every slot process recorded under the state dir. The state stays:
         `restore()` brings it all back."""
+        served = set(self._owned_routers)
         self.stop_routers()
         for name in self.endpoint_names():
             try:
@@ -1031,7 +1107,7 @@ class LocalEndpoints:
                 continue
             for info in state.get("slots", {}).values():
                 key = (info.get("pid"), info.get("start_ticks"))
-                if everything or key in self._owned:
+                if everything or name in served or key in self._owned:
                     stop_inference_server(*key)
         self._owned.clear()
 
@@ -1133,3 +1209,35 @@ def _port_answers(port: int) -> bool:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _cannot_fetch(model: ModelRef, dest: Path) -> None:
+    raise PlatformError(
+        f"the endpoint's router process does not download models ({model.name}:{model.version})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One endpoint's router and slot supervisor as a process of its own (`retrain serve` starts it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m retrain.local.endpoint", description=main.__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--scorer", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    endpoints = LocalEndpoints(args.state_dir, _cannot_fetch, args.scorer)
+    endpoints._ensure_router(args.endpoint, endpoints._require(args.endpoint))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not endpoints._state_file(args.endpoint).is_file():
+            break  # the endpoint is gone
+    endpoints.release()  # the slots stay: whoever stops the router decides about them
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

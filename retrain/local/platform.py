@@ -458,6 +458,10 @@ class LocalPlatform:
         """Stop serving the scoring URLs from this process; the slot processes keep running."""
         self.endpoints.stop_routers()
 
+    def release_endpoints(self) -> None:
+        """Leave the endpoints running (detached routers and slots) for the next `retrain serve`."""
+        self.endpoints.release()
+
     def stop_all(self, everything: bool = False) -> None:
         """Stop the endpoints' routers and the slot processes this instance started or restored (by
         PID; `everything`: every recorded slot). Training jobs keep running."""

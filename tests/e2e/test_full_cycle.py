@@ -43,8 +43,9 @@ def _score(url: str, closes: list[float]) -> dict:
 def _slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
     pids = []
     for state_file in state_dir.glob("endpoints/*/state.json"):
-        for info in json.loads(state_file.read_text()).get("slots", {}).values():
-            pids.append((info.get("pid"), info.get("start_ticks")))
+        state = json.loads(state_file.read_text())
+        for info in [*state.get("slots", {}).values(), *([state["router"]] if "router" in state else [])]:
+            pids.append((info.get("pid"), info.get("start_ticks")))  # slots and a detached router
     return pids
 
 

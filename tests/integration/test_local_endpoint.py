@@ -486,3 +486,51 @@ def test_a_corrupt_endpoint_state_names_its_file_and_spares_the_others(
             restarted.stop_all()
     finally:
         eps.stop_all()
+
+
+def test_a_detached_endpoint_outlives_its_host_and_the_next_host_adopts_it(
+    tmp_path: Path, models: dict[str, Path], closes: list[float]
+) -> None:
+    """`retrain serve` runs each router as its own process: a graceful restart of the host (release,
+    then a new instance that restores) fails no request and restarts nothing."""
+    name = "detached-test"
+    state_file = tmp_path / "endpoints" / name / "state.json"
+    host = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+    host.detach_routers = True
+    client = None
+    try:
+        host.begin_create_endpoint(name)
+        host.begin_deployment(name, "blue", ModelRef(NAME, "1"))
+        host.wait_until_ready(name)
+        host.set_traffic(name, {"blue": 100})
+        host.wait_until_ready(name)
+        router = read_json(state_file)["router"]
+        assert router["pid"] != os.getpid() and process_alive(router["pid"], router["start_ticks"])
+        client = _KeepAliveClient(host.scoring_uri(name), closes)
+        client.start()
+        _wait_for(lambda: len(client.results) >= 10)
+        host.release()  # the host goes away; the endpoint does not
+        seen = len(client.results)
+        _wait_for(lambda: len(client.results) >= seen + 10)
+        next_host = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+        next_host.detach_routers = True
+        [restored] = next_host.restore()
+        assert restored.traffic == {"blue": 100}
+        assert read_json(state_file)["router"] == router  # adopted, not restarted
+        next_host.wait_until_ready(name)
+        seen = len(client.results)
+        _wait_for(lambda: len(client.results) >= seen + 10)
+        client.stop.set()
+        client.join(timeout=60)
+        failures = [r for r in client.results if r[0] != 200]
+        assert not failures, (len(failures), len(client.results), failures[:5])
+        slot_pid = _slot_pids(tmp_path, name)["blue"]
+        next_host.stop_all()  # what it adopted, it stops: the router and the endpoint's slots
+        assert not process_alive(router["pid"], router["start_ticks"]) and not process_alive(slot_pid)
+    finally:
+        if client is not None:
+            client.stop.set()
+        state = read_json(state_file) if state_file.is_file() else {}
+        for info in [*state.get("slots", {}).values(), state.get("router") or {}]:
+            if process_alive(info.get("pid"), info.get("start_ticks")):
+                os.killpg(info["pid"], signal.SIGKILL)
