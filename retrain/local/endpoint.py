@@ -1173,13 +1173,24 @@ class LocalEndpoints:
                 error=f"inference server (pid {server.pid}) is not running; log "
                 f"{self._relative(server.log_path)}, tail:\n{self._scrub(tail(Path(server.log_path)))}",
             )
-        if is_live(server.port):
+        # Succeeded means requests reach it: live, and not unseen by the router that serves the endpoint.
+        if is_live(server.port) and self._router_sees_live(endpoint, slot) is not False:
             return DeploymentState(endpoint=endpoint, slot=slot, state="Succeeded", model=model)
         if info.get("provisioned"):
             return DeploymentState(
                 endpoint=endpoint, slot=slot, state="Updating", model=model, error="restarting: not live yet"
             )
         return DeploymentState(endpoint=endpoint, slot=slot, state="Creating", model=model)
+
+    def _router_sees_live(self, endpoint: str, slot: str) -> bool | None:
+        """Whether the router serving the endpoint (in this process or another) sees the slot live;
+        None when no router serves it."""
+        router = self._routers.get(endpoint)
+        if router is not None and router.running:
+            return router.is_live(slot)
+        state = self._read(endpoint) or {}
+        status = router_status(int(state["router_port"])) if "router_port" in state else None
+        return None if status is None else bool(status["live"].get(slot))
 
     def _relative(self, path: str | None) -> str:
         """A path under the state dir as `<state>/...`: error texts do not expose the machine's paths."""

@@ -166,8 +166,9 @@ def _slot_processes(state_dir: Path) -> list[tuple[int, int | None]]:
     found = []
     for state_file in state_dir.glob("endpoints/*/state.json"):
         state = json.loads(state_file.read_text())
-        for info in [*state.get("slots", {}).values(), *([state["router"]] if "router" in state else [])]:
-            found.append((info.get("pid"), info.get("start_ticks")))  # slots and a detached router
+        # A detached router first: it restarts crashed slots, so it goes before them.
+        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
+            found.append((info.get("pid"), info.get("start_ticks")))
     return found
 
 
@@ -185,6 +186,9 @@ def _kill_leftovers(state_dir: Path) -> None:
         if process_alive(pid, ticks):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while process_alive(pid, ticks) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def _score(scoring_uri: str) -> dict[str, Any] | None:
