@@ -165,7 +165,9 @@ def _stop(process: subprocess.Popen, timeout: float = 60) -> None:
 def _slot_processes(state_dir: Path) -> list[tuple[int, int | None]]:
     found = []
     for state_file in state_dir.glob("endpoints/*/state.json"):
-        for info in json.loads(state_file.read_text()).get("slots", {}).values():
+        state = json.loads(state_file.read_text())
+        # A detached router first: it restarts crashed slots, so it goes before them.
+        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
             found.append((info.get("pid"), info.get("start_ticks")))
     return found
 
@@ -184,6 +186,9 @@ def _kill_leftovers(state_dir: Path) -> None:
         if process_alive(pid, ticks):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while process_alive(pid, ticks) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def _score(scoring_uri: str) -> dict[str, Any] | None:
@@ -295,9 +300,18 @@ def test_predict_prints_the_forecast_through_the_stable_url_under_serve(cycle: C
         assert result.returncode == 0, result.stderr[-3000:]
         answer = json.loads(result.stdout)
     assert serve.process.returncode == 0, tail(serve.log)  # SIGTERM: a clean stop
-    assert not any(
-        process_alive(p, t) for p, t in _slot_processes(cycle.state_dir)
-    )  # serve stopped its slots
+    # The endpoint outlives the host, as in Azure: its router and slots keep serving the stable URL,
+    # and the next `serve` adopts them (a graceful restart fails no request); Ctrl-C stops them.
+    assert all(process_alive(p, t) for p, t in _slot_processes(cycle.state_dir))
+    assert _score(scoring_uri) is not None
+    with _background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-again.log") as again:
+        ready = lambda: True if "Ctrl-C to stop" in tail(again.log) else None  # noqa: E731
+        _wait_for("`retrain serve` again", ready, 180, again.problem)
+        assert _score(scoring_uri) is not None
+        adopted = _slot_processes(cycle.state_dir)
+        os.kill(again.process.pid, signal.SIGINT)
+        again.process.wait(timeout=120)
+    assert not any(process_alive(p, t) for p, t in adopted)  # Ctrl-C: the endpoint stopped too
 
     assert answer["ticker"] == "MSFT" and answer["scoring_uri"] == scoring_uri
     assert answer["model"] == {"name": "msft-forecaster", "version": "1", "window": 20}
