@@ -27,6 +27,7 @@ from typing import Any
 
 from retrain import naming, settings
 from retrain.host_client import HostClient, HostClientError, http_json
+from retrain.ports import HostsEndpoints
 from retrain.progress import step_timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +252,6 @@ def _stop_host(host: Any) -> None:
         # The endpoint's slots are processes of this run: stop them (`retrain serve` brings them back).
         try:
             from retrain.adapters import get_platform
-            from retrain.ports import HostsEndpoints
 
             platform = get_platform()
             if isinstance(platform, HostsEndpoints):
@@ -260,16 +260,27 @@ def _stop_host(host: Any) -> None:
             _say(f"warning: could not stop the endpoint slots: {exc}")
 
 
-def _restore_endpoints() -> None:
-    """Start the kept endpoints' slots and scoring URLs again (local platform only)."""
+def _restore_endpoints(wait: bool = False) -> None:
+    """Start the kept endpoints' slots and scoring URLs again (local platform only); with `wait`,
+    return only once each endpoint's slots are live (an endpoint whose slot failed is reported)."""
     from retrain.adapters import get_platform
 
     platform = get_platform()
     from retrain.monitoring.ledger import record_traffic_change
 
-    for endpoint in platform.restore() if hasattr(platform, "restore") else []:
+    if not isinstance(platform, HostsEndpoints):
+        return  # Azure: the endpoints live in Azure, nothing to bring back
+    for endpoint in platform.restore():
+        if wait:
+            try:
+                endpoint = platform.wait_until_ready(endpoint.name)
+            except Exception as exc:  # noqa: BLE001 - the other endpoints and the host still serve
+                _say(f"warning: endpoint {endpoint.name} is not ready: {exc}")
+                continue
         _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
         record_traffic_change(platform, endpoint.name, "restore")
+    for name, reason in platform.broken_endpoints().items():
+        _say(f"warning: endpoint {name} not restored: {reason}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -285,26 +296,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
             1,
         ) from running
     try:
-        _restore_endpoints()
+        from retrain.adapters import get_platform
+
+        platform = get_platform()
+        if isinstance(
+            platform, HostsEndpoints
+        ):  # the scoring URLs are served by processes that outlive this one
+            platform.detach_routers()
+        _restore_endpoints(wait=True)  # ready means the restored slots answer
     except BaseException:
         _stop_host(host)
         raise
     _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
-    stop = {"now": False}
+    stop: dict[str, int | None] = {"signal": None}
 
     def _stop(signum: int, frame: Any) -> None:
-        stop["now"] = True
+        stop["signal"] = signum
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        while not stop["now"]:
+        while stop["signal"] is None:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        _say("retrain serve: stopping")
-        _stop_host(host)
+        if stop["signal"] == signal.SIGTERM:
+            # A service manager's stop or restart: the endpoints (their routers and slots) outlive the
+            # host, as an Azure endpoint outlives the Function App; the next `serve` adopts them, so the
+            # scoring URL never stops answering.
+            _say("retrain serve: stopping; the endpoints keep serving (Ctrl-C stops them too)")
+            _stop_host_keep_endpoints(host)
+        else:
+            _say("retrain serve: stopping")
+            _stop_host(host)
     return 0
+
+
+def _stop_host_keep_endpoints(host: Any) -> None:
+    try:
+        host.stop()
+    finally:
+        from retrain.adapters import get_platform
+
+        platform = get_platform()
+        if isinstance(platform, HostsEndpoints):
+            platform.release_endpoints()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

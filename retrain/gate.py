@@ -190,7 +190,7 @@ def decide_with_test_errors(
     *,
     has_champion: bool,
     baseline_margin: float,
-    alpha: float = 0.05,
+    level: float = 0.05,
     force: bool = False,
     names: GateMetrics | None = None,
 ) -> GateDecision:
@@ -198,18 +198,18 @@ def decide_with_test_errors(
 
     Diebold-Mariano (HLN small-sample correction, Newey-West variance; `retrain.monitoring.significance`):
     - baseline check: fails only when the challenger is significantly WORSE than the naive forecast with
-      the tolerated margin (its errors x (1 + baseline_margin); one-sided p < alpha): a challenger
+      the tolerated margin (its errors x (1 + baseline_margin); one-sided p < level): a challenger
       indistinguishable from that band is not called worse;
     - champion check: passes only when the challenger is significantly BETTER than the champion (one-sided
-      p < alpha); an indistinguishable challenger is not called better, so the champion keeps serving.
+      p < level); an indistinguishable challenger is not called better, so the champion keeps serving.
     Each reason carries the statistic and the p-value. Without usable test errors (a trainer that does not
     write test_errors.json) this is `decide` with its fixed margin, and a reason says so. The test is on
     absolute errors, so it judges the default metrics (mae vs naive_mae and champion_mae); other gate
     metrics (`names`) are judged by `decide` with the fixed margin."""
     from retrain.monitoring.significance import SignificanceError, diebold_mariano
 
-    if not isinstance(alpha, int | float) or not 0 < alpha < 1:
-        raise GateError(f"alpha must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    if not isinstance(level, int | float) or not 0 < level < 1:
+        raise GateError(f"the significance level must be a number between 0 and 1 (e.g. 0.05), got {level!r}")
     names = names or GateMetrics()
     if names != GateMetrics():
         fallback = decide(
@@ -238,23 +238,23 @@ def decide_with_test_errors(
 
     mae = float(np.mean(np.abs(model)))
     reasons: list[str] = []
-    worse = vs_naive.p_a_worse < alpha
+    worse = vs_naive.p_a_worse < level
     passed = not worse
     reasons.append(
         f"baseline check {'failed' if worse else 'passed'}: mae {mae:.6g} vs naive_mae "
         f"{float(np.mean(np.abs(naive))):.6g} x (1 + {baseline_margin:g}), Diebold-Mariano "
         f"{vs_naive.statistic:.3f} (n={vs_naive.n}), p(worse than naive x {1 + baseline_margin:g}) = "
-        f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {alpha:g}"
+        f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {level:g}"
         + ("" if worse else ": not significantly worse")
     )
     if has_champion and vs_champion is not None and champion is not None:
-        better = vs_champion.p_a_better < alpha
+        better = vs_champion.p_a_better < level
         passed &= better
         reasons.append(
             f"champion check {'passed' if better else 'failed'}: mae {mae:.6g} vs champion_mae "
             f"{float(np.mean(np.abs(champion))):.6g}, Diebold-Mariano {vs_champion.statistic:.3f} "
             f"(n={vs_champion.n}), p(better than champion) = {vs_champion.p_a_better:.4f} "
-            f"{'<' if better else '>='} {alpha:g}" + ("" if better else ": not significantly better")
+            f"{'<' if better else '>='} {level:g}" + ("" if better else ": not significantly better")
         )
     else:
         reasons.append("no champion yet: only the baseline check applies")

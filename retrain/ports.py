@@ -183,10 +183,18 @@ class MLPlatform(Protocol):
 @runtime_checkable
 class HostsEndpoints(Protocol):
     """An optional capability: a platform whose endpoints run as processes of this machine (the local
-    adapter). The CLI brings them back when a host starts and stops them when `retrain run` ends; a
-    platform without it (Azure ML, whose endpoints live in Azure) has nothing to restore or stop. Checked
-    with `isinstance`, never by probing attributes."""
+    adapter). The CLI brings them back when a host starts, detaches or releases them for `retrain serve`,
+    and stops them when `retrain run` ends; a platform without it (Azure ML, whose endpoints live in
+    Azure) has nothing to restore or stop. Checked with `isinstance`, never by probing attributes."""
 
     def restore(self) -> list[EndpointState]: ...
+
+    def broken_endpoints(self) -> dict[str, str]: ...
+
+    def wait_until_ready(self, name: str, timeout: float = 180.0) -> EndpointState: ...
+
+    def detach_routers(self) -> None: ...
+
+    def release_endpoints(self) -> None: ...
 
     def stop_all(self, everything: bool = False) -> None: ...

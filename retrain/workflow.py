@@ -487,7 +487,7 @@ def gate_and_register(
         test_errors,
         has_champion=champion is not None,
         baseline_margin=cycle.baseline_margin,
-        alpha=cycle.gate_alpha,
+        level=cycle.gate_alpha,
         force=cycle.force,
         names=GateMetrics.from_dict(cycle.gate_metrics),
     ).to_dict()

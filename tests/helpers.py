@@ -297,7 +297,9 @@ def stop_process(process: subprocess.Popen, timeout: float = 60) -> None:
 def slot_processes(state_dir: Path) -> list[tuple[int, int | None]]:
     found = []
     for state_file in state_dir.glob("endpoints/*/state.json"):
-        for info in json.loads(state_file.read_text()).get("slots", {}).values():
+        state = json.loads(state_file.read_text())
+        # A detached router first: it restarts crashed slots, so it goes before them.
+        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
             found.append((info.get("pid"), info.get("start_ticks")))
     return found
 
@@ -316,6 +318,9 @@ def kill_leftovers(state_dir: Path) -> None:
         if process_alive(pid, ticks):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while process_alive(pid, ticks) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def score(scoring_uri: str) -> dict[str, Any] | None:

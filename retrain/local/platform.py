@@ -491,6 +491,26 @@ class LocalPlatform:
         """Bring the endpoints' slots and scoring URLs back up from the state dir."""
         return self.endpoints.restore()
 
+    def broken_endpoints(self) -> dict[str, str]:
+        """The endpoints the last `restore` could not bring back, with why."""
+        return dict(self.endpoints.broken)
+
+    def detach_routers(self) -> None:
+        """Serve the scoring URLs from router processes of their own, which outlive this process."""
+        self.endpoints.detach_routers = True
+
+    def wait_until_ready(self, name: str, timeout: float = 180.0) -> EndpointState:
+        """Block until the endpoint's slots are live and no operation is in progress."""
+        return self.endpoints.wait_until_ready(name, timeout)
+
+    def stop_routers(self) -> None:
+        """Stop serving the scoring URLs from this process; the slot processes keep running."""
+        self.endpoints.stop_routers()
+
+    def release_endpoints(self) -> None:
+        """Leave the endpoints running (detached routers and slots) for the next `retrain serve`."""
+        self.endpoints.release()
+
     def stop_all(self, everything: bool = False) -> None:
         """Stop the endpoints' routers and the slot processes this instance started or restored (by
         PID; `everything`: every recorded slot). Training jobs keep running."""

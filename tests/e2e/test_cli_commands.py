@@ -147,7 +147,18 @@ def test_predict_prints_the_forecast_through_the_stable_url_under_serve(cycle: C
         assert result.returncode == 0, result.stderr[-3000:]
         answer = json.loads(result.stdout)
     assert serve.process.returncode == 0, tail(serve.log)  # SIGTERM: a clean stop
-    assert not any(process_alive(p, t) for p, t in slot_processes(cycle.state_dir))  # serve stopped its slots
+    # The endpoint outlives the host, as in Azure: its router and slots keep serving the stable URL,
+    # and the next `serve` adopts them (a graceful restart fails no request); Ctrl-C stops them.
+    assert all(process_alive(p, t) for p, t in slot_processes(cycle.state_dir))
+    assert score(scoring_uri) is not None
+    with background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-again.log") as again:
+        ready = lambda: True if "Ctrl-C to stop" in tail(again.log) else None  # noqa: E731
+        wait_for("`retrain serve` again", ready, 180, again.problem)
+        assert score(scoring_uri) is not None
+        adopted = slot_processes(cycle.state_dir)
+        os.kill(again.process.pid, signal.SIGINT)
+        again.process.wait(timeout=120)
+    assert not any(process_alive(p, t) for p, t in adopted)  # Ctrl-C: the endpoint stopped too
 
     assert answer["ticker"] == "MSFT" and answer["scoring_uri"] == scoring_uri
     assert answer["model"] == {"name": "msft-forecaster", "version": "1", "window": 20}

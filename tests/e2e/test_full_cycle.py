@@ -34,7 +34,9 @@ def _score(url: str, closes: list[float]) -> dict:
 def _slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
     pids = []
     for state_file in state_dir.glob("endpoints/*/state.json"):
-        for info in json.loads(state_file.read_text()).get("slots", {}).values():
+        state = json.loads(state_file.read_text())
+        # A detached router first: it restarts crashed slots, so it goes before them.
+        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
             pids.append((info.get("pid"), info.get("start_ticks")))
     return pids
 
@@ -121,5 +123,8 @@ def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
             serve.wait()
         for pid, ticks in _slot_pids(state_dir):  # nothing may outlive the test
             if process_alive(pid, ticks):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10  # SIGKILL is delivered, not waited for
+        while any(process_alive(p, t) for p, t in _slot_pids(state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert not any(process_alive(p, t) for p, t in _slot_pids(state_dir))

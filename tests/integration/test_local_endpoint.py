@@ -4,9 +4,11 @@ single failed request; the URL survives stop_all() + restore(); bad payloads ans
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ import pytest
 
 from retrain.local.endpoint import LocalEndpoints
 from retrain.local.processes import process_alive, read_json
-from retrain.ports import ModelRef, PlatformError, TransientPlatformError
+from retrain.ports import EndpointBusyError, ModelRef, PlatformError, TransientPlatformError
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -106,8 +108,15 @@ def _post(url: str, payload: object, headers: dict[str, str] | None = None) -> t
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
 
 
-def _slot_pids(state_dir: Path) -> dict[str, int]:
-    state = read_json(state_dir / "endpoints" / ENDPOINT / "state.json")
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _slot_pids(state_dir: Path, endpoint: str = ENDPOINT) -> dict[str, int]:
+    state = read_json(state_dir / "endpoints" / endpoint / "state.json")
     return {slot: info["pid"] for slot, info in state["slots"].items()}
 
 
@@ -117,14 +126,17 @@ def live(endpoints: LocalEndpoints) -> LocalEndpoints:
     created = endpoints.begin_create_endpoint(ENDPOINT)
     assert created.state == "Succeeded" and created.scoring_uri and created.traffic == {}
     assert endpoints.begin_create_endpoint(ENDPOINT).scoring_uri == created.scoring_uri  # idempotent
-    with pytest.raises(TransientPlatformError, match="503"):
-        endpoints.invoke(ENDPOINT, {"close": [1.0] * 40})  # nothing deployed yet
+    with pytest.raises(PlatformError, match="404"):
+        endpoints.invoke(ENDPOINT, {"close": [1.0] * 40})  # nothing deployed yet: no valid deployment
     blue = endpoints.begin_deployment(ENDPOINT, "blue", ModelRef(NAME, "1"))
+    assert blue.state in ("Creating", "Succeeded")
+    endpoints.wait_until_ready(ENDPOINT)  # one operation at a time per endpoint
     green = endpoints.begin_deployment(ENDPOINT, "green", ModelRef(NAME, "2"))
-    assert blue.state in ("Creating", "Succeeded") and green.state in ("Creating", "Succeeded")
+    assert green.state in ("Creating", "Succeeded")
     endpoints.wait_until_ready(ENDPOINT)
     assert endpoints.get_deployment(ENDPOINT, "blue").state == "Succeeded"
     endpoints.set_traffic(ENDPOINT, {"blue": 100, "green": 0})
+    endpoints.wait_until_ready(ENDPOINT)
     return endpoints
 
 
@@ -165,11 +177,13 @@ def test_traffic_shifts_drop_no_request(live: LocalEndpoints, closes: list[float
     try:
         time.sleep(1.0)
         live.set_traffic(ENDPOINT, {"blue": 90, "green": 10})
+        live.wait_until_ready(ENDPOINT)
         canary_from = time.monotonic()
         deadline = canary_from + 60
         while sum(r[0] > canary_from for r in results) < 40 and time.monotonic() < deadline:
             time.sleep(0.1)
         live.set_traffic(ENDPOINT, {"blue": 0, "green": 100})
+        live.wait_until_ready(ENDPOINT)
         full_from = time.monotonic()
         while sum(r[0] > full_from for r in results) < 20 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -216,6 +230,30 @@ def test_traffic_and_deletion_rules(live: LocalEndpoints) -> None:
     assert live.get_endpoint("no-such-endpoint").state == "NotFound"
 
 
+def test_a_traffic_update_is_long_running_and_the_endpoint_takes_one_operation_at_a_time(
+    live: LocalEndpoints,
+) -> None:
+    before = live.get_endpoint(ENDPOINT)
+    assert before.state == "Succeeded"
+    serving = before.serving_slot()
+    other = next(s for s in before.traffic if s != serving)
+    asked = {serving: 50, other: 50}
+    begun = live.set_traffic(ENDPOINT, asked)
+    assert begun.state == "Updating" and begun.traffic == before.traffic  # not applied yet
+    with pytest.raises(EndpointBusyError, match="busy"):
+        live.set_traffic(ENDPOINT, {serving: 100, other: 0})
+    with pytest.raises(EndpointBusyError):
+        live.begin_delete_deployment(ENDPOINT, other)
+    new_model = "1" if before.deployments[other]["version"] == "2" else "2"
+    with pytest.raises(EndpointBusyError):
+        live.begin_deployment(ENDPOINT, other, ModelRef(NAME, new_model))
+    _wait_for(lambda: live.get_endpoint(ENDPOINT).state == "Succeeded")
+    assert live.get_endpoint(ENDPOINT).traffic == asked
+    live.set_traffic(ENDPOINT, {serving: 100, other: 0})  # accepted again once the first one is done
+    _wait_for(lambda: live.get_endpoint(ENDPOINT).state == "Succeeded")
+    assert live.get_endpoint(ENDPOINT).traffic == {serving: 100, other: 0}
+
+
 def test_scoring_url_survives_stop_all_and_restore(
     live: LocalEndpoints, state_dir: Path, models: dict[str, Path], closes: list[float]
 ) -> None:
@@ -233,6 +271,9 @@ def test_scoring_url_survives_stop_all_and_restore(
     try:
         [restored] = restarted.restore()
         assert restored.scoring_uri == before.scoring_uri and restored.traffic == before.traffic
+        # The slots are still loading their models: the router says so and when to retry, never 502.
+        status, body, headers = _post(before.scoring_uri, {"close": closes})
+        assert status == 503 and headers.get("Retry-After") and "retry" in body["error"], (status, body)
         restarted.wait_until_ready(ENDPOINT)
         assert _slot_pids(state_dir).keys() == old_pids.keys() and _slot_pids(state_dir) != old_pids
         serving = max(before.traffic, key=lambda s: before.traffic[s])
@@ -241,7 +282,8 @@ def test_scoring_url_survives_stop_all_and_restore(
         # The retired slot goes: traffic 0 first, then the process stops and its state is gone.
         idle = next(s for s in before.traffic if s != serving)
         idle_pid = _slot_pids(state_dir)[idle]
-        assert restarted.begin_delete_deployment(ENDPOINT, idle).state == "NotFound"
+        assert restarted.begin_delete_deployment(ENDPOINT, idle).state == "Deleting"
+        _wait_for(lambda: restarted.get_deployment(ENDPOINT, idle).state == "NotFound")
         assert not process_alive(idle_pid)
         assert restarted.get_deployment(ENDPOINT, idle).state == "NotFound"
         assert set(restarted.get_endpoint(ENDPOINT).traffic) == {serving}
@@ -267,3 +309,228 @@ def test_a_slot_whose_model_cannot_load_reports_failed_with_its_log(endpoints: L
     with pytest.raises(PlatformError, match="not running"):
         endpoints.set_traffic("broken-test", {"blue": 100})
     assert endpoints.get_endpoint("broken-test").traffic == {"blue": 0}
+
+
+# ----------------------------------------------------------------------------------------------------
+# As strict as Azure: long-running traffic updates, one operation at a time, 404 without traffic,
+# a Failed deployment must be deleted, deletes end NotFound only when gone, crashed slots restart.
+
+
+def test_a_deployment_that_failed_its_first_provisioning_must_be_deleted_first(
+    endpoints: LocalEndpoints,
+) -> None:
+    endpoints.begin_create_endpoint("failed-test")
+    endpoints.begin_deployment("failed-test", "blue", ModelRef(NAME, "666"))  # a model that cannot load
+    _wait_for(lambda: endpoints.get_deployment("failed-test", "blue").state == "Failed")
+    with pytest.raises(PlatformError, match="failed its first provisioning") as info:
+        endpoints.begin_deployment("failed-test", "blue", ModelRef(NAME, "1"))
+    assert not isinstance(info.value, TransientPlatformError)
+    assert endpoints.begin_delete_deployment("failed-test", "blue").state == "Deleting"
+    _wait_for(lambda: endpoints.get_deployment("failed-test", "blue").state == "NotFound")
+    assert endpoints.begin_deployment("failed-test", "blue", ModelRef(NAME, "1")).state in (
+        "Creating",
+        "Succeeded",
+    )
+    endpoints.wait_until_ready("failed-test")
+
+
+@pytest.fixture(scope="module")
+def swap_endpoint(endpoints: LocalEndpoints) -> str:
+    """A second endpoint with model 1 on blue and no traffic yet."""
+    name = "swap-test"
+    endpoints.begin_create_endpoint(name)
+    endpoints.begin_deployment(name, "blue", ModelRef(NAME, "1"))
+    endpoints.wait_until_ready(name)
+    return name
+
+
+def test_an_endpoint_without_traffic_answers_404_but_a_pinned_request_works(
+    endpoints: LocalEndpoints, swap_endpoint: str, closes: list[float]
+) -> None:
+    assert endpoints.get_endpoint(swap_endpoint).traffic == {"blue": 0}
+    url = endpoints.scoring_uri(swap_endpoint)
+    status, body, _ = _post(url, {"close": closes})
+    assert status == 404 and body["error"].startswith("No valid deployments to route to")
+    status, body, headers = _post(url, {"close": closes}, headers={"azureml-model-deployment": "blue"})
+    assert status == 200 and headers["azureml-model-deployment"] == "blue" and body["model"]["version"] == "1"
+
+
+class _KeepAliveClient(threading.Thread):
+    """Sends scoring requests back to back on one persistent HTTP/1.1 connection (reconnecting only
+    when the router closes it) and records every outcome."""
+
+    def __init__(self, url: str, closes: list[float]) -> None:
+        super().__init__(daemon=True)
+        self.port = int(url.split(":")[2].split("/")[0])
+        self.body = json.dumps({"close": closes}).encode()
+        self.results: list[tuple[int, str]] = []  # (status, version or error)
+        self.connections = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self.stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                self.connections += 1
+            try:
+                conn.request("POST", "/score", body=self.body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                payload = json.loads(response.read())
+                self.results.append((response.status, payload.get("model", {}).get("version", str(payload))))
+                if response.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                self.results.append((0, repr(exc)))
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
+def test_ten_blue_green_swaps_under_load_fail_no_request(
+    endpoints: LocalEndpoints, swap_endpoint: str, closes: list[float]
+) -> None:
+    name = swap_endpoint
+    endpoints.set_traffic(name, {"blue": 100})
+    endpoints.wait_until_ready(name)
+    clients = [_KeepAliveClient(endpoints.scoring_uri(name), closes) for _ in range(2)]
+    for client in clients:
+        client.start()
+    served: list[str] = []
+    try:
+        for swap in range(10):
+            old = endpoints.get_endpoint(name).serving_slot()
+            assert old is not None
+            new = "green" if old == "blue" else "blue"
+            version = "2" if swap % 2 == 0 else "1"
+            endpoints.begin_deployment(name, new, ModelRef(NAME, version))
+            endpoints.wait_until_ready(name)
+            for traffic in ({old: 90, new: 10}, {old: 0, new: 100}):
+                assert endpoints.set_traffic(name, traffic).state == "Updating"
+                endpoints.wait_until_ready(name)
+                assert endpoints.get_endpoint(name).traffic == traffic
+            old_pid = _slot_pids(endpoints.root.parent, name)[old]
+            assert endpoints.begin_delete_deployment(name, old).state == "Deleting"
+            _wait_for(lambda: endpoints.get_deployment(name, old).state == "NotFound")  # noqa: B023
+            assert not process_alive(old_pid)  # NotFound only once the process is gone
+            served.append(version)
+    finally:
+        for client in clients:
+            client.stop.set()
+        for client in clients:
+            client.join(timeout=60)
+    results = [r for client in clients for r in client.results]
+    failures = [r for r in results if r[0] != 200]
+    assert len(served) == 10 and len(results) > 100
+    assert not failures, (len(failures), len(results), failures[:5])
+    assert {"1", "2"} <= {r[1] for r in results}
+    assert all(client.connections < len(client.results) / 5 for client in clients)  # kept alive
+
+
+def test_a_dead_slot_is_not_routed_to_and_is_restarted(
+    endpoints: LocalEndpoints, swap_endpoint: str, closes: list[float]
+) -> None:
+    name = swap_endpoint
+    serving = endpoints.get_endpoint(name).serving_slot()
+    assert serving is not None
+    other = "green" if serving == "blue" else "blue"
+    endpoints.begin_deployment(name, other, ModelRef(NAME, "1"))
+    endpoints.wait_until_ready(name)
+    endpoints.set_traffic(name, {serving: 50, other: 50})
+    endpoints.wait_until_ready(name)
+    client = _KeepAliveClient(endpoints.scoring_uri(name), closes)
+    client.start()
+    try:
+        _wait_for(lambda: len(client.results) >= 10)
+        victim = _slot_pids(endpoints.root.parent, name)[other]
+        os.killpg(victim, signal.SIGKILL)  # the container crashes
+        _wait_for(lambda: endpoints.get_deployment(name, other).state != "Succeeded", timeout=30)
+        down = endpoints.get_deployment(name, other)
+        assert down.state == "Updating" and "restart" in (down.error or ""), down
+        assert "/" not in (down.error or "").replace("<state>/", "")  # no absolute path of the machine
+        _wait_for(lambda: endpoints.get_deployment(name, other).state == "Succeeded")
+        restarted = _slot_pids(endpoints.root.parent, name)[other]
+        assert restarted != victim and process_alive(restarted)
+        _wait_for(lambda: len(client.results) >= 40)
+    finally:
+        client.stop.set()
+        client.join(timeout=60)
+    failures = [r for r in client.results if r[0] != 200]
+    assert not failures, (len(failures), len(client.results), failures[:5])
+
+
+def test_a_corrupt_endpoint_state_names_its_file_and_spares_the_others(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    eps = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+    try:
+        eps.begin_create_endpoint("good-test")
+        eps.begin_create_endpoint("bad-test")
+        eps.stop_all()
+        bad_file = tmp_path / "endpoints" / "bad-test" / "state.json"
+        bad_file.write_text(bad_file.read_text()[:25])  # truncated mid-write by a crash or a full disk
+        restarted = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+        try:
+            restored = restarted.restore()
+            assert [e.name for e in restored] == ["good-test"]
+            assert str(bad_file) in restarted.broken["bad-test"] and "backup" in restarted.broken["bad-test"]
+            with pytest.raises(PlatformError, match="state file .*bad-test/state.json is unreadable"):
+                restarted.get_endpoint("bad-test")
+            with urllib.request.urlopen(
+                restored[0].scoring_uri.replace("/score", "/-/router"), timeout=10
+            ) as r:
+                assert r.status == 200  # the good endpoint is served
+        finally:
+            restarted.stop_all()
+    finally:
+        eps.stop_all()
+
+
+def test_a_detached_endpoint_outlives_its_host_and_the_next_host_adopts_it(
+    tmp_path: Path, models: dict[str, Path], closes: list[float]
+) -> None:
+    """`retrain serve` runs each router as its own process: a graceful restart of the host (release,
+    then a new instance that restores) fails no request and restarts nothing."""
+    name = "detached-test"
+    state_file = tmp_path / "endpoints" / name / "state.json"
+    host = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+    host.detach_routers = True
+    client = None
+    try:
+        host.begin_create_endpoint(name)
+        host.begin_deployment(name, "blue", ModelRef(NAME, "1"))
+        host.wait_until_ready(name)
+        host.set_traffic(name, {"blue": 100})
+        host.wait_until_ready(name)
+        router = read_json(state_file)["router"]
+        assert router["pid"] != os.getpid() and process_alive(router["pid"], router["start_ticks"])
+        client = _KeepAliveClient(host.scoring_uri(name), closes)
+        client.start()
+        _wait_for(lambda: len(client.results) >= 10)
+        host.release()  # the host goes away; the endpoint does not
+        seen = len(client.results)
+        _wait_for(lambda: len(client.results) >= seen + 10)
+        next_host = LocalEndpoints(tmp_path, _fetcher(models), SCORER)
+        next_host.detach_routers = True
+        [restored] = next_host.restore()
+        assert restored.traffic == {"blue": 100}
+        assert read_json(state_file)["router"] == router  # adopted, not restarted
+        next_host.wait_until_ready(name)
+        seen = len(client.results)
+        _wait_for(lambda: len(client.results) >= seen + 10)
+        client.stop.set()
+        client.join(timeout=60)
+        failures = [r for r in client.results if r[0] != 200]
+        assert not failures, (len(failures), len(client.results), failures[:5])
+        slot_pid = _slot_pids(tmp_path, name)["blue"]
+        next_host.stop_all()  # what it adopted, it stops: the router and the endpoint's slots
+        assert not process_alive(router["pid"], router["start_ticks"]) and not process_alive(slot_pid)
+    finally:
+        if client is not None:
+            client.stop.set()
+        state = read_json(state_file) if state_file.is_file() else {}
+        for info in [*state.get("slots", {}).values(), state.get("router") or {}]:
+            if process_alive(info.get("pid"), info.get("start_ticks")):
+                os.killpg(info["pid"], signal.SIGKILL)

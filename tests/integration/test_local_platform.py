@@ -300,6 +300,7 @@ def test_a_registered_model_deploys_from_the_registry_and_scores(
     )
     assert (slot_dir / "model" / "MLmodel").is_file()  # Azure's <name>/<version>/ layout
     platform.set_traffic("msft-platform", {"blue": 100})
+    platform.wait_until_ready("msft-platform")  # a traffic update is long-running, as in Azure
     closes = [float(c) for c in pd.read_csv(sample_csv)["Close"].tail(40)]
     answer = platform.invoke("msft-platform", {"close": closes})
     assert answer["model"]["name"] == MODEL and answer["model"]["version"] == model.version

@@ -28,6 +28,7 @@ from environment_pins import pip_requirements  # noqa: E402
 
 ENVIRONMENTS = {
     "trainer": REPO / "trainer" / "environment.yml",
+    "ridge": REPO / "trainers" / "ridge" / "environment.yml",
     "scorer": REPO / "scorer" / "environment.yml",
 }
 
@@ -59,7 +60,10 @@ def test_each_environment_file_is_the_single_source_of_its_pins():
     assert not (REPO / "trainer" / "requirements.txt").exists()
     assert not (REPO / "scorer" / "requirements.txt").exists()
     makefile = (REPO / "Makefile").read_text()
-    assert "ENVIRONMENTS := trainer/environment.yml scorer/environment.yml" in makefile
+    assert (
+        "ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml"
+        in makefile
+    )
     assert "tools/environment_pins.py $(ENVIRONMENTS) > $(VENV)/environment-pins.txt" in makefile
     assert "-r requirements-dev.txt -r $(VENV)/environment-pins.txt -c constraints.txt" in makefile
     dev = (REPO / "requirements-dev.txt").read_text()
@@ -141,7 +145,7 @@ def test_environment_pins_prints_both_sections_and_rejects_loose_pins(tmp_path):
         check=True,
     ).stdout
     printed = [line for line in out.splitlines() if not line.startswith("#")]
-    assert printed == pip_requirements(ENVIRONMENTS["trainer"]) + pip_requirements(ENVIRONMENTS["scorer"])
+    assert printed == [line for path in ENVIRONMENTS.values() for line in pip_requirements(path)]
     assert not any(line.startswith("-") for line in printed)  # the CPU index line stays in the yml
 
     loose = tmp_path / "environment.yml"

@@ -148,5 +148,5 @@ def test_without_test_errors_the_fixed_margin_applies_and_says_so() -> None:
         decision = decide_with_test_errors(metrics, test_errors, has_champion=True, baseline_margin=0.05)
         assert decision.deploy == decide(metrics, has_champion=True, baseline_margin=0.05).deploy
         assert decision.reasons[0].startswith("no significance test")
-    with pytest.raises(GateError, match="alpha"):
-        decide_with_test_errors(metrics, None, has_champion=False, baseline_margin=0.05, alpha=1.5)
+    with pytest.raises(GateError, match="significance level"):
+        decide_with_test_errors(metrics, None, has_champion=False, baseline_margin=0.05, level=1.5)

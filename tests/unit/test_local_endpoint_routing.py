@@ -1,13 +1,24 @@
-"""The endpoint router's pure parts: weighted slot choice and traffic/name validation."""
+"""The endpoint router's pure parts: weighted slot choice, the routing decisions (live slots only,
+Azure's 404 without traffic) and traffic/name validation."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from retrain.local.endpoint import WeightedPicker, validate_endpoint_name, validate_slot, validate_traffic
+from retrain.local.endpoint import (
+    NO_VALID_DEPLOYMENTS,
+    RoutingTable,
+    ScoringRouter,
+    WeightedPicker,
+    validate_endpoint_name,
+    validate_slot,
+    validate_traffic,
+)
+from retrain.local.processes import write_json_atomic
 from retrain.ports import PlatformError
 
 
@@ -98,3 +109,53 @@ def test_unknown_slot_is_rejected() -> None:
     assert validate_slot("green") == "green"
     with pytest.raises(PlatformError, match="slots are blue, green"):
         validate_slot("red")
+
+
+def _router(tmp_path: Path, traffic: dict[str, int], slots: dict[str, dict]) -> ScoringRouter:
+    state_file = tmp_path / "state.json"
+    write_json_atomic(state_file, {"revision": 3, "router_port": 1, "traffic": traffic, "slots": slots})
+    router = ScoringRouter("msft-forecast", state_file, port=1)  # never started: the routing decisions only
+    router.reload(force=True)
+    return router
+
+
+def test_the_routing_table_leaves_out_slots_being_deleted_and_slots_without_traffic() -> None:
+    table = RoutingTable.from_state(
+        {
+            "revision": 7,
+            "traffic": {"blue": 0, "green": 100},
+            "slots": {"blue": {"port": 1}, "green": {"port": 2}},
+        }
+    )
+    assert table.weights == {"green": 100} and table.ports == {"blue": 1, "green": 2} and table.revision == 7
+    deleting = RoutingTable.from_state(
+        {
+            "traffic": {"blue": 0, "green": 100},
+            "slots": {"blue": {"port": 1, "deleting": True}, "green": {"port": 2}},
+        }
+    )
+    assert deleting.ports == {"green": 2}
+
+
+def test_no_traffic_anywhere_is_azures_404_but_a_pinned_live_slot_is_served(tmp_path: Path) -> None:
+    router = _router(tmp_path, {"blue": 0}, {"blue": {"port": 5001}})
+    router._set_live("blue", 5001, True)
+    assert router.choose(None, "POST", set()) == (404, {"error": NO_VALID_DEPLOYMENTS})
+    assert router.choose("blue", "POST", set()) == ("blue", 5001)
+    assert router.inflight("blue") == 1
+    router.done("blue")
+    assert router.inflight("blue") == 0
+
+
+def test_a_slot_that_is_not_live_is_never_chosen(tmp_path: Path) -> None:
+    router = _router(tmp_path, {"blue": 50, "green": 50}, {"blue": {"port": 5001}, "green": {"port": 5002}})
+    status, body = router.choose(None, "POST", set())  # nothing probed live yet: retry later
+    assert status == 503 and "retry" in body["error"]
+    router._set_live("green", 5002, True)
+    picks = [router.choose(None, "POST", set()) for _ in range(20)]
+    assert set(picks) == {("green", 5002)}  # blue is down: all of its share goes to green
+    router._set_live("blue", 5001, True)
+    assert {router.choose(None, "POST", set())[0] for _ in range(20)} == {"blue", "green"}
+    assert router.choose(None, "POST", {"blue"}) == ("green", 5002)  # blue just failed this request
+    status, _ = router.choose("blue", "POST", {"blue"})
+    assert status == 503  # pinned to a slot that just failed: say when to retry, never forward blindly
