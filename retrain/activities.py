@@ -27,6 +27,7 @@ from retrain.ports import (
     EndpointBusyError,
     ModelRef,
     PlatformError,
+    PreparesInvoke,
     TrainingRequest,
     TransientPlatformError,
 )
@@ -186,7 +187,8 @@ def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
     platform = get_platform()
     try:
         # The Azure adapter fetches the scoring URI and key here (once): the timer measures scoring only.
-        getattr(platform, "prepare_invoke", lambda _endpoint: None)(payload["endpoint"])
+        if isinstance(platform, PreparesInvoke):
+            platform.prepare_invoke(payload["endpoint"])
         started = time.perf_counter()
         answer = platform.invoke(payload["endpoint"], {"close": closes}, slot=slot)
     except PlatformError as exc:

@@ -198,3 +198,12 @@ class HostsEndpoints(Protocol):
     def release_endpoints(self) -> None: ...
 
     def stop_all(self, everything: bool = False) -> None: ...
+
+
+@runtime_checkable
+class PreparesInvoke(Protocol):
+    """An optional capability: a platform that looks something up before it can score (Azure: the
+    endpoint's scoring URI and key, once per endpoint). The smoke test calls it before it starts its
+    latency timer, so the bound measures scoring only."""
+
+    def prepare_invoke(self, endpoint: str) -> Any: ...

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from retrain.local.endpoint import (
+from retrain.local.processes import write_json_atomic
+from retrain.local.router import (
     NO_VALID_DEPLOYMENTS,
     RoutingTable,
     ScoringRouter,
@@ -18,7 +19,6 @@ from retrain.local.endpoint import (
     validate_slot,
     validate_traffic,
 )
-from retrain.local.processes import write_json_atomic
 from retrain.ports import PlatformError
 
 

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 from retrain import vocabulary
-from retrain.ports import HostsEndpoints
+from retrain.ports import HostsEndpoints, PreparesInvoke
 
 REPO = Path(__file__).resolve().parents[2]
 # Tag names that are nothing but tag names (a payload key such as "ticker" may share a tag's spelling).
@@ -53,3 +53,26 @@ def test_only_the_local_platform_hosts_its_endpoints() -> None:
 
     assert issubclass(LocalPlatform, HostsEndpoints)
     assert not issubclass(AzureMLPlatform, HostsEndpoints)
+
+
+def test_only_the_azure_platform_prepares_its_scoring_calls() -> None:
+    from retrain.azureml.platform import AzureMLPlatform
+    from retrain.local.platform import LocalPlatform
+
+    assert issubclass(AzureMLPlatform, PreparesInvoke)
+    assert not issubclass(LocalPlatform, PreparesInvoke)
+
+
+def test_no_module_probes_the_platform_for_an_attribute() -> None:
+    probes = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in sorted((REPO / "retrain").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("hasattr", "getattr")
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+        and node.args[0].id == "platform"
+    ]
+    assert probes == []
