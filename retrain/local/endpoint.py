@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,7 +41,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +63,8 @@ from retrain.local.processes import (
     tail,
     write_json_atomic,
 )
-from retrain.local.router import (
-    DEPLOYMENT_HEADER,
-    HEALTH_INTERVAL_S,
-    ScoringRouter,
-    router_status,
-    validate_endpoint_name,
-    validate_slot,
-    validate_traffic,
-)
 from retrain.ports import (
+    SLOTS,
     DeploymentState,
     EndpointBusyError,
     EndpointState,
@@ -79,8 +75,462 @@ from retrain.ports import (
 
 log = logging.getLogger("retrain.local.endpoint")
 
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+
 # fetch_model(model, dest): put the registered model's files under `dest` (the MLflow model in dest/model).
 ModelFetcher = Callable[[ModelRef, Path], None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pure routing logic
+
+
+class WeightedPicker:
+    """Smooth weighted round-robin (as nginx does): over any 100 consecutive picks each slot gets
+    exactly its percentage, interleaved rather than in bursts. Thread-safe."""
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self._weights = {slot: w for slot, w in weights.items() if w > 0}
+        self._current = dict.fromkeys(self._weights, 0)
+        self._total = sum(self._weights.values())
+        self._lock = threading.Lock()
+
+    def pick(self) -> str | None:
+        if not self._weights:
+            return None
+        with self._lock:
+            for slot, weight in self._weights.items():
+                self._current[slot] += weight
+            best = max(self._current, key=lambda s: self._current[s])
+            self._current[best] -= self._total
+            return best
+
+
+def validate_traffic(traffic: dict[str, Any], deployed: set[str]) -> dict[str, int]:
+    """Check a traffic table the way Azure does: known, deployed slots; integer percentages 0..100
+    summing to 100. Returns the table with every deployed slot present."""
+    if not isinstance(traffic, dict) or not traffic:
+        raise PlatformError(
+            f"traffic must be a non-empty mapping slot -> percent, e.g. {{'blue': 100}}; got {traffic!r}"
+        )
+    for slot, percent in traffic.items():
+        if slot not in SLOTS:
+            raise PlatformError(f"unknown slot {slot!r} in traffic; slots are {', '.join(SLOTS)}")
+        if slot not in deployed and percent:
+            raise PlatformError(
+                f"slot {slot!r} has no deployment; deploy a model to it before giving it traffic"
+            )
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise PlatformError(f"traffic for {slot!r} must be an integer 0..100; got {percent!r}")
+    total = sum(traffic.values())
+    if total != 100:
+        raise PlatformError(f"traffic percentages must sum to 100; {traffic} sums to {total}")
+    return {slot: int(traffic.get(slot, 0)) for slot in sorted(deployed | set(traffic))}
+
+
+def validate_endpoint_name(name: str) -> str:
+    if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
+        raise PlatformError(
+            f"endpoint name {name!r} is invalid: use 3-32 letters, digits or '-', starting with a letter "
+            "and not ending with '-' (e.g. 'msft-forecast')"
+        )
+    return name
+
+
+def validate_slot(slot: str) -> str:
+    if slot not in SLOTS:
+        raise PlatformError(f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}")
+    return slot
+
+
+# ----------------------------------------------------------------------------------------------------
+# The router
+
+NO_VALID_DEPLOYMENTS = (
+    "No valid deployments to route to. Please check that the endpoint has at least one deployment with "
+    "positive weight values or use a deployment specific header to route."
+)  # Azure's own 404 text for an endpoint whose deployments all have 0 % traffic
+RETRY_AFTER_S = 2
+ROUTER_STATUS_PATH = "/-/router"  # the router's own status (table revision, in-flight requests, live slots)
+HEALTH_INTERVAL_S = 0.5
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    BrokenPipeError,
+    ConnectionResetError,
+)
+
+
+class _NoDelayConnection(http.client.HTTPConnection):
+    """A connection to a slot with Nagle off: a small request is never held back waiting for an ACK."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SlotPool:
+    """Keep-alive connections to one slot's inference server; thread-safe (a connection is used by one
+    request at a time and given back after a complete response)."""
+
+    def __init__(self, port: int, max_idle: int = 8) -> None:
+        self.port = port
+        self._idle: list[http.client.HTTPConnection] = []
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        """Send one request; a kept connection the slot closed meanwhile is retried once on a new one
+        (scoring is a pure function, so repeating it is safe)."""
+        for attempt in range(2):
+            with self._lock:
+                conn = self._idle.pop() if self._idle and attempt == 0 else None
+            reused = conn is not None
+            conn = conn or _NoDelayConnection(LOCAL_HOST, self.port, timeout=120)
+            try:
+                conn.request(method, path, body=body or None, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except _STALE_CONNECTION:
+                conn.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                with self._lock:
+                    if len(self._idle) < self._max_idle:
+                        self._idle.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
+            return response.status, payload, response.getheader("Content-Type", "application/json")
+        raise ConnectionResetError(f"slot on port {self.port} closed the connection twice")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """An immutable snapshot the router swaps in whole: the applied traffic and the slots that may be
+    routed to (a slot being deleted is not among them)."""
+
+    weights: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # slot -> port of its inference server
+    revision: int = 0
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RoutingTable:
+        ports = {
+            slot: int(info["port"])
+            for slot, info in state.get("slots", {}).items()
+            if not info.get("deleting")
+        }
+        weights = {slot: int(w) for slot, w in state.get("traffic", {}).items() if slot in ports and w > 0}
+        return cls(weights=weights, ports=ports, revision=int(state.get("revision", 0)))
+
+
+class ScoringRouter:
+    """The endpoint's stable scoring URL: a threaded HTTP/1.1 keep-alive reverse proxy on 127.0.0.1.
+
+    Every routing decision and the in-flight count it implies are taken under one lock, together with
+    the table swap, so once the router reports a table revision and zero requests in flight on a slot,
+    no request is or will be on its way to that slot. A health thread probes each slot; the router
+    never forwards to a slot it knows is down."""
+
+    def __init__(self, name: str, state_file: Path, port: int) -> None:
+        self.name = name
+        self.port = port
+        self._state_file = state_file
+        self._lock = threading.Lock()
+        self._table = RoutingTable()
+        self._picker = WeightedPicker({})
+        self._file_key: tuple[int, int, int] | None = None
+        self._live: dict[tuple[str, int], bool] = {}  # (slot, port) -> last health answer
+        self._inflight: dict[str, int] = {}
+        self._pools: dict[int, SlotPool] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    # -- table ---------------------------------------------------------------------------------------
+
+    def reload(self, force: bool = False) -> RoutingTable:
+        """Follow state.json (a rename gives a new inode; size and mtime catch the rest)."""
+        try:
+            st = self._state_file.stat()
+            key: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            key = None
+        if key == self._file_key and not force:
+            return self._table
+        try:
+            state = read_json(self._state_file) if key else {}
+        except (OSError, ValueError):
+            return (
+                self._table
+            )  # unreadable (corrupt, or mid-replace on an odd filesystem): keep the last table
+        table = RoutingTable.from_state(state)
+        with self._lock:
+            self._table = table
+            self._picker = self._live_picker()
+            self._file_key = key
+            for port in set(self._pools) - set(table.ports.values()):
+                self._pools.pop(port).close()
+            return self._table
+
+    def _live_picker(self) -> WeightedPicker:
+        # Under self._lock: the weights restricted to slots known to be live.
+        table = self._table
+        return WeightedPicker(
+            {s: w for s, w in table.weights.items() if self._live.get((s, table.ports[s]), False)}
+        )
+
+    def _set_live(self, slot: str, port: int, live: bool) -> None:
+        with self._lock:
+            if self._live.get((slot, port)) == live:
+                return
+            self._live[(slot, port)] = live
+            if self._table.ports.get(slot) == port:
+                self._picker = self._live_picker()
+        log.log(
+            logging.INFO if live else logging.WARNING,
+            "endpoint %s: slot %s %s",
+            self.name,
+            slot,
+            "is live" if live else "is down",
+        )
+
+    def is_live(self, slot: str) -> bool:
+        with self._lock:
+            port = self._table.ports.get(slot)
+            return port is not None and self._live.get((slot, port), False)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            table = self._table
+            return {
+                "revision": table.revision,
+                "inflight": {s: n for s, n in self._inflight.items() if n},
+                "live": {s: self._live.get((s, p), False) for s, p in table.ports.items()},
+                "traffic": dict(table.weights),
+            }
+
+    def inflight(self, slot: str) -> int:
+        with self._lock:
+            return self._inflight.get(slot, 0)
+
+    # -- routing -------------------------------------------------------------------------------------
+
+    def choose(
+        self, pinned: str | None, method: str, tried: set[str]
+    ) -> tuple[str, int] | tuple[int, dict[str, Any]]:
+        """(slot, port) with the request counted in flight, or (status, error body)."""
+        self.reload()
+        with self._lock:
+            table = self._table
+            if pinned:
+                if pinned not in table.ports:
+                    return 404, {
+                        "error": f"deployment {pinned!r} not found on endpoint {self.name}; "
+                        f"deployed slots: {sorted(table.ports)}"
+                    }
+                candidates = [pinned] if pinned not in tried else []
+            else:
+                first = self._picker.pick()
+                live = [s for s in table.weights if self._live.get((s, table.ports[s]))]
+                candidates = [s for s in ([first] if first else []) + live if s not in tried]
+                if not table.weights:
+                    if (
+                        method == "GET" and table.ports
+                    ):  # liveness with no traffic yet: any live deployed slot
+                        candidates = [
+                            s
+                            for s in sorted(table.ports)
+                            if self._live.get((s, table.ports[s])) and s not in tried
+                        ]
+                    else:
+                        return 404, {"error": NO_VALID_DEPLOYMENTS}
+            for slot in candidates:
+                if self._live.get((slot, table.ports[slot])):
+                    self._inflight[slot] = self._inflight.get(slot, 0) + 1
+                    return slot, table.ports[slot]
+            target = f"deployment {pinned!r}" if pinned else "no deployment with traffic"
+            return 503, {
+                "error": f"endpoint {self.name}: {target} is live right now (starting or restarting); "
+                f"retry in {RETRY_AFTER_S}s"
+            }
+
+    def done(self, slot: str) -> None:
+        with self._lock:
+            self._inflight[slot] -= 1
+
+    def pool(self, port: int) -> SlotPool:
+        with self._lock:
+            pool = self._pools.get(port)
+            if pool is None:
+                pool = self._pools[port] = SlotPool(port)
+            return pool
+
+    # -- health --------------------------------------------------------------------------------------
+
+    def _health_loop(self) -> None:
+        while not self._stopping.is_set():
+            table = self.reload()
+            for slot, port in table.ports.items():
+                self._set_live(slot, port, is_live(port, timeout=2.0))
+            with self._lock:  # forget ports no slot uses any more
+                for key in [k for k in self._live if self._table.ports.get(k[0]) != k[1]]:
+                    del self._live[key]
+            self._stopping.wait(HEALTH_INTERVAL_S)
+
+    # -- server --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        router = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "retrain-local-endpoint"
+            protocol_version = "HTTP/1.1"  # keep-alive for clients that want it
+            timeout = 75  # an idle keep-alive client is let go after this (as Azure's front end does)
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                log.debug("%s: " + format, router.name, *args)
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+                path = self.path.split("?")[0]
+                if path == ROUTER_STATUS_PATH:
+                    self._reply(200, router.status())
+                elif path != "/":
+                    self._reply(404, {"error": "no such route; use POST /score or GET /"})
+                else:
+                    self._forward("GET", b"")
+
+            def do_POST(self) -> None:  # noqa: N802
+                if self.headers.get("Transfer-Encoding"):
+                    self.close_connection = True
+                    self._reply(411, {"error": "send the body with a Content-Length header, not chunked"})
+                    return
+                raw_length = self.headers.get("Content-Length") or "0"
+                if not raw_length.isdigit() or int(raw_length) > 64 << 20:
+                    self.close_connection = True
+                    self._reply(400, {"error": "Content-Length must be a byte count up to 64 MiB"})
+                    return
+                length = int(raw_length)
+                body = self.rfile.read(length) if length else b""
+                if self.path.split("?")[0] != "/score":
+                    self._reply(404, {"error": "no such route; POST scoring requests to /score"})
+                    return
+                self._forward("POST", body)
+
+            def _forward(self, method: str, body: bytes) -> None:
+                pinned = self.headers.get(DEPLOYMENT_HEADER)
+                headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+                tried: set[str] = set()
+                while True:
+                    choice = router.choose(pinned, method, tried)
+                    if isinstance(choice[0], int):
+                        status, error = choice
+                        self._reply(status, error, retry_after=status == 503)  # type: ignore[arg-type]
+                        return
+                    slot, port = choice  # type: ignore[misc]
+                    try:
+                        status, payload, content_type = router.pool(port).request(
+                            method, "/score" if method == "POST" else "/", body, headers
+                        )
+                    except OSError as exc:
+                        # The slot went down under us: never route there again until it answers its
+                        # probe, and send the request to another live slot with traffic, if any.
+                        log.warning("endpoint %s: slot %s did not answer (%s)", router.name, slot, exc)
+                        router._set_live(slot, port, False)
+                        tried.add(slot)
+                        continue
+                    finally:
+                        router.done(slot)
+                    self._send(status, payload, content_type, slot)
+                    return
+
+            def _reply(
+                self, status: int, data: dict[str, Any], slot: str | None = None, retry_after: bool = False
+            ) -> None:
+                extra = {"Retry-After": str(RETRY_AFTER_S)} if retry_after else {}
+                self._send(status, json.dumps(data).encode(), "application/json", slot, extra)
+
+            def _send(
+                self,
+                status: int,
+                payload: bytes,
+                content_type: str,
+                slot: str | None,
+                extra: dict[str, str] | None = None,
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
+                if slot:
+                    self.send_header(DEPLOYMENT_HEADER, slot)
+                # Headers and body in one write: no small segment waits for a delayed ACK.
+                self._headers_buffer.append(b"\r\n" + payload)  # type: ignore[attr-defined]
+                self.flush_headers()
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 128
+
+        self._stopping.clear()
+        self.reload(force=True)
+        self._server = Server((LOCAL_HOST, self.port), Handler)
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, name=f"router-{self.name}", daemon=True),
+            threading.Thread(target=self._health_loop, name=f"router-health-{self.name}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+
+def router_status(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The status of the router serving on `port` (whichever process runs it), or None if none answers."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{LOCAL_HOST}:{port}{ROUTER_STATUS_PATH}", timeout=timeout
+        ) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.local.processes import write_json_atomic
-from retrain.local.router import (
+from retrain.local.endpoint import (
     NO_VALID_DEPLOYMENTS,
     RoutingTable,
     ScoringRouter,
@@ -19,6 +18,7 @@ from retrain.local.router import (
     validate_slot,
     validate_traffic,
 )
+from retrain.local.processes import write_json_atomic
 from retrain.ports import PlatformError
 
 
