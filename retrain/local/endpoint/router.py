@@ -278,9 +278,10 @@ class ScoringRouter:
                         status, payload, content_type = router.pool(port).request(
                             method, "/score" if method == "POST" else "/", body, headers
                         )
-                    except OSError as exc:
-                        # The slot went down under us: never route there again until it answers its
-                        # probe, and send the request to another live slot with traffic, if any.
+                    except (OSError, http.client.HTTPException) as exc:
+                        # The slot went down under us (before or in the middle of its answer: a cut
+                        # answer is an IncompleteRead, not an OSError): never route there again until it
+                        # answers its probe, and send the request to another live slot with traffic.
                         log.warning("endpoint %s: slot %s did not answer (%s)", router.name, slot, exc)
                         router._set_live(slot, port, False)
                         tried.add(slot)
