@@ -119,19 +119,19 @@ def _cusum_reference(test_errors: dict[str, Any] | None) -> CusumReference | Non
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
-    from retrain import naming
+    from retrain import naming, settings
     from retrain.adapters import get_platform
-    from retrain.market_data import fetch_prices
+    from retrain.market_data import fetch_prices, request_data_dir
     from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.ports import PlatformError
 
     ticker = payload["ticker"]
     thresholds = Thresholds(**payload["thresholds"])
+    source = payload.get("source") or "yfinance"
+    # A CSV the request named (not the operator's RETRAIN_SOURCE) is read only inside RETRAIN_DATA_DIR.
+    data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
     prices = fetch_prices(
-        ticker,
-        source=payload.get("source") or "yfinance",
-        lookback_days=HISTORY_DAYS,
-        end=payload.get("as_of"),
+        ticker, source=source, lookback_days=HISTORY_DAYS, end=payload.get("as_of"), data_dir=data_dir
     )
     dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
     closes = [float(c) for c in prices["Close"]]

@@ -69,9 +69,11 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
 ):
     csv = volatile_csv(tmp_path, since="2012-07-16")
     monkeypatch.setenv("RETRAIN_MONITOR_COOLDOWN_DAYS", "120")
-    assert run_cycle(host, {"as_of": "2012-06-29", "source": f"csv:{csv}"})["output"]["status"] == "deployed"
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))  # a request may name CSVs only in there
+    source = f"csv:{csv.name}"
+    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
     # Q3 and Q4: with no cooldown this span retrains three times (2012-08-07, 11-27, 12-26).
-    out = monitor(host, {"ticker": "MSFT", "from": "2012-07-02", "to": "2012-12-31", "source": f"csv:{csv}"})
+    out = monitor(host, {"ticker": "MSFT", "from": "2012-07-02", "to": "2012-12-31", "source": source})
     assert len(out["retrains"]) == 1, out["retrains"]
     [retrain] = out["retrains"]
     assert retrain["trigger"] == "drift" and retrain["status"] == "deployed"
@@ -105,6 +107,7 @@ def test_bad_monitor_requests_get_400_with_what_to_send(host):
         ({"ticker": "MSFT", "from": "someday"}, "YYYY-MM-DD"),
         ({"ticker": "MSFT", "when": "now"}, "unknown field(s) when"),
         ({"ticker": "MSFT", "from": "2012-09-03", "source": "bloomberg"}, "csv:PATH"),
+        ({"ticker": "MSFT", "from": "2012-09-03", "source": "csv:/proc/self/environ"}, "RETRAIN_DATA_DIR"),
         ({"ticker": "MSFT", "from": "2000-01-03", "to": "2013-01-01"}, "at most 400"),
     ):
         code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)

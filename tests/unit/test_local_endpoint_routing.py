@@ -3,8 +3,13 @@ Azure's 404 without traffic) and traffic/name validation."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+import time
+import urllib.request
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -159,3 +164,71 @@ def test_a_slot_that_is_not_live_is_never_chosen(tmp_path: Path) -> None:
     assert router.choose(None, "POST", {"blue"}) == ("green", 5002)  # blue just failed this request
     status, _ = router.choose("blue", "POST", {"blue"})
     assert status == 503  # pinned to a slot that just failed: say when to retry, never forward blindly
+
+
+class _Slot(BaseHTTPRequestHandler):
+    """A slot's inference server on 127.0.0.1: live (GET / is 200) and answering POST /score, or, on the
+    `dies` server, dying in the middle of its answer (headers sent, then the connection closes)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._answer(b"ok")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.dies:  # type: ignore[attr-defined]
+            self.send_response(200)
+            self.send_header("Content-Length", "102")
+            self.end_headers()  # ... and no body: the process is killed here
+            self.close_connection = True
+            return
+        self._answer(json.dumps({"forecast": [1.5]}).encode())
+
+    def _answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _slot_server(dies: bool) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slot)
+    server.dies = dies  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_slot_dying_mid_answer_is_retried_on_the_other_slot_not_dropped(tmp_path: Path) -> None:
+    dying, healthy = _slot_server(dies=True), _slot_server(dies=False)
+    state_file = tmp_path / "state.json"
+    slots = {"blue": {"port": dying.server_address[1]}, "green": {"port": healthy.server_address[1]}}
+    write_json_atomic(
+        state_file, {"revision": 1, "router_port": 0, "traffic": {"blue": 50, "green": 50}, "slots": slots}
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    router = ScoringRouter("msft-forecast", state_file, port)
+    router.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (router.is_live("blue") and router.is_live("green")):
+            assert time.monotonic() < deadline, router.status()
+            time.sleep(0.05)
+        answers = []
+        for _ in range(6):  # half of them go to blue first; blue's answer breaks off every time
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/score", data=b'{"close": [1.0]}', method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers.append((response.status, response.headers["azureml-model-deployment"]))
+        assert answers == [(200, "green")] * 6
+    finally:
+        router.stop()
+        dying.shutdown()
+        healthy.shutdown()
