@@ -13,7 +13,7 @@ import pytest
 
 from retrain.market_data import fetch_prices
 from retrain.monitoring.forecast_log import ForecastLog
-from tests.integration.test_orchestration import _http, host, memory, run_cycle  # noqa: F401 (fixtures)
+from tests.integration.test_orchestration import _http, host, memory, run_cycle, start, wait  # noqa: F401
 
 SPAN = {"from": "2012-07-02", "to": "2012-09-28"}
 
@@ -96,6 +96,28 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
         and "KS distance" in status["ids"]["trigger_reason"]
     )
     assert model.tags["data_version"].startswith(retrain["date"].replace("-", ""))  # data as of that day
+
+
+def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
+    host,  # noqa: F811
+    memory,  # noqa: F811
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    csv = volatile_csv(tmp_path, since="2012-07-16")
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
+    source = f"csv:{csv.name}"
+    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    memory.script.job_seconds = 40.0  # the next cycle (an HTTP request) is still training during the monitor
+    code, running = start(host, {"as_of": "2012-06-29", "source": source, "force": True})
+    assert code == 202, running
+    out = monitor(host, {"ticker": "MSFT", "from": "2012-08-01", "to": "2012-08-17", "source": source})
+    assert out["retrains"], out  # the drift breach was found ...
+    for retrain in out["retrains"]:  # ... and handed to the running cycle, not to a second one
+        assert retrain["instance_id"] == running["id"] and retrain["status"].startswith("skipped"), retrain
+    trained = [job for call, job in memory.calls if call == "submit_training"]
+    assert len(trained) == 2 and trained[-1] == f"{running['id']}-train", trained  # first cycle, running one
+    assert wait(host, running["id"], timeout=120)["runtime_status"] == "Completed"
 
 
 def test_bad_monitor_requests_get_400_with_what_to_send(host):  # noqa: F811
