@@ -6,7 +6,9 @@ Pure parts (used by the backtest too):
 - `decide_trigger(drift, cusum_alarm, thresholds, in_cooldown)` -> `{"trigger", "reason"}` or None.
 
 `monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
-forecast log, the champion's test errors) around the pure parts, and returns a JSON summary.
+forecast log, the champion's test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
+the platform's MLflow time series (`MLPlatform.log_monitor_metrics`; a failure there is only a warning),
+and returns a JSON summary.
 """
 
 from __future__ import annotations
