@@ -6,7 +6,9 @@ Pure parts (used by the backtest too):
 - `decide_trigger(drift, cusum_alarm, thresholds, in_cooldown)` -> `{"trigger", "reason"}` or None.
 
 `monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
-forecast log, the champion's test errors) around the pure parts, and returns a JSON summary.
+forecast log, the champion's test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
+the platform's MLflow time series (`MLPlatform.log_monitor_metrics`; a failure there is only a warning),
+and returns a JSON summary.
 """
 
 from __future__ import annotations
@@ -113,6 +115,32 @@ def _cusum_reference(test_errors: dict[str, Any] | None) -> CusumReference | Non
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def day_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one monitored day (a `monitor_day` summary) as MLflow metrics: per window
+    `mae_<w>`, `naive_mae_<w>`, `mae_ratio_<w>`, `directional_accuracy_<w>`, `n_<w>`; `drift` (and its
+    `drift_ks_returns`, `drift_ks_abs_returns`), `cusum`, `forecast`, `last_close`, `scored`, `alerts`.
+    Only values that exist and are finite that day."""
+    out: dict[str, Any] = {}
+    for window, values in (summary.get("metrics") or {}).items():
+        for key in ("mae", "naive_mae", "mae_ratio", "directional_accuracy", "n"):
+            out[f"{key}_{window}"] = (values or {}).get(key)
+    drift = summary.get("drift") or {}
+    out["drift"] = drift.get("statistic")
+    out["drift_ks_returns"] = drift.get("ks_returns")
+    out["drift_ks_abs_returns"] = drift.get("ks_abs_returns")
+    out["cusum"] = (summary.get("cusum") or {}).get("value")
+    forecast = summary.get("forecast") or {}
+    out["forecast"] = forecast.get("forecast")
+    out["last_close"] = forecast.get("last_close")
+    out["scored"] = summary.get("scored")
+    out["alerts"] = len(summary.get("alerts") or [])
+    return {
+        key: float(value)
+        for key, value in out.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +289,14 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
         "cooldown": cooling,
         "trigger": trigger,
         "champion_version": None if champion is None else str(champion.version),
+        "warnings": [],
     }
+    # 5. The day's numbers as MLflow time series; the monitor's verdict does not depend on them.
+    try:
+        platform.log_monitor_metrics(ticker, day, day_metrics(summary))
+    except Exception as exc:  # noqa: BLE001 (any failure of the metrics store is only a warning)
+        log.warning("could not log the monitor metrics of %s on %s: %s", ticker, day, exc)
+        summary["warnings"].append(f"metrics not logged to MLflow: {type(exc).__name__}: {exc}")
     store.record_day(ticker, day, summary)
     return summary
 

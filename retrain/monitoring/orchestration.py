@@ -116,6 +116,8 @@ def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[st
         "mae_ratio": window.get("mae_ratio"),
         "alerts": [{"date": r["date"], **a} for r in results for a in r.get("alerts", [])],
         "retrains": retrains,
+        # Failures that did not stop the monitor (e.g. its metrics not logged to MLflow), by day.
+        "warnings": [{"date": r["date"], "warning": w} for r in results for w in r.get("warnings", [])],
     }
 
 
