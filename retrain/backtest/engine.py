@@ -200,9 +200,14 @@ class Replay:
         what = f"{self.settings.source} data for {self.ticker}"
         try:
             frame = _trim_window(self.prices.iloc[: j + 1], self.settings.lookback_days, day, what)
-            validate_prices(frame, min_rows=MIN_ROWS, what=what)
         except MarketDataError as exc:
             return str(exc)
+        if len(frame) < MIN_ROWS:  # fetch_prices validated every row once; what is left is validate_prices'
+            # row count (the same check and message a cycle's fetch_data fails with).
+            try:
+                validate_prices(frame, min_rows=MIN_ROWS, what=what)
+            except MarketDataError as exc:
+                return str(exc)
         first_row = j + 1 - len(frame)
         return first_row, frame["Close"].to_numpy(dtype=np.float64)
 

@@ -210,22 +210,29 @@ def plot(results: Sequence[TickerResult], summary: dict[str, Any], path: Path) -
                     total[day] = total.get(day, 0.0) + value
         if not total:
             continue
-        ordered = sorted(total)
-        ax_cum.plot(ordered, np.cumsum([total[d] for d in ordered]), color=colours[p], label=p, linewidth=1.2)
-        deploys = [
-            np.datetime64(e["date"], "D")
-            for r in results
-            for e in r.policies[p].events
-            if e.get("deployed") and e.get("trigger") != "initial"
-        ]
-        if deploys:
-            lo_y = ax_cum.get_ylim()[0]
-            ax_cum.plot(deploys, [lo_y] * len(deploys), "|", color=colours[p], markersize=8, alpha=0.6)
+        ordered = np.array(sorted(total), dtype="datetime64[D]")
+        cumulative = np.cumsum([total[d] for d in ordered.tolist()])
+        ax_cum.plot(ordered, cumulative, color=colours[p], label=p, linewidth=1.2)
+        # A marker on the line where each retrained model took over (initial models excluded).
+        deploys = np.array(
+            [
+                np.datetime64(e["date"], "D")
+                for r in results
+                for e in r.policies[p].events
+                if e.get("deployed") and e.get("trigger") != "initial"
+            ],
+            dtype="datetime64[D]",
+        )
+        if deploys.size:
+            at = np.clip(np.searchsorted(ordered, deploys), 0, ordered.size - 1)
+            ax_cum.plot(ordered[at], cumulative[at], "o", color=colours[p], markersize=3.5, alpha=0.8)
     ax_cum.axhline(0.0, color="grey", linestyle=":", linewidth=1)
     ax_cum.xaxis.set_major_locator(mdates.YearLocator())
     ax_cum.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
     ax_cum.set_ylabel("cumulative (|error| - |never's error|) / close, summed over tickers")
-    ax_cum.set_title(f"(b) cumulative error against {reference} (below 0: better); ticks: deploys")
+    ax_cum.set_title(
+        f"(b) cumulative error against {reference} (below 0: better); dots: retrained models deployed"
+    )
     ax_cum.legend(loc="best")
     fig.suptitle(f"Policy backtest: {', '.join(summary['tickers'])}")
     fig.tight_layout()
