@@ -278,8 +278,9 @@ def run(args: argparse.Namespace, prepare: Callable[[str | None], Any]) -> int:
     report.write_json({**summary, "events": events}, out / "summary.json")
     print(report.table(summary))
     print(
-        f"\n{summary['distinct_fits']} distinct fits ({summary['fit_cpu_s']:.1f} CPU s in workers, "
-        f"{time.process_time() - cpu_started:.1f} CPU s in this process), {elapsed:.1f} s wall"
+        f"\n{summary['distinct_fits']} distinct fits ({summary['fit_cpu_s']:.1f} CPU s fitting, in "
+        f"{workers} process(es)), {time.process_time() - cpu_started:.1f} CPU s in the main process, "
+        f"{elapsed:.1f} s wall"
     )
     print(json.dumps(summary), flush=True)
     return 0

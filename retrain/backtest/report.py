@@ -122,7 +122,7 @@ def table(summary: dict[str, Any]) -> str:
         p = f"{dm['p_better']:.3f}" if dm else "-"
         return (
             f"{name:<12} {v['mae_ratio']:>9.4f} {f'{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]':>27} {p:>12} "
-            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.1f}"
+            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.2f}"
         )
 
     lines = [f"all tickers ({', '.join(summary['tickers'])}): mean of per-ticker ratios", head]
@@ -225,7 +225,15 @@ def plot(results: Sequence[TickerResult], summary: dict[str, Any], path: Path) -
         )
         if deploys.size:
             at = np.clip(np.searchsorted(ordered, deploys), 0, ordered.size - 1)
-            ax_cum.plot(ordered[at], cumulative[at], "o", color=colours[p], markersize=3.5, alpha=0.8)
+            ax_cum.plot(
+                ordered[at],
+                cumulative[at],
+                "o",
+                color=colours[p],
+                markersize=5,
+                markeredgecolor="black",
+                markeredgewidth=0.5,
+            )
     ax_cum.axhline(0.0, color="grey", linestyle=":", linewidth=1)
     ax_cum.xaxis.set_major_locator(mdates.YearLocator())
     ax_cum.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
