@@ -224,3 +224,14 @@ def test_lstm_backtest_runs_in_process(tmp_path, capsys: pytest.CaptureFixture[s
     last = json.loads(captured.out.strip().splitlines()[-1])
     assert last["trainer"] == "lstm" and last["hyperparameters"]["max_epochs"] == "2"
     assert last["policies"]["monthly"]["trainings"] == 3  # the first model, the Jan 1 and Feb 1 timers
+
+
+def test_the_monitor_policy_retrains_only_on_the_live_triggers_outside_the_cooldown() -> None:
+    _, results = _replay(policies="monitor", start="2008-01-02", end="2009-12-31")
+    events = results["monitor"].events
+    triggers = [e for e in events if e["trigger"] != "initial"]
+    assert triggers and {e["trigger"] for e in triggers} <= {"drift", "performance"}
+    days = [np.datetime64(e["date"]) for e in triggers]
+    # RETRAIN_MONITOR_COOLDOWN_DAYS (20 trading days) between two triggers, as the live monitor.
+    assert all(np.busday_count(a, b) >= 20 for a, b in zip(days, days[1:], strict=False))
+    assert all("threshold" in e["reason"] for e in triggers)
