@@ -189,6 +189,8 @@ def plot(results: Sequence[TickerResult], summary: dict[str, Any], path: Path) -
         ax_cost.annotate(p, (v["train_cpu_s"], v["mae_ratio"]), textcoords="offset points", xytext=(6, 4))
     ax_cost.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax_cost.set_xscale("symlog", linthresh=1.0)
+    most = max(v["train_cpu_s"] for v in summary["policies"].values())
+    ax_cost.set_xlim(0, max(most, 1.0) * 3)  # CPU seconds are never negative; room for the labels
     ax_cost.set_xlabel("CPU seconds spent training (all tickers)")
     ax_cost.set_ylabel("MAE / naive MAE (mean over tickers)")
     ax_cost.set_title("(a) error against training cost (bars: 95 % CI vs never)")
