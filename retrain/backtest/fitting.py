@@ -51,7 +51,9 @@ def load_trainer_module(trainer: Trainer) -> ModuleType:
         return _MODULES[trainer.name]
     folder = str(trainer.folder_path())
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        # Appended, not first: the trainer's own modules (forecast_*, ridge_pyfunc) have distinct names,
+        # while `train` is every trainer's script name and must not shadow anyone else's `import train`.
+        sys.path.append(folder)
     name = f"_retrain_trainer_{trainer.name}"
     spec = importlib.util.spec_from_file_location(name, trainer.script_path())
     if spec is None or spec.loader is None:

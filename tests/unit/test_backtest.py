@@ -128,6 +128,8 @@ def test_changing_the_gate_setting_changes_the_backtest(monkeypatch: pytest.Monk
 def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     """The ridge trainer's script, run as a job would, reports the test MAE the backtest's in-process fit
     of the same data gives (the same fit_in_process, the same served forecast function)."""
+    import os
+    import subprocess
     import sys
 
     from retrain.market_data import fetch_prices
@@ -145,7 +147,18 @@ def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     windows = np.stack([closes[d - fitted.window : d] for d in days])
     in_process_mae = float(np.mean(np.abs(fitted.predict(windows) - closes[days])))
     out = tmp_path / "job"
-    assert module.main(["--data", str(data), "--output", str(out)]) == 0, sys.stderr
+    # As a job runs it: its own process (MLflow's global state stays out of this one), no MLFLOW_* env.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    script = get_trainer("ridge").script_path()
+    job = subprocess.run(
+        [sys.executable, str(script), "--data", str(data), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=script.parent,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mae"] == pytest.approx(in_process_mae, rel=1e-12)
 
