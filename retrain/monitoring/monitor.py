@@ -13,6 +13,7 @@ and returns a JSON summary.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Sequence
@@ -143,6 +144,61 @@ def day_metrics(summary: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def drift_since_training(
+    dates: Sequence[str], closes: Sequence[float] | np.ndarray, data_end: str | None
+) -> DriftResult | None:
+    """The drift check against the champion: returns of the last DRIFT_WINDOW_DAYS trading days vs the
+    REFERENCE_DAYS up to its training data's last day (`data_end`); None when either is too short.
+    `dates` ascending (YYYY-MM-DD), one per close. Shared by the monitor and the policy backtest."""
+    if data_end is None:
+        return None
+    returns = np.diff(np.log(np.asarray(closes, dtype=float)))
+    cut = max(0, bisect.bisect_right(dates, data_end) - 1)  # returns up to the training data's last day
+    new = returns[cut:]
+    reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
+    if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
+        return drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
+    return None
+
+
+def performance_check(
+    forecast: Sequence[float] | np.ndarray,
+    actual: Sequence[float] | np.ndarray,
+    last_close: Sequence[float] | np.ndarray,
+    test_errors: dict[str, Any] | None,
+    threshold: float,
+    model_version: str,
+) -> dict[str, Any] | None:
+    """The CUSUM of the champion's scored forecasts since its data end (oldest first), standardised by its
+    test window (`test_errors`; without them its first MIN_CUSUM_REFERENCE served days are the reference).
+    -> {"value", "days", "alarm" (on the newest day), "model_version"}, or None when nothing can be judged.
+    Shared by the monitor and the policy backtest."""
+    forecast, actual, last_close = (np.asarray(a, dtype=float) for a in (forecast, actual, last_close))
+    reference = _cusum_reference(test_errors)
+    start = 0
+    if reference is None and forecast.size > 2 * MIN_CUSUM_REFERENCE:
+        # No test errors from the trainer: the champion's first served days are its reference.
+        first = slice(0, MIN_CUSUM_REFERENCE)
+        reference = CusumReference.from_differential(
+            loss_differential(
+                forecast[first] - actual[first], last_close[first] - actual[first], last_close[first]
+            )
+        )
+        start = MIN_CUSUM_REFERENCE
+    if reference is None or forecast.size <= start:
+        return None
+    d = loss_differential(
+        forecast[start:] - actual[start:], last_close[start:] - actual[start:], last_close[start:]
+    )
+    alarms = cusum_alarm_days(d, reference, threshold, cooldown=0)
+    return {
+        "value": float(cusum_path(d, reference)[-1]),
+        "days": int(d.size),
+        "alarm": bool(alarms) and alarms[-1] == d.size - 1,
+        "model_version": model_version,
+    }
+
+
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
@@ -209,16 +265,9 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     champion = platform.get_champion(naming.model_name(ticker))
     tags = dict(champion.tags) if champion is not None else {}
     data_end = _champion_data_end(tags)
-    returns = np.diff(np.log(np.asarray(closes)))
-    drift: DriftResult | None = None
-    if data_end is not None:
-        cut = sum(1 for d in dates[1:] if d <= data_end)  # returns up to the training data's last day
-        new = returns[cut:]
-        reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
-        if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
-            drift = drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
-            if drift.statistic > thresholds.drift:
-                alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
+    drift = drift_since_training(dates, closes, data_end)
+    if drift is not None and drift.statistic > thresholds.drift:
+        alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
 
     cusum: dict[str, Any] | None = None
     if champion is not None:
@@ -229,42 +278,23 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
             and r.get("model_version") == str(champion.version)
             and (data_end is None or r["date"] > data_end)
         ]
-        reference_ref = None
+        test_errors = None
         job = tags.get("job_name")
         if job:
             try:
-                reference_ref = _cusum_reference(platform.get_job_test_errors(job))
+                test_errors = platform.get_job_test_errors(job)
             except (PlatformError, AttributeError) as exc:
                 log.warning("no test errors for %s: %s", job, exc)
-        watched = served
-        if reference_ref is None and len(served) > 2 * MIN_CUSUM_REFERENCE:
-            # No test errors from the trainer: the champion's first served days are its reference.
-            first = served[:MIN_CUSUM_REFERENCE]
-            reference_ref = CusumReference.from_differential(
-                loss_differential(
-                    [r["forecast"] - r["actual"] for r in first],
-                    [r["last_close"] - r["actual"] for r in first],
-                    [r["last_close"] for r in first],
-                )
-            )
-            watched = served[MIN_CUSUM_REFERENCE:]
-        if reference_ref is not None and watched:
-            d = loss_differential(
-                [r["forecast"] - r["actual"] for r in watched],
-                [r["last_close"] - r["actual"] for r in watched],
-                [r["last_close"] for r in watched],
-            )
-            alarms = cusum_alarm_days(d, reference_ref, thresholds.cusum, cooldown=0)
-            value = float(cusum_path(d, reference_ref)[-1])
-            alarm = bool(alarms) and alarms[-1] == d.size - 1
-            cusum = {
-                "value": value,
-                "days": int(d.size),
-                "alarm": alarm,
-                "model_version": str(champion.version),
-            }
-            if alarm:
-                alerts.append({"kind": "performance", "statistic": value, "threshold": thresholds.cusum})
+        cusum = performance_check(
+            [r["forecast"] for r in served],
+            [r["actual"] for r in served],
+            [r["last_close"] for r in served],
+            test_errors,
+            thresholds.cusum,
+            str(champion.version),
+        )
+        if cusum is not None and cusum["alarm"]:
+            alerts.append({"kind": "performance", "statistic": cusum["value"], "threshold": thresholds.cusum})
 
     # 3. Data quality (alerts only: retraining on broken data would make it worse).
     for issue in data_quality(dates[-30:], closes[-30:], split_tolerance=thresholds.split_tolerance):
