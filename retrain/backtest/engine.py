@@ -263,7 +263,7 @@ class Replay:
             test_errors,
             has_champion=champion is not None,
             baseline_margin=self.settings.baseline_margin,
-            alpha=self.settings.gate_alpha,
+            level=self.settings.gate_alpha,
             names=self.gate_names,
         ).to_dict()
 
