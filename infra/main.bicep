@@ -298,6 +298,17 @@ resource mlRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The gate reads each training job's test_errors.json from the workspace's artifact store (its default
+// storage account, in this resource group): Storage Blob Data Reader there, nothing more. A module, because
+// the account's name is a runtime property of the workspace.
+module workspaceArtifactsReader 'modules/blob-reader.bicep' = {
+  name: 'workspace-artifacts-reader'
+  params: {
+    storageAccountName: last(split(workspace.properties.storageAccount, '/'))
+    principalId: identity.properties.principalId
+  }
+}
+
 // Identity-based AzureWebJobsStorage: blobs (leases, deployment package), queues and tables (Durable task hub).
 resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for role in [roles.storageBlobDataOwner, roles.storageQueueDataContributor, roles.storageTableDataContributor]: {

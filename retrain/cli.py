@@ -525,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     from retrain.monitoring.commands import add_commands
 
     add_commands(sub, state, _prepare_environment)  # served, monitor, report
+    from retrain.backtest.command import add_command as add_backtest
+
+    add_backtest(sub, state, _prepare_environment)
     return parser
 
 

@@ -179,6 +179,54 @@ class MLPlatform(Protocol):
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState: ...
 
+    # Monitoring time series: one trading day's metrics appended to the ticker's MLflow experiment
+    # `monitor-<ticker slug>` (one run tagged with the ticker), step = the day's ordinal, timestamp = the day,
+    # so the MLflow UI plots them over time. Idempotent: a (metric, day) already logged is not logged again.
+    def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None: ...
+
+
+# ---- monitoring time series (shared by the adapters) -------------------------------------------------
+MONITOR_RUN_NAME = "monitor"
+MONITOR_RUN_TAG = "retrain_monitor_ticker"  # the run's tag whose value is the ticker: how it is found again
+
+
+def monitor_experiment_name(ticker: str) -> str:
+    """The MLflow experiment of a ticker's monitoring time series (the ticker is checked: it also goes into
+    the run search's filter)."""
+    import re
+
+    from retrain import naming
+
+    if not re.fullmatch(r"[A-Z0-9.^=-]{1,15}", str(ticker)):
+        raise PlatformError(f"ticker {ticker!r}: send an upper-case symbol such as MSFT or BRK-B")
+    return f"monitor-{naming.ticker_slug(ticker)}"
+
+
+def monitor_metric_point(day: str, metrics: dict[str, float]) -> tuple[int, int, dict[str, float]]:
+    """(step, timestamp in ms, metrics) of one trading day: step = the day's ordinal, timestamp = its
+    midnight UTC. Non-finite values are left out (MLflow's UI cannot plot them); a bad day or metric name
+    is a PlatformError that says what to send."""
+    import datetime as dt
+    import math
+    import re
+
+    try:
+        date = dt.date.fromisoformat(str(day))
+    except ValueError:
+        raise PlatformError(f"monitor day {day!r} is not a date: send YYYY-MM-DD") from None
+    kept: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.\- /]{1,250}", key):
+            raise PlatformError(
+                f"monitor metric name {key!r}: send letters, digits, '_', '-', '.', ' ' or '/' (at most 250)"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PlatformError(f"monitor metric {key}={value!r} is not a number")
+        if math.isfinite(float(value)):
+            kept[key] = float(value)
+    stamp = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC).timestamp() * 1000)
+    return date.toordinal(), stamp, kept
+
 
 @runtime_checkable
 class HostsEndpoints(Protocol):

@@ -31,6 +31,8 @@ class Trainer:
     entry_script: str = "train.py"
     # Hyperparameters a cycle sets from a setting when the request does not: {param: SETTING_NAME}.
     setting_params: Mapping[str, str] = field(default_factory=dict)
+    # Hyperparameters `retrain backtest` passes when the command line does not (its training budget).
+    backtest_params: Mapping[str, str] = field(default_factory=dict)
 
     def folder_path(self, repo_root: Path = REPO_ROOT) -> Path:
         return Path(repo_root) / self.folder
@@ -49,6 +51,7 @@ TRAINERS: dict[str, Trainer] = {
             "lstm",
             "LSTM on standardised daily log returns (PyTorch Lightning)",
             setting_params={"max_epochs": "RETRAIN_MAX_EPOCHS"},
+            backtest_params={"max_epochs": "10"},
         ),
         Trainer(
             "ridge",

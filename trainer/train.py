@@ -195,6 +195,49 @@ def fit_lightning(
     return FitResult(module.net, len(recorder.history), recorder.best_val_loss, seconds, recorder.history)
 
 
+@dataclass
+class InProcessFit:
+    """A model fitted in memory: what `run` saves and logs, and what the policy backtest
+    (`retrain backtest`) replays without a process or MLflow per training."""
+
+    window: int
+    predict: Callable[[np.ndarray], np.ndarray]  # (n, window) closes -> (n,) next closes, as served
+    test_days: np.ndarray  # positions in the series of the test target days
+    data: PreparedData
+    fit: FitResult
+
+
+def fit_in_process(
+    data: PreparedData,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> InProcessFit:
+    """Fit on prepared data; `predict` is the served model's own numpy path (`forecast_from_closes`)."""
+    from functools import partial
+
+    from forecaster_pyfunc import forecast_from_closes
+
+    fit = fit_lightning(data, config, on_epoch)
+    return InProcessFit(
+        config.window,
+        partial(forecast_from_closes, fit.net, data.scaler),
+        data.target_day_index("test"),
+        data,
+        fit,
+    )
+
+
+def config_from_params(pairs: list[str]) -> TrainConfig:
+    """The config a job with `--param key=value` for each pair would train with (same parsing)."""
+    argv = ["--data", "-", "--output", "-"]
+    for pair in pairs:
+        argv += ["--param", pair]
+    try:
+        return config_from_args(parse_args(argv))
+    except SystemExit as exc:  # argparse has printed what is wrong
+        raise TrainerError(f"unusable hyperparameters {pairs}: see the message above") from exc
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
@@ -465,7 +508,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         def log_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
             mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
 
-        fit = fit_lightning(data, config, on_epoch=log_epoch)
+        fit = fit_in_process(data, config, on_epoch=log_epoch).fit
         save_model(fit, data, config, model_dir)
 
         # Test metrics come from the saved artifact itself: exactly what the scorer will serve.

@@ -23,6 +23,7 @@ credential, so the Function App needs no mlflow package.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from retrain.azureml import entities
 from retrain.azureml.client import TIMEOUT_OPTIONS, azure_call, call, endpoint_call, make_ml_client
 from retrain.ports import (
     JOB_STATUSES,
+    MONITOR_RUN_NAME,
+    MONITOR_RUN_TAG,
     SLOTS,
     DataAsset,
     DeploymentState,
@@ -44,6 +47,8 @@ from retrain.ports import (
     PlatformError,
     TrainingRequest,
     TransientPlatformError,
+    monitor_experiment_name,
+    monitor_metric_point,
 )
 from retrain.vocabulary import PROVISIONING_IN_PROGRESS
 
@@ -218,30 +223,151 @@ class AzureMLPlatform:
             self._tracking_base = "https://" + uri[len("azureml://") :].rstrip("/")
         return self._tracking_base
 
-    def _mlflow_get(self, api: str, params: dict[str, str]) -> dict[str, Any]:
+    def _mlflow_pipeline(self) -> Any:
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import BearerTokenCredentialPolicy
-        from azure.core.rest import HttpRequest
 
         from retrain.azureml.client import retry_policy
 
-        base = self._mlflow_tracking_base()
         options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
-        pipeline = PipelineClient(
-            base_url=base,
+        return PipelineClient(
+            base_url=self._mlflow_tracking_base(),
             policies=[
                 retry_policy(**self._pipeline_options),
                 BearerTokenCredentialPolicy(self.ml_client._credential, ARM_SCOPE),
             ],
             **options,
         )
+
+    def _mlflow_call(
+        self,
+        method: str,
+        api: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        expected_errors: tuple[str, ...] = (),
+    ) -> tuple[str | None, dict[str, Any]]:
+        """One call of the workspace's MLflow REST API: (None, answer), or (MLflow error code, answer) when
+        the answer is an error whose code is in `expected_errors`; any other error is a PlatformError."""
+        from azure.core.rest import HttpRequest
+
+        base = self._mlflow_tracking_base()
+        request = HttpRequest(method, f"{base}/api/2.0/mlflow/{api}", params=params, json=body)
+        with azure_call(f"{'read' if method == 'GET' else 'write'} MLflow {api} {params or body}"):
+            response = self._mlflow_pipeline().send_request(request)
+            if response.status_code >= 400 and expected_errors:
+                try:
+                    answer = response.json()
+                except ValueError:
+                    answer = {}
+                code = answer.get("error_code") if isinstance(answer, dict) else None
+                if code in expected_errors:
+                    return str(code), answer
+            response.raise_for_status()
+            return None, response.json() if response.content else {}
+
+    def _mlflow_get(self, api: str, params: dict[str, str]) -> dict[str, Any]:
+        from azure.core.rest import HttpRequest
+
+        base = self._mlflow_tracking_base()
         request = HttpRequest("GET", f"{base}/api/2.0/mlflow/{api}", params=params)
         with azure_call(f"read MLflow {api} {params}"):
-            response = pipeline.send_request(request)
+            response = self._mlflow_pipeline().send_request(request)
             if response.status_code == 404:
                 raise PlatformError(f"no MLflow run {params}; the job may not have started logging yet")
             response.raise_for_status()
             return response.json()
+
+    # ---- monitoring time series (the MLflow REST API: no mlflow package in the Function App) --------
+    def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None:
+        name = monitor_experiment_name(ticker)
+        step, stamp, kept = monitor_metric_point(day, metrics)
+        if not kept:
+            return
+        experiment_id = self._monitor_experiment(name)
+        run = self._monitor_run(experiment_id, ticker)
+        run_id = str(run["info"]["run_id"])
+        # The run's latest value of each metric says which days it has: a new day is after them, a replay
+        # of the last day is on them; only an earlier day (a replay of an older span) needs the history.
+        latest = {
+            m["key"]: int(m.get("step") or 0)
+            for m in (run.get("data") or {}).get("metrics", []) or []
+            if "key" in m
+        }
+        new: dict[str, float] = {}
+        for key, value in kept.items():
+            last = latest.get(key)
+            if last is not None and step == last:
+                continue
+            if last is not None and step < last:
+                _, history = self._mlflow_call(
+                    "GET", "metrics/get-history", params={"run_id": run_id, "metric_key": key}
+                )
+                if any(int(m.get("step") or 0) == step for m in history.get("metrics", []) or []):
+                    continue
+            new[key] = value
+        if new:
+            self._mlflow_call(
+                "POST",
+                "runs/log-batch",
+                body={
+                    "run_id": run_id,
+                    "metrics": [
+                        {"key": key, "value": value, "timestamp": stamp, "step": step}
+                        for key, value in sorted(new.items())
+                    ],
+                },
+            )
+
+    def _monitor_experiment(self, name: str) -> str:
+        for _ in range(2):
+            missing, found = self._mlflow_call(
+                "GET",
+                "experiments/get-by-name",
+                params={"experiment_name": name},
+                expected_errors=("RESOURCE_DOES_NOT_EXIST",),
+            )
+            if not missing:
+                return str(found["experiment"]["experiment_id"])
+            exists, created = self._mlflow_call(
+                "POST",
+                "experiments/create",
+                body={"name": name},
+                expected_errors=("RESOURCE_ALREADY_EXISTS",),
+            )
+            if not exists:
+                return str(created["experiment_id"])
+            # Created meanwhile by another monitor: read it again.
+        raise PlatformError(f"MLflow experiment {name} neither exists nor can be created")
+
+    def _monitor_run(self, experiment_id: str, ticker: str) -> dict[str, Any]:
+        _, found = self._mlflow_call(
+            "POST",
+            "runs/search",
+            body={
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.{MONITOR_RUN_TAG} = '{ticker}'",
+                "max_results": 1,
+            },
+        )
+        runs = found.get("runs") or []
+        if runs:
+            return runs[0]
+        _, created = self._mlflow_call(
+            "POST",
+            "runs/create",
+            body={
+                "experiment_id": experiment_id,
+                "run_name": MONITOR_RUN_NAME,
+                "start_time": int(time.time() * 1000),
+                "tags": [
+                    {"key": MONITOR_RUN_TAG, "value": ticker},
+                    {"key": "mlflow.runName", "value": MONITOR_RUN_NAME},
+                ],
+            },
+        )
+        return created["run"]
 
     # ---- models ------------------------------------------------------------------------------
     def _model_versions(self, name: str) -> list[Any]:

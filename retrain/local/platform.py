@@ -32,6 +32,8 @@ from retrain.local import jobs
 from retrain.local.endpoint import LocalEndpoints
 from retrain.local.processes import process_alive, process_start_ticks, read_json, write_json_atomic
 from retrain.ports import (
+    MONITOR_RUN_NAME,
+    MONITOR_RUN_TAG,
     DataAsset,
     DeploymentState,
     EndpointState,
@@ -39,6 +41,8 @@ from retrain.ports import (
     ModelRef,
     PlatformError,
     TrainingRequest,
+    monitor_experiment_name,
+    monitor_metric_point,
 )
 from retrain.trainers import TrainerError, get_trainer, param_args
 from retrain.vocabulary import (
@@ -461,6 +465,49 @@ class LocalPlatform:
             raise PlatformError(
                 f"model {model.name}:{model.version} (run {version.run_id}) has no MLflow model under 'model'"
             )
+
+    # -- monitoring time series -------------------------------------------------------------------
+
+    def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None:
+        self.log_monitor_days(ticker, {day: metrics})
+
+    def log_monitor_days(self, ticker: str, days: dict[str, dict[str, float]]) -> str:
+        """Append trading days' metrics to the ticker's monitoring run (see `MLPlatform.log_monitor_metrics`);
+        the run id. A (metric, day) already in the run's history is skipped, so a replay adds nothing."""
+        points = [monitor_metric_point(day, metrics) for day, metrics in days.items()]
+        import_mlflow()
+        from mlflow.entities import Metric
+        from mlflow.exceptions import MlflowException
+
+        name = monitor_experiment_name(ticker)
+        try:
+            with self._lock(name):
+                experiment_id = self._experiment_id(name)
+                found = self.client.search_runs(
+                    [experiment_id], filter_string=f"tags.{MONITOR_RUN_TAG} = '{ticker}'", max_results=1
+                )
+                if found:
+                    run_id = str(found[0].info.run_id)
+                else:
+                    run = self.client.create_run(
+                        experiment_id, run_name=MONITOR_RUN_NAME, tags={MONITOR_RUN_TAG: ticker}
+                    )
+                    run_id = str(run.info.run_id)
+                keys = {key for _, _, metrics in points for key in metrics}
+                logged = {
+                    key: {m.step for m in self.client.get_metric_history(run_id, key)} for key in sorted(keys)
+                }
+                new = [
+                    Metric(key, value, stamp, step)
+                    for step, stamp, metrics in points
+                    for key, value in metrics.items()
+                    if step not in logged[key]
+                ]
+                for start in range(0, len(new), 900):  # the SQL store takes at most 1000 metrics a batch
+                    self.client.log_batch(run_id, metrics=new[start : start + 900])
+                return run_id
+        except MlflowException as exc:
+            raise PlatformError(f"could not log monitor metrics of {ticker} to MLflow: {exc}") from exc
 
     # -- online endpoint (delegated to LocalEndpoints) --------------------------------------------
 

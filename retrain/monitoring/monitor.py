@@ -6,11 +6,14 @@ Pure parts (used by the backtest too):
 - `decide_trigger(drift, cusum_alarm, thresholds, in_cooldown)` -> `{"trigger", "reason"}` or None.
 
 `monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
-forecast log, the champion's test errors) around the pure parts, and returns a JSON summary.
+forecast log, the champion's test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
+the platform's MLflow time series (`MLPlatform.log_monitor_metrics`; a failure there is only a warning),
+and returns a JSON summary.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Sequence
@@ -116,6 +119,87 @@ def _cusum_reference(test_errors: dict[str, Any] | None) -> CusumReference | Non
         return None
 
 
+def day_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one monitored day (a `monitor_day` summary) as MLflow metrics: per window
+    `mae_<w>`, `naive_mae_<w>`, `mae_ratio_<w>`, `directional_accuracy_<w>`, `n_<w>`; `drift` (and its
+    `drift_ks_returns`, `drift_ks_abs_returns`), `cusum`, `forecast`, `last_close`, `scored`, `alerts`.
+    Only values that exist and are finite that day."""
+    out: dict[str, Any] = {}
+    for window, values in (summary.get("metrics") or {}).items():
+        for key in ("mae", "naive_mae", "mae_ratio", "directional_accuracy", "n"):
+            out[f"{key}_{window}"] = (values or {}).get(key)
+    drift = summary.get("drift") or {}
+    out["drift"] = drift.get("statistic")
+    out["drift_ks_returns"] = drift.get("ks_returns")
+    out["drift_ks_abs_returns"] = drift.get("ks_abs_returns")
+    out["cusum"] = (summary.get("cusum") or {}).get("value")
+    forecast = summary.get("forecast") or {}
+    out["forecast"] = forecast.get("forecast")
+    out["last_close"] = forecast.get("last_close")
+    out["scored"] = summary.get("scored")
+    out["alerts"] = len(summary.get("alerts") or [])
+    return {
+        key: float(value)
+        for key, value in out.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def drift_since_training(
+    dates: Sequence[str], closes: Sequence[float] | np.ndarray, data_end: str | None
+) -> DriftResult | None:
+    """The drift check against the champion: returns of the last DRIFT_WINDOW_DAYS trading days vs the
+    REFERENCE_DAYS up to its training data's last day (`data_end`); None when either is too short.
+    `dates` ascending (YYYY-MM-DD), one per close. Shared by the monitor and the policy backtest."""
+    if data_end is None:
+        return None
+    returns = np.diff(np.log(np.asarray(closes, dtype=float)))
+    cut = max(0, bisect.bisect_right(dates, data_end) - 1)  # returns up to the training data's last day
+    new = returns[cut:]
+    reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
+    if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
+        return drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
+    return None
+
+
+def performance_check(
+    forecast: Sequence[float] | np.ndarray,
+    actual: Sequence[float] | np.ndarray,
+    last_close: Sequence[float] | np.ndarray,
+    test_errors: dict[str, Any] | None,
+    threshold: float,
+    model_version: str,
+) -> dict[str, Any] | None:
+    """The CUSUM of the champion's scored forecasts since its data end (oldest first), standardised by its
+    test window (`test_errors`; without them its first MIN_CUSUM_REFERENCE served days are the reference).
+    -> {"value", "days", "alarm" (on the newest day), "model_version"}, or None when nothing can be judged.
+    Shared by the monitor and the policy backtest."""
+    forecast, actual, last_close = (np.asarray(a, dtype=float) for a in (forecast, actual, last_close))
+    reference = _cusum_reference(test_errors)
+    start = 0
+    if reference is None and forecast.size > 2 * MIN_CUSUM_REFERENCE:
+        # No test errors from the trainer: the champion's first served days are its reference.
+        first = slice(0, MIN_CUSUM_REFERENCE)
+        reference = CusumReference.from_differential(
+            loss_differential(
+                forecast[first] - actual[first], last_close[first] - actual[first], last_close[first]
+            )
+        )
+        start = MIN_CUSUM_REFERENCE
+    if reference is None or forecast.size <= start:
+        return None
+    d = loss_differential(
+        forecast[start:] - actual[start:], last_close[start:] - actual[start:], last_close[start:]
+    )
+    alarms = cusum_alarm_days(d, reference, threshold, cooldown=0)
+    return {
+        "value": float(cusum_path(d, reference)[-1]),
+        "days": int(d.size),
+        "alarm": bool(alarms) and alarms[-1] == d.size - 1,
+        "model_version": model_version,
+    }
+
+
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
@@ -182,16 +266,9 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     champion = platform.get_champion(naming.model_name(ticker))
     tags = dict(champion.tags) if champion is not None else {}
     data_end = _champion_data_end(tags)
-    returns = np.diff(np.log(np.asarray(closes)))
-    drift: DriftResult | None = None
-    if data_end is not None:
-        cut = sum(1 for d in dates[1:] if d <= data_end)  # returns up to the training data's last day
-        new = returns[cut:]
-        reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
-        if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
-            drift = drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
-            if drift.statistic > thresholds.drift:
-                alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
+    drift = drift_since_training(dates, closes, data_end)
+    if drift is not None and drift.statistic > thresholds.drift:
+        alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
 
     cusum: dict[str, Any] | None = None
     if champion is not None:
@@ -202,42 +279,23 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
             and r.get("model_version") == str(champion.version)
             and (data_end is None or r["date"] > data_end)
         ]
-        reference_ref = None
+        test_errors = None
         job = tags.get(TAG_JOB_NAME)
         if job:
             try:
-                reference_ref = _cusum_reference(platform.get_job_test_errors(job))
+                test_errors = platform.get_job_test_errors(job)
             except (PlatformError, AttributeError) as exc:
                 log.warning("no test errors for %s: %s", job, exc)
-        watched = served
-        if reference_ref is None and len(served) > 2 * MIN_CUSUM_REFERENCE:
-            # No test errors from the trainer: the champion's first served days are its reference.
-            first = served[:MIN_CUSUM_REFERENCE]
-            reference_ref = CusumReference.from_differential(
-                loss_differential(
-                    [r["forecast"] - r["actual"] for r in first],
-                    [r["last_close"] - r["actual"] for r in first],
-                    [r["last_close"] for r in first],
-                )
-            )
-            watched = served[MIN_CUSUM_REFERENCE:]
-        if reference_ref is not None and watched:
-            d = loss_differential(
-                [r["forecast"] - r["actual"] for r in watched],
-                [r["last_close"] - r["actual"] for r in watched],
-                [r["last_close"] for r in watched],
-            )
-            alarms = cusum_alarm_days(d, reference_ref, thresholds.cusum, cooldown=0)
-            value = float(cusum_path(d, reference_ref)[-1])
-            alarm = bool(alarms) and alarms[-1] == d.size - 1
-            cusum = {
-                "value": value,
-                "days": int(d.size),
-                "alarm": alarm,
-                "model_version": str(champion.version),
-            }
-            if alarm:
-                alerts.append({"kind": "performance", "statistic": value, "threshold": thresholds.cusum})
+        cusum = performance_check(
+            [r["forecast"] for r in served],
+            [r["actual"] for r in served],
+            [r["last_close"] for r in served],
+            test_errors,
+            thresholds.cusum,
+            str(champion.version),
+        )
+        if cusum is not None and cusum["alarm"]:
+            alerts.append({"kind": "performance", "statistic": cusum["value"], "threshold": thresholds.cusum})
 
     # 3. Data quality (alerts only: retraining on broken data would make it worse).
     for issue in data_quality(dates[-30:], closes[-30:], split_tolerance=thresholds.split_tolerance):
@@ -262,7 +320,14 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
         "cooldown": cooling,
         "trigger": trigger,
         "champion_version": None if champion is None else str(champion.version),
+        "warnings": [],
     }
+    # 5. The day's numbers as MLflow time series; the monitor's verdict does not depend on them.
+    try:
+        platform.log_monitor_metrics(ticker, day, day_metrics(summary))
+    except Exception as exc:  # noqa: BLE001 (any failure of the metrics store is only a warning)
+        log.warning("could not log the monitor metrics of %s on %s: %s", ticker, day, exc)
+        summary["warnings"].append(f"metrics not logged to MLflow: {type(exc).__name__}: {exc}")
     store.record_day(ticker, day, summary)
     return summary
 

@@ -116,6 +116,8 @@ def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[st
         "mae_ratio": window.get("mae_ratio"),
         "alerts": [{"date": r["date"], **a} for r in results for a in r.get("alerts", [])],
         "retrains": retrains,
+        # Failures that did not stop the monitor (e.g. its metrics not logged to MLflow), by day.
+        "warnings": [{"date": r["date"], "warning": w} for r in results for w in r.get("warnings", [])],
     }
 
 
@@ -169,12 +171,17 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
             as_of=result["date"],
             reason=trigger["reason"],
         )
-        child = naming.adhoc_instance_id(ticker, context.current_utc_datetime)
-        try:
-            output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle.to_dict(), child)
-            status = (output or {}).get("status", "completed")
-        except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
-            status = f"failed: {str(exc)[:300]}"
+        # One cycle per ticker: a cycle already running (started by HTTP or the timer) takes this breach.
+        running = yield context.call_activity("monitor_running_cycle", {"ticker": ticker})
+        child = running or naming.adhoc_instance_id(ticker, context.current_utc_datetime)
+        if running:
+            status = "skipped: a cycle of this ticker was already running"
+        else:
+            try:
+                output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle.to_dict(), child)
+                status = (output or {}).get("status", "completed")
+            except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
+                status = f"failed: {str(exc)[:300]}"
         retrains.append(
             {
                 "instance_id": child,
@@ -191,6 +198,16 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     summary = summarise(ticker, results, retrains)
     progress(None)
     return summary
+
+
+@bp.activity_trigger(input_name="payload")
+@bp.durable_client_input(client_name="client")
+async def monitor_running_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
+    """The instance id of the ticker's running retraining cycle, if any (the same rule as POST /api/retrain)."""
+    from retrain.triggers import running_instance
+
+    running = await running_instance(client, payload["ticker"])
+    return running.instance_id if running is not None else None
 
 
 @bp.activity_trigger(input_name="payload")

@@ -3,9 +3,10 @@
 `write_report(ticker, out_png)` draws, from the forecast log and the served ledger of the state dir:
 realised closes against the served forecasts, the 20-day error ratio (model MAE / naive MAE), the CUSUM of
 the served model's errors with its threshold, the drift statistic with its threshold, the retrain triggers
-(vertical lines) and the served-version timeline. `log_to_mlflow(ticker)` logs the same daily series to the
-state dir's MLflow store, experiment `monitor-<ticker>`, one step per day (so the MLflow UI shows them as
-time series). Both run on the CLI side (matplotlib, mlflow), never in the Function App.
+(vertical lines) and the served-version timeline. The monitor itself logs each day's metrics to MLflow
+(`MLPlatform.log_monitor_metrics`); `log_to_mlflow(ticker)` back-fills the state dir's MLflow store from
+the forecast log with the same code (days already logged are skipped). Both run on the CLI side
+(matplotlib, mlflow), never in the Function App.
 """
 
 from __future__ import annotations
@@ -136,38 +137,20 @@ def _series(
 
 
 def log_to_mlflow(ticker: str) -> str:
-    """Log the daily series to experiment `monitor-<ticker>` of the state dir's MLflow store; the run id.
-    One run per call (named after the span), steps = day index, timestamps = the day."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from retrain import naming, settings
+    """Log every monitored day of `ticker` from the forecast log to the state dir's MLflow store, through
+    the local platform's `log_monitor_days` (the same code the monitor uses each day: experiment
+    `monitor-<ticker>`, run `monitor`, step = the day's ordinal, timestamp = the day). Days already logged
+    are skipped, so this only fills in what the monitor did not log. The run id."""
+    from retrain import settings
+    from retrain.local.platform import LocalPlatform
     from retrain.market_data import validate_ticker
     from retrain.monitoring.forecast_log import get_forecast_log
+    from retrain.monitoring.monitor import day_metrics
 
     symbol = validate_ticker(ticker)
     days = get_forecast_log().days(symbol)
     if not days:
         raise ReportError(f"no monitored days for {symbol}; run `retrain monitor --ticker {symbol}` first")
-    series = daily_series(days)
-    store = settings.state_dir() / "mlflow"
-    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
-    name = f"monitor-{naming.ticker_slug(symbol)}"
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(name, artifact_location=(store / "artifacts" / name).resolve().as_uri())
+    return LocalPlatform(settings.state_dir()).log_monitor_days(
+        symbol, {day["date"]: day_metrics(day) for day in days}
     )
-    run = client.create_run(experiment_id, run_name=f"{series['date'][0]}..{series['date'][-1]}")
-    metrics = []
-    for step, day in enumerate(series["date"]):
-        stamp = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
-        for key in ("mae_ratio_20", "cusum", "drift", "forecast", "last_close"):
-            value = series[key][step]
-            if value is not None:
-                metrics.append(mlflow.entities.Metric(key, float(value), stamp, step))
-    for start in range(0, len(metrics), 900):  # the store's batch limit is 1000 metrics
-        client.log_batch(run.info.run_id, metrics=metrics[start : start + 900])
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -93,6 +94,13 @@ def test_report_draws_the_png_and_logs_time_series_to_mlflow(tmp_path: Path) -> 
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     history = client.get_metric_history(summary["mlflow_run_id"], "mae_ratio_20")
-    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3]
+    # step = the day's ordinal (the monitor logs the same way each day; the report fills in what it did not)
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [
+        dt.date.fromisoformat(d).toordinal() for d in days
+    ]
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([1.0, 1.1, 1.2, 1.3])
     assert client.get_experiment_by_name("monitor-msft") is not None
+    again = retrain(["report", "--ticker", "MSFT", "--out", str(tmp_path / "r.png")], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["mlflow_run_id"] == summary["mlflow_run_id"]
+    assert len(client.get_metric_history(summary["mlflow_run_id"], "mae_ratio_20")) == 4  # no duplicates

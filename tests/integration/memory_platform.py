@@ -35,6 +35,8 @@ from retrain.ports import (
     PlatformError,
     TrainingRequest,
     TransientPlatformError,
+    monitor_experiment_name,
+    monitor_metric_point,
 )
 
 
@@ -77,6 +79,7 @@ class MemoryPlatform:
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, Any]] = []
         self.events_sent: list[tuple[str, str]] = []
+        self.monitor_metrics: dict[str, dict[str, dict[str, float]]] = {}  # ticker -> day -> metrics
 
     def _scripted_failure(self, method: str) -> None:
         self.calls.append((method, None))
@@ -343,6 +346,16 @@ class MemoryPlatform:
             self._begin(endpoint, "delete", delete)
             self.calls.append(("delete_deployment", slot))
             return DeploymentState(endpoint=endpoint, slot=slot, state="Deleting")
+
+    # -- monitoring time series ----------------------------------------------------------------
+    def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None:
+        monitor_experiment_name(ticker)
+        _, _, kept = monitor_metric_point(day, metrics)  # the same checks as the real adapters
+        self._scripted_failure("log_monitor_metrics")
+        with self.lock:
+            logged = self.monitor_metrics.setdefault(ticker, {}).setdefault(day, {})
+            for key, value in kept.items():
+                logged.setdefault(key, float(value))  # a day already logged keeps its first values
 
     def deliver_event(self, job_name: str, status: str) -> None:
         """Post an Event Grid event about a job to the host's webhook, whatever the job's real status."""

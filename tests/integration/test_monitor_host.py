@@ -14,7 +14,8 @@ import pytest
 from retrain.host_client import http_json
 from retrain.market_data import fetch_prices
 from retrain.monitoring.forecast_log import ForecastLog
-from tests.helpers import run_cycle
+from retrain.monitoring.monitor import day_metrics
+from tests.helpers import run_cycle, start, wait
 
 SPAN = {"from": "2012-07-02", "to": "2012-09-28"}
 
@@ -59,6 +60,26 @@ def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):
     rows = ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").forecasts("MSFT")
     assert rows[0]["model_version"] == "1" and rows[0]["slot"] == "blue"
     assert rows[0]["actual"] is not None and rows[0]["actual_date"] > rows[0]["date"]
+    # Each weekday's metrics went to the platform's monitoring time series, as that day computed them (the
+    # holiday 07-04 is 07-03 again: logged twice, kept once).
+    days = {d["date"]: d for d in ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
+    assert sum(1 for call, _ in memory.calls if call == "log_monitor_metrics") == 65
+    assert sorted(memory.monitor_metrics["MSFT"]) == sorted(days)
+    for day, summary in days.items():
+        assert memory.monitor_metrics["MSFT"][day] == day_metrics(summary) and summary["warnings"] == []
+    last = memory.monitor_metrics["MSFT"]["2012-09-28"]
+    assert last["mae_ratio_20"] == pytest.approx(out["mae_ratio"]) and last["n_60"] == 60
+    assert {"mae_20", "naive_mae_20", "directional_accuracy_20", "forecast", "last_close"} <= set(last)
+    assert out["warnings"] == []
+
+
+def test_metrics_the_platform_cannot_log_are_a_warning_not_a_failed_day(host, memory):
+    assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
+    memory.script.permanent_failures = {"log_monitor_metrics"}
+    out = monitor(host, {"ticker": "MSFT", "from": "2012-07-09", "to": "2012-07-13", "source": "sample"})
+    assert out["days"] == 5 and out["forecasts"] == 5 and out["alerts"] == []
+    assert [w["date"] for w in out["warnings"]] == [f"2012-07-{d:02d}" for d in range(9, 14)]
+    assert all("metrics not logged to MLflow" in w["warning"] for w in out["warnings"])
 
 
 def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_holds(
@@ -99,6 +120,28 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
         and "KS distance" in status["ids"]["trigger_reason"]
     )
     assert model.tags["data_version"].startswith(retrain["date"].replace("-", ""))  # data as of that day
+
+
+def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
+    host,
+    memory,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    csv = volatile_csv(tmp_path, since="2012-07-16")
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
+    source = f"csv:{csv.name}"
+    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    memory.script.job_seconds = 40.0  # the next cycle (an HTTP request) is still training during the monitor
+    code, running = start(host, {"as_of": "2012-06-29", "source": source, "force": True})
+    assert code == 202, running
+    out = monitor(host, {"ticker": "MSFT", "from": "2012-08-01", "to": "2012-08-17", "source": source})
+    assert out["retrains"], out  # the drift breach was found ...
+    for retrain in out["retrains"]:  # ... and handed to the running cycle, not to a second one
+        assert retrain["instance_id"] == running["id"] and retrain["status"].startswith("skipped"), retrain
+    trained = [job for call, job in memory.calls if call == "submit_training"]
+    assert len(trained) == 2 and trained[-1] == f"{running['id']}-train", trained  # first cycle, running one
+    assert wait(host, running["id"], timeout=120)["runtime_status"] == "Completed"
 
 
 def test_bad_monitor_requests_get_400_with_what_to_send(host):

@@ -438,12 +438,83 @@ class ArmTransport(HttpTransport):
 
     def _mlflow(self, request: Any, call: Call) -> Any:
         run_id = (call.query.get("run_id") or [""])[0]
-        runs = self.store.get("mlflow-runs", {})
-        if call.path.endswith("/api/2.0/mlflow/runs/get") and run_id in runs:
+        runs = self.store.setdefault("mlflow-runs", {})
+        api = call.path.rsplit("/api/2.0/mlflow/", 1)[-1]
+        if api == "runs/get" and run_id in runs:
             return self._respond(request, 200, {"run": runs[run_id]})
+        if api.startswith(("experiments/", "runs/search", "runs/create", "runs/log-batch", "metrics/")):
+            return self._mlflow_tracking(request, call, api, runs)
         return self._respond(
             request, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run '{run_id}' not found"}
         )
+
+    def _mlflow_tracking(self, request: Any, call: Call, api: str, runs: dict[str, Any]) -> Any:
+        """Experiments, run search (by one `tags.KEY = 'VALUE'` filter), run creation and metric logging,
+        answered as an MLflow tracking server does (a run's `data.metrics` holds each key's latest value
+        by step; the history holds every point logged, duplicates included)."""
+        experiments = self.store.setdefault("mlflow-experiments", {})  # name -> id
+        history = self.store.setdefault("mlflow-history", {})  # (run id, key) -> [points]
+        body = call.body if isinstance(call.body, dict) else {}
+        missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "not found"}
+        if api == "experiments/get-by-name":
+            name = (call.query.get("experiment_name") or [""])[0]
+            if name not in experiments:
+                return self._respond(
+                    request, 404, {**missing, "message": f"Experiment '{name}' does not exist."}
+                )
+            return self._respond(
+                request, 200, {"experiment": {"experiment_id": experiments[name], "name": name}}
+            )
+        if api == "experiments/create":
+            if body["name"] in experiments:
+                return self._respond(
+                    request, 400, {"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"}
+                )
+            experiments[body["name"]] = str(len(experiments) + 1)
+            return self._respond(request, 200, {"experiment_id": experiments[body["name"]]})
+        if api == "runs/search":
+            key, value = re.fullmatch(r"tags\.(\S+) = '([^']*)'", body["filter"]).groups()
+            found = [
+                r
+                for r in runs.values()
+                if r["info"]["experiment_id"] in body["experiment_ids"]
+                and {"key": key, "value": value} in r["data"]["tags"]
+            ]
+            return self._respond(
+                request, 200, {"runs": found[: body.get("max_results", 1000)]} if found else {}
+            )
+        if api == "runs/create":
+            new_id = f"run-{len(runs) + 1}"
+            runs[new_id] = {
+                "info": {
+                    "run_id": new_id,
+                    "experiment_id": body["experiment_id"],
+                    "run_name": body.get("run_name"),
+                    "status": "RUNNING",
+                },
+                "data": {"metrics": [], "tags": list(body.get("tags", []))},
+            }
+            return self._respond(request, 200, {"run": runs[new_id]})
+        if api == "runs/log-batch":
+            run = runs.get(body["run_id"])
+            if run is None:
+                return self._respond(request, 404, missing)
+            latest = {m["key"]: m for m in run["data"]["metrics"]}
+            for metric in body.get("metrics", []):
+                history.setdefault((body["run_id"], metric["key"]), []).append(dict(metric))
+                old = latest.get(metric["key"])
+                if old is None or (metric["step"], metric["timestamp"]) >= (old["step"], old["timestamp"]):
+                    latest[metric["key"]] = dict(metric)
+            run["data"]["metrics"] = list(latest.values())
+            return self._respond(request, 200, {})
+        if api == "metrics/get-history":
+            key = (call.query.get("metric_key") or [""])[0]
+            run_id = (call.query.get("run_id") or [""])[0]
+            if run_id not in runs:
+                return self._respond(request, 404, missing)
+            points = history.get((run_id, key), [])
+            return self._respond(request, 200, {"metrics": points} if points else {})
+        return self._respond(request, 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": api})
 
     # ---- helpers for assertions ---------------------------------------------------------------
     def find(self, method: str, path_pattern: str) -> list[Call]:
@@ -493,3 +564,13 @@ def code_root(tmp_path: Any) -> Any:
                 "  - pip:\n      - mlflow==3.17.2\n"
             )
     return root
+
+
+# The workspace settings of the recorded ARM answers.
+WORKSPACE_ENV = {
+    "AZURE_SUBSCRIPTION_ID": SUB,
+    "AZURE_RESOURCE_GROUP": RG,
+    "AZUREML_WORKSPACE_NAME": WS,
+    "AZUREML_COMPUTE_NAME": "cpu-cluster",
+    "AZUREML_COMPUTE_MAX_NODES": "3",
+}

@@ -113,3 +113,17 @@ def test_every_parameter_is_used_and_every_used_parameter_declared():
     assert not unused, f"declared but never used: {sorted(unused)}"
     params = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
     assert set(params) <= declared
+
+
+def test_the_identity_may_read_the_workspace_artifacts_the_gate_needs():
+    # The Azure adapter reads test_errors.json from the workspace's artifact store with the app's identity:
+    # without Storage Blob Data Reader there, every cycle would fail at the gate with a 403.
+    match = re.search(r"module workspaceArtifactsReader '([^']+)' = \{(.*?)\n\}", BICEP, re.S)
+    assert match, "no role for reading the workspace's artifact store"
+    path, body = match.groups()
+    assert "workspace.properties.storageAccount" in body and "identity.properties.principalId" in body
+    module = (REPO / "infra" / path).read_text()
+    assert "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1" in module  # the built-in Storage Blob Data Reader role
+    assert re.search(r"scope: account\b", module) and "existing" in module
+    # a module's parameters may be runtime values; a resource's name or scope may not (BCP120)
+    assert not re.search(r"resource \w+ '[^']+' existing = \{\s*name: [^\n]*properties", BICEP)

@@ -46,6 +46,7 @@ def test_summary_counts_and_collects_alerts() -> None:
             "scored": 1,
             "alerts": [{"kind": "drift", "statistic": 0.4, "threshold": 0.372}],
             "metrics": {"20": {"mae_ratio": 0.98}},
+            "warnings": ["metrics not logged to MLflow: PlatformError: 403"],
         },
     ]
     out = summarise("MSFT", results, [{"instance_id": "i", "trigger": "drift", "reason": "r"}])
@@ -57,4 +58,5 @@ def test_summary_counts_and_collects_alerts() -> None:
         "mae_ratio": 0.98,
         "alerts": [{"date": "2012-07-03", "kind": "drift", "statistic": 0.4, "threshold": 0.372}],
         "retrains": [{"instance_id": "i", "trigger": "drift", "reason": "r"}],
+        "warnings": [{"date": "2012-07-03", "warning": "metrics not logged to MLflow: PlatformError: 403"}],
     }

@@ -201,6 +201,29 @@ def fit(data: Split, config: RidgeConfig) -> tuple[dict[str, Any], dict[str, flo
     return params, scores
 
 
+@dataclass
+class InProcessFit:
+    """A model fitted in memory: what `run` saves and logs, and what the policy backtest
+    (`retrain backtest`) replays without a process or MLflow per training."""
+
+    window: int
+    predict: Any  # (n, window) closes -> (n,) next closes: the served model's own numpy path
+    test_days: np.ndarray  # positions in the series of the test target days
+    params: dict[str, Any]
+    alpha_scores: dict[str, float]
+
+
+def fit_in_process(data: Split, config: RidgeConfig) -> InProcessFit:
+    from functools import partial
+
+    from ridge_pyfunc import forecast_from_closes
+
+    params, scores = fit(data, config)
+    return InProcessFit(
+        data.window, partial(forecast_from_closes, params), data.target_days(data.test), params, scores
+    )
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -320,7 +343,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     tracking_uri = configure_tracking(output)
     with mlflow.start_run() as active:
-        params, alpha_scores = fit(data, config)
+        trained = fit_in_process(data, config)
+        params, alpha_scores = trained.params, trained.alpha_scores
         mlflow.log_params(
             {
                 "trainer": "ridge",

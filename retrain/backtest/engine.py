@@ -1,0 +1,424 @@
+"""The policy backtest's replay: one ticker, every policy, day by day with data as known each day.
+
+Timing (one rule for every policy): a training on data through trading day j serves the forecasts made
+from the close of day j+1 on. That is what the live system does: the weekly timer fires on Monday 01:00
+UTC with data through Friday and the new model serves Monday's forecast; the monitor forecasts after a
+day's close and then starts a cycle on that day's data, whose model serves from the next day's forecast.
+The first model of every policy is trained on data through the day before the first forecast (the
+trading day before --start's first forecast), or, when that history is too short for the live data
+checks (`retrain.market_data.MIN_ROWS` rows) or the trainer, on the first day it suffices; until a model
+serves, the naive forecast (today's close) is what "serves" (served version `none`).
+
+What is the live system's own code here, not a copy:
+- data as of each day: `retrain.market_data.fetch_prices` once up to --end, then its own as-of trim
+  (`_trim_window`: nothing after the day, `lookback_days` calendar days back) and `validate_prices` with
+  `MIN_ROWS` before each training, exactly what a cycle's `fetch_data` applies;
+- fitting: the trainer folder's `fit_in_process` (`retrain.backtest.fitting`), which its `train.py` uses;
+- the gate: `retrain.gate.decide_with_test_errors` with the cycle's settings (`CycleInput.from_settings`:
+  margin, alpha, gate metrics) on the challenger's test errors with the champion on the same days;
+- schedules: `functions_host.ncrontab` on `RETRAIN_SCHEDULE` (weekly) and `MONTHLY_SCHEDULE`;
+- the monitor: `retrain.monitoring.monitor.drift_since_training`, `performance_check` and
+  `decide_trigger`, `retrain.monitoring.detectors.in_cooldown`, thresholds from
+  `retrain.monitoring.calibration.thresholds_from_settings` (the RETRAIN_MONITOR_* settings).
+
+Trainings are cached per (data end day) within a ticker and trainer, so policies that train on the same
+day share one fit; each policy is still charged the fit's CPU seconds (its cost had it run alone).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from functions_host import ncrontab
+from retrain.backtest.fitting import FitError, FittedModel, InProcessTrainer
+from retrain.gate import GateMetrics, decide_with_test_errors
+from retrain.market_data import MIN_ROWS, MarketDataError, _trim_window, fetch_prices, validate_prices
+from retrain.monitoring.detectors import Thresholds, in_cooldown
+from retrain.monitoring.monitor import HISTORY_DAYS, decide_trigger, drift_since_training, performance_check
+
+SCHEDULE_POLICIES = ("weekly", "monthly")
+MONITOR_POLICIES = ("drift", "performance", "monitor")  # monitor: both detectors, as the live monitor
+POLICIES = ("never", *SCHEDULE_POLICIES, *MONITOR_POLICIES)
+DEFAULT_POLICIES = ("never", "weekly", "monthly", "drift", "performance")
+MONTHLY_SCHEDULE = "0 0 1 1 * *"  # 01:00 UTC on the 1st: the weekly timer's hour, once a month
+CLOSE_UTC = dt.time(21, 0)  # a day's close is known from 21:00 UTC (the monitor runs at 21:30)
+
+
+class BacktestError(ValueError):
+    """Input the backtest cannot run on; the message says what to send instead."""
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """Everything a replay depends on besides the ticker: the live settings a cycle and the monitor read."""
+
+    start: dt.date
+    end: dt.date
+    policies: tuple[str, ...]
+    trainer: str
+    hyperparameters: dict[str, Any]
+    source: str
+    lookback_days: int | None
+    baseline_margin: float
+    gate_alpha: float
+    gate_metrics: dict[str, Any]
+    thresholds: Thresholds
+    weekly_schedule: str
+    monthly_schedule: str = MONTHLY_SCHEDULE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "policies": list(self.policies),
+            "trainer": self.trainer,
+            "hyperparameters": dict(self.hyperparameters),
+            "source": self.source,
+            "lookback_days": self.lookback_days,
+            "baseline_margin": self.baseline_margin,
+            "gate_alpha": self.gate_alpha,
+            "gate_metrics": dict(self.gate_metrics),
+            "thresholds": self.thresholds.to_dict(),
+            "weekly_schedule": self.weekly_schedule,
+            "monthly_schedule": self.monthly_schedule,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BacktestSettings:
+        values = dict(data)
+        values["start"] = dt.date.fromisoformat(values["start"])
+        values["end"] = dt.date.fromisoformat(values["end"])
+        values["policies"] = tuple(values["policies"])
+        values["thresholds"] = Thresholds(**values["thresholds"])
+        return cls(**values)
+
+
+@dataclass
+class Day:
+    """One served forecast: made at the close of `made`, for `date`."""
+
+    date: str
+    made: str
+    version: str  # the served model's data end (its "version" in the backtest), or "none"
+    forecast: float
+    realised: float
+    naive: float
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    days: list[Day] = field(default_factory=list)
+    trainings: int = 0
+    deploys: int = 0
+    rejections: int = 0
+    train_cpu_s: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)  # trainings: date, trigger, deployed, reasons
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "trainings": self.trainings,
+            "deploys": self.deploys,
+            "rejections": self.rejections,
+            "train_cpu_s": round(self.train_cpu_s, 3),
+        }
+
+
+@dataclass
+class TickerResult:
+    ticker: str
+    policies: dict[str, PolicyResult]
+    distinct_fits: int
+    fit_cpu_s: float  # CPU actually spent: shared fits counted once
+    first_model: str | None
+
+
+class _Model:
+    """A fitted model plus its forecasts for every day of the series (one batched predict)."""
+
+    def __init__(self, fitted: FittedModel, data_end: int, first_row: int, closes: np.ndarray):
+        self.fitted = fitted
+        self.data_end = data_end
+        w = fitted.window
+        # next_close[d]: the forecast of day d's close from the w closes before it (NaN before day w).
+        self.next_close = np.full(closes.size + 1, np.nan)
+        windows = np.lib.stride_tricks.sliding_window_view(closes, w)
+        self.next_close[w:] = fitted.predict(windows)
+        self.test_days = np.asarray(fitted.test_days) + first_row  # positions in the full series
+
+
+class Replay:
+    """One ticker: its prices up to --end, the fit cache, and the policies replayed over it."""
+
+    def __init__(
+        self,
+        ticker: str,
+        settings: BacktestSettings,
+        trainer: InProcessTrainer,
+        on_day: Callable[[int], None] | None = None,
+    ):
+        self.ticker = ticker
+        self.settings = settings
+        self.trainer = trainer
+        self.on_day = on_day or (lambda n: None)
+        try:
+            # min_rows=2: a short history is judged per training below (MIN_ROWS as of each day).
+            prices = fetch_prices(
+                ticker, source=settings.source, lookback_days=None, end=settings.end, min_rows=2
+            )
+        except MarketDataError as exc:
+            raise BacktestError(str(exc)) from None
+        self.prices = prices
+        self.dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
+        self.closes = prices["Close"].to_numpy(dtype=np.float64)
+        day64 = prices["Date"].to_numpy(dtype="datetime64[D]")
+        self.day64 = day64
+        first = int(np.searchsorted(day64, np.datetime64(settings.start, "D")))
+        # Forecast days: made at the close of f, for f + 1; the targets are the span's trading days.
+        self.first_forecast = max(first - 1, 0)
+        self.last_forecast = len(self.dates) - 2
+        if first >= len(self.dates) or self.last_forecast < self.first_forecast:
+            raise BacktestError(
+                f"{ticker}: no trading day to forecast between {settings.start} and {settings.end} in the "
+                f"{settings.source} data (it ends {self.dates[-1]}); send a span inside the data"
+            )
+        self.n_days = self.last_forecast - self.first_forecast + 1
+        self.gate_names = GateMetrics.from_dict(settings.gate_metrics)
+        self._fits: dict[int, _Model | str] = {}
+        self.fit_cpu_s = 0.0
+
+    # ------------------------------------------------------------------------------------ training
+
+    def as_of(self, j: int) -> tuple[int, np.ndarray] | str:
+        """(first row, closes) a cycle with data as of day j trains on, or why it cannot."""
+        day = self.prices["Date"].iloc[j].date()
+        what = f"{self.settings.source} data for {self.ticker}"
+        try:
+            frame = _trim_window(self.prices.iloc[: j + 1], self.settings.lookback_days, day, what)
+        except MarketDataError as exc:
+            return str(exc)
+        if len(frame) < MIN_ROWS:  # fetch_prices validated every row once; what is left is validate_prices'
+            # row count (the same check and message a cycle's fetch_data fails with).
+            try:
+                validate_prices(frame, min_rows=MIN_ROWS, what=what)
+            except MarketDataError as exc:
+                return str(exc)
+        first_row = j + 1 - len(frame)
+        return first_row, frame["Close"].to_numpy(dtype=np.float64)
+
+    def model(self, j: int) -> _Model | str:
+        """The model trained on data through day j (cached), or why there is none."""
+        cached = self._fits.get(j)
+        if cached is not None:
+            return cached
+        data = self.as_of(j)
+        if isinstance(data, str):
+            result: _Model | str = data
+        else:
+            first_row, closes = data
+            try:
+                fitted = self.trainer.fit(closes)
+            except FitError as exc:
+                result = str(exc)
+            else:
+                self.fit_cpu_s += fitted.cpu_s
+                result = _Model(fitted, j, first_row, self.closes)
+        self._fits[j] = result
+        return result
+
+    def gate(self, challenger: _Model, champion: _Model | None) -> dict[str, Any]:
+        """The live gate on the challenger's test days, the champion forecasting the same days."""
+        days = challenger.test_days
+        actual = self.closes[days]
+        model = challenger.next_close[days]
+        naive = self.closes[days - 1]
+        test_errors: dict[str, Any] = {
+            "dates": [self.dates[d] for d in days],
+            "actual": actual.tolist(),
+            "model": model.tolist(),
+            "naive": naive.tolist(),
+            "champion": None,
+        }
+        mae = float(np.mean(np.abs(model - actual)))
+        naive_mae = float(np.mean(np.abs(naive - actual)))
+        error = model - actual
+        metrics = {
+            "mae": mae,
+            "rmse": float(np.sqrt(np.mean(error**2))),
+            "mape": float(np.mean(np.abs(error) / actual) * 100.0),
+            "naive_mae": naive_mae,
+            "mae_vs_naive": mae / naive_mae if naive_mae > 0 else float("inf"),
+        }
+        if champion is not None:
+            forecast = champion.next_close[days]
+            test_errors["champion"] = forecast.tolist()
+            metrics["champion_mae"] = float(np.mean(np.abs(forecast - actual)))
+        return decide_with_test_errors(
+            metrics,
+            test_errors,
+            has_champion=champion is not None,
+            baseline_margin=self.settings.baseline_margin,
+            level=self.settings.gate_alpha,
+            names=self.gate_names,
+        ).to_dict()
+
+    # ------------------------------------------------------------------------------------ schedules
+
+    def schedule_data_ends(self, expression: str) -> set[int]:
+        """Data-end days of a timer's firings: a firing at T trains on the last close known at T."""
+        schedule = ncrontab.parse(expression)
+        lo = self.first_forecast
+        begin = dt.datetime.combine(self.prices["Date"].iloc[lo].date(), CLOSE_UTC, dt.UTC)
+        end = dt.datetime.combine(self.prices["Date"].iloc[self.last_forecast].date(), CLOSE_UTC, dt.UTC)
+        close_s = np.timedelta64(CLOSE_UTC.hour * 3600 + CLOSE_UTC.minute * 60, "s")
+        known = self.prices["Date"].to_numpy(dtype="datetime64[s]") + close_s  # when each close is known
+        ends: set[int] = set()
+        t = schedule.next_after(begin)
+        while t <= end:
+            j = int(np.searchsorted(known, np.datetime64(t.replace(tzinfo=None), "s"), side="right")) - 1
+            if j >= lo:
+                ends.add(j)
+            t = schedule.next_after(t)
+        return ends
+
+    # ------------------------------------------------------------------------------------ policies
+
+    def run(self, policy: str) -> PolicyResult:
+        s = self.settings
+        result = PolicyResult(policy)
+        scheduled: set[int] = set()
+        if policy == "weekly":
+            scheduled = self.schedule_data_ends(s.weekly_schedule)
+        elif policy == "monthly":
+            scheduled = self.schedule_data_ends(s.monthly_schedule)
+        served: _Model | None = None
+        bootstrapped = False
+        last_trigger: str | None = None
+        history_start = 0
+        calendar_back = np.timedelta64(HISTORY_DAYS, "D")
+
+        def train(j: int, trigger: str, reason: str | None = None) -> None:
+            nonlocal served
+            model = self.model(j)
+            if isinstance(model, str):  # the cycle would fail at its data or training step
+                result.events.append({"date": self.dates[j], "trigger": trigger, "failed": model})
+                return
+            result.trainings += 1
+            result.train_cpu_s += model.fitted.cpu_s
+            decision = self.gate(model, served)
+            if decision["deploy"]:
+                served = model
+                result.deploys += 1
+            else:
+                result.rejections += 1
+            result.events.append(
+                {
+                    "date": self.dates[j],
+                    "trigger": trigger,
+                    "reason": reason,
+                    "deployed": decision["deploy"],
+                    "gate": decision["reasons"],
+                }
+            )
+
+        # The first model: data through the day before the first forecast, or the first day it suffices.
+        if self.first_forecast >= 1 and not isinstance(self.model(self.first_forecast - 1), str):
+            train(self.first_forecast - 1, "initial")
+            bootstrapped = True
+
+        for f in range(self.first_forecast, self.last_forecast + 1):
+            today = self.dates[f]
+            if served is not None:
+                forecast = float(served.next_close[f + 1])
+                version = self.dates[served.data_end]
+            else:
+                forecast, version = float(self.closes[f]), "none"
+            result.days.append(
+                Day(
+                    self.dates[f + 1],
+                    today,
+                    version,
+                    forecast,
+                    float(self.closes[f + 1]),
+                    float(self.closes[f]),
+                )
+            )
+            self.on_day(1)
+
+            # After the close of f: decisions on data through f; a new model serves from f + 1.
+            if not bootstrapped:
+                if not isinstance(self.model(f), str):
+                    train(f, "initial")
+                    bootstrapped = True
+                continue
+            if policy in SCHEDULE_POLICIES and f in scheduled:
+                train(f, policy)
+            elif policy in MONITOR_POLICIES and served is not None:
+                while self.day64[history_start] < self.day64[f] - calendar_back:
+                    history_start += 1  # the monitor fetches HISTORY_DAYS calendar days each day
+                data_end = self.dates[served.data_end]
+                drift = None
+                if policy in ("drift", "monitor"):
+                    drift = drift_since_training(
+                        self.dates[history_start : f + 1], self.closes[history_start : f + 1], data_end
+                    )
+                cusum = None
+                if policy in ("performance", "monitor"):
+                    # Scored forecasts of the champion since its data end: made at g, realised at g + 1 <= f.
+                    g = np.arange(served.data_end + 1, f)
+                    if g.size:
+                        cusum = performance_check(
+                            served.next_close[g + 1],
+                            self.closes[g + 1],
+                            self.closes[g],
+                            self._test_errors(served),
+                            s.thresholds.cusum,
+                            data_end,
+                        )
+                cooling = in_cooldown(last_trigger, today, s.thresholds.cooldown_days)
+                trigger = decide_trigger(drift, cusum, s.thresholds, cooling)
+                if trigger is not None:
+                    last_trigger = today
+                    train(f, trigger["trigger"], trigger["reason"])
+        return result
+
+    def _test_errors(self, model: _Model) -> dict[str, Any]:
+        cached = getattr(model, "_test_errors_payload", None)
+        if cached is None:
+            days = model.test_days
+            cached = {
+                "actual": self.closes[days].tolist(),
+                "model": model.next_close[days].tolist(),
+                "naive": self.closes[days - 1].tolist(),
+            }
+            model._test_errors_payload = cached  # type: ignore[attr-defined]
+        return cached
+
+
+def replay_ticker(
+    ticker: str,
+    settings: BacktestSettings,
+    trainer: InProcessTrainer | None = None,
+    on_day: Callable[[int], None] | None = None,
+) -> TickerResult:
+    """Every policy of `settings` over one ticker (fits shared across policies)."""
+    trainer = trainer or InProcessTrainer(settings.trainer, settings.hyperparameters)
+    replay = Replay(ticker, settings, trainer, on_day)
+    results = {policy: replay.run(policy) for policy in settings.policies}
+    if not any(r.trainings for r in results.values()):
+        reasons = {v for v in replay._fits.values() if isinstance(v, str)}
+        raise BacktestError(
+            f"{ticker}: no model could be trained between {settings.start} and {settings.end} "
+            f"({'; '.join(sorted(reasons))[:400]}); send a later --end or an earlier --start with more "
+            f"history before it (a training needs {MIN_ROWS} trading days within the lookback)"
+        )
+    first = next(
+        (e["date"] for e in results[settings.policies[0]].events if e.get("trigger") == "initial"), None
+    )
+    distinct = sum(1 for v in replay._fits.values() if not isinstance(v, str))
+    return TickerResult(ticker, results, distinct, replay.fit_cpu_s, first)

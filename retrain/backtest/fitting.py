@@ -1,0 +1,129 @@
+"""A repository trainer, fitted in-process: the trainer folder's own `fit_in_process`, imports paid once.
+
+Each trainer folder stays self-contained (the Azure ML job's code): it exposes `fit_in_process`, which its
+own `train.py` run also calls, and `forecast_from_closes`-based prediction (the served model's numpy
+path). This module loads the folder's `train.py` under a private module name (both trainers call their
+script `train.py`) with the folder on `sys.path`, as the job would run it, and adapts the two signatures:
+
+- `lstm` (trainer/): `prepare(closes, window)` then `fit_in_process(data, config)`; hyperparameters parsed
+  by the trainer's own `parse_args` (`--param key=value`, as a cycle passes them).
+- `ridge` (trainers/ridge/): `split(closes, window)` then `fit_in_process(data, config)`;
+  hyperparameters by its own `config_from_params`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from retrain.trainers import Trainer, get_trainer, param_args
+
+
+class FitError(ValueError):
+    """The trainer refused the data or the hyperparameters (its own message says why)."""
+
+
+@dataclass
+class FittedModel:
+    """One training: what the backtest needs from it, nothing that ties it to a process or MLflow."""
+
+    window: int
+    predict: Callable[[np.ndarray], np.ndarray]  # (n, window) closes -> (n,) next closes
+    test_days: np.ndarray  # positions of the test target days in the closes it was trained on
+    cpu_s: float  # time.process_time() spent in the fit (data preparation included)
+    epochs: int | None = None
+
+
+_MODULES: dict[str, ModuleType] = {}
+
+
+def load_trainer_module(trainer: Trainer) -> ModuleType:
+    """The trainer's entry script as a module (cached: imports are paid once per process)."""
+    if trainer.name in _MODULES:
+        return _MODULES[trainer.name]
+    folder = str(trainer.folder_path())
+    if folder not in sys.path:
+        # Appended, not first: the trainer's own modules (forecast_*, ridge_pyfunc) have distinct names,
+        # while `train` is every trainer's script name and must not shadow anyone else's `import train`.
+        sys.path.append(folder)
+    name = f"_retrain_trainer_{trainer.name}"
+    spec = importlib.util.spec_from_file_location(name, trainer.script_path())
+    if spec is None or spec.loader is None:
+        raise FitError(f"cannot load {trainer.script_path()}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    with warnings.catch_warnings():  # MLflow's advice about type hints on predict() is not for us
+        warnings.simplefilter("ignore", UserWarning)
+        spec.loader.exec_module(module)
+    if not hasattr(module, "fit_in_process"):
+        raise FitError(
+            f"trainer {trainer.name!r} ({trainer.script_path()}) has no fit_in_process(); the backtest "
+            "fits in-process through it (see docs/trainer-contract.md)"
+        )
+    _MODULES[trainer.name] = module
+    return module
+
+
+class InProcessTrainer:
+    """Fits one repository trainer on a close series, with the hyperparameters a cycle would pass."""
+
+    def __init__(self, name: str, hyperparameters: Mapping[str, Any] | None = None, threads: int = 1):
+        self.trainer = get_trainer(name)
+        self.module = load_trainer_module(self.trainer)
+        args = param_args(hyperparameters)
+        self.pairs = [args[i + 1] for i in range(0, len(args), 2)]  # key=value, as `--param` gets them
+        m = self.module
+        errors = tuple(
+            e for e in (getattr(m, "TrainerError", None), getattr(m, "TrainingDataError", None)) if e
+        )
+        self.data_errors: tuple[type[BaseException], ...] = errors or (ValueError,)
+        try:
+            self.config = m.config_from_params(self.pairs)  # the trainer's own parsing of --param
+        except self.data_errors as exc:
+            raise FitError(str(exc)) from exc
+        if self.trainer.name == "lstm":
+            import torch
+
+            torch.set_num_threads(threads)  # the trainer's --threads default: a small LSTM is fastest on one
+            m.quiet_lightning()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One fit on a synthetic series, not charged to any policy: the lazy imports and first-call
+        costs (Lightning, scikit-learn, MLflow's pyfunc module) are paid once per process, as a
+        long-running trainer process would, instead of landing on whichever policy trains first."""
+        rng = np.random.default_rng(0)
+        closes = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 400)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.fit(closes)
+
+    @property
+    def window(self) -> int:
+        return int(self.config.window)
+
+    def fit(self, closes: np.ndarray) -> FittedModel:
+        """Train on `closes` (oldest first); raises FitError when the trainer refuses the data."""
+        m = self.module
+        started = time.process_time()
+        try:
+            if self.trainer.name == "lstm":
+                data = m.prepare(np.asarray(closes, dtype=np.float64), self.config.window)
+                trained = m.fit_in_process(data, self.config)
+                epochs = int(trained.fit.epochs)
+            else:
+                data = m.split(np.asarray(closes, dtype=np.float64), self.config.window)
+                trained = m.fit_in_process(data, self.config)
+                epochs = None
+        except self.data_errors as exc:
+            raise FitError(str(exc)) from exc
+        cpu = time.process_time() - started
+        return FittedModel(int(trained.window), trained.predict, np.asarray(trained.test_days), cpu, epochs)
