@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml
 REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) tools/environment_pins.py constraints.txt pyproject.toml
 
-.PHONY: setup run test lint bench constraints clean
+.PHONY: setup run test test-fast lint typecheck bench constraints clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,15 @@ $(STAMP): $(REQS)
 run: setup
 	$(BIN)/retrain run --source sample --ticker MSFT
 
-test: setup lint
+test: setup lint typecheck
 	$(BIN)/python -m pytest
+
+# The fast tier only: unit tests, no host, no training (about a minute).
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit
+
+typecheck: setup
+	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/ruff check .

@@ -42,8 +42,8 @@ from functions_host.functions import (
     IndexedFunction,
     close_durable_client_sessions,
 )
+from functions_host.http import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
 from functions_host.keys import DURABLE_EXTENSION, EVENTGRID_EXTENSION, HostKeys, load_or_create_keys
-from functions_host.server import ALL_METHODS, DurableUrls, HostHTTPServer, HostRouter
 from functions_host.settings import load_local_settings
 
 log = logging.getLogger("functions_host.host")
@@ -534,7 +534,7 @@ def serve(app_path: str | Path, state_dir: str | Path, port: int = 7071, *, host
     """Run the local host until Ctrl-C or SIGTERM (what `retrain serve` and `func start` do)."""
     stopped = threading.Event()
     local = LocalHost(app_path, state_dir, port=port, host=host)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stopped.set())

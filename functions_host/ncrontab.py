@@ -170,15 +170,15 @@ def parse(expression: str) -> Schedule:
         hint = " (five-field cron lacks the seconds field)" if len(parts) == 5 else ""
         raise NCrontabError(f"{expression!r} has {len(parts)} fields{hint}; {_EXAMPLE}")
     fields = [_parse_field(part, field, expression) for part, field in zip(parts, _FIELDS, strict=True)]
-    seconds, minutes, hours, days, months, weekdays = fields
-    if not any(day <= _DAYS_IN_MONTH[month - 1] for month in months for day in days):
+    on_seconds, on_minutes, on_hours, on_days, on_months, on_weekdays = fields
+    if not any(day <= _DAYS_IN_MONTH[month - 1] for month in on_months for day in on_days):
         raise NCrontabError(f"{expression!r}: no month in the schedule has any of its days; it never occurs")
     return Schedule(
         expression=text,
-        seconds=seconds,
-        minutes=minutes,
-        hours=hours,
-        days=days,
-        months=months,
-        weekdays=weekdays,
+        seconds=on_seconds,
+        minutes=on_minutes,
+        hours=on_hours,
+        days=on_days,
+        months=on_months,
+        weekdays=on_weekdays,
     )

@@ -22,14 +22,16 @@ from typing import Any
 import azure.durable_functions as df
 
 import retrain
-from retrain.platform import get_platform
+from retrain.adapters import get_platform
 from retrain.ports import (
     EndpointBusyError,
     ModelRef,
     PlatformError,
+    PreparesInvoke,
     TrainingRequest,
     TransientPlatformError,
 )
+from retrain.vocabulary import TAG_AS_OF, TAG_INSTANCE_ID, TAG_SHA256, TAG_SOURCE, TAG_TICKER
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +82,13 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
         snapshot = write_snapshot(prices, ticker, staging)
         tags = {
             **snapshot.tags,
-            "ticker": ticker,
-            "source": str(payload.get("source")),
-            "sha256": snapshot.sha256,
-            "orchestration_instance_id": str(payload.get("instance_id")),
+            TAG_TICKER: ticker,
+            TAG_SOURCE: str(payload.get("source")),
+            TAG_SHA256: snapshot.sha256,
+            TAG_INSTANCE_ID: str(payload.get("instance_id")),
         }
         if payload.get("as_of"):
-            tags["as_of"] = str(payload["as_of"])
+            tags[TAG_AS_OF] = str(payload["as_of"])
         # The platform copies (local) or uploads (Azure) the file: the staging copy can go.
         asset = get_platform().register_data(snapshot.name, snapshot.version, str(snapshot.path), tags)
     closes = [float(c) for c in prices["Close"].tail(SMOKE_CLOSES)]
@@ -185,7 +187,8 @@ def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
     platform = get_platform()
     try:
         # The Azure adapter fetches the scoring URI and key here (once): the timer measures scoring only.
-        getattr(platform, "prepare_invoke", lambda _endpoint: None)(payload["endpoint"])
+        if isinstance(platform, PreparesInvoke):
+            platform.prepare_invoke(payload["endpoint"])
         started = time.perf_counter()
         answer = platform.invoke(payload["endpoint"], {"close": closes}, slot=slot)
     except PlatformError as exc:

@@ -21,18 +21,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from retrain import naming, settings
+from retrain.host_client import HostClient, HostClientError, http_json
+from retrain.ports import HostsEndpoints
+from retrain.progress import step_timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_PATH = REPO_ROOT / "function_app.py"
-TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 PREDICT_CLOSES = 64
 
 
@@ -81,56 +80,28 @@ def _open_host(state_dir: Path, port: int | None, timers: bool) -> Any:
     return host.start()
 
 
-def _http(method: str, url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return status, raw.decode("utf-8", "replace")
-
-
-def _with_code(url: str, key: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}code={urllib.parse.quote(key)}"
-
-
-def follow(
-    status_url: str, started: float, poll_s: float = 0.5, timeout_s: float | None = None
-) -> dict[str, Any]:
-    """Poll the readable status until the orchestration ends, printing each step as it starts and ends."""
+def follow(host: HostClient, instance_id: str, started: float) -> dict[str, Any]:
+    """Follow the readable status until the orchestration ends, printing each step as it starts and ends."""
     printed_start: set[int] = set()
     printed_end: set[int] = set()
-    while True:
-        code, status = _http("GET", status_url)
-        if code == 200 and isinstance(status, dict):
-            for i, step in enumerate(status.get("steps") or []):
-                if i not in printed_start:
-                    printed_start.add(i)
-                    _say(f"[{time.monotonic() - started:7.1f}s] {step['step']} ...")
-                if step.get("seconds") is not None and i not in printed_end:
-                    printed_end.add(i)
-                    _say(
-                        f"[{time.monotonic() - started:7.1f}s] {step['step']} done in {step['seconds']:.1f}s"
-                    )
-            if status.get("runtime_status") in TERMINAL:
-                return status
-        elif code != 404:  # 404: not yet visible
-            raise CliError(f"status {status_url} answered {code}: {status}", 1)
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise CliError(f"gave up following {status_url} after {timeout_s:.0f}s", 1)
-        time.sleep(poll_s)
+
+    def show(status: dict[str, Any]) -> None:
+        for i, step in enumerate(status.get("steps") or []):
+            if i not in printed_start:
+                printed_start.add(i)
+                _say(f"[{time.monotonic() - started:7.1f}s] {step['step']} ...")
+            if step.get("seconds") is not None and i not in printed_end:
+                printed_end.add(i)
+                _say(f"[{time.monotonic() - started:7.1f}s] {step['step']} done in {step['seconds']:.1f}s")
+
+    try:
+        return host.follow_cycle(instance_id, on_status=show)
+    except HostClientError as exc:
+        raise CliError(str(exc), 1) from exc
 
 
 def predict_through(scoring_uri: str, closes: Sequence[float], timeout: float = 30.0) -> dict[str, Any]:
-    code, answer = _http("POST", scoring_uri, {"close": [float(c) for c in closes]}, timeout=timeout)
+    code, answer = http_json("POST", scoring_uri, {"close": [float(c) for c in closes]}, timeout=timeout)
     if code != 200 or not isinstance(answer, dict):
         raise CliError(f"{scoring_uri} answered {code}: {answer}", 1)
     return answer
@@ -144,7 +115,7 @@ def _recent_closes(ticker: str, source: str, lookback_days: int | None) -> list[
 
 
 def _scoring_uri(ticker: str) -> str | None:
-    from retrain.platform import get_platform
+    from retrain.adapters import get_platform
 
     endpoint = get_platform().get_endpoint(naming.endpoint_name(ticker))
     return endpoint.scoring_uri if endpoint.state == "Succeeded" else None
@@ -216,15 +187,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             if v is not None
         }
         _say(f"retrain run: host {base_url}, state {state_dir}, request {json.dumps(body)}")
-        code, answer = _http("POST", _with_code(f"{base_url}/api/retrain", key), body)
+        client = HostClient(base_url, key)
+        code, answer = client.start_cycle(body)
         if code == 409:
             raise CliError(f"{answer.get('error')}\n  status: {answer.get('statusQueryGetUri')}", 3)
         if code != 202:
             raise CliError(f"POST /api/retrain answered {code}: {answer}", 2)
         instance_id = answer["id"]
         _say(f"[{time.monotonic() - started:7.1f}s] started {instance_id}")
-        readable = _with_code(f"{base_url}/api/retrain/{urllib.parse.quote(instance_id)}", key)
-        status = follow(readable, started)
+        status = follow(client, instance_id, started)
         summary = _summary(status, args, started)
     finally:
         if host is not None:
@@ -234,13 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -> dict[str, Any]:
-    output = status.get("output") if isinstance(status.get("output"), dict) else {}
+    raw_output = status.get("output")
+    output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
     ids = status.get("ids") or {}
     ticker = output.get("ticker") or (args.ticker or settings.get_list("RETRAIN_TICKERS")[0]).upper()
-    timings: dict[str, float] = {}
-    for step in status.get("steps") or []:
-        timings[step["step"]] = round(timings.get(step["step"], 0.0) + (step.get("seconds") or 0.0), 3)
-    summary = {
+    summary: dict[str, Any] = {
         "instance_id": status.get("instance_id"),
         "status": output.get("status") or ("failed" if status.get("runtime_status") == "Failed" else None),
         "runtime_status": status.get("runtime_status"),
@@ -254,7 +223,7 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         "prediction": None,
         "error": status.get("error"),
         "warnings": status.get("warnings") or [],
-        "timings_s": timings,
+        "timings_s": step_timings(status.get("steps") or []),
     }
     # Score the latest window through the stable URL (whatever serves: the new model or the champion).
     try:
@@ -282,10 +251,10 @@ def _stop_host(host: Any) -> None:
     finally:
         # The endpoint's slots are processes of this run: stop them (`retrain serve` brings them back).
         try:
-            from retrain.platform import get_platform
+            from retrain.adapters import get_platform
 
             platform = get_platform()
-            if hasattr(platform, "stop_all"):
+            if isinstance(platform, HostsEndpoints):
                 platform.stop_all()
         except Exception as exc:  # noqa: BLE001 - best effort at exit
             _say(f"warning: could not stop the endpoint slots: {exc}")
@@ -294,13 +263,15 @@ def _stop_host(host: Any) -> None:
 def _restore_endpoints(wait: bool = False) -> None:
     """Start the kept endpoints' slots and scoring URLs again (local platform only); with `wait`,
     return only once each endpoint's slots are live (an endpoint whose slot failed is reported)."""
-    from retrain.platform import get_platform
+    from retrain.adapters import get_platform
 
     platform = get_platform()
     from retrain.monitoring.ledger import record_traffic_change
 
-    for endpoint in platform.restore() if hasattr(platform, "restore") else []:
-        if wait and hasattr(platform, "wait_until_ready"):
+    if not isinstance(platform, HostsEndpoints):
+        return  # Azure: the endpoints live in Azure, nothing to bring back
+    for endpoint in platform.restore():
+        if wait:
             try:
                 endpoint = platform.wait_until_ready(endpoint.name)
             except Exception as exc:  # noqa: BLE001 - the other endpoints and the host still serve
@@ -308,8 +279,7 @@ def _restore_endpoints(wait: bool = False) -> None:
                 continue
         _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
         record_traffic_change(platform, endpoint.name, "restore")
-    broken = getattr(getattr(platform, "endpoints", None), "broken", {})
-    for name, reason in broken.items():
+    for name, reason in platform.broken_endpoints().items():
         _say(f"warning: endpoint {name} not restored: {reason}")
 
 
@@ -326,11 +296,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             1,
         ) from running
     try:
-        from retrain.platform import get_platform
+        from retrain.adapters import get_platform
 
-        endpoints = getattr(get_platform(), "endpoints", None)
-        if endpoints is not None:  # the scoring URLs are served by processes that outlive this one
-            endpoints.detach_routers = True
+        platform = get_platform()
+        if isinstance(
+            platform, HostsEndpoints
+        ):  # the scoring URLs are served by processes that outlive this one
+            platform.detach_routers()
         _restore_endpoints(wait=True)  # ready means the restored slots answer
     except BaseException:
         _stop_host(host)
@@ -364,10 +336,10 @@ def _stop_host_keep_endpoints(host: Any) -> None:
     try:
         host.stop()
     finally:
-        from retrain.platform import get_platform
+        from retrain.adapters import get_platform
 
         platform = get_platform()
-        if hasattr(platform, "release_endpoints"):
+        if isinstance(platform, HostsEndpoints):
             platform.release_endpoints()
 
 
@@ -389,7 +361,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(json.dumps(_readable(status), indent=2))
         else:
             for status in engine.list_instances():
-                custom = status.get("customStatus") if isinstance(status.get("customStatus"), dict) else {}
+                raw_custom = status.get("customStatus")
+                custom: dict[str, Any] = raw_custom if isinstance(raw_custom, dict) else {}
                 print(
                     f"{status['instanceId']:40} {status['runtimeStatus']:10} {custom.get('step') or '':18} "
                     f"{status.get('createdTime')}"

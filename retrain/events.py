@@ -26,9 +26,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any
 
 from retrain.ports import JOB_STATUSES, JOB_TERMINAL_STATUSES
+from retrain.vocabulary import TAG_INSTANCE_ID, TAG_TICKER
 
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
@@ -42,8 +44,8 @@ AEG_NOTIFICATION = "Notification"
 AEG_SUBSCRIPTION_VALIDATION = "SubscriptionValidation"
 
 # Job tags (set when the job is submitted) that tie a run to its orchestration.
-INSTANCE_ID_TAG = "orchestration_instance_id"
-TICKER_TAG = "ticker"
+INSTANCE_ID_TAG = TAG_INSTANCE_ID
+TICKER_TAG = TAG_TICKER
 
 SCHEMA_EVENT_GRID = "eventgrid"
 SCHEMA_CLOUD_EVENTS = "cloudevents"
@@ -123,7 +125,7 @@ def parse_function_event(event: Any) -> list[JobEvent]:
             "topic": getattr(event, "topic", None),
             "subject": getattr(event, "subject", None),
             "eventType": event.event_type,
-            "eventTime": event_time.isoformat() if hasattr(event_time, "isoformat") else event_time,
+            "eventTime": event_time.isoformat() if isinstance(event_time, date) else event_time,
             "dataVersion": getattr(event, "data_version", None),
             "data": data,
         }

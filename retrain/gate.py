@@ -247,7 +247,7 @@ def decide_with_test_errors(
         f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {level:g}"
         + ("" if worse else ": not significantly worse")
     )
-    if has_champion and vs_champion is not None:
+    if has_champion and vs_champion is not None and champion is not None:
         better = vs_champion.p_a_better < level
         passed &= better
         reasons.append(

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from retrain import naming
+
 # Enough trading days (about one year) to form training, validation and test windows.
 MIN_ROWS = 250
 # The bounded wait for each HTTP request yfinance makes.
@@ -49,7 +51,6 @@ COLUMNS = ("Date", *PRICE_COLUMNS, "Volume")
 SOURCES = ("yfinance", "sample", "csv:PATH")
 
 DATA_DIR_SETTING = "RETRAIN_DATA_DIR"
-_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
 _SAMPLE_PACKAGE = "bokeh_sampledata"
 # Adjusted prices are rounded to this many decimals: more than the source's precision, and it keeps
 # the snapshot (and so its hash and version) independent of floating-point noise in the scaling.
@@ -86,17 +87,11 @@ class Snapshot:
 
 
 def validate_ticker(symbol: str) -> str:
-    """The upper-cased ticker if it matches `^[A-Z0-9.^=-]{1,15}$`; no other input becomes a path."""
-    if not isinstance(symbol, str):
-        raise MarketDataError(f"ticker must be a string such as 'MSFT', got {type(symbol).__name__}")
-    ticker = symbol.strip().upper()
-    if not _TICKER_RE.fullmatch(ticker):
-        shown = repr(symbol[:20]) + ("..." if len(symbol) > 20 else "")  # never echo a huge value
-        raise MarketDataError(
-            f"invalid ticker {shown}: send 1-15 characters of A-Z, 0-9 and . ^ = - "
-            "(for example MSFT, BRK.B, ^GSPC, EURUSD=X)"
-        )
-    return ticker
+    """`naming.validate_ticker` (the rule lives with the other names), failing as a `MarketDataError`."""
+    try:
+        return naming.validate_ticker(symbol)
+    except naming.TickerError as exc:
+        raise MarketDataError(str(exc)) from None
 
 
 def asset_name(ticker: str) -> str:
@@ -418,7 +413,7 @@ def parse_yfinance_frame(
         df = _select_ticker(df, symbol)
     df = df.dropna(how="all")  # yfinance reindexes onto a union of dates, leaving all-NaN rows
     if df.empty:
-        reported = "; ".join(dict.fromkeys(errors))[:600]
+        reported = "; ".join(dict.fromkeys(errors or []))[:600]
         detail = f" (yfinance reported: {reported})" if reported else ""
         raise MarketDataError(
             f"yfinance returned no data for {symbol}{detail}: the machine may be offline or the ticker "

@@ -37,6 +37,27 @@ class NamingError(ValueError):
     pass
 
 
+class TickerError(NamingError):
+    """Not a ticker symbol; the message says what to send."""
+
+
+_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
+
+
+def validate_ticker(symbol: str) -> str:
+    """The upper-cased ticker if it matches `^[A-Z0-9.^=-]{1,15}$`; no other input becomes a path."""
+    if not isinstance(symbol, str):
+        raise TickerError(f"ticker must be a string such as 'MSFT', got {type(symbol).__name__}")
+    ticker = symbol.strip().upper()
+    if not _TICKER_RE.fullmatch(ticker):
+        shown = repr(symbol[:20]) + ("..." if len(symbol) > 20 else "")  # never echo a huge value
+        raise TickerError(
+            f"invalid ticker {shown}: send 1-15 characters of A-Z, 0-9 and . ^ = - "
+            "(for example MSFT, BRK.B, ^GSPC, EURUSD=X)"
+        )
+    return ticker
+
+
 @dataclass(frozen=True)
 class ParsedInstanceId:
     ticker: str

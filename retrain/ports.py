@@ -1,7 +1,8 @@
 """The `MLPlatform` port and the value types that cross it.
 
 The orchestrator and the activities only ever talk to this protocol. Two adapters implement it:
-`retrain.azureml` (Azure ML through `azure-ai-ml`) and `retrain.local` (the embedded platform).
+`retrain.azureml` (Azure ML through `azure-ai-ml`) and `retrain.local` (the embedded platform); see
+docs/architecture.md. The port's words (tag names, status sets) are in `retrain.vocabulary`.
 
 Every value type is a frozen dataclass that round-trips through plain JSON (`to_dict` /
 `from_dict`), because activity inputs and outputs travel through the Durable Functions history.
@@ -14,35 +15,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+# The port's words (tag names, job and provisioning status sets) live in retrain/vocabulary.py.
+from retrain.vocabulary import (
+    JOB_ENDED_STATUSES,  # noqa: F401 - re-exported: the port's words
+    JOB_STATUSES,  # noqa: F401 - re-exported: the port's words
+    JOB_TERMINAL_STATUSES,
+    PROVISIONING_IN_PROGRESS,  # noqa: F401 - re-exported: the port's words
+    PROVISIONING_STATES,  # noqa: F401 - re-exported: the port's words
+    PROVISIONING_TERMINAL,
+    SLOTS,
+)
+
 T = TypeVar("T", bound="_Value")
-
-# Azure ML job statuses (azure.ai.ml.entities.JobStatus vocabulary).
-JOB_TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
-JOB_STATUSES = (
-    frozenset(
-        {
-            "NotStarted",
-            "Starting",
-            "Provisioning",
-            "Preparing",
-            "Queued",
-            "Running",
-            "Finalizing",
-            "CancelRequested",
-            "Unknown",
-        }
-    )
-    | JOB_TERMINAL_STATUSES
-)
-
-# Provisioning states of endpoints and deployments (Azure's vocabulary; `NotFound` is ours). A traffic update
-# is a long-running operation: the endpoint is `Updating` until it is `Succeeded` with the new traffic.
-PROVISIONING_STATES = frozenset(
-    {"Creating", "Updating", "Deleting", "Succeeded", "Failed", "Canceled", "NotFound"}
-)
-PROVISIONING_TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "NotFound"})
-
-SLOTS = ("blue", "green")
 
 
 class PlatformError(RuntimeError):
@@ -242,3 +226,32 @@ def monitor_metric_point(day: str, metrics: dict[str, float]) -> tuple[int, int,
             kept[key] = float(value)
     stamp = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC).timestamp() * 1000)
     return date.toordinal(), stamp, kept
+
+
+@runtime_checkable
+class HostsEndpoints(Protocol):
+    """An optional capability: a platform whose endpoints run as processes of this machine (the local
+    adapter). The CLI brings them back when a host starts, detaches or releases them for `retrain serve`,
+    and stops them when `retrain run` ends; a platform without it (Azure ML, whose endpoints live in
+    Azure) has nothing to restore or stop. Checked with `isinstance`, never by probing attributes."""
+
+    def restore(self) -> list[EndpointState]: ...
+
+    def broken_endpoints(self) -> dict[str, str]: ...
+
+    def wait_until_ready(self, name: str, timeout: float = 180.0) -> EndpointState: ...
+
+    def detach_routers(self) -> None: ...
+
+    def release_endpoints(self) -> None: ...
+
+    def stop_all(self, everything: bool = False) -> None: ...
+
+
+@runtime_checkable
+class PreparesInvoke(Protocol):
+    """An optional capability: a platform that looks something up before it can score (Azure: the
+    endpoint's scoring URI and key, once per endpoint). The smoke test calls it before it starts its
+    latency timer, so the bound measures scoring only."""
+
+    def prepare_invoke(self, endpoint: str) -> Any: ...

@@ -125,7 +125,8 @@ def _run_trainer(
             command, cwd=work, env=_trainer_env(work), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(command, -9, exc.stdout or "", f"timed out after {timeout:.0f}s")
+        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        return subprocess.CompletedProcess(command, -9, stdout, f"timed out after {timeout:.0f}s")
 
 
 # Runs in a fresh interpreter (`python -I`: no PYTHONPATH, no script dir, cwd = the work dir): the model
@@ -378,6 +379,7 @@ def _check_model(report: Report, probe: dict[str, Any], folder: Path) -> None:
     )
     if not window_ok:
         return
+    assert isinstance(window, int)
     expected = [f"c{i}" for i in range(window)]
     inputs = probe.get("inputs")
     report.add(

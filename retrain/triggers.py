@@ -27,6 +27,7 @@ import azure.functions as func
 
 from retrain import naming, settings
 from retrain.trainers import names as trainer_names
+from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import JOB_FINISHED_EVENT, ORCHESTRATOR_NAME, CycleInput
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         try:
             if not isinstance(as_of, str) or len(as_of.strip()) != 10:
                 raise MarketDataError("not YYYY-MM-DD")
-            as_of = parse_as_of(as_of).isoformat()
+            parsed = parse_as_of(as_of)
+            if parsed is None:
+                raise MarketDataError("not YYYY-MM-DD")
+            as_of = parsed.isoformat()
         except MarketDataError:
             raise BadRequest(f"as_of={_shown(data['as_of'])}: expected {REQUEST_FIELDS['as_of']}") from None
     from retrain.trainers import TrainerError, get_trainer, param_pairs
@@ -385,7 +389,7 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         if (breach := model_monitor_breach(job)) is not None:
             outcomes.append(await start_monitor_breach_cycle(client, breach))
         elif not job.instance_id:
-            outcomes.append(f"ignored {job.job_name}: no orchestration_instance_id tag (not ours)")
+            outcomes.append(f"ignored {job.job_name}: no {TAG_INSTANCE_ID} tag (not ours)")
         elif naming.parse_instance_id(job.instance_id) is None:  # it would go into a URL: only our ids
             outcomes.append(f"ignored {job.job_name}: {_shown(job.instance_id)} is not a retraining id")
         elif not job.terminal:

@@ -1,6 +1,6 @@
 """The retraining orchestrator: one durable orchestration per ticker and cycle.
 
-It reads like the diagram in DESIGN.md and is deterministic: no I/O (every effect is an activity),
+It reads like the diagram of the cycle in docs/architecture.md and is deterministic: no I/O (every effect is an activity),
 time only from ``context.current_utc_datetime``, configuration only from the orchestration input
 (resolved from the settings by the trigger that started it, so a replay never sees a changed setting).
 
@@ -50,8 +50,17 @@ from typing import Any
 import azure.durable_functions as df
 
 from retrain import naming
+from retrain import vocabulary as v
 from retrain.activities import ACTIVITY_ERROR
-from retrain.ports import JOB_TERMINAL_STATUSES, PROVISIONING_TERMINAL, SLOTS, EndpointState, JobStatus
+from retrain.ports import (
+    JOB_TERMINAL_STATUSES,
+    PROVISIONING_IN_PROGRESS,
+    PROVISIONING_TERMINAL,
+    SLOTS,
+    EndpointState,
+    JobStatus,
+)
+from retrain.progress import Progress
 from retrain.settings import get, get_bool, get_float, get_int
 
 ORCHESTRATOR_NAME = "retrain_orchestrator"
@@ -66,7 +75,7 @@ DEPLOY_POLL_MAX_S = 30.0
 # still shows the old state (Succeeded, or Failed for a deployment that failed to provision).
 DELETED = frozenset({"NotFound"})
 # While the endpoint is in one of these states, another operation on it is refused (Azure: 409).
-ENDPOINT_BUSY_STATES = frozenset({"Creating", "Updating", "Deleting"})
+ENDPOINT_BUSY_STATES = PROVISIONING_IN_PROGRESS
 
 # Transient platform failures (network, throttling, 5xx) are retried: the only failures an activity
 # raises (`activities.report_failures`). A permanent failure or a busy endpoint is a structured result,
@@ -138,59 +147,6 @@ class CycleInput:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
-
-
-class Progress:
-    """The custom status: current step, per-step times (from the replay-safe clock) and ids."""
-
-    def __init__(self, context: df.DurableOrchestrationContext, ticker: str):
-        self._context = context
-        self.started = context.current_utc_datetime
-        self.status: dict[str, Any] = {
-            "instance_id": context.instance_id,
-            "ticker": ticker,
-            "step": None,
-            "started": _iso(self.started),
-            "steps": [],
-            "ids": {},
-            "decision": None,
-            "warnings": [],
-        }
-
-    def _close_current(self) -> None:
-        steps = self.status["steps"]
-        if steps and steps[-1].get("seconds") is None:
-            begun = datetime.fromisoformat(steps[-1]["started"].replace("Z", "+00:00"))
-            steps[-1]["seconds"] = round((self._context.current_utc_datetime - begun).total_seconds(), 3)
-
-    def step(self, name: str, **ids: Any) -> None:
-        self._close_current()
-        self.status["step"] = name
-        self.status["steps"].append(
-            {"step": name, "started": _iso(self._context.current_utc_datetime), "seconds": None}
-        )
-        self.note(**ids)
-
-    def note(self, **ids: Any) -> None:
-        self.status["ids"].update({k: v for k, v in ids.items() if v is not None})
-        self._context.set_custom_status(self.status)
-
-    def finish(self, outcome: str, **extra: Any) -> None:
-        self._close_current()
-        self.status["step"] = outcome
-        self.status.update(extra)
-        self.status["seconds"] = round((self._context.current_utc_datetime - self.started).total_seconds(), 3)
-        self._context.set_custom_status(self.status)
-
-    def timings(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for s in self.status["steps"]:
-            totals[s["step"]] = round(totals.get(s["step"], 0.0) + (s["seconds"] or 0.0), 3)
-        return totals
 
 
 Task = Generator[Any, Any, Any]
@@ -363,22 +319,22 @@ def lineage_tags(
 ) -> dict[str, str]:
     """Registry tags that say where a model came from and why it was (not) deployed. All strings."""
     tags = {
-        "ticker": ticker,
-        "data_asset": str(data.get("name")),
-        "data_version": str(data.get("version")),
-        "job_name": job_name,
-        "orchestration_instance_id": instance_id,
-        "code_version": code_version,
-        "gate_decision": "deploy" if decision.get("deploy") else "reject",
-        "gate_forced": str(bool(decision.get("forced"))).lower(),
-        "gate_reasons": "; ".join(str(r) for r in decision.get("reasons", []))[:1000],
+        v.TAG_TICKER: ticker,
+        v.TAG_DATA_ASSET: str(data.get("name")),
+        v.TAG_DATA_VERSION: str(data.get("version")),
+        v.TAG_JOB_NAME: job_name,
+        v.TAG_INSTANCE_ID: instance_id,
+        v.TAG_CODE_VERSION: code_version,
+        v.TAG_GATE_DECISION: v.GATE_DEPLOY if decision.get("deploy") else v.GATE_REJECT,
+        v.TAG_GATE_FORCED: str(bool(decision.get("forced"))).lower(),
+        v.TAG_GATE_REASONS: "; ".join(str(r) for r in decision.get("reasons", []))[:1000],
     }
     if trainer:  # which trainer and model family produced it (champion and challenger may differ)
-        tags["trainer"] = str(trainer)
-        tags["model_family"] = str(model_family or trainer)
+        tags[v.TAG_TRAINER] = str(trainer)
+        tags[v.TAG_MODEL_FAMILY] = str(model_family or trainer)
     for key, value in sorted(metrics.items()):
         if isinstance(value, int | float):
-            tags[f"metric_{key}"] = f"{float(value):.6g}"
+            tags[f"{v.TAG_METRIC_PREFIX}{key}"] = f"{float(value):.6g}"
     return tags
 
 

@@ -71,8 +71,10 @@ class ActionPlanner:
             state["leaf_ids"].append(event_id)
             kind = action.get("actionType")
             if kind in (ActionType.CallActivity, ActionType.CallActivityWithRetry):
+                assert event_id is not None  # an activity, a timer and a sub-orchestration take one
                 self._schedule_activity(state, action, event_id, now, episode)
             elif kind == ActionType.CreateTimer:
+                assert event_id is not None
                 fire_at = h.parse_time(action["fireAt"])
                 episode.events.append(h.timer_created(now, event_id, fire_at))
                 if not action.get("isCanceled"):
@@ -83,6 +85,7 @@ class ActionPlanner:
                 name = action["externalEventName"]
                 state["waits"][name] = state["waits"].get(name, 0) + 1
             elif kind in (ActionType.CallSubOrchestrator, ActionType.CallSubOrchestratorWithRetry):
+                assert event_id is not None
                 self._schedule_sub_orchestration(inst, state, action, event_id, now, episode)
             elif kind == ActionType.ContinueAsNew:
                 continue_input = (True, action_input(action))

@@ -25,20 +25,22 @@ from azure.ai.ml.entities import (
 from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest
 from retrain.scoring_server import SLOT_CONCURRENT_REQUESTS, SLOT_SERVER_ENVIRONMENT
 from retrain.trainers import DEFAULT_TRAINER, TrainerError, get_trainer, param_pairs
+from retrain.vocabulary import (
+    TAG_CHAMPION,
+    TAG_CODE_VERSION,
+    TAG_DATA_ASSET,
+    TAG_DATA_VERSION,
+    TAG_INSTANCE_ID,
+    TAG_JOB_NAME,
+    TAG_TICKER,
+    TAG_TRAINER,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Curated Azure ML base image; the conda file layers the trainer's / scorer's pinned packages on top.
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 
 # Tag names shared with the local adapter, the Event Grid handler and the lineage queries.
-TAG_INSTANCE_ID = "orchestration_instance_id"
-TAG_TICKER = "ticker"
-TAG_DATA_ASSET = "data_asset"
-TAG_DATA_VERSION = "data_version"
-TAG_CODE_VERSION = "code_version"
-TAG_JOB_NAME = "job_name"
-TAG_CHAMPION = "champion"
-TAG_TRAINER = "trainer"
 
 # Azure ML names: letters, digits, '-' and '_', starting with a letter or digit.
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")

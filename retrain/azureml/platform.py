@@ -50,6 +50,7 @@ from retrain.ports import (
     monitor_experiment_name,
     monitor_metric_point,
 )
+from retrain.vocabulary import PROVISIONING_IN_PROGRESS
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -66,7 +67,7 @@ _PROVISIONING = {
 }
 _JOB_STATUS = {s.lower(): s for s in JOB_STATUSES} | {"cancelled": "Canceled"}
 # States in which Azure refuses another operation on the endpoint or deployment (409 Conflict).
-_IN_PROGRESS = frozenset({"Creating", "Updating", "Deleting"})
+_IN_PROGRESS = PROVISIONING_IN_PROGRESS
 
 
 def _text(raw: Any) -> str:

@@ -45,11 +45,23 @@ from retrain.ports import (
     monitor_metric_point,
 )
 from retrain.trainers import TrainerError, get_trainer, param_args
+from retrain.vocabulary import (
+    JOB_ENDED_STATUSES,
+    TAG_CHAMPION,
+    TAG_CHAMPION_VERSION,
+    TAG_CODE_VERSION,
+    TAG_DATA_ASSET,
+    TAG_DATA_VERSION,
+    TAG_INSTANCE_ID,
+    TAG_JOB_NAME,
+    TAG_TICKER,
+    TAG_TRAINER,
+)
 
 log = logging.getLogger("retrain.local.platform")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHAMPION_ALIAS = "champion"
+CHAMPION_ALIAS = TAG_CHAMPION  # an MLflow alias: the local twin of the Azure tag
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -248,13 +260,13 @@ class LocalPlatform:
                 return request.job_name  # submitted before: a no-op, as the port promises
             job_dir.mkdir(parents=True, exist_ok=True)
             tags = {
-                "orchestration_instance_id": request.instance_id,
-                "ticker": request.ticker,
-                "data_asset": asset.name,
-                "data_version": asset.version,
-                "code_version": request.code_version,
-                "job_name": request.job_name,
-                "trainer": trainer.name,
+                TAG_INSTANCE_ID: request.instance_id,
+                TAG_TICKER: request.ticker,
+                TAG_DATA_ASSET: asset.name,
+                TAG_DATA_VERSION: asset.version,
+                TAG_CODE_VERSION: request.code_version,
+                TAG_JOB_NAME: request.job_name,
+                TAG_TRAINER: trainer.name,
             }
             experiment_id = self._experiment_id(request.experiment_name)
             run_id = self._find_or_create_run(experiment_id, request.job_name, tags)
@@ -273,7 +285,7 @@ class LocalPlatform:
                 if not (champion_dir / "model").is_dir():
                     self._fetch_model(champion, champion_dir)
                 command += ["--champion-model", str(champion_dir / "model")]
-                tags["champion_version"] = champion.version
+                tags[TAG_CHAMPION_VERSION] = champion.version
             spec = {
                 "job_name": request.job_name,
                 "experiment_name": request.experiment_name,
@@ -331,7 +343,7 @@ class LocalPlatform:
         if not jobs.status_path(job_dir).is_file():  # job.json is written just before the first status
             return JobStatus(job_name=job_name, status="Queued")
         status = read_json(jobs.status_path(job_dir))
-        if status["status"] in ("Completed", "Failed", "Canceled"):
+        if status["status"] in JOB_ENDED_STATUSES:
             return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
         runner_file = job_dir / "runner.json"
         if not runner_file.is_file():  # being submitted right now (or the submit crashed and will be retried)
@@ -340,7 +352,7 @@ class LocalPlatform:
         if not process_alive(runner.get("pid"), runner.get("start_ticks")):
             # Re-read: the runner may have finished between the two reads.
             status = read_json(jobs.status_path(job_dir))
-            if status["status"] not in ("Completed", "Failed", "Canceled"):
+            if status["status"] not in JOB_ENDED_STATUSES:
                 reason = (
                     f"the job runner (pid {runner.get('pid')}) stopped without recording an outcome "
                     f"(last status {status['status']}); see {job_dir / 'std_log.txt'}"
@@ -389,7 +401,7 @@ class LocalPlatform:
                 f"job {job_name} is {job.status}, not Completed; only a completed job's model registers"
             )
         run_id = self.job_run_id(job_name)
-        version_tags = {**{str(k): str(v) for k, v in tags.items()}, "job_name": job_name}
+        version_tags = {**{str(k): str(v) for k, v in tags.items()}, TAG_JOB_NAME: job_name}
         with self._lock(f"model-{name}"):
             existing = self._version_for_job(name, job_name)
             if existing is not None:
@@ -409,7 +421,7 @@ class LocalPlatform:
 
     def _version_for_job(self, name: str, job_name: str) -> ModelRef | None:
         for version in self.client.search_model_versions(f"name = '{name}'"):
-            if (version.tags or {}).get("job_name") == job_name:
+            if (version.tags or {}).get(TAG_JOB_NAME) == job_name:
                 return ModelRef(name=name, version=str(version.version), tags=dict(version.tags))
         return None
 
@@ -525,6 +537,14 @@ class LocalPlatform:
     def restore(self) -> list[EndpointState]:
         """Bring the endpoints' slots and scoring URLs back up from the state dir."""
         return self.endpoints.restore()
+
+    def broken_endpoints(self) -> dict[str, str]:
+        """The endpoints the last `restore` could not bring back, with why."""
+        return dict(self.endpoints.broken)
+
+    def detach_routers(self) -> None:
+        """Serve the scoring URLs from router processes of their own, which outlive this process."""
+        self.endpoints.detach_routers = True
 
     def wait_until_ready(self, name: str, timeout: float = 180.0) -> EndpointState:
         """Block until the endpoint's slots are live and no operation is in progress."""

@@ -46,7 +46,8 @@ def add_commands(
         import time
 
         from functions_host.host import HostAlreadyRunning
-        from retrain.cli import CliError, _http, _open_host, _restore_endpoints, _say, _stop_host, _with_code
+        from retrain.cli import CliError, _open_host, _restore_endpoints, _say, _stop_host
+        from retrain.host_client import TERMINAL_RUNTIME_STATUSES, HostClient, http_json
 
         started = time.monotonic()
         state_dir = prepare(args.state_dir)
@@ -76,14 +77,14 @@ def add_commands(
                 if v
             }
             _say(f"retrain monitor: host {base_url}, state {state_dir}, request {json.dumps(body)}")
-            code, answer = _http("POST", _with_code(f"{base_url}/api/monitor", key), body)
+            code, answer = HostClient(base_url, key).start_monitor(body)
             if code != 202:
                 raise CliError(f"POST /api/monitor answered {code}: {(answer or {}).get('error', answer)}", 2)
             instance_id = answer["id"]
             status_url = answer["statusQueryGetUri"]
             printed: set[int] = set()
             while True:
-                code, status = _http("GET", status_url)
+                code, status = http_json("GET", status_url)
                 if code in (200, 202) and isinstance(status, dict):
                     custom = status.get("customStatus") or {}
                     recent = custom.get("recent") if isinstance(custom, dict) else None
@@ -99,10 +100,11 @@ def add_commands(
                             f"{'-' if ratio is None else f'{ratio:.3f}'}, alerts {day.get('alerts') or '[]'}"
                             + (f", RETRAIN ({day['trigger']})" if day.get("trigger") else "")
                         )
-                    if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+                    if status.get("runtimeStatus") in TERMINAL_RUNTIME_STATUSES:
                         break
                 time.sleep(0.5)
-            output = status.get("output") if isinstance(status.get("output"), dict) else {}
+            raw_output = status.get("output")
+            output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
             summary = {
                 **output,
                 "instance_id": instance_id,

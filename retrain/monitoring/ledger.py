@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from retrain.vocabulary import TAG_INSTANCE_ID
+
 REASONS = ("deploy", "canary", "promote", "rollback", "retire", "restore")
 TABLE_NAME = "retrainservedledger"
 
@@ -369,7 +371,7 @@ def record_traffic_change(
             table.pop(removed_slot, None)
         kind = reason or infer_reason(table, deployments)
         newest = max(deployments.values(), key=lambda m: _version_key((m or {}).get("version")), default=None)
-        instance_id = ((newest or {}).get("tags") or {}).get("orchestration_instance_id")
+        instance_id = ((newest or {}).get("tags") or {}).get(TAG_INSTANCE_ID)
         event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id)
         (ledger or get_ledger()).append(event)
         return event

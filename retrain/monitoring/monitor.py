@@ -34,6 +34,7 @@ from retrain.monitoring.detectors import (
     in_cooldown,
     loss_differential,
 )
+from retrain.vocabulary import TAG_DATA_VERSION, TAG_JOB_NAME
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def decide_trigger(
 
 
 def _champion_data_end(tags: dict[str, Any]) -> str | None:
-    version = str(tags.get("data_version") or "")
+    version = str(tags.get(TAG_DATA_VERSION) or "")
     if len(version) >= 8 and version[:8].isdigit():
         return f"{version[:4]}-{version[4:6]}-{version[6:8]}"
     return None
@@ -203,9 +204,9 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
     from retrain import naming, settings
+    from retrain.adapters import get_platform
     from retrain.market_data import fetch_prices, request_data_dir
     from retrain.monitoring.forecast_log import get_forecast_log
-    from retrain.platform import get_platform
     from retrain.ports import PlatformError
 
     ticker = payload["ticker"]
@@ -279,7 +280,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
             and (data_end is None or r["date"] > data_end)
         ]
         test_errors = None
-        job = tags.get("job_name")
+        job = tags.get(TAG_JOB_NAME)
         if job:
             try:
                 test_errors = platform.get_job_test_errors(job)

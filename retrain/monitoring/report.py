@@ -94,7 +94,9 @@ def write_report(ticker: str, out_png: str | Path) -> dict[str, Any]:
         live = [s for s in event.slots if s.weight > 0]
         top = max(live, key=lambda s: s.weight) if live else None
         moment = dt.datetime.fromisoformat(event.time.replace("Z", "+00:00")).date()
-        timeline.append((moment, int(top.model_version) if top and str(top.model_version).isdigit() else 0))
+        timeline.append(
+            (moment, int(str(top.model_version)) if top and str(top.model_version).isdigit() else 0)
+        )
     logged = [
         (d, int(v)) for d, v in zip(dates, series["model_version"], strict=True) if v and str(v).isdigit()
     ]

@@ -12,188 +12,35 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from retrain import naming
+from retrain.host_client import http_json
 from retrain.local.processes import process_alive, tail
+from tests.helpers import (
+    CLOSES,
+    background,
+    child_pids,
+    free_port,
+    group_exists,
+    job_runners,
+    kill_leftovers,
+    offline_env,
+    run_retrain,
+    score,
+    slot_processes,
+    wait_for,
+)
 
-pytestmark = pytest.mark.slow
-
-T = TypeVar("T")
 STEPS = ("fetch_data", "submit_training", "wait_for_job", "deploy", "smoke_test", "set_champion")
-CLOSES = [float(c) for c in range(100, 130)]
-
-
-# ------------------------------------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The caller's environment without retrain/MLflow settings; the sample source, so nothing that
-    starts a cycle (a timer included) can reach the internet."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRAIN_", "MLFLOW_"))}
-    env["RETRAIN_SOURCE"] = "sample"
-    env["RETRAIN_SMOKE_MAX_LATENCY_MS"] = "10000"  # a busy machine: the bound is not what is tested here
-    env.update(extra)
-    return env
-
-
-def _retrain(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "retrain", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
-
-
-def _http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw, code = response.read(), response.status
-    except urllib.error.HTTPError as exc:
-        raw, code = exc.read(), exc.code
-    try:
-        return code, json.loads(raw) if raw else None
-    except ValueError:
-        return code, raw.decode("utf-8", "replace")
-
-
-def _wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
-    """Poll `probe` until it returns something; `alive` returns a reason to stop early (a process died)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        problem = alive()
-        assert problem is None, f"while waiting for {what}: {problem}"
-        try:
-            found = probe()
-        except OSError:  # not listening (yet)
-            found = None
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout:.0f}s"
-        time.sleep(0.2)
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = stat.read_text()
-            if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-                kids.append(int(stat.parent.name))
-    return kids
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass
-class Background:
-    process: subprocess.Popen
-    log: Path
-
-    def problem(self) -> str | None:
-        if self.process.poll() is not None:
-            return f"exited with {self.process.returncode}:\n{tail(self.log, 4000)}"
-        return None
-
-
-@contextlib.contextmanager
-def _background(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Background]:
-    """`retrain <args>` in its own session; stopped by its PID (SIGTERM, then SIGKILL) when done."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "retrain", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    try:
-        yield Background(process, log)
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen, timeout: float = 60) -> None:
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # its session: the leader is not reaped yet
-        process.wait()
-
-
-def _slot_processes(state_dir: Path) -> list[tuple[int, int | None]]:
-    found = []
-    for state_file in state_dir.glob("endpoints/*/state.json"):
-        state = json.loads(state_file.read_text())
-        # A detached router first: it restarts crashed slots, so it goes before them.
-        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
-            found.append((info.get("pid"), info.get("start_ticks")))
-    return found
-
-
-def _job_runners(state_dir: Path) -> list[tuple[int, int | None]]:
-    found = []
-    for runner in state_dir.glob("jobs/*/runner.json"):
-        info = json.loads(runner.read_text())
-        found.append((info.get("pid"), info.get("start_ticks")))
-    return found
-
-
-def _kill_leftovers(state_dir: Path) -> None:
-    """Nothing may outlive a test: endpoint slots and job runners lead their own process groups."""
-    for pid, ticks in _slot_processes(state_dir) + _job_runners(state_dir):
-        if process_alive(pid, ticks):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while process_alive(pid, ticks) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-def _score(scoring_uri: str) -> dict[str, Any] | None:
-    code, answer = _http("POST", scoring_uri, {"close": CLOSES})
-    return answer if code == 200 else None
 
 
 # ----------------------------------------------------------------------------------- the shared cycle
@@ -212,16 +59,16 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
     """One real `retrain run` on the bundled sample (2 epochs): a deployed model and a finished cycle."""
     cwd = tmp_path_factory.mktemp("cli")
     state_dir = cwd / "state"
-    env = _env()
+    env = offline_env()
     args = ["run", "--ticker", "MSFT", "--source", "sample", "--max-epochs", "2", "--lookback-days", "1500"]
     try:
-        run = _retrain([*args, "--state-dir", str(state_dir)], env, cwd, timeout=900)
+        run = run_retrain([*args, "--state-dir", str(state_dir)], env, cwd, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
         assert summary["status"] == "deployed", summary
         yield Cycle(state_dir, cwd, env, summary)
     finally:
-        _kill_leftovers(state_dir)
+        kill_leftovers(state_dir)
 
 
 # ------------------------------------------------------------------------------------------- status
@@ -230,13 +77,13 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
 def test_status_lists_the_instances_and_shows_one_with_its_steps(cycle: Cycle):
     instance_id = cycle.summary["instance_id"]
 
-    listed = _retrain(["status", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
+    listed = run_retrain(["status", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
     assert listed.returncode == 0, listed.stderr
     lines = [line for line in listed.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, listed.stdout  # one cycle ran on this state dir
     assert lines[0].split()[:3] == [instance_id, "Completed", "deployed"], lines[0]
 
-    shown = _retrain(["status", instance_id, "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
+    shown = run_retrain(["status", instance_id, "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
     assert status["instance_id"] == instance_id and status["runtime_status"] == "Completed"
@@ -249,7 +96,7 @@ def test_status_lists_the_instances_and_shows_one_with_its_steps(cycle: Cycle):
 
 
 def test_status_of_an_unknown_instance_fails_with_a_clear_message(cycle: Cycle):
-    result = _retrain(
+    result = run_retrain(
         ["status", "retrain-msft-nope", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd
     )
     assert result.returncode == 1
@@ -264,9 +111,9 @@ def test_status_of_an_unknown_instance_fails_with_a_clear_message(cycle: Cycle):
 def test_predict_without_serve_says_to_start_serve(cycle: Cycle):
     scoring_uri = cycle.summary["scoring_uri"]
     with pytest.raises(OSError):  # `run` stopped what it started: nothing serves the URL now
-        _http("POST", scoring_uri, {"close": CLOSES}, timeout=5)
+        http_json("POST", scoring_uri, {"close": CLOSES}, timeout=5)
 
-    result = _retrain(
+    result = run_retrain(
         ["predict", "--ticker", "MSFT", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd
     )
     assert result.returncode == 1 and result.stdout == ""
@@ -275,13 +122,13 @@ def test_predict_without_serve_says_to_start_serve(cycle: Cycle):
 
 
 def test_predict_rejects_bad_tickers_and_tickers_without_endpoint(cycle: Cycle):
-    bad = _retrain(
+    bad = run_retrain(
         ["predict", "--ticker", "NOT A TICKER", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd
     )
     assert bad.returncode == 2 and "invalid ticker 'NOT A TICKER'" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
 
-    other = _retrain(
+    other = run_retrain(
         ["predict", "--ticker", "aapl", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd
     )
     assert other.returncode == 1, other.stderr
@@ -290,11 +137,11 @@ def test_predict_rejects_bad_tickers_and_tickers_without_endpoint(cycle: Cycle):
 
 def test_predict_prints_the_forecast_through_the_stable_url_under_serve(cycle: Cycle):
     scoring_uri = cycle.summary["scoring_uri"]
-    serve_args = ["serve", "--port", str(_free_port()), "--state-dir", str(cycle.state_dir)]
-    with _background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-predict.log") as serve:
-        _wait_for("the scoring URL under `retrain serve`", lambda: _score(scoring_uri), 180, serve.problem)
+    serve_args = ["serve", "--port", str(free_port()), "--state-dir", str(cycle.state_dir)]
+    with background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-predict.log") as serve:
+        wait_for("the scoring URL under `retrain serve`", lambda: score(scoring_uri), 180, serve.problem)
 
-        result = _retrain(
+        result = run_retrain(
             ["predict", "--ticker", "MSFT", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd
         )
         assert result.returncode == 0, result.stderr[-3000:]
@@ -302,13 +149,13 @@ def test_predict_prints_the_forecast_through_the_stable_url_under_serve(cycle: C
     assert serve.process.returncode == 0, tail(serve.log)  # SIGTERM: a clean stop
     # The endpoint outlives the host, as in Azure: its router and slots keep serving the stable URL,
     # and the next `serve` adopts them (a graceful restart fails no request); Ctrl-C stops them.
-    assert all(process_alive(p, t) for p, t in _slot_processes(cycle.state_dir))
-    assert _score(scoring_uri) is not None
-    with _background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-again.log") as again:
+    assert all(process_alive(p, t) for p, t in slot_processes(cycle.state_dir))
+    assert score(scoring_uri) is not None
+    with background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-again.log") as again:
         ready = lambda: True if "Ctrl-C to stop" in tail(again.log) else None  # noqa: E731
-        _wait_for("`retrain serve` again", ready, 180, again.problem)
-        assert _score(scoring_uri) is not None
-        adopted = _slot_processes(cycle.state_dir)
+        wait_for("`retrain serve` again", ready, 180, again.problem)
+        assert score(scoring_uri) is not None
+        adopted = slot_processes(cycle.state_dir)
         os.kill(again.process.pid, signal.SIGINT)
         again.process.wait(timeout=120)
     assert not any(process_alive(p, t) for p, t in adopted)  # Ctrl-C: the endpoint stopped too
@@ -338,37 +185,40 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 def test_ui_serves_the_state_dirs_store_on_localhost_and_stops_by_pid(cycle: Cycle):
-    port = _free_port()
+    port = free_port()
     ui_args = ["ui", "--port", str(port), "--state-dir", str(cycle.state_dir)]
     mlflow_group: int | None = None
     try:
-        with _background(ui_args, cycle.env, cycle.cwd, cycle.cwd / "ui.log") as ui:
+        with background(ui_args, cycle.env, cycle.cwd, cycle.cwd / "ui.log") as ui:
             url = f"http://127.0.0.1:{port}"
-            _wait_for(
-                "GET / of the MLflow UI", lambda: _http("GET", f"{url}/")[0] == 200 or None, 180, ui.problem
+            wait_for(
+                "GET / of the MLflow UI",
+                lambda: http_json("GET", f"{url}/")[0] == 200 or None,
+                180,
+                ui.problem,
             )
             assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 / ::
-            code, found = _http("GET", f"{url}/api/2.0/mlflow/experiments/search?max_results=100")
+            code, found = http_json("GET", f"{url}/api/2.0/mlflow/experiments/search?max_results=100")
             assert code == 200, found
             names = {e["name"] for e in found.get("experiments", [])}
             assert naming.experiment_name("MSFT") in names, (
                 names
             )  # the state dir's store, with the cycle's run
-            (mlflow_group,) = _children(ui.process.pid)  # the MLflow server: its own process group
+            (mlflow_group,) = child_pids(ui.process.pid)  # the MLflow server: its own process group
 
             os.kill(ui.process.pid, signal.SIGTERM)  # stopped by PID ...
             assert ui.process.wait(timeout=60) == 0, tail(ui.log)
-        assert not _group_exists(mlflow_group)  # ... with the server and its workers
+        assert not group_exists(mlflow_group)  # ... with the server and its workers
         with pytest.raises(OSError):
-            _http("GET", f"{url}/", timeout=5)
+            http_json("GET", f"{url}/", timeout=5)
     finally:
-        if mlflow_group is not None and _group_exists(mlflow_group):
+        if mlflow_group is not None and group_exists(mlflow_group):
             os.killpg(mlflow_group, signal.SIGKILL)
 
 
 def test_ui_without_a_store_says_to_run_first(tmp_path: Path):
-    result = _retrain(
-        ["ui", "--port", str(_free_port()), "--state-dir", str(tmp_path / "empty")], _env(), tmp_path
+    result = run_retrain(
+        ["ui", "--port", str(free_port()), "--state-dir", str(tmp_path / "empty")], offline_env(), tmp_path
     )
     assert result.returncode == 1
     assert "no MLflow store" in result.stderr and "run `retrain run` first" in result.stderr
@@ -378,7 +228,7 @@ def test_ui_without_a_store_says_to_run_first(tmp_path: Path):
 
 
 def _durable_status(status_url: str) -> dict[str, Any] | None:
-    code, status = _http("GET", status_url)  # 202 while running, 200 once finished (as in Azure)
+    code, status = http_json("GET", status_url)  # 202 while running, 200 once finished (as in Azure)
     return status if code in (200, 202) and isinstance(status, dict) else None
 
 
@@ -403,21 +253,23 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
     tmp_path: Path, restart: str
 ):
     state_dir = tmp_path / "state"
-    env = _env(RETRAIN_JOB_POLL_MINUTES="0.05")  # 3 s: the poll covers an event sent while the host was down
-    port = _free_port()
+    env = offline_env(
+        RETRAIN_JOB_POLL_MINUTES="0.05"
+    )  # 3 s: the poll covers an event sent while the host was down
+    port = free_port()
     serve_args = ["serve", "--port", str(port), "--state-dir", str(state_dir)]
     base = f"http://127.0.0.1:{port}"
     try:
-        with _background(serve_args, env, tmp_path, tmp_path / "serve-1.log") as first:
+        with background(serve_args, env, tmp_path, tmp_path / "serve-1.log") as first:
             keys_file = state_dir / "host" / "keys.json"
-            _wait_for(
+            wait_for(
                 "the host",
-                lambda: _http("GET", f"{base}/")[0] if keys_file.is_file() else None,
+                lambda: http_json("GET", f"{base}/")[0] if keys_file.is_file() else None,
                 120,
                 first.problem,
             )
             key = json.loads(keys_file.read_text())["functionKey"]
-            code, started = _http(
+            code, started = http_json(
                 "POST",
                 f"{base}/api/retrain?code={urllib.parse.quote(key)}",
                 {"ticker": "MSFT", "source": "sample", "max_epochs": 2},
@@ -431,7 +283,7 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
                     pytest.fail(f"the cycle ended before it waited for its job: {status}")
                 return status if status and _custom(status).get("step") == "wait_for_job" else None
 
-            waiting = _wait_for("the wait_for_job step", waiting_for_job, 180, first.problem)
+            waiting = wait_for("the wait_for_job step", waiting_for_job, 180, first.problem)
             os.killpg(first.process.pid, signal.SIGKILL)  # the host dies mid-cycle, without a goodbye
             first.process.wait(timeout=30)
 
@@ -441,19 +293,19 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
         job_status = json.loads((job_dir / "status.json").read_text())
         assert job_status["status"] in ("Queued", "Running", "Completed"), job_status  # it outlived the host
         if restart == "after_the_job_ended_while_the_host_was_down":
-            event = _wait_for(
+            event = wait_for(
                 "the job to end and try its event", lambda: _job_event(job_dir), 300, lambda: None
             )
             assert event["delivered"] is None, event  # nobody listened: retrying, as Event Grid does
 
-        with _background(serve_args, env, tmp_path, tmp_path / "serve-2.log") as second:
+        with background(serve_args, env, tmp_path, tmp_path / "serve-2.log") as second:
 
             def finished() -> dict[str, Any] | None:
                 status = _durable_status(status_url)
                 terminal = ("Completed", "Failed", "Terminated", "Canceled")
                 return status if status and status["runtimeStatus"] in terminal else None
 
-            status = _wait_for("the resumed cycle to finish", finished, 600, second.problem)
+            status = wait_for("the resumed cycle to finish", finished, 600, second.problem)
             assert status["runtimeStatus"] == "Completed", json.dumps(status, indent=2)[-3000:]
             output, custom = status["output"], _custom(status)
             assert output["status"] == "deployed" and output["job_name"] == job_name, output
@@ -461,14 +313,14 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
             assert custom["ids"]["job_signal"] in ("event", "poll")  # whichever came first
             if restart == "after_the_job_ended_while_the_host_was_down":
                 # the runner's retry reached the restarted host (the poll may have been quicker)
-                delivered = _wait_for(
+                delivered = wait_for(
                     "the retried event",
                     lambda: (_job_event(job_dir) or {}).get("delivered"),
                     90,
                     lambda: None,
                 )
                 assert delivered is True
-            answer = _score(output["scoring_uri"])  # the stable URL serves the model of the resumed cycle
+            answer = score(output["scoring_uri"])  # the stable URL serves the model of the resumed cycle
             assert answer is not None and answer["model"]["name"] == "msft-forecaster", answer
             assert answer["model"]["version"] == "1" and len(answer["forecast"]) == 1
         assert second.process.returncode == 0, tail(second.log)
@@ -487,5 +339,5 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
         versions = client.search_model_versions("name = 'msft-forecaster'")
         assert [str(v.version) for v in versions] == ["1"]
     finally:
-        _kill_leftovers(state_dir)
-    assert not any(process_alive(p, t) for p, t in _slot_processes(state_dir) + _job_runners(state_dir))
+        kill_leftovers(state_dir)
+    assert not any(process_alive(p, t) for p, t in slot_processes(state_dir) + job_runners(state_dir))

@@ -8,25 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from retrain.local.processes import process_alive
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _score(url: str, closes: list[float]) -> dict:
@@ -98,7 +89,7 @@ def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
             "retrain",
             "serve",
             "--port",
-            str(_free_port()),
+            str(free_port()),
             "--state-dir",
             str(state_dir),
         ],

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from functions_host.host import HostAlreadyRunning, LocalHost, host_info_path, running_host
+from retrain.host_client import http_json
 from retrain.local.processes import tail
 from retrain.settings import declared_defaults
-from tests.e2e.test_cli_commands import (
-    _background,
-    _env,
-    _free_port,
-    _http,
-    _kill_leftovers,
-    _retrain,
-    _score,
-    _wait_for,
+from tests.helpers import (
+    background,
+    free_port,
+    kill_leftovers,
+    offline_env,
+    run_retrain,
+    score,
+    wait_for,
 )
 
 APP = Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
@@ -56,7 +56,7 @@ def test_a_second_host_on_the_same_state_dir_raises_and_names_the_first(tmp_path
         assert raised.value.url == first.url and raised.value.pid == os.getpid()
         assert first.url in str(raised.value) and str(state.resolve()) in str(raised.value)
         assert not second.started
-        assert _http("GET", f"{first.url}/")[0] == 200  # the first host is untouched
+        assert http_json("GET", f"{first.url}/")[0] == 200  # the first host is untouched
     finally:
         first.stop()
 
@@ -102,21 +102,21 @@ def test_hosts_on_different_state_dirs_run_side_by_side(tmp_path: Path):
 @pytest.mark.slow
 def test_run_goes_through_the_running_serve_host_and_a_second_serve_is_refused(tmp_path: Path):
     state_dir = tmp_path / "state"
-    env = _env()
-    port = _free_port()
+    env = offline_env()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     serve_args = ["serve", "--port", str(port), "--state-dir", str(state_dir)]
     try:
-        with _background(serve_args, env, tmp_path, tmp_path / "serve.log") as serve:
-            _wait_for(
+        with background(serve_args, env, tmp_path, tmp_path / "serve.log") as serve:
+            wait_for(
                 "the serve host",
-                lambda: _http("GET", f"{base}/")[0] if host_info_path(state_dir).is_file() else None,
+                lambda: http_json("GET", f"{base}/")[0] if host_info_path(state_dir).is_file() else None,
                 120,
                 serve.problem,
             )
             assert running_host(state_dir) == {"pid": serve.process.pid, "url": base, "port": port}
 
-            run = _retrain(
+            run = run_retrain(
                 [
                     "run",
                     "--ticker",
@@ -143,21 +143,23 @@ def test_run_goes_through_the_running_serve_host_and_a_second_serve_is_refused(t
             # The cycle ran on the serve host's scheduler: that host knows the instance, finished.
             key = json.loads((state_dir / "host" / "keys.json").read_text())["functionKey"]
             instance = urllib.parse.quote(summary["instance_id"])
-            code, status = _http("GET", f"{base}/api/retrain/{instance}?code={urllib.parse.quote(key)}")
+            code, status = http_json("GET", f"{base}/api/retrain/{instance}?code={urllib.parse.quote(key)}")
             assert code == 200 and status["runtime_status"] == "Completed", status
 
             # `run` stopped no slot: the stable scoring URL still answers with the new model.
-            answer = _score(summary["scoring_uri"])
+            answer = score(summary["scoring_uri"])
             assert answer is not None, tail(serve.log)
             assert answer["model"]["name"] == "msft-forecaster" and len(answer["forecast"]) == 1
 
-            second = _retrain(serve_args[:1] + ["--port", str(_free_port()), *serve_args[3:]], env, tmp_path)
+            second = run_retrain(
+                serve_args[:1] + ["--port", str(free_port()), *serve_args[3:]], env, tmp_path
+            )
             assert second.returncode != 0
             assert base in second.stderr and f"pid {serve.process.pid}" in second.stderr, second.stderr
             assert "Traceback" not in second.stderr
-            assert _score(summary["scoring_uri"]) is not None  # the refused serve touched nothing
+            assert score(summary["scoring_uri"]) is not None  # the refused serve touched nothing
             assert serve.problem() is None
         assert serve.process.returncode == 0, tail(serve.log)
         assert running_host(state_dir, wait_s=0) is None  # the lock went with the serve process
     finally:
-        _kill_leftovers(state_dir)
+        kill_leftovers(state_dir)

@@ -17,44 +17,26 @@ from typing import Any
 import pytest
 
 from functions_host.host import LocalHost
-from retrain import naming
-from retrain import platform as platform_factory
+from retrain import adapters, naming
+from retrain.host_client import HostClient
 from retrain.market_data import fetch_prices
 from retrain.settings import declared_defaults
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 
 SWAPS = 10
 CYCLE_TIMEOUT_S = 600  # generous: a shared, busy machine
 SCORE_EVERY_S = 0.02
 
 
-def _http(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw, code = response.read(), response.status
-    except urllib.error.HTTPError as exc:
-        raw, code = exc.read(), exc.code
-    return code, json.loads(raw) if raw else None
-
-
 def _cycle(host: LocalHost, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/retrain and follow the Durable status URL until the orchestration ends; its output."""
-    code, answer = _http("POST", f"{host.url}/api/retrain?code={host.function_key}", body)
+    """POST /api/retrain and follow the readable status until the orchestration ends; its output."""
+    client = HostClient(host.url, host.function_key)
+    code, answer = client.start_cycle(body)
     assert code == 202, answer
-    deadline = time.monotonic() + CYCLE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        code, status = _http("GET", answer["statusQueryGetUri"])
-        if code in (200, 202) and status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            assert status["runtimeStatus"] == "Completed", status
-            return status["output"]
-        time.sleep(0.3)
-    raise AssertionError(f"cycle {answer['id']} did not finish in {CYCLE_TIMEOUT_S}s")
+    status = client.follow_cycle(answer["id"], poll_s=0.3, timeout_s=CYCLE_TIMEOUT_S)
+    assert status["runtime_status"] == "Completed", status
+    return status["output"]
 
 
 class Scorer(threading.Thread):
@@ -117,7 +99,7 @@ def test_ten_forced_swaps_through_the_host_lose_no_scoring_request(
         monkeypatch.setenv(key, value)
     for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)
-    platform_factory.reset()
+    adapters.reset()
     host = LocalHost(
         REPO / "function_app.py",
         state_dir,
@@ -158,7 +140,7 @@ def test_ten_forced_swaps_through_the_host_lose_no_scoring_request(
         for slot, version in zip(slots[1:], versions[1:], strict=True):
             assert (slot, version) in scorer.served, (slot, version)
         assert scorer.served[-1] == (slots[-1], versions[-1])
-        endpoint = platform_factory.get_platform().get_endpoint(naming.endpoint_name("MSFT"))
+        endpoint = adapters.get_platform().get_endpoint(naming.endpoint_name("MSFT"))
         assert endpoint.traffic == {slots[-1]: 100}, endpoint.traffic  # the old slot deleted
     finally:
         if scorer is not None:
@@ -167,9 +149,9 @@ def test_ten_forced_swaps_through_the_host_lose_no_scoring_request(
         try:
             host.stop()
         finally:
-            platform = platform_factory.get_platform()
+            platform = adapters.get_platform()
             platform.stop_all(everything=True)  # every slot and router under this state dir, by PID
-            platform_factory.reset()
+            adapters.reset()
             for pid, ticks in _recorded_pids(state_dir):  # nothing may outlive the test
                 if process_alive(pid, ticks):
                     stop_process_group(pid, ticks)

@@ -12,10 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.slow
-
 
 def _run(state_dir: Path, cwd: Path, env: dict[str, str], *args: str) -> tuple[dict, str]:
     done = subprocess.run(

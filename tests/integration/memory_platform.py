@@ -6,7 +6,7 @@ ML's Event Grid event to the host's real webhook; scripted knobs make the paths 
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies.
 
-As strict as Azure where the orchestrator could notice (DESIGN.md): a traffic update is a long-running
+As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
 operation (`set_traffic` answers `Updating`; it applies at the next read, or `get_endpoint` shows the
 old traffic as `Updating` for `op_polls` reads first); one operation at a time per endpoint (a write
 while one runs raises `EndpointBusyError`, Azure's 409); a deployment is `Creating` for a while and a

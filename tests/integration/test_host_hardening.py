@@ -11,12 +11,12 @@ from typing import Any
 
 import requests
 
-from tests.integration.test_orchestration import host, memory, start, wait  # noqa: F401 - fixtures
+from tests.helpers import start, wait
 
 TIMEOUT = 30
 
 
-def test_a_20_way_race_on_one_ticker_gives_one_202_and_nineteen_409s(host, memory):  # noqa: F811
+def test_a_20_way_race_on_one_ticker_gives_one_202_and_nineteen_409s(host, memory):
     memory.script.job_seconds = 8.0  # the cycle stays busy through the whole race
     url = f"{host.url}/api/retrain?code={host.function_key}"
     barrier = threading.Barrier(20)
@@ -42,7 +42,7 @@ def test_a_20_way_race_on_one_ticker_gives_one_202_and_nineteen_409s(host, memor
     assert wait(host, started["id"])["runtime_status"] == "Completed"
 
 
-def test_status_ids_cannot_smuggle_a_query_or_fragment(host, memory):  # noqa: F811
+def test_status_ids_cannot_smuggle_a_query_or_fragment(host, memory):
     memory.script.job_seconds = 5.0
     code, first = start(host, {"ticker": "MSFT"})
     assert code == 202, first
@@ -64,7 +64,7 @@ def test_status_ids_cannot_smuggle_a_query_or_fragment(host, memory):  # noqa: F
     wait(host, first["id"])
 
 
-def test_a_request_cannot_read_local_files(host, memory, tmp_path, monkeypatch):  # noqa: F811
+def test_a_request_cannot_read_local_files(host, memory, tmp_path, monkeypatch):
     secrets = (host.function_key, host.system_key, host.durable_key, host.eventgrid_key)
     for source in ("csv:/proc/self/environ", "csv:../../etc/passwd", f"csv:{tmp_path}/x.csv"):
         answer = requests.post(
@@ -79,7 +79,7 @@ def test_a_request_cannot_read_local_files(host, memory, tmp_path, monkeypatch):
     assert memory.calls == []  # nothing was fetched or registered
 
 
-def test_malformed_bodies_get_a_400_that_echoes_little(host):  # noqa: F811
+def test_malformed_bodies_get_a_400_that_echoes_little(host):
     url = f"{host.url}/api/retrain?code={host.function_key}"
     deep = requests.post(url, data=b"[" * 100_000 + b"]" * 100_000, timeout=TIMEOUT)
     assert deep.status_code == 400
@@ -88,7 +88,7 @@ def test_malformed_bodies_get_a_400_that_echoes_little(host):  # noqa: F811
     assert requests.post(url, json={"ticker": "MSFT!"}, timeout=TIMEOUT).status_code == 400
 
 
-def test_an_event_naming_a_smuggled_instance_id_is_acknowledged_and_ignored(host, memory, caplog):  # noqa: F811
+def test_an_event_naming_a_smuggled_instance_id_is_acknowledged_and_ignored(host, memory, caplog):
     event = {
         "id": "e1",
         "topic": "t",

@@ -18,14 +18,11 @@ import pytest
 import requests
 
 from functions_host.host import HOST_URL_SETTING, LocalHost
+from functions_host.http import compile_route
 from functions_host.keys import load_or_create_keys
-from functions_host.server import compile_route
+from tests.helpers import HTTP_APP as APP
+from tests.helpers import http_app_env, running_http_app
 
-APP = Path(__file__).resolve().parents[1] / "http_app" / "function_app.py"
-SETTINGS_ADDED = (
-    "FUNCTIONS_WORKER_RUNTIME",
-    "HTTP_APP_SCHEDULE",
-)  # the test app's local.settings.json Values
 TIMEOUT = 10
 
 
@@ -47,24 +44,13 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> Any:
 
 @pytest.fixture
 def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    log = tmp_path / "app-log.jsonl"
-    monkeypatch.setenv("HTTP_APP_LOG", str(log))
-    for name in (*SETTINGS_ADDED, "RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", HOST_URL_SETTING):
-        monkeypatch.setenv(name, "x")  # recorded, so that whatever the host adds is undone after the test
-        monkeypatch.delenv(name)
-    return log
+    return http_app_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def host(tmp_path: Path, app_env: Path) -> Iterator[LocalHost]:
-    out = io.StringIO()
-    local = LocalHost(APP, tmp_path / "state", out=out)
-    local.start()
-    local.startup_output = out.getvalue()  # type: ignore[attr-defined]
-    try:
+    with running_http_app(tmp_path) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def fkey(host: LocalHost) -> dict[str, str]:
@@ -609,7 +595,7 @@ def test_an_event_with_a_malformed_event_time_is_acknowledged_and_skipped(
         "time": "not-a-time",
         "data": {},
     }
-    with caplog.at_level("WARNING", logger="functions_host.server"):
+    with caplog.at_level("WARNING", logger="functions_host.http.eventgrid"):
         answer = requests.post(
             eg_url(host), json=[bad, eg_event(2)], headers={"aeg-event-type": "Notification"}, timeout=TIMEOUT
         )
@@ -624,99 +610,3 @@ def test_a_batch_over_5000_events_is_refused(host: LocalHost, app_env: Path) -> 
     answer = requests.post(eg_url(host), json=events, headers={"aeg-event-type": "Notification"}, timeout=60)
     assert answer.status_code == 413 and "at most 5000" in answer.text
     assert read_log(app_env, "event") == []
-
-
-def raw_request(host: LocalHost, data: bytes, read_timeout: float = TIMEOUT) -> bytes:
-    import socket
-
-    with socket.create_connection(("127.0.0.1", host.port), timeout=read_timeout) as conn:
-        conn.sendall(data)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-@pytest.mark.parametrize(
-    ("length", "status"),
-    [("abc", b"400"), ("-1", b"400"), ("1e3", b"400"), ("999999999999", b"413")],
-)
-def test_malformed_framing_gets_an_answer(host: LocalHost, length: str, status: bytes) -> None:
-    answer = raw_request(
-        host,
-        f"POST /api/echo HTTP/1.1\r\nHost: x\r\nx-functions-key: {host.function_key}\r\n"
-        f"Content-Length: {length}\r\n\r\n".encode(),
-    )
-    assert answer.split(b" ", 2)[1] == status, answer[:200]
-
-
-def test_echoed_values_are_truncated(host: LocalHost) -> None:
-    long_path = "/api/" + "x" * 60_000
-    answer = requests.get(f"{host.url}{long_path}", headers=fkey(host), timeout=TIMEOUT)
-    assert answer.status_code == 404 and len(answer.content) < 1000
-    long_id = "i" * 50_000
-    answer = requests.get(
-        f"{host.url}/runtime/webhooks/durabletask/instances/{long_id}/x",
-        params={"code": host.durable_key},
-        timeout=TIMEOUT,
-    )
-    assert answer.status_code in (404, 405) and len(answer.content) < 1000
-
-
-def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
-    host: LocalHost, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import socket
-    import threading
-
-    from functions_host import server as server_module
-
-    monkeypatch.setattr(server_module._Handler, "timeout", 1.0)
-    monkeypatch.setattr(server_module, "BODY_DEADLINE_S", 2.0)
-    before = threading.active_count()
-    stalled = []
-    for _ in range(150):  # each promises a body it never sends
-        conn = socket.create_connection(("127.0.0.1", host.port), timeout=30)
-        conn.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
-        stalled.append(conn)
-    try:
-        time.sleep(0.5)
-        assert threading.active_count() - before <= server_module.MAX_WORKER_THREADS + 2
-        # every stalled connection is closed by the host (recv sees EOF) well before the test's timeout
-        for conn in stalled:
-            assert conn.recv(100) == b""
-        # a trickling client (one byte a second, under the socket timeout) is cut at the body deadline
-        trickle = socket.create_connection(("127.0.0.1", host.port), timeout=30)
-        trickle.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-        started = time.monotonic()
-        closed = False
-        for _ in range(20):
-            try:
-                trickle.sendall(b"a")
-            except OSError:
-                closed = True
-                break
-            trickle.settimeout(0.7)
-            try:
-                if trickle.recv(100) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                pass
-        trickle.close()
-        assert closed and time.monotonic() - started < 10
-        assert requests.get(f"{host.url}/api/plain", timeout=TIMEOUT).status_code == 200
-    finally:
-        for conn in stalled:
-            conn.close()
-
-
-def test_json_nesting_check_counts_brackets_outside_strings_only(host: LocalHost) -> None:
-    from functions_host.server import json_nesting_exceeds
-
-    assert json_nesting_exceeds(b"[" * 65 + b"]" * 65) and not json_nesting_exceeds(b"[" * 64 + b"]" * 64)
-    assert not json_nesting_exceeds(json.dumps({"t": "[" * 10_000, "u": [[1]]}).encode())
-    assert not json_nesting_exceeds(json.dumps({"t": 'a"b\\[[[', "u": [[1]]}).encode(), 3)
-    assert json_nesting_exceeds(b'{"a": "x\\\\", "b": [[[[1]]]]}', 4)  # an escaped backslash ends the string
-    # without a key the body is not even looked at
-    assert requests.post(f"{host.url}/api/echo", data=DEEP_JSON, timeout=TIMEOUT).status_code == 401

@@ -20,7 +20,7 @@ from functions_host.keys import load_or_create_keys
 from retrain.local.platform import LocalPlatform
 from retrain.local.processes import process_alive, read_json, stop_process_group
 from retrain.ports import DataAsset, JobStatus, PlatformError, TrainingRequest
-from tests.unit.test_local_jobs import Receiver
+from tests.helpers import Receiver
 
 pytestmark = pytest.mark.slow
 MODEL = "msft-forecaster"

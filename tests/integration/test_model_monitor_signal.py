@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from retrain.events import model_monitor_breach, parse_events
-from tests.integration.test_orchestration import _http, host, memory, wait  # noqa: F401 (fixtures)
-from tests.unit.test_triggers_events import deliver, grid_event
+from retrain.host_client import http_json
+from tests.helpers import deliver, grid_event, wait
 
 BREACH = {
     "azureml_modelmonitor_threshold_breached": "has failed due to one or more features violating metric thresholds",
@@ -16,12 +16,12 @@ BREACH = {
 }
 
 
-def test_a_breached_monitoring_run_starts_one_cycle_with_its_reason(host, memory):  # noqa: F811
+def test_a_breached_monitoring_run_starts_one_cycle_with_its_reason(host, memory):
     assert deliver(host, [grid_event("msft-monitor-run-1", "Failed", BREACH)]) in (200, 202)
     deadline = time.monotonic() + 30
     started = []
     while not started and time.monotonic() < deadline:
-        code, listing = _http(
+        code, listing = http_json(
             "GET", f"{host.url}/runtime/webhooks/durabletask/instances?code={host.system_key}"
         )
         started = [i for i in listing if i["instanceId"].startswith("retrain-msft-")]

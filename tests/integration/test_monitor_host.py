@@ -11,20 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrain.host_client import http_json
 from retrain.market_data import fetch_prices
 from retrain.monitoring.forecast_log import ForecastLog
 from retrain.monitoring.monitor import day_metrics
-from tests.integration.test_orchestration import _http, host, memory, run_cycle, start, wait  # noqa: F401
+from tests.helpers import run_cycle, start, wait
 
 SPAN = {"from": "2012-07-02", "to": "2012-09-28"}
 
 
-def monitor(host, body: dict, timeout: float = 240) -> dict:  # noqa: F811
-    code, answer = _http("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+def monitor(host, body: dict, timeout: float = 240) -> dict:
+    code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
     assert code == 202, answer
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        code, status = _http("GET", answer["statusQueryGetUri"])
+        code, status = http_json("GET", answer["statusQueryGetUri"])
         if code in (200, 202) and status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
             assert status["runtimeStatus"] == "Completed", status
             return status["output"]
@@ -49,7 +50,7 @@ def volatile_csv(tmp_path: Path, since: str) -> Path:
     return path
 
 
-def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):  # noqa: F811
+def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):
     assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
     out = monitor(host, {"ticker": "MSFT", **SPAN, "source": "sample"})
     assert out["ticker"] == "MSFT" and out["days"] == 65  # weekdays of Q3 2012
@@ -72,7 +73,7 @@ def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):  # noqa: F811
     assert out["warnings"] == []
 
 
-def test_metrics_the_platform_cannot_log_are_a_warning_not_a_failed_day(host, memory):  # noqa: F811
+def test_metrics_the_platform_cannot_log_are_a_warning_not_a_failed_day(host, memory):
     assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
     memory.script.permanent_failures = {"log_monitor_metrics"}
     out = monitor(host, {"ticker": "MSFT", "from": "2012-07-09", "to": "2012-07-13", "source": "sample"})
@@ -82,8 +83,8 @@ def test_metrics_the_platform_cannot_log_are_a_warning_not_a_failed_day(host, me
 
 
 def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_holds(
-    host,  # noqa: F811
-    memory,  # noqa: F811
+    host,
+    memory,
     tmp_path,
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -110,7 +111,9 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
     # The reason is in the new model's tags and the cycle's status.
     model = memory.models["msft-forecaster"][-1]
     assert model.tags["trigger"] == "drift" and model.tags["trigger_reason"] == retrain["reason"]
-    code, status = _http("GET", f"{host.url}/api/retrain/{retrain['instance_id']}?code={host.function_key}")
+    code, status = http_json(
+        "GET", f"{host.url}/api/retrain/{retrain['instance_id']}?code={host.function_key}"
+    )
     assert (
         code == 200
         and status["ids"]["trigger"] == "drift"
@@ -120,8 +123,8 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
 
 
 def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
-    host,  # noqa: F811
-    memory,  # noqa: F811
+    host,
+    memory,
     tmp_path,
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -141,7 +144,7 @@ def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
     assert wait(host, running["id"], timeout=120)["runtime_status"] == "Completed"
 
 
-def test_bad_monitor_requests_get_400_with_what_to_send(host):  # noqa: F811
+def test_bad_monitor_requests_get_400_with_what_to_send(host):
     for body, says in (
         ({"ticker": "MSFT", "from": "2012-09-01", "to": "2012-08-01"}, "before from"),
         ({"ticker": "MSFT", "from": "someday"}, "YYYY-MM-DD"),
@@ -150,5 +153,5 @@ def test_bad_monitor_requests_get_400_with_what_to_send(host):  # noqa: F811
         ({"ticker": "MSFT", "from": "2012-09-03", "source": "csv:/proc/self/environ"}, "RETRAIN_DATA_DIR"),
         ({"ticker": "MSFT", "from": "2000-01-03", "to": "2013-01-01"}, "at most 400"),
     ):
-        code, answer = _http("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+        code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
         assert code == 400 and says in answer["error"], (body, answer)

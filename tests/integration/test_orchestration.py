@@ -11,103 +11,13 @@ tests/e2e/test_full_cycle.py.
 
 from __future__ import annotations
 
-import io
-import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from functions_host.host import LocalHost
-from retrain import platform as platform_factory
-from retrain.settings import declared_defaults
-from tests.integration.memory_platform import MemoryPlatform, shared
+from retrain.host_client import HostClient, http_json
+from tests.helpers import calls, run_cycle, start, wait
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw, code = response.read(), response.status
-    except urllib.error.HTTPError as exc:
-        raw, code = exc.read(), exc.code
-    try:
-        return code, json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return code, raw.decode()
-
-
-@pytest.fixture
-def memory() -> MemoryPlatform:
-    return shared()
-
-
-@pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform):
-    env = {
-        "RETRAIN_PLATFORM": "tests.integration.memory_platform:shared",
-        "RETRAIN_STATE_DIR": str(tmp_path),
-        "RETRAIN_SCHEDULE": "0 0 1 * * Mon",
-        "RETRAIN_TICKERS": "MSFT",
-        "RETRAIN_SOURCE": "sample",
-        "RETRAIN_LOOKBACK_DAYS": "900",
-        "RETRAIN_JOB_POLL_MINUTES": "1",
-        "RETRAIN_CANARY_PERCENT": "10",
-        "RETRAIN_KEEP_OLD_SLOT": "false",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_SMOKE_MAX_LATENCY_MS"):
-        monkeypatch.delenv(key, raising=False)
-    platform_factory.reset()
-    local = LocalHost(
-        REPO / "function_app.py",
-        tmp_path,
-        port=0,
-        timers=False,
-        out=io.StringIO(),
-        setting_defaults=declared_defaults(),
-    )
-    local.start()
-    memory.reset(host_url=local.url, system_key=local.system_key)
-    try:
-        yield local
-    finally:
-        local.stop()
-        platform_factory.reset()
-
-
-def start(host: LocalHost, body: Any = None) -> tuple[int, Any]:
-    return _http("POST", f"{host.url}/api/retrain?code={host.function_key}", body if body is not None else {})
-
-
-def wait(host: LocalHost, instance_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code, status = _http("GET", f"{host.url}/api/retrain/{instance_id}?code={host.function_key}")
-        assert code in (200, 404), status
-        if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"{instance_id} did not finish in {timeout}s")
-
-
-def run_cycle(host: LocalHost, body: Any = None) -> dict[str, Any]:
-    code, answer = start(host, body)
-    assert code == 202, answer
-    return wait(host, answer["id"])
-
-
-def calls(memory: MemoryPlatform, name: str) -> list[Any]:
-    return [arg for call, arg in memory.calls if call == name]
 
 
 def test_happy_path_then_a_second_cycle_swaps_slots(host, memory):
@@ -225,9 +135,9 @@ def test_bad_request_and_unknown_instance(host):
     assert code == 400 and "lookback_days" in answer["error"]
     code, answer = start(host, b"not json")
     assert code == 400 and "not valid JSON" in answer["error"]
-    code, answer = _http("GET", f"{host.url}/api/retrain/retrain-msft-1999w01?code={host.function_key}")
+    code, answer = HostClient(host.url, host.function_key).cycle_status("retrain-msft-1999w01")
     assert code == 404 and "no orchestration" in answer["error"]
-    code, _ = _http("POST", f"{host.url}/api/retrain", {})  # function auth level: a key is required
+    code, _ = http_json("POST", f"{host.url}/api/retrain", {})  # function auth level: a key is required
     assert code == 401
 
 

@@ -8,15 +8,16 @@ import json
 import time
 import urllib.parse
 
+from retrain.host_client import http_json
 from retrain.monitoring.ledger import SqliteLedger
-from tests.integration.test_orchestration import _http, host, memory, run_cycle  # noqa: F401 (fixtures)
+from tests.helpers import run_cycle
 
 
-def served(host, ticker: str, at: dt.datetime | str | None = None, **extra: str) -> tuple[int, dict]:  # noqa: F811
+def served(host, ticker: str, at: dt.datetime | str | None = None, **extra: str) -> tuple[int, dict]:
     params = {"code": host.function_key, **extra}
     if at is not None:
         params["at"] = at if isinstance(at, str) else at.isoformat()
-    return _http("GET", f"{host.url}/api/served/{ticker}?{urllib.parse.urlencode(params)}")
+    return http_json("GET", f"{host.url}/api/served/{ticker}?{urllib.parse.urlencode(params)}")
 
 
 def now() -> dt.datetime:
@@ -24,7 +25,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):  # noqa: F811
+def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):
     before = now()
     assert run_cycle(host)["output"]["status"] == "deployed"  # v1 -> blue
     after_first = now()
@@ -64,12 +65,12 @@ def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):  #
     assert {s["model_version"]: s["weight"] for s in answer["serving"]} == {"1": 90, "2": 10}
 
 
-def test_bad_requests_get_400_with_what_to_send(host):  # noqa: F811
+def test_bad_requests_get_400_with_what_to_send(host):
     code, answer = served(host, "MSFT", "last week")
     assert code == 400 and "ISO 8601" in answer["error"]
     code, answer = served(host, "MS%20FT")
     assert code == 400 and "invalid ticker" in answer["error"]
     code, answer = served(host, "MSFT", when="now")
     assert code == 400 and "send only ?at=TIME" in answer["error"]
-    code, _ = _http("GET", f"{host.url}/api/served/MSFT")  # no function key
+    code, _ = http_json("GET", f"{host.url}/api/served/MSFT")  # no function key
     assert code == 401

@@ -564,3 +564,13 @@ def code_root(tmp_path: Any) -> Any:
                 "  - pip:\n      - mlflow==3.17.2\n"
             )
     return root
+
+
+# The workspace settings of the recorded ARM answers.
+WORKSPACE_ENV = {
+    "AZURE_SUBSCRIPTION_ID": SUB,
+    "AZURE_RESOURCE_GROUP": RG,
+    "AZUREML_WORKSPACE_NAME": WS,
+    "AZUREML_COMPUTE_NAME": "cpu-cluster",
+    "AZUREML_COMPUTE_MAX_NODES": "3",
+}

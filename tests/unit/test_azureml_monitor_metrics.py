@@ -10,12 +10,11 @@ import pytest
 
 from retrain.ports import PlatformError
 from tests.unit.azure_recording_transport import MLFLOW_HOST, WS_PATH
-from tests.unit.test_azureml_rest import arm, platform  # noqa: F401 (fixtures)
 
 API = "/api/2.0/mlflow/"
 
 
-def _mlflow_calls(arm):  # noqa: F811
+def _mlflow_calls(arm):
     return [(c.method, c.path.rsplit(API, 1)[-1]) for c in arm.calls if c.host == MLFLOW_HOST]
 
 
@@ -23,7 +22,7 @@ def _midnight_ms(day: str) -> int:
     return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
-def test_first_day_creates_the_experiment_and_the_run_then_logs_one_batch(platform, arm):  # noqa: F811
+def test_first_day_creates_the_experiment_and_the_run_then_logs_one_batch(platform, arm):
     platform.log_monitor_metrics(
         "BRK-B", "2012-07-02", {"mae_20": 0.5, "mae_ratio_20": 0.98, "cusum": float("nan")}
     )
@@ -55,7 +54,7 @@ def test_first_day_creates_the_experiment_and_the_run_then_logs_one_batch(platfo
     }
 
 
-def test_later_days_reuse_the_run_and_a_replayed_day_is_not_logged_twice(platform, arm):  # noqa: F811
+def test_later_days_reuse_the_run_and_a_replayed_day_is_not_logged_twice(platform, arm):
     for day, mae in (("2012-07-02", 0.5), ("2012-07-03", 0.6), ("2012-07-05", 0.7)):
         platform.log_monitor_metrics("MSFT", day, {"mae_20": mae})
     arm.calls.clear()
@@ -78,7 +77,7 @@ def test_later_days_reuse_the_run_and_a_replayed_day_is_not_logged_twice(platfor
     assert len(arm.store["mlflow-runs"]) == 1 and arm.store["mlflow-experiments"] == {"monitor-msft": "1"}
 
 
-def test_bad_day_or_metric_is_a_clear_error_before_any_call(platform, arm):  # noqa: F811
+def test_bad_day_or_metric_is_a_clear_error_before_any_call(platform, arm):
     with pytest.raises(PlatformError, match="YYYY-MM-DD"):
         platform.log_monitor_metrics("MSFT", "02/07/2012", {"mae_20": 0.5})
     with pytest.raises(PlatformError, match="not a number"):
@@ -88,7 +87,7 @@ def test_bad_day_or_metric_is_a_clear_error_before_any_call(platform, arm):  # n
     assert _mlflow_calls(arm) == []
 
 
-def test_an_mlflow_error_is_a_platform_error(platform, arm):  # noqa: F811
+def test_an_mlflow_error_is_a_platform_error(platform, arm):
     platform._mlflow_tracking_base()  # the workspace read (ARM) succeeds ...
     arm.fail_next = [(403, {})]  # ... the MLflow API refuses
     with pytest.raises(PlatformError, match="experiments/get-by-name"):

@@ -21,43 +21,14 @@ from retrain.ports import (
     TransientPlatformError,
 )
 from tests.unit.azure_recording_transport import (
-    RG,
     SCORING_HOST,
-    SUB,
-    WS,
+    WORKSPACE_ENV,
     WS_PATH,
     ArmTransport,
     StaticTokenCredential,
-    code_root,
-    route_blob_uploads,
 )
 
-ENV = {
-    "AZURE_SUBSCRIPTION_ID": SUB,
-    "AZURE_RESOURCE_GROUP": RG,
-    "AZUREML_WORKSPACE_NAME": WS,
-    "AZUREML_COMPUTE_NAME": "cpu-cluster",
-    "AZUREML_COMPUTE_MAX_NODES": "3",
-}
-
-
-@pytest.fixture()
-def arm(monkeypatch: pytest.MonkeyPatch) -> ArmTransport:
-    transport = ArmTransport()
-    route_blob_uploads(monkeypatch, transport)
-    return transport
-
-
-@pytest.fixture()
-def platform(arm: ArmTransport, tmp_path: Path) -> AzureMLPlatform:
-    # Tiny back-off so the retry tests run fast; everything else is the production configuration.
-    return AzureMLPlatform(
-        environ=ENV,
-        repo_root=code_root(tmp_path),
-        credential=StaticTokenCredential(),
-        transport=arm,
-        retry_backoff_factor=0.01,
-    )
+ENV = WORKSPACE_ENV
 
 
 def _request(data: dict[str, Any], champion: dict[str, Any] | None = None) -> TrainingRequest:

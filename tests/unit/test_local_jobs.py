@@ -4,13 +4,8 @@ on 127.0.0.1 standing in for the local host's Event Grid webhook (retries, no re
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
-
-import pytest
 
 from functions_host.keys import load_or_create_keys
 from retrain.local import jobs
@@ -52,55 +47,6 @@ def test_failed_job_event_is_run_status_changed_failed() -> None:
     assert event["data"]["runStatus"] == "Failed"
     assert event["data"]["runTags"]["orchestration_instance_id"] == "retrain-msft-2026w48"
     assert jobs.build_job_event(SPEC, True)["id"] != jobs.build_job_event(SPEC, True)["id"]
-
-
-class Receiver:
-    """A tiny webhook on 127.0.0.1 that answers the queued status codes, then 200."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = list(statuses)
-        self.requests: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": json.loads(body),
-                    }
-                )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver_factory() -> Iterator:
-    started: list[Receiver] = []
-
-    def make(statuses: list[int]) -> Receiver:
-        started.append(Receiver(statuses))
-        return started[-1]
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def test_event_is_posted_as_an_event_grid_notification_with_retries(receiver_factory) -> None:

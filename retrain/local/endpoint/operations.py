@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from retrain.local.endpoint.router import router_status
+from retrain.local.endpoint.router import ScoringRouter, router_status
 from retrain.local.endpoint.state import EndpointStateStore, _now
 from retrain.local.inference_server import is_live, stop_inference_server
 from retrain.local.processes import process_alive
@@ -27,6 +27,12 @@ DRAIN_TIMEOUT_S = 60.0
 class EndpointOperations(EndpointStateStore):
     """The long-running operations of LocalEndpoints (which sets `_me`, `_workers`, `_stopping`,
     `_routers` and `traffic_delay_s`)."""
+
+    _me: dict[str, Any]
+    _workers: list[threading.Thread]
+    _stopping: threading.Event
+    _routers: dict[str, ScoringRouter]
+    traffic_delay_s: float
 
     def _settle(self, name: str) -> None:
         """Finish an operation whose owner process died before finishing it."""
@@ -88,9 +94,9 @@ class EndpointOperations(EndpointStateStore):
     def _finish(self, name: str, operation: dict[str, Any]) -> None:
         if operation["kind"] == "delete":
             slot = operation["slot"]
-            state = self._read(name) or {}
-            self._drain(name, int(state.get("router_port", 0)), slot, int(state.get("revision", 0)))
-            info = state.get("slots", {}).get(slot) or {}
+            before = self._read(name) or {}
+            self._drain(name, int(before.get("router_port", 0)), slot, int(before.get("revision", 0)))
+            info = before.get("slots", {}).get(slot) or {}
             stop_inference_server(info.get("pid"), info.get("start_ticks"))
             shutil.rmtree(self._dir(name) / slot, ignore_errors=True)
         with self._locked(name):

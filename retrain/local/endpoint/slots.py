@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from retrain.local.endpoint.router import HEALTH_INTERVAL_S, router_status
+from retrain.local.endpoint.router import HEALTH_INTERVAL_S, ScoringRouter, router_status
 from retrain.local.endpoint.state import EndpointStateStore, _now
 from retrain.local.inference_server import ServerProcess, is_live, start_inference_server
 from retrain.local.processes import free_port, process_alive, tail
@@ -26,6 +28,12 @@ RESTART_BACKOFF_S = 5.0  # a crashed slot is restarted at most this often
 class SlotSupervisor(EndpointStateStore):
     """Slot processes and health for LocalEndpoints (which sets `_fetch_model`, `_scorer`, `_owned`,
     `_routers` and `_stopping`)."""
+
+    _stopping: threading.Event
+    _routers: dict[str, ScoringRouter]
+    _fetch_model: Callable[[ModelRef, Path], None]
+    _scorer: Path
+    _owned: set[tuple[int, int | None]]
 
     def _supervise(self) -> None:
         """Restart the slots of the endpoints this process serves whose inference server died after it

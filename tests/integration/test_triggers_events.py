@@ -5,66 +5,12 @@ platform is the in-memory adapter with event delivery switched off, so every eve
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from tests.integration.test_orchestration import _http, calls, host, memory, start, wait  # noqa: F401
-
-WORKSPACE = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
-    "Microsoft.MachineLearningServices/workspaces/ws"
-)
+from retrain.host_client import HostClient
+from tests.helpers import calls, cloud_event, deliver, grid_event, start, wait
 
 
-def grid_event(
-    job: str, status: str, tags: dict[str, str], event_type: str = "RunStatusChanged"
-) -> dict[str, Any]:
-    return {
-        "id": f"id-{job}-{status}",
-        "topic": WORKSPACE,
-        "subject": f"experiments/e1/runs/{job}",
-        "eventType": f"Microsoft.MachineLearningServices.{event_type}",
-        "eventTime": "2026-11-24T23:00:00Z",
-        "data": {
-            "experimentId": "e1",
-            "experimentName": "retrain-msft",
-            "runId": job,
-            "runType": "azureml.scriptrun",
-            "runTags": tags,
-            "runProperties": {},
-            "runStatus": status,
-        },
-        "dataVersion": "2",
-        "metadataVersion": "1",
-    }
-
-
-def cloud_event(job: str, tags: dict[str, str]) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"ce-{job}",
-        "source": WORKSPACE,
-        "subject": f"experiments/e1/runs/{job}",
-        "type": "Microsoft.MachineLearningServices.RunCompleted",
-        "time": "2026-11-24T23:00:00Z",
-        "data": {
-            "experimentId": "e1",
-            "experimentName": "retrain-msft",
-            "runId": job,
-            "runType": "azureml.scriptrun",
-            "runTags": tags,
-            "runProperties": {},
-        },
-    }
-
-
-def deliver(host, payload: Any) -> int:  # noqa: F811
-    code, _ = _http(
-        "POST", host.event_grid_url("job_events"), payload, headers={"aeg-event-type": "Notification"}
-    )
-    return code
-
-
-def begin_waiting(host, memory) -> tuple[str, str]:  # noqa: F811
+def begin_waiting(host, memory) -> tuple[str, str]:
     """A cycle whose job has finished but whose event was lost: it waits (1-minute poll) for ours."""
     memory.script.host_url = None
     code, answer = start(host)
@@ -78,14 +24,14 @@ def begin_waiting(host, memory) -> tuple[str, str]:  # noqa: F811
     return instance_id, job
 
 
-def test_cloud_event_run_completed_wakes_the_orchestration(host, memory):  # noqa: F811
+def test_cloud_event_run_completed_wakes_the_orchestration(host, memory):
     instance_id, job = begin_waiting(host, memory)
     assert 200 <= deliver(host, [cloud_event(job, {"orchestration_instance_id": instance_id})]) < 300
     status = wait(host, instance_id, timeout=30)
     assert status["runtime_status"] == "Completed" and status["ids"]["job_signal"] == "event"
 
 
-def test_event_grid_status_changed_wakes_it_and_duplicates_are_harmless(host, memory):  # noqa: F811
+def test_event_grid_status_changed_wakes_it_and_duplicates_are_harmless(host, memory):
     instance_id, job = begin_waiting(host, memory)
     tags = {"orchestration_instance_id": instance_id, "ticker": "MSFT"}
     # Not final yet: ignored; then the final status twice in one delivery.
@@ -101,12 +47,12 @@ def test_event_grid_status_changed_wakes_it_and_duplicates_are_harmless(host, me
     assert calls(memory, "register_model") == ["1"]
 
 
-def wait_running(host, instance_id: str) -> bool:  # noqa: F811
-    code, status = _http("GET", f"{host.url}/api/retrain/{instance_id}?code={host.function_key}")
+def wait_running(host, instance_id: str) -> bool:
+    code, status = HostClient(host.url, host.function_key).cycle_status(instance_id)
     return code == 200 and status["runtime_status"] == "Running" and status["step"] == "wait_for_job"
 
 
-def test_events_that_are_not_ours_are_acknowledged_and_ignored(host, memory):  # noqa: F811
+def test_events_that_are_not_ours_are_acknowledged_and_ignored(host, memory):
     instance_id, job = begin_waiting(host, memory)
     others = [
         grid_event("someone-elses-job", "Completed", {}),  # no instance tag
@@ -132,7 +78,7 @@ def test_events_that_are_not_ours_are_acknowledged_and_ignored(host, memory):  #
     assert wait(host, instance_id, timeout=30)["runtime_status"] == "Completed"
 
 
-def test_failed_run_event_fails_the_cycle(host, memory):  # noqa: F811
+def test_failed_run_event_fails_the_cycle(host, memory):
     memory.script.job_status = "Failed"
     instance_id, job = begin_waiting_failed(host, memory)
     assert 200 <= deliver(host, [grid_event(job, "failed", {"orchestration_instance_id": instance_id})]) < 300
@@ -141,7 +87,7 @@ def test_failed_run_event_fails_the_cycle(host, memory):  # noqa: F811
     assert memory.models == {}
 
 
-def begin_waiting_failed(host, memory) -> tuple[str, str]:  # noqa: F811
+def begin_waiting_failed(host, memory) -> tuple[str, str]:
     memory.script.host_url = None
     code, answer = start(host)
     assert code == 202
