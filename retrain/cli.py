@@ -48,8 +48,11 @@ def _say(message: str) -> None:
 def _prepare_environment(state_dir: str | None) -> Path:
     """Settings as `func start` sees them: local.settings.json Values, then declared defaults, with the
     state dir pinned (the activities run in this process and read it)."""
-    settings.load_local_settings(REPO_ROOT / "local.settings.json")
-    settings.load_local_settings(Path.cwd() / "local.settings.json")
+    # The local host's own reading of local.settings.json: the CLI runs that host.
+    from functions_host.settings import load_local_settings
+
+    load_local_settings(REPO_ROOT / "local.settings.json")
+    load_local_settings(Path.cwd() / "local.settings.json")
     if state_dir:
         os.environ["RETRAIN_STATE_DIR"] = str(Path(state_dir).resolve())
     for setting in settings.SETTINGS:
@@ -532,13 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from functions_host.settings import LocalSettingsError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CliError as exc:
         _say(f"retrain {args.command}: {exc}")
         return exc.code
-    except settings.SettingsError as exc:
+    except (settings.SettingsError, LocalSettingsError) as exc:
         _say(f"retrain {args.command}: {exc}")
         return 2
     except Exception as exc:

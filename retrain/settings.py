@@ -7,7 +7,6 @@ Bicep app settings are checked against it by a test, so a new setting must be de
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,25 +149,6 @@ def declared_defaults() -> dict[str, str]:
 
 class SettingsError(ValueError):
     pass
-
-
-def load_local_settings(
-    path: str | Path = "local.settings.json", environ: dict[str, str] | None = None
-) -> None:
-    """Copy `Values` from a local.settings.json into the environment without overriding what is set,
-    as `func start` does."""
-    env = os.environ if environ is None else environ
-    p = Path(path)
-    if not p.is_file():
-        return
-    try:
-        values = json.loads(p.read_text()).get("Values", {})
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise SettingsError(
-            f'{p}: not valid local.settings.json ({exc}); expected {{"Values": {{...}}}}'
-        ) from exc
-    for key, value in values.items():
-        env.setdefault(key, str(value))
 
 
 def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
