@@ -165,7 +165,11 @@ def decide(
             )
     else:
         reasons.append("no champion yet: only the baseline check applies")
+    return _verdict(passed, reasons, force)
 
+
+def _verdict(passed: bool, reasons: list[str], force: bool) -> GateDecision:
+    """The decision from the checks; `force` deploys regardless and records what the gate would have said."""
     if force:
         verdict = "would deploy" if passed else "would NOT deploy"
         reasons.append(f"forced: deploying regardless of the checks (the gate {verdict} on its own)")
@@ -258,11 +262,7 @@ def decide_with_test_errors(
         )
     else:
         reasons.append("no champion yet: only the baseline check applies")
-    if force:
-        verdict = "would deploy" if passed else "would NOT deploy"
-        reasons.append(f"forced: deploying regardless of the checks (the gate {verdict} on its own)")
-        return GateDecision(deploy=True, reasons=reasons, forced=True)
-    return GateDecision(deploy=passed, reasons=reasons, forced=False)
+    return _verdict(passed, reasons, force)
 
 
 def _series(test_errors: Mapping[str, Any] | None, key: str) -> np.ndarray:
