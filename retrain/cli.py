@@ -151,26 +151,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"--trainer: {exc}") from exc
     hyperparameters = _params(args.param)
     state_dir = _prepare_environment(args.state_dir)
-    from functions_host.host import HostAlreadyRunning
-
-    host: Any = None
     if args.source and args.source.strip().lower().startswith("csv:"):
         # The CLI user names their own file: it becomes this process's configured source, which the
         # in-process host trusts (a request to a running host may name only files in its RETRAIN_DATA_DIR).
         args.source = f"csv:{Path(args.source.strip()[4:].strip()).expanduser().resolve()}"
         os.environ["RETRAIN_SOURCE"] = args.source
-    try:
-        host = _open_host(state_dir, args.port, timers=False)
-    except HostAlreadyRunning as running:
-        if not running.url:
-            raise CliError(str(running), 1) from running
-        # The running host owns the durable store and the endpoint slots: go through it, touch no slot.
-        _say(f"retrain run: using the running host at {running.url} (pid {running.pid})")
-        from functions_host.keys import load_or_create_keys
-
-        base_url, key = running.url, load_or_create_keys(state_dir).function_key
-    else:
-        base_url, key = host.url, host.function_key
+    host, base_url, key = _open_or_join_host(state_dir, args.port, "run")
     summary: dict[str, Any] = {}
     try:
         if host is not None:
@@ -246,6 +232,24 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         summary["prediction"] = {"error": str(exc)}
     summary["elapsed_s"] = round(time.monotonic() - started, 2)
     return summary
+
+
+def _open_or_join_host(state_dir: Path, port: int | None, command: str) -> tuple[Any, str, str]:
+    """(host, base URL, function key): a new in-process host on the state dir, or (None, ...) the host that
+    already runs there. The running host owns the durable store and the endpoint slots: go through it,
+    touch no slot."""
+    from functions_host.host import HostAlreadyRunning
+
+    try:
+        host = _open_host(state_dir, port, timers=False)
+    except HostAlreadyRunning as running:
+        if not running.url:
+            raise CliError(str(running), 1) from running
+        _say(f"retrain {command}: using the running host at {running.url} (pid {running.pid})")
+        from functions_host.keys import load_or_create_keys
+
+        return None, running.url, load_or_create_keys(state_dir).function_key
+    return host, host.url, host.function_key
 
 
 def _stop_host(host: Any) -> None:

@@ -45,24 +45,12 @@ def add_commands(
     def cmd_monitor(args: argparse.Namespace) -> int:
         import time
 
-        from functions_host.host import HostAlreadyRunning
-        from retrain.cli import CliError, _open_host, _restore_endpoints, _say, _stop_host
+        from retrain.cli import CliError, _open_or_join_host, _restore_endpoints, _say, _stop_host
         from retrain.host_client import TERMINAL_RUNTIME_STATUSES, HostClient, http_json
 
         started = time.monotonic()
         state_dir = prepare(args.state_dir)
-        host: Any = None
-        try:
-            host = _open_host(state_dir, args.port, timers=False)
-        except HostAlreadyRunning as running:
-            if not running.url:
-                raise CliError(str(running), 1) from running
-            from functions_host.keys import load_or_create_keys
-
-            _say(f"retrain monitor: using the running host at {running.url} (pid {running.pid})")
-            base_url, key = running.url, load_or_create_keys(state_dir).function_key
-        else:
-            base_url, key = host.url, host.function_key
+        host, base_url, key = _open_or_join_host(state_dir, args.port, "monitor")
         try:
             if host is not None:
                 _restore_endpoints()
