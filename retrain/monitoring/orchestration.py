@@ -123,7 +123,7 @@ def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[st
 
 @bp.orchestration_trigger(context_name="context", orchestration=MONITOR_ORCHESTRATOR)
 def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
-    from retrain.workflow import ORCHESTRATOR_NAME, CycleInput
+    from retrain.workflow import ORCHESTRATOR_NAME
 
     spec = context.get_input() or {}
     ticker = spec["ticker"]
@@ -164,12 +164,17 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         )
         if not trigger:
             continue
-        cycle = CycleInput.from_settings(
-            ticker,
-            trigger["trigger"],
-            source=spec["source"],
-            as_of=result["date"],
-            reason=trigger["reason"],
+        # The cycle's settings are read by an activity: an orchestrator reads no app settings, so a replay
+        # after a settings change still sees the input its first execution recorded.
+        cycle = yield context.call_activity(
+            "monitor_cycle_input",
+            {
+                "ticker": ticker,
+                "trigger": trigger["trigger"],
+                "source": spec["source"],
+                "as_of": result["date"],
+                "reason": trigger["reason"],
+            },
         )
         # One cycle per ticker: a cycle already running (started by HTTP or the timer) takes this breach.
         running = yield context.call_activity("monitor_running_cycle", {"ticker": ticker})
@@ -178,7 +183,7 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
             status = "skipped: a cycle of this ticker was already running"
         else:
             try:
-                output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle.to_dict(), child)
+                output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle, child)
                 status = (output or {}).get("status", "completed")
             except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
                 status = f"failed: {str(exc)[:300]}"
@@ -198,6 +203,22 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     summary = summarise(ticker, results, retrains)
     progress(None)
     return summary
+
+
+@bp.activity_trigger(input_name="payload")
+def monitor_cycle_input(payload: dict[str, Any]) -> dict[str, Any]:
+    """The input of the retraining cycle a monitor trigger starts: the app settings as they are now, with
+    the trigger, its reason and the day's data."""
+    from retrain.workflow import CycleInput
+
+    cycle = CycleInput.from_settings(
+        payload["ticker"],
+        payload["trigger"],
+        source=payload["source"],
+        as_of=payload["as_of"],
+        reason=payload["reason"],
+    )
+    return cycle.to_dict()
 
 
 @bp.activity_trigger(input_name="payload")
