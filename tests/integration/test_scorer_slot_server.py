@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +76,29 @@ def test_a_keep_alive_client_keeps_one_connection_across_good_and_bad_requests(s
         conn.close()
     log = Path(slot.log_path).read_text(errors="replace")
     assert log.count("Booting worker with pid") == int(SLOT_SERVER_ENVIRONMENT["WORKER_COUNT"])
+
+
+def test_each_scoring_request_is_logged_once_and_answered_as_json(slot, good_body):
+    # scorer/logging.json (azmlinfsrv's own logging config, read from the code folder in Azure too) keeps
+    # the server's per-request line and drops gunicorn's access line, which repeated it; a scored
+    # document is answered by the server as JSON without its "run() output is HTTP Response" line.
+    log_path = Path(slot.log_path)
+    before = len(log_path.read_text(errors="replace"))
+    conn = http.client.HTTPConnection(LOCAL_HOST, slot.port, timeout=30)
+    try:
+        for _ in range(5):
+            conn.request("POST", "/score", body=good_body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            payload = json.loads(response.read())
+            assert response.status == 200 and response.getheader("Content-Type") == "application/json"
+            assert set(payload) == {"forecast", "model"} and len(payload["forecast"]) == 1
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while True:  # the worker writes its log lines after the answers
+        new = log_path.read_text(errors="replace")[before:]
+        if new.count("POST /score 200") >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert new.count("POST /score 200") == 5, new
+    assert 'HTTP/1.1" 200' not in new and "run() output is HTTP Response" not in new, new
