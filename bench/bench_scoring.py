@@ -3,6 +3,9 @@
   floor                the model's own compute: its torch forward on one window (in-process)
   numpy path           the python model's forecast_from_closes(ndarray) (in-process), what the scorer calls
   pyfunc.predict       in-process pyfunc.predict(DataFrame) (pandas + MLflow's per-call schema enforcement)
+  azmlinfsrv app       the slot's application without its socket: azmlinfsrv's Flask app and the scorer
+                       called as a WSGI callable in a process of its own (bench/scoring_probes.py)
+  bare HTTP hop        a stdlib keep-alive server answering a constant, no model: one Python HTTP hop
   slot direct          one endpoint slot: the real azmlinfsrv + scorer/score.py, started by the local
                        endpoint's own launcher with the slot settings (retrain/scoring_server.py)
   stable URL           the real local endpoint (LocalEndpoints): its router, then the slot
@@ -63,6 +66,7 @@ from retrain.ports import ModelRef  # noqa: E402
 from retrain.scoring_server import SLOT_SERVER_ENVIRONMENT  # noqa: E402
 
 SCORE_PY = REPO / "scorer" / "score.py"
+PROBES_PY = REPO / "bench" / "scoring_probes.py"
 LOCALHOST = "127.0.0.1"
 ENDPOINT = "bench-scoring"
 MODEL_NAME = "bench-forecaster"
@@ -108,10 +112,12 @@ class HttpTarget:
     port: int
     path: str
     body: bytes
-    expected: float
+    expected: float | None  # None: an answer without a forecast to compare (the bare HTTP hop)
     parse: Callable[[bytes], float]
 
     def check(self, payload: bytes) -> None:
+        if self.expected is None:
+            return
         got = self.parse(payload)
         if not np.isclose(got, self.expected, rtol=1e-9, atol=0.0):
             raise RuntimeError(f"{self.name} answered {got}, in-process predict {self.expected}")
@@ -309,6 +315,55 @@ def local_endpoint(model_dir: Path, state_dir: Path, slot_settings: dict[str, st
 
 
 @contextlib.contextmanager
+def wsgi_probe(model_dir: Path, log_path: Path, body: bytes, settings: dict[str, str]):
+    """azmlinfsrv's app with the scorer in a process of its own, called without a socket; yields
+    (answer body, samples(n) -> n latencies in seconds)."""
+    env = {**os.environ, **{k: v for k, v in settings.items() if k.endswith("_NUM_THREADS")}}
+    command = [sys.executable, str(PROBES_PY), "wsgi", "--entry-script", str(SCORE_PY)]
+    command += ["--model-dir", str(model_dir), "--log", str(log_path), "--body", body.decode()]
+    proc = subprocess.Popen(
+        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        ready = proc.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"the WSGI probe exited: {log_path.read_text(errors='replace')[-2000:]}")
+
+        def samples(n: int) -> list[float]:
+            proc.stdin.write(f"{n}\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            return [float(x) for x in json.loads(proc.stdout.readline())]  # type: ignore[union-attr]
+
+        yield json.loads(ready)["answer"].encode(), samples
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def constant_http_server():
+    """A bare stdlib keep-alive HTTP server answering a constant (no model) on 127.0.0.1; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(PROBES_PY), "http", "--port", str(port)], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection((LOCALHOST, port), timeout=1).close()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare HTTP server did not come up")
+            time.sleep(0.05)
+        yield port
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
 def mlflow_models_serve(model_dir: Path, log_path: Path, settings: dict[str, str]):
     """`mlflow models serve` of the same folder on 127.0.0.1 (one uvicorn worker, the slot's torch
     threads), in its own session, stopped by PID."""
@@ -472,7 +527,14 @@ def main() -> int:
             local_endpoint(model_dir, workdir / "state", overrides) as (router_port, slot_port),
             mlflow_models_serve(model_dir, workdir / "mlflow-serve.log", slot_settings) as serve_port,
             sync_worker_slot(model_dir, workdir / "sync-slot.log", overrides) as sync_port,
+            wsgi_probe(model_dir, workdir / "wsgi-probe.log", score_body, slot_settings) as (
+                wsgi_answer,
+                wsgi,
+            ),
+            constant_http_server() as bare_port,
         ):
+            if not np.isclose(scorer_answer(wsgi_answer), expected, rtol=1e-9, atol=0.0):
+                raise RuntimeError(f"the WSGI probe answered {wsgi_answer[:300]!r}, in-process {expected}")
             targets = {
                 "slot direct (azmlinfsrv)": HttpTarget(
                     "slot", slot_port, "/score", score_body, expected, scorer_answer
@@ -486,9 +548,13 @@ def main() -> int:
                 "slot, sync worker": HttpTarget(
                     "slot, sync worker", sync_port, "/score", score_body, expected, scorer_answer
                 ),
+                "bare HTTP hop (constant)": HttpTarget(
+                    "bare HTTP hop", bare_port, "/score", score_body, None, scorer_answer
+                ),
             }
             for fn in in_process.values():
                 time_in_process(fn, args.warmup)
+            wsgi(args.warmup)
             for target in targets.values():
                 time_sequential(target, True, args.warmup)
                 time_sequential(target, False, args.warmup)
@@ -500,6 +566,9 @@ def main() -> int:
                     sequential.setdefault((name, "in-process"), []).append(
                         pcts_ms(time_in_process(fn, args.requests))
                     )
+                sequential.setdefault(("azmlinfsrv app, no socket", "in-process"), []).append(
+                    pcts_ms(wsgi(args.requests))
+                )
                 for name, target in targets.items():
                     for client, keep_alive in (("keep-alive", True), ("new connection", False)):
                         sequential.setdefault((name, client), []).append(
@@ -551,6 +620,16 @@ def main() -> int:
         print(
             f"{name:<28}{client:<16}{p50:>8.3f}{p90:>8.3f}{p99:>8.3f}{p50 / floor:>10.1f}x{vs_serve}{p99 / p50:>8.1f}x"
         )
+
+    app = median_of(sequential[("azmlinfsrv app, no socket", "in-process")])[0]
+    hop = median_of(sequential[("bare HTTP hop (constant)", "keep-alive")])[0]
+    stable = median_of(sequential[("stable URL (router+slot)", "keep-alive")])[0]
+    print(
+        f"\nLower bound of the stable URL through azmlinfsrv (keep-alive): the app without its socket "
+        f"{app:.3f} ms + two bare HTTP hops (client -> router -> slot) 2 x {hop:.3f} ms = "
+        f"{app + 2 * hop:.3f} ms = {(app + 2 * hop) / floor:.1f}x the floor; measured {stable:.3f} ms = "
+        f"{stable / floor:.1f}x"
+    )
 
     print(f"\nConcurrent keep-alive clients, {args.seconds:.0f} s each, median of {args.rounds} rounds")
     print(f"{'target':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
