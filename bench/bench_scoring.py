@@ -314,6 +314,25 @@ def local_endpoint(model_dir: Path, state_dir: Path, slot_settings: dict[str, st
                 os.environ[key] = value
 
 
+def wait_for_server(
+    proc: subprocess.Popen, probe: Callable[[], None], what: str, timeout: float, log_path: Path | None = None
+) -> None:
+    """Until `probe` returns without a connection error; fails early when the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {tail}")
+        try:
+            probe()
+            return
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not up after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def wsgi_probe(model_dir: Path, log_path: Path, body: bytes, settings: dict[str, str]):
     """azmlinfsrv's app with the scorer in a process of its own, called without a socket; yields
@@ -349,14 +368,12 @@ def constant_http_server():
         [sys.executable, str(PROBES_PY), "http", "--port", str(port)], start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError):
-                socket.create_connection((LOCALHOST, port), timeout=1).close()
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the bare HTTP server did not come up")
-            time.sleep(0.05)
+        wait_for_server(
+            proc,
+            lambda: socket.create_connection((LOCALHOST, port), timeout=1).close(),
+            "bare HTTP server",
+            30,
+        )
         yield port
     finally:
         stop_group(proc.pid)
@@ -382,20 +399,18 @@ def mlflow_models_serve(model_dir: Path, log_path: Path, settings: dict[str, str
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    def ping() -> None:
+        conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
+        try:
+            conn.request("GET", "/ping")
+            if conn.getresponse().status != 200:
+                raise ConnectionError("not ready")
+        finally:
+            conn.close()
+
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow models serve not up after 180 s")
-            time.sleep(0.3)
+        wait_for_server(proc, ping, "mlflow models serve", 180, log_path)
         yield port
     finally:
         stop_group(proc.pid)
