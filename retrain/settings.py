@@ -98,12 +98,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
-        "0.372",
+        "0.374",
         "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
-        "9.09",
+        "10.391",
         "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
     ),
     Setting(

@@ -47,7 +47,7 @@ CUSUM_REFERENCE_DAYS = 150
 # From `python bench/bench_monitor.py --calibrate` on MSFT, AAPL, IBM, GOOG (2000-2013), 20 shuffles each,
 # target <= 1 false alarm per ticker-year on every ticker, cooldown 20 trading days; re-run it when a window
 # size changes.
-DEFAULT_THRESHOLDS = Thresholds(drift=0.372, cusum=9.09, cooldown_days=DEFAULT_COOLDOWN_DAYS)
+DEFAULT_THRESHOLDS = Thresholds(drift=0.374, cusum=10.391, cooldown_days=DEFAULT_COOLDOWN_DAYS)
 
 
 def thresholds_from_settings(environ: Mapping[str, str] | None = None) -> Thresholds:

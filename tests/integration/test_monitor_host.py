@@ -98,7 +98,7 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
     assert len(out["retrains"]) == 1, out["retrains"]
     [retrain] = out["retrains"]
     assert retrain["trigger"] == "drift" and retrain["status"] == "deployed"
-    assert "KS distance" in retrain["reason"] and "threshold 0.372" in retrain["reason"]
+    assert "KS distance" in retrain["reason"] and "threshold 0.374" in retrain["reason"]
     assert retrain["date"] > "2012-07-16"  # after the change, not before
     drift_alerts = [a for a in out["alerts"] if a["kind"] == "drift"]
     assert drift_alerts and all(a["statistic"] > a["threshold"] for a in drift_alerts)
