@@ -13,8 +13,8 @@ Public API
 - `calibrate(runs, alarms_of, days_of, candidates, target_per_year, group_of=...)` -> `Calibration`: the
   general search; with `group_of` every group (ticker) must meet the target, without it the pooled rate.
 - `calibrate_drift(returns_by_ticker, ...)`, `calibrate_cusum(differentials_by_ticker, ...)`,
-  `calibrate_cusum_runs(null_runs, groups=...)`: the two detectors, per ticker of `retrain.monitoring.detectors`, with the
-  same window sizes the monitor uses.
+  `calibrate_cusum_runs(null_runs, groups=...)`: the two detectors of `retrain.monitoring.detectors`, with
+  the same window sizes the monitor uses, held to the target on every ticker (`Calibration.per_group`).
 - `false_alarms_per_year(alarm_count, days)`.
 - `thresholds_from_settings()`: what the live monitor applies (the settings below).
 - `DEFAULT_THRESHOLDS`: the values `bench/bench_monitor.py --calibrate` produced (see the README table),

@@ -26,7 +26,7 @@ from retrain.monitoring.detectors import (
 
 def test_a_ticker_above_the_target_raises_the_threshold_although_the_pooled_rate_meets_it() -> None:
     # One trading year per run; QUIET never alarms, NOISY alarms twice a year until h = 3.
-    alarms = {("QUIET", 1.0): 0, ("QUIET", 2.0): 0, ("QUIET", 3.0): 0}
+    alarms: dict[tuple[object, float], int] = {("QUIET", 1.0): 0, ("QUIET", 2.0): 0, ("QUIET", 3.0): 0}
     alarms |= {("NOISY", 1.0): 2, ("NOISY", 2.0): 2, ("NOISY", 3.0): 1}
     runs = ["QUIET", "NOISY"]
     pooled = calibrate(runs, lambda run, h: alarms[run, h], lambda run: 252, [1.0, 2.0, 3.0])
