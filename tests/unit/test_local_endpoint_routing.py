@@ -4,6 +4,7 @@ Azure's 404 without traffic) and traffic/name validation."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -164,6 +165,22 @@ def test_a_slot_that_is_not_live_is_never_chosen(tmp_path: Path) -> None:
     assert router.choose(None, "POST", {"blue"}) == ("green", 5002)  # blue just failed this request
     status, _ = router.choose("blue", "POST", {"blue"})
     assert status == 503  # pinned to a slot that just failed: say when to retry, never forward blindly
+
+
+def test_a_starting_slot_is_not_reported_down_only_a_live_slot_that_stops_answering(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = _router(tmp_path, {"blue": 100}, {"blue": {"port": 5001}})
+    caplog.set_level(logging.INFO, logger="retrain.local.endpoint")
+    router._set_live("blue", 5001, False)  # the first probes of a slot that is still starting
+    router._set_live("blue", 5001, True)
+    router._set_live("blue", 5001, False)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (logging.INFO, "endpoint msft-forecast: slot blue is not answering yet"),
+        (logging.INFO, "endpoint msft-forecast: slot blue is live"),
+        (logging.WARNING, "endpoint msft-forecast: slot blue is down"),
+    ]
 
 
 class _Slot(BaseHTTPRequestHandler):

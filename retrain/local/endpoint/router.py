@@ -152,18 +152,18 @@ class ScoringRouter:
 
     def _set_live(self, slot: str, port: int, live: bool) -> None:
         with self._lock:
-            if self._live.get((slot, port)) == live:
+            previous = self._live.get((slot, port))
+            if previous == live:
                 return
             self._live[(slot, port)] = live
             if self._table.ports.get(slot) == port:
                 self._picker = self._live_picker()
-        log.log(
-            logging.INFO if live else logging.WARNING,
-            "endpoint %s: slot %s %s",
-            self.name,
-            slot,
-            "is live" if live else "is down",
-        )
+        if live:
+            log.info("endpoint %s: slot %s is live", self.name, slot)
+        elif previous is None:  # first probe of a slot still starting: expected, not a fault
+            log.info("endpoint %s: slot %s is not answering yet", self.name, slot)
+        else:
+            log.warning("endpoint %s: slot %s is down", self.name, slot)
 
     def is_live(self, slot: str) -> bool:
         with self._lock:
