@@ -27,8 +27,10 @@ $(STAMP): $(REQS)
 run: setup
 	$(BIN)/retrain run --source sample --ticker MSFT
 
+# Two workers, one test file per worker at a time (--dist loadfile): a file's module-scoped fixtures
+# (a trained model, a running endpoint) are built once, and most of the suite waits on subprocesses.
 test: setup lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fast tier only: unit tests, no host, no training (about a minute).
 test-fast: setup
