@@ -47,6 +47,8 @@ class Script:
     host_url: str | None = None  # where events go; None = events are lost
     system_key: str | None = None
     job_seconds: float = 0.3
+    # Set: jobs run until the test sets this event (or job_seconds pass), not a guessed fixed time.
+    job_release: threading.Event | None = None
     job_status: str = "Completed"
     event_copies: int = 1  # > 1: Event Grid's at-least-once delivery
     metrics: dict[str, float] = field(
@@ -123,7 +125,10 @@ class MemoryPlatform:
         return request.job_name
 
     def _finish(self, job_name: str) -> None:
-        time.sleep(self.script.job_seconds)
+        if self.script.job_release is not None:
+            self.script.job_release.wait(self.script.job_seconds)
+        else:
+            time.sleep(self.script.job_seconds)
         job = self.jobs[job_name]
         job["status"] = job["status_at_end"]
         if not self.script.host_url:

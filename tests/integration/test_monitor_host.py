@@ -5,6 +5,7 @@ cooldown holds back the later breaches (which, with no cooldown, start two more 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -132,10 +133,14 @@ def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
     source = f"csv:{csv.name}"
     assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
-    memory.script.job_seconds = 40.0  # the next cycle (an HTTP request) is still training during the monitor
+    # The next cycle (an HTTP request) is still training during the whole monitor: its job ends only
+    # when the test releases it, after the monitor (at most 240 s, then it ends anyway).
+    memory.script.job_release, memory.script.job_seconds = threading.Event(), 240.0
     code, running = start(host, {"as_of": "2012-06-29", "source": source, "force": True})
     assert code == 202, running
     out = monitor(host, {"ticker": "MSFT", "from": "2012-08-01", "to": "2012-08-17", "source": source})
+    assert memory.jobs[f"{running['id']}-train"]["status"] == "Running"  # still training throughout
+    memory.script.job_release.set()
     assert out["retrains"], out  # the drift breach was found ...
     for retrain in out["retrains"]:  # ... and handed to the running cycle, not to a second one
         assert retrain["instance_id"] == running["id"] and retrain["status"].startswith("skipped"), retrain
