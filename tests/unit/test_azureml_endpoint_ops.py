@@ -5,46 +5,22 @@ that refuses an update; scoring with per-endpoint URIs and keys."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from retrain.azureml.platform import AzureMLPlatform
 from retrain.ports import EndpointBusyError, ModelRef, PlatformError
 from tests.unit.azure_recording_transport import (
-    RG,
     SCORING_DOMAIN,
-    SUB,
-    WS,
     WS_PATH,
     ArmTransport,
-    StaticTokenCredential,
-    code_root,
     endpoint_key,
-    route_blob_uploads,
 )
 
-ENV = {"AZURE_SUBSCRIPTION_ID": SUB, "AZURE_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
 EP = "msft-forecast-1a2b3c"
 OPERATION_GETS = 3
 
 
-@pytest.fixture()
-def arm(monkeypatch: pytest.MonkeyPatch) -> ArmTransport:
-    transport = ArmTransport()
-    route_blob_uploads(monkeypatch, transport)
-    return transport
-
-
-@pytest.fixture()
-def platform(arm: ArmTransport, tmp_path: Path) -> AzureMLPlatform:
-    return AzureMLPlatform(
-        environ=ENV,
-        repo_root=code_root(tmp_path),
-        credential=StaticTokenCredential(),
-        transport=arm,
-        retry_backoff_factor=0.01,
-    )
+# `arm` (the recording ARM transport) and `platform` (the adapter over it) are tests/unit/conftest.py's.
 
 
 def _deployed(platform: AzureMLPlatform, arm: ArmTransport, *slots: str, name: str = EP) -> None:

@@ -4,32 +4,23 @@ from ARM, blob download with the platform's credential), answered by the recordi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from retrain.azureml.platform import AzureMLPlatform
 from retrain.ports import PlatformError
 from tests.unit.azure_recording_transport import (
-    RG,
     STORAGE_ACCOUNT,
-    SUB,
-    WS,
     WS_PATH,
     ArmTransport,
-    StaticTokenCredential,
-    code_root,
-    route_blob_uploads,
 )
 
-ENV = {"AZURE_SUBSCRIPTION_ID": SUB, "AZURE_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
 ARTIFACT_CONTAINER = "azureml"
 
 
 @pytest.fixture()
-def arm(monkeypatch: pytest.MonkeyPatch) -> ArmTransport:
-    transport = ArmTransport()
-    route_blob_uploads(monkeypatch, transport)
+def arm(arm: ArmTransport) -> ArmTransport:
+    """tests/unit/conftest.py's recording transport, with a workspace artifact store and two jobs."""
+    transport = arm
     # The workspace's artifact store, as every workspace has it (container "azureml", identity access).
     transport.store[f"{WS_PATH}/datastores/workspaceartifactstore"] = {
         "id": f"{WS_PATH}/datastores/workspaceartifactstore",
@@ -61,17 +52,6 @@ def arm(monkeypatch: pytest.MonkeyPatch) -> ArmTransport:
             "systemData": {"createdAt": "2026-01-05T01:00:00Z", "lastModifiedAt": "2026-01-05T01:00:00Z"},
         }
     return transport
-
-
-@pytest.fixture()
-def platform(arm: ArmTransport, tmp_path: Path) -> AzureMLPlatform:
-    return AzureMLPlatform(
-        environ=ENV,
-        repo_root=code_root(tmp_path),
-        credential=StaticTokenCredential(),
-        transport=arm,
-        retry_backoff_factor=0.01,
-    )
 
 
 def test_test_errors_are_downloaded_from_the_jobs_artifact_folder(platform, arm) -> None:
