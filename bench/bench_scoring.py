@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ from retrain.local.inference_server import (  # noqa: E402
 from retrain.local.processes import free_port, read_json  # noqa: E402
 from retrain.ports import ModelRef  # noqa: E402
 from retrain.scoring_server import SLOT_SERVER_ENVIRONMENT  # noqa: E402
+from tests.helpers import mlflow_models_serve, stop_group, wait_for  # noqa: E402
 
 SCORE_PY = REPO / "scorer" / "score.py"
 PROBES_PY = REPO / "bench" / "scoring_probes.py"
@@ -314,30 +314,11 @@ def local_endpoint(model_dir: Path, state_dir: Path, slot_settings: dict[str, st
                 os.environ[key] = value
 
 
-def wait_for_server(
-    proc: subprocess.Popen, probe: Callable[[], None], what: str, timeout: float, log_path: Path | None = None
-) -> None:
-    """Until `probe` returns without a connection error; fails early when the process exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {tail}")
-        try:
-            probe()
-            return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not up after {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
-def wsgi_probe(model_dir: Path, log_path: Path, body: bytes, settings: dict[str, str]):
+def wsgi_probe(model_dir: Path, log_path: Path, body: bytes, extra_env: dict[str, str]):
     """azmlinfsrv's app with the scorer in a process of its own, called without a socket; yields
     (answer body, samples(n) -> n latencies in seconds)."""
-    env = {**os.environ, **{k: v for k, v in settings.items() if k.endswith("_NUM_THREADS")}}
+    env = {**os.environ, **extra_env}
     command = [sys.executable, str(PROBES_PY), "wsgi", "--entry-script", str(SCORE_PY)]
     command += ["--model-dir", str(model_dir), "--log", str(log_path), "--body", body.decode()]
     proc = subprocess.Popen(
@@ -367,72 +348,20 @@ def constant_http_server():
     proc = subprocess.Popen(
         [sys.executable, str(PROBES_PY), "http", "--port", str(port)], start_new_session=True
     )
+
+    def listening() -> bool:
+        socket.create_connection((LOCALHOST, port), timeout=1).close()
+        return True
+
+    def exited() -> str | None:
+        return None if proc.poll() is None else f"exited with {proc.returncode}"
+
     try:
-        wait_for_server(
-            proc,
-            lambda: socket.create_connection((LOCALHOST, port), timeout=1).close(),
-            "bare HTTP server",
-            30,
-        )
+        wait_for("the bare HTTP server", listening, 30, exited)
         yield port
     finally:
         stop_group(proc.pid)
         proc.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def mlflow_models_serve(model_dir: Path, log_path: Path, settings: dict[str, str]):
-    """`mlflow models serve` of the same folder on 127.0.0.1 (one uvicorn worker, the slot's torch
-    threads), in its own session, stopped by PID."""
-    port = free_port()
-    env = {**os.environ, **{k: v for k, v in settings.items() if k.endswith("_NUM_THREADS")}}
-    # It execs `uvicorn` from PATH: this interpreter's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir)]
-    command += ["--env-manager", "local", "-h", LOCALHOST, "-p", str(port), "-w", "1"]
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def ping() -> None:
-        conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-        try:
-            conn.request("GET", "/ping")
-            if conn.getresponse().status != 200:
-                raise ConnectionError("not ready")
-        finally:
-            conn.close()
-
-    try:
-        wait_for_server(proc, ping, "mlflow models serve", 180, log_path)
-        yield port
-    finally:
-        stop_group(proc.pid)
-        proc.wait(timeout=5)
-
-
-def stop_group(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group (`mlflow models serve` and the uvicorn it starts), wait until every
-    member is gone, SIGKILL whatever is left after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap our direct child so it does not linger as a zombie
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -493,6 +422,8 @@ def main() -> int:
 
     # The in-process paths run with the slot's torch threads, so the floor is the slot's own compute.
     torch.set_num_threads(int(slot_settings.get("OMP_NUM_THREADS", "1")))
+    # The other servers get the slot's torch threads too, so they all run the same compute.
+    torch_threads = {k: v for k, v in slot_settings.items() if k.endswith("_NUM_THREADS")}
     started_at = datetime.now(UTC)
     load_before = load_average()
 
@@ -540,9 +471,9 @@ def main() -> int:
 
         with (
             local_endpoint(model_dir, workdir / "state", overrides) as (router_port, slot_port),
-            mlflow_models_serve(model_dir, workdir / "mlflow-serve.log", slot_settings) as serve_port,
+            mlflow_models_serve(model_dir, workdir / "mlflow-serve.log", torch_threads) as serve,
             sync_worker_slot(model_dir, workdir / "sync-slot.log", overrides) as sync_port,
-            wsgi_probe(model_dir, workdir / "wsgi-probe.log", score_body, slot_settings) as (
+            wsgi_probe(model_dir, workdir / "wsgi-probe.log", score_body, torch_threads) as (
                 wsgi_answer,
                 wsgi,
             ),
@@ -558,7 +489,7 @@ def main() -> int:
                     "stable URL", router_port, "/score", score_body, expected, scorer_answer
                 ),
                 "mlflow models serve": HttpTarget(
-                    "mlflow models serve", serve_port, "/invocations", serve_body, expected, serve_answer
+                    "mlflow models serve", serve.port, "/invocations", serve_body, expected, serve_answer
                 ),
                 "slot, sync worker": HttpTarget(
                     "slot, sync worker", sync_port, "/score", score_body, expected, scorer_answer

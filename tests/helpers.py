@@ -6,11 +6,11 @@ is stopped by its PID)."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +25,7 @@ import pytest
 
 from functions_host.host import HOST_URL_SETTING, LocalHost
 from retrain.host_client import HostClient, http_json
-from retrain.local.processes import process_alive, tail
+from retrain.local.processes import free_port, process_alive, tail
 
 if TYPE_CHECKING:
     from tests.integration.memory_platform import MemoryPlatform
@@ -187,12 +187,6 @@ class Receiver:
 # ----------------------------------------------------------------------------- processes (end to end)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def offline_env(**extra: str) -> dict[str, str]:
     """The caller's environment without retrain/MLflow settings; the sample source, so nothing that
     starts a cycle (a timer included) can reach the internet."""
@@ -292,6 +286,72 @@ def stop_process(process: subprocess.Popen, timeout: float = 60) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # its session: the leader is not reaped yet
         process.wait()
+
+
+def stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group led by `pid` (started with `start_new_session=True`), wait until every
+    member is gone, not only the leader, SIGKILL whatever is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not group_exists(pid):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap our direct child so it does not linger as a zombie
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class MlflowServe:
+    port: int
+    pid: int  # the leader of its process group
+
+
+@contextlib.contextmanager
+def mlflow_models_serve(
+    model_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[MlflowServe]:
+    """`mlflow models serve --env-manager local` of `model_dir` on 127.0.0.1 (one uvicorn worker), in its
+    own session; up within 180 s, then stopped by its PID with every process of its group (the tool a user
+    would pick instead of the scorer: a test compares answers with it, bench_scoring latencies)."""
+    port = free_port()
+    env = {**os.environ, **(extra_env or {})}
+    # It execs `uvicorn` from PATH: this interpreter's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir)]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def pinged() -> bool | None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status == 200 or None
+        except http.client.HTTPException:
+            return None
+        finally:
+            conn.close()
+
+    def exited() -> str | None:
+        return None if proc.poll() is None else f"exited with {proc.returncode}:\n{tail(log_path, 3000)}"
+
+    try:
+        wait_for("mlflow models serve", pinged, 180, exited)
+        yield MlflowServe(port, proc.pid)
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=5)
 
 
 def slot_processes(state_dir: Path) -> list[tuple[int, int | None]]:

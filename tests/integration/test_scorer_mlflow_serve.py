@@ -3,22 +3,17 @@ trainer's model (with its numpy path) on 127.0.0.1 and answers what the scorer's
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from retrain.local.processes import free_port
+from tests.helpers import group_exists, mlflow_models_serve
 
 pytestmark = pytest.mark.slow
 
@@ -35,63 +30,12 @@ def _load_score_module():
     return module
 
 
-def _answers(port: int) -> bool:
-    with contextlib.suppress(OSError):
-        conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-        try:
-            conn.request("GET", "/ping")
-            return conn.getresponse().status == 200
-        finally:
-            conn.close()
-    return False
-
-
 @pytest.fixture(scope="module")
 def served(trained_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = free_port()
     log_path = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(trained_model / "model")]
-    command += ["--env-manager", "local", "-h", LOCALHOST, "-p", str(port), "-w", "1"]
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while not _answers(port):
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "mlflow models serve not up after 180 s"
-            time.sleep(0.3)
-        yield port
-    finally:
-        stop_group(proc.pid)
-        proc.wait(timeout=5)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)
-
-
-def stop_group(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group (`mlflow models serve` and the uvicorn it starts), wait until every
-    member is gone, SIGKILL whatever is left after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap our direct child so it does not linger as a zombie
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    with mlflow_models_serve(trained_model / "model", log_path) as serve:
+        yield serve.port
+    assert not group_exists(serve.pid)  # the server and every process it started are gone
 
 
 def test_mlflow_models_serve_answers_as_the_scorers_fast_path(served, trained_model, sample_csv):
