@@ -94,13 +94,20 @@ def test_the_backtest_uses_the_live_gate_detectors_and_cooldown_not_copies() -> 
     from retrain.monitoring import calibration, detectors, monitor
 
     assert engine.decide_with_test_errors is gate.decide_with_test_errors
-    assert engine.drift_since_training is monitor.drift_since_training
+    assert engine.drift_reference_end is monitor.drift_reference_end
+    assert engine.drift_since_reference is monitor.drift_since_reference
     assert engine.performance_check is monitor.performance_check
     assert engine.decide_trigger is monitor.decide_trigger
     assert engine.in_cooldown is detectors.in_cooldown
     # The live monitor's day calls the same functions by name.
     names = monitor.monitor_day.__code__.co_names
-    assert {"drift_since_training", "performance_check", "decide_trigger", "in_cooldown"} <= set(names)
+    assert {
+        "drift_reference_end",
+        "drift_since_reference",
+        "performance_check",
+        "decide_trigger",
+        "in_cooldown",
+    } <= set(names)
     _, settings = command.parse_settings(_args())
     assert settings.thresholds == calibration.thresholds_from_settings()
 
