@@ -315,7 +315,7 @@ class Replay:
         last_trigger: str | None = None
         rejected_drift_ends: list[str] = []  # data ends of drift challengers the gate rejected
 
-        def train(j: int, trigger: str, reason: str | None = None) -> None:
+        def train(j: int, trigger: str, reason: str | None = None, reference_end: str | None = None) -> None:
             nonlocal served
             model = self.model(j)
             if isinstance(model, str):  # the cycle would fail at its data or training step
@@ -331,15 +331,16 @@ class Replay:
                 result.rejections += 1
                 if trigger == "drift":  # the monitor records the cycle's outcome beside its trigger
                     rejected_drift_ends.append(self.dates[j])
-            result.events.append(
-                {
-                    "date": self.dates[j],
-                    "trigger": trigger,
-                    "reason": reason,
-                    "deployed": decision["deploy"],
-                    "gate": decision["reasons"],
-                }
-            )
+            event = {
+                "date": self.dates[j],
+                "trigger": trigger,
+                "reason": reason,
+                "deployed": decision["deploy"],
+                "gate": decision["reasons"],
+            }
+            if trigger == "drift":
+                event["drift_reference_end"] = reference_end
+            result.events.append(event)
 
         # The first model: data through the day before the first forecast, or the first day it suffices.
         if self.first_forecast >= 1 and not isinstance(self.model(self.first_forecast - 1), str):
@@ -376,6 +377,7 @@ class Replay:
             elif policy in MONITOR_POLICIES and served is not None:
                 data_end = self.dates[served.data_end]
                 drift = None
+                reference_end = None
                 if policy in DRIFT_POLICIES:
                     # The served model's fit end is its data end (the tag-less rule of the live monitor).
                     reference_end = drift_reference_end(data_end, data_end, rejected_drift_ends)
@@ -404,7 +406,7 @@ class Replay:
                 trigger = decide_trigger(drift, cusum, s.thresholds, cooling)
                 if trigger is not None:
                     last_trigger = today
-                    train(f, trigger["trigger"], trigger["reason"])
+                    train(f, trigger["trigger"], trigger["reason"], reference_end)
         return result
 
     def _test_errors(self, model: _Model) -> dict[str, Any]:
