@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 
 WINDOWS = (20, 60)
 FORECAST_CLOSES = 64  # closes sent to the scoring URL: more than any model window
-HISTORY_DAYS = (
-    800  # calendar days of prices fetched each day at least (more when the drift reference is older)
-)
+# Calendar days of prices fetched each day at least (forecast closes, data checks, joins); more when the
+# drift reference ends earlier (`_history_days`).
+HISTORY_DAYS = 800
 # Calendar days before the drift reference's end that hold its REFERENCE_DAYS + 1 closes, with room for
 # holidays and market closures (250 trading days span about 365 calendar days).
 REFERENCE_LOOKBACK_DAYS = 400
