@@ -11,6 +11,7 @@ TAG_INSTANCE_ID = "orchestration_instance_id"  # the orchestration that submitte
 TAG_TICKER = "ticker"
 TAG_DATA_ASSET = "data_asset"
 TAG_DATA_VERSION = "data_version"
+TAG_FITTED_DATA_END = "fitted_data_end"  # on a model version: the last target date it was fitted on
 TAG_CODE_VERSION = "code_version"
 TAG_JOB_NAME = "job_name"
 TAG_TRAINER = "trainer"  # the trainer that produced it (champion and challenger may differ)

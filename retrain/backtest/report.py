@@ -12,6 +12,8 @@ so a ticker's late, high-price days weigh no more than its early ones (in price 
   tickers on a day (a market-wide move) stays in the interval.
 - `dm_vs_never`: the gate's own Diebold-Mariano test (`retrain.monitoring.significance.diebold_mariano`)
   of the policy's relative errors against never's (pooled: the tickers' relative errors concatenated).
+- `drift_unchecked_days`, `drift_unchecked_share` (drift and monitor policies): forecast days with a
+  served model on which the drift check could not run (the live monitor alerts "drift not checked").
 Many intervals and p-values are read at once (policies x tickers) with no multiplicity correction: about
 1 in 20 excludes 0 (or has p < 0.05) by chance alone; `MULTIPLICITY_NOTE` says so under the table.
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.backtest.engine import TickerResult
+from retrain.backtest.engine import DRIFT_POLICIES, TickerResult
 from retrain.monitoring.significance import SignificanceError, diebold_mariano
 
 BLOCK_DAYS = 20
@@ -117,6 +119,11 @@ def summarise(results: Sequence[TickerResult], policies: Sequence[str]) -> dict[
             "rejections": sum(r.policies[p].rejections for r in results),
             "train_cpu_s": round(sum(r.policies[p].train_cpu_s for r in results), 3),
         }
+        if p in DRIFT_POLICIES:
+            unchecked = sum(r.policies[p].drift_unchecked_days for r in results)
+            days = sum(len(r.policies[p].days) for r in results)
+            pooled[p]["drift_unchecked_days"] = unchecked
+            pooled[p]["drift_unchecked_share"] = round(unchecked / max(days, 1), 4)
     return {
         "tickers": [r.ticker for r in results],
         "reference": reference,
@@ -144,16 +151,22 @@ def _dm(errors: np.ndarray, reference: np.ndarray, same: bool) -> dict[str, Any]
 
 def table(summary: dict[str, Any]) -> str:
     """A fixed-width table: per policy pooled over tickers, then per ticker."""
-    head = f"{'policy':<12} {'MAE/naive':>9} {'vs never [95% CI]':>27} {'DM p(better)':>12} {'trainings':>9} {'deploys':>7} {'rejected':>8} {'train CPU s':>11}"
+    head = f"{'policy':<12} {'MAE/naive':>9} {'vs never [95% CI]':>27} {'DM p(better)':>12} {'trainings':>9} {'deploys':>7} {'rejected':>8} {'train CPU s':>11} {'drift unchecked':>15}"
 
     def row(name: str, v: dict[str, Any]) -> str:
         lo, hi = v["ci95"]
         diff = v["mae_ratio"] - ref_ratio
         dm = v.get("dm_vs_never")
         p = f"{dm['p_better']:.3f}" if dm else "-"
+        unchecked = (
+            f"{v['drift_unchecked_days']} ({v['drift_unchecked_share']:.1%})"
+            if "drift_unchecked_days" in v
+            else "-"
+        )
         return (
             f"{name:<12} {v['mae_ratio']:>9.4f} {f'{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]':>27} {p:>12} "
-            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.2f}"
+            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.2f} "
+            f"{unchecked:>15}"
         )
 
     lines = [

@@ -94,13 +94,20 @@ def test_the_backtest_uses_the_live_gate_detectors_and_cooldown_not_copies() -> 
     from retrain.monitoring import calibration, detectors, monitor
 
     assert engine.decide_with_test_errors is gate.decide_with_test_errors
-    assert engine.drift_since_training is monitor.drift_since_training
+    assert engine.drift_reference_end is monitor.drift_reference_end
+    assert engine.drift_since_reference is monitor.drift_since_reference
     assert engine.performance_check is monitor.performance_check
     assert engine.decide_trigger is monitor.decide_trigger
     assert engine.in_cooldown is detectors.in_cooldown
     # The live monitor's day calls the same functions by name.
     names = monitor.monitor_day.__code__.co_names
-    assert {"drift_since_training", "performance_check", "decide_trigger", "in_cooldown"} <= set(names)
+    assert {
+        "drift_reference_end",
+        "drift_since_reference",
+        "performance_check",
+        "decide_trigger",
+        "in_cooldown",
+    } <= set(names)
     _, settings = command.parse_settings(_args())
     assert settings.thresholds == calibration.thresholds_from_settings()
 
@@ -248,3 +255,41 @@ def test_the_monitor_policy_retrains_only_on_the_live_triggers_outside_the_coold
     # RETRAIN_MONITOR_COOLDOWN_DAYS (20 trading days) between two triggers, as the live monitor.
     assert all(np.busday_count(a, b) >= 20 for a, b in zip(days, days[1:], strict=False))
     assert all("threshold" in e["reason"] for e in triggers)
+
+
+def test_drift_is_checked_every_day_however_old_the_served_model_and_re_arms_after_a_rejection() -> None:
+    """IBM 2005-2008: the first model serves throughout (every drift challenger is rejected). The old
+    replay (800 calendar days back from each day) went blind from ~1.7 years after its data end; now
+    every day is checked, and each drift trigger compares against the last rejected challenger's data."""
+    from retrain.backtest import report
+
+    settings = command.parse_settings(
+        _args(ticker="IBM", start="2005-01-03", end="2008-12-31", policies="drift")
+    )[1]
+    result = engine.replay_ticker("IBM", settings)
+    drift = result.policies["drift"]
+    assert drift.drift_unchecked_days == 0
+    assert drift.summary()["drift_unchecked_share"] == 0.0
+    served = {d.made: d.version for d in drift.days}
+    triggers = [e for e in drift.events if e["trigger"] == "drift"]
+    # A drift trigger more than three years after the serving model's data end.
+    assert any(
+        np.datetime64(e["date"]) - np.datetime64(served[e["date"]]) > np.timedelta64(3 * 365, "D")
+        for e in triggers
+    )
+    # Re-armed: against the served model's data end until a drift challenger is rejected, then against
+    # the data of the latest rejected one (the served model's data end if a deploy came in between).
+    rejected: str | None = None
+    for event in drift.events:
+        if event["trigger"] == "drift":
+            assert event["drift_reference_end"] == max(served[event["date"]], rejected or "")
+        if event.get("deployed"):
+            rejected = None
+        elif event["trigger"] == "drift":
+            rejected = event["date"]
+    assert sum(not e["deployed"] for e in triggers) >= 2  # the re-arm was exercised
+    # The summary and the table report the unchecked days.
+    summary = report.summarise([result], ["drift"])
+    assert summary["policies"]["drift"]["drift_unchecked_days"] == 0
+    assert summary["by_ticker"]["IBM"]["drift"]["drift_unchecked_share"] == 0.0
+    assert "drift unchecked" in report.table(summary) and "0 (0.0%)" in report.table(summary)
