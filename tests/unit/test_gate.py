@@ -34,12 +34,12 @@ def test_challenger_must_beat_the_champion() -> None:
         {"mae": 0.9, "naive_mae": 1.0, "champion_mae": 0.95}, has_champion=True, baseline_margin=0.05
     )
     assert better.deploy
-    assert "champion check passed: mae 0.9 < champion_mae 0.95" in better.reasons
+    assert "champion check (superiority) passed: mae 0.9 < champion_mae 0.95" in better.reasons
     worse = decide(
         {"mae": 0.96, "naive_mae": 1.0, "champion_mae": 0.95}, has_champion=True, baseline_margin=0.05
     )
     assert not worse.deploy
-    assert "champion check failed: mae 0.96 >= champion_mae 0.95" in worse.reasons
+    assert "champion check (superiority) failed: mae 0.96 >= champion_mae 0.95" in worse.reasons
 
 
 def test_a_tie_with_the_champion_is_not_an_improvement() -> None:
@@ -51,7 +51,7 @@ def test_beating_the_champion_is_not_enough_when_the_baseline_fails() -> None:
     d = decide({"mae": 1.2, "naive_mae": 1.0, "champion_mae": 1.5}, has_champion=True, baseline_margin=0.05)
     assert not d.deploy
     assert any(r.startswith("baseline check failed") for r in d.reasons)
-    assert any(r.startswith("champion check passed") for r in d.reasons)
+    assert any(r.startswith("champion check (superiority) passed") for r in d.reasons)
 
 
 def test_champion_without_champion_mae_is_rejected_with_a_reason() -> None:
@@ -131,7 +131,7 @@ def test_metric_names_are_settings_not_constants() -> None:
     d = decide(metrics, has_champion=True, baseline_margin=0.05, names=names)
     assert d.deploy  # judged on rmse; the terrible mae is not looked at
     assert "baseline check passed: rmse 0.9 <= naive_rmse 1 x (1 + 0.05) = 1.05" in d.reasons
-    assert "champion check passed: rmse 0.9 < champion_rmse 0.95" in d.reasons
+    assert "champion check (superiority) passed: rmse 0.9 < champion_rmse 0.95" in d.reasons
     with pytest.raises(GateError, match="no finite 'rmse'.*metrics.json with rmse, naive_rmse"):
         decide({"mae": 1.0}, has_champion=False, baseline_margin=0.05, names=names)
 
@@ -151,7 +151,7 @@ def test_higher_is_better_flips_both_checks() -> None:
         "baseline check passed: hit_rate 0.55 >= naive_hit_rate 0.5 - 0.05 x |naive_hit_rate| = 0.475"
         in good.reasons
     )
-    assert "champion check passed: hit_rate 0.55 > champion_hit_rate 0.52" in good.reasons
+    assert "champion check (superiority) passed: hit_rate 0.55 > champion_hit_rate 0.52" in good.reasons
     worse = decide(
         {"hit_rate": 0.46, "naive_hit_rate": 0.5, "champion_hit_rate": 0.46},
         has_champion=True,
@@ -163,7 +163,7 @@ def test_higher_is_better_flips_both_checks() -> None:
         "baseline check failed: hit_rate 0.46 < naive_hit_rate 0.5 - 0.05 x |naive_hit_rate| = 0.475"
         in worse.reasons
     )
-    assert "champion check failed: hit_rate 0.46 <= champion_hit_rate 0.46" in worse.reasons
+    assert "champion check (superiority) failed: hit_rate 0.46 <= champion_hit_rate 0.46" in worse.reasons
 
 
 def test_gate_settings_are_validated_with_what_to_send() -> None:
