@@ -15,7 +15,7 @@ What is the live system's own code here, not a copy:
   `MIN_ROWS` before each training, exactly what a cycle's `fetch_data` applies;
 - fitting: the trainer folder's `fit_in_process` (`retrain.backtest.fitting`), which its `train.py` uses;
 - the gate: `retrain.gate.decide_with_test_errors` with the cycle's settings (`CycleInput.from_settings`:
-  margin, alpha, gate metrics) on the challenger's test errors with the champion on the same days;
+  margin, alpha, gate metrics, gate policy; `--gate-policy` and its margin may override the policy) on the challenger's test errors with the champion on the same days;
 - schedules: `functions_host.ncrontab` on `RETRAIN_SCHEDULE` (weekly) and `MONTHLY_SCHEDULE`;
 - the monitor: `retrain.monitoring.monitor.drift_reference_end` (the served model's data, re-armed
   after a rejected drift challenger), `drift_since_reference`, `performance_check` and `decide_trigger`,
@@ -40,7 +40,7 @@ import numpy as np
 
 from functions_host import ncrontab
 from retrain.backtest.fitting import FitError, FittedModel, InProcessTrainer
-from retrain.gate import GateMetrics, decide_with_test_errors
+from retrain.gate import GateMetrics, GatePolicy, decide_with_test_errors
 from retrain.market_data import MIN_ROWS, MarketDataError, _trim_window, fetch_prices, validate_prices
 from retrain.monitoring.detectors import REFERENCE_DAYS, Thresholds, in_cooldown
 from retrain.monitoring.monitor import (
@@ -77,6 +77,9 @@ class BacktestSettings:
     baseline_margin: float
     gate_alpha: float
     gate_metrics: dict[str, Any]
+    gate_policy: str  # retrain.gate.GatePolicy fields: the champion policy, its margin, the baseline rule
+    gate_noninferiority_margin: float
+    gate_baseline_rule: str
     thresholds: Thresholds
     weekly_schedule: str
     monthly_schedule: str = MONTHLY_SCHEDULE
@@ -93,6 +96,9 @@ class BacktestSettings:
             "baseline_margin": self.baseline_margin,
             "gate_alpha": self.gate_alpha,
             "gate_metrics": dict(self.gate_metrics),
+            "gate_policy": self.gate_policy,
+            "gate_noninferiority_margin": self.gate_noninferiority_margin,
+            "gate_baseline_rule": self.gate_baseline_rule,
             "thresholds": self.thresholds.to_dict(),
             "weekly_schedule": self.weekly_schedule,
             "monthly_schedule": self.monthly_schedule,
@@ -203,6 +209,9 @@ class Replay:
             )
         self.n_days = self.last_forecast - self.first_forecast + 1
         self.gate_names = GateMetrics.from_dict(settings.gate_metrics)
+        self.gate_policy = GatePolicy(
+            settings.gate_policy, settings.gate_noninferiority_margin, settings.gate_baseline_rule
+        )
         self._fits: dict[int, _Model | str] = {}
         self.fit_cpu_s = 0.0
 
@@ -279,6 +288,7 @@ class Replay:
             baseline_margin=self.settings.baseline_margin,
             level=self.settings.gate_alpha,
             names=self.gate_names,
+            policy=self.gate_policy,
         ).to_dict()
 
     # ------------------------------------------------------------------------------------ schedules
