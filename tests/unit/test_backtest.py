@@ -282,9 +282,7 @@ def test_drift_is_checked_every_day_however_old_the_served_model_and_re_arms_aft
     from retrain.backtest import report
 
     settings = command.parse_settings(
-        _args(
-            ticker="IBM", start="2005-01-03", end="2008-12-31", policies="drift", gate_policy="superiority"
-        )
+        _args(ticker="IBM", start="2005-01-03", end="2008-12-31", policies="drift", gate_policy="superiority")
     )[1]
     result = engine.replay_ticker("IBM", settings)
     drift = result.policies["drift"]
