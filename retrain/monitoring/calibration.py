@@ -392,7 +392,7 @@ def calibrate_live_drift(
         ks.append(low)
     k = max(ks)
     while True:
-        rates = {ticker: rate(ticker, k) for ticker in paths_by_ticker}
+        rates: dict[Hashable, float] = {ticker: rate(ticker, k) for ticker in paths_by_ticker}
         if all(value <= target_per_year for value in rates.values()) or k >= steps:
             break
         k += 1
