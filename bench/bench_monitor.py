@@ -357,24 +357,35 @@ def main() -> int:
             runs += cusum_null_runs(paths, first_close[t])
             groups += [t] * len(paths)
         rates = {
-            t: float(np.mean([cusum_rate(p, first_close[t], new.cusum, new.cooldown_days) for p in paths]))
+            t: float(
+                np.mean(
+                    [
+                        cusum_rate(p, first_close[t], OLD_THRESHOLDS.cusum, OLD_THRESHOLDS.cooldown_days)
+                        for p in paths
+                    ]
+                )
+            )
             for t, paths in calibration_paths.items()
         }
         per = ", ".join(f"{t} {rate:.2f}" for t, rate in rates.items())
         if max(rates.values()) <= 1.0:
-            say(f"  CUSUM h {new.cusum:g} holds on this null ({per}): kept")
+            say(f"  CUSUM h {OLD_THRESHOLDS.cusum:g} (before) holds on this null ({per}): kept")
         else:
             cusum = calibrate_cusum_runs(runs, groups=groups, cooldown=new.cooldown_days)
             per_new = ", ".join(f"{t} {rate:.2f}" for t, rate in cusum.per_group.items())
             say(
-                f"  CUSUM h {new.cusum:g} breaks the target ({per}); calibrated h {cusum.threshold:.3f} ({per_new})"
+                f"  CUSUM h {OLD_THRESHOLDS.cusum:g} (before) breaks the target ({per}); calibrated h {cusum.threshold:.3f} ({per_new})"
             )
 
     tables: list[tuple[str, list[tuple[str, dict[str, float]]]]] = []
     for n, null in enumerate(NULLS):
         paths_by = {
             t: null_paths(
-                null, returns_by[t], garch_by[t], args.paths, args.seed + EVAL_SEED + 10_000 * (4 * i + n)
+                null,
+                returns_by[t],
+                garch_by[t],
+                CUSUM_PATHS * args.paths,
+                args.seed + EVAL_SEED + 10_000 * (4 * i + n),
             )
             for i, t in enumerate(tickers)
         }

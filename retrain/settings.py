@@ -103,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
-        "10.391",
+        "10.593",
         "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
     ),
     Setting(
