@@ -1,35 +1,45 @@
-"""Monitoring detectors: false alarms per year on shuffled history, and detection delays of injected changes,
-ours (calibrated) next to Azure ML model monitoring's defaults, measured in the same run.
+"""Monitoring detectors: false alarms per ticker-year on nulls that keep volatility clustering and on the
+real returns, watched as the live monitor watches them, and detection delays of injected changes; the
+previous thresholds beside the current ones, and Azure ML model monitoring's defaults for comparison.
 
-    python bench/bench_monitor.py [--shuffles 20] [--tickers MSFT,AAPL,IBM,GOOG] [--calibrate]
+    python bench/bench_monitor.py [--paths 20] [--seed 0] [--tickers MSFT,AAPL,IBM,GOOG] [--calibrate]
+                                  [--markdown]
 
-Data: the bundled daily closes (2000-2013). Shuffling a ticker's daily log returns keeps their
-distribution and removes any change over time, so every alarm on a shuffled series is a false alarm.
+Data: the bundled daily closes (2000-2013), split-adjusted. Nulls (every alarm on them is false):
+- GARCH(1,1)-t fitted per ticker (`retrain.monitoring.nulls`), `--paths` stationary paths per ticker as
+  long as its history;
+- the stationary block bootstrap of its returns (mean block 60 trading days), `--paths` per ticker;
+- shuffled returns (the previous calibration's null: no volatility clustering), `--paths` per ticker;
+- and the real, unshuffled returns (one path per ticker; alarms there are not all false, but a rate far
+  above the null's says the null misses something).
 
-- Ours: `drift_check` (KS on log returns and on absolute log returns, last 20 days vs the 250 before),
-  checked every trading day; the CUSUM on the loss differential |model error| - |naive error|, every
-  trading day; both with the 20-trading-day cooldown, thresholds `DEFAULT_THRESHOLDS` (the settings'
-  defaults). False alarms are measured on shuffles with seeds the calibration never saw.
-- Azure ML model monitoring's defaults, checked weekly (every 5 trading days) on the last 5 days against
-  the 250-day training window: numeric drift as normalized Wasserstein distance (W1 / sd of the reference)
-  > 0.1, and a per-column two-sample KS test at p < 0.05, on returns and on close levels (the model's
-  input columns); no cooldown (each breach is an alert).
-- The served model is a stand-in, not the LSTM: next close = last close x exp(mean of the last 20 log
-  returns), which, like the LSTM, stays close to the naive forecast. Training an LSTM per change point
-  would take hours; the CUSUM's threshold should be re-calibrated on real test errors (test_errors.json).
-- Injected changes every 150 trading days (64 change points in all) on shuffled returns (so nothing else drifts): the
-  served model 10 % worse (its error x 1.1), volatility doubled (returns x 2), a 2:1 split left unadjusted
-  (closes / 2); "no change" shows how often each detector fires in 250 days with nothing injected. Delay = trading days from the change to the first alarm within 250 days; `found` = share
-  of change points detected within 250 days.
+Geometry: "live" is what the monitor does (`calibration.LivePath`): the reference is the 250 returns
+before the champion's data end, each trading day from 20 days after it the last 20 returns are tested
+against it, and an alarm (outside the 20-day cooldown) retrains, so the reference moves to end on that day.
+"rolling" is the previous calibration's view: each 20 days against the 250 just before, with the cooldown.
 
-`--calibrate` also prints the thresholds calibrated on seeds 0.. (the values in DEFAULT_THRESHOLDS): the
-smallest at which every ticker stays at <= 1 false alarm per year on the calibration shuffles, with each
-ticker's rate, and for comparison the threshold the pooled rate alone would give.
+- Drift: `drift_check` (KS D on returns and |returns|, the larger). CUSUM: on the loss differential
+  |model error| - |naive error| of a stand-in model (next close = last close x exp(mean of the last 20 log
+  returns), close to the naive forecast like the LSTM), reference its first 150 days, the rest watched.
+- Azure ML model monitoring's defaults, weekly on the last 5 days against the 250 before: normalized
+  Wasserstein distance > 0.1 and KS p < 0.05, on returns (no cooldown: each breach is an alert).
+- Detection delay: changes injected every 150 trading days into one GARCH path per ticker (so nothing else
+  drifts): the model 10 % worse (its error x 1.1), volatility doubled (returns x 2), a 2:1 split left
+  unadjusted (closes / 2), and "no change" (how often a false alarm alone lands within 250 days). The
+  reference ends at the change (a model trained just before it). Delay = trading days from the change to
+  the first alarm within 250 days; `found` = share of change points detected within 250 days.
+
+`--calibrate` calibrates the drift threshold on GARCH paths with seeds the evaluation never uses (the
+value in `DEFAULT_THRESHOLDS`): the smallest at which every ticker stays at <= 1 false alarm a year in the
+live geometry; and checks the CUSUM threshold on the same null (re-calibrated only when a ticker exceeds 1).
+`--markdown` prints the tables as GitHub markdown, preceded by one line `settings: {json}`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import statistics
 import sys
 import time
@@ -47,8 +57,9 @@ from retrain.monitoring.calibration import (  # noqa: E402
     CUSUM_REFERENCE_DAYS,
     DEFAULT_THRESHOLDS,
     TRADING_DAYS_PER_YEAR,
+    LivePath,
     calibrate_cusum_runs,
-    calibrate_drift,
+    calibrate_live_drift,
     false_alarms_per_year,
     shuffles,
 )
@@ -56,6 +67,7 @@ from retrain.monitoring.detectors import (  # noqa: E402
     DRIFT_WINDOW_DAYS,
     REFERENCE_DAYS,
     CusumReference,
+    Thresholds,
     alarm_days,
     cusum_alarm_days,
     data_quality,
@@ -63,11 +75,18 @@ from retrain.monitoring.detectors import (  # noqa: E402
     loss_differential,
     rolling_drift_statistics,
 )
+from retrain.monitoring.nulls import BLOCK_DAYS, GarchT, fit_garch_t, simulate_garch_t, stationary_bootstrap  # noqa: E402
 
 STANDIN_WINDOW = 20
 WEEK = 5
 HORIZON = 250
 EVAL_SEED = 1000  # seeds the calibration (0..) never used
+# The thresholds before issue 18 (calibrated on shuffled returns in the rolling geometry).
+OLD_THRESHOLDS = Thresholds(drift=0.374, cusum=10.391, cooldown_days=20)
+NULLS = ("GARCH(1,1)-t", "block bootstrap", "shuffled", "real returns")
+# The CUSUM's false-alarm rate varies a lot from path to path (its reference is one 150-day window, calm or
+# not) and it is cheap: it is measured on this many times the drift's paths.
+CUSUM_PATHS = 5
 
 
 def standin_errors(closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,72 +130,103 @@ def azure_weekly(
     return fired
 
 
-def false_alarm_table(
-    returns_by: dict[str, np.ndarray], first_close: dict[str, float], count: int
-) -> list[tuple]:
-    """Rows (detector, checks per year, false alarms per year per ticker, min, max, {ticker: rate}) on
-    held-out shuffles."""
-    th = DEFAULT_THRESHOLDS
-    totals: dict[str, list[float]] = {}
-    for i, (ticker, returns) in enumerate(returns_by.items()):
-        per: dict[str, list[float]] = {k: [] for k in ("drift", "cusum", "split", "nwd_r", "ks_r", "ks_p")}
-        for shuffled in shuffles(returns, count, EVAL_SEED + i):
-            drift = rolling_drift_statistics(shuffled)
-            per["drift"].append(
-                false_alarms_per_year(len(alarm_days(drift, th.drift, th.cooldown_days)), drift.size)
-            )
-            closes = closes_from_returns(first_close[ticker], shuffled)
-            model_e, naive_e = standin_errors(closes)
-            d = loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1])
-            ref = CusumReference.from_differential(d[:CUSUM_REFERENCE_DAYS])
-            watched = d[CUSUM_REFERENCE_DAYS:]
-            per["cusum"].append(
-                false_alarms_per_year(
-                    len(cusum_alarm_days(watched, ref, th.cusum, th.cooldown_days)), watched.size
+def null_paths(null: str, returns: np.ndarray, garch: GarchT, count: int, seed: int) -> list[np.ndarray]:
+    """`count` seeded paths of one null for one ticker (the real returns: the one real path)."""
+    if null == "GARCH(1,1)-t":
+        return [simulate_garch_t(garch, returns.size, seed + k) for k in range(count)]
+    if null == "block bootstrap":
+        return [stationary_bootstrap(returns, returns.size, seed + k, BLOCK_DAYS) for k in range(count)]
+    if null == "shuffled":
+        return shuffles(returns, count, seed)
+    return [returns]
+
+
+def cusum_rate(path: np.ndarray, first_close: float, threshold: float, cooldown: int) -> float:
+    closes = closes_from_returns(first_close, path)
+    model_e, naive_e = standin_errors(closes)
+    d = loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1])
+    reference = CusumReference.from_differential(d[:CUSUM_REFERENCE_DAYS])
+    watched = d[CUSUM_REFERENCE_DAYS:]
+    return false_alarms_per_year(len(cusum_alarm_days(watched, reference, threshold, cooldown)), watched.size)
+
+
+def cusum_null_runs(paths: list[np.ndarray], first_close: float) -> list[np.ndarray]:
+    runs = []
+    for path in paths:
+        closes = closes_from_returns(first_close, path)
+        model_e, naive_e = standin_errors(closes)
+        runs.append(loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1]))
+    return runs
+
+
+def false_alarm_rows(
+    null: str,
+    paths_by: dict[str, list[np.ndarray]],
+    first_close: dict[str, float],
+    new: Thresholds,
+    azure: bool,
+) -> list[tuple[str, dict[str, float]]]:
+    """Rows (detector, {ticker: false alarms per year, the mean over its paths}) for one null. The CUSUM
+    rows use every path given; the drift rows (200 times the CUSUM's cost) the first `len // CUSUM_PATHS`."""
+    old = OLD_THRESHOLDS
+    rows: dict[str, dict[str, float]] = {}
+    for ticker, paths in paths_by.items():
+        per: dict[str, list[float]] = {}
+
+        def add(name: str, value: float, per: dict[str, list[float]] = per) -> None:
+            per.setdefault(name, []).append(value)
+
+        for path in paths:
+            for label, th in (("before", old), ("now", new)):
+                add(
+                    f"CUSUM h > {th.cusum:g} ({label})",
+                    cusum_rate(path, first_close[ticker], th.cusum, th.cooldown_days),
                 )
+        for path in paths[: max(1, len(paths) // CUSUM_PATHS)]:
+            rolling = rolling_drift_statistics(path)
+            add(
+                f"drift KS D > {old.drift:g}, rolling geometry (before)",
+                false_alarms_per_year(len(alarm_days(rolling, old.drift, old.cooldown_days)), rolling.size),
             )
-            dates = np.busday_offset("2000-01-03", np.arange(closes.size), roll="forward").astype(str)
-            splits = [
-                q
-                for q in data_quality(dates, closes, split_tolerance=th.split_tolerance)
-                if q.kind == "split"
-            ]
-            per["split"].append(false_alarms_per_year(len(splits), closes.size))
-            start = REFERENCE_DAYS + WEEK
-            fired_r = azure_weekly(shuffled, start, shuffled.size)
-            fired_p = azure_weekly(closes, start, closes.size)
-            span = shuffled.size - start
-            per["nwd_r"].append(false_alarms_per_year(len(fired_r["nwd"]), span))
-            per["ks_r"].append(false_alarms_per_year(len(fired_r["ks"]), span))
-            per["ks_p"].append(false_alarms_per_year(len(fired_p["ks"]), span))
-        for key, values in per.items():
-            totals.setdefault(key, []).append(float(np.mean(values)))
-    names = {
-        "drift": (
-            f"ours: drift KS D > {th.drift:g} (returns, |returns|), daily + cooldown",
-            TRADING_DAYS_PER_YEAR,
-        ),
-        "cusum": (
-            f"ours: CUSUM h > {th.cusum:g} on |e_model|-|e_naive|, daily + cooldown",
-            TRADING_DAYS_PER_YEAR,
-        ),
-        "split": (f"ours: split-like jump (ratio within {th.split_tolerance:.0%})", TRADING_DAYS_PER_YEAR),
-        "nwd_r": ("Azure default: NWD > 0.1 on returns, weekly", TRADING_DAYS_PER_YEAR / WEEK),
-        "ks_r": ("Azure default: KS p < 0.05 on returns, weekly", TRADING_DAYS_PER_YEAR / WEEK),
-        "ks_p": ("Azure default: KS p < 0.05 on close levels, weekly", TRADING_DAYS_PER_YEAR / WEEK),
-    }
-    tickers = list(returns_by)
-    return [
-        (names[k][0], names[k][1], float(np.mean(v)), min(v), max(v), dict(zip(tickers, v, strict=True)))
-        for k, v in totals.items()
-    ]
+            live = LivePath(path)
+            for label, th in (("before", old), ("now", new)):
+                add(
+                    f"drift KS D > {th.drift:g}, live geometry ({label})",
+                    false_alarms_per_year(len(live.alarms(th.drift, th.cooldown_days)), live.monitored_days),
+                )
+            if azure:
+                start = REFERENCE_DAYS + WEEK
+                fired = azure_weekly(path, start, path.size)
+                span = path.size - start
+                add(
+                    "Azure default: NWD > 0.1 on returns, weekly",
+                    false_alarms_per_year(len(fired["nwd"]), span),
+                )
+                add(
+                    "Azure default: KS p < 0.05 on returns, weekly",
+                    false_alarms_per_year(len(fired["ks"]), span),
+                )
+        for name, values in per.items():
+            rows.setdefault(name, {})[ticker] = float(np.mean(values))
+    order = ("drift", "CUSUM", "Azure")
+    return sorted(
+        rows.items(), key=lambda row: next(i for i, word in enumerate(order) if row[0].startswith(word))
+    )
 
 
-def delay_table(returns_by: dict[str, np.ndarray], first_close: dict[str, float]) -> list[tuple]:
-    th = DEFAULT_THRESHOLDS
+def delay_table(
+    returns_by: dict[str, np.ndarray],
+    first_close: dict[str, float],
+    garch_by: dict[str, GarchT],
+    new: Thresholds,
+    seed: int,
+) -> list[tuple]:
+    """Rows (change, detector, median delay, share found, change points) on one GARCH path per ticker."""
+    th = new
+    old = OLD_THRESHOLDS
     results: dict[tuple[str, str], list[int | None]] = {}
     for i, (ticker, returns) in enumerate(returns_by.items()):
-        base = shuffles(returns, 1, EVAL_SEED + 100 + i)[0]
+        base = simulate_garch_t(garch_by[ticker], returns.size, seed + EVAL_SEED + 100 + i)
         first = REFERENCE_DAYS + DRIFT_WINDOW_DAYS + CUSUM_REFERENCE_DAYS
         for cp in range(first, base.size - HORIZON, 150):
             for change in ("no change", "model 10 % worse", "volatility x2", "2:1 split unadjusted"):
@@ -195,19 +245,20 @@ def delay_table(returns_by: dict[str, np.ndarray], first_close: dict[str, float]
                 stop = cp + HORIZON
                 # Drift: reference fixed at the REFERENCE_DAYS before the change (the champion's window).
                 ref = r[cp - REFERENCE_DAYS : cp]
-                drift_hit = next(
-                    (
-                        t - cp
-                        for t in range(cp, stop)
-                        if drift_check(ref, r[t - DRIFT_WINDOW_DAYS + 1 : t + 1]).statistic > th.drift
-                    ),
-                    None,
+                drift_statistics = [
+                    drift_check(ref, r[t - DRIFT_WINDOW_DAYS + 1 : t + 1]).statistic for t in range(cp, stop)
+                ]
+                drift_hit_old, drift_hit = (
+                    next((j for j, value in enumerate(drift_statistics) if value > threshold), None)
+                    for threshold in (old.drift, th.drift)
                 )
                 d = loss_differential(model_e, naive_e, closes[STANDIN_WINDOW - 1 : -1])
                 k0 = cp - STANDIN_WINDOW + 1
                 reference = CusumReference.from_differential(d[k0 - CUSUM_REFERENCE_DAYS : k0])
                 alarms = cusum_alarm_days(d[k0 : k0 + HORIZON], reference, th.cusum, th.cooldown_days)
                 cusum_hit = alarms[0] if alarms else None
+                alarms = cusum_alarm_days(d[k0 : k0 + HORIZON], reference, old.cusum, old.cooldown_days)
+                cusum_hit_old = alarms[0] if alarms else None
                 dates = np.busday_offset("2000-01-03", np.arange(closes.size), roll="forward").astype(str)
                 quality = data_quality(
                     dates[cp - 5 : stop + 1], closes[cp - 5 : stop + 1], split_tolerance=th.split_tolerance
@@ -222,8 +273,10 @@ def delay_table(returns_by: dict[str, np.ndarray], first_close: dict[str, float]
                 )
                 fired = azure_weekly(r, cp, stop, reference=slice(cp - REFERENCE_DAYS, cp))
                 for name, hit in (
-                    ("ours: drift", drift_hit),
-                    ("ours: CUSUM", cusum_hit),
+                    (f"drift > {old.drift:g} (before)", drift_hit_old),
+                    (f"drift > {th.drift:g} (now)", drift_hit),
+                    (f"CUSUM > {old.cusum:g} (before)", cusum_hit_old),
+                    (f"CUSUM > {th.cusum:g} (now)", cusum_hit),
                     ("ours: split check", split_hit),
                     ("Azure NWD > 0.1", fired["nwd"][0] - cp if fired["nwd"] else None),
                     ("Azure KS p < 0.05", fired["ks"][0] - cp if fired["ks"] else None),
@@ -237,74 +290,169 @@ def delay_table(returns_by: dict[str, np.ndarray], first_close: dict[str, float]
     return rows
 
 
+def _paths_said(null: str, paths: int) -> str:
+    if null == "real returns":
+        return "the one real path per ticker"
+    return f"{paths} paths per ticker, {CUSUM_PATHS * paths} for the CUSUM"
+
+
+def _summary(per_ticker: dict[str, float]) -> tuple[float, float, float]:
+    values = list(per_ticker.values())
+    return float(np.mean(values)), min(values), max(values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tickers", default="MSFT,AAPL,IBM,GOOG")
-    parser.add_argument("--shuffles", type=int, default=20, help="held-out shuffles per ticker")
-    parser.add_argument("--calibrate", action="store_true", help="also calibrate the thresholds (seeds 0..)")
+    parser.add_argument("--paths", type=int, default=20, help="null paths per ticker and null (held out)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of every null path")
+    parser.add_argument("--calibrate", action="store_true", help="also calibrate on GARCH paths (seeds 0..)")
+    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
     args = parser.parse_args()
+    if args.paths < 1:
+        parser.error("--paths: send at least 1")
     started = time.perf_counter()
+    tickers = args.tickers.split(",")
     returns_by: dict[str, np.ndarray] = {}
     first_close: dict[str, float] = {}
-    for ticker in args.tickers.split(","):
+    garch_by: dict[str, GarchT] = {}
+    for ticker in tickers:
         closes = fetch_prices(ticker, source="sample")["Close"].to_numpy(dtype=np.float64)
         returns_by[ticker] = np.diff(np.log(closes))
         first_close[ticker] = float(closes[0])
+        garch_by[ticker] = fit_garch_t(returns_by[ticker])
     years = {t: r.size / TRADING_DAYS_PER_YEAR for t, r in returns_by.items()}
-    print(f"data: {', '.join(f'{t} {y:.1f} y' for t, y in years.items())} (bundled sample, split-adjusted)")
+    new = DEFAULT_THRESHOLDS
+    out: list[str] = []
+    say = out.append
+    say(f"data: {', '.join(f'{t} {y:.1f} y' for t, y in years.items())} (bundled sample, split-adjusted)")
+    for t, g in garch_by.items():
+        say(
+            f"GARCH(1,1)-t {t}: mu {g.mu:.2e}, omega {g.omega:.2e}, alpha {g.alpha:.4f}, beta {g.beta:.4f}, "
+            f"nu {g.nu:.2f} (persistence {g.alpha + g.beta:.4f})"
+        )
 
     if args.calibrate:
-        drift = calibrate_drift(returns_by, shuffle_count=args.shuffles)
-        # The CUSUM's null: the served model's errors recomputed on shuffled returns (this keeps the
-        # autocorrelation the model's own window gives its errors; shuffling the errors would not).
-        null_runs = []
-        null_tickers = []
-        for i, (t, r) in enumerate(returns_by.items()):
-            for shuffled in shuffles(r, args.shuffles, i):
-                closes = closes_from_returns(first_close[t], shuffled)
-                m, n = standin_errors(closes)
-                null_runs.append(loss_differential(m, n, closes[STANDIN_WINDOW - 1 : -1]))
-                null_tickers.append(t)
-        cusum = calibrate_cusum_runs(null_runs, groups=null_tickers)
-        # For comparison only: what the pooled rate alone (the rule before) would have chosen.
-        pooled_cusum = calibrate_cusum_runs(null_runs)
-        print(
-            "\ncalibrated on shuffles (seeds 0..), target <= 1 false alarm per year on every ticker, cooldown "
-            f"{DEFAULT_THRESHOLDS.cooldown_days} trading days"
+        # Calibration seeds 0.. per ticker; the evaluation below uses seed + EVAL_SEED.. (never the same).
+        calibration_paths = {
+            t: null_paths("GARCH(1,1)-t", returns_by[t], garch_by[t], CUSUM_PATHS * args.paths, 10_000 * i)
+            for i, t in enumerate(tickers)
+        }
+        drift = calibrate_live_drift(
+            {t: [LivePath(p) for p in paths[: args.paths]] for t, paths in calibration_paths.items()},
+            cooldown=new.cooldown_days,
         )
-        for name, result, digits in (("drift KS D", drift, 4), ("CUSUM h", cusum, 3)):
-            per_ticker = ", ".join(f"{t} {rate:.2f}" for t, rate in result.per_group.items())
-            print(
-                f"  {name + ' threshold':<21}: {result.threshold:.{digits}f} ({result.false_alarms_per_year:.2f}"
-                f"/year pooled in-sample, per ticker {per_ticker}; {result.runs} runs)"
+        say(
+            f"\ncalibrated on GARCH(1,1)-t paths (seeds 0..; {args.paths} per ticker for the drift, in the live "
+            f"geometry, {CUSUM_PATHS * args.paths} for the CUSUM), target <= 1 false alarm per year on every "
+            f"ticker, cooldown {new.cooldown_days} trading days"
+        )
+        per = ", ".join(f"{t} {rate:.2f}" for t, rate in drift.per_group.items())
+        say(
+            f"  drift KS D threshold : {drift.threshold:.3f} ({drift.false_alarms_per_year:.2f}/year pooled; {per})"
+        )
+        runs: list[np.ndarray] = []
+        groups: list[str] = []
+        for t, paths in calibration_paths.items():
+            runs += cusum_null_runs(paths, first_close[t])
+            groups += [t] * len(paths)
+        rates = {
+            t: float(
+                np.mean(
+                    [
+                        cusum_rate(p, first_close[t], OLD_THRESHOLDS.cusum, OLD_THRESHOLDS.cooldown_days)
+                        for p in paths
+                    ]
+                )
             )
-        print(
-            f"  (pooled rate alone would give CUSUM h {pooled_cusum.threshold:.3f}, "
-            f"{pooled_cusum.false_alarms_per_year:.2f}/year pooled)"
-        )
+            for t, paths in calibration_paths.items()
+        }
+        per = ", ".join(f"{t} {rate:.2f}" for t, rate in rates.items())
+        if max(rates.values()) <= 1.0:
+            say(f"  CUSUM h {OLD_THRESHOLDS.cusum:g} (before) holds on this null ({per}): kept")
+        else:
+            cusum = calibrate_cusum_runs(runs, groups=groups, cooldown=new.cooldown_days)
+            per_new = ", ".join(f"{t} {rate:.2f}" for t, rate in cusum.per_group.items())
+            say(
+                f"  CUSUM h {OLD_THRESHOLDS.cusum:g} (before) breaks the target ({per}); calibrated h {cusum.threshold:.3f} ({per_new})"
+            )
 
-    print(
-        f"\nfalse alarms per ticker-year on shuffled returns ({args.shuffles} held-out shuffles per ticker)"
-    )
-    print(f"{'detector':<72} {'checks/y':>8} {'alarms/y':>9} {'min':>6} {'max':>6}")
-    rows = false_alarm_table(returns_by, first_close, args.shuffles)
-    for name, checks, mean, low, high, _ in rows:
-        print(f"{name:<72} {checks:>8.0f} {mean:>9.2f} {low:>6.2f} {high:>6.2f}")
-    print("per ticker (ours, target <= 1.00 on every ticker):")
-    for name, _, _, _, _, per_ticker in rows[:2]:
-        print(
-            f"  {name.split(' (')[0].split(' on ')[0]:<28} "
-            + ", ".join(f"{t} {v:.2f}" for t, v in per_ticker.items())
-        )
+    tables: list[tuple[str, list[tuple[str, dict[str, float]]]]] = []
+    for n, null in enumerate(NULLS):
+        paths_by = {
+            t: null_paths(
+                null,
+                returns_by[t],
+                garch_by[t],
+                CUSUM_PATHS * args.paths,
+                args.seed + EVAL_SEED + 10_000 * (4 * i + n),
+            )
+            for i, t in enumerate(tickers)
+        }
+        tables.append((null, false_alarm_rows(null, paths_by, first_close, new, azure=null == NULLS[0])))
+    delays = delay_table(returns_by, first_close, garch_by, new, args.seed)
+    elapsed = time.perf_counter() - started
 
-    print(
-        f"\ndetection delay in trading days (median over change points; found = detected within {HORIZON} days)"
-    )
-    print(f"{'injected change':<22} {'detector':<20} {'median delay':>12} {'found':>6} {'n':>4}")
-    for change, name, median, found, n in delay_table(returns_by, first_close):
+    if args.markdown:
+        settings = {
+            # As the settings spell them (strings), so they compare with `retrain.settings`' defaults.
+            "RETRAIN_MONITOR_DRIFT_THRESHOLD": f"{new.drift:g}",
+            "RETRAIN_MONITOR_CUSUM_THRESHOLD": f"{new.cusum:g}",
+            "RETRAIN_MONITOR_COOLDOWN_DAYS": str(new.cooldown_days),
+            "previous": {"drift": OLD_THRESHOLDS.drift, "cusum": OLD_THRESHOLDS.cusum},
+            "reference_days": REFERENCE_DAYS,
+            "window_days": DRIFT_WINDOW_DAYS,
+            "cusum_reference_days": CUSUM_REFERENCE_DAYS,
+            "paths": args.paths,
+            "cusum_paths": CUSUM_PATHS * args.paths,
+            "seed": args.seed,
+            "block_days": BLOCK_DAYS,
+            "tickers": tickers,
+            "horizon_days": HORIZON,
+            "date": dt.date.today().isoformat(),
+            "seconds": round(elapsed),
+        }
+        print(f"settings: {json.dumps(settings)}")
+        print()
+        for line in out:
+            print(line if not line.startswith("\n") else line[1:], end="  \n")
+        print()
+        for null, rows in tables:
+            print(f"False alarms per ticker-year, {null} ({_paths_said(null, args.paths)}):\n")
+            print("| detector | mean | min | max | " + " | ".join(tickers) + " |")
+            print("|---" * (4 + len(tickers)) + "|")
+            for name, per_ticker in rows:
+                mean, low, high = _summary(per_ticker)
+                cells = " | ".join(f"{per_ticker[t]:.2f}" for t in tickers)
+                print(
+                    f"| {name.replace('|', chr(92) + '|')} | {mean:.2f} | {low:.2f} | {high:.2f} | {cells} |"
+                )
+            print()
+        print(
+            f"Detection delay in trading days on GARCH paths (median; found within {HORIZON} days; change points):\n"
+        )
+        print("| injected change | detector | median delay | found | n |")
+        print("|---|---|---|---|---|")
+        for change, name, median, found, count in delays:
+            shown = "-" if median is None else f"{median:.0f}"
+            print(f"| {change} | {name} | {shown} | {found:.0%} | {count} |")
+        return 0
+
+    for line in out:
+        print(line)
+    for null, rows in tables:
+        print(f"\nfalse alarms per ticker-year, {null} ({_paths_said(null, args.paths)})")
+        print(f"{'detector':<52} {'mean':>6} {'min':>6} {'max':>6}  " + " ".join(f"{t:>6}" for t in tickers))
+        for name, per_ticker in rows:
+            mean, low, high = _summary(per_ticker)
+            cells = " ".join(f"{per_ticker[t]:>6.2f}" for t in tickers)
+            print(f"{name:<52} {mean:>6.2f} {low:>6.2f} {high:>6.2f}  {cells}")
+    print(f"\ndetection delay in trading days on GARCH paths (median; found = within {HORIZON} days)")
+    print(f"{'injected change':<22} {'detector':<26} {'median delay':>12} {'found':>6} {'n':>4}")
+    for change, name, median, found, count in delays:
         shown = "-" if median is None else f"{median:.0f}"
-        print(f"{change:<22} {name:<20} {shown:>12} {found:>6.0%} {n:>4}")
-    print(f"\n({time.perf_counter() - started:.0f} s)")
+        print(f"{change:<22} {name:<26} {shown:>12} {found:>6.0%} {count:>4}")
+    print(f"\n({elapsed:.0f} s)")
     return 0
 
 

@@ -104,7 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Give up on a deployment that has not succeeded after this long.",
     ),
-    # Monitoring (thresholds calibrated on shuffled history; see retrain/monitoring/calibration.py).
+    # Monitoring (thresholds calibrated on nulls with no change in them; see retrain/monitoring/calibration.py).
     Setting(
         "RETRAIN_MONITOR_SCHEDULE",
         "0 30 21 * * 1-5",
@@ -112,12 +112,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
-        "0.374",
+        "0.487",
         "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
-        "10.391",
+        "10.593",
         "CUSUM level on the served model's |error| - |naive error| above which a retrain is triggered.",
     ),
     Setting(

@@ -21,8 +21,9 @@ Public API
   one alarm and then ignoring `cooldown` days (a retrain is running and then settles).
 - `in_cooldown(last_trigger, today, cooldown_days)`: the live cooldown rule on dates.
 
-Thresholds are calibrated on shuffled history (`retrain.monitoring.calibration`) to at most one false alarm
-per ticker per year, and are settings (`RETRAIN_MONITOR_DRIFT_THRESHOLD`, `RETRAIN_MONITOR_CUSUM_THRESHOLD`).
+Thresholds are calibrated (`retrain.monitoring.calibration`) to at most one false alarm per ticker per year
+on a null that keeps volatility clustering (GARCH(1,1)-t per ticker), the drift threshold in the live
+geometry, and are settings (`RETRAIN_MONITOR_DRIFT_THRESHOLD`, `RETRAIN_MONITOR_CUSUM_THRESHOLD`).
 """
 
 from __future__ import annotations

@@ -91,6 +91,10 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
 ):
     csv = volatile_csv(tmp_path, since="2012-07-16")
     monkeypatch.setenv("RETRAIN_MONITOR_COOLDOWN_DAYS", "120")
+    # The mechanism under test is the trigger and the cooldown, not the threshold's value: at the default
+    # (0.487, held to one false alarm a year on a GARCH null) this doubling is first seen on 2012-12-19,
+    # too late for a later alert inside the cooldown; at 0.374 on 2012-08-07.
+    monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))  # a request may name CSVs only in there
     source = f"csv:{csv.name}"
     assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
@@ -130,6 +134,7 @@ def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
     monkeypatch: pytest.MonkeyPatch,
 ):
     csv = volatile_csv(tmp_path, since="2012-07-16")
+    monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")  # a breach in August (see above)
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
     source = f"csv:{csv.name}"
     assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"

@@ -18,7 +18,7 @@ def test_a_range_becomes_its_weekdays_with_the_thresholds_of_the_settings() -> N
     spec = parse_monitor_request({"from": "2012-07-06", "to": "2012-07-10"}, ENV)
     assert spec["ticker"] == "MSFT" and spec["source"] == "sample"
     assert spec["days"] == ["2012-07-06", "2012-07-09", "2012-07-10"]  # the weekend is skipped
-    assert spec["thresholds"]["cooldown_days"] == 7 and spec["thresholds"]["drift"] == 0.374
+    assert spec["thresholds"]["cooldown_days"] == 7 and spec["thresholds"]["drift"] == 0.487
     assert parse_monitor_request({"ticker": "aapl", "from": "2012-07-06"}, ENV)["days"] == ["2012-07-06"]
     assert trading_days("2012-07-07", "2012-07-08") == []
 
