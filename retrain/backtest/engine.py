@@ -139,17 +139,27 @@ class TickerResult:
 
 
 class _Model:
-    """A fitted model plus its forecasts for every day of the series (one batched predict)."""
+    """A fitted model: the served model's forecasts for every day of the series (one batched predict),
+    and the evaluation model's for its own test days (what the gate judged it on; the trainer's
+    test_errors.json). With refit the two differ: the served one was refitted on all the data."""
 
     def __init__(self, fitted: FittedModel, data_end: int, first_row: int, closes: np.ndarray):
         self.fitted = fitted
         self.data_end = data_end
         w = fitted.window
-        # next_close[d]: the forecast of day d's close from the w closes before it (NaN before day w).
+        # next_close[d]: the served model's forecast of day d's close from the w closes before it
+        # (NaN before day w): what it serves once deployed, and the champion's side of a later gate.
         self.next_close = np.full(closes.size + 1, np.nan)
         windows = np.lib.stride_tricks.sliding_window_view(closes, w)
-        self.next_close[w:] = fitted.predict(windows)
+        self.next_close[w:] = fitted.served_predict(windows)
         self.test_days = np.asarray(fitted.test_days) + first_row  # positions in the full series
+        # evaluation_close[i]: the evaluation model's forecast of test_days[i].
+        if fitted.evaluation_predict is fitted.served_predict:
+            self.evaluation_close = self.next_close[self.test_days]
+        else:
+            self.evaluation_close = fitted.evaluation_predict(
+                np.stack([closes[d - w : d] for d in self.test_days])
+            )
 
 
 class Replay:
@@ -235,7 +245,7 @@ class Replay:
         """The live gate on the challenger's test days, the champion forecasting the same days."""
         days = challenger.test_days
         actual = self.closes[days]
-        model = challenger.next_close[days]
+        model = challenger.evaluation_close  # the challenger as measured: its evaluation model
         naive = self.closes[days - 1]
         test_errors: dict[str, Any] = {
             "dates": [self.dates[d] for d in days],
@@ -255,7 +265,7 @@ class Replay:
             "mae_vs_naive": mae / naive_mae if naive_mae > 0 else float("inf"),
         }
         if champion is not None:
-            forecast = champion.next_close[days]
+            forecast = champion.next_close[days]  # the champion as it serves
             test_errors["champion"] = forecast.tolist()
             metrics["champion_mae"] = float(np.mean(np.abs(forecast - actual)))
         return decide_with_test_errors(
@@ -393,7 +403,7 @@ class Replay:
             days = model.test_days
             cached = {
                 "actual": self.closes[days].tolist(),
-                "model": model.next_close[days].tolist(),
+                "model": model.evaluation_close.tolist(),  # test_errors.json: the evaluation's
                 "naive": self.closes[days - 1].tolist(),
             }
             model._test_errors_payload = cached  # type: ignore[attr-defined]
