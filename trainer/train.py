@@ -253,8 +253,9 @@ def refit_lightning(data: PreparedData, config: TrainConfig, epochs: int) -> Fit
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - started
+        trained = int(trainer.current_epoch)  # the epochs Lightning actually ran
     module.net.eval()
-    return FitResult(module.net, epochs, math.nan, seconds, [], epochs)
+    return FitResult(module.net, trained, math.nan, seconds, [], trained)
 
 
 @dataclass
