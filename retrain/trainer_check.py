@@ -145,11 +145,14 @@ out = {"trainer_on_path": [p for p in sys.path if p and Path(p).resolve() == Pat
 try:
     import numpy as np, pandas as pd
     import mlflow, mlflow.pyfunc
+    from mlflow.models import Model
+    # The MLmodel file's metadata, read whether or not the model itself loads.
+    declared = Model.load(model_dir).metadata or {}
+    out["fit_ends"] = {k: declared.get(k) for k in ("fitted_data_end", "evaluation_fit_end")}
     model = mlflow.pyfunc.load_model(model_dir)
     out["loaded"] = True
     meta = model.metadata.metadata or {}
     out["window"] = meta.get("window")
-    out["fit_ends"] = {k: meta.get(k) for k in ("fitted_data_end", "evaluation_fit_end")}
     sig = model.metadata.get_input_schema()
     out["inputs"] = None if sig is None else [c.name for c in sig.inputs]
     out["from_trainer_folder"] = sorted(
@@ -498,7 +501,7 @@ def _check_fit_ends(
     )
     if issues:
         return
-    served, evaluation = recorded["fitted_data_end"], recorded["evaluation_fit_end"]
+    served, evaluation = str(recorded["fitted_data_end"]), str(recorded["evaluation_fit_end"])
     problems = []
     if test_dates and not evaluation < test_dates[0]:
         problems.append(f"evaluation_fit_end {evaluation} is not before the first test day {test_dates[0]}")
