@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -394,7 +395,7 @@ def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -411,7 +412,116 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override one slot server setting for this run (e.g. WORKER_COUNT=2)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="also write the README's `scoring` figures block (bench/readme_figures.py)",
+    )
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
+    return parser
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, object]:
+    """What the figures depend on, as the README block records it."""
+    overrides = dict(kv.split("=", 1) for kv in args.slot_setting)
+    return {
+        "clients": args.clients,
+        "model": str(args.model) if args.model else "trainer/train.py --max-epochs 2 on the MSFT sample",
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "slot_settings": {**SLOT_SERVER_ENVIRONMENT, **overrides},
+        "warmup": args.warmup,
+    }
+
+
+def DEFAULT_SETTINGS(block: str) -> dict[str, object]:  # noqa: N802 (the name readme_figures looks for)
+    """What the `scoring` block records when this script runs with its defaults."""
+    return settings_of(build_parser().parse_args([]))
+
+
+# README row labels of the sequential table: (bench path, client) in the README's order.
+README_ROWS = (
+    ("floor: torch forward", "in-process", "the model's torch forward on one window (the floor)"),
+    ("numpy forecast_from_closes", "in-process", "`forecast_from_closes` (numpy in, numpy out)"),
+    ("pyfunc.predict(DataFrame)", "in-process", "`pyfunc.predict(DataFrame)`"),
+    ("azmlinfsrv app, no socket", "in-process", "`azmlinfsrv`'s app and the scorer, no socket (WSGI call)"),
+    (
+        "bare HTTP hop (constant)",
+        "keep-alive",
+        "a bare HTTP hop (stdlib keep-alive server, constant answer, no model)",
+    ),
+    ("slot direct (azmlinfsrv)", "keep-alive", "a slot's `azmlinfsrv` directly"),
+    ("slot direct (azmlinfsrv)", "new connection", "a slot's `azmlinfsrv` directly"),
+    ("stable URL (router+slot)", "keep-alive", "the stable URL (router, then slot)"),
+    ("stable URL (router+slot)", "new connection", "the stable URL (router, then slot)"),
+    ("mlflow models serve", "keep-alive", "`mlflow models serve` of the same model"),
+    ("mlflow models serve", "new connection", "`mlflow models serve` of the same model"),
+    ("slot, sync worker", "keep-alive", "a slot with gunicorn's sync worker (azmlinfsrv's default)"),
+)
+README_TARGETS = {
+    "stable URL (router+slot)": "stable URL (router, then slot)",
+    "slot direct (azmlinfsrv)": "a slot directly",
+}
+
+
+def readme_markdown(
+    sequential: dict[tuple[str, str], list[tuple[float, float, float]]],
+    concurrency: dict[tuple[str, int], list[tuple[float, float, float, float]]],
+    held: dict[str, list[float]],
+    args: argparse.Namespace,
+    worker_boots: int,
+) -> str:
+    """The README's scoring tables from one run's measurements."""
+    floor = median_of(sequential[("floor: torch forward", "in-process")])[0]
+    lines = [
+        "| path | client | p50 ms | p90 ms | p99 ms | p50 / floor | p50 / mlflow serve | p99 / p50 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, client, label in README_ROWS:
+        if (key, client) not in sequential:
+            continue
+        p50, p90, p99 = median_of(sequential[(key, client)])
+        serve = sequential.get(("mlflow models serve", client))
+        vs_serve = f"{p50 / median_of(serve)[0]:.2f}x" if serve else ""
+        lines.append(
+            f"| {label} | {client} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {p50 / floor:.1f}x | {vs_serve} "
+            f"| {p99 / p50:.1f}x |"
+        )
+    errors = sum(int(r[3]) for rounds in concurrency.values() for r in rounds)
+    workers = int(settings_of(args)["slot_settings"]["WORKER_COUNT"])  # type: ignore[index]
+    restarts = (
+        "no worker restarts" if worker_boots == workers else f"{worker_boots} worker boots for {workers}"
+    )
+    lines += [
+        "",
+        f"Concurrent keep-alive clients, {args.seconds:.0f} s each (the load generator is Python threads on "
+        f"the same {os.cpu_count()} cores,",
+        f"so these are lower bounds), median of {args.rounds} rounds; {errors or 'no'} errors, {restarts}:",
+        "",
+        "| target | clients | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, clients), rounds in concurrency.items():
+        rps, p50, p99, _ = median_of(rounds)
+        total = int(sum(r[3] for r in rounds))
+        lines.append(
+            f"| {README_TARGETS.get(name, name)} | {clients} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {total} |"
+        )
+
+    def waits(name: str) -> str:
+        return " / ".join(f"{w * 1e3:.1f}" if w < 1 else f"{w * 1e3:.0f}" for w in held.get(name, []))
+
+    lines += [
+        "",
+        "One client keeps its connection open after a response; the next client's request then took",
+        f"{waits('slot direct (azmlinfsrv)')} ms on the slot, {waits('slot, sync worker')} ms on the sync-worker slot.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.slot_setting)
     slot_settings = {**SLOT_SERVER_ENVIRONMENT, **overrides}
     client_counts = [int(c) for c in args.clients.split(",") if c]
@@ -587,6 +697,13 @@ def main() -> int:
     for name, waits in held.items():
         print(f"{name:<28}{' / '.join(f'{w * 1e3:.1f}' for w in waits)} ms")
     print(f"\nslot worker boots during the run: {worker_boots} (1 per worker: none died)")
+    if args.write_readme:
+        from bench.readme_figures import write_block
+
+        command = shlex.join(["bench/bench_scoring.py", *sys.argv[1:]])
+        markdown = readme_markdown(sequential, concurrency, held, args, worker_boots)
+        write_block(args.readme, "scoring", markdown, settings_of(args), command)
+        log(f"wrote the scoring block of {args.readme}")
     return 0
 
 

@@ -6,11 +6,24 @@ reads, and which direction is better, are settings (`GateMetrics`, from `RETRAIN
 - `naive_mae`: the persistence forecast's (tomorrow = today) on the same window;
 - `champion_mae`: the current champion's on the same window (present when a champion was given).
 
-Rules (lower is better): deploy only if `metric <= baseline * (1 + baseline_margin)` and, when a champion
-exists, `metric < champion` (higher is better: `metric >= baseline - margin * |baseline|` and
-`metric > champion`). The first model needs only the baseline check. `force` deploys regardless and the
-override is recorded. A metric that is missing or not finite fails its check with a reason; a missing or
-non-finite challenger metric is an error, because without it there is nothing to judge.
+The champion comparison is a named policy (`GatePolicy.champion`, setting `RETRAIN_GATE_POLICY`):
+- `superiority`: the challenger replaces the champion only when it is better (with test errors:
+  significantly better, one-sided Diebold-Mariano p < alpha);
+- `non-inferiority`: the challenger replaces the champion unless it is worse than the champion's error
+  x (1 + `noninferiority_margin`) (with test errors: significantly worse than the champion's errors scaled
+  so, on the same days). A fresh model of similar skill then serves instead of an ageing one.
+
+Fixed-margin rules (`decide`, lower is better): deploy only if `metric <= baseline * (1 + baseline_margin)`
+and, when a champion exists, `metric < champion` (superiority) or `metric <= champion * (1 +
+noninferiority_margin)` (non-inferiority); higher is better: `metric >= baseline - margin * |baseline|`
+and `metric > champion` or `metric >= champion - noninferiority_margin * |champion|`. The first model
+needs only the baseline check. `force` deploys regardless and the override is recorded. A metric that is
+missing or not finite fails its check with a reason; a missing or non-finite challenger metric is an
+error, because without it there is nothing to judge.
+
+`GatePolicy()` (no arguments) is the gate of the code before policies existed (superiority, and a
+baseline check that fails only on significance): what an orchestration input without the policy fields
+replays. `GatePolicy.from_settings()` is what a new cycle uses.
 """
 
 from __future__ import annotations
@@ -26,6 +39,74 @@ import numpy as np
 
 class GateError(ValueError):
     """The metrics cannot be judged at all (no usable challenger `mae`, or a bad margin)."""
+
+
+SUPERIORITY = "superiority"
+NON_INFERIORITY = "non-inferiority"
+POLICIES = (SUPERIORITY, NON_INFERIORITY)
+
+# How the baseline check (the only check of the first model) judges a challenger with test errors:
+# - "significance": fails only when significantly worse than naive x (1 + margin): a model 10 % worse than
+#   persistence passes most 187-day windows, because that test has little power (the rule before policies);
+# - "estimate-and-significance": the point estimate must also be within the margin
+#   (mae <= naive_mae x (1 + margin)), so a clearly worse model fails even when the test cannot tell.
+BASELINE_SIGNIFICANCE = "significance"
+BASELINE_ESTIMATE_AND_SIGNIFICANCE = "estimate-and-significance"
+BASELINE_RULES = (BASELINE_SIGNIFICANCE, BASELINE_ESTIMATE_AND_SIGNIFICANCE)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """How the gate compares: the champion policy, its margin, the baseline rule (settings RETRAIN_GATE_*).
+
+    The defaults are the gate before policies existed, so an orchestration input without these fields
+    (started by the previous code, replayed) decides as it did; `from_settings` is what new cycles use."""
+
+    champion: str = SUPERIORITY
+    noninferiority_margin: float = 0.01  # only read by the non-inferiority policy
+    baseline_rule: str = BASELINE_SIGNIFICANCE
+
+    def __post_init__(self) -> None:
+        if self.champion not in POLICIES:
+            raise GateError(
+                f"gate policy {self.champion!r} is unknown; use {' or '.join(POLICIES)} "
+                "(setting RETRAIN_GATE_POLICY)"
+            )
+        margin = self.noninferiority_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+            raise GateError(
+                f"non-inferiority margin {margin!r} is invalid; use a fraction in [0, 1), e.g. 0.01 for "
+                "1 % worse than the champion tolerated (setting RETRAIN_GATE_NONINFERIORITY_MARGIN)"
+            )
+        if self.baseline_rule not in BASELINE_RULES:
+            raise GateError(
+                f"baseline rule {self.baseline_rule!r} is unknown; use {' or '.join(BASELINE_RULES)}"
+            )
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] | None = None) -> GatePolicy:
+        """The policy of a new cycle: RETRAIN_GATE_POLICY and RETRAIN_GATE_NONINFERIORITY_MARGIN, and the
+        baseline rule with power (estimate and significance). A bad setting is a SettingsError."""
+        from retrain.settings import SettingsError, get, get_float
+
+        name = str(get("RETRAIN_GATE_POLICY", environ)).strip().lower()
+        try:
+            return cls(
+                champion=name,
+                noninferiority_margin=get_float("RETRAIN_GATE_NONINFERIORITY_MARGIN", environ),
+                baseline_rule=BASELINE_ESTIMATE_AND_SIGNIFICANCE,
+            )
+        except GateError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def describe(self) -> str:
+        """The policy as reasons name it, e.g. `non-inferiority, margin 0.01`."""
+        if self.champion == NON_INFERIORITY:
+            return f"{NON_INFERIORITY}, margin {self.noninferiority_margin:g}"
+        return SUPERIORITY
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -103,9 +184,12 @@ def decide(
     baseline_margin: float,
     force: bool = False,
     names: GateMetrics | None = None,
+    policy: GatePolicy | None = None,
 ) -> GateDecision:
-    """Judge the challenger's metrics; every check contributes a reason with its numbers."""
+    """Judge the challenger's metrics with fixed margins; every check contributes a reason with its
+    numbers, and the champion check names the policy (`policy`: default `GatePolicy()`, superiority)."""
     names = names or GateMetrics()
+    policy = policy or GatePolicy()
     m, b, c = names.metric, names.baseline, names.champion
     higher = names.higher_is_better
     if (
@@ -152,20 +236,40 @@ def decide(
         if champion_mae is None:
             passed = False
             reasons.append(
-                f"champion check failed: {c} is missing or not finite "
+                f"champion check ({policy.describe()}) failed: {c} is missing or not finite "
                 f"({metrics.get(c)!r}); the challenger must be scored on the champion's test window"
+            )
+        elif policy.champion == NON_INFERIORITY:
+            ni = policy.noninferiority_margin
+            if higher:
+                limit = champion_mae - ni * abs(champion_mae)
+                ok = mae >= limit
+                bound = f"{c} {champion_mae:.6g} - {ni:g} x |{c}| = {limit:.6g}"
+            else:
+                limit = champion_mae * (1 + ni)
+                ok = mae <= limit
+                bound = f"{c} {champion_mae:.6g} x (1 + {ni:g}) = {limit:.6g}"
+            within, beyond = (">=", "<") if higher else ("<=", ">")
+            passed &= ok
+            reasons.append(
+                f"champion check ({policy.describe()}) {'passed' if ok else 'failed'}: {m} {mae:.6g} "
+                f"{within if ok else beyond} {bound}"
             )
         else:
             ok = mae > champion_mae if higher else mae < champion_mae
             better, worse = (">", "<=") if higher else ("<", ">=")
             passed &= ok
             reasons.append(
-                f"champion check {'passed' if ok else 'failed'}: {m} {mae:.6g} "
+                f"champion check ({policy.describe()}) {'passed' if ok else 'failed'}: {m} {mae:.6g} "
                 f"{better if ok else worse} {c} {champion_mae:.6g}"
             )
     else:
-        reasons.append("no champion yet: only the baseline check applies")
+        reasons.append(_no_champion(policy))
     return _verdict(passed, reasons, force)
+
+
+def _no_champion(policy: GatePolicy) -> str:
+    return f"no champion yet: only the baseline check applies (the {policy.describe()} policy judges later challengers)"
 
 
 def _verdict(passed: bool, reasons: list[str], force: bool) -> GateDecision:
@@ -197,30 +301,45 @@ def decide_with_test_errors(
     level: float = 0.05,
     force: bool = False,
     names: GateMetrics | None = None,
+    policy: GatePolicy | None = None,
 ) -> GateDecision:
     """The gate with a significance test on the per-day errors of the test window (`test_errors.json`).
 
     Diebold-Mariano (HLN small-sample correction, Newey-West variance; `retrain.monitoring.significance`):
-    - baseline check: fails only when the challenger is significantly WORSE than the naive forecast with
-      the tolerated margin (its errors x (1 + baseline_margin); one-sided p < level): a challenger
-      indistinguishable from that band is not called worse;
-    - champion check: passes only when the challenger is significantly BETTER than the champion (one-sided
-      p < level); an indistinguishable challenger is not called better, so the champion keeps serving.
-    Each reason carries the statistic and the p-value. Without usable test errors (a trainer that does not
-    write test_errors.json) this is `decide` with its fixed margin, and a reason says so. The test is on
-    absolute errors, so it judges the default metrics (mae vs naive_mae and champion_mae); other gate
-    metrics (`names`) are judged by `decide` with the fixed margin."""
+    - baseline check: fails when the challenger is significantly WORSE than the naive forecast with the
+      tolerated margin (its errors x (1 + baseline_margin); one-sided p < level); with the baseline rule
+      `estimate-and-significance` also when the point estimate is beyond it (mae > naive_mae x (1 + margin));
+    - champion check, by `policy.champion` (default `GatePolicy()`: superiority, the rule before policies):
+      superiority passes only when the challenger is significantly BETTER than the champion (one-sided
+      p < level); non-inferiority passes unless the challenger is significantly WORSE than the champion's
+      errors x (1 + noninferiority_margin) on the same days.
+    Each reason carries the statistic and the p-value; the champion check names the policy. Without usable
+    test errors (a trainer that does not write test_errors.json) this is `decide` with its fixed margins
+    and the same policy, and a reason says so. The test is on absolute errors, so it judges the default
+    metrics (mae vs naive_mae and champion_mae); other gate metrics (`names`) are judged by `decide`."""
     from retrain.monitoring.significance import SignificanceError, diebold_mariano
 
     if not isinstance(level, int | float) or not 0 < level < 1:
         raise GateError(f"the significance level must be a number between 0 and 1 (e.g. 0.05), got {level!r}")
     names = names or GateMetrics()
-    if names != GateMetrics():
+    policy = policy or GatePolicy()
+
+    def fixed_margin(note: str, names: GateMetrics | None = None) -> GateDecision:
         fallback = decide(
-            metrics, has_champion=has_champion, baseline_margin=baseline_margin, force=force, names=names
+            metrics,
+            has_champion=has_champion,
+            baseline_margin=baseline_margin,
+            force=force,
+            names=names,
+            policy=policy,
         )
-        note = f"no significance test: it judges absolute errors (mae), the gate metric is {names.metric}"
         return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
+
+    if names != GateMetrics():
+        return fixed_margin(
+            f"no significance test: it judges absolute errors (mae), the gate metric is {names.metric}", names
+        )
+    ni = policy.noninferiority_margin
     try:
         actual = _series(test_errors, "actual")
         model = _series(test_errors, "model") - actual
@@ -230,38 +349,63 @@ def decide_with_test_errors(
         # The naive errors scaled by (1 + margin): the test asks whether the challenger is worse than the
         # tolerated band, not than persistence itself (a model 1 % worse every day is "significantly" worse).
         vs_naive = diebold_mariano(model, naive * (1 + baseline_margin))
-        vs_champion = diebold_mariano(model, champion) if champion is not None else None
+        # Non-inferiority scales the champion's errors the same way: worse than the tolerated band.
+        champion_band = 1 + ni if policy.champion == NON_INFERIORITY else 1.0
+        vs_champion = diebold_mariano(model, champion * champion_band) if champion is not None else None
     except (SignificanceError, GateError, ValueError) as exc:
-        fallback = decide(metrics, has_champion=has_champion, baseline_margin=baseline_margin, force=force)
-        note = f"no significance test ({exc}); the fixed margin applies"
-        return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
+        return fixed_margin(f"no significance test ({exc}); the fixed margin applies")
     if has_champion and vs_champion is None:
-        fallback = decide(metrics, has_champion=True, baseline_margin=baseline_margin, force=force)
-        note = "no significance test: test_errors.json has no champion forecasts; the fixed margin applies"
-        return GateDecision(fallback.deploy, [note, *fallback.reasons], fallback.forced)
+        return fixed_margin(
+            "no significance test: test_errors.json has no champion forecasts; the fixed margin applies"
+        )
 
     mae = float(np.mean(np.abs(model)))
+    naive_mae = float(np.mean(np.abs(naive)))
     reasons: list[str] = []
     worse = vs_naive.p_a_worse < level
-    passed = not worse
-    reasons.append(
-        f"baseline check {'failed' if worse else 'passed'}: mae {mae:.6g} vs naive_mae "
-        f"{float(np.mean(np.abs(naive))):.6g} x (1 + {baseline_margin:g}), Diebold-Mariano "
-        f"{vs_naive.statistic:.3f} (n={vs_naive.n}), p(worse than naive x {1 + baseline_margin:g}) = "
-        f"{vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {level:g}"
+    dm_naive = (
+        f"Diebold-Mariano {vs_naive.statistic:.3f} (n={vs_naive.n}), p(worse than naive x "
+        f"{1 + baseline_margin:g}) = {vs_naive.p_a_worse:.4f} {'<' if worse else '>='} {level:g}"
         + ("" if worse else ": not significantly worse")
     )
-    if has_champion and vs_champion is not None and champion is not None:
-        better = vs_champion.p_a_better < level
-        passed &= better
+    if policy.baseline_rule == BASELINE_ESTIMATE_AND_SIGNIFICANCE:
+        limit = naive_mae * (1 + baseline_margin)
+        within = mae <= limit
+        passed = within and not worse
         reasons.append(
-            f"champion check {'passed' if better else 'failed'}: mae {mae:.6g} vs champion_mae "
-            f"{float(np.mean(np.abs(champion))):.6g}, Diebold-Mariano {vs_champion.statistic:.3f} "
-            f"(n={vs_champion.n}), p(better than champion) = {vs_champion.p_a_better:.4f} "
-            f"{'<' if better else '>='} {level:g}" + ("" if better else ": not significantly better")
+            f"baseline check {'passed' if passed else 'failed'}: mae {mae:.6g} {'<=' if within else '>'} "
+            f"naive_mae {naive_mae:.6g} x (1 + {baseline_margin:g}) = {limit:.6g}"
+            f"{'' if within else ' (point estimate beyond the margin)'}; {dm_naive}"
         )
     else:
-        reasons.append("no champion yet: only the baseline check applies")
+        passed = not worse
+        reasons.append(
+            f"baseline check {'failed' if worse else 'passed'}: mae {mae:.6g} vs naive_mae "
+            f"{naive_mae:.6g} x (1 + {baseline_margin:g}), {dm_naive}"
+        )
+    if has_champion and vs_champion is not None and champion is not None:
+        champion_mae = float(np.mean(np.abs(champion)))
+        if policy.champion == NON_INFERIORITY:
+            inferior = vs_champion.p_a_worse < level
+            passed &= not inferior
+            reasons.append(
+                f"champion check ({policy.describe()}) {'failed' if inferior else 'passed'}: mae {mae:.6g} "
+                f"vs champion_mae {champion_mae:.6g} x (1 + {ni:g}), Diebold-Mariano "
+                f"{vs_champion.statistic:.3f} (n={vs_champion.n}), p(worse than champion x {1 + ni:g}) = "
+                f"{vs_champion.p_a_worse:.4f} {'<' if inferior else '>='} {level:g}"
+                + ("" if inferior else ": not significantly worse")
+            )
+        else:
+            better = vs_champion.p_a_better < level
+            passed &= better
+            reasons.append(
+                f"champion check ({policy.describe()}) {'passed' if better else 'failed'}: mae {mae:.6g} "
+                f"vs champion_mae {champion_mae:.6g}, Diebold-Mariano {vs_champion.statistic:.3f} "
+                f"(n={vs_champion.n}), p(better than champion) = {vs_champion.p_a_better:.4f} "
+                f"{'<' if better else '>='} {level:g}" + ("" if better else ": not significantly better")
+            )
+    else:
+        reasons.append(_no_champion(policy))
     return _verdict(passed, reasons, force)
 
 

@@ -60,6 +60,20 @@ SETTINGS: tuple[Setting, ...] = (
         "0.05",
         "Significance level of the gate's Diebold-Mariano tests on the per-day test errors.",
     ),
+    # The champion policy's default is chosen by the policy backtest (`retrain backtest --gate-policy`);
+    # this is the one place it is set.
+    Setting(
+        "RETRAIN_GATE_POLICY",
+        "non-inferiority",
+        "How a challenger is compared with the champion: superiority (deploy only when significantly better) or non-inferiority (deploy unless significantly worse than the champion x (1 + RETRAIN_GATE_NONINFERIORITY_MARGIN)).",
+    ),
+    # 1 %: two models of similar skill differ by about that on a test window, so a fresh model that is
+    # as good as the champion passes, while one clearly worse (the test can tell 5-10 %) does not.
+    Setting(
+        "RETRAIN_GATE_NONINFERIORITY_MARGIN",
+        "0.01",
+        "Non-inferiority policy: tolerated excess of the challenger's error over the champion's on the same days (a fraction, 0.01 = 1 % worse).",
+    ),
     Setting(
         "RETRAIN_GATE_METRIC",
         "mae",

@@ -24,8 +24,9 @@ TAG_GATE_FORCED = "gate_forced"
 TAG_GATE_REASONS = "gate_reasons"
 TAG_METRIC_PREFIX = "metric_"  # metric_<name> on a model version
 # Set by the trainer on its run (YYYY-MM-DD, docs/trainer-contract.md) and copied by `register_model` onto
-# the model version: the last target date the served model was fitted on (the data end, with the refit)
-# and the last one the evaluation model (whose test metrics the gate judged) was fitted on.
+# the model version: the last target date the served model was fitted on (the data end, with the refit;
+# the monitor's drift reference ends there) and the last one the evaluation model (whose test metrics the
+# gate judged) was fitted on.
 TAG_FITTED_DATA_END = "fitted_data_end"
 TAG_EVALUATION_FIT_END = "evaluation_fit_end"
 FIT_END_TAGS = (TAG_FITTED_DATA_END, TAG_EVALUATION_FIT_END)

@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.durable_functions as df
 
@@ -62,6 +62,9 @@ from retrain.ports import (
 )
 from retrain.progress import Progress
 from retrain.settings import get, get_bool, get_float, get_int
+
+if TYPE_CHECKING:
+    from retrain.gate import GatePolicy
 
 ORCHESTRATOR_NAME = "retrain_orchestrator"
 JOB_FINISHED_EVENT = "job_finished"
@@ -102,6 +105,12 @@ class CycleInput:
     job_timeout_hours: float = 24.0
     baseline_margin: float = 0.05
     gate_alpha: float = 0.05  # significance level of the gate's Diebold-Mariano tests
+    # The gate's policy (retrain.gate.GatePolicy). The defaults are the gate before policies existed, so an
+    # input without these fields (an orchestration started by the previous code, replayed) decides the
+    # same; `from_settings` fills them from RETRAIN_GATE_POLICY / RETRAIN_GATE_NONINFERIORITY_MARGIN.
+    gate_policy: str = "superiority"
+    gate_noninferiority_margin: float = 0.01
+    gate_baseline_rule: str = "significance"
     canary_percent: int = 10
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
@@ -112,7 +121,7 @@ class CycleInput:
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
-        from retrain.gate import GateMetrics
+        from retrain.gate import GateMetrics, GatePolicy
         from retrain.trainers import default_hyperparameters, get_trainer
 
         trainer = get_trainer(overrides.pop("trainer", None) or get("RETRAIN_TRAINER", environ))
@@ -131,6 +140,7 @@ class CycleInput:
             "job_timeout_hours": get_float("RETRAIN_JOB_TIMEOUT_HOURS", environ),
             "baseline_margin": get_float("RETRAIN_GATE_BASELINE_MARGIN", environ),
             "gate_alpha": get_float("RETRAIN_GATE_ALPHA", environ),
+            **_gate_policy_fields(GatePolicy.from_settings(environ)),
             "canary_percent": get_int("RETRAIN_CANARY_PERCENT", environ),
             "smoke_max_latency_ms": get_float("RETRAIN_SMOKE_MAX_LATENCY_MS", environ),
             "keep_old_slot": get_bool("RETRAIN_KEEP_OLD_SLOT", environ),
@@ -147,6 +157,20 @@ class CycleInput:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def gate_policy_of(self) -> GatePolicy:
+        """The gate policy this cycle was started with (validated: a bad input fails the cycle clearly)."""
+        from retrain.gate import GatePolicy
+
+        return GatePolicy(self.gate_policy, self.gate_noninferiority_margin, self.gate_baseline_rule)
+
+
+def _gate_policy_fields(policy: GatePolicy) -> dict[str, Any]:
+    return {
+        "gate_policy": policy.champion,
+        "gate_noninferiority_margin": policy.noninferiority_margin,
+        "gate_baseline_rule": policy.baseline_rule,
+    }
 
 
 Task = Generator[Any, Any, Any]
@@ -490,6 +514,7 @@ def gate_and_register(
         level=cycle.gate_alpha,
         force=cycle.force,
         names=GateMetrics.from_dict(cycle.gate_metrics),
+        policy=cycle.gate_policy_of(),
     ).to_dict()
     run.out["gate"] = run.progress.status["decision"] = decision
     run.note(metrics=metrics)

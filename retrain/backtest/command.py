@@ -3,6 +3,8 @@
     retrain backtest --ticker MSFT[,AAPL,...] --start DATE --end DATE
         [--policies never,weekly,monthly,drift,performance] [--trainer NAME] [--param KEY=VALUE ...]
         [--source sample|yfinance|csv:PATH] [--workers N] [--out DIR]
+        [--gate-policy superiority|non-inferiority] [--gate-noninferiority-margin F]
+        [--gate-baseline-rule significance|estimate-and-significance]
 
 Progress bars (tqdm) on stderr, one per ticker; a table on stdout, its last line one JSON object
 (`tickers`, `policies`, `by_ticker`, ...); in --out: `days.csv`, `backtest.png`, `summary.json`.
@@ -57,6 +59,20 @@ def add_command(
         "--source",
         default="sample",
         help="sample (default), yfinance or csv:PATH: fetched once, replayed as of each day",
+    )
+    p.add_argument(
+        "--gate-policy",
+        help="the gate's champion policy: superiority or non-inferiority (default: RETRAIN_GATE_POLICY)",
+    )
+    p.add_argument(
+        "--gate-noninferiority-margin",
+        help="non-inferiority: tolerated excess over the champion's error, a fraction "
+        "(default: RETRAIN_GATE_NONINFERIORITY_MARGIN)",
+    )
+    p.add_argument(
+        "--gate-baseline-rule",
+        help="the baseline check: estimate-and-significance (default, today's) or significance (the rule "
+        "before gate policies: fails only when significantly worse than naive x (1 + margin))",
     )
     p.add_argument(
         "--workers", type=int, help="processes, one ticker each at a time (default: min(tickers, CPUs))"
@@ -125,6 +141,7 @@ def parse_settings(args: argparse.Namespace) -> tuple[list[str], Any]:
         param_pairs(cycle.hyperparameters)
     except TrainerError as exc:
         raise _fail(str(exc)) from None
+    gate_policy = _gate_policy(args, cycle.gate_policy_of())
     # The trainer's backtest budget (registry: `backtest_params`) unless the command line sets it.
     backtest_params = get_trainer(cycle.trainer).backtest_params
     params = {
@@ -142,10 +159,38 @@ def parse_settings(args: argparse.Namespace) -> tuple[list[str], Any]:
         baseline_margin=cycle.baseline_margin,
         gate_alpha=cycle.gate_alpha,
         gate_metrics=cycle.gate_metrics,
+        gate_policy=gate_policy.champion,
+        gate_noninferiority_margin=gate_policy.noninferiority_margin,
+        gate_baseline_rule=gate_policy.baseline_rule,
         thresholds=thresholds_from_settings(),
         weekly_schedule=str(get("RETRAIN_SCHEDULE")),
     )
     return tickers, settings
+
+
+def _gate_policy(args: argparse.Namespace, configured: Any) -> Any:
+    """The settings' gate policy with the command line's --gate-* options over it (validated)."""
+    from retrain.gate import GateError, GatePolicy
+
+    margin: float = configured.noninferiority_margin
+    raw_margin = getattr(args, "gate_noninferiority_margin", None)
+    if raw_margin is not None:
+        try:
+            margin = float(raw_margin)
+        except ValueError:
+            raise _fail(
+                f"--gate-noninferiority-margin {raw_margin!r}: send a fraction, e.g. 0.01 for 1 %"
+            ) from None
+    policy = getattr(args, "gate_policy", None)
+    rule = getattr(args, "gate_baseline_rule", None)
+    try:
+        return GatePolicy(
+            champion=str(policy).strip().lower() if policy is not None else configured.champion,
+            noninferiority_margin=margin,
+            baseline_rule=str(rule).strip().lower() if rule is not None else configured.baseline_rule,
+        )
+    except GateError as exc:
+        raise _fail(f"--gate-*: {exc}") from None
 
 
 def _ticker_job(ticker: str, settings_dict: dict[str, Any], queue: Any) -> Any:
@@ -249,7 +294,8 @@ def run(args: argparse.Namespace, prepare: Callable[[str | None], Any]) -> int:
     print(
         f"retrain backtest: {', '.join(tickers)} {settings.start}..{settings.end}, policies "
         f"{', '.join(settings.policies)}, trainer {settings.trainer} {settings.hyperparameters}, "
-        f"{workers} worker(s), out {out}",
+        f"gate {settings.gate_policy} (margin {settings.gate_noninferiority_margin:g}, baseline "
+        f"{settings.gate_baseline_rule}), {workers} worker(s), out {out}",
         file=sys.stderr,
         flush=True,
     )

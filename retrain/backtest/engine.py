@@ -15,11 +15,14 @@ What is the live system's own code here, not a copy:
   `MIN_ROWS` before each training, exactly what a cycle's `fetch_data` applies;
 - fitting: the trainer folder's `fit_in_process` (`retrain.backtest.fitting`), which its `train.py` uses;
 - the gate: `retrain.gate.decide_with_test_errors` with the cycle's settings (`CycleInput.from_settings`:
-  margin, alpha, gate metrics) on the challenger's test errors with the champion on the same days;
+  margin, alpha, gate metrics, gate policy; `--gate-policy` and its margin may override the policy) on the challenger's test errors with the champion on the same days;
 - schedules: `functions_host.ncrontab` on `RETRAIN_SCHEDULE` (weekly) and `MONTHLY_SCHEDULE`;
-- the monitor: `retrain.monitoring.monitor.drift_since_training`, `performance_check` and
-  `decide_trigger`, `retrain.monitoring.detectors.in_cooldown`, thresholds from
-  `retrain.monitoring.calibration.thresholds_from_settings` (the RETRAIN_MONITOR_* settings).
+- the monitor: `retrain.monitoring.monitor.drift_reference_end` (the served model's data, re-armed
+  after a rejected drift challenger), `drift_since_reference`, `performance_check` and `decide_trigger`,
+  `retrain.monitoring.detectors.in_cooldown`, thresholds from
+  `retrain.monitoring.calibration.thresholds_from_settings` (the RETRAIN_MONITOR_* settings). The live
+  monitor fetches prices back to the served model's data, so the replay reads the whole series; a day
+  whose drift check could not run is counted (`drift_unchecked_days`), as the monitor alerts on it.
 
 Trainings are cached per (data end day) within a ticker and trainer, so policies that train on the same
 day share one fit; each policy is still charged the fit's CPU seconds (its cost had it run alone).
@@ -27,6 +30,7 @@ day share one fit; each policy is still charged the fit's CPU seconds (its cost 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,13 +40,19 @@ import numpy as np
 
 from functions_host import ncrontab
 from retrain.backtest.fitting import FitError, FittedModel, InProcessTrainer
-from retrain.gate import GateMetrics, decide_with_test_errors
+from retrain.gate import GateMetrics, GatePolicy, decide_with_test_errors
 from retrain.market_data import MIN_ROWS, MarketDataError, _trim_window, fetch_prices, validate_prices
-from retrain.monitoring.detectors import Thresholds, in_cooldown
-from retrain.monitoring.monitor import HISTORY_DAYS, decide_trigger, drift_since_training, performance_check
+from retrain.monitoring.detectors import REFERENCE_DAYS, Thresholds, in_cooldown
+from retrain.monitoring.monitor import (
+    decide_trigger,
+    drift_reference_end,
+    drift_since_reference,
+    performance_check,
+)
 
 SCHEDULE_POLICIES = ("weekly", "monthly")
 MONITOR_POLICIES = ("drift", "performance", "monitor")  # monitor: both detectors, as the live monitor
+DRIFT_POLICIES = ("drift", "monitor")
 POLICIES = ("never", *SCHEDULE_POLICIES, *MONITOR_POLICIES)
 DEFAULT_POLICIES = ("never", "weekly", "monthly", "drift", "performance")
 MONTHLY_SCHEDULE = "0 0 1 1 * *"  # 01:00 UTC on the 1st: the weekly timer's hour, once a month
@@ -67,6 +77,9 @@ class BacktestSettings:
     baseline_margin: float
     gate_alpha: float
     gate_metrics: dict[str, Any]
+    gate_policy: str  # retrain.gate.GatePolicy fields: the champion policy, its margin, the baseline rule
+    gate_noninferiority_margin: float
+    gate_baseline_rule: str
     thresholds: Thresholds
     weekly_schedule: str
     monthly_schedule: str = MONTHLY_SCHEDULE
@@ -83,6 +96,9 @@ class BacktestSettings:
             "baseline_margin": self.baseline_margin,
             "gate_alpha": self.gate_alpha,
             "gate_metrics": dict(self.gate_metrics),
+            "gate_policy": self.gate_policy,
+            "gate_noninferiority_margin": self.gate_noninferiority_margin,
+            "gate_baseline_rule": self.gate_baseline_rule,
             "thresholds": self.thresholds.to_dict(),
             "weekly_schedule": self.weekly_schedule,
             "monthly_schedule": self.monthly_schedule,
@@ -119,14 +135,19 @@ class PolicyResult:
     rejections: int = 0
     train_cpu_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)  # trainings: date, trigger, deployed, reasons
+    drift_unchecked_days: int = 0  # forecast days with a served model whose drift check could not run
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "trainings": self.trainings,
             "deploys": self.deploys,
             "rejections": self.rejections,
             "train_cpu_s": round(self.train_cpu_s, 3),
         }
+        if self.policy in DRIFT_POLICIES:
+            out["drift_unchecked_days"] = self.drift_unchecked_days
+            out["drift_unchecked_share"] = round(self.drift_unchecked_days / max(len(self.days), 1), 4)
+        return out
 
 
 @dataclass
@@ -187,7 +208,6 @@ class Replay:
         self.dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
         self.closes = prices["Close"].to_numpy(dtype=np.float64)
         day64 = prices["Date"].to_numpy(dtype="datetime64[D]")
-        self.day64 = day64
         first = int(np.searchsorted(day64, np.datetime64(settings.start, "D")))
         # Forecast days: made at the close of f, for f + 1; the targets are the span's trading days.
         self.first_forecast = max(first - 1, 0)
@@ -199,6 +219,9 @@ class Replay:
             )
         self.n_days = self.last_forecast - self.first_forecast + 1
         self.gate_names = GateMetrics.from_dict(settings.gate_metrics)
+        self.gate_policy = GatePolicy(
+            settings.gate_policy, settings.gate_noninferiority_margin, settings.gate_baseline_rule
+        )
         self._fits: dict[int, _Model | str] = {}
         self.fit_cpu_s = 0.0
 
@@ -275,6 +298,7 @@ class Replay:
             baseline_margin=self.settings.baseline_margin,
             level=self.settings.gate_alpha,
             names=self.gate_names,
+            policy=self.gate_policy,
         ).to_dict()
 
     # ------------------------------------------------------------------------------------ schedules
@@ -309,10 +333,9 @@ class Replay:
         served: _Model | None = None
         bootstrapped = False
         last_trigger: str | None = None
-        history_start = 0
-        calendar_back = np.timedelta64(HISTORY_DAYS, "D")
+        rejected_drift_ends: list[str] = []  # data ends of drift challengers the gate rejected
 
-        def train(j: int, trigger: str, reason: str | None = None) -> None:
+        def train(j: int, trigger: str, reason: str | None = None, reference_end: str | None = None) -> None:
             nonlocal served
             model = self.model(j)
             if isinstance(model, str):  # the cycle would fail at its data or training step
@@ -326,15 +349,18 @@ class Replay:
                 result.deploys += 1
             else:
                 result.rejections += 1
-            result.events.append(
-                {
-                    "date": self.dates[j],
-                    "trigger": trigger,
-                    "reason": reason,
-                    "deployed": decision["deploy"],
-                    "gate": decision["reasons"],
-                }
-            )
+                if trigger == "drift":  # the monitor records the cycle's outcome beside its trigger
+                    rejected_drift_ends.append(self.dates[j])
+            event = {
+                "date": self.dates[j],
+                "trigger": trigger,
+                "reason": reason,
+                "deployed": decision["deploy"],
+                "gate": decision["reasons"],
+            }
+            if trigger == "drift":
+                event["drift_reference_end"] = reference_end
+            result.events.append(event)
 
         # The first model: data through the day before the first forecast, or the first day it suffices.
         if self.first_forecast >= 1 and not isinstance(self.model(self.first_forecast - 1), str):
@@ -369,14 +395,20 @@ class Replay:
             if policy in SCHEDULE_POLICIES and f in scheduled:
                 train(f, policy)
             elif policy in MONITOR_POLICIES and served is not None:
-                while self.day64[history_start] < self.day64[f] - calendar_back:
-                    history_start += 1  # the monitor fetches HISTORY_DAYS calendar days each day
                 data_end = self.dates[served.data_end]
                 drift = None
-                if policy in ("drift", "monitor"):
-                    drift = drift_since_training(
-                        self.dates[history_start : f + 1], self.closes[history_start : f + 1], data_end
+                reference_end = None
+                if policy in DRIFT_POLICIES:
+                    # The served model's fit end is its data end (the tag-less rule of the live monitor).
+                    reference_end = drift_reference_end(data_end, data_end, rejected_drift_ends)
+                    # The live monitor fetches from before the reference to the day: the same closes.
+                    lo = max(0, bisect.bisect_right(self.dates, reference_end) - REFERENCE_DAYS - 2)
+                    outcome = drift_since_reference(
+                        self.dates[lo : f + 1], self.closes[lo : f + 1], reference_end
                     )
+                    drift = outcome.result
+                    if outcome.not_checked is not None:
+                        result.drift_unchecked_days += 1
                 cusum = None
                 if policy in ("performance", "monitor"):
                     # Scored forecasts of the champion since its data end: made at g, realised at g + 1 <= f.
@@ -394,7 +426,7 @@ class Replay:
                 trigger = decide_trigger(drift, cusum, s.thresholds, cooling)
                 if trigger is not None:
                     last_trigger = today
-                    train(f, trigger["trigger"], trigger["reason"])
+                    train(f, trigger["trigger"], trigger["reason"], reference_end)
         return result
 
     def _test_errors(self, model: _Model) -> dict[str, Any]:

@@ -1,12 +1,21 @@
 """The backtest's figures: error ratios with intervals against `never`, the table, the CSV, the PNG.
 
-- `mae_ratio`: mean absolute error of the served forecasts / that of the naive forecast (today's close),
-  over the span's days. Across tickers: the mean of the per-ticker ratios (prices differ in scale).
-- `ci95`: 95 % interval of `mae_ratio - mae_ratio(never)` from a paired moving-block bootstrap (blocks of
-  `BLOCK_DAYS` trading days, `BOOTSTRAP_REPS` replicates, seeded): both policies' errors are resampled on
-  the same days, so an interval that excludes 0 says the policy really differs from never.
+Every figure is scale-free: a day's absolute error is divided by the previous close (the naive forecast),
+so a ticker's late, high-price days weigh no more than its early ones (in price units AAPL 2012 carried
+28 % of the naive MAE of 2005-2013, 2005 3 %).
+- `mae_ratio`: mean relative absolute error of the served forecasts / that of the naive forecast (today's
+  close), over the span's days. Across tickers: the mean of the per-ticker ratios.
+- `ci95`: 95 % interval of `mae_ratio - mae_ratio(never)` from a paired moving-block bootstrap over the
+  calendar (blocks of `BLOCK_DAYS` trading days, `BOOTSTRAP_REPS` replicates, seeded). One set of
+  resampled dates serves every policy and every ticker: both policies are resampled on the same days, and
+  the pooled interval resamples the same calendar days for all tickers, so the correlation between
+  tickers on a day (a market-wide move) stays in the interval.
 - `dm_vs_never`: the gate's own Diebold-Mariano test (`retrain.monitoring.significance.diebold_mariano`)
-  of the policy's errors against never's (relative to the previous close when pooled across tickers).
+  of the policy's relative errors against never's (pooled: the tickers' relative errors concatenated).
+- `drift_unchecked_days`, `drift_unchecked_share` (drift and monitor policies): forecast days with a
+  served model on which the drift check could not run (the live monitor alerts "drift not checked").
+Many intervals and p-values are read at once (policies x tickers) with no multiplicity correction: about
+1 in 20 excludes 0 (or has p < 0.05) by chance alone; `MULTIPLICITY_NOTE` says so under the table.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.backtest.engine import TickerResult
+from retrain.backtest.engine import DRIFT_POLICIES, TickerResult
 from retrain.monitoring.significance import SignificanceError, diebold_mariano
 
 BLOCK_DAYS = 20
@@ -36,39 +45,60 @@ def _errors(result: TickerResult, policy: str) -> tuple[np.ndarray, np.ndarray, 
     return np.abs(forecast - realised), np.abs(naive - realised), naive
 
 
+MULTIPLICITY_NOTE = (
+    "Many intervals and p-values are read at once (policies x tickers), with no multiplicity correction: "
+    "about 1 in 20 excludes 0 (p < 0.05) by chance alone."
+)
+
+
+def _relative(result: TickerResult, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's and the naive forecast's absolute errors divided by the previous close."""
+    err, naive_err, prev = _errors(result, policy)
+    return err / prev, naive_err / prev
+
+
 def _block_indices(n: int, rng: np.random.Generator) -> np.ndarray:
     block = min(BLOCK_DAYS, n)
     starts = rng.integers(0, n - block + 1, size=int(np.ceil(n / block)))
     return (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
 
 
+def calendar_draws(calendar_days: int, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """(reps, calendar_days): how often each calendar day is drawn in each moving-block replicate."""
+    return np.stack(
+        [np.bincount(_block_indices(calendar_days, rng), minlength=calendar_days) for _ in range(reps)]
+    ).astype(np.float64)
+
+
 def summarise(results: Sequence[TickerResult], policies: Sequence[str]) -> dict[str, Any]:
     """The JSON contract: tickers, policies (pooled over tickers), by_ticker."""
     reference = "never" if "never" in policies else policies[0]
     rng = np.random.default_rng(SEED)
-    # One set of bootstrap draws per ticker, shared by every policy (paired comparisons).
-    draws = {
-        r.ticker: [_block_indices(len(r.policies[reference].days), rng) for _ in range(BOOTSTRAP_REPS)]
-        for r in results
-    }
+    # One calendar (every ticker's forecast days) and one set of block draws over it, shared by every
+    # ticker and policy: paired across policies, and the same days across tickers when pooled.
+    ticker_days = {r.ticker: [d.date for d in r.policies[reference].days] for r in results}
+    calendar = sorted({day for days in ticker_days.values() for day in days})
+    position = {day: i for i, day in enumerate(calendar)}
+    counts = calendar_draws(len(calendar), BOOTSTRAP_REPS, rng)
     by_ticker: dict[str, Any] = {}
-    boot: dict[str, np.ndarray] = {p: np.zeros(BOOTSTRAP_REPS) for p in policies}
+    diffs: dict[str, list[np.ndarray]] = {p: [] for p in policies}
     for r in results:
-        ref_err, naive_err, _ = _errors(r, reference)
+        weights = counts[:, [position[day] for day in ticker_days[r.ticker]]]
+        ref_err, ref_naive = _relative(r, reference)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a replicate may miss a short ticker
+            ref_reps = (weights @ ref_err) / (weights @ ref_naive)
         entry: dict[str, Any] = {"first_model": r.first_model, "distinct_fits": r.distinct_fits}
         for p in policies:
-            err, naive_p, _ = _errors(r, p)
-            ratio = float(err.sum() / naive_err.sum())
-            reps = np.array(
-                [
-                    err[i].sum() / naive_p[i].sum() - ref_err[i].sum() / naive_err[i].sum()
-                    for i in draws[r.ticker]
-                ]
-            )
-            boot[p] += reps / len(results)
+            err, naive = _relative(r, p)
+            if [d.date for d in r.policies[p].days] != ticker_days[r.ticker]:
+                raise ValueError(f"{r.ticker}: policy {p} forecast other days than {reference}")
+            ratio = float(err.sum() / naive.sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                reps = (weights @ err) / (weights @ naive) - ref_reps
+            diffs[p].append(reps)
             entry[p] = {
                 "mae_ratio": round(ratio, 5),
-                "ci95": [round(float(v), 5) for v in np.percentile(reps, [2.5, 97.5])],
+                "ci95": [round(float(v), 5) for v in np.nanpercentile(reps, [2.5, 97.5])],
                 **_dm(err, ref_err, p == reference),
                 **r.policies[p].summary(),
             }
@@ -76,20 +106,28 @@ def summarise(results: Sequence[TickerResult], policies: Sequence[str]) -> dict[
     pooled: dict[str, Any] = {}
     for p in policies:
         ratios = [by_ticker[r.ticker][p]["mae_ratio"] for r in results]
-        rel = np.concatenate([_errors(r, p)[0] / _errors(r, p)[2] for r in results])
-        rel_ref = np.concatenate([_errors(r, reference)[0] / _errors(r, reference)[2] for r in results])
+        rel = np.concatenate([_relative(r, p)[0] for r in results])
+        rel_ref = np.concatenate([_relative(r, reference)[0] for r in results])
+        # The pooled replicate: the mean over tickers of each ticker's difference on the SAME dates.
+        boot = np.nanmean(np.stack(diffs[p]), axis=0)
         pooled[p] = {
             "mae_ratio": round(float(np.mean(ratios)), 5),
-            "ci95": [round(float(v), 5) for v in np.percentile(boot[p], [2.5, 97.5])],
+            "ci95": [round(float(v), 5) for v in np.nanpercentile(boot, [2.5, 97.5])],
             **_dm(rel, rel_ref, p == reference),
             "trainings": sum(r.policies[p].trainings for r in results),
             "deploys": sum(r.policies[p].deploys for r in results),
             "rejections": sum(r.policies[p].rejections for r in results),
             "train_cpu_s": round(sum(r.policies[p].train_cpu_s for r in results), 3),
         }
+        if p in DRIFT_POLICIES:
+            unchecked = sum(r.policies[p].drift_unchecked_days for r in results)
+            days = sum(len(r.policies[p].days) for r in results)
+            pooled[p]["drift_unchecked_days"] = unchecked
+            pooled[p]["drift_unchecked_share"] = round(unchecked / max(days, 1), 4)
     return {
         "tickers": [r.ticker for r in results],
         "reference": reference,
+        "errors": "relative to the previous close",
         "policies": pooled,
         "by_ticker": by_ticker,
     }
@@ -113,25 +151,36 @@ def _dm(errors: np.ndarray, reference: np.ndarray, same: bool) -> dict[str, Any]
 
 def table(summary: dict[str, Any]) -> str:
     """A fixed-width table: per policy pooled over tickers, then per ticker."""
-    head = f"{'policy':<12} {'MAE/naive':>9} {'vs never [95% CI]':>27} {'DM p(better)':>12} {'trainings':>9} {'deploys':>7} {'rejected':>8} {'train CPU s':>11}"
+    head = f"{'policy':<12} {'MAE/naive':>9} {'vs never [95% CI]':>27} {'DM p(better)':>12} {'trainings':>9} {'deploys':>7} {'rejected':>8} {'train CPU s':>11} {'drift unchecked':>15}"
 
     def row(name: str, v: dict[str, Any]) -> str:
         lo, hi = v["ci95"]
         diff = v["mae_ratio"] - ref_ratio
         dm = v.get("dm_vs_never")
         p = f"{dm['p_better']:.3f}" if dm else "-"
+        unchecked = (
+            f"{v['drift_unchecked_days']} ({v['drift_unchecked_share']:.1%})"
+            if "drift_unchecked_days" in v
+            else "-"
+        )
         return (
             f"{name:<12} {v['mae_ratio']:>9.4f} {f'{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]':>27} {p:>12} "
-            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.2f}"
+            f"{v['trainings']:>9} {v['deploys']:>7} {v['rejections']:>8} {v['train_cpu_s']:>11.2f} "
+            f"{unchecked:>15}"
         )
 
-    lines = [f"all tickers ({', '.join(summary['tickers'])}): mean of per-ticker ratios", head]
+    lines = [
+        f"all tickers ({', '.join(summary['tickers'])}): mean of per-ticker ratios (errors relative to the "
+        "previous close)",
+        head,
+    ]
     ref_ratio = summary["policies"][summary["reference"]]["mae_ratio"]
     lines += [row(p, v) for p, v in summary["policies"].items()]
     for ticker, entry in summary["by_ticker"].items():
         ref_ratio = entry[summary["reference"]]["mae_ratio"]
         lines += ["", f"{ticker} (first model on data through {entry['first_model']})", head]
         lines += [row(p, entry[p]) for p in summary["policies"]]
+    lines += ["", MULTIPLICITY_NOTE]
     return "\n".join(lines)
 
 

@@ -4,6 +4,10 @@ Pure parts (used by the backtest too):
 - `rolling_metrics(rows, windows)`: MAE, naive MAE, their ratio and directional accuracy over the last
   `w` scored forecasts for each window.
 - `decide_trigger(drift, cusum_alarm, thresholds, in_cooldown)` -> `{"trigger", "reason"}` or None.
+- `drift_reference_end(served_fit_end, served_data_end, rejected_drift_data_ends)`: the last day of the
+  drift reference (the served model's fitted data, re-armed after a rejected drift challenger).
+- `drift_since_reference(dates, closes, reference_end)` -> `DriftOutcome`: the drift statistic, or why
+  it could not be computed (an alert: a check that cannot run is never silent).
 
 `monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
 forecast log, the champion's test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
@@ -14,9 +18,11 @@ and returns a JSON summary.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,13 +40,18 @@ from retrain.monitoring.detectors import (
     in_cooldown,
     loss_differential,
 )
-from retrain.vocabulary import TAG_DATA_VERSION, TAG_JOB_NAME
+from retrain.vocabulary import TAG_DATA_VERSION, TAG_FITTED_DATA_END, TAG_JOB_NAME
 
 log = logging.getLogger(__name__)
 
 WINDOWS = (20, 60)
 FORECAST_CLOSES = 64  # closes sent to the scoring URL: more than any model window
-HISTORY_DAYS = 800  # calendar days of prices fetched each day: the drift reference needs ~250 trading days
+# Calendar days of prices fetched each day at least (forecast closes, data checks, joins); more when the
+# drift reference ends earlier (`_history_days`).
+HISTORY_DAYS = 800
+# Calendar days before the drift reference's end that hold its REFERENCE_DAYS + 1 closes, with room for
+# holidays and market closures (250 trading days span about 365 calendar days).
+REFERENCE_LOOKBACK_DAYS = 400
 MIN_CUSUM_REFERENCE = 40  # served days that stand in for missing test errors as the CUSUM reference
 
 
@@ -92,7 +103,7 @@ def decide_trigger(
             "reason": (
                 f"KS distance {drift.statistic:.3f} (returns {drift.ks_returns:.3f}, |returns| "
                 f"{drift.ks_abs_returns:.3f}) > threshold {thresholds.drift:g}: last {drift.n_new} trading "
-                f"days vs the champion's {drift.n_reference}-day training window"
+                f"days vs the {drift.n_reference} days of the drift reference"
             ),
         }
     return None
@@ -103,6 +114,86 @@ def _champion_data_end(tags: dict[str, Any]) -> str | None:
     if len(version) >= 8 and version[:8].isdigit():
         return f"{version[:4]}-{version[4:6]}-{version[6:8]}"
     return None
+
+
+def served_fit_end(tags: dict[str, Any]) -> str | None:
+    """The last day the served model was fitted on: its `fitted_data_end` tag (YYYY-MM-DD) when it has
+    one, else its data version's date (models registered before that tag existed)."""
+    fitted = str(tags.get(TAG_FITTED_DATA_END) or "")[:10]
+    try:
+        return dt.date.fromisoformat(fitted).isoformat()
+    except ValueError:
+        return _champion_data_end(tags)
+
+
+def drift_reference_end(
+    served_fit_end: str | None, served_data_end: str | None, rejected_drift_data_ends: Iterable[str]
+) -> str | None:
+    """The last day of the drift reference (YYYY-MM-DD): the served model's fitted-data end, or the data
+    end of the latest drift-triggered challenger the gate rejected while that model served, whichever is
+    later. Re-armed so against new evidence, drift fires again only when the data moves further than the
+    rejected challenger's data, not after every cooldown against the same reference. Rejections on data
+    up to the served model's own data end predate it and are ignored. None without a fit end.
+    Shared by the monitor and the policy backtest."""
+    if served_fit_end is None:
+        return None
+    since = served_data_end or served_fit_end
+    return max([served_fit_end, *(d for d in rejected_drift_data_ends if d > since)])
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    """One day's drift check: `result`, or `not_checked` (why the statistic could not be computed: the
+    monitor raises it as an alert), or neither while fewer than DRIFT_WINDOW_DAYS trading days have
+    passed since the reference end (the check is not due yet)."""
+
+    result: DriftResult | None = None
+    not_checked: str | None = None
+
+
+def drift_since_reference(
+    dates: Sequence[str], closes: Sequence[float] | np.ndarray, reference_end: str | None
+) -> DriftOutcome:
+    """The drift check: returns of the last DRIFT_WINDOW_DAYS trading days vs the REFERENCE_DAYS returns up
+    to `reference_end` (see `drift_reference_end`; at least REFERENCE_DAYS // 2 of them). `dates`
+    ascending (YYYY-MM-DD), one per close, spanning from before the reference to the monitored day (the
+    last). Shared by the monitor and the policy backtest."""
+    if reference_end is None:
+        return DriftOutcome(
+            not_checked="the served model has no fitted-data end (neither a fitted_data_end nor a dated "
+            "data_version tag); register it with its data's tags"
+        )
+    if not len(dates):
+        return DriftOutcome(not_checked="no prices")
+    if reference_end > dates[-1]:
+        return DriftOutcome(
+            not_checked=f"the reference ends {reference_end}, after the monitored day {dates[-1]} (the "
+            "served model was fitted on later data)"
+        )
+    cut = bisect.bisect_right(dates, reference_end) - 1  # the reference's last close
+    returns = np.diff(np.log(np.asarray(closes, dtype=float)))
+    new = returns[max(cut, 0) :]
+    if cut >= 0 and new.size < DRIFT_WINDOW_DAYS:
+        return DriftOutcome()  # not due: fewer new trading days than the window since the reference
+    reference = returns[max(0, cut - REFERENCE_DAYS) : max(cut, 0)]
+    if reference.size < REFERENCE_DAYS // 2:
+        return DriftOutcome(
+            not_checked=f"{reference.size} daily returns up to the reference end {reference_end} in the "
+            f"data (it starts {dates[0]}); the check needs at least {REFERENCE_DAYS // 2} of "
+            f"{REFERENCE_DAYS}"
+        )
+    return DriftOutcome(result=drift_check(reference, new[-DRIFT_WINDOW_DAYS:]))
+
+
+def _history_days(fit_end: str | None, as_of: str | None) -> int:
+    """Calendar days of prices to fetch as of `as_of` (None: today) so that they reach from before the
+    drift reference (REFERENCE_LOOKBACK_DAYS before the served model's fit end) to the day: fetched by the
+    fit end, never a fixed "today minus N days", so an old champion's drift check does not go blind."""
+    if fit_end is None:
+        return HISTORY_DAYS
+    day = dt.date.fromisoformat(as_of) if as_of else dt.datetime.now(dt.UTC).date()
+    since = (day - dt.date.fromisoformat(fit_end)).days
+    return max(HISTORY_DAYS, since + REFERENCE_LOOKBACK_DAYS)
 
 
 def _cusum_reference(test_errors: dict[str, Any] | None) -> CusumReference | None:
@@ -143,23 +234,6 @@ def day_metrics(summary: dict[str, Any]) -> dict[str, float]:
         for key, value in out.items()
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
-
-
-def drift_since_training(
-    dates: Sequence[str], closes: Sequence[float] | np.ndarray, data_end: str | None
-) -> DriftResult | None:
-    """The drift check against the champion: returns of the last DRIFT_WINDOW_DAYS trading days vs the
-    REFERENCE_DAYS up to its training data's last day (`data_end`); None when either is too short.
-    `dates` ascending (YYYY-MM-DD), one per close. Shared by the monitor and the policy backtest."""
-    if data_end is None:
-        return None
-    returns = np.diff(np.log(np.asarray(closes, dtype=float)))
-    cut = max(0, bisect.bisect_right(dates, data_end) - 1)  # returns up to the training data's last day
-    new = returns[cut:]
-    reference = returns[max(0, cut - REFERENCE_DAYS) : cut]
-    if new.size >= DRIFT_WINDOW_DAYS and reference.size >= REFERENCE_DAYS // 2:
-        return drift_check(reference, new[-DRIFT_WINDOW_DAYS:])
-    return None
 
 
 def performance_check(
@@ -214,14 +288,23 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     source = payload.get("source") or "yfinance"
     # A CSV the request named (not the operator's RETRAIN_SOURCE) is read only inside RETRAIN_DATA_DIR.
     data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
+    store = get_forecast_log()
+    platform = get_platform()
+    # The champion first: the prices fetched reach back to the data it was fitted on (its drift reference).
+    champion = platform.get_champion(naming.model_name(ticker))
+    tags = dict(champion.tags) if champion is not None else {}
+    data_end = _champion_data_end(tags)
+    fit_end = served_fit_end(tags)
     prices = fetch_prices(
-        ticker, source=source, lookback_days=HISTORY_DAYS, end=payload.get("as_of"), data_dir=data_dir
+        ticker,
+        source=source,
+        lookback_days=_history_days(fit_end, payload.get("as_of")),
+        end=payload.get("as_of"),
+        data_dir=data_dir,
     )
     dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
     closes = [float(c) for c in prices["Close"]]
     day = dates[-1]
-    store = get_forecast_log()
-    platform = get_platform()
     alerts: list[dict[str, Any]] = []
 
     # 1. Join earlier forecasts with the closes now known, then today's forecast of the next close.
@@ -262,11 +345,23 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     rows = store.forecasts(ticker, until=day)
     metrics = rolling_metrics(rows)
 
-    # 2. Checks against the champion: drift of returns since its training window, CUSUM of its errors.
-    champion = platform.get_champion(naming.model_name(ticker))
-    tags = dict(champion.tags) if champion is not None else {}
-    data_end = _champion_data_end(tags)
-    drift = drift_since_training(dates, closes, data_end)
+    # 2. Checks against the champion: drift of returns since the data it was fitted on (or since the data
+    # of the last drift challenger the gate rejected while it served), CUSUM of its errors.
+    drift = None
+    reference_end = None
+    if champion is not None:
+        rejected = [
+            t["date"]
+            for t in store.triggers(ticker)
+            if t.get("trigger") == "drift" and t.get("status") == "rejected" and t["date"] < day
+        ]
+        reference_end = drift_reference_end(fit_end, data_end, rejected)
+        outcome = drift_since_reference(dates, closes, reference_end)
+        drift = outcome.result
+        if outcome.not_checked is not None:
+            detail = f"drift not checked: {outcome.not_checked}"
+            alerts.append({"kind": "drift_not_checked", "date": day, "detail": detail})
+            log.warning("%s %s: drift not checked: %s", ticker, day, outcome.not_checked)
     if drift is not None and drift.statistic > thresholds.drift:
         alerts.append({"kind": "drift", "statistic": drift.statistic, "threshold": thresholds.drift})
 
@@ -315,6 +410,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
         "scored": sum(1 for r in rows if r.get("actual") is not None),
         "metrics": metrics,
         "drift": None if drift is None else drift.to_dict(),
+        "drift_reference_end": reference_end,
         "cusum": cusum,
         "alerts": alerts,
         "cooldown": cooling,

@@ -95,13 +95,20 @@ def test_the_backtest_uses_the_live_gate_detectors_and_cooldown_not_copies() -> 
     from retrain.monitoring import calibration, detectors, monitor
 
     assert engine.decide_with_test_errors is gate.decide_with_test_errors
-    assert engine.drift_since_training is monitor.drift_since_training
+    assert engine.drift_reference_end is monitor.drift_reference_end
+    assert engine.drift_since_reference is monitor.drift_since_reference
     assert engine.performance_check is monitor.performance_check
     assert engine.decide_trigger is monitor.decide_trigger
     assert engine.in_cooldown is detectors.in_cooldown
     # The live monitor's day calls the same functions by name.
     names = monitor.monitor_day.__code__.co_names
-    assert {"drift_since_training", "performance_check", "decide_trigger", "in_cooldown"} <= set(names)
+    assert {
+        "drift_reference_end",
+        "drift_since_reference",
+        "performance_check",
+        "decide_trigger",
+        "in_cooldown",
+    } <= set(names)
     _, settings = command.parse_settings(_args())
     assert settings.thresholds == calibration.thresholds_from_settings()
 
@@ -120,10 +127,23 @@ def test_changing_a_live_threshold_setting_changes_the_backtest(monkeypatch: pyt
 
 
 def test_changing_the_gate_setting_changes_the_backtest(monkeypatch: pytest.MonkeyPatch) -> None:
-    _, default = _replay(policies="weekly")
-    _, lax = _replay(monkeypatch, {"RETRAIN_GATE_ALPHA": "0.9"}, policies="weekly")
-    assert lax["weekly"].trainings == default["weekly"].trainings
-    assert lax["weekly"].deploys > default["weekly"].deploys
+    # Superiority: a larger alpha calls more challengers significantly better, so more deploy.
+    _, superiority = _replay(policies="weekly", gate_policy="superiority")
+    _, lax = _replay(monkeypatch, {"RETRAIN_GATE_ALPHA": "0.9"}, policies="weekly", gate_policy="superiority")
+    assert lax["weekly"].trainings == superiority["weekly"].trainings
+    assert lax["weekly"].deploys > superiority["weekly"].deploys
+    monkeypatch.delenv("RETRAIN_GATE_ALPHA")
+    # The policy setting reaches the backtest's gate: non-inferiority lets fresh models of similar skill
+    # through, superiority keeps the champion; --gate-policy overrides the setting.
+    _, by_setting = _replay(monkeypatch, {"RETRAIN_GATE_POLICY": "superiority"}, policies="weekly")
+    assert by_setting["weekly"].deploys == superiority["weekly"].deploys
+    _, noninferiority = _replay(policies="weekly", gate_policy="non-inferiority")
+    assert noninferiority["weekly"].deploys > superiority["weekly"].deploys
+    reasons = [r for e in noninferiority["weekly"].events for r in e["gate"]]
+    assert any(r.startswith("champion check (non-inferiority, margin 0.01)") for r in reasons)
+    _, wide = _replay(policies="weekly", gate_policy="non-inferiority", gate_noninferiority_margin="0.5")
+    assert wide["weekly"].deploys >= noninferiority["weekly"].deploys
+    assert any("margin 0.5" in r for e in wide["weekly"].events for r in e["gate"])
 
 
 def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
@@ -233,6 +253,10 @@ def test_cli_ridge_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
         (["--start", "2030-01-01", "--end", "2030-02-01"], "in the future"),
         (["--ticker", "GOOG", "--start", "2004-08-20", "--end", "2004-12-31"], "no model could be trained"),
         (["--start", "2014-01-02", "--end", "2014-03-01"], "no trading day to forecast"),
+        (["--gate-policy", "strict"], "use superiority or non-inferiority"),
+        (["--gate-noninferiority-margin", "1%"], "send a fraction, e.g. 0.01"),
+        (["--gate-noninferiority-margin", "-0.1"], "use a fraction in [0, 1)"),
+        (["--gate-baseline-rule", "point"], "use significance or estimate-and-significance"),
     ],
 )
 def test_bad_input_is_refused_with_what_to_send(
@@ -274,3 +298,42 @@ def test_the_monitor_policy_retrains_only_on_the_live_triggers_outside_the_coold
     # RETRAIN_MONITOR_COOLDOWN_DAYS (20 trading days) between two triggers, as the live monitor.
     assert all(np.busday_count(a, b) >= 20 for a, b in zip(days, days[1:], strict=False))
     assert all("threshold" in e["reason"] for e in triggers)
+
+
+def test_drift_is_checked_every_day_however_old_the_served_model_and_re_arms_after_a_rejection() -> None:
+    """IBM 2005-2008 under the superiority gate: the first model serves throughout (every drift challenger
+    is rejected). The old replay (800 calendar days back from each day) went blind from ~1.7 years after its
+    data end; now every day is checked, and each drift trigger compares against the last rejected
+    challenger's data."""
+    from retrain.backtest import report
+
+    settings = command.parse_settings(
+        _args(ticker="IBM", start="2005-01-03", end="2008-12-31", policies="drift", gate_policy="superiority")
+    )[1]
+    result = engine.replay_ticker("IBM", settings)
+    drift = result.policies["drift"]
+    assert drift.drift_unchecked_days == 0
+    assert drift.summary()["drift_unchecked_share"] == 0.0
+    served = {d.made: d.version for d in drift.days}
+    triggers = [e for e in drift.events if e["trigger"] == "drift"]
+    # A drift trigger more than three years after the serving model's data end.
+    assert any(
+        np.datetime64(e["date"]) - np.datetime64(served[e["date"]]) > np.timedelta64(3 * 365, "D")
+        for e in triggers
+    )
+    # Re-armed: against the served model's data end until a drift challenger is rejected, then against
+    # the data of the latest rejected one (the served model's data end if a deploy came in between).
+    rejected: str | None = None
+    for event in drift.events:
+        if event["trigger"] == "drift":
+            assert event["drift_reference_end"] == max(served[event["date"]], rejected or "")
+        if event.get("deployed"):
+            rejected = None
+        elif event["trigger"] == "drift":
+            rejected = event["date"]
+    assert sum(not e["deployed"] for e in triggers) >= 2  # the re-arm was exercised
+    # The summary and the table report the unchecked days.
+    summary = report.summarise([result], ["drift"])
+    assert summary["policies"]["drift"]["drift_unchecked_days"] == 0
+    assert summary["by_ticker"]["IBM"]["drift"]["drift_unchecked_share"] == 0.0
+    assert "drift unchecked" in report.table(summary) and "0 (0.0%)" in report.table(summary)

@@ -123,7 +123,8 @@ def test_champion_check_needs_a_significantly_better_challenger() -> None:
     )
     assert not decision.deploy
     assert (
-        "champion check failed" in decision.reasons[1] and "not significantly better" in decision.reasons[1]
+        "champion check (superiority) failed" in decision.reasons[1]
+        and "not significantly better" in decision.reasons[1]
     )
     slightly = _errors(actual, champion * rng.choice([0.7, 1.28], 185), naive, champion)  # noise, not skill
     assert not decide_with_test_errors(
@@ -131,7 +132,7 @@ def test_champion_check_needs_a_significantly_better_challenger() -> None:
     ).deploy
     clearly = _errors(actual, champion * 0.8, naive, champion)
     decision = decide_with_test_errors(_metrics(clearly), clearly, has_champion=True, baseline_margin=0.05)
-    assert decision.deploy and "champion check passed" in decision.reasons[1]
+    assert decision.deploy and "champion check (superiority) passed" in decision.reasons[1]
     forced = decide_with_test_errors(
         _metrics(identical), identical, has_champion=True, baseline_margin=0.05, force=True
     )

@@ -555,3 +555,42 @@ def test_retire_failure_is_a_warning_not_a_rollback():
     assert out.output["warnings"] == [
         "could not delete old slot blue: begin_delete_deployment failed: deployment blue has traffic"
     ]
+
+
+def test_an_input_from_before_gate_policies_replays_the_superiority_gate():
+    """An orchestration started by the previous code has no gate_policy fields: replayed, it must decide
+    as it did (superiority), or the history would diverge; an input of today's code carries its policy."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    actual = 100 + rng.normal(0, 1, 187).cumsum()
+    naive = rng.normal(0, 1, 187)
+    champion = naive * 0.98
+    model = champion * rng.choice([0.7, 1.3], 187)  # as good as the champion, not significantly better
+    errors = {
+        "actual": actual.tolist(),
+        "model": (actual + model).tolist(),
+        "naive": (actual + naive).tolist(),
+        "champion": (actual + champion).tolist(),
+    }
+
+    def scored_world() -> World:
+        world = serving_blue()
+        world.events = [completed_event()]
+        world.metrics = {
+            "mae": float(np.mean(np.abs(model))),
+            "naive_mae": float(np.mean(np.abs(naive))),
+            "champion_mae": float(np.mean(np.abs(champion))),
+        }
+        world.get_job_test_errors = lambda p: errors  # type: ignore[method-assign]
+        return world
+
+    old = drive(scored_world())  # drive's input has no gate_* fields, as the previous code's
+    assert old.error is None and old.output["status"] == "rejected"
+    assert any(r.startswith("champion check (superiority) failed") for r in old.output["gate"]["reasons"])
+    new = drive(scored_world(), gate_policy="non-inferiority", gate_noninferiority_margin=0.01)
+    assert new.error is None and new.output["status"] == "deployed", new.output["gate"]
+    assert any(
+        r.startswith("champion check (non-inferiority, margin 0.01) passed")
+        for r in new.output["gate"]["reasons"]
+    )
