@@ -174,6 +174,8 @@ class _Model:
         windows = np.lib.stride_tricks.sliding_window_view(closes, w)
         self.next_close[w:] = fitted.served_predict(windows)
         self.test_days = np.asarray(fitted.test_days) + first_row  # positions in the full series
+        # Its fitted_data_end (position): the data end with the refit, the evaluation's without.
+        self.fit_end = fitted.served_fit_end + first_row
         # evaluation_close[i]: the evaluation model's forecast of test_days[i].
         if fitted.evaluation_predict is fitted.served_predict:
             self.evaluation_close = self.next_close[self.test_days]
@@ -399,8 +401,10 @@ class Replay:
                 drift = None
                 reference_end = None
                 if policy in DRIFT_POLICIES:
-                    # The served model's fit end is its data end (the tag-less rule of the live monitor).
-                    reference_end = drift_reference_end(data_end, data_end, rejected_drift_ends)
+                    # The served model's fitted_data_end, as the live monitor reads it from its tag (the
+                    # data end with the refit; the evaluation's fit end with refit=false).
+                    fit_end = self.dates[served.fit_end]
+                    reference_end = drift_reference_end(fit_end, data_end, rejected_drift_ends)
                     # The live monitor fetches from before the reference to the day: the same closes.
                     lo = max(0, bisect.bisect_right(self.dates, reference_end) - REFERENCE_DAYS - 2)
                     outcome = drift_since_reference(

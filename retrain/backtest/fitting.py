@@ -44,6 +44,7 @@ class FittedModel:
     evaluation_predict: Callable[[np.ndarray], np.ndarray]
     served_predict: Callable[[np.ndarray], np.ndarray]
     test_days: np.ndarray  # positions of the test target days in the closes it was trained on
+    served_fit_end: int  # position there of the last target day the served model was fitted on
     cpu_s: float  # time.process_time() spent in the fit (data preparation included)
     epochs: int | None = None
 
@@ -137,6 +138,7 @@ class InProcessTrainer:
             trained.evaluation_predict,
             trained.served_predict,
             np.asarray(trained.test_days),
+            int(trained.served_fit_end),
             cpu,
             epochs,
         )

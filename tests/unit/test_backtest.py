@@ -199,9 +199,14 @@ def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
 def test_the_gate_judges_the_evaluation_model_and_the_refit_serves(replayed) -> None:
     """refit=false is the old behaviour (serve the evaluation model). With the refit (the default) the
     gate sees the same evaluation forecasts, so a first model's decision is the same, but the forecasts
-    served afterwards come from the refitted model."""
-    _, fresh = replayed
-    _, stale = _replay(policies="never", param=["refit=false"])
+    served afterwards come from the refitted model. The served model's fit end (the drift reference's
+    end, as the live monitor reads it from the fitted_data_end tag) is its data end only with the refit."""
+    replay, fresh = replayed
+    stale_replay, stale = _replay(policies="never", param=["refit=false"])
+    first = replay.first_forecast - 1
+    model, stale_model = replay.model(first), stale_replay.model(first)
+    assert model.fit_end == model.data_end == first
+    assert stale_model.fit_end < stale_model.test_days[0]  # the evaluation's fit: before its test days
     assert [e["gate"] for e in fresh["never"].events] == [e["gate"] for e in stale["never"].events]
     served_fresh = np.array([d.forecast for d in fresh["never"].days])
     served_stale = np.array([d.forecast for d in stale["never"].days])
