@@ -14,7 +14,11 @@ checks every point of docs/trainer-contract.md:
   artifacts `model/` and `test_errors.json`;
 - `<output>/test_errors.json` has dates/actual/model/naive/champion of equal length, ISO dates ascending,
   and reproduces mae, naive_mae and champion_mae; with a champion, its forecasts are those the champion,
-  loaded on its own in a fresh process, makes for those dates, and `actual` is each date's Close.
+  loaded on its own in a fresh process, makes for those dates, and `actual` is each date's Close;
+- the run records both fit ends (`fitted_data_end`, `evaluation_fit_end`: YYYY-MM-DD in run.json, the
+  MLflow run's tags and the model's metadata, all the same); the evaluation model was fitted before the
+  first test day, and the served model through the data end (the CSV's last date), or, with
+  `--param refit=false`, the documented rule: the served model is the evaluation model.
 
 Prints a checklist (what is wrong and how to fix it); exit status 0 only when every item passes.
 The heavy work happens in subprocesses, so this module imports nothing heavy.
@@ -39,6 +43,8 @@ CHAMPION_METRIC = "champion_mae"
 TEST_ERROR_KEYS = ("dates", "actual", "model", "naive", "champion")
 PROBE_PARAM = "check_trainer_unknown_param"
 TOLERANCE = 1e-6  # relative: metrics recomputed from test_errors.json must match metrics.json
+FIT_END_KEYS = ("fitted_data_end", "evaluation_fit_end")  # retrain.vocabulary's TAG_* of the same names
+FALSE_TEXT = ("false", "0", "no")
 
 
 @dataclass
@@ -139,6 +145,10 @@ out = {"trainer_on_path": [p for p in sys.path if p and Path(p).resolve() == Pat
 try:
     import numpy as np, pandas as pd
     import mlflow, mlflow.pyfunc
+    from mlflow.models import Model
+    # The MLmodel file's metadata, read whether or not the model itself loads.
+    declared = Model.load(model_dir).metadata or {}
+    out["fit_ends"] = {k: declared.get(k) for k in ("fitted_data_end", "evaluation_fit_end")}
     model = mlflow.pyfunc.load_model(model_dir)
     out["loaded"] = True
     meta = model.metadata.metadata or {}
@@ -169,6 +179,7 @@ if run_id:
         client = MlflowClient(tracking_uri=tracking)
         run = client.get_run(run_id)
         out["run_metrics"] = {k: v for k, v in run.data.metrics.items()}
+        out["run_fit_ends"] = {k: run.data.tags.get(k) for k in ("fitted_data_end", "evaluation_fit_end")}
         out["run_artifacts"] = [a.path for a in client.list_artifacts(run_id)]
         out["run_model_files"] = [a.path for a in client.list_artifacts(run_id, "model")]
     except Exception as exc:
@@ -448,6 +459,72 @@ def _check_mlflow_run(report: Report, probe: dict[str, Any], metrics: dict[str, 
     )
 
 
+def _last_date(data: Path) -> str:
+    import csv
+
+    with data.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return str(rows[-1]["Date"])[:10]
+
+
+def _refit_param(params: Sequence[str]) -> bool:
+    """Whether the run is expected to refit: true unless the last `refit=` param says false."""
+    values = [p.partition("=")[2] for p in params if p.partition("=")[0] == "refit"]
+    return not (values and values[-1].strip().lower() in FALSE_TEXT)
+
+
+def _check_fit_ends(
+    report: Report,
+    run_record: dict[str, Any],
+    probe: dict[str, Any],
+    data_end: str,
+    test_dates: list[str],
+    refit: bool,
+) -> None:
+    """Both fit ends are recorded alike everywhere, and the served one is the data end (or the rule)."""
+    recorded = {k: run_record.get(k) for k in FIT_END_KEYS}
+    elsewhere = {"MLflow run tags": probe.get("run_fit_ends"), "model metadata": probe.get("fit_ends")}
+    issues = [
+        f"run.json {k}={v!r} is not YYYY-MM-DD"
+        for k, v in recorded.items()
+        if not (isinstance(v, str) and _DATE.match(v))
+    ]
+    issues += [
+        f"{where} {found!r} differ from run.json" for where, found in elsewhere.items() if found != recorded
+    ]
+    report.add(
+        "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
+        not issues,
+        "; ".join(issues) or ", ".join(f"{k} {v}" for k, v in recorded.items()),
+        "write fitted_data_end (the last target date the served model was fitted on) and evaluation_fit_end "
+        "(the evaluation model's) as YYYY-MM-DD into run.json, the MLflow run's tags and the model's metadata",
+    )
+    if issues:
+        return
+    served, evaluation = str(recorded["fitted_data_end"]), str(recorded["evaluation_fit_end"])
+    problems = []
+    if test_dates and not evaluation < test_dates[0]:
+        problems.append(f"evaluation_fit_end {evaluation} is not before the first test day {test_dates[0]}")
+    if refit and served != data_end:
+        problems.append(f"fitted_data_end {served}, but the data ends {data_end}")
+    if not refit and served != evaluation:
+        problems.append(f"refit=false, but fitted_data_end {served} is not evaluation_fit_end {evaluation}")
+    report.add(
+        "the served model was fitted through the data end"
+        if refit
+        else "refit=false: the served model is the evaluation model",
+        not problems,
+        "; ".join(problems)
+        or (
+            f"fitted_data_end {served} = data end"
+            if refit
+            else f"fitted_data_end = evaluation_fit_end {served}"
+        ),
+        "evaluate on the held-out test part, then refit the selected configuration on ALL the data and save "
+        "that model (docs/trainer-contract.md); with --param refit=false serve the evaluation model itself",
+    )
+
+
 def check_trainer(
     folder: Path | str,
     *,
@@ -494,6 +571,14 @@ def check_trainer(
         _check_model(report, probe, folder)
         metrics1, errors1 = _check_outputs(report, "alone", first, with_champion=False)
         _check_mlflow_run(report, probe, metrics1, "alone")
+        _check_fit_ends(
+            report,
+            run1 if isinstance(run1, dict) else {},
+            probe,
+            _last_date(data),
+            list((errors1 or {}).get("dates") or []),
+            _refit_param(params),
+        )
 
         second = work / "run2"
         champion = champion_model or str(model_dir)  # another family's champion, or its own first model

@@ -11,7 +11,6 @@ TAG_INSTANCE_ID = "orchestration_instance_id"  # the orchestration that submitte
 TAG_TICKER = "ticker"
 TAG_DATA_ASSET = "data_asset"
 TAG_DATA_VERSION = "data_version"
-TAG_FITTED_DATA_END = "fitted_data_end"  # on a model version: the last target date it was fitted on
 TAG_CODE_VERSION = "code_version"
 TAG_JOB_NAME = "job_name"
 TAG_TRAINER = "trainer"  # the trainer that produced it (champion and challenger may differ)
@@ -24,6 +23,13 @@ TAG_GATE_DECISION = "gate_decision"  # "deploy" or "reject"
 TAG_GATE_FORCED = "gate_forced"
 TAG_GATE_REASONS = "gate_reasons"
 TAG_METRIC_PREFIX = "metric_"  # metric_<name> on a model version
+# Set by the trainer on its run (YYYY-MM-DD, docs/trainer-contract.md) and copied by `register_model` onto
+# the model version: the last target date the served model was fitted on (the data end, with the refit;
+# the monitor's drift reference ends there) and the last one the evaluation model (whose test metrics the
+# gate judged) was fitted on.
+TAG_FITTED_DATA_END = "fitted_data_end"
+TAG_EVALUATION_FIT_END = "evaluation_fit_end"
+FIT_END_TAGS = (TAG_FITTED_DATA_END, TAG_EVALUATION_FIT_END)
 # On a data asset.
 TAG_SOURCE = "source"
 TAG_SHA256 = "sha256"

@@ -152,6 +152,17 @@ class PreparedData:
 
 def prepare(closes: np.ndarray, window: int) -> PreparedData:
     sizes = check_enough_rows(len(closes), window)
+    return _prepared(closes, window, sizes)
+
+
+def prepare_refit(closes: np.ndarray, window: int) -> PreparedData:
+    """Every window is a training window (no validation or test part) and the scaler is fitted on the
+    whole series: the data of the refit that serves after the evaluation (docs/trainer-contract.md)."""
+    check_enough_rows(len(closes), window)  # the same refusal as the evaluation's
+    return _prepared(closes, window, SplitSizes(train=len(closes) - window, val=0, test=0))
+
+
+def _prepared(closes: np.ndarray, window: int, sizes: SplitSizes) -> PreparedData:
     scaler = fit_scaler(closes, sizes, window)
     inputs, targets = window_closes(closes, window)
     x = scaler.transform(window_log_returns(inputs))

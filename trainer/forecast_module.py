@@ -46,6 +46,7 @@ class EpochRecorder(L.Callback):
         self.history: list[dict[str, float]] = []
         self.best_val_loss = math.inf
         self.best_state: dict[str, Any] | None = None
+        self.best_epoch: int | None = None  # 0-based epoch of best_state
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation runs inside the training epoch, so both losses are known here.
@@ -57,5 +58,6 @@ class EpochRecorder(L.Callback):
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             self.best_state = copy.deepcopy(pl_module.net.state_dict())
+            self.best_epoch = epoch
         if self.on_epoch is not None:
             self.on_epoch(epoch, train_loss, val_loss)

@@ -2,13 +2,21 @@
 
     python trainer/train.py --data CSV --output DIR [--champion-model PATH_OR_URI] [--window 20]
         [--hidden-size 32] [--max-epochs 30] [--learning-rate 1e-3] [--batch-size 64] [--seed 42]
-        [--patience 5] [--threads N] [--param key=value ...]
+        [--patience 5] [--refit true|false] [--threads N] [--param key=value ...]
 
 Self-contained: imports nothing from the `retrain` package. Tracking follows MLflow's environment
 (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_RUN_ID as Azure ML sets them inside a job); with no
 MLFLOW_TRACKING_URI it logs to a SQLite store `DIR/mlflow.db` with artifacts under `DIR/mlartifacts/`.
 Writes DIR/model/ (MLflow pyfunc), DIR/metrics.json, DIR/test_errors.json (per test day: date, actual,
 model, naive and champion next close), DIR/forecast.png and DIR/run.json.
+
+Evaluate, then refit (docs/trainer-contract.md): the evaluation model trains on the first 70 % of windows
+with early stopping on the next 15 % and is measured on the last 15 % (metrics.json, test_errors.json).
+With `refit=true` (the default) the same configuration is then trained again, same seed, on ALL windows
+for the number of epochs the evaluation selected (its best epoch: early stopping needs a validation set,
+which the refit no longer has), with the return scaler refitted on the whole series; THAT model is saved
+and logged. `refit=false` serves the evaluation model (the behaviour before refits). The run records both
+fit ends (`evaluation_fit_end`, `fitted_data_end`: the last target dates each model was fitted on).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 42
     patience: int = 5
+    refit: bool = True  # serve a refit on all windows (False: serve the evaluation model)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class FitResult:
     history: list[dict[str, float]] = field(
         default_factory=list
     )  # one {"epoch","train_loss","val_loss"} per epoch
+    best_epoch: int = 0  # epochs up to and including the restored best one (the refit trains this many)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -79,6 +89,15 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+        text.strip().lower()
+    )
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
     return value
 
 
@@ -99,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument(
         "--patience", type=_positive_int, default=d.patience, help="early-stopping patience (epochs)"
+    )
+    p.add_argument(
+        "--refit",
+        type=_boolean,
+        default=d.refit,
+        help="after the evaluation, serve the configuration retrained on all windows for the selected "
+        "number of epochs (true, default) or the evaluation model itself (false)",
     )
     p.add_argument(
         "--threads",
@@ -141,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size,
         seed=args.seed,
         patience=args.patience,
+        refit=args.refit,
     )
 
 
@@ -192,19 +219,64 @@ def fit_lightning(
     if recorder.best_state is not None:
         module.net.load_state_dict(recorder.best_state)
     module.net.eval()
-    return FitResult(module.net, len(recorder.history), recorder.best_val_loss, seconds, recorder.history)
+    epochs = len(recorder.history)
+    best_epoch = epochs if recorder.best_epoch is None else recorder.best_epoch + 1
+    return FitResult(module.net, epochs, recorder.best_val_loss, seconds, recorder.history, best_epoch)
+
+
+def refit_lightning(data: PreparedData, config: TrainConfig, epochs: int) -> FitResult:
+    """Train the same configuration, same seed, on `data` (every window a training window, see
+    `prepare_refit`) for exactly `epochs` epochs: no validation loop, no early stopping (nothing is held
+    out to stop on), so the evaluation's selected epoch count is the rule."""
+    import lightning as L
+    from forecast_datamodule import ReturnWindowsDataModule
+    from forecast_module import LSTMForecasterModule
+
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = LSTMForecasterModule(config.hidden_size, config.num_layers, config.learning_rate)
+    datamodule = ReturnWindowsDataModule(data, batch_size=config.batch_size, seed=config.seed)
+    with tempfile.TemporaryDirectory(prefix="trainer-") as root:
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            default_root_dir=root,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - started
+        trained = int(trainer.current_epoch)  # the epochs Lightning actually ran
+    module.net.eval()
+    return FitResult(module.net, trained, math.nan, seconds, [], trained)
 
 
 @dataclass
 class InProcessFit:
     """A model fitted in memory: what `run` saves and logs, and what the policy backtest
-    (`retrain backtest`) replays without a process or MLflow per training."""
+    (`retrain backtest`) replays without a process or MLflow per training.
+
+    Two predictors, each the served numpy path ((n, window) closes -> (n,) next closes):
+    `evaluation_predict` is the model measured on the test days (metrics, test_errors.json, the gate);
+    `served_predict` is the model that is saved and serves (the refit; the same one with refit=false)."""
 
     window: int
-    predict: Callable[[np.ndarray], np.ndarray]  # (n, window) closes -> (n,) next closes, as served
+    evaluation_predict: Callable[[np.ndarray], np.ndarray]
+    served_predict: Callable[[np.ndarray], np.ndarray]
     test_days: np.ndarray  # positions in the series of the test target days
-    data: PreparedData
-    fit: FitResult
+    evaluation_fit_end: int  # position of the last target day the evaluation model was fitted on
+    served_fit_end: int  # position of the last target day the served model was fitted on
+    data: PreparedData  # the evaluation's split
+    fit: FitResult  # the evaluation's fit
+    served_data: PreparedData  # the served model's (its scaler); `data` without a refit
+    served_fit: FitResult  # `fit` without a refit
 
 
 def fit_in_process(
@@ -212,18 +284,33 @@ def fit_in_process(
     config: TrainConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> InProcessFit:
-    """Fit on prepared data; `predict` is the served model's own numpy path (`forecast_from_closes`)."""
+    """Evaluate on prepared data, then (config.refit) refit on all of it; both predictors are the served
+    model's own numpy path (`forecast_from_closes`)."""
     from functools import partial
 
+    from forecast_data import prepare_refit
     from forecaster_pyfunc import forecast_from_closes
 
     fit = fit_lightning(data, config, on_epoch)
+    evaluation_predict = partial(forecast_from_closes, fit.net, data.scaler)
+    evaluation_end = int(data.target_day_index("train")[-1])
+    served_data, served_fit, served_predict, served_end = data, fit, evaluation_predict, evaluation_end
+    if config.refit:
+        served_data = prepare_refit(data.closes, config.window)
+        served_fit = refit_lightning(served_data, config, fit.best_epoch)
+        served_predict = partial(forecast_from_closes, served_fit.net, served_data.scaler)
+        served_end = len(data.closes) - 1
     return InProcessFit(
-        config.window,
-        partial(forecast_from_closes, fit.net, data.scaler),
-        data.target_day_index("test"),
-        data,
-        fit,
+        window=config.window,
+        evaluation_predict=evaluation_predict,
+        served_predict=served_predict,
+        test_days=data.target_day_index("test"),
+        evaluation_fit_end=evaluation_end,
+        served_fit_end=served_end,
+        data=data,
+        fit=fit,
+        served_data=served_data,
+        served_fit=served_fit,
     )
 
 
@@ -339,8 +426,16 @@ def _frame(inputs: np.ndarray) -> Any:
 # ---------------------------------------------------------------------------------------- artifacts
 
 
-def save_model(fit: FitResult, data: PreparedData, config: TrainConfig, dest: Path) -> Path:
-    """Save the MLflow pyfunc model to `dest` (written to a temp dir beside it, then renamed)."""
+def save_model(
+    fit: FitResult,
+    data: PreparedData,
+    config: TrainConfig,
+    dest: Path,
+    fit_ends: dict[str, str] | None = None,
+) -> Path:
+    """Save the MLflow pyfunc model to `dest` (written to a temp dir beside it, then renamed). `data` is
+    the data the model was fitted on (its scaler); `fit_ends` (`fitted_data_end`, `evaluation_fit_end`,
+    YYYY-MM-DD) go into its metadata."""
     import mlflow
     import mlflow.pyfunc
     import pandas as pd
@@ -354,7 +449,7 @@ def save_model(fit: FitResult, data: PreparedData, config: TrainConfig, dest: Pa
         inputs=Schema([ColSpec("double", f"c{i}") for i in range(window)]),
         outputs=Schema([ColSpec("double", "forecast")]),
     )
-    example = _frame(data.input_closes[data.part("test")][:2])
+    example = _frame(data.input_closes[-2:])
     metadata = {
         "window": window,
         "target": "next_close",
@@ -363,6 +458,7 @@ def save_model(fit: FitResult, data: PreparedData, config: TrainConfig, dest: Pa
         "hidden_size": config.hidden_size,
         "num_layers": config.num_layers,
         "n_train": data.sizes.train,
+        **(fit_ends or {}),
     }
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=dest.parent))
     try:
@@ -508,15 +604,27 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         def log_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
             mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
 
-        fit = fit_in_process(data, config, on_epoch=log_epoch).fit
-        save_model(fit, data, config, model_dir)
+        trained = fit_in_process(data, config, on_epoch=log_epoch)
+        fit = trained.fit
+        all_dates = load_dates(args.data, len(closes))
+        fit_ends = {
+            "fitted_data_end": all_dates[trained.served_fit_end],
+            "evaluation_fit_end": all_dates[trained.evaluation_fit_end],
+        }
+        mlflow.set_tags(fit_ends)
+        save_model(trained.served_fit, trained.served_data, config, model_dir, fit_ends)
 
-        # Test metrics come from the saved artifact itself: exactly what the scorer will serve.
+        # The saved artifact must answer what the fitted model answers (the scorer serves that artifact).
         import mlflow.pyfunc
 
+        probe = data.input_closes[-5:]
+        saved = mlflow.pyfunc.load_model(str(model_dir)).predict(_frame(probe))
+        if not np.allclose(saved["forecast"].to_numpy(dtype=np.float64), trained.served_predict(probe)):
+            raise TrainerError(f"the saved model at {model_dir} does not reproduce the fitted one")
+        # Test metrics are the EVALUATION model's (fitted before the test days), through the served numpy
+        # path; with refit the served model has trained on these days, so it is not what was measured.
         test = data.part("test")
-        served = mlflow.pyfunc.load_model(str(model_dir))
-        forecast = served.predict(_frame(data.input_closes[test]))["forecast"].to_numpy(dtype=np.float64)
+        forecast = trained.evaluation_predict(data.input_closes[test])
         actual = data.target_closes[test]
         previous = data.input_closes[test][:, -1]
         metrics = price_metrics(forecast, actual, previous)
@@ -525,7 +633,6 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             champion_values = champion_forecast(args.champion_model, data)
             metrics["champion_mae"] = float(np.mean(np.abs(champion_values - actual)))
         test_days = data.target_day_index("test")
-        all_dates = load_dates(args.data, len(closes))
         write_json(
             output / "test_errors.json",
             test_errors_payload(
@@ -538,6 +645,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 "epochs_trained": fit.epochs,
                 "best_val_loss": fit.best_val_loss,
                 "fit_seconds": fit.seconds,
+                **(
+                    {"refit_epochs": trained.served_fit.epochs, "refit_seconds": trained.served_fit.seconds}
+                    if config.refit
+                    else {}
+                ),
             }
         )
 
@@ -548,6 +660,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "n_test": data.sizes.test,
             "epochs_trained": fit.epochs,
             "best_val_loss": fit.best_val_loss,
+            **({"refit_epochs": trained.served_fit.epochs} if config.refit else {}),
         }
         write_json(output / "metrics.json", report)
         plot_forecast(actual, forecast, previous, metrics, output / "forecast.png")
@@ -563,6 +676,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 "run_id": active.info.run_id,
                 "experiment_id": active.info.experiment_id,
                 "tracking_uri": tracking_uri,
+                "refit": config.refit,
+                **fit_ends,
             },
         )
     return report

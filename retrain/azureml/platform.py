@@ -50,7 +50,7 @@ from retrain.ports import (
     monitor_experiment_name,
     monitor_metric_point,
 )
-from retrain.vocabulary import PROVISIONING_IN_PROGRESS
+from retrain.vocabulary import FIT_END_TAGS, PROVISIONING_IN_PROGRESS
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -384,9 +384,23 @@ class AzureMLPlatform:
                 return entities.model_ref(model)  # this job's model is already registered
         numeric = [int(m.version) for m in versions if str(m.version).isdigit()]
         version = str(max(numeric, default=0) + 1)
-        model = entities.model_entity(name, version, job_name, tags)
+        model = entities.model_entity(name, version, job_name, {**tags, **self._fit_end_tags(job_name)})
         created = call(f"register model {name}:{version}", self.ml_client.models.create_or_update, model)
         return entities.model_ref(created)
+
+    def _fit_end_tags(self, job_name: str) -> dict[str, str]:
+        """The fit ends the trainer set on the job's MLflow run (`fitted_data_end`, `evaluation_fit_end`),
+        for the model version's tags; none from a run that has none (a trainer older than the refit)."""
+        missing, answer = self._mlflow_call(
+            "GET", "runs/get", params={"run_id": job_name}, expected_errors=("RESOURCE_DOES_NOT_EXIST",)
+        )
+        if missing:
+            return {}
+        run_tags = {
+            str(t.get("key")): str(t.get("value"))
+            for t in ((answer.get("run") or {}).get("data") or {}).get("tags") or []
+        }
+        return {key: run_tags[key] for key in FIT_END_TAGS if run_tags.get(key)}
 
     def get_champion(self, name: str) -> ModelRef | None:
         champions = [m for m in self._model_versions(name) if _tag_true(m.tags, entities.TAG_CHAMPION)]

@@ -160,17 +160,29 @@ class TickerResult:
 
 
 class _Model:
-    """A fitted model plus its forecasts for every day of the series (one batched predict)."""
+    """A fitted model: the served model's forecasts for every day of the series (one batched predict),
+    and the evaluation model's for its own test days (what the gate judged it on; the trainer's
+    test_errors.json). With refit the two differ: the served one was refitted on all the data."""
 
     def __init__(self, fitted: FittedModel, data_end: int, first_row: int, closes: np.ndarray):
         self.fitted = fitted
         self.data_end = data_end
         w = fitted.window
-        # next_close[d]: the forecast of day d's close from the w closes before it (NaN before day w).
+        # next_close[d]: the served model's forecast of day d's close from the w closes before it
+        # (NaN before day w): what it serves once deployed, and the champion's side of a later gate.
         self.next_close = np.full(closes.size + 1, np.nan)
         windows = np.lib.stride_tricks.sliding_window_view(closes, w)
-        self.next_close[w:] = fitted.predict(windows)
+        self.next_close[w:] = fitted.served_predict(windows)
         self.test_days = np.asarray(fitted.test_days) + first_row  # positions in the full series
+        # Its fitted_data_end (position): the data end with the refit, the evaluation's without.
+        self.fit_end = fitted.served_fit_end + first_row
+        # evaluation_close[i]: the evaluation model's forecast of test_days[i].
+        if fitted.evaluation_predict is fitted.served_predict:
+            self.evaluation_close = self.next_close[self.test_days]
+        else:
+            self.evaluation_close = fitted.evaluation_predict(
+                np.stack([closes[d - w : d] for d in self.test_days])
+            )
 
 
 class Replay:
@@ -258,7 +270,7 @@ class Replay:
         """The live gate on the challenger's test days, the champion forecasting the same days."""
         days = challenger.test_days
         actual = self.closes[days]
-        model = challenger.next_close[days]
+        model = challenger.evaluation_close  # the challenger as measured: its evaluation model
         naive = self.closes[days - 1]
         test_errors: dict[str, Any] = {
             "dates": [self.dates[d] for d in days],
@@ -278,7 +290,7 @@ class Replay:
             "mae_vs_naive": mae / naive_mae if naive_mae > 0 else float("inf"),
         }
         if champion is not None:
-            forecast = champion.next_close[days]
+            forecast = champion.next_close[days]  # the champion as it serves
             test_errors["champion"] = forecast.tolist()
             metrics["champion_mae"] = float(np.mean(np.abs(forecast - actual)))
         return decide_with_test_errors(
@@ -389,8 +401,10 @@ class Replay:
                 drift = None
                 reference_end = None
                 if policy in DRIFT_POLICIES:
-                    # The served model's fit end is its data end (the tag-less rule of the live monitor).
-                    reference_end = drift_reference_end(data_end, data_end, rejected_drift_ends)
+                    # The served model's fitted_data_end, as the live monitor reads it from its tag (the
+                    # data end with the refit; the evaluation's fit end with refit=false).
+                    fit_end = self.dates[served.fit_end]
+                    reference_end = drift_reference_end(fit_end, data_end, rejected_drift_ends)
                     # The live monitor fetches from before the reference to the day: the same closes.
                     lo = max(0, bisect.bisect_right(self.dates, reference_end) - REFERENCE_DAYS - 2)
                     outcome = drift_since_reference(
@@ -425,7 +439,7 @@ class Replay:
             days = model.test_days
             cached = {
                 "actual": self.closes[days].tolist(),
-                "model": model.next_close[days].tolist(),
+                "model": model.evaluation_close.tolist(),  # test_errors.json: the evaluation's
                 "naive": self.closes[days - 1].tolist(),
             }
             model._test_errors_payload = cached  # type: ignore[attr-defined]

@@ -9,6 +9,10 @@ script `train.py`) with the folder on `sys.path`, as the job would run it, and a
   by the trainer's own `parse_args` (`--param key=value`, as a cycle passes them).
 - `ridge` (trainers/ridge/): `split(closes, window)` then `fit_in_process(data, config)`;
   hyperparameters by its own `config_from_params`.
+
+Each fit is the trainer's evaluate-then-refit (docs/trainer-contract.md): `evaluation_predict` is the
+model measured on its test days (what the gate judges), `served_predict` the model that serves once
+deployed (refitted on all the data; the same model with `refit=false`).
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ class FittedModel:
     """One training: what the backtest needs from it, nothing that ties it to a process or MLflow."""
 
     window: int
-    predict: Callable[[np.ndarray], np.ndarray]  # (n, window) closes -> (n,) next closes
+    # (n, window) closes -> (n,) next closes: the evaluation model (gate, test errors) and the served one.
+    evaluation_predict: Callable[[np.ndarray], np.ndarray]
+    served_predict: Callable[[np.ndarray], np.ndarray]
     test_days: np.ndarray  # positions of the test target days in the closes it was trained on
+    served_fit_end: int  # position there of the last target day the served model was fitted on
     cpu_s: float  # time.process_time() spent in the fit (data preparation included)
     epochs: int | None = None
 
@@ -126,4 +133,12 @@ class InProcessTrainer:
         except self.data_errors as exc:
             raise FitError(str(exc)) from exc
         cpu = time.process_time() - started
-        return FittedModel(int(trained.window), trained.predict, np.asarray(trained.test_days), cpu, epochs)
+        return FittedModel(
+            int(trained.window),
+            trained.evaluation_predict,
+            trained.served_predict,
+            np.asarray(trained.test_days),
+            int(trained.served_fit_end),
+            cpu,
+            epochs,
+        )

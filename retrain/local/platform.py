@@ -46,6 +46,7 @@ from retrain.ports import (
 )
 from retrain.trainers import TrainerError, get_trainer, param_args
 from retrain.vocabulary import (
+    FIT_END_TAGS,
     JOB_ENDED_STATUSES,
     TAG_CHAMPION,
     TAG_CHAMPION_VERSION,
@@ -401,7 +402,10 @@ class LocalPlatform:
                 f"job {job_name} is {job.status}, not Completed; only a completed job's model registers"
             )
         run_id = self.job_run_id(job_name)
-        version_tags = {**{str(k): str(v) for k, v in tags.items()}, TAG_JOB_NAME: job_name}
+        # The fit ends the trainer set on its run travel onto the version, as the Azure adapter does.
+        run_tags = self.client.get_run(run_id).data.tags
+        fit_ends = {key: str(run_tags[key]) for key in FIT_END_TAGS if run_tags.get(key)}
+        version_tags = {**{str(k): str(v) for k, v in tags.items()}, **fit_ends, TAG_JOB_NAME: job_name}
         with self._lock(f"model-{name}"):
             existing = self._version_for_job(name, job_name)
             if existing is not None:

@@ -36,6 +36,28 @@ def _version_tags(state_dir: Path, version: str) -> dict[str, str]:
     )
 
 
+def _last_date(csv: Path) -> str:
+    import pandas as pd
+
+    return str(pd.read_csv(csv)["Date"].iloc[-1])[:10]
+
+
+def _served_mae(model_dir: Path, csv: Path, test_errors: dict) -> float:
+    """The MAE of a saved model on the days of `test_errors`, each from the window of closes before it."""
+    import mlflow.pyfunc
+    import numpy as np
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    window = int(model.metadata.metadata["window"])
+    prices = pd.read_csv(csv)
+    day = {d: i for i, d in enumerate(prices["Date"].astype(str).str[:10])}
+    closes = prices["Close"].to_numpy(dtype=float)
+    rows = np.stack([closes[day[d] - window : day[d]] for d in test_errors["dates"]])
+    forecast = model.predict(pd.DataFrame(rows, columns=[f"c{i}" for i in range(window)]))["forecast"]
+    return float(np.mean(np.abs(forecast.to_numpy() - np.asarray(test_errors["actual"]))))
+
+
 def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRAIN_", "MLFLOW_"))}
@@ -50,6 +72,14 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     assert ridge["prediction"]["model"]["version"] == "1"
     job = json.loads((state_dir / "jobs" / ridge["job_name"] / "job.json").read_text())
     assert job["command"][1].endswith("trainers/ridge/train.py") and "--param" not in job["command"]
+    # The registered model was refitted through the data end of its data asset (the job's --data).
+    data_csv = Path(job["command"][job["command"].index("--data") + 1])
+    data_end = _last_date(data_csv)
+    assert tags["fitted_data_end"] == data_end, tags
+    ridge_errors = json.loads(
+        (state_dir / "jobs" / ridge["job_name"] / "outputs" / "test_errors.json").read_text()
+    )
+    assert tags["evaluation_fit_end"] < ridge_errors["dates"][0]  # evaluated on days it had not seen
 
     # 2. An LSTM challenger via --trainer and --param: gated against the ridge champion on the same days.
     lstm, stderr = _run(state_dir, tmp_path, env, "--trainer", "lstm", "--param", "max_epochs=2", "--force")
@@ -59,17 +89,16 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     assert "champion_mae" in champion_reason and lstm["gate"]["forced"] is True
     tags = _version_tags(state_dir, "2")
     assert (tags["trainer"], tags["model_family"]) == ("lstm", "lstm")
+    assert tags["fitted_data_end"] == data_end, tags  # the same data asset: the same data end
     challenger_job = json.loads((state_dir / "jobs" / lstm["job_name"] / "job.json").read_text())
     assert challenger_job["command"][1].endswith("trainer/train.py")
     assert challenger_job["command"][-4:-2] == ["--param", "max_epochs=2"]
     assert challenger_job["command"][-2] == "--champion-model"  # the ridge champion's model, fetched
-    ridge_errors = json.loads(
-        (state_dir / "jobs" / ridge["job_name"] / "outputs" / "test_errors.json").read_text()
+    # The champion_mae the LSTM trainer reported is the SERVED ridge model's error on the same test days
+    # (the refit, which has seen those days: docs/trainer-contract.md), not its evaluation MAE.
+    ridge_mae = _served_mae(
+        state_dir / "jobs" / ridge["job_name"] / "outputs" / "model", data_csv, ridge_errors
     )
-    # The champion_mae the LSTM trainer reported is the ridge model's error on ITS OWN test days.
-    ridge_mae = json.loads((state_dir / "jobs" / ridge["job_name"] / "outputs" / "metrics.json").read_text())[
-        "mae"
-    ]
     assert f"champion_mae {ridge_mae:.6g}" in champion_reason, (champion_reason, ridge_mae)
     assert len(ridge_errors["dates"]) > 100
     # The same scoring URL now serves the LSTM (blue/green swap), canary first.

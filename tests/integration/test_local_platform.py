@@ -20,6 +20,7 @@ from functions_host.keys import load_or_create_keys
 from retrain.local.platform import LocalPlatform
 from retrain.local.processes import process_alive, read_json, stop_process_group
 from retrain.ports import DataAsset, JobStatus, PlatformError, TrainingRequest
+from retrain.vocabulary import TAG_EVALUATION_FIT_END, TAG_FITTED_DATA_END
 from tests.helpers import Receiver
 
 pytestmark = pytest.mark.slow
@@ -159,6 +160,11 @@ def test_registry_is_idempotent_per_job_and_tracks_the_champion(
     first = platform.register_model(MODEL, completed_job, lineage)
     assert platform.register_model(MODEL, completed_job, lineage) == first
     assert first.tags["job_name"] == completed_job and first.tags["data_version"] == asset.version
+    # The fit ends the trainer recorded on its run: the served (refitted) model saw the data end.
+    data_end = str(pd.read_csv(asset.uri)["Date"].iloc[-1])[:10]
+    assert first.tags[TAG_FITTED_DATA_END] == data_end
+    test_days = platform.get_job_test_errors(completed_job)["dates"]
+    assert first.tags[TAG_EVALUATION_FIT_END] < test_days[0]
     platform.set_champion(first)
     assert platform.get_champion(MODEL) == first
 
@@ -277,6 +283,10 @@ def test_a_ridge_challenger_is_compared_with_an_lstm_champion_on_the_same_days(
     recomputed = sum(abs(c - a) for c, a in zip(champion_forecast, actual, strict=True)) / len(actual)
     assert metrics["champion_mae"] == pytest.approx(recomputed, rel=1e-9)
     assert metrics["mae"] != metrics["champion_mae"]  # two different families, really compared
+    # The ridge model registered from the job carries the fit ends its trainer recorded.
+    ridge = platform.register_model("msft-cross", job, {"model_family": "ridge"})
+    assert ridge.tags[TAG_FITTED_DATA_END] == str(prices["Date"].iloc[-1])[:10]
+    assert ridge.tags[TAG_EVALUATION_FIT_END] < errors["dates"][0]
 
 
 def test_event_json_is_kept_with_the_job(platform: LocalPlatform, completed_job: str) -> None:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,17 +127,24 @@ def test_model_loads_and_predicts_in_a_fresh_process(
     assert answer["window"] == 20 and answer["target"] == "next_close" and answer["columns"] == ["forecast"]
     assert answer["code"].startswith(str(trained_model / "model" / "code"))
     forecast = np.array(answer["forecast"])
-    assert forecast.shape == (data.sizes.test,)
-    # The served model reproduces the trainer's own test evaluation.
+    assert forecast.shape == (data.sizes.test,) and np.isfinite(forecast).all()
+    # The served model is the refit (fitted through the data end, test days included), not the evaluation
+    # model the metrics measure (refit=false serves that one: see the champion run below).
+    run = read_json(trained_model / "run.json")
+    assert (
+        run["refit"] is True and run["fitted_data_end"] == str(pd.read_csv(sample_csv)["Date"].iloc[-1])[:10]
+    )
     mae = float(np.mean(np.abs(forecast - data.target_closes[data.part("test")])))
-    assert mae == pytest.approx(read_json(trained_model / "metrics.json")["mae"], rel=1e-9)
+    assert mae != pytest.approx(read_json(trained_model / "metrics.json")["mae"], rel=1e-9)
 
 
 def test_champion_run_resumes_the_given_run_and_repeats_the_metrics(
     trained_model: Path, sample_csv: Path, tmp_path: Path
 ) -> None:
     """Second run, same seed and data, the first model as champion, inside a pre-created run (as an
-    Azure ML job): identical metrics, and champion_mae equals the first run's mae (same model, same days)."""
+    Azure ML job), without the refit: identical metrics (the evaluation does not depend on the refit);
+    champion_mae is the first run's SERVED (refitted) model on the same days; and the second run's saved
+    model, being its evaluation model, reproduces its own test mae."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'tracking.db'}"
@@ -145,15 +153,29 @@ def test_champion_run_resumes_the_given_run_and_repeats_the_metrics(
     job_run = client.create_run(experiment_id, tags={"orchestration_instance_id": "inst-1"})
     env = clean_env(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=job_run.info.run_id)
     out = tmp_path / "second"
+    champion = str(trained_model / "model")
     result = train_cli(
-        sample_csv, out, "--max-epochs", "3", "--champion-model", str(trained_model / "model"), env=env
+        sample_csv, out, "--max-epochs", "3", "--champion-model", champion, "--param", "refit=false", env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
     first, second = read_json(trained_model / "metrics.json"), read_json(out / "metrics.json")
     for key in METRIC_KEYS:
         assert second[key] == pytest.approx(first[key], rel=1e-9), key
-    assert second["champion_mae"] == pytest.approx(first["mae"], rel=1e-9)
+    import mlflow.pyfunc
+
+    data = prepare(load_closes(sample_csv), window=20)
+    test = data.part("test")
+    frame = pd.DataFrame(data.input_closes[test], columns=[f"c{i}" for i in range(20)])
+
+    def mae_of(model_dir: str) -> float:
+        forecast = mlflow.pyfunc.load_model(model_dir).predict(frame)["forecast"].to_numpy()
+        return float(np.mean(np.abs(forecast - data.target_closes[test])))
+
+    assert second["champion_mae"] == pytest.approx(mae_of(champion), rel=1e-9)
+    assert mae_of(str(out / "model")) == pytest.approx(second["mae"], rel=1e-9)  # refit=false: as measured
+    ends = read_json(out / "run.json")
+    assert ends["refit"] is False and ends["fitted_data_end"] == ends["evaluation_fit_end"]
 
     assert read_json(out / "run.json")["run_id"] == job_run.info.run_id
     run = client.get_run(job_run.info.run_id)

@@ -36,6 +36,8 @@ def test_the_ridge_trainer_keeps_the_contract(tmp_path: Path) -> None:
         "champion compared on the same test days",
         "with champion: test_errors.json reproduces metrics.json",
         "rejects a hyperparameter it does not know",
+        "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
+        "the served model was fitted through the data end",
     ):
         assert f"[PASS] {item}" in done.stdout
     assert "checks passed: ridge keeps the trainer contract" in done.stdout
@@ -58,7 +60,18 @@ def test_the_lstm_trainer_keeps_the_contract(tmp_path: Path) -> None:
         "predict: one finite next close per input row (column forecast)",
         "with champion: metrics.json has the gate's metrics, finite",
         "rejects a hyperparameter it does not know",
+        "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
+        "the served model was fitted through the data end",
     } <= passed
+
+
+def test_refit_false_keeps_the_documented_rule(tmp_path: Path) -> None:
+    """refit=false serves the evaluation model: its fit end is the evaluation's, not the data end."""
+    report = check_trainer(REPO / "trainers" / "ridge", params=["refit=false"], work_dir=tmp_path)
+    assert report.ok, [(i.name, i.detail) for i in report.failed()]
+    [rule] = [i for i in report.items if i.name.startswith("refit=false")]
+    assert rule.name == "refit=false: the served model is the evaluation model"
+    assert "fitted_data_end = evaluation_fit_end" in rule.detail
 
 
 def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
@@ -80,6 +93,11 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
         ('"naive": [float(v) for v in naive]', '"naive": [float(v) for v in actual]'),
         # 4. an unknown hyperparameter is silently ignored
         ("        if key not in PARAM_DEFAULTS:\n", "        if False:\n"),
+        # 5. no refit: the evaluation model serves although refit is on (and honestly says so)
+        (
+            "    if config.refit:\n        served, served_end = refit(",
+            "    if False:\n        served, served_end = refit(",
+        ),
     ]:
         assert old in source, old
         source = source.replace(old, new)
@@ -99,6 +117,8 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
         in out
     )
     assert "a typo must not train silently" in out
+    assert "[FAIL] the served model was fitted through the data end: fitted_data_end 20" in out
+    assert "but the data ends" in out and "refit the selected configuration on ALL the data" in out
     assert "does NOT keep the trainer contract" in out
     # What is fine is still reported as fine.
     assert "[PASS] alone: metrics.json has the gate's metrics, finite" in out

@@ -20,6 +20,7 @@ from retrain.ports import (
     TrainingRequest,
     TransientPlatformError,
 )
+from retrain.vocabulary import TAG_EVALUATION_FIT_END, TAG_FITTED_DATA_END
 from tests.unit.azure_recording_transport import (
     SCORING_HOST,
     WORKSPACE_ENV,
@@ -236,6 +237,36 @@ def test_register_model_from_job_artifacts_is_idempotent_by_job(platform, arm):
     assert platform.register_model("msft-forecaster", "job-1", {}).version == "1"  # same job: same version
     assert len(arm.find("PUT", r"/models/")) == 1
     assert platform.register_model("msft-forecaster", "job-2", {}).version == "2"
+
+
+def test_register_model_carries_the_fit_ends_the_trainer_set_on_its_run(platform, arm):
+    arm.store["mlflow-runs"] = {
+        "job-1": {
+            "info": {"run_id": "job-1", "status": "FINISHED"},
+            "data": {
+                "tags": [
+                    {"key": "fitted_data_end", "value": "2013-03-01"},
+                    {"key": "evaluation_fit_end", "value": "2011-12-09"},
+                    {"key": "data_file", "value": "msft-daily.csv"},  # a run tag, not a model tag
+                ]
+            },
+        },
+        "job-2": {"info": {"run_id": "job-2", "status": "FINISHED"}, "data": {"tags": []}},
+    }
+    platform.register_model("msft-forecaster", "job-1", {"data_version": "5f2c9a"})
+    [put] = arm.find("PUT", r"/models/msft-forecaster/versions/1$")
+    assert put.body["properties"]["tags"] == {
+        "data_version": "5f2c9a",
+        "job_name": "job-1",
+        TAG_FITTED_DATA_END: "2013-03-01",
+        TAG_EVALUATION_FIT_END: "2011-12-09",
+    }
+    reads = [c for c in arm.calls if c.path.endswith("/api/2.0/mlflow/runs/get")]
+    assert [c.query for c in reads] == [{"run_id": ["job-1"]}]
+    # A job whose run has no fit ends (a trainer from before the refit) registers without them.
+    platform.register_model("msft-forecaster", "job-2", {})
+    [put] = arm.find("PUT", r"/models/msft-forecaster/versions/2$")
+    assert put.body["properties"]["tags"] == {"job_name": "job-2"}
 
 
 def test_champion_tag_moves_between_versions(platform, arm):

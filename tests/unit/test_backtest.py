@@ -8,6 +8,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrain.backtest import command, engine
@@ -165,7 +166,7 @@ def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     closes = prices["Close"].to_numpy()
     days = fitted.test_days
     windows = np.stack([closes[d - fitted.window : d] for d in days])
-    in_process_mae = float(np.mean(np.abs(fitted.predict(windows) - closes[days])))
+    in_process_mae = float(np.mean(np.abs(fitted.evaluation_predict(windows) - closes[days])))
     out = tmp_path / "job"
     # As a job runs it: its own process (MLflow's global state stays out of this one), no MLFLOW_* env.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -181,6 +182,36 @@ def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     assert job.returncode == 0, job.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mae"] == pytest.approx(in_process_mae, rel=1e-12)
+    # The job serves the refit, as the backtest's served model: the same forecasts on the last windows,
+    # fitted through the data end (which the evaluation model was not).
+    import mlflow.pyfunc
+
+    last = np.stack([closes[d - fitted.window : d] for d in range(len(closes) - 5, len(closes) + 1)])
+    frame = pd.DataFrame(last, columns=[f"c{i}" for i in range(fitted.window)])
+    served = mlflow.pyfunc.load_model(str(out / "model")).predict(frame)["forecast"].to_numpy()
+    assert served == pytest.approx(fitted.served_predict(last), rel=1e-12)
+    assert not np.allclose(served, fitted.evaluation_predict(last), rtol=1e-9)
+    run = json.loads((out / "run.json").read_text())
+    assert run["fitted_data_end"] == str(prices["Date"].iloc[-1].date())
+    assert run["evaluation_fit_end"] < run["fitted_data_end"]
+
+
+def test_the_gate_judges_the_evaluation_model_and_the_refit_serves(replayed) -> None:
+    """refit=false is the old behaviour (serve the evaluation model). With the refit (the default) the
+    gate sees the same evaluation forecasts, so a first model's decision is the same, but the forecasts
+    served afterwards come from the refitted model. The served model's fit end (the drift reference's
+    end, as the live monitor reads it from the fitted_data_end tag) is its data end only with the refit."""
+    replay, fresh = replayed
+    stale_replay, stale = _replay(policies="never", param=["refit=false"])
+    first = replay.first_forecast - 1
+    model, stale_model = replay.model(first), stale_replay.model(first)
+    assert model.fit_end == model.data_end == first
+    assert stale_model.fit_end < stale_model.test_days[0]  # the evaluation's fit: before its test days
+    assert [e["gate"] for e in fresh["never"].events] == [e["gate"] for e in stale["never"].events]
+    served_fresh = np.array([d.forecast for d in fresh["never"].days])
+    served_stale = np.array([d.forecast for d in stale["never"].days])
+    assert served_fresh.shape == served_stale.shape
+    assert not np.allclose(served_fresh, served_stale, rtol=1e-9)
 
 
 def test_cli_ridge_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

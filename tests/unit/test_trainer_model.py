@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -127,3 +128,44 @@ def test_early_stopping_ends_before_max_epochs() -> None:
     )
     fit = train.fit_lightning(data, config)
     assert fit.epochs < 40
+
+
+def test_the_refit_trains_the_selected_epochs_on_every_window_and_is_what_serves() -> None:
+    """Evaluate, then refit: the evaluation model (early stopping on validation) is what the metrics
+    measure; the served one trains the same configuration, same seed, on all windows for the evaluation's
+    best epoch count, with the scaler of the whole series. refit=false serves the evaluation model."""
+    torch.set_num_threads(1)
+    closes = zigzag(300)
+    data = prepare(closes, window=6)
+    config = train.TrainConfig(
+        window=6, hidden_size=4, max_epochs=40, learning_rate=0.5, batch_size=32, patience=1
+    )
+    fitted = train.fit_in_process(data, config)
+    evaluation = fitted.fit
+    best = 1 + min(range(evaluation.epochs), key=lambda i: evaluation.history[i]["val_loss"])
+    assert evaluation.best_epoch == best and evaluation.epochs < 40  # early stopping chose it
+    assert fitted.served_fit.epochs == best  # the refit ran exactly that many epochs
+    assert fitted.served_data.sizes.train == len(closes) - 6  # every window trains
+    assert fitted.served_data.scaler == ReturnScaler.fit(closes)  # fitted on the whole series
+    assert fitted.evaluation_fit_end == data.target_day_index("train")[-1] < fitted.test_days[0]
+    assert fitted.served_fit_end == len(closes) - 1
+
+    test = data.input_closes[data.part("test")]
+    assert np.array_equal(
+        fitted.evaluation_predict(test), forecast_from_closes(evaluation.net, data.scaler, test)
+    )
+    assert not np.allclose(fitted.served_predict(test), fitted.evaluation_predict(test), rtol=1e-9)
+    again = train.fit_in_process(data, config)
+    assert np.array_equal(again.served_predict(test), fitted.served_predict(test))  # same seed
+
+    stale = train.fit_in_process(data, dataclasses.replace(config, refit=False))
+    assert stale.served_predict is stale.evaluation_predict
+    assert stale.served_fit_end == stale.evaluation_fit_end
+    assert np.array_equal(stale.evaluation_predict(test), fitted.evaluation_predict(test))
+
+
+def test_refit_is_a_hyperparameter_like_the_flags() -> None:
+    assert train.config_from_params([]).refit is True
+    assert train.config_from_params(["refit=false"]).refit is False
+    with pytest.raises(train.TrainerError, match="unusable hyperparameters"):
+        train.config_from_params(["refit=maybe"])

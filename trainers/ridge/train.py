@@ -1,13 +1,19 @@
 """Train a ridge regression next-day close forecaster on lagged log returns and log it to MLflow.
 
     python trainers/ridge/train.py --data CSV --output DIR [--champion-model PATH_OR_URI]
-        [--param window=20] [--param alpha=auto|FLOAT]
+        [--param window=20] [--param alpha=auto|FLOAT] [--param refit=true|false]
 
 A second model family beside the LSTM of trainer/, behind the same contract (docs/trainer-contract.md).
 Self-contained: imports nothing from `retrain` or `trainer/`. The split and leakage discipline are those
 of trainer/forecast_data.py: sample k takes the closes of days k..k+window-1 and targets day k+window; the
 samples split in time order 70/15/15; the return mean/std are fitted on the training span only; `alpha`
 (with `auto`) is chosen on the validation part only; the test part is touched once, for the metrics.
+
+Evaluate, then refit (docs/trainer-contract.md): metrics.json and test_errors.json are those of the
+evaluation model (fitted on the training part) on the held-out test part; then, with `refit=true` (the
+default), the chosen alpha is refitted on ALL windows, with the return mean/std of the whole span, and
+THAT model is saved and logged. `refit=false` serves the evaluation model (the behaviour before refits).
+The run records both fit ends (`evaluation_fit_end`, `fitted_data_end`: last target dates fitted on).
 
 Writes DIR/model/ (MLflow pyfunc, served with numpy only), DIR/metrics.json, DIR/test_errors.json and
 DIR/run.json. Tracking follows MLflow's environment as trainer/train.py does.
@@ -37,7 +43,8 @@ TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15
 MIN_WINDOWS = {"train": 20, "val": 5, "test": 5}
 ALPHA_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 # Every hyperparameter this trainer takes through `--param key=value`, with its default.
-PARAM_DEFAULTS = {"window": "20", "alpha": "auto"}
+PARAM_DEFAULTS = {"window": "20", "alpha": "auto", "refit": "true"}
+BOOLEAN_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 class TrainerError(RuntimeError):
@@ -66,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class RidgeConfig:
     window: int = 20
     alpha: float | None = None  # None: chosen on the validation part from ALPHA_GRID
+    refit: bool = True  # serve the chosen alpha refitted on all windows (False: the evaluation model)
 
 
 def config_from_params(pairs: list[str]) -> RidgeConfig:
@@ -85,15 +93,18 @@ def config_from_params(pairs: list[str]) -> RidgeConfig:
         raise TrainerError(f"window={values['window']!r}: expected an integer >= 3") from None
     if window < 3:
         raise TrainerError(f"window={window}: expected an integer >= 3")
+    refit = BOOLEAN_TEXT.get(values["refit"].strip().lower())
+    if refit is None:
+        raise TrainerError(f"refit={values['refit']!r}: expected true or false")
     if values["alpha"] == "auto":
-        return RidgeConfig(window=window, alpha=None)
+        return RidgeConfig(window=window, alpha=None, refit=refit)
     try:
         alpha = float(values["alpha"])
     except ValueError:
         alpha = math.nan
     if not math.isfinite(alpha) or alpha < 0:
         raise TrainerError(f"alpha={values['alpha']!r}: expected auto or a number >= 0")
-    return RidgeConfig(window=window, alpha=alpha)
+    return RidgeConfig(window=window, alpha=alpha, refit=refit)
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -165,16 +176,36 @@ def split(closes: np.ndarray, window: int) -> Split:
 # ---------------------------------------------------------------------------------------- training
 
 
+def _standardised(data: Split, span_end: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Return mean/std fitted on the closes of samples [0, span_end) (inputs and targets), and every
+    sample's standardised inputs and target under them."""
+    from ridge_pyfunc import lagged_returns
+
+    rows = slice(0, span_end)
+    returns = np.diff(np.log(np.concatenate([data.inputs[rows][0], data.targets[rows]])))
+    mean, std = float(returns.mean()), float(returns.std()) or 1.0
+    x = (lagged_returns(data.inputs) - mean) / std
+    y = (np.log(data.targets / data.inputs[:, -1]) - mean) / std
+    return mean, std, x, y
+
+
+def _params(data: Split, mean: float, std: float, model: Any, alpha: float) -> dict[str, Any]:
+    return {
+        "window": data.window,
+        "mean": mean,
+        "std": std,
+        "coef": [float(c) for c in model.coef_],
+        "intercept": float(model.intercept_),
+        "alpha": float(alpha),
+    }
+
+
 def fit(data: Split, config: RidgeConfig) -> tuple[dict[str, Any], dict[str, float]]:
     """Fit on the training part; alpha `auto` picks the best validation MSE. -> (params, alpha scores)."""
-    from ridge_pyfunc import lagged_returns
     from sklearn.linear_model import Ridge
 
     # Scaler from the training span only (the closes training samples touch: inputs and targets).
-    train_returns = np.diff(np.log(np.concatenate([data.inputs[data.train][0], data.targets[data.train]])))
-    mean, std = float(train_returns.mean()), float(train_returns.std()) or 1.0
-    x = (lagged_returns(data.inputs) - mean) / std
-    y = (np.log(data.targets / data.inputs[:, -1]) - mean) / std
+    mean, std, x, y = _standardised(data, data.train.stop)
 
     def fitted(alpha: float) -> Any:
         return Ridge(alpha=alpha).fit(x[data.train], y[data.train])
@@ -189,27 +220,36 @@ def fit(data: Split, config: RidgeConfig) -> tuple[dict[str, Any], dict[str, flo
         alpha = min(ALPHA_GRID, key=lambda a: scores[f"val_mse_alpha_{a:g}"])
     else:
         alpha = config.alpha
-    model = fitted(alpha)
-    params = {
-        "window": data.window,
-        "mean": mean,
-        "std": std,
-        "coef": [float(c) for c in model.coef_],
-        "intercept": float(model.intercept_),
-        "alpha": float(alpha),
-    }
-    return params, scores
+    return _params(data, mean, std, fitted(alpha), alpha), scores
+
+
+def refit(data: Split, alpha: float) -> dict[str, Any]:
+    """The chosen alpha fitted on ALL windows (train + validation + test), mean/std from the whole span:
+    the model that serves, once the evaluation has been measured on the held-out test part."""
+    from sklearn.linear_model import Ridge
+
+    n = len(data.targets)
+    mean, std, x, y = _standardised(data, n)
+    return _params(data, mean, std, Ridge(alpha=alpha).fit(x, y), alpha)
 
 
 @dataclass
 class InProcessFit:
     """A model fitted in memory: what `run` saves and logs, and what the policy backtest
-    (`retrain backtest`) replays without a process or MLflow per training."""
+    (`retrain backtest`) replays without a process or MLflow per training.
+
+    Two predictors, one numpy path each ((n, window) closes -> (n,) next closes, as served):
+    `evaluation_predict` is the model measured on the test days (metrics, test_errors.json, the gate);
+    `served_predict` is the model that is saved and serves (the refit; the same one with refit=false)."""
 
     window: int
-    predict: Any  # (n, window) closes -> (n,) next closes: the served model's own numpy path
+    evaluation_predict: Any
+    served_predict: Any
     test_days: np.ndarray  # positions in the series of the test target days
-    params: dict[str, Any]
+    evaluation_fit_end: int  # position of the last target day the evaluation model was fitted on
+    served_fit_end: int  # position of the last target day the served model was fitted on
+    params: dict[str, Any]  # the served model's
+    evaluation_params: dict[str, Any]
     alpha_scores: dict[str, float]
 
 
@@ -218,9 +258,23 @@ def fit_in_process(data: Split, config: RidgeConfig) -> InProcessFit:
 
     from ridge_pyfunc import forecast_from_closes
 
-    params, scores = fit(data, config)
+    evaluation, scores = fit(data, config)
+    evaluation_end = int(data.target_days(data.train)[-1])
+    if config.refit:
+        served, served_end = refit(data, evaluation["alpha"]), len(data.targets) - 1 + data.window
+    else:
+        served, served_end = evaluation, evaluation_end
+    evaluation_predict = partial(forecast_from_closes, evaluation)
     return InProcessFit(
-        data.window, partial(forecast_from_closes, params), data.target_days(data.test), params, scores
+        window=data.window,
+        evaluation_predict=evaluation_predict,
+        served_predict=partial(forecast_from_closes, served) if config.refit else evaluation_predict,
+        test_days=data.target_days(data.test),
+        evaluation_fit_end=evaluation_end,
+        served_fit_end=served_end,
+        params=served,
+        evaluation_params=evaluation,
+        alpha_scores=scores,
     )
 
 
@@ -235,8 +289,9 @@ def _frame(inputs: np.ndarray) -> Any:
     )
 
 
-def save_model(params: dict[str, Any], data: Split, dest: Path) -> Path:
-    """The MLflow pyfunc model at `dest` (staged beside it, then renamed: never half-written)."""
+def save_model(params: dict[str, Any], data: Split, dest: Path, fit_ends: dict[str, str]) -> Path:
+    """The MLflow pyfunc model at `dest` (staged beside it, then renamed: never half-written).
+    `fit_ends`: `fitted_data_end` and `evaluation_fit_end` (YYYY-MM-DD), carried in its metadata."""
     import mlflow
     import mlflow.pyfunc
     import pandas as pd
@@ -256,6 +311,7 @@ def save_model(params: dict[str, Any], data: Split, dest: Path) -> Path:
         "representation": "standardised lagged daily log returns -> ridge -> next log return; forecast = last close * exp(return)",
         "model_family": "ridge",
         "alpha": params["alpha"],
+        **fit_ends,
     }
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=dest.parent))
     try:
@@ -345,12 +401,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with mlflow.start_run() as active:
         trained = fit_in_process(data, config)
         params, alpha_scores = trained.params, trained.alpha_scores
+        fit_ends = {
+            "fitted_data_end": series.dates[trained.served_fit_end],
+            "evaluation_fit_end": series.dates[trained.evaluation_fit_end],
+        }
         mlflow.log_params(
             {
                 "trainer": "ridge",
                 "window": config.window,
                 "alpha": params["alpha"],
                 "alpha_param": "auto" if config.alpha is None else config.alpha,
+                "refit": str(config.refit).lower(),
                 "n_train": data.train.stop - data.train.start,
                 "n_val": data.val.stop - data.val.start,
                 "n_test": data.test.stop - data.test.start,
@@ -364,13 +425,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "data_file": args.data.name,
                 "target": "next_close",
                 "model_family": "ridge",
+                **fit_ends,
             }
         )
-        save_model(params, data, model_dir)
+        save_model(params, data, model_dir, fit_ends)
 
-        # Test metrics from the saved artifact itself: exactly what the scorer will serve.
+        # The saved artifact must answer what the fitted model answers (the scorer serves that artifact).
         served = mlflow.pyfunc.load_model(str(model_dir))
-        forecast = served.predict(_frame(data.inputs[data.test]))["forecast"].to_numpy(dtype=np.float64)
+        probe = data.inputs[-5:]
+        saved = served.predict(_frame(probe))["forecast"].to_numpy(dtype=np.float64)
+        if not np.allclose(saved, trained.served_predict(probe), rtol=1e-9):
+            raise TrainerError(f"the saved model at {model_dir} does not reproduce the fitted one")
+        # Test metrics are the EVALUATION model's (fitted before the test days), through the served
+        # numpy path; with refit the served model has seen these days, so it is not what was measured.
+        forecast = trained.evaluation_predict(data.inputs[data.test])
         actual = data.targets[data.test]
         naive = data.inputs[data.test][:, -1]
         error = forecast - actual
@@ -411,6 +479,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "run_id": active.info.run_id,
                 "experiment_id": active.info.experiment_id,
                 "tracking_uri": tracking_uri,
+                "refit": config.refit,
+                **fit_ends,
             },
         )
     return metrics
