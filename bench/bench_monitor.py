@@ -38,7 +38,6 @@ live geometry; and checks the CUSUM threshold on the same null (re-calibrated on
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
@@ -301,13 +300,86 @@ def _summary(per_ticker: dict[str, float]) -> tuple[float, float, float]:
     return float(np.mean(values)), min(values), max(values)
 
 
-def main() -> int:
+def markdown_tables(
+    lines: list[str],
+    tables: list[tuple[str, list[tuple[str, dict[str, float]]]]],
+    delays: list[tuple[str, str, float | None, float, int]],
+    tickers: list[str],
+    paths: int,
+    elapsed: float,
+) -> tuple[str, str]:
+    """(the data, calibration and false-alarm tables; the detection-delay table) as GitHub markdown."""
+    alarms: list[str] = [line.removeprefix("\n") + "  " for line in lines]
+    alarms.append(f"(the whole bench: {elapsed:.0f} s)")
+    for null, rows in tables:
+        alarms += ["", f"False alarms per ticker-year, {null} ({_paths_said(null, paths)}):", ""]
+        alarms.append("| detector | mean | min | max | " + " | ".join(tickers) + " |")
+        alarms.append("|---" * (4 + len(tickers)) + "|")
+        for name, per_ticker in rows:
+            mean, low, high = _summary(per_ticker)
+            cells = " | ".join(f"{per_ticker[t]:.2f}" for t in tickers)
+            alarms.append(
+                f"| {name.replace('|', chr(92) + '|')} | {mean:.2f} | {low:.2f} | {high:.2f} | {cells} |"
+            )
+    delay = [
+        f"Detection delay in trading days on GARCH paths (median; found within {HORIZON} days; change points):",
+        "",
+        "| injected change | detector | median delay | found | n |",
+        "|---|---|---|---|---|",
+    ]
+    for change, name, median, found, count in delays:
+        shown = "-" if median is None else f"{median:.0f}"
+        delay.append(f"| {change} | {name} | {shown} | {found:.0%} | {count} |")
+    return "\n".join(alarms), "\n".join(delay)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tickers", default="MSFT,AAPL,IBM,GOOG")
     parser.add_argument("--paths", type=int, default=20, help="null paths per ticker and null (held out)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of every null path")
     parser.add_argument("--calibrate", action="store_true", help="also calibrate on GARCH paths (seeds 0..)")
     parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="write the README's monitor-false-alarms and monitor-detection-delay blocks",
+    )
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
+    return parser
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, object]:
+    """What the figures depend on: the thresholds as the settings spell them (strings, so they compare with
+    `retrain.settings`' defaults), the previous ones, the windows and the null's size."""
+    new = DEFAULT_THRESHOLDS
+    return {
+        "RETRAIN_MONITOR_DRIFT_THRESHOLD": f"{new.drift:g}",
+        "RETRAIN_MONITOR_CUSUM_THRESHOLD": f"{new.cusum:g}",
+        "RETRAIN_MONITOR_COOLDOWN_DAYS": str(new.cooldown_days),
+        "previous": {"drift": OLD_THRESHOLDS.drift, "cusum": OLD_THRESHOLDS.cusum},
+        "reference_days": REFERENCE_DAYS,
+        "window_days": DRIFT_WINDOW_DAYS,
+        "cusum_reference_days": CUSUM_REFERENCE_DAYS,
+        "paths": args.paths,
+        "cusum_paths": CUSUM_PATHS * args.paths,
+        "seed": args.seed,
+        "block_days": BLOCK_DAYS,
+        "tickers": args.tickers.split(","),
+        "horizon_days": HORIZON,
+        "calibrate": args.calibrate,
+    }
+
+
+def DEFAULT_SETTINGS(block: str) -> dict[str, object]:  # noqa: N802 (the name readme_figures looks for)
+    """What the monitor blocks record when this script runs as the README says (`--calibrate`), the
+    RETRAIN_* settings aside (those are checked against retrain.settings)."""
+    recorded = settings_of(build_parser().parse_args(["--calibrate"]))
+    return {key: value for key, value in recorded.items() if not key.startswith("RETRAIN_")}
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if args.paths < 1:
         parser.error("--paths: send at least 1")
@@ -393,49 +465,21 @@ def main() -> int:
     delays = delay_table(returns_by, first_close, garch_by, new, args.seed)
     elapsed = time.perf_counter() - started
 
+    false_alarms_md, delays_md = markdown_tables(out, tables, delays, tickers, args.paths, elapsed)
+    if args.write_readme:
+        from bench.readme_figures import write_block
+
+        command = "bench/bench_monitor.py" + (" --calibrate" if args.calibrate else "")
+        if args.paths != 20 or args.seed != 0:
+            command += f" --paths {args.paths} --seed {args.seed}"
+        write_block(args.readme, "monitor-false-alarms", false_alarms_md, settings_of(args), command)
+        write_block(args.readme, "monitor-detection-delay", delays_md, settings_of(args), command)
     if args.markdown:
-        settings = {
-            # As the settings spell them (strings), so they compare with `retrain.settings`' defaults.
-            "RETRAIN_MONITOR_DRIFT_THRESHOLD": f"{new.drift:g}",
-            "RETRAIN_MONITOR_CUSUM_THRESHOLD": f"{new.cusum:g}",
-            "RETRAIN_MONITOR_COOLDOWN_DAYS": str(new.cooldown_days),
-            "previous": {"drift": OLD_THRESHOLDS.drift, "cusum": OLD_THRESHOLDS.cusum},
-            "reference_days": REFERENCE_DAYS,
-            "window_days": DRIFT_WINDOW_DAYS,
-            "cusum_reference_days": CUSUM_REFERENCE_DAYS,
-            "paths": args.paths,
-            "cusum_paths": CUSUM_PATHS * args.paths,
-            "seed": args.seed,
-            "block_days": BLOCK_DAYS,
-            "tickers": tickers,
-            "horizon_days": HORIZON,
-            "date": dt.date.today().isoformat(),
-            "seconds": round(elapsed),
-        }
-        print(f"settings: {json.dumps(settings)}")
+        print(f"settings: {json.dumps(settings_of(args))}")
         print()
-        for line in out:
-            print(line if not line.startswith("\n") else line[1:], end="  \n")
+        print(false_alarms_md)
         print()
-        for null, rows in tables:
-            print(f"False alarms per ticker-year, {null} ({_paths_said(null, args.paths)}):\n")
-            print("| detector | mean | min | max | " + " | ".join(tickers) + " |")
-            print("|---" * (4 + len(tickers)) + "|")
-            for name, per_ticker in rows:
-                mean, low, high = _summary(per_ticker)
-                cells = " | ".join(f"{per_ticker[t]:.2f}" for t in tickers)
-                print(
-                    f"| {name.replace('|', chr(92) + '|')} | {mean:.2f} | {low:.2f} | {high:.2f} | {cells} |"
-                )
-            print()
-        print(
-            f"Detection delay in trading days on GARCH paths (median; found within {HORIZON} days; change points):\n"
-        )
-        print("| injected change | detector | median delay | found | n |")
-        print("|---|---|---|---|---|")
-        for change, name, median, found, count in delays:
-            shown = "-" if median is None else f"{median:.0f}"
-            print(f"| {change} | {name} | {shown} | {found:.0%} | {count} |")
+        print(delays_md)
         return 0
 
     for line in out:

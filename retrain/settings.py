@@ -60,11 +60,13 @@ SETTINGS: tuple[Setting, ...] = (
         "0.05",
         "Significance level of the gate's Diebold-Mariano tests on the per-day test errors.",
     ),
-    # The champion policy's default is chosen by the policy backtest (`retrain backtest --gate-policy`);
-    # this is the one place it is set.
+    # The champion policy's default is chosen by the policy backtest (`bench/bench_policies.py`, README
+    # "Policy backtest"): on the bundled tickers, deploying every fresh model that is not significantly
+    # worse (non-inferiority) served worse forecasts than keeping a champion until a challenger is
+    # significantly better. This is the one place it is set.
     Setting(
         "RETRAIN_GATE_POLICY",
-        "non-inferiority",
+        "superiority",
         "How a challenger is compared with the champion: superiority (deploy only when significantly better) or non-inferiority (deploy unless significantly worse than the champion x (1 + RETRAIN_GATE_NONINFERIORITY_MARGIN)).",
     ),
     # 1 %: two models of similar skill differ by about that on a test window, so a fresh model that is

@@ -220,10 +220,14 @@ def _maes(model: np.ndarray, naive: np.ndarray, champion: np.ndarray | None) -> 
     return metrics
 
 
-def test_the_policy_settings_default_to_non_inferiority_and_are_validated() -> None:
-    assert GatePolicy("non-inferiority", 0.01, "estimate-and-significance") == TODAY
-    assert GatePolicy.from_settings({"RETRAIN_GATE_POLICY": " Superiority "}).champion == "superiority"
-    margin = GatePolicy.from_settings({"RETRAIN_GATE_NONINFERIORITY_MARGIN": "0.03"})
+def test_the_policy_settings_default_to_superiority_with_the_estimate_baseline_and_are_validated() -> None:
+    assert GatePolicy("superiority", 0.01, "estimate-and-significance") == TODAY  # bench_policies.py chose it
+    assert (
+        GatePolicy.from_settings({"RETRAIN_GATE_POLICY": " Non-Inferiority "}).champion == "non-inferiority"
+    )
+    margin = GatePolicy.from_settings(
+        {"RETRAIN_GATE_POLICY": "non-inferiority", "RETRAIN_GATE_NONINFERIORITY_MARGIN": "0.03"}
+    )
     assert margin.noninferiority_margin == 0.03 and margin.describe() == "non-inferiority, margin 0.03"
     with pytest.raises(SettingsError, match="'better' is unknown; use superiority or non-inferiority"):
         GatePolicy.from_settings({"RETRAIN_GATE_POLICY": "better"})
@@ -402,7 +406,7 @@ def test_a_cycle_input_without_the_policy_fields_gets_the_old_gate() -> None:
     today = CycleInput.from_settings("MSFT", "timer", {})
     data = json.loads(json.dumps(today.to_dict()))
     assert (data["gate_policy"], data["gate_noninferiority_margin"], data["gate_baseline_rule"]) == (
-        "non-inferiority",
+        "superiority",
         0.01,
         "estimate-and-significance",
     )

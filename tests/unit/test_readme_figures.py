@@ -25,12 +25,8 @@ BLOCKS = parse_blocks(TEXT)
 # errors, by `retrain backtest` before any script recorded its settings. monitor-*: bench_monitor.py
 # declares no DEFAULT_SETTINGS yet (it is being changed to a clustering null, wired by the lead).
 BACKTEST_STALE = "produced with the previous monitor thresholds (0.372 / 9.09) and price-unit errors"
-MONITOR_STALE = "bench_monitor.py declares no DEFAULT_SETTINGS yet (another helper is changing it)"
 STALE = {
     "backtest-lstm": BACKTEST_STALE,
-    "backtest-ridge": BACKTEST_STALE,
-    "monitor-false-alarms": MONITOR_STALE,
-    "monitor-detection-delay": MONITOR_STALE,
 }
 
 # The README sections whose tables are figures (issue 18: backtest results, monitor calibration, scoring):
