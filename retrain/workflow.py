@@ -34,10 +34,15 @@ Decisions worth knowing:
 - A "job finished" event is a hint, never a verdict: the job's status is confirmed with the platform,
   and when the platform says the job still runs (a forged, early or stray event), the wait goes on.
 - A rollback only targets a live slot. Before traffic goes back to the old slot, its deployment must
-  read `Succeeded`; when it does not (it crashed, failed or is gone), moving 100 % onto it would fail
-  every request, and sending everything to the new model that just failed its checks is no safer. So
-  the traffic is left exactly as it stands, the cycle fails with a reason that names the old slot's
-  state and the current traffic, and the champion stays unchanged: the operator decides.
+  read `Succeeded`. One that is restarting (Updating: the platform heals a crashed slot in seconds) is
+  waited for with durable timers within the deploy timeout. When it does not come back (it failed, is
+  gone, or the time ran out), moving 100 % onto it would fail every request, and sending everything to
+  the new model that just failed its checks is no safer. So the traffic is left exactly as it stands,
+  the cycle fails with a reason that names the old slot's state and what serves (each live slot's share
+  and model), and the champion stays unchanged: the operator decides (`retrain traffic`, `retrain
+  rollback`, or their HTTP routes).
+- A dead job runner sends no event: the first job poll comes 15 s after submitting, then the interval
+  doubles up to the poll interval.
 """
 
 from __future__ import annotations
