@@ -471,6 +471,42 @@ def _stop_process_group(process: subprocess.Popen[Any], timeout: float = 30.0) -
         time.sleep(0.1)
 
 
+def _traffic_table(pairs: list[str]) -> dict[str, int]:
+    """`--set blue=90 --set green=10` -> {"blue": 90, "green": 10} (checked again by the route)."""
+    table: dict[str, int] = {}
+    for pair in pairs:
+        slot, sep, percent = pair.partition("=")
+        if not sep or not percent.strip().isdigit():
+            raise CliError(f"--set {pair!r}: use --set SLOT=PERCENT, e.g. --set blue=100")
+        table[slot.strip()] = int(percent)
+    return table
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    """`retrain traffic` / `retrain rollback`: POST /api/endpoints/{ticker}/traffic|rollback on the host
+    (a running `retrain serve`, else one started here), so the same checks apply as over HTTP."""
+    import urllib.parse
+
+    action = "rollback" if args.command == "rollback" else "traffic"
+    body = {"traffic": _traffic_table(args.set)} if action == "traffic" else {}
+    state_dir = _prepare_environment(args.state_dir)
+    host, base_url, key = _open_or_join_host(state_dir, None, action)
+    try:
+        if host is not None:
+            _restore_endpoints(wait=True)  # the slots must be live to take traffic
+        ticker = urllib.parse.quote(args.ticker.strip(), safe="")
+        client = HostClient(base_url, key)
+        code, answer = http_json("POST", client.url(f"/api/endpoints/{ticker}/{action}"), body, 180.0)
+    finally:
+        if host is not None:
+            _stop_host(host)
+    if code != 200:
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        raise CliError(f"{action} answered {code}: {error}", 3 if code == 409 else 1 if code >= 500 else 2)
+    print(json.dumps(answer), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -517,6 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--source", help="where the latest closes come from (default: RETRAIN_SOURCE)")
     state(predict)
     predict.set_defaults(func=cmd_predict)
+
+    traffic = sub.add_parser("traffic", help="set a ticker's endpoint traffic by hand (recorded: operator)")
+    traffic.add_argument("--ticker", required=True)
+    traffic.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="SLOT=PERCENT",
+        help="e.g. --set blue=100 (repeatable)",
+    )
+    state(traffic)
+    traffic.set_defaults(func=cmd_traffic)
+    rollback = sub.add_parser(
+        "rollback", help="all traffic back to the champion's slot (or the previous one)"
+    )
+    rollback.add_argument("--ticker", required=True)
+    state(rollback)
+    rollback.set_defaults(func=cmd_traffic)
 
     check = sub.add_parser("check-trainer", help="run a trainer folder on the sample and check the contract")
     from retrain import trainer_check

@@ -46,7 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_JOB_POLL_MINUTES",
         "10",
-        "Minutes to wait for the job-finished event before polling the job status.",
+        "Longest wait for the job-finished event between job status polls (the first poll comes after 15 s, then the interval doubles up to this).",
     ),
     Setting("RETRAIN_JOB_TIMEOUT_HOURS", "24", "Give up on a training job after this many hours."),
     # Quality gate and rollout.

@@ -34,10 +34,15 @@ Decisions worth knowing:
 - A "job finished" event is a hint, never a verdict: the job's status is confirmed with the platform,
   and when the platform says the job still runs (a forged, early or stray event), the wait goes on.
 - A rollback only targets a live slot. Before traffic goes back to the old slot, its deployment must
-  read `Succeeded`; when it does not (it crashed, failed or is gone), moving 100 % onto it would fail
-  every request, and sending everything to the new model that just failed its checks is no safer. So
-  the traffic is left exactly as it stands, the cycle fails with a reason that names the old slot's
-  state and the current traffic, and the champion stays unchanged: the operator decides.
+  read `Succeeded`. One that is restarting (Updating: the platform heals a crashed slot in seconds) is
+  waited for with durable timers within the deploy timeout. When it does not come back (it failed, is
+  gone, or the time ran out), moving 100 % onto it would fail every request, and sending everything to
+  the new model that just failed its checks is no safer. So the traffic is left exactly as it stands,
+  the cycle fails with a reason that names the old slot's state and what serves (each live slot's share
+  and model), and the champion stays unchanged: the operator decides (`retrain traffic`, `retrain
+  rollback`, or their HTTP routes).
+- A dead job runner sends no event: the first job poll comes 15 s after submitting, then the interval
+  doubles up to the poll interval.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ JOB_FINISHED_EVENT = "job_finished"
 
 # Durable timers cannot be longer than 6 days (Azure Storage backend); longer waits loop.
 MAX_TIMER = timedelta(days=6)
+# A job's first status poll: soon, because a job runner that died can send no event; later polls back
+# off (doubling) to the cycle's poll interval.
+JOB_FIRST_POLL_S = 15.0
 # Deployments and endpoints are polled with a capped exponential back-off (deterministic).
 DEPLOY_POLL_FIRST_S = 1.0
 DEPLOY_POLL_MAX_S = 30.0
@@ -118,6 +126,12 @@ class CycleInput:
     trigger: str = "http"  # timer, http, drift, performance or azureml_monitor
     reason: str | None = None  # why a monitor started this cycle (statistic, threshold, window)
     as_of: str | None = None  # YYYY-MM-DD: data up to and including that day (offline replay)
+    # Both default to the behaviour before they existed, so a replayed older orchestration does the same;
+    # `from_settings` turns them on. The first job poll comes after this many seconds (then the interval
+    # doubles up to poll_minutes): a runner that died sends no event. 0: the first poll at poll_minutes.
+    job_first_poll_seconds: float = 0.0
+    # A rollback waits (durable timers, within the deploy timeout) for an old slot that is restarting.
+    rollback_waits_for_old_slot: bool = False
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -146,6 +160,8 @@ class CycleInput:
             "keep_old_slot": get_bool("RETRAIN_KEEP_OLD_SLOT", environ),
             "deploy_timeout_minutes": get_float("RETRAIN_DEPLOY_TIMEOUT_MINUTES", environ),
             "trigger": trigger,
+            "job_first_poll_seconds": JOB_FIRST_POLL_S,
+            "rollback_waits_for_old_slot": True,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -208,13 +224,20 @@ def _backoff(context: df.DurableOrchestrationContext, delay: float, deadline: da
 
 
 def wait_for_job(
-    context: df.DurableOrchestrationContext, job_name: str, poll: timedelta, timeout: timedelta
+    context: df.DurableOrchestrationContext,
+    job_name: str,
+    poll: timedelta,
+    timeout: timedelta,
+    first_poll: timedelta | None = None,
 ) -> Task:
     """The job's terminal status: the "job_finished" event raced against a poll timer. Events can be
     lost (or never configured), so every timer tick asks the platform directly. An event is only a hint
-    (it may be forged, early or stray): the platform must confirm a terminal status before the wait ends."""
+    (it may be forged, early or stray): the platform must confirm a terminal status before the wait ends.
+    With `first_poll`, the first tick comes that soon and each later one doubles up to `poll`: a dead job
+    runner (which the platform reports Failed) sends no event, and is noticed within seconds."""
     deadline = _deadline(context, timeout)
     poll = min(max(poll, timedelta(seconds=1)), MAX_TIMER)
+    interval = min(max(first_poll, timedelta(seconds=1)), poll) if first_poll else poll
     polls = hints_refuted = 0
     while True:
         now = context.current_utc_datetime
@@ -223,7 +246,7 @@ def wait_for_job(
                 f"training job {job_name} did not finish within {timeout}; "
                 "raise RETRAIN_JOB_TIMEOUT_HOURS or look at the job in the platform"
             )
-        timer = context.create_timer(min(now + poll, deadline))
+        timer = context.create_timer(min(now + interval, deadline))
         event = context.wait_for_external_event(JOB_FINISHED_EVENT)
         winner = yield context.task_any([event, timer])
         if winner == event:
@@ -238,6 +261,7 @@ def wait_for_job(
         else:
             polls += 1
             via = "poll"
+            interval = min(interval * 2, poll)
         status = JobStatus.from_dict(
             (yield from call_activity(context, "get_job_status", {"job_name": job_name}))
         )
@@ -481,7 +505,8 @@ def train_and_wait(run: _Cycle, data: dict[str, Any], champion: dict[str, Any] |
     run.note(job_name=job_name, code_version=submitted["code_version"])
     run.step("wait_for_job")
     poll, timeout = timedelta(minutes=run.input.poll_minutes), timedelta(hours=run.input.job_timeout_hours)
-    job = yield from wait_for_job(run.context, job_name, poll, timeout)
+    first = timedelta(seconds=run.input.job_first_poll_seconds) if run.input.job_first_poll_seconds else None
+    job = yield from wait_for_job(run.context, job_name, poll, timeout, first)
     run.note(job_status=job["status"], job_signal=job["via"])
     if job["status"] != "Completed":
         raise WorkflowFailed(
@@ -608,30 +633,70 @@ def roll_out(
 
 def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> Task:
     """Traffic back where it was, but only onto a live slot: sending 100 % to an old slot that is not
-    `Succeeded` (crashed, failed, gone) would fail every request. Then the traffic is left as it is and
-    the cycle fails saying so. Always raises: the cycle failed."""
+    `Succeeded` (crashed, failed, gone) would fail every request. An old slot that is restarting (the
+    platform heals a crashed one within seconds) is waited for, with durable timers within the deploy
+    timeout; one that will not come back (Failed, gone) or does not within that time leaves the traffic
+    as it is, and the cycle fails saying what serves. Always raises: the cycle failed."""
     run.step("rollback")
     if old_slot is None:
         target = {new_slot: 0}  # the first model: nothing served before, nothing serves now
-    else:
-        old = yield from run.call("get_deployment", {"endpoint": run.endpoint, "slot": old_slot})
-        if old["state"] != "Succeeded":
-            now = yield from run.call("get_endpoint", {"name": run.endpoint})
-            run.note(traffic=now.get("traffic"))
+        try:
+            yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
+        except Exception as exc:  # noqa: BLE001 - report both: the operator must look
             raise WorkflowFailed(
-                f"{failed}; the old slot {old_slot} is {old['state']}, not live, so traffic was not moved "
-                f"to it and stays {now.get('traffic')}; the champion is unchanged: look at the endpoint"
+                f"{failed} and the rollback to no slot failed too ({_reason(exc)}); check the endpoint's traffic"
+            ) from None
+        run.note(traffic=target)
+        raise WorkflowFailed(f"{failed}; traffic is back on no slot, the champion is unchanged")
+    target = {old_slot: 100, new_slot: 0}
+    waits = run.input.rollback_waits_for_old_slot
+    deadline, delay = _deadline(run.context, run.deploy_timeout), DEPLOY_POLL_FIRST_S
+    while True:
+        old = yield from run.call("get_deployment", {"endpoint": run.endpoint, "slot": old_slot})
+        restarting = old["state"] in PROVISIONING_IN_PROGRESS and old["state"] != "Deleting"
+        if old["state"] == "Succeeded":
+            try:
+                yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
+            except Exception as exc:  # noqa: BLE001 - the old slot may have died again: look once more
+                if waits and run.context.current_utc_datetime < deadline:
+                    again = yield from run.call(
+                        "get_deployment", {"endpoint": run.endpoint, "slot": old_slot}
+                    )
+                    if again["state"] in PROVISIONING_IN_PROGRESS and again["state"] != "Deleting":
+                        delay = yield from _backoff(run.context, delay, deadline)
+                        continue
+                serving = yield from _serving(run)
+                raise WorkflowFailed(
+                    f"{failed} and the rollback to {old_slot} failed too ({_reason(exc)}); "
+                    f"{serving['text']}: check the endpoint's traffic"
+                ) from None
+            run.note(traffic=target)
+            raise WorkflowFailed(f"{failed}; traffic is back on {old_slot}, the champion is unchanged")
+        if not (waits and restarting and run.context.current_utc_datetime < deadline):
+            serving = yield from _serving(run)
+            waited = f" after waiting {run.deploy_timeout} for it" if waits and restarting else ""
+            raise WorkflowFailed(
+                f"{failed}; the old slot {old_slot} is {old['state']}, not live{waited}, so traffic was not "
+                f"moved to it and stays {serving['traffic']}: {serving['text']}; the champion is unchanged: "
+                "look at the endpoint, or set its traffic (retrain traffic / POST /api/endpoints/{ticker}/traffic)"
             )
-        target = {old_slot: 100, new_slot: 0}
-    try:
-        yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
-    except Exception as exc:  # noqa: BLE001 - report both: the operator must look
-        raise WorkflowFailed(
-            f"{failed} and the rollback to {old_slot or 'no slot'} failed too ({_reason(exc)}); "
-            "check the endpoint's traffic"
-        ) from None
-    run.note(traffic=target)
-    raise WorkflowFailed(f"{failed}; traffic is back on {old_slot or 'no slot'}, the champion is unchanged")
+        delay = yield from _backoff(run.context, delay, deadline)
+
+
+def _serving(run: _Cycle) -> Task:
+    """What the endpoint serves now, for a failure's reason: its traffic and each live slot's model."""
+    now = yield from run.call("get_endpoint", {"name": run.endpoint})
+    traffic = now.get("traffic") or {}
+    run.note(traffic=traffic)
+    deployments = now.get("deployments") or {}
+    parts = []
+    for slot, pct in sorted(traffic.items()):
+        if int(pct) > 0:
+            model = deployments.get(slot) or {}
+            name = f"{model.get('name')}:{model.get('version')}" if model else "an unknown model"
+            parts.append(f"{slot} {int(pct)}% ({name})")
+    text = "serving " + (", ".join(parts) if parts else "nothing")
+    return {"traffic": traffic, "text": text}
 
 
 def retire_old_slot(run: _Cycle, old_slot: str) -> Task:

@@ -43,6 +43,10 @@ SYSTEM_KEY_ENV = "RETRAIN_SYSTEM_KEY"
 EVENT_RETRY_BOUND_S = 24 * 3600.0  # Event Grid retries a webhook delivery for up to 24 hours
 EVENT_RETRY_MAX_DELAY_S = 30.0  # locally the host is back within seconds: look often
 _RETRYABLE_4XX = {404, 408, 429}  # a host still starting, a timeout, throttling
+# The runner touches `heartbeat` this often while it runs; the platform calls a runner whose heartbeat is
+# older than HEARTBEAT_STALE_S hung (a process can be alive and stuck, e.g. stopped or on a dead disk).
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_STALE_S = 120.0
 
 # A workspace resource id, as Azure puts in `topic`; the local workspace is not a real resource.
 LOCAL_TOPIC = (
@@ -61,6 +65,32 @@ def utc_now() -> str:
 
 def status_path(job_dir: Path) -> Path:
     return job_dir / "status.json"
+
+
+def heartbeat_path(job_dir: Path) -> Path:
+    return job_dir / "heartbeat"
+
+
+def heartbeat_age(job_dir: Path, now: float | None = None) -> float | None:
+    """Seconds since the runner last touched its heartbeat file, or None when there is none (a runner
+    of older code, or one that has not started yet)."""
+    try:
+        return max(0.0, (now if now is not None else time.time()) - heartbeat_path(job_dir).stat().st_mtime)
+    except OSError:
+        return None
+
+
+def _beat(job_dir: Path, stop: threading.Event, interval: float = HEARTBEAT_INTERVAL_S) -> None:
+    """Touch the heartbeat file until `stop` is set; a failed write (a read-only disk) is skipped: the
+    staleness bound is many intervals long."""
+    path = heartbeat_path(job_dir)
+    while True:
+        try:
+            path.write_text(f"{os.getpid()} {time.time():.3f}\n")
+        except OSError as exc:
+            log.warning("cannot write the heartbeat %s: %s", path, exc)
+        if stop.wait(interval):
+            return
 
 
 def update_status(job_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
@@ -246,6 +276,15 @@ def run_job(job_dir: Path) -> int:
     std_log = job_dir / "std_log.txt"
     env = {**os.environ, **spec.get("env", {})}
     update_status(job_dir, "Running", runner_pid=os.getpid(), runner_start=process_start_ticks(os.getpid()))
+    stop_beating = threading.Event()
+    threading.Thread(target=_beat, args=(job_dir, stop_beating), name="heartbeat", daemon=True).start()
+    try:
+        return _run_trainer(job_dir, spec, std_log, env)
+    finally:
+        stop_beating.set()
+
+
+def _run_trainer(job_dir: Path, spec: dict[str, Any], std_log: Path, env: dict[str, str]) -> int:
     stderr_tail: deque[str] = deque(maxlen=20)
     with std_log.open("ab") as out:
         try:

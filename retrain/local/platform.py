@@ -341,22 +341,27 @@ class LocalPlatform:
     def get_job(self, job_name: str) -> JobStatus:
         job_dir = self._job_dir(job_name)
         self._spec(job_name)
-        if not jobs.status_path(job_dir).is_file():  # job.json is written just before the first status
-            return JobStatus(job_name=job_name, status="Queued")
-        status = read_json(jobs.status_path(job_dir))
+        # job.json is written just before the first status; a runner that died before writing it is
+        # still a dead runner (below).
+        has_status = jobs.status_path(job_dir).is_file()
+        status = read_json(jobs.status_path(job_dir)) if has_status else {"status": "Queued"}
         if status["status"] in JOB_ENDED_STATUSES:
             return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
         runner_file = job_dir / "runner.json"
         if not runner_file.is_file():  # being submitted right now (or the submit crashed and will be retried)
             return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
         runner = read_json(runner_file)
-        if not process_alive(runner.get("pid"), runner.get("start_ticks")):
+        alive = process_alive(runner.get("pid"), runner.get("start_ticks"))
+        age = jobs.heartbeat_age(job_dir)
+        if not alive or (age is not None and age > jobs.HEARTBEAT_STALE_S):
             # Re-read: the runner may have finished between the two reads.
-            status = read_json(jobs.status_path(job_dir))
+            if jobs.status_path(job_dir).is_file():
+                status = read_json(jobs.status_path(job_dir))
             if status["status"] not in JOB_ENDED_STATUSES:
+                why = "is gone" if not alive else f"has not written a heartbeat for {age:.0f} s"
                 reason = (
-                    f"the job runner (pid {runner.get('pid')}) stopped without recording an outcome "
-                    f"(last status {status['status']}); see {job_dir / 'std_log.txt'}"
+                    f"the job runner {runner.get('pid')} {why}: it stopped without recording an outcome "
+                    f"(last status {status['status']}); see {job_dir / 'std_log.txt'} and submit a new cycle"
                 )
                 return JobStatus(job_name=job_name, status="Failed", error=reason)
         return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))

@@ -25,7 +25,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from retrain.vocabulary import TAG_INSTANCE_ID
 
-REASONS = ("deploy", "canary", "promote", "rollback", "retire", "restore")
+REASONS = (
+    "deploy",
+    "canary",
+    "promote",
+    "rollback",
+    "retire",
+    "restore",
+    "operator",
+)  # operator: retrain traffic / rollback
 TABLE_NAME = "retrainservedledger"
 
 

@@ -174,3 +174,39 @@ def test_unpinned_scoring_without_traffic_is_a_clear_error(platform, arm):
     with pytest.raises(PlatformError, match="404.*no deployment takes traffic yet"):
         platform.invoke(EP, {"close": [1.0] * 20})
     assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
+
+
+def test_operator_traffic_goes_through_the_adapter_and_waits_until_azure_applies_it(platform, arm):
+    """`retrain traffic` / POST /api/endpoints/{ticker}/traffic in Azure: the same port call, a PUT of
+    the endpoint's traffic, then GETs until it is Succeeded with that traffic; recorded as `operator`."""
+    from retrain.traffic_control import TrafficError, apply_traffic
+
+    class Ledger:
+        events: list = []
+
+        def append(self, event):
+            self.events.append(event)
+
+    _deployed(platform, arm, "blue", "green")
+    platform.set_traffic(EP, {"blue": 100})
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    import retrain.monitoring.ledger as ledger_module
+
+    ledger = Ledger()
+    original = ledger_module.get_ledger
+    ledger_module.get_ledger = lambda: ledger  # the Azure Table ledger has its own recording-transport tests
+    try:
+        sleeps: list[float] = []
+        state = apply_traffic(platform, EP, {"blue": 0, "green": 100}, sleep=sleeps.append)
+    finally:
+        ledger_module.get_ledger = original
+    assert (state.state, state.traffic) == ("Succeeded", {"blue": 0, "green": 100})
+    assert arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1].body["properties"]["traffic"] == {"green": 100}
+    assert sleeps  # waited for Azure's long-running update (Updating first), not just asked
+    assert [e.reason for e in ledger.events] == ["operator"]
+    # A busy endpoint (an operation of its own runs) is a 409 with the reason, not a traceback.
+    platform.set_traffic(EP, {"blue": 100})
+    with pytest.raises(TrafficError) as busy:
+        apply_traffic(platform, EP, {"blue": 0, "green": 100}, sleep=sleeps.append)
+    assert busy.value.status == 409

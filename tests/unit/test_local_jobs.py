@@ -118,3 +118,28 @@ def test_status_transitions_keep_their_history(tmp_path: Path) -> None:
     assert [h["status"] for h in final["history"]] == ["Queued", "Running", "Failed"]
     assert json.loads((tmp_path / "status.json").read_text())["error"] == "boom"
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_runner_alive_but_without_a_heartbeat_is_reported_failed_with_the_reason(tmp_path: Path) -> None:
+    """Issue 20, item 8: a runner whose process lives on but has stopped beating (stopped, or stuck on a
+    dead disk) fails its job with the reason; a fresh heartbeat keeps the job Running."""
+    import os
+    import time
+
+    from retrain.local.platform import LocalPlatform
+    from retrain.local.processes import process_start_ticks, write_json_atomic
+
+    platform = LocalPlatform(tmp_path)
+    job_dir = tmp_path / "jobs" / "retrain-msft-beat-train"
+    job_dir.mkdir(parents=True)
+    write_json_atomic(job_dir / "job.json", {"job_name": job_dir.name})
+    jobs.update_status(job_dir, "Running")
+    me = {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}  # a live process
+    write_json_atomic(job_dir / "runner.json", me)
+    jobs.heartbeat_path(job_dir).write_text("beat\n")
+    assert platform.get_job(job_dir.name).status == "Running"
+    stale = time.time() - jobs.HEARTBEAT_STALE_S - 30
+    os.utime(jobs.heartbeat_path(job_dir), (stale, stale))
+    status = platform.get_job(job_dir.name)
+    assert status.status == "Failed", status
+    assert f"the job runner {os.getpid()} has not written a heartbeat for 1" in (status.error or "")

@@ -594,3 +594,100 @@ def test_an_input_from_before_gate_policies_replays_the_superiority_gate():
         r.startswith("champion check (non-inferiority, margin 0.01) passed")
         for r in new.output["gate"]["reasons"]
     )
+
+
+def _canary_fails_through_the_endpoint(world: World) -> None:
+    """The new slot passes its direct smoke test, then the endpoint fails during the canary."""
+
+    def smoke(p: dict[str, Any]) -> dict[str, Any]:
+        if p["slot"] is None:
+            return {"ok": False, "reason": "502 from the endpoint"}
+        return World.smoke_test(world, p)
+
+    world.smoke_test = smoke  # type: ignore[method-assign]
+
+
+def test_rollback_waits_for_an_old_slot_that_is_restarting():
+    """Both slots crashed during the canary: the platform restarts blue (Updating for a few reads). The
+    rollback waits for it with durable timers and then moves all traffic back (issue 20, item 3)."""
+    world = serving_blue()
+    world.events = [completed_event()]
+    _canary_fails_through_the_endpoint(world)
+    restarting = {"reads": 4}
+
+    def healing_blue(p: dict[str, Any]) -> dict[str, Any]:
+        if p["slot"] == "blue" and "smoke_test" in world.names() and restarting["reads"] > 0:
+            restarting["reads"] -= 1
+            return {"endpoint": p["endpoint"], "slot": "blue", "state": "Updating"}
+        return World.get_deployment(world, p)
+
+    world.get_deployment = healing_blue  # type: ignore[method-assign]
+    out = drive(world, rollback_waits_for_old_slot=True)
+    assert out.error is not None and "traffic is back on blue" in out.error, out.error
+    assert world.calls("set_traffic")[-1]["traffic"] == {"blue": 100, "green": 0}
+    assert world.traffic == {"blue": 100, "green": 0}
+    rollback = world.names().index("get_deployment", world.names().index("smoke_test"))
+    assert world.names()[rollback:].count("timer") >= 4  # waited with durable timers, not a busy loop
+    assert "set_champion" not in world.names()
+
+
+def test_rollback_gives_up_on_a_restarting_old_slot_at_the_deploy_timeout_and_says_what_serves():
+    world = serving_blue()
+    world.events = [completed_event()]
+    _canary_fails_through_the_endpoint(world)
+    original_get_endpoint = world.get_endpoint
+
+    def with_models(p: dict[str, Any]) -> dict[str, Any]:
+        state = original_get_endpoint(p)
+        models = {
+            "blue": {"name": "msft-forecaster", "version": "1"},
+            "green": {"name": "msft-forecaster", "version": "2"},
+        }
+        return {**state, "deployments": models}
+
+    def never_back(p: dict[str, Any]) -> dict[str, Any]:
+        if p["slot"] == "blue" and "smoke_test" in world.names():
+            return {"endpoint": p["endpoint"], "slot": "blue", "state": "Updating"}
+        return World.get_deployment(world, p)
+
+    world.get_endpoint = with_models  # type: ignore[method-assign]
+    world.get_deployment = never_back  # type: ignore[method-assign]
+    out = drive(world, rollback_waits_for_old_slot=True, deploy_timeout_minutes=5)
+    assert out.error is not None and "old slot blue is Updating, not live after waiting 0:05:00" in out.error
+    assert "serving blue 90% (msft-forecaster:1), green 10% (msft-forecaster:2)" in out.error, out.error
+    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
+
+
+def test_an_older_input_does_not_wait_in_the_rollback():
+    """An orchestration started by the previous code (no rollback_waits_for_old_slot) replays the same."""
+    world = serving_blue()
+    world.events = [completed_event()]
+    _canary_fails_through_the_endpoint(world)
+
+    def restarting_blue(p: dict[str, Any]) -> dict[str, Any]:
+        if p["slot"] == "blue" and "smoke_test" in world.names():
+            return {"endpoint": p["endpoint"], "slot": "blue", "state": "Updating"}
+        return World.get_deployment(world, p)
+
+    world.get_deployment = restarting_blue  # type: ignore[method-assign]
+    out = drive(world)
+    assert out.error is not None and "old slot blue is Updating, not live, so traffic" in out.error
+    assert world.names()[-2:] == ["get_deployment", "get_endpoint"]  # no timer: gave up at once
+
+
+def test_the_first_job_poll_comes_soon_then_backs_off_to_the_poll_interval():
+    """A dead job runner sends no event: the first poll must come within seconds (issue 20, item 8)."""
+    world = World(job_statuses=["Running", "Running", "Running", "Running", "Failed"])
+    out = drive(world, poll_minutes=1, job_first_poll_seconds=15)
+    assert out.error is not None and "ended Failed: boom" in out.error
+    assert len(world.calls("get_job_status")) == 5
+    assert out.elapsed == timedelta(seconds=15 + 30 + 60 + 60 + 60)
+
+
+def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
+    from retrain.workflow import JOB_FIRST_POLL_S, CycleInput
+
+    cycle = CycleInput.from_settings("MSFT", "http", environ={})
+    assert cycle.job_first_poll_seconds == JOB_FIRST_POLL_S and cycle.rollback_waits_for_old_slot
+    older = CycleInput.from_dict({"ticker": "MSFT"})
+    assert older.job_first_poll_seconds == 0 and not older.rollback_waits_for_old_slot

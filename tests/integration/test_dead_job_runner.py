@@ -1,0 +1,90 @@
+"""A training job whose runner dies (issue 20, item 8): a real cycle through the local host on the local
+platform with the ridge trainer; the runner process is killed by its PID while the job runs. It can send
+no job-finished event, so the cycle must notice by polling soon (not after RETRAIN_JOB_POLL_MINUTES)
+and fail with the platform's reason, and the ticker is free again."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from functions_host.host import LocalHost
+from retrain import adapters
+from retrain.adapters import get_platform
+from retrain.local import jobs
+from retrain.local.processes import process_alive, read_json, stop_process_group
+from retrain.ports import HostsEndpoints
+from retrain.settings import declared_defaults
+from tests.helpers import REPO, start, wait
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    env = {
+        "RETRAIN_PLATFORM": "local",
+        "RETRAIN_STATE_DIR": str(tmp_path),
+        "RETRAIN_SCHEDULE": "0 0 1 * * Mon",
+        "RETRAIN_TICKERS": "MSFT",
+        "RETRAIN_SOURCE": "sample",
+        "RETRAIN_LOOKBACK_DAYS": "900",
+        "RETRAIN_TRAINER": "ridge",
+        "RETRAIN_JOB_POLL_MINUTES": "10",  # the default: a dead runner must not wait for it
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_LOCAL_HOST_URL"):
+        monkeypatch.delenv(key, raising=False)
+    adapters.reset()
+    host = LocalHost(
+        REPO / "function_app.py",
+        tmp_path,
+        port=0,
+        timers=False,
+        out=io.StringIO(),
+        setting_defaults=declared_defaults(),
+    )
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+        for runner in (tmp_path / "jobs").glob("*/runner.json"):  # never leave a job running
+            info = read_json(runner)
+            stop_process_group(info["pid"], info["start_ticks"])
+        platform = get_platform()
+        if isinstance(platform, HostsEndpoints):
+            platform.stop_all()
+        adapters.reset()
+
+
+def test_a_killed_job_runner_fails_the_cycle_within_a_minute_with_the_reason(
+    local_host: LocalHost, tmp_path: Path
+) -> None:
+    code, answer = start(local_host, {"ticker": "MSFT"})
+    assert code == 202, answer
+    instance_id = answer["id"]
+    job_dir = tmp_path / "jobs" / f"{instance_id}-train"
+    deadline = time.monotonic() + 120
+    while not (job_dir / "runner.json").is_file() or not jobs.status_path(job_dir).is_file():
+        assert time.monotonic() < deadline, "the job runner never started"
+        time.sleep(0.1)
+    runner = read_json(job_dir / "runner.json")
+    os.kill(runner["pid"], signal.SIGKILL)  # the runner dies; its trainer is orphaned
+    killed = time.monotonic()
+    while process_alive(runner["pid"], runner["start_ticks"]):
+        time.sleep(0.05)
+    status = wait(local_host, instance_id, timeout=120)
+    noticed = time.monotonic() - killed
+    assert status["runtime_status"] == "Failed", status
+    assert f"the job runner {runner['pid']} is gone" in status["error"], status["error"]
+    assert "nothing was registered" in status["error"]
+    assert noticed < 60, noticed  # the poll interval is 10 minutes: only the early first poll gets here
+    code, again = start(local_host, {"ticker": "MSFT"})  # the ticker is free again (not 409)
+    assert code == 202, again
