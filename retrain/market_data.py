@@ -95,14 +95,9 @@ def validate_ticker(symbol: str) -> str:
 
 
 def asset_name(ticker: str) -> str:
-    """The data asset name of a ticker: lower case, runs of other characters as '-', then '-daily'.
-
-    Leading and trailing '-' are dropped because Azure ML asset names must start with a letter or digit
-    ('^GSPC' -> 'gspc-daily')."""
-    slug = re.sub(r"[^a-z0-9]+", "-", validate_ticker(ticker).lower()).strip("-")
-    if not slug:
-        raise MarketDataError(f"ticker {ticker!r} has no letters or digits to name a data asset after")
-    return f"{slug}-daily"
+    """The data asset name of a ticker (`naming.asset_name`: `<slug>-daily`, one-to-one over tickers,
+    e.g. 'MSFT' -> 'msft-daily', '^GSPC' -> 'gspc--<6 hex>-daily')."""
+    return naming.asset_name(validate_ticker(ticker))
 
 
 # --------------------------------------------------------------------------------------------------

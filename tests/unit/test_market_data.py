@@ -96,9 +96,10 @@ def test_bad_ticker_is_rejected_before_any_file_is_written(tmp_path: Path) -> No
     "ticker, name",
     [
         ("MSFT", "msft-daily"),
-        ("BRK.B", "brk-b-daily"),
-        ("^GSPC", "gspc-daily"),
-        ("EURUSD=X", "eurusd-x-daily"),
+        ("BRK-B", "brk-b-daily"),
+        ("BRK.B", f"brk-b--{hashlib.sha256(b'BRK.B').hexdigest()[:6]}-daily"),  # not BRK-B's asset
+        ("^GSPC", f"gspc--{hashlib.sha256(b'^GSPC').hexdigest()[:6]}-daily"),
+        ("EURUSD=X", f"eurusd-x--{hashlib.sha256(b'EURUSD=X').hexdigest()[:6]}-daily"),
     ],
 )
 def test_asset_name(ticker: str, name: str) -> None:
