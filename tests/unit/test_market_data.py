@@ -500,7 +500,7 @@ def test_csv_source_errors(tmp_path: Path) -> None:
         ({"lookback_days": 0}, "lookback_days must be a positive"),
         ({"lookback_days": 1.5}, "lookback_days must be a positive"),
         ({"timeout": 0}, "timeout must be a positive"),
-        ({"end": "yesterday"}, "end must be a date as YYYY-MM-DD"),
+        ({"end": "yesterday"}, "a date must be YYYY-MM-DD"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:
