@@ -37,7 +37,7 @@ _FROM_SLUG = str.maketrans({"_": "^", "~": "="})
 
 _WEEK_SUFFIX = r"(?P<year>\d{4})w(?P<week>\d{2})"
 _ADHOC_SUFFIX = r"(?P<stamp>\d{8}t\d{6}z)"
-_INSTANCE_RE = re.compile(rf"^retrain-(?P<slug>[a-z0-9.\-_~]{{1,15}})-(?:{_WEEK_SUFFIX}|{_ADHOC_SUFFIX})$")
+_INSTANCE_RE = re.compile(rf"^retrain-(?P<slug>[a-z0-9.\-_~]{{1,15}})-(?:{_WEEK_SUFFIX}|{_ADHOC_SUFFIX})\Z")
 
 
 class NamingError(ValueError):
@@ -48,11 +48,11 @@ class TickerError(NamingError):
     """Not a ticker symbol; the message says what to send."""
 
 
-_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
+_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}\Z")
 
 
 def validate_ticker(symbol: str) -> str:
-    """The upper-cased ticker if it matches `^[A-Z0-9.^=-]{1,15}$`; no other input becomes a path."""
+    """The upper-cased ticker if it matches `[A-Z0-9.^=-]{1,15}` (the whole text); no other input becomes a path."""
     if not isinstance(symbol, str):
         raise TickerError(f"ticker must be a string such as 'MSFT', got {type(symbol).__name__}")
     ticker = symbol.strip().upper()

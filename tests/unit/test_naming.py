@@ -65,6 +65,7 @@ def test_prefix_sharing_tickers_are_told_apart():
         "other-msft-2026w48",
         "retrain-msft-20261124t231405",
         "retrain-MSFT-2026w48",
+        "retrain-msft-2026w48\n",  # `$` matched before a trailing newline
         "abc",
     ],
 )
