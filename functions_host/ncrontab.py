@@ -47,7 +47,7 @@ _FIELDS = (  # name, min, max, accepted names
     ("day-of-week", 0, 6, _name_table(_DAY_NAMES, 0)),
 )
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})\Z")
 _EXAMPLE = "use six fields '{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 1 * * Mon'"
 
 

@@ -593,7 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from functions_host.keys import KeysError
     from functions_host.settings import LocalSettingsError
+    from retrain.ports import PlatformError
+    from retrain.state_files import StateError
 
     args = build_parser().parse_args(argv)
     try:
@@ -601,7 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _say(f"retrain {args.command}: {exc}")
         return exc.code
-    except (settings.SettingsError, LocalSettingsError) as exc:
+    except (settings.SettingsError, LocalSettingsError, KeysError, StateError, PlatformError) as exc:
+        # Bad settings, a bad state file (keys, ledger, an endpoint's state) or a platform's refusal:
+        # each message says what to do; a traceback would only hide it.
         _say(f"retrain {args.command}: {exc}")
         return 2
     except Exception as exc:

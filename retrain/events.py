@@ -50,7 +50,7 @@ TICKER_TAG = TAG_TICKER
 SCHEMA_EVENT_GRID = "eventgrid"
 SCHEMA_CLOUD_EVENTS = "cloudevents"
 
-_SUBJECT_RUN_RE = re.compile(r"(?:^|/)runs/([^/]+)/?$")
+_SUBJECT_RUN_RE = re.compile(r"(?:^|/)runs/([^/]+)/?\Z")
 _STATUS_BY_KEY = {s.lower(): s for s in JOB_STATUSES} | {
     "cancelled": "Canceled",
     "finished": "Completed",

@@ -127,7 +127,7 @@ class GateDecision:
         )
 
 
-_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")
 
 
 @dataclass(frozen=True)

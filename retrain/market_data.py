@@ -95,14 +95,9 @@ def validate_ticker(symbol: str) -> str:
 
 
 def asset_name(ticker: str) -> str:
-    """The data asset name of a ticker: lower case, runs of other characters as '-', then '-daily'.
-
-    Leading and trailing '-' are dropped because Azure ML asset names must start with a letter or digit
-    ('^GSPC' -> 'gspc-daily')."""
-    slug = re.sub(r"[^a-z0-9]+", "-", validate_ticker(ticker).lower()).strip("-")
-    if not slug:
-        raise MarketDataError(f"ticker {ticker!r} has no letters or digits to name a data asset after")
-    return f"{slug}-daily"
+    """The data asset name of a ticker (`naming.asset_name`: `<slug>-daily`, one-to-one over tickers,
+    e.g. 'MSFT' -> 'msft-daily', '^GSPC' -> 'gspc--<6 hex>-daily')."""
+    return naming.asset_name(validate_ticker(ticker))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,6 +334,9 @@ def resolve_data_file(name: str, data_dir: str | os.PathLike[str]) -> Path:
     return target
 
 
+_ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _parse_end(end: dt.date | str | None) -> dt.date | None:
     if end is None:
         return None
@@ -346,21 +344,28 @@ def _parse_end(end: dt.date | str | None) -> dt.date | None:
         return end.date()
     if isinstance(end, dt.date):
         return end
+    text = str(end).strip()
     try:
-        return dt.date.fromisoformat(str(end).strip())
+        # fromisoformat alone also reads 20120103 and 2012-W01-2: the documented form only.
+        if not _ISO_DATE_RE.fullmatch(text):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
     except ValueError:
-        raise MarketDataError(f"end must be a date as YYYY-MM-DD, got {end!r}") from None
+        shown = repr(text[:40]) + ("..." if len(text) > 40 else "")  # never echo a huge value
+        raise MarketDataError(f"a date must be YYYY-MM-DD (e.g. 2012-01-03), got {shown}") from None
 
 
 def _trim_window(
     prices: pd.DataFrame, lookback_days: int | None, end: dt.date | None, what: str
 ) -> pd.DataFrame:
     if end is not None:
-        prices = prices[prices["Date"] <= pd.Timestamp(end)]
-        if prices.empty:
+        # Compared as dates: pd.Timestamp cannot hold years before 1677 (as_of 0999-01-04).
+        if prices.empty or end < prices["Date"].iloc[0].date():
+            starts = f" (the data starts on {prices['Date'].iloc[0]:%Y-%m-%d})" if not prices.empty else ""
             raise MarketDataError(
-                f"{what}: no rows on or before end={end.isoformat()}; send an earlier end date"
+                f"{what}: no rows on or before end={end.isoformat()}{starts}; send a later end date"
             )
+        prices = prices[prices["Date"] <= pd.Timestamp(end)]
     if lookback_days is not None:
         start = prices["Date"].iloc[-1] - pd.Timedelta(days=lookback_days)
         prices = prices[prices["Date"] >= start]

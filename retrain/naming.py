@@ -11,6 +11,13 @@ Instance ids:
 ``parse_instance_id`` inverts both, so "is this ticker being retrained?" is answered exactly by listing
 instances with the prefix ``retrain-<ticker>-`` and keeping those whose parsed ticker is equal (a
 prefix alone would confuse ``BRK`` with ``BRK-B``).
+
+Every derived name is one-to-one over valid tickers. Azure names allow only letters, digits and
+hyphens, so ``BRK.B``, ``BRK-B`` and ``BRK^B`` cannot all keep their spelling: a ticker whose slug is
+lossless (``[A-Z0-9]+`` runs joined by single hyphens, e.g. MSFT, BRK-B) keeps today's names; any
+other (BRK.B, ^GSPC, EURUSD=X, a ticker with ``--``) gets ``<readable>--<6 hex of SHA-256 of the
+ticker>``, e.g. ``brk-b--1a2b3c``. A lossless slug never contains ``--``, so the two kinds never meet,
+and two hashed names differ unless both their readable parts and their hashes agree.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ _FROM_SLUG = str.maketrans({"_": "^", "~": "="})
 
 _WEEK_SUFFIX = r"(?P<year>\d{4})w(?P<week>\d{2})"
 _ADHOC_SUFFIX = r"(?P<stamp>\d{8}t\d{6}z)"
-_INSTANCE_RE = re.compile(rf"^retrain-(?P<slug>[a-z0-9.\-_~]{{1,15}})-(?:{_WEEK_SUFFIX}|{_ADHOC_SUFFIX})$")
+_INSTANCE_RE = re.compile(rf"^retrain-(?P<slug>[a-z0-9.\-_~]{{1,15}})-(?:{_WEEK_SUFFIX}|{_ADHOC_SUFFIX})\Z")
 
 
 class NamingError(ValueError):
@@ -41,11 +48,11 @@ class TickerError(NamingError):
     """Not a ticker symbol; the message says what to send."""
 
 
-_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
+_TICKER_RE = re.compile(r"^[A-Z0-9.^=-]{1,15}\Z")
 
 
 def validate_ticker(symbol: str) -> str:
-    """The upper-cased ticker if it matches `^[A-Z0-9.^=-]{1,15}$`; no other input becomes a path."""
+    """The upper-cased ticker if it matches `[A-Z0-9.^=-]{1,15}` (the whole text); no other input becomes a path."""
     if not isinstance(symbol, str):
         raise TickerError(f"ticker must be a string such as 'MSFT', got {type(symbol).__name__}")
     ticker = symbol.strip().upper()
@@ -70,9 +77,36 @@ def ticker_slug(ticker: str) -> str:
     return ticker.upper().translate(_TO_SLUG).lower()
 
 
-def azure_slug(ticker: str) -> str:
-    """The ticker as it appears in Azure resource names (letters, digits and hyphens only)."""
-    return re.sub(r"[^a-z0-9-]", "-", ticker.lower()).strip("-") or "x"
+# A ticker whose lower-cased spelling is already a valid, unambiguous Azure name part.
+_LOSSLESS_RE = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
+HASH_DIGITS = 6
+_HASH_MARK = "--"  # never inside a lossless slug: it tells hashed names from plain ones
+
+
+def ticker_hash(ticker: str) -> str:
+    """Six hex digits of the SHA-256 of the canonical ticker: stable across runs and machines."""
+    return hashlib.sha256(validate_ticker(ticker).encode()).hexdigest()[:HASH_DIGITS]
+
+
+def azure_slug(ticker: str, *, letter_first: bool = False, max_len: int = 64) -> str:
+    """The ticker as it appears in Azure resource names: letters, digits and hyphens, starting and ending
+    with a letter or digit, at most `max_len` (>= 9) characters, one-to-one over valid tickers.
+
+    The lower-cased ticker when that is lossless (and starts with a letter, if `letter_first`); else
+    `<readable>--<ticker_hash>`, the readable part cut to fit (see the module docstring)."""
+    canonical = validate_ticker(ticker)
+    plain = canonical.lower()
+    if (
+        _LOSSLESS_RE.fullmatch(canonical)
+        and len(plain) <= max_len
+        and (not letter_first or plain[0].isalpha())
+    ):
+        return plain
+    readable = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")
+    if letter_first and not readable[:1].isalpha():
+        readable = f"t{readable}"
+    readable = readable[: max_len - len(_HASH_MARK) - HASH_DIGITS].rstrip("-") or "x"
+    return f"{readable}{_HASH_MARK}{ticker_hash(canonical)}"
 
 
 def _utc(at: datetime) -> datetime:
@@ -116,9 +150,16 @@ def is_instance_of(instance_id: str, ticker: str) -> bool:
 
 def job_name(instance_id: str) -> str:
     """The training job's name: submitting the same orchestration's job twice is a no-op.
-    Azure ML job names allow letters, digits, `-` and `_` and must start with a letter or digit."""
-    safe = re.sub(r"[^a-zA-Z0-9_-]", "-", instance_id).strip("-_")
-    return f"{safe}-train"[:255]
+    Azure ML job names allow letters, digits, `-` and `_` and must start with a letter or digit.
+
+    An id that needs no change keeps it (`retrain-msft-2026w48-train`); one with other characters
+    (`retrain-brk.b-...`, which would read as BRK-B's) also carries 6 hex digits of its SHA-256. Our
+    ids end in `w<ww>` or `z`, never in `-<6 hex>`, so the two kinds never meet."""
+    if re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_-]*", instance_id) and len(instance_id) <= 240:
+        return f"{instance_id}-train"
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "-", instance_id).strip("-_")[:240] or "x"
+    digest = hashlib.sha256(instance_id.encode()).hexdigest()[:HASH_DIGITS]
+    return f"{safe}-{digest}-train"
 
 
 def experiment_name(ticker: str) -> str:
@@ -127,6 +168,11 @@ def experiment_name(ticker: str) -> str:
 
 def model_name(ticker: str) -> str:
     return f"{azure_slug(ticker)}-forecaster"
+
+
+def asset_name(ticker: str) -> str:
+    """The data asset of a ticker: `<slug>-daily` (Azure ML asset names start with a letter or digit)."""
+    return f"{azure_slug(ticker)}-daily"
 
 
 # Online endpoint names are unique per Azure REGION (they become <name>.<region>.inference.ml.azure.com),
@@ -182,11 +228,8 @@ def endpoint_name(ticker: str, suffix: str | None = None) -> str:
         raise NamingError(
             f"endpoint suffix {suffix!r}: use 1 to {ENDPOINT_SUFFIX_MAX} lower-case letters or digits"
         )
-    slug = azure_slug(ticker)
-    if not slug[0].isalpha():
-        slug = f"t{slug}"
     tail = "-forecast" + (f"-{suffix}" if suffix else "")
-    name = slug[: ENDPOINT_NAME_MAX - len(tail)].rstrip("-") + tail
+    name = azure_slug(ticker, letter_first=True, max_len=ENDPOINT_NAME_MAX - len(tail)) + tail
     if not _ENDPOINT_RE.fullmatch(name):
         raise NamingError(f"{ticker!r} gives no valid endpoint name ({name!r})")
     return name

@@ -271,7 +271,7 @@ def _read_json(path: Path) -> tuple[Any, str]:
         return None, f"{path.name} is not valid JSON ({exc})"
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 def _check_outputs(report: Report, label: str, output: Path, with_champion: bool) -> tuple[dict, dict]:

@@ -81,16 +81,22 @@ def get_trainer(name: Any) -> Trainer:
 
 
 # A key becomes an Azure ML input name (`param_<key>`) and part of a command line: identifier-safe.
-_PARAM_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_PARAM_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 # A value is substituted into the job's shell command: no spaces, quotes or shell metacharacters.
-_PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+\-]{1,256}$")
+_PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+\-]{1,256}\Z")
+
+
+def _cut(value: Any, limit: int = 60) -> str:
+    """A request's value quoted back in an error, cut short: a 1 MB value is not echoed."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def param_value(key: str, value: Any) -> str:
     """The string form of one hyperparameter (bool -> true/false); raises TrainerError when unusable."""
     if not isinstance(key, str) or not _PARAM_KEY.match(key):
         raise TrainerError(
-            f"hyperparameter name {key!r} is invalid: use a letter then letters, digits or '_' (max 64)"
+            f"hyperparameter name {_cut(key)} is invalid: use a letter then letters, digits or '_' (max 64)"
         )
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -98,17 +104,17 @@ def param_value(key: str, value: Any) -> str:
         text = str(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise TrainerError(f"hyperparameter {key}={value!r} must be a finite number")
+            raise TrainerError(f"hyperparameter {key}={_cut(value)} must be a finite number")
         text = repr(value)
     elif isinstance(value, str):
         text = value
     else:
         raise TrainerError(
-            f"hyperparameter {key}={value!r} must be a string, number or boolean, not {type(value).__name__}"
+            f"hyperparameter {key}={_cut(value)} must be a string, number or boolean, not {type(value).__name__}"
         )
     if not _PARAM_VALUE.match(text):
         raise TrainerError(
-            f"hyperparameter {key}={text!r}: use 1-256 letters, digits or . , : + - _ (no spaces or quotes)"
+            f"hyperparameter {key}={_cut(text)}: use 1-256 letters, digits or . , : + - _ (no spaces or quotes)"
         )
     return text
 

@@ -71,7 +71,13 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
     """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
     from retrain.market_data import MarketDataError, request_data_dir, resolve_data_file, validate_ticker
 
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f'the body is not UTF-8 (byte {exc.start}); send a UTF-8 JSON object such as {{"ticker": "MSFT"}}, '
+            "or no body"
+        ) from None
     if text.strip():
         try:
             data = json.loads(text)

@@ -48,8 +48,8 @@ MAX_INSTANCES = 1000
 _DRAIN_LIMIT_BYTES = 64 << 20
 _READ_CHUNK = 64 << 10
 _MLMODEL_SEARCH_DEPTH = 3
-_VERSION_DIR = re.compile(r"^\d+$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_VERSION_DIR = re.compile(r"^\d+\Z")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}\Z")
 _UNKNOWN = "unknown"
 # The fast path must give the answers predict() gives; checked once at init() on a probe.
 _FAST_PATH_RTOL = 1e-9

@@ -20,7 +20,7 @@ _CONSTRAINTS: dict[str, str] = {
     "decimal": r"-?\d+(?:\.\d+)?",
     "datetime": r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?",
 }
-_PARAM = re.compile(r"^\{(\*{1,2})?([A-Za-z_][A-Za-z0-9_]*)((?::[^{}?=]+)*)(\?)?(?:=([^{}]*))?\}$")
+_PARAM = re.compile(r"^\{(\*{1,2})?([A-Za-z_][A-Za-z0-9_]*)((?::[^{}?=]+)*)(\?)?(?:=([^{}]*))?\}\Z")
 
 
 class RouteError(ValueError):
@@ -118,4 +118,4 @@ def compile_route(template: str, prefix: str = "api") -> RouteTemplate:
         else:
             pattern += f"/(?P<{name}>{value_re})"
             precedence.append(1 if name_checks or constraints else 2)
-    return RouteTemplate(template, re.compile(f"^{pattern}/?$", re.IGNORECASE), checks, tuple(precedence))
+    return RouteTemplate(template, re.compile(rf"^{pattern}/?\Z", re.IGNORECASE), checks, tuple(precedence))

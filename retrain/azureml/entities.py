@@ -43,9 +43,9 @@ BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 # Tag names shared with the local adapter, the Event Grid handler and the lineage queries.
 
 # Azure ML names: letters, digits, '-' and '_', starting with a letter or digit.
-_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}\Z")
 # Online endpoint names: 3-32 chars, letter first, letters/digits/'-', no trailing '-'.
-_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]\Z")
 
 
 def _check_name(kind: str, value: str, pattern: re.Pattern[str] = _ASSET_NAME) -> str:

@@ -63,7 +63,7 @@ log = logging.getLogger("retrain.local.platform")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAMPION_ALIAS = TAG_CHAMPION  # an MLflow alias: the local twin of the Azure tag
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 def _safe(kind: str, value: str) -> str:

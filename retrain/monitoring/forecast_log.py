@@ -8,6 +8,7 @@ instance_id, status). Writes are idempotent per (ticker, date): replaying a day 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -23,7 +24,9 @@ def default_path() -> Path:
 class ForecastLog:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from retrain.state_files import ensure_parent
+
+        ensure_parent(self.path)
         with self._connect() as db:
             db.executescript(
                 """
@@ -39,11 +42,11 @@ class ForecastLog:
                 """
             )
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.row_factory = sqlite3.Row
-        return db
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # One transaction per block, closed after it; a bad file is a StateError that names it.
+        from retrain.state_files import sqlite_connection
+
+        return sqlite_connection(self.path, row_factory=sqlite3.Row)
 
     # -- forecasts --------------------------------------------------------------------------------
     def record_forecast(self, ticker: str, row: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 `GET /api/served/{ticker}?at=TIME`: which model versions served the ticker's endpoint at TIME (ISO 8601;
 a date alone is the end of that day, UTC; default now), with their weights, and since when. 400 with what
-to send for a bad ticker or time.
+to send for a bad ticker or time (not ISO 8601, before 1970, past year 9999 in UTC); 503 naming the file
+when the served ledger cannot be read.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str,
 def served(req: func.HttpRequest) -> func.HttpResponse:
     from retrain.market_data import MarketDataError
     from retrain.monitoring.ledger import LedgerError
+    from retrain.state_files import StateError
 
     unknown = sorted(set(req.params) - {"at", "code"})
     if unknown:
@@ -43,6 +45,8 @@ def served(req: func.HttpRequest) -> func.HttpResponse:
         answer = served_answer(req.route_params.get("ticker", ""), req.params.get("at"))
     except (LedgerError, MarketDataError) as exc:
         return _json({"error": str(exc)}, 400)
+    except StateError as exc:
+        return _json({"error": str(exc)}, 503)
     return _json(answer, 200)
 
 

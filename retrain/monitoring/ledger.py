@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
@@ -41,31 +42,51 @@ class LedgerError(ValueError):
     """A ledger entry or query that cannot be accepted; the message says what to send."""
 
 
+# No price, forecast or deployment exists before the Unix epoch: an earlier time is a typo (0999 for
+# 1999), and years under 1000 would not even sort as text.
+EARLIEST_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?")
+_TIME_HELP = "send an ISO 8601 time from 1970 on, e.g. 2026-11-27T17:30:00Z, or a date YYYY-MM-DD"
+
+
 def parse_time(value: str | dt.datetime | dt.date) -> dt.datetime:
-    """An aware UTC datetime from ISO 8601 text (a date alone means the end of that day, UTC)."""
+    """An aware UTC datetime from ISO 8601 text (a date alone means the end of that day, UTC).
+
+    Only `YYYY-MM-DD` and `YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM]` are read; a time before 1970 or one
+    that has no UTC equivalent (9999-12-31T23:59:59-01:00) is a LedgerError that says what to send."""
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, dt.date):
         moment = dt.datetime.combine(value, dt.time.max)
     else:
         text = str(value).strip()
+        shown = repr(text[:40]) + ("..." if len(text) > 40 else "")  # never echo a huge value
         try:
-            if len(text) == 10:
+            if _DATE_RE.fullmatch(text):
                 moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time.max)
-            else:
+            elif _DATETIME_RE.fullmatch(text):
                 moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                raise ValueError(text)
         except ValueError:
-            raise LedgerError(
-                f"time {value!r} is not ISO 8601; send e.g. 2026-11-27T17:30:00Z or 2026-11-27"
-            ) from None
+            raise LedgerError(f"time {shown} is not ISO 8601; {_TIME_HELP}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        moment = moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise LedgerError(f"time {moment.isoformat()} is past year 9999 in UTC; {_TIME_HELP}") from None
+    if moment < EARLIEST_TIME:
+        raise LedgerError(f"time {moment.isoformat()} is before 1970; {_TIME_HELP}")
+    return moment
 
 
 def format_time(moment: dt.datetime) -> str:
-    """Fixed-width UTC text, so that text order is time order (Table Storage sorts RowKeys as text)."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text, so that text order is time order (Table Storage sorts RowKeys as text).
+    The year is always four digits (`strftime("%Y")` writes 999, which sorts after 2026)."""
+    utc = moment.astimezone(dt.UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 @dataclass(frozen=True)
@@ -166,7 +187,9 @@ class SqliteLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from retrain.state_files import ensure_parent
+
+        ensure_parent(self.path)
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS served ("
@@ -176,10 +199,11 @@ class SqliteLedger:
             )
             db.execute("CREATE INDEX IF NOT EXISTS served_by_time ON served (endpoint, time)")
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # One transaction per block, closed after it; a bad file is a StateError that names it.
+        from retrain.state_files import sqlite_connection
+
+        return sqlite_connection(self.path)
 
     def append(self, event: TrafficEvent) -> None:
         rows = [

@@ -30,6 +30,9 @@ MONITOR_ORCHESTRATOR = "monitor_orchestrator"
 MAX_DAYS = 400  # one orchestration's history stays small; longer spans are several requests
 
 
+EXAMPLE = '{"ticker": "MSFT", "from": "2012-01-03", "to": "2012-03-30"}'
+
+
 class MonitorRequestError(ValueError):
     """A monitor request we cannot accept; the message says what to send."""
 
@@ -61,12 +64,12 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
     from retrain.monitoring.calibration import thresholds_from_settings
 
     if not isinstance(body, dict):
-        raise MonitorRequestError(
-            'send a JSON object such as {"ticker": "MSFT", "from": "2012-01-03", "to": "2012-03-30"}'
-        )
+        raise MonitorRequestError(f"send a JSON object such as {EXAMPLE}")
     unknown = sorted(set(body) - {"ticker", "from", "to", "source"})
     if unknown:
-        raise MonitorRequestError(f"unknown field(s) {', '.join(unknown)}; send ticker, from, to and source")
+        cut = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:5]]  # never echo a huge name
+        names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
+        raise MonitorRequestError(f"unknown field(s) {names}; send ticker, from, to and source")
     try:
         ticker = validate_ticker(
             body.get("ticker") or (settings.get_list("RETRAIN_TICKERS", environ) or [""])[0]
@@ -250,10 +253,25 @@ def monitor_record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
 async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         raw = req.get_body()
-        body = json.loads(raw) if raw and raw.strip() else {}
+        text = raw.decode("utf-8") if raw else ""
+        body = json.loads(text) if text.strip() else {}
         spec = parse_monitor_request(body)
+    except UnicodeDecodeError as exc:
+        return _json(
+            {
+                "error": f"the body is not UTF-8 (byte {exc.start}); send a UTF-8 JSON object such as {EXAMPLE}"
+            },
+            400,
+        )
     except json.JSONDecodeError as exc:
-        return _json({"error": f"the body is not valid JSON ({exc.msg}); send a JSON object"}, 400)
+        return _json(
+            {
+                "error": f"the body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object such as {EXAMPLE}"
+            },
+            400,
+        )
+    except RecursionError:
+        return _json({"error": f"the body nests too deeply; send a flat JSON object such as {EXAMPLE}"}, 400)
     except (MonitorRequestError, settings.SettingsError) as exc:
         return _json({"error": str(exc)}, 400)
     instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))

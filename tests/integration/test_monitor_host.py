@@ -165,3 +165,15 @@ def test_bad_monitor_requests_get_400_with_what_to_send(host):
     ):
         code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
         assert code == 400 and says in answer["error"], (body, answer)
+
+
+def test_bodies_that_are_not_utf8_or_are_huge_get_a_short_400(host):
+    for route in ("monitor", "retrain"):
+        for body in (b'{"ticker": "\xff\xfe"}', b"\xff"):
+            code, answer = http_json("POST", f"{host.url}/api/{route}?code={host.function_key}", body)
+            assert code == 400 and "not UTF-8" in answer["error"], (route, body, answer)
+    for body in ({"ticker": "MSFT", "from": "x" * 1_000_000}, {"x" * 1_000_000: 1}):
+        code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+        assert code == 400 and len(answer["error"]) < 300, answer["error"][:300]
+    code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", {"from": "20120103"})
+    assert code == 400 and "YYYY-MM-DD" in answer["error"], answer

@@ -74,3 +74,25 @@ def test_bad_requests_get_400_with_what_to_send(host):
     assert code == 400 and "send only ?at=TIME" in answer["error"]
     code, _ = http_json("GET", f"{host.url}/api/served/MSFT")  # no function key
     assert code == 401
+
+
+def test_times_the_ledger_cannot_order_get_400_not_a_wrong_answer_or_500(host):
+    for at, says in (
+        ("0999-06-01", "before 1970"),  # answered with today's model before
+        ("9999-12-31T23:59:59-01:00", "past year 9999"),  # OverflowError, 500 before
+        ("20261127", "not ISO 8601"),
+    ):
+        code, answer = served(host, "MSFT", at)
+        assert code == 400 and says in answer["error"] and "send an ISO 8601 time" in answer["error"], answer
+
+
+def test_a_corrupt_or_unopenable_ledger_is_a_503_that_names_the_file(host, tmp_path):
+    ledger = tmp_path / "monitoring" / "ledger.sqlite"  # the host's state dir is tmp_path
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_bytes(b"this is not a database" * 100)
+    code, answer = served(host, "MSFT")
+    assert code == 503 and str(ledger) in answer["error"] and "is corrupt" in answer["error"], answer
+    ledger.unlink()
+    ledger.mkdir()  # what a read-only state dir does to SQLite, also when the tests run as root
+    code, answer = served(host, "MSFT")
+    assert code == 503 and str(ledger) in answer["error"] and "cannot be opened" in answer["error"], answer

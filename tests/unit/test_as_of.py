@@ -38,11 +38,24 @@ def test_csv_as_of(tmp_path: Path) -> None:
     assert len(prices) == 301 and prices["Date"].iloc[-1] == cut
 
 
-def test_as_of_before_the_history_says_what_to_send() -> None:
-    with pytest.raises(MarketDataError, match="no rows on or before end=1990-01-02; send an earlier"):
-        fetch_prices("MSFT", source="sample", end="1990-01-02")
+@pytest.mark.parametrize("early", ["1990-01-02", "1900-01-01", "0999-01-04"])
+def test_as_of_before_the_history_says_to_send_a_later_date(early: str) -> None:
+    # The data ends on or before the as-of day, so only a LATER day can have rows (0999 also used to
+    # overflow pandas' Timestamp).
+    with pytest.raises(
+        MarketDataError,
+        match=rf"no rows on or before end={early} \(the data starts on "
+        r"\d{4}-\d{2}-\d{2}\); send a later end date",
+    ):
+        fetch_prices("MSFT", source="sample", end=early)
     with pytest.raises(MarketDataError, match="YYYY-MM-DD"):
         parse_as_of("last tuesday")
+
+
+@pytest.mark.parametrize("loose", ["20100301", "2010-W09-1", "2010-03-01T00:00:00", " 2010-3-1 "])
+def test_as_of_is_yyyy_mm_dd_only(loose: str) -> None:
+    with pytest.raises(MarketDataError, match="must be YYYY-MM-DD"):
+        parse_as_of(loose)
 
 
 def test_http_body_as_of_reaches_the_cycle_input() -> None:

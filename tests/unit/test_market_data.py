@@ -96,9 +96,10 @@ def test_bad_ticker_is_rejected_before_any_file_is_written(tmp_path: Path) -> No
     "ticker, name",
     [
         ("MSFT", "msft-daily"),
-        ("BRK.B", "brk-b-daily"),
-        ("^GSPC", "gspc-daily"),
-        ("EURUSD=X", "eurusd-x-daily"),
+        ("BRK-B", "brk-b-daily"),
+        ("BRK.B", f"brk-b--{hashlib.sha256(b'BRK.B').hexdigest()[:6]}-daily"),  # not BRK-B's asset
+        ("^GSPC", f"gspc--{hashlib.sha256(b'^GSPC').hexdigest()[:6]}-daily"),
+        ("EURUSD=X", f"eurusd-x--{hashlib.sha256(b'EURUSD=X').hexdigest()[:6]}-daily"),
     ],
 )
 def test_asset_name(ticker: str, name: str) -> None:
@@ -499,7 +500,7 @@ def test_csv_source_errors(tmp_path: Path) -> None:
         ({"lookback_days": 0}, "lookback_days must be a positive"),
         ({"lookback_days": 1.5}, "lookback_days must be a positive"),
         ({"timeout": 0}, "timeout must be a positive"),
-        ({"end": "yesterday"}, "end must be a date as YYYY-MM-DD"),
+        ({"end": "yesterday"}, "a date must be YYYY-MM-DD"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:

@@ -60,3 +60,16 @@ def test_summary_counts_and_collects_alerts() -> None:
         "retrains": [{"instance_id": "i", "trigger": "drift", "reason": "r"}],
         "warnings": [{"date": "2012-07-03", "warning": "metrics not logged to MLflow: PlatformError: 403"}],
     }
+
+
+@pytest.mark.parametrize("loose", ["20120103", "2012-W01-2", "2012-01-03T00:00", "2012-1-3"])
+def test_dates_must_be_yyyy_mm_dd(loose: str) -> None:
+    with pytest.raises(MonitorRequestError, match="must be YYYY-MM-DD"):
+        parse_monitor_request({"from": loose, "to": "2012-01-05"}, ENV)
+
+
+def test_errors_do_not_echo_a_huge_value() -> None:
+    for body in ({"from": "x" * 1_000_000}, {"y" * 1_000_000: 1}, {"ticker": "z" * 1_000_000}):
+        with pytest.raises(MonitorRequestError) as caught:
+            parse_monitor_request(body, ENV)
+        assert len(str(caught.value)) < 300, str(caught.value)[:300]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from retrain import naming
+from retrain import market_data, naming
 
 
 def test_scheduled_id_is_one_per_iso_week():
@@ -64,6 +65,7 @@ def test_prefix_sharing_tickers_are_told_apart():
         "other-msft-2026w48",
         "retrain-msft-20261124t231405",
         "retrain-MSFT-2026w48",
+        "retrain-msft-2026w48\n",  # `$` matched before a trailing newline
         "abc",
     ],
 )
@@ -86,3 +88,82 @@ def test_azure_resource_names(ticker):
     assert re.fullmatch(r"[a-z][a-z0-9-]{1,30}[a-z0-9]", endpoint), endpoint
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", naming.model_name(ticker))
     assert naming.experiment_name(ticker).startswith("retrain-")
+
+
+# ------------------------------------------------------------------------------ one name per ticker
+
+SEPARATORS = ".^=-"
+
+
+def _generated_tickers(count: int, seed: int = 20) -> list[str]:
+    """Random valid tickers plus the families that collide under a naive slug: every separator between
+    the same letters, leading/trailing/doubled separators, digit-first and its `T` twin."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + SEPARATORS
+    tickers = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 15))) for _ in range(count)}
+    for base in ("BRK", "GSPC", "EURUSD", "ABCDEFGHIJKLMN", "3M", "T3M", "X", "A"):
+        for sep in SEPARATORS:
+            tickers |= {f"{base}{sep}B", f"{sep}{base}", f"{base}{sep}", f"{base}{sep}{sep}B"}
+    tickers |= {"3M", "T3M", "-", ".", "^", "=", "X", "T", "ABCDEFGHIJKLMNO", "ABCDEFGH.IJKLMNO"}
+    return sorted(t for t in tickers if len(t) <= 15)
+
+
+DERIVED = {
+    "endpoint": lambda t: naming.endpoint_name(t, ""),
+    "endpoint with suffix": lambda t: naming.endpoint_name(t, "abc123"),
+    "model": naming.model_name,
+    "data asset": lambda t: market_data.asset_name(t),
+    "experiment": naming.experiment_name,
+    "scheduled id": lambda t: naming.scheduled_instance_id(t, datetime(2026, 11, 24, tzinfo=UTC)),
+    "adhoc id": lambda t: naming.adhoc_instance_id(t, datetime(2026, 11, 24, tzinfo=UTC)),
+    "scheduled job": lambda t: naming.job_name(
+        naming.scheduled_instance_id(t, datetime(2026, 11, 24, tzinfo=UTC))
+    ),
+    "adhoc job": lambda t: naming.job_name(naming.adhoc_instance_id(t, datetime(2026, 11, 24, tzinfo=UTC))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DERIVED))
+def test_no_two_tickers_share_a_derived_name(kind):
+    derive = DERIVED[kind]
+    seen: dict[str, str] = {}
+    for ticker in _generated_tickers(20000):
+        name = derive(ticker)
+        assert seen.setdefault(name, ticker) == ticker, f"{kind}: {ticker} and {seen[name]} share {name}"
+    assert len(seen) > 20000 * 0.9  # the generator did produce many distinct tickers
+
+
+def test_names_stay_valid_for_azure_for_every_ticker():
+    for ticker in _generated_tickers(5000):
+        for suffix in ("", "abc123"):
+            name = naming.endpoint_name(ticker, suffix)
+            assert re.fullmatch(r"[a-z][a-z0-9-]{1,30}[a-z0-9]", name), (ticker, name)
+        for name in (
+            naming.model_name(ticker),
+            market_data.asset_name(ticker),
+            naming.experiment_name(ticker),
+        ):
+            assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name) and len(name) <= 64, (ticker, name)
+        job = naming.job_name(naming.adhoc_instance_id(ticker, datetime(2026, 1, 1, tzinfo=UTC)))
+        assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_-]*", job) and len(job) <= 255, (ticker, job)
+
+
+def test_lossless_tickers_keep_their_names_and_lossy_ones_carry_a_stable_hash():
+    # Existing deployments keep their names: a ticker spelt in letters, digits and single hyphens.
+    assert naming.endpoint_name("BRK-B", "") == "brk-b-forecast"
+    assert naming.model_name("MSFT") == "msft-forecaster"
+    assert market_data.asset_name("MSFT") == "msft-daily"
+    assert naming.experiment_name("BRK-B") == "retrain-brk-b"
+    assert naming.job_name("retrain-msft-2026w48") == "retrain-msft-2026w48-train"
+    # BRK.B is no longer BRK-B: readable part, "--", six hex digits of the ticker's SHA-256.
+    digest = hashlib.sha256(b"BRK.B").hexdigest()[:6]
+    assert naming.endpoint_name("BRK.B", "") == f"brk-b--{digest}-forecast"
+    assert naming.endpoint_name("brk.b ", "") == naming.endpoint_name("BRK.B", "")  # canonical ticker
+    assert naming.model_name("^GSPC") != naming.model_name("GSPC")
+    assert market_data.asset_name("^GSPC") != market_data.asset_name("GSPC")
+    at = datetime(2026, 11, 24, 23, 14, 5, tzinfo=UTC)
+    assert naming.job_name(naming.adhoc_instance_id("BRK.B", at)) != naming.job_name(
+        naming.adhoc_instance_id("BRK-B", at)
+    )

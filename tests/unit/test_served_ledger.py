@@ -13,12 +13,15 @@ from retrain.monitoring.ledger import (
     ServedLedger,
     SqliteLedger,
     TableLedger,
+    format_time,
     infer_reason,
+    parse_time,
     record_traffic_change,
     served_at,
     traffic_event,
 )
 from retrain.ports import EndpointState
+from retrain.state_files import StateError
 from tests.unit.azure_recording_transport import StaticTokenCredential
 from tests.unit.table_recording_transport import TableTransport
 
@@ -156,3 +159,44 @@ def test_record_traffic_change_takes_models_from_the_endpoint_and_never_raises(t
     assert [e.reason for e in ledger.events("msft-forecast")] == ["deploy", "promote", "retire"]
     # A broken ledger is logged, not raised: the rollout goes on.
     assert record_traffic_change(platform, "msft-forecast", "swap", ledger=ledger) is None
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("0999-06-01", "before 1970"),  # as text it sorted after 2026: today's model answered
+        ("1900-01-01T00:00:00Z", "before 1970"),
+        ("9999-12-31T23:59:59-01:00", "past year 9999"),  # OverflowError (500) before
+        ("20261127", "not ISO 8601"),
+        ("2026-W48-1", "not ISO 8601"),
+        ("2026-11-27T17:30:00Z\nx", "not ISO 8601"),
+        ("x" * 1_000_000, "not ISO 8601"),
+    ],
+)
+def test_times_the_ledger_cannot_order_are_refused_with_what_to_send(text: str, says: str) -> None:
+    with pytest.raises(LedgerError, match=says) as caught:
+        served_at(history(), text)
+    assert "send an ISO 8601 time from 1970 on" in str(caught.value)
+    assert len(str(caught.value)) < 300  # a huge value is not echoed
+
+
+def test_formatted_times_are_fixed_width_so_text_order_is_time_order() -> None:
+    early = format_time(dt.datetime(999, 6, 1, tzinfo=dt.UTC))
+    assert early == "0999-06-01T00:00:00.000000Z"
+    assert early < format_time(T0)
+    assert parse_time("2026-11-27T17:30Z") == dt.datetime(2026, 11, 27, 17, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [(b"this is not a database" * 100, "is corrupt"), (None, "cannot be opened")],
+)
+def test_a_bad_ledger_file_is_a_state_error_that_names_it(tmp_path: Path, content, says) -> None:
+    path = tmp_path / "ledger.sqlite"
+    if content is None:
+        path.mkdir()  # what a read-only state dir does to SQLite, also for root
+    else:
+        path.write_bytes(content)
+    with pytest.raises(StateError, match=says) as caught:
+        SqliteLedger(path).events("msft-forecast")
+    assert str(path) in str(caught.value) and caught.value.path == path

@@ -126,3 +126,15 @@ def test_check_trainer_is_a_cli_command() -> None:
     args = build_parser().parse_args(["check-trainer", "trainers/ridge", "--param", "alpha=1"])
     assert (args.folder, args.param, args.entry_script) == ("trainers/ridge", ["alpha=1"], "train.py")
     assert isinstance(args, argparse.Namespace)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"alpha\n": 1}, {"alpha": "0.5\n"}, {"x" * 1_000_000: 1}, {"alpha": "y" * 1_000_000}],
+)
+def test_a_trailing_newline_or_a_huge_value_is_refused_without_an_echo(params: dict) -> None:
+    from retrain.trainers import TrainerError, param_pairs
+
+    with pytest.raises(TrainerError) as caught:
+        param_pairs(params)
+    assert len(str(caught.value)) < 300

@@ -12,7 +12,7 @@ from typing import Any
 from retrain.ports import SLOTS, PlatformError
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
-_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]\Z")
 
 NO_VALID_DEPLOYMENTS = (
     "No valid deployments to route to. Please check that the endpoint has at least one deployment with "
