@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from retrain import settings
+from retrain.monitoring.state_files import mark_created, refuse_lost_records
+
+_TABLES = ("forecasts", "days", "triggers")
 
 
 def default_path() -> Path:
@@ -24,6 +27,7 @@ class ForecastLog:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_lost_records(self.path, _TABLES, "the monitor's forecast log")
         with self._connect() as db:
             db.executescript(
                 """
@@ -38,6 +42,7 @@ class ForecastLog:
                     instance_id TEXT, status TEXT, PRIMARY KEY (ticker, date));
                 """
             )
+        mark_created(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)

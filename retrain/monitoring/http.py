@@ -35,6 +35,7 @@ def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str,
 def served(req: func.HttpRequest) -> func.HttpResponse:
     from retrain.market_data import MarketDataError
     from retrain.monitoring.ledger import LedgerError
+    from retrain.monitoring.state_files import StateFileError
 
     unknown = sorted(set(req.params) - {"at", "code"})
     if unknown:
@@ -43,6 +44,8 @@ def served(req: func.HttpRequest) -> func.HttpResponse:
         answer = served_answer(req.route_params.get("ticker", ""), req.params.get("at"))
     except (LedgerError, MarketDataError) as exc:
         return _json({"error": str(exc)}, 400)
+    except StateFileError as exc:  # the ledger file was emptied or replaced: the operator must act
+        return _json({"error": str(exc)}, 503)
     return _json(answer, 200)
 
 
