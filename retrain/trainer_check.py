@@ -577,6 +577,21 @@ def check_trainer(
         f"put the trainer's entry script at {folder.name}/{entry_script} (it gets --data, --output, --param)",
     ):
         return report
+    from retrain.trainers import HYPERPARAMETERS_FILE, TrainerError, read_declaration
+
+    try:
+        declared, problem = read_declaration(folder), ""
+    except TrainerError as exc:
+        declared, problem = {}, str(exc)
+    if not report.add(
+        f"declares its hyperparameters ({HYPERPARAMETERS_FILE})",
+        bool(declared),
+        problem or ", ".join(sorted(declared)),
+        f"write {folder.name}/{HYPERPARAMETERS_FILE}: "
+        '{"name": {"type": "int|float|bool", "min": ..., "max": ..., "default": ...}} for each '
+        "hyperparameter (docs/trainer-contract.md); the edge refuses values outside it",
+    ):
+        return report
     with tempfile.TemporaryDirectory(prefix="check-trainer-", dir=work_dir) as tmp:
         work = Path(tmp)
         data = sample_csv(work / "data")
@@ -668,6 +683,23 @@ def check_trainer(
             + (f", {_tail(probe_done.stderr, 1)}" if probe_done.returncode else ""),
             "exit non-zero with a message naming the unknown key and the ones accepted (a typo must not "
             "train silently with defaults)",
+        )
+        key, spec = next(iter(sorted(declared.items())))
+        outside = (
+            "maybe"
+            if spec["type"] == "bool"
+            else str(spec["max"] + (1 if spec["type"] == "int" else spec["max"]))
+        )
+        bound_done = _run_trainer(
+            script, data, work / "run4", work, [*params, f"{key}={outside}"], None, timeout
+        )
+        report.add(
+            "refuses a value outside its declared bounds",
+            bound_done.returncode != 0 and key in bound_done.stderr,
+            f"--param {key}={outside}: exit {bound_done.returncode}"
+            + (f", {_tail(bound_done.stderr, 1)}" if bound_done.returncode else ""),
+            f"parse each hyperparameter within the type and bounds {HYPERPARAMETERS_FILE} declares and exit "
+            "non-zero naming the key (the trainer enforces its own contract, not only the edge)",
         )
     return report
 

@@ -123,13 +123,16 @@ class CycleInput:
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
         from retrain.gate import GateMetrics, GatePolicy
-        from retrain.trainers import default_hyperparameters, get_trainer
+        from retrain.trainers import default_hyperparameters, get_trainer, validate_hyperparameters
 
         trainer = get_trainer(overrides.pop("trainer", None) or get("RETRAIN_TRAINER", environ))
         hyperparameters = {
             **default_hyperparameters(trainer, environ),
             **(overrides.pop("hyperparameters", None) or {}),
         }
+        # Every entry point (HTTP, timer, the monitor's cycles, the CLI through HTTP) builds its input here:
+        # the trainer's declared bounds hold for all of them, settings included.
+        validate_hyperparameters(trainer, hyperparameters)
         values: dict[str, Any] = {
             "trainer": trainer.name,
             "hyperparameters": hyperparameters,

@@ -40,6 +40,7 @@ def test_a_trainer_that_leaves_a_grandchild_is_reported_with_its_exit_and_the_gr
     folder.mkdir()
     pid_file = tmp_path / "grandchild.pid"
     (folder / "train.py").write_text(_LEAVES_A_GRANDCHILD.format(pid_file=str(pid_file)))
+    (folder / "hyperparameters.json").write_text('{"window": {"type": "int", "min": 2, "max": 9}}')
     report = check_trainer(folder, timeout=20, work_dir=tmp_path)
     failed = report.failed()
     assert failed and failed[0].name == "trains on the sample: exit 0"
@@ -74,3 +75,12 @@ def test_the_entry_script_must_be_inside_the_folder(tmp_path: Path, how: str) ->
     assert item.name == f"entry script {entry} inside the folder"
     assert "name a script inside trainer/" in item.fix
     assert not ran.exists(), "a script outside the trainer folder was run"
+
+
+def test_a_trainer_without_a_hyperparameter_declaration_fails_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "undeclared"
+    folder.mkdir()
+    (folder / "train.py").write_text("raise SystemExit('must not run')\n")
+    report = check_trainer(folder, timeout=20, work_dir=tmp_path)
+    assert [i.name for i in report.failed()] == ["declares its hyperparameters (hyperparameters.json)"]
+    assert "hyperparameters.json" in report.failed()[0].fix and "min" in report.failed()[0].fix
