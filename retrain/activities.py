@@ -149,10 +149,10 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
     model = ModelRef.from_dict(payload["model"])
     platform = get_platform()
     started = platform.begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
-    record_traffic_change(
+    recorded = record_traffic_change(
         platform, payload["endpoint"], "deploy", new_model=(payload["slot"], model.to_dict())
     )
-    return started
+    return _with_ledger_warning(started, recorded)
 
 
 def get_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -165,8 +165,8 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
     traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
     platform = get_platform()
     state = platform.set_traffic(payload["endpoint"], traffic).to_dict()
-    record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
-    return state
+    recorded = record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
+    return _with_ledger_warning(state, recorded)
 
 
 def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -174,8 +174,14 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
 
     platform = get_platform()
     begun = platform.begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
-    record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
-    return begun
+    recorded = record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
+    return _with_ledger_warning(begun, recorded)
+
+
+def _with_ledger_warning(result: dict[str, Any], recorded: Any) -> dict[str, Any]:
+    """The activity's result, with the ledger's warning when its record was lost (a str from
+    record_traffic_change): the workflow moves it into the cycle's `warnings`."""
+    return {**result, LEDGER_WARNING: recorded} if isinstance(recorded, str) else result
 
 
 def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +252,8 @@ ACTIVITIES = (
 
 # The key of the structured failure result; the orchestrator's `call_activity` unwraps it.
 ACTIVITY_ERROR = "activity_error"
+# The key an activity's result carries when the traffic changed but its served-ledger record was lost.
+LEDGER_WARNING = "ledger_warning"
 # Failures worth retrying: the platform said so, or the network did.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientPlatformError, ConnectionError, TimeoutError)
 # Third-party network errors (requests, curl_cffi under yfinance) are not builtin ConnectionErrors;

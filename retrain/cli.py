@@ -285,7 +285,9 @@ def _restore_endpoints(wait: bool = False) -> None:
                 _say(f"warning: endpoint {endpoint.name} is not ready: {exc}")
                 continue
         _say(f"endpoint {endpoint.name}: {endpoint.scoring_uri} traffic {endpoint.traffic}")
-        record_traffic_change(platform, endpoint.name, "restore")
+        recorded = record_traffic_change(platform, endpoint.name, "restore")
+        if isinstance(recorded, str):
+            _say(f"warning: {recorded}")
     for name, reason in platform.broken_endpoints().items():
         _say(f"warning: endpoint {name} not restored: {reason}")
 

@@ -2,13 +2,22 @@
 
 A read-only, missing or corrupt state file is not the caller's fault and not a bug: the HTTP routes
 answer 503 with `StateError`'s message, the CLI prints it as one `error: ...` line and exits 2.
+
+Files that hold records (`ledger.sqlite`, `monitor.sqlite`) also refuse to start over silently, by the
+durable store's rule (functions_host/durable/store.py): a file that once held its tables leaves a marker
+beside it (`<file>.created`), and opening refuses a file that is missing, empty or lacks its tables while
+the marker says it held records (`refuse_lost_records`, `mark_created`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -83,3 +92,53 @@ def ensure_parent(path: str | Path) -> Path:
             "make the state dir (RETRAIN_STATE_DIR) writable",
         ) from exc
     return target
+
+
+def marker_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".created")
+
+
+def refuse_lost_records(db_path: Path, tables: Iterable[str], what: str) -> None:
+    """Raise StateError when `db_path` lacks `tables` (missing, empty, replaced) but its marker says it
+    held them. Call before creating the tables."""
+    marker = marker_path(db_path)
+    if not marker.exists():
+        return
+    size = db_path.stat().st_size if db_path.exists() else None
+    found: set[str] = set()
+    if size:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as db:
+                found = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                db_path,
+                f"is not a usable SQLite database ({exc}), so {what} cannot be read",
+                f"restore the file from a backup, or move it away (e.g. to {db_path.name}.corrupt) and "
+                f"delete {marker} to start with no records",
+            ) from None
+    missing = set(tables) - found
+    if not missing:
+        return
+    state = (
+        "is missing"
+        if size is None
+        else "is empty"
+        if size == 0
+        else f"lacks the tables {', '.join(sorted(missing))}"
+    )
+    raise StateError(
+        db_path,
+        f"{state}, but it held {what} (see {marker}); refusing to start over with the records gone",
+        f"restore the file from a backup, or delete {marker} to start with no records",
+    )
+
+
+def mark_created(db_path: Path) -> None:
+    """Leave the marker once the file holds its tables (atomic: a reader sees it whole or not at all)."""
+    marker = marker_path(db_path)
+    if marker.exists():
+        return
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"created": datetime.now(UTC).isoformat(), "db": db_path.name}))
+    os.replace(tmp, marker)

@@ -26,10 +26,12 @@ The heavy work happens in subprocesses, so this module imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,13 +128,34 @@ def _run_trainer(
         command += ["--param", param]
     if champion is not None:
         command += ["--champion-model", str(champion)]
-    try:
-        return subprocess.run(
-            command, cwd=work, env=_trainer_env(work), capture_output=True, text=True, timeout=timeout
+    # Output goes to files, not pipes, and the trainer runs in its own process group: a grandchild it leaves
+    # behind (a data loader worker, a stray server) would hold pipes open until the timeout; here the check
+    # goes on as soon as the trainer exits, and the group is stopped then.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            command, cwd=work, env=_trainer_env(work), stdout=out, stderr=err, start_new_session=True
         )
-    except subprocess.TimeoutExpired as exc:
-        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        return subprocess.CompletedProcess(command, -9, stdout, f"timed out after {timeout:.0f}s")
+        try:
+            returncode = proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            returncode, timed_out = -9, True
+        finally:
+            _stop_group(proc)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        stderr = f"{stderr}\ntimed out after {timeout:.0f}s"
+    return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+
+def _stop_group(proc: subprocess.Popen[Any]) -> None:
+    """Kill the trainer's process group (itself if still running, and whatever it left behind)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 # Runs in a fresh interpreter (`python -I`: no PYTHONPATH, no script dir, cwd = the work dir): the model
@@ -538,11 +561,35 @@ def check_trainer(
     folder = Path(folder).resolve()
     report = Report(folder)
     script = folder / entry_script
+    inside = script.resolve().is_relative_to(folder)
+    if not report.add(
+        f"entry script {entry_script} inside the folder",
+        inside,
+        f"{script} resolves to {script.resolve()}" if not inside else str(script),
+        f"name a script inside {folder.name}/ (a relative path such as train.py, not ../, an absolute path "
+        "or a symlink out of the folder): the folder is the job's whole code",
+    ):
+        return report
     if not report.add(
         f"entry script {entry_script}",
         script.is_file(),
         str(script),
         f"put the trainer's entry script at {folder.name}/{entry_script} (it gets --data, --output, --param)",
+    ):
+        return report
+    from retrain.trainers import HYPERPARAMETERS_FILE, TrainerError, read_declaration
+
+    try:
+        declared, problem = read_declaration(folder), ""
+    except TrainerError as exc:
+        declared, problem = {}, str(exc)
+    if not report.add(
+        f"declares its hyperparameters ({HYPERPARAMETERS_FILE})",
+        bool(declared),
+        problem or ", ".join(sorted(declared)),
+        f"write {folder.name}/{HYPERPARAMETERS_FILE}: "
+        '{"name": {"type": "int|float|bool", "min": ..., "max": ..., "default": ...}} for each '
+        "hyperparameter (docs/trainer-contract.md); the edge refuses values outside it",
     ):
         return report
     with tempfile.TemporaryDirectory(prefix="check-trainer-", dir=work_dir) as tmp:
@@ -636,6 +683,23 @@ def check_trainer(
             + (f", {_tail(probe_done.stderr, 1)}" if probe_done.returncode else ""),
             "exit non-zero with a message naming the unknown key and the ones accepted (a typo must not "
             "train silently with defaults)",
+        )
+        key, spec = next(iter(sorted(declared.items())))
+        outside = (
+            "maybe"
+            if spec["type"] == "bool"
+            else str(spec["max"] + (1 if spec["type"] == "int" else spec["max"]))
+        )
+        bound_done = _run_trainer(
+            script, data, work / "run4", work, [*params, f"{key}={outside}"], None, timeout
+        )
+        report.add(
+            "refuses a value outside its declared bounds",
+            bound_done.returncode != 0 and key in bound_done.stderr,
+            f"--param {key}={outside}: exit {bound_done.returncode}"
+            + (f", {_tail(bound_done.stderr, 1)}" if bound_done.returncode else ""),
+            f"parse each hyperparameter within the type and bounds {HYPERPARAMETERS_FILE} declares and exit "
+            "non-zero naming the key (the trainer enforces its own contract, not only the edge)",
         )
     return report
 

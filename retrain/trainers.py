@@ -148,3 +148,86 @@ def default_hyperparameters(trainer: Trainer, environ: Mapping[str, str] | None 
         if raw not in (None, ""):
             values[param] = str(raw)
     return values
+
+
+HYPERPARAMETERS_FILE = "hyperparameters.json"  # in the trainer folder: the contract's declared table
+_TYPES = ("int", "float", "bool")
+
+
+def declared_hyperparameters(trainer: Trainer, repo_root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
+    """The trainer's declared hyperparameters (its folder's hyperparameters.json): name -> {type, min, max,
+    also, default}. Raises TrainerError when the declaration is missing or malformed."""
+    return read_declaration(trainer.folder_path(repo_root))
+
+
+def read_declaration(folder: Path) -> dict[str, dict[str, Any]]:
+    import json
+
+    path = Path(folder) / HYPERPARAMETERS_FILE
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainerError(
+            f"{path}: {exc}; a trainer declares its hyperparameters there as "
+            '{"name": {"type": "int|float|bool", "min": ..., "max": ..., "default": ...}} '
+            "(docs/trainer-contract.md)"
+        ) from None
+    problems = []
+    if not isinstance(table, dict) or not table:
+        problems.append("the top level must be a non-empty object of name -> declaration")
+        table = {}
+    for name, spec in table.items():
+        if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
+            problems.append(f"{name}: type must be one of {', '.join(_TYPES)}")
+        elif spec["type"] != "bool" and not (
+            isinstance(spec.get("min"), int | float)
+            and isinstance(spec.get("max"), int | float)
+            and spec["min"] <= spec["max"]
+        ):
+            problems.append(f"{name}: a number needs min <= max")
+    if problems:
+        raise TrainerError(f"{path}: {'; '.join(problems)}")
+    return table
+
+
+def _expected(spec: Mapping[str, Any]) -> str:
+    if spec["type"] == "bool":
+        return "true or false"
+    also = spec.get("also") or []
+    kind = "an integer" if spec["type"] == "int" else "a number"
+    return f"{kind} from {spec['min']} to {spec['max']}" + (f" or {' or '.join(also)}" if also else "")
+
+
+def check_hyperparameter(name: str, value: Any, spec: Mapping[str, Any]) -> None:
+    """Raise TrainerError unless `value` (as a request sends it: a string, number or boolean) has the
+    declared type and lies within the declared bounds."""
+    text = param_value(name, value)
+    if text in (spec.get("also") or []):
+        return
+    kind = spec["type"]
+    ok: bool
+    if kind == "bool":
+        ok = text.lower() in ("true", "false", "1", "0", "yes", "no")
+    else:
+        try:
+            number = int(text) if kind == "int" else float(text)
+            ok = math.isfinite(number) and spec["min"] <= number <= spec["max"]
+        except ValueError:
+            ok = False
+    if not ok:
+        raise TrainerError(f"hyperparameter {name}={text!r}: expected {_expected(spec)}")
+
+
+def validate_hyperparameters(trainer: Trainer, hyperparameters: Mapping[str, Any] | None) -> None:
+    """The edge's check of a cycle's hyperparameters against the trainer's declaration (names, types and
+    bounds): a request cannot step around a limit the trainer declares. Raises TrainerError saying what
+    to send."""
+    param_pairs(hyperparameters)  # an object of safe names and values
+    declared = declared_hyperparameters(trainer)
+    for name, value in (hyperparameters or {}).items():
+        if name not in declared:
+            raise TrainerError(
+                f"trainer {trainer.name} has no hyperparameter {name!r}; it takes "
+                f"{', '.join(sorted(declared))}"
+            )
+        check_hyperparameter(name, value, declared[name])

@@ -156,13 +156,14 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
             as_of = parsed.isoformat()
         except MarketDataError:
             raise BadRequest(f"as_of={_shown(data['as_of'])}: expected {REQUEST_FIELDS['as_of']}") from None
-    from retrain.trainers import TrainerError, get_trainer, param_pairs
+    from retrain.trainers import TrainerError, get_trainer, validate_hyperparameters
 
     try:  # validated against the registry: a request names a trainer, never a path
         trainer = get_trainer(
             data["trainer"] if "trainer" in data else settings.get("RETRAIN_TRAINER", environ)
         )
-        param_pairs(data.get("hyperparameters"))  # an object of safe names and values
+        # names, types and the bounds the trainer declares (its hyperparameters.json)
+        validate_hyperparameters(trainer, data.get("hyperparameters"))
         hyperparameters = dict(data.get("hyperparameters") or {})
     except TrainerError as exc:
         raise BadRequest(
@@ -174,17 +175,20 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
                 f"max_epochs: trainer {trainer.name} does not train in epochs; send its own settings in hyperparameters"
             )
         hyperparameters.setdefault("max_epochs", epochs)
-    return CycleInput.from_settings(
-        ticker,
-        "http",
-        environ,
-        lookback_days=lookback,
-        source=source,
-        force=force,
-        as_of=as_of,
-        trainer=trainer.name,
-        hyperparameters=hyperparameters,
-    )
+    try:
+        return CycleInput.from_settings(
+            ticker,
+            "http",
+            environ,
+            lookback_days=lookback,
+            source=source,
+            force=force,
+            as_of=as_of,
+            trainer=trainer.name,
+            hyperparameters=hyperparameters,
+        )
+    except TrainerError as exc:  # a value from settings (e.g. RETRAIN_MAX_EPOCHS) out of the declared bounds
+        raise BadRequest(f"{exc} (from the request or the Function App's settings)") from None
 
 
 def readable_status(status: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
@@ -56,7 +57,7 @@ import azure.durable_functions as df
 
 from retrain import naming
 from retrain import vocabulary as v
-from retrain.activities import ACTIVITY_ERROR
+from retrain.activities import ACTIVITY_ERROR, LEDGER_WARNING
 from retrain.ports import (
     JOB_TERMINAL_STATUSES,
     PROVISIONING_IN_PROGRESS,
@@ -136,13 +137,16 @@ class CycleInput:
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
         from retrain.gate import GateMetrics, GatePolicy
-        from retrain.trainers import default_hyperparameters, get_trainer
+        from retrain.trainers import default_hyperparameters, get_trainer, validate_hyperparameters
 
         trainer = get_trainer(overrides.pop("trainer", None) or get("RETRAIN_TRAINER", environ))
         hyperparameters = {
             **default_hyperparameters(trainer, environ),
             **(overrides.pop("hyperparameters", None) or {}),
         }
+        # Every entry point (HTTP, timer, the monitor's cycles, the CLI through HTTP) builds its input here:
+        # the trainer's declared bounds hold for all of them, settings included.
+        validate_hyperparameters(trainer, hyperparameters)
         values: dict[str, Any] = {
             "trainer": trainer.name,
             "hyperparameters": hyperparameters,
@@ -210,7 +214,22 @@ def call_activity(context: df.DurableOrchestrationContext, activity: str, payloa
     failure = result.get(ACTIVITY_ERROR) if isinstance(result, dict) and len(result) == 1 else None
     if isinstance(failure, dict):
         raise ActivityFailed(activity, str(failure.get("kind")), str(failure.get("message")))
+    if isinstance(result, dict) and LEDGER_WARNING in result:  # the traffic changed, its record was lost
+        warning = str(result[LEDGER_WARNING] or _lost_record(activity))
+        result = {k: val for k, val in result.items() if k != LEDGER_WARNING}
+        warnings = _CYCLE_WARNINGS.get(context)
+        if warnings is not None:
+            warnings.append(warning)
     return result
+
+
+def _lost_record(activity: str) -> str:
+    return f"served ledger: the change made by {activity} was NOT recorded"
+
+
+# Each running cycle's `warnings` list (its custom status), by orchestration context: call_activity moves
+# an activity's ledger warning there, so a lost record shows in the cycle's status and output.
+_CYCLE_WARNINGS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
 def _deadline(context: df.DurableOrchestrationContext, timeout: timedelta) -> datetime:
@@ -396,6 +415,7 @@ class _Cycle:
         self.ticker = self.input.ticker
         self.instance_id = context.instance_id
         self.progress = Progress(context, self.ticker)
+        _CYCLE_WARNINGS[context] = self.progress.status["warnings"]
         reason = {"trigger_reason": self.input.reason} if self.input.reason else {}
         self.progress.note(trigger=self.input.trigger, **reason)
         self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)

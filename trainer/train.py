@@ -78,27 +78,37 @@ class FitResult:
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+# Every hyperparameter this trainer takes (as a flag or `--param key=value`), with its type, bounds and
+# default: declared in hyperparameters.json beside this script (the trainer contract); the edge enforces the
+# same bounds before a job starts.
+HYPERPARAMETERS: dict[str, dict[str, Any]] = json.loads(
+    (Path(__file__).resolve().parent / "hyperparameters.json").read_text(encoding="utf-8")
+)
+_BOOLEAN_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def bounded(key: str) -> Callable[[str], Any]:
+    """The argparse type of hyperparameter `key`: its declared type within its declared bounds."""
+    spec = HYPERPARAMETERS[key]
+    kind, low, high = spec["type"], spec.get("min"), spec.get("max")
 
+    def convert(text: str) -> Any:
+        if kind == "bool":
+            value = _BOOLEAN_TEXT.get(text.strip().lower())
+            if value is None:
+                raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
+            return value
+        expected = f"{'an integer' if kind == 'int' else 'a number'} from {low} to {high}"
+        try:
+            number = int(text) if kind == "int" else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}") from None
+        if not math.isfinite(number) or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return number
 
-def _boolean(text: str) -> bool:
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
-        text.strip().lower()
-    )
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
-    return value
+    convert.__name__ = key
+    return convert
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,26 +119,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output", required=True, type=Path, help="directory for model/, metrics.json, forecast.png"
     )
     p.add_argument("--champion-model", default=None, help="MLflow model dir or URI of the current champion")
-    p.add_argument("--window", type=_positive_int, default=d.window, help="closes per input window")
-    p.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
-    p.add_argument("--num-layers", type=_positive_int, default=d.num_layers)
-    p.add_argument("--max-epochs", type=_positive_int, default=d.max_epochs)
-    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate)
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--window", type=bounded("window"), default=d.window, help="closes per input window")
+    p.add_argument("--hidden-size", type=bounded("hidden_size"), default=d.hidden_size)
+    p.add_argument("--num-layers", type=bounded("num_layers"), default=d.num_layers)
+    p.add_argument("--max-epochs", type=bounded("max_epochs"), default=d.max_epochs)
+    p.add_argument("--learning-rate", type=bounded("learning_rate"), default=d.learning_rate)
+    p.add_argument("--batch-size", type=bounded("batch_size"), default=d.batch_size)
+    p.add_argument("--seed", type=bounded("seed"), default=d.seed)
     p.add_argument(
-        "--patience", type=_positive_int, default=d.patience, help="early-stopping patience (epochs)"
+        "--patience", type=bounded("patience"), default=d.patience, help="early-stopping patience (epochs)"
     )
     p.add_argument(
         "--refit",
-        type=_boolean,
+        type=bounded("refit"),
         default=d.refit,
         help="after the evaluation, serve the configuration retrained on all windows for the selected "
         "number of epochs (true, default) or the evaluation model itself (false)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=bounded("threads"),
         default=1,
         help="torch CPU threads (a small LSTM is fastest on one; default 1)",
     )

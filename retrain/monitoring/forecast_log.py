@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from retrain import settings
+from retrain.state_files import mark_created, refuse_lost_records
+
+_TABLES = ("forecasts", "days", "triggers")
 
 
 def default_path() -> Path:
@@ -27,6 +30,7 @@ class ForecastLog:
         from retrain.state_files import ensure_parent
 
         ensure_parent(self.path)
+        refuse_lost_records(self.path, _TABLES, "the monitor's forecast log")
         with self._connect() as db:
             db.executescript(
                 """
@@ -41,6 +45,7 @@ class ForecastLog:
                     instance_id TEXT, status TEXT, PRIMARY KEY (ticker, date));
                 """
             )
+        mark_created(self.path)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         # One transaction per block, closed after it; a bad file is a StateError that names it.

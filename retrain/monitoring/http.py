@@ -45,7 +45,7 @@ def served(req: func.HttpRequest) -> func.HttpResponse:
         answer = served_answer(req.route_params.get("ticker", ""), req.params.get("at"))
     except (LedgerError, MarketDataError) as exc:
         return _json({"error": str(exc)}, 400)
-    except StateError as exc:
+    except StateError as exc:  # unreadable, corrupt, emptied or replaced: the operator must act
         return _json({"error": str(exc)}, 503)
     return _json(answer, 200)
 

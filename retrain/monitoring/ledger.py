@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from retrain.state_files import mark_created, refuse_lost_records
 from retrain.vocabulary import TAG_INSTANCE_ID
 
 REASONS = (
@@ -190,6 +191,7 @@ class SqliteLedger:
         from retrain.state_files import ensure_parent
 
         ensure_parent(self.path)
+        refuse_lost_records(self.path, ["served"], "the served ledger (every traffic change)")
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS served ("
@@ -198,6 +200,7 @@ class SqliteLedger:
                 " weight INTEGER NOT NULL, model_name TEXT, model_version TEXT)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS served_by_time ON served (endpoint, time)")
+        mark_created(self.path)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         # One transaction per block, closed after it; a bad file is a StateError that names it.
@@ -377,6 +380,24 @@ def _version_key(version: Any) -> tuple[int, int]:
     return (1, int(text)) if text.isdigit() else (0, 0)
 
 
+APPEND_ATTEMPTS = 3
+APPEND_BACKOFF_S = (0.2, 1.0)  # between attempts: a locked or briefly unavailable store recovers
+
+
+def append_with_retry(ledger: ServedLedger | None, event: TrafficEvent) -> None:
+    """Append `event`, retrying (bounded) a store that fails; raises the last failure."""
+    import time
+
+    for attempt in range(APPEND_ATTEMPTS):
+        try:
+            (ledger or get_ledger()).append(event)
+            return
+        except Exception:
+            if attempt == APPEND_ATTEMPTS - 1:
+                raise
+            time.sleep(APPEND_BACKOFF_S[min(attempt, len(APPEND_BACKOFF_S) - 1)])
+
+
 def record_traffic_change(
     platform: Any,
     endpoint: str,
@@ -386,9 +407,10 @@ def record_traffic_change(
     new_model: tuple[str, Mapping[str, Any]] | None = None,
     removed_slot: str | None = None,
     ledger: ServedLedger | None = None,
-) -> TrafficEvent | None:
-    """Append the endpoint's traffic after a change to the ledger. The rollout must not fail because the
-    ledger did: a failure is logged and None returned."""
+) -> TrafficEvent | str:
+    """Append the endpoint's traffic after a change to the ledger (retried, `append_with_retry`). The
+    rollout must not fail because the ledger did: a failure is logged and returned as a warning text
+    (the cycle puts it in its status' `warnings`), never dropped silently."""
     import logging
 
     try:
@@ -405,10 +427,12 @@ def record_traffic_change(
         newest = max(deployments.values(), key=lambda m: _version_key((m or {}).get("version")), default=None)
         instance_id = ((newest or {}).get("tags") or {}).get(TAG_INSTANCE_ID)
         event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id)
-        (ledger or get_ledger()).append(event)
+        append_with_retry(ledger, event)
         return event
     except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
-        logging.getLogger(__name__).error(
-            "served ledger: could not record %s on %s: %s", reason, endpoint, exc
+        warning = (
+            f"served ledger: the {reason or 'traffic'} change on {endpoint} was NOT recorded "
+            f"({type(exc).__name__}: {str(exc)[:300]}); GET /api/served and the monitor miss it"
         )
-        return None
+        logging.getLogger(__name__).error("%s", warning)
+        return warning

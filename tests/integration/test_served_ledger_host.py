@@ -96,3 +96,28 @@ def test_a_corrupt_or_unopenable_ledger_is_a_503_that_names_the_file(host, tmp_p
     ledger.mkdir()  # what a read-only state dir does to SQLite, also when the tests run as root
     code, answer = served(host, "MSFT")
     assert code == 503 and str(ledger) in answer["error"] and "cannot be opened" in answer["error"], answer
+
+
+def test_a_cycle_whose_ledger_records_are_lost_says_so_in_its_status(host, tmp_path):
+    # The ledger's file cannot be opened (a directory stands where it should be): every append fails,
+    # after its retries. The rollout goes on, and the cycle's status and output carry the loss.
+    (tmp_path / "monitoring" / "ledger.sqlite").mkdir(parents=True)
+    done = run_cycle(host)
+    assert done["output"]["status"] == "deployed"
+    warnings = done["output"]["warnings"]
+    assert warnings == done["warnings"]  # the readable status shows them too
+    lost = [w for w in warnings if "was NOT recorded" in w]
+    assert [w.split("the ", 1)[1].split(" change", 1)[0] for w in lost] == ["deploy", "traffic"], warnings
+    assert all("msft-forecast" in w and "cannot be opened" in w for w in lost)
+
+
+def test_an_emptied_ledger_is_refused_not_recreated(host, tmp_path):
+    assert run_cycle(host)["output"]["status"] == "deployed"
+    ledger = tmp_path / "monitoring" / "ledger.sqlite"
+    assert SqliteLedger(ledger).events("msft-forecast")
+    ledger.write_bytes(b"")  # emptied
+    code, answer = served(host, "MSFT")
+    assert code == 503, answer
+    assert str(ledger) in answer["error"] and "is empty" in answer["error"]
+    assert "restore the file from a backup" in answer["error"]
+    assert ledger.stat().st_size == 0  # nothing was recreated over it

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrain.monitoring.forecast_log import ForecastLog, TableForecastLog
+from retrain.state_files import StateError as StateError
 from tests.unit.azure_recording_transport import StaticTokenCredential
 from tests.unit.table_recording_transport import TableTransport
 
@@ -68,3 +69,14 @@ def test_days_and_triggers(store) -> None:
     assert trigger["reason"].startswith("KS distance")
     assert store.last_trigger_date("MSFT", "2012-08-08") == "2012-08-07"
     assert store.last_trigger_date("MSFT", "2012-08-07") is None  # strictly before
+
+
+def test_an_emptied_forecast_log_is_refused_not_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "monitoring" / "monitor.sqlite"
+    ForecastLog(path).record_day("MSFT", "2026-01-05", {"mae": 1.0})
+    path.write_bytes(b"")
+    with pytest.raises(StateError) as refused:
+        ForecastLog(path)
+    message = str(refused.value)
+    assert f"{path} is empty" in message and "the monitor's forecast log" in message
+    assert "restore the file from a backup, or delete" in message and path.stat().st_size == 0

@@ -4,15 +4,18 @@ adapters (SQLite; Azure Table Storage through the real azure-data-tables client 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from retrain.monitoring.ledger import (
+    APPEND_ATTEMPTS,
     LedgerError,
     ServedLedger,
     SqliteLedger,
     TableLedger,
+    TrafficEvent,
     format_time,
     infer_reason,
     parse_time,
@@ -157,8 +160,9 @@ def test_record_traffic_change_takes_models_from_the_endpoint_and_never_raises(t
     retired = record_traffic_change(platform, "msft-forecast", "retire", removed_slot="blue", ledger=ledger)
     assert [s.slot for s in retired.slots] == ["green"]
     assert [e.reason for e in ledger.events("msft-forecast")] == ["deploy", "promote", "retire"]
-    # A broken ledger is logged, not raised: the rollout goes on.
-    assert record_traffic_change(platform, "msft-forecast", "swap", ledger=ledger) is None
+    # A broken record is logged and returned as a warning, not raised: the rollout goes on.
+    lost = record_traffic_change(platform, "msft-forecast", "swap", ledger=ledger)
+    assert isinstance(lost, str) and "swap change on msft-forecast was NOT recorded" in lost
 
 
 @pytest.mark.parametrize(
@@ -200,3 +204,60 @@ def test_a_bad_ledger_file_is_a_state_error_that_names_it(tmp_path: Path, conten
     with pytest.raises(StateError, match=says) as caught:
         SqliteLedger(path).events("msft-forecast")
     assert str(path) in str(caught.value) and caught.value.path == path
+
+
+class _FlakyLedger:
+    """A ServedLedger whose store fails its first `failures` appends (a locked or briefly absent file)."""
+
+    def __init__(self, inner: SqliteLedger, failures: int) -> None:
+        self.inner, self.failures, self.attempts = inner, failures, 0
+
+    def append(self, event) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise sqlite3.OperationalError("database is locked")
+        self.inner.append(event)
+
+    def events(self, endpoint, until=None):
+        return self.inner.events(endpoint, until)
+
+
+def test_a_failing_append_is_retried_then_reported_never_dropped_silently(tmp_path: Path) -> None:
+    platform = _Platform(
+        EndpointState(
+            name="msft-forecast", state="Succeeded", traffic={"blue": 100}, deployments={"blue": V1}
+        )
+    )
+    recovers = _FlakyLedger(SqliteLedger(tmp_path / "ledger.sqlite"), failures=APPEND_ATTEMPTS - 1)
+    event = record_traffic_change(platform, "msft-forecast", "restore", ledger=recovers)
+    assert isinstance(event, TrafficEvent) and recovers.attempts == APPEND_ATTEMPTS
+    assert [e.event_id for e in recovers.events("msft-forecast")] == [event.event_id]
+    never = _FlakyLedger(SqliteLedger(tmp_path / "other.sqlite"), failures=APPEND_ATTEMPTS)
+    lost = record_traffic_change(platform, "msft-forecast", "restore", ledger=never)
+    assert isinstance(lost, str) and never.attempts == APPEND_ATTEMPTS
+    assert "restore change on msft-forecast was NOT recorded (OperationalError: database is locked)" in lost
+    assert never.events("msft-forecast") == []
+
+
+def test_an_emptied_or_replaced_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "monitoring" / "ledger.sqlite"
+    SqliteLedger(path).append(traffic_event("msft-forecast", "deploy", {"blue": 100}, {"blue": V1}))
+    path.write_bytes(b"")
+    with pytest.raises(StateError) as refused:
+        SqliteLedger(path)
+    message = str(refused.value)
+    assert f"{path} is empty" in message and "restore the file from a backup" in message
+    assert "ledger.sqlite.created" in message and path.stat().st_size == 0
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    other = sqlite3.connect(path)  # replaced by another database
+    other.execute("CREATE TABLE unrelated (x)")
+    other.close()
+    with pytest.raises(StateError, match="lacks the tables served"):
+        SqliteLedger(path)
+    path.unlink()
+    with pytest.raises(StateError, match="is missing"):
+        SqliteLedger(path)
+    # The way out the message names: delete the marker, and a fresh ledger starts.
+    (tmp_path / "monitoring" / "ledger.sqlite.created").unlink()
+    assert SqliteLedger(path).events("msft-forecast") == []

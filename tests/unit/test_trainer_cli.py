@@ -55,7 +55,7 @@ def test_bad_data_exits_non_zero_with_one_line(tmp_path: Path, make_data, messag
 
 def test_bad_hyperparameter_is_rejected_by_the_parser(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "--data", "x.csv", "--window", "0")
-    assert result.returncode == 2 and "--window: must be a positive integer" in result.stderr
+    assert result.returncode == 2 and "--window: expected an integer from 2 to 500, got 0" in result.stderr
 
 
 def test_hyperparameters_arrive_generically_as_param_and_parse_like_their_flags() -> None:
@@ -77,7 +77,7 @@ def test_hyperparameters_arrive_generically_as_param_and_parse_like_their_flags(
     ("param", "message"),
     [
         ("epochz=3", "--param 'epochz=3': use key=value with key one of batch_size, hidden_size"),
-        ("max_epochs=0", "--param max_epochs='0': must be a positive integer, got 0"),
+        ("max_epochs=0", "--param max_epochs='0': expected an integer from 1 to 1000, got 0"),
         ("champion_model=x", "use key=value with key one of"),
         ("no_equals_sign", "use key=value"),
     ],

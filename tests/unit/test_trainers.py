@@ -33,8 +33,7 @@ def _hyperparameter_names() -> set[str]:
     for trainer in trainers.TRAINERS.values():
         source = trainer.script_path().read_text()
         names |= {n.replace("-", "_") for n in re.findall(r'add_argument\(\s*"--([a-z][a-z-]+)"', source)}
-        declared = re.search(r"PARAM_DEFAULTS = \{([^}]*)\}", source)  # a trainer that only takes --param
-        names |= set(re.findall(r'"([a-z_]+)":', declared.group(1))) if declared else set()
+        names |= set(trainers.declared_hyperparameters(trainer))  # the contract's declaration
     return names - {"data", "output", "champion_model", "param"}  # the contract's own inputs
 
 
@@ -138,3 +137,63 @@ def test_a_trailing_newline_or_a_huge_value_is_refused_without_an_echo(params: d
     with pytest.raises(TrainerError) as caught:
         param_pairs(params)
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("name", trainers.names())
+def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itself(name: str) -> None:
+    """The declaration (hyperparameters.json) names exactly what the trainer takes, and the trainer's own
+    parsing refuses a value just outside each declared bound (in a fresh process: no retrain imports)."""
+    trainer = get_trainer(name)
+    declared = trainers.declared_hyperparameters(trainer)
+    assert (
+        set(declared)
+        == {
+            "lstm": {
+                "window",
+                "hidden_size",
+                "num_layers",
+                "max_epochs",
+                "learning_rate",
+                "batch_size",
+                "seed",
+                "patience",
+                "threads",
+                "refit",
+            },
+            "ridge": {"window", "alpha", "refit"},
+        }[name]
+    )
+    outside = []
+    for key, spec in declared.items():
+        if spec["type"] == "bool":
+            outside.append(f"{key}=maybe")
+            continue
+        step = 1 if spec["type"] == "int" else spec["max"] * 1e-3
+        outside += [f"{key}={spec['max'] + step}", f"{key}={spec['min'] - (step if spec['min'] > 0 else 1)}"]
+    parse = (
+        "import train, sys\n"
+        "for pair in sys.argv[1:]:\n"
+        "    try:\n"
+        + (
+            "        train.parse_args(['--data', 'd', '--output', 'o', '--param', pair])\n"
+            if name == "lstm"
+            else "        train.config_from_params([pair])\n"
+        )
+        + "    except (SystemExit, train.TrainerError):\n        continue\n"
+        "    print('ACCEPTED', pair)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); exec({parse!r})", *outside],
+        cwd=trainer.folder_path(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ACCEPTED" not in done.stdout, done.stdout
+    for pair in outside:  # and the edge refuses the same values, naming the bounds
+        key, _, value = pair.partition("=")
+        with pytest.raises(TrainerError, match=f"hyperparameter {key}="):
+            trainers.validate_hyperparameters(trainer, {key: value})
+    for key, spec in declared.items():  # the defaults pass both
+        trainers.validate_hyperparameters(trainer, {key: spec["default"]})

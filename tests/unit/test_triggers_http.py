@@ -72,6 +72,24 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         ('{"trainer": "ridge", "max_epochs": 3}', "trainer ridge does not train in epochs"),
         ('{"hyperparameters": [1]}', "hyperparameters must be an object"),
         ('{"hyperparameters": {"alpha": "1 && rm"}}', "no spaces or quotes"),
+        # The trainer's declared bounds (its hyperparameters.json), not only safe text.
+        (
+            '{"hyperparameters": {"max_epochs": 100000000}}',
+            "max_epochs='100000000': expected an integer from 1 to 1000",
+        ),
+        (
+            '{"hyperparameters": {"patience": 100000000}}',
+            "patience='100000000': expected an integer from 1 to 1000",
+        ),
+        ('{"hyperparameters": {"threads": 512}}', "threads='512': expected an integer from 1 to 64"),
+        ('{"hyperparameters": {"learning_rate": "fast"}}', "expected a number from 1e-06 to 1.0"),
+        ('{"hyperparameters": {"refit": "maybe"}}', "refit='maybe': expected true or false"),
+        ('{"hyperparameters": {"max_epoch": 5}}', "trainer lstm has no hyperparameter 'max_epoch'; it takes"),
+        (
+            '{"trainer": "ridge", "hyperparameters": {"alpha": -1}}',
+            "expected a number from 0.0 to 1000000.0 or auto",
+        ),
+        ('{"trainer": "ridge", "hyperparameters": {"window": 100000}}', "expected an integer from 3 to 500"),
     ],
 )
 def test_bad_bodies_say_what_to_send(body, says):
@@ -243,3 +261,12 @@ def test_the_fetch_activity_applies_the_same_policy(tmp_path, monkeypatch):
     for source in (f"csv:{outside}", "csv:link.csv", "csv:/proc/self/environ"):
         with pytest.raises(MarketDataError, match="inside the data directory|not a file in the data"):
             activities.fetch_data({**payload, "source": source})
+
+
+def test_a_setting_out_of_the_trainers_bounds_is_refused_with_them():
+    # RETRAIN_MAX_EPOCHS reaches the trainer as a hyperparameter: the same declared bounds apply.
+    with pytest.raises(BadRequest, match="max_epochs='5000': expected an integer from 1 to 1000"):
+        parse_retrain_request(b"", {**ENV, "RETRAIN_MAX_EPOCHS": "5000"})
+    assert parse_retrain_request(
+        b'{"trainer": "ridge", "hyperparameters": {"alpha": "auto", "refit": false}}', ENV
+    ).hyperparameters == {"alpha": "auto", "refit": False}

@@ -42,8 +42,15 @@ DEFAULT_EXPERIMENT = "forecaster"
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15
 MIN_WINDOWS = {"train": 20, "val": 5, "test": 5}
 ALPHA_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-# Every hyperparameter this trainer takes through `--param key=value`, with its default.
-PARAM_DEFAULTS = {"window": "20", "alpha": "auto", "refit": "true"}
+# Every hyperparameter this trainer takes through `--param key=value`, with its type, bounds and default:
+# declared in hyperparameters.json beside this script (the trainer contract), which the edge enforces too.
+HYPERPARAMETERS: dict[str, dict[str, Any]] = json.loads(
+    (Path(__file__).resolve().parent / "hyperparameters.json").read_text(encoding="utf-8")
+)
+PARAM_DEFAULTS = {
+    k: (str(v["default"]).lower() if isinstance(v["default"], bool) else str(v["default"]))
+    for k, v in HYPERPARAMETERS.items()
+}
 BOOLEAN_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -87,24 +94,35 @@ def config_from_params(pairs: list[str]) -> RidgeConfig:
                 f"unknown hyperparameter {key!r}; this trainer takes {', '.join(sorted(PARAM_DEFAULTS))}"
             )
         values[key] = value
+    window = bounded("window", values["window"])
+    refit = bounded("refit", values["refit"])
+    alpha = bounded("alpha", values["alpha"])
+    return RidgeConfig(window=window, alpha=None if alpha == "auto" else alpha, refit=refit)
+
+
+def bounded(key: str, text: str) -> Any:
+    """The value of hyperparameter `key` from its text, within its declared type and bounds
+    (hyperparameters.json); raises TrainerError saying what to send."""
+    spec = HYPERPARAMETERS[key]
+    if text.strip() in spec.get("also", ()):
+        return text.strip()
+    kind, low, high = spec["type"], spec.get("min"), spec.get("max")
+    expected = (
+        "true or false"
+        if kind == "bool"
+        else f"{'an integer' if kind == 'int' else 'a number'} from {low} to {high}"
+        + (f" or {' or '.join(spec['also'])}" if spec.get("also") else "")
+    )
     try:
-        window = int(values["window"])
-    except ValueError:
-        raise TrainerError(f"window={values['window']!r}: expected an integer >= 3") from None
-    if window < 3:
-        raise TrainerError(f"window={window}: expected an integer >= 3")
-    refit = BOOLEAN_TEXT.get(values["refit"].strip().lower())
-    if refit is None:
-        raise TrainerError(f"refit={values['refit']!r}: expected true or false")
-    if values["alpha"] == "auto":
-        return RidgeConfig(window=window, alpha=None, refit=refit)
-    try:
-        alpha = float(values["alpha"])
-    except ValueError:
-        alpha = math.nan
-    if not math.isfinite(alpha) or alpha < 0:
-        raise TrainerError(f"alpha={values['alpha']!r}: expected auto or a number >= 0")
-    return RidgeConfig(window=window, alpha=alpha, refit=refit)
+        if kind == "bool":
+            value: Any = BOOLEAN_TEXT[text.strip().lower()]
+        else:
+            value = int(text) if kind == "int" else float(text)
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ValueError
+    except (KeyError, ValueError):
+        raise TrainerError(f"{key}={text!r}: expected {expected}") from None
+    return value
 
 
 # -------------------------------------------------------------------------------------------- data
