@@ -279,17 +279,19 @@ async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -
     return None
 
 
-def _created_order(status: Any) -> tuple[datetime, str]:
+def _created(status: Any) -> datetime:
     created = status.created_time or datetime.min.replace(tzinfo=UTC)
-    return (created if created.tzinfo else created.replace(tzinfo=UTC), status.instance_id or "")
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 async def earlier_active_instance(
     client: df.DurableOrchestrationClient, ticker: str, instance_id: str
 ) -> Any | None:
-    """The earliest active cycle of `ticker` created before `instance_id` (by created time, then id), or
-    None when `instance_id` is the first. Two cycles that check at once agree on the order, so exactly
-    one goes on; one that checks before the other exists goes on, and the other then sees it."""
+    """The earliest active cycle of `ticker` other than `instance_id` created no later than it, or None
+    when `instance_id` is the only one or the first. A cycle that checks before another exists goes on,
+    and the other, created later, then sees it. Created times have whole seconds (as the Durable HTTP API
+    reports them), so two cycles created in the same second both give way: never two at once, at the
+    price of a retry for a same-second pair (the HTTP starter never makes one: it starts one at a time)."""
     candidates = await client.get_status_by(
         instance_id_prefix=naming.ticker_instance_prefix(ticker), runtime_status=ACTIVE_STATUSES
     )
@@ -300,10 +302,10 @@ async def earlier_active_instance(
         and naming.is_instance_of(s.instance_id or "", ticker)
     ]
     mine = next((s for s in active if s.instance_id == instance_id), None)
-    others = sorted((s for s in active if s.instance_id != instance_id), key=_created_order)
-    if mine is None:  # not listed (yet): everything active is earlier
-        return others[0] if others else None
-    earlier = [s for s in others if _created_order(s) < _created_order(mine)]
+    others = sorted(
+        (s for s in active if s.instance_id != instance_id), key=lambda s: (_created(s), s.instance_id)
+    )
+    earlier = [s for s in others if mine is None or _created(s) <= _created(mine)]
     return earlier[0] if earlier else None
 
 
