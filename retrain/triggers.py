@@ -2,9 +2,12 @@
 
 - ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one orchestration per ticker in ``RETRAIN_TICKERS`` with the
   id ``retrain-<ticker>-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
-- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the status URLs, 400 for a bad
-  body, 409 with the running instance's URLs when the ticker is already being retrained.
-- ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision.
+- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the id and this module's status and
+  terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
+  instance's id and routes when the ticker is already being retrained.
+- ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision;
+  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key.
+- ``earlier_active_cycle`` (activity): the orchestrator's own one-cycle-per-ticker guard.
 - ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
   orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
 

@@ -3,7 +3,8 @@
 - `monitor_timer` (`RETRAIN_MONITOR_SCHEDULE`, default 21:30 UTC on weekdays, after the US close): one
   `monitor_orchestrator` instance per ticker and day (`monitor-<ticker>-<YYYYMMDD>`), for the latest data.
 - `POST /api/monitor` (`{"ticker", "from", "to", "source"}`): step the monitor through each trading day
-  from..to as if it were today (offline sources: data as of each day). 202 with the status URLs.
+  from..to as if it were today (offline sources: data as of each day). 202 with the id and the status
+  (`GET /api/monitor/{id}`) and terminate (`POST /api/monitor/{id}/terminate`) routes, under the function key.
 - `monitor_orchestrator` (deterministic): for each day, the `monitor_day` activity (forecast through the
   stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a retraining cycle as a
   sub-orchestration (`trigger` = drift/performance, the reason in its input, status and model tags, data
