@@ -220,7 +220,7 @@ def validate_cycle_input(data: Any) -> CycleInput:
     from datetime import date
 
     from retrain.gate import GateError, GateMetrics
-    from retrain.trainers import TrainerError, get_trainer, param_pairs
+    from retrain.trainers import TrainerError, get_trainer, validate_hyperparameters
 
     def bad(name: str, expected: str) -> InvalidCycleInput:
         return InvalidCycleInput(f"{name}={_shown(data.get(name))}: expected {expected}")
@@ -280,10 +280,11 @@ def validate_cycle_input(data: Any) -> CycleInput:
         except ValueError:
             raise bad("as_of", 'a date "YYYY-MM-DD", or null') from None
     try:
-        get_trainer(data.get("trainer", "lstm"))  # the registry: a name, never a path
+        trainer = get_trainer(data.get("trainer", "lstm"))  # the registry: a name, never a path
         if data.get("hyperparameters", {}) is None:
             raise TrainerError("hyperparameters must be an object of name -> value, not null")
-        param_pairs(data.get("hyperparameters", {}))  # an object of safe names and values
+        # names, types and bounds as the trainer declares them (its hyperparameters.json, code files)
+        validate_hyperparameters(trainer, data.get("hyperparameters", {}))
         if "gate_metrics" in data and not isinstance(data["gate_metrics"], dict):
             raise GateError("gate_metrics must be an object (retrain.gate.GateMetrics)")
         cycle = CycleInput.from_dict(data)

@@ -67,6 +67,7 @@ def test_a_durable_api_start_with_input_the_edge_refuses_fails_before_any_activi
         ("retrain-msft-20200101t000002z", _cycle(canary_percent=150), "canary_percent"),
         ("retrain-msft-20200101t000003z", _cycle(ticker="msft"), "ticker"),
         ("retrain-msft-20200101t000004z", _cycle(hyperparameters={"x": "$(id)"}), "x"),
+        ("retrain-msft-20200101t000005z", _cycle(hyperparameters={"max_epochs": 100_000_000}), "max_epochs"),
     ):
         assert _durable_start(host, instance_id, cycle) == 202
         status = wait(host, instance_id)

@@ -712,6 +712,7 @@ def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
         ({"ticker": "../x"}, "ticker"),
         ({"trainer": "/tmp/evil"}, "unknown trainer"),
         ({"hyperparameters": {"alpha": "1; rm -rf /"}}, "alpha"),
+        ({"hyperparameters": {"max_epochs": 100_000_000}}, "max_epochs"),  # the trainer's declared bound
         ({"source": "file:///etc/passwd"}, "source"),
         ({"force": "yes"}, "force"),
         ({"gate_policy": "always"}, "gate policy"),
