@@ -110,7 +110,10 @@ def trial(workdir: Path, timeout: float) -> dict[str, Any]:
             if code != 202:
                 outcomes[request["ticker"]] = f"HTTP {code}: {answer}"
                 continue
-            outcomes[request["ticker"]] = _follow(answer["statusQueryGetUri"], started + timeout)
+            # GET /api/retrain/{id} (the readable status) under the function key
+            outcomes[request["ticker"]] = _follow(
+                f"{answer['statusQueryGetUri']}?code={key}", started + timeout
+            )
         return {"outcomes": outcomes, "seconds": time.monotonic() - started}
     finally:
         serve.send_signal(signal.SIGINT)  # Ctrl-C: the host, its routers and slots stop
@@ -135,12 +138,12 @@ def _safe_get(url: str) -> int:
 def _follow(status_url: str, deadline: float) -> str:
     while time.monotonic() < deadline:
         code, status = _http("GET", status_url)
-        if code in (200, 202) and isinstance(status, dict):
-            runtime = status.get("runtimeStatus")
+        if code == 200 and isinstance(status, dict):
+            runtime = status.get("runtime_status")
             if runtime == "Completed":
                 return (status.get("output") or {}).get("status", "completed")
             if runtime in ("Failed", "Terminated"):
-                return f"{runtime}: {str(status.get('output'))[:200]}"
+                return f"{runtime}: {str(status.get('error') or status.get('output'))[:200]}"
         time.sleep(1.0)
     return "timed out"
 

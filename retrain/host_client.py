@@ -72,7 +72,7 @@ class HostClient:
     # -- the retraining cycle ----------------------------------------------------------------------
     def start_cycle(self, body: Any = None) -> tuple[int, Any]:
         """`POST /api/retrain` with `body` (a JSON value, or bytes sent as they are; none: `{}`): 202 with the
-        management URLs, 409 when the ticker is busy, 400 for bad input."""
+        id and the status and terminate routes (no key in them), 409 when the ticker is busy, 400 for bad input."""
         return http_json("POST", self.url("/api/retrain"), {} if body is None else body, self.timeout)
 
     def cycle_status_url(self, instance_id: str) -> str:
@@ -94,7 +94,7 @@ class HostClient:
 
     # -- the monitor -------------------------------------------------------------------------------
     def start_monitor(self, body: Any) -> tuple[int, Any]:
-        """`POST /api/monitor`: 202 with the management URLs (the Durable status URL follows it)."""
+        """`POST /api/monitor`: 202 with `statusQueryGetUri` (`GET /api/monitor/{id}`, add the function key)."""
         return http_json("POST", self.url("/api/monitor"), body, self.timeout)
 
     # -- the Durable HTTP API ----------------------------------------------------------------------

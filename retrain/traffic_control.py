@@ -162,7 +162,7 @@ async def _handle(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, action: str
 ) -> func.HttpResponse:
     from retrain.market_data import MarketDataError, validate_ticker
-    from retrain.triggers import _start_lock, running_instance
+    from retrain.triggers import running_instance, start_lock
 
     try:
         ticker = validate_ticker(req.route_params.get("ticker", ""))
@@ -178,7 +178,7 @@ async def _handle(
             return _answer({"error": f"send a JSON object with one field, traffic: e.g. {EXAMPLE}"}, 400)
         body = parsed
     # The ticker's start lock: no POST /api/retrain of this worker starts a cycle while the change runs.
-    async with _start_lock(ticker):
+    async with start_lock(ticker):
         running = await running_instance(client, ticker)
         if running is not None:
             return _answer(

@@ -2,9 +2,12 @@
 
 - ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one orchestration per ticker in ``RETRAIN_TICKERS`` with the
   id ``retrain-<ticker>-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
-- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the status URLs, 400 for a bad
-  body, 409 with the running instance's URLs when the ticker is already being retrained.
-- ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision.
+- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the id and this module's status and
+  terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
+  instance's id and routes when the ticker is already being retrained.
+- ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision;
+  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key.
+- ``earlier_active_cycle`` (activity): the orchestrator's own one-cycle-per-ticker guard.
 - ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
   orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
 
@@ -28,7 +31,14 @@ import azure.functions as func
 from retrain import naming, settings
 from retrain.trainers import names as trainer_names
 from retrain.vocabulary import TAG_INSTANCE_ID
-from retrain.workflow import JOB_FINISHED_EVENT, ORCHESTRATOR_NAME, CycleInput
+from retrain.workflow import (
+    JOB_FINISHED_EVENT,
+    MAX_REASON_CHARS,
+    ORCHESTRATOR_NAME,
+    CycleInput,
+    InvalidCycleInput,
+    validate_cycle_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +186,7 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
             )
         hyperparameters.setdefault("max_epochs", epochs)
     try:
-        return CycleInput.from_settings(
+        cycle = CycleInput.from_settings(
             ticker,
             "http",
             environ,
@@ -189,6 +199,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         )
     except TrainerError as exc:  # a value from settings (e.g. RETRAIN_MAX_EPOCHS) out of the declared bounds
         raise BadRequest(f"{exc} (from the request or the Function App's settings)") from None
+    try:  # the orchestrator checks its input with the same rules (a start that bypasses this route)
+        return validate_cycle_input(cycle.to_dict())
+    except InvalidCycleInput as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def readable_status(status: Any) -> dict[str, Any]:
@@ -268,6 +282,45 @@ async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -
     return None
 
 
+def _created(status: Any) -> datetime:
+    created = status.created_time or datetime.min.replace(tzinfo=UTC)
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+async def earlier_active_instance(
+    client: df.DurableOrchestrationClient, ticker: str, instance_id: str
+) -> Any | None:
+    """The earliest active cycle of `ticker` other than `instance_id` created no later than it, or None
+    when `instance_id` is the only one or the first. A cycle that checks before another exists goes on,
+    and the other, created later, then sees it. Created times have whole seconds (as the Durable HTTP API
+    reports them), so two cycles created in the same second both give way: never two at once, at the
+    price of a retry for a same-second pair (the HTTP starter never makes one: it starts one at a time)."""
+    candidates = await client.get_status_by(
+        instance_id_prefix=naming.ticker_instance_prefix(ticker), runtime_status=ACTIVE_STATUSES
+    )
+    active = [
+        s
+        for s in candidates
+        if (s.runtime_status.value if s.runtime_status else None) in _ACTIVE_VALUES
+        and naming.is_instance_of(s.instance_id or "", ticker)
+    ]
+    mine = next((s for s in active if s.instance_id == instance_id), None)
+    others = sorted(
+        (s for s in active if s.instance_id != instance_id), key=lambda s: (_created(s), s.instance_id)
+    )
+    earlier = [s for s in others if mine is None or _created(s) <= _created(mine)]
+    return earlier[0] if earlier else None
+
+
+@bp.activity_trigger(input_name="payload")
+@bp.durable_client_input(client_name="client")
+async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
+    """The orchestrator's one-cycle-per-ticker guard (`workflow.guard_ticker`; its name is
+    `workflow.TICKER_GUARD_ACTIVITY`): the id of an earlier active cycle of the ticker, if any."""
+    earlier = await earlier_active_instance(client, payload["ticker"], payload["instance_id"])
+    return earlier.instance_id if earlier is not None else None
+
+
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -275,53 +328,77 @@ async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationCl
         cycle = parse_retrain_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
-    # Check-then-start is one step per ticker in this worker; across workers, the start's conflict is
-    # caught below. Either way a busy ticker answers 409, never a 500.
-    async with _start_lock(cycle.ticker):
+    # Check-then-start is one step per ticker in this worker; across workers (or beside a timer or a
+    # monitor breach) the start's conflict is caught. Either way a busy ticker answers 409, never a 500.
+    async with start_lock(cycle.ticker):
         running = await running_instance(client, cycle.ticker)
+        if running is None:
+            instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
+            running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
         if running is not None:
-            return _busy(req, client, cycle.ticker, running)
-        instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
-        try:
-            await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
-        except Exception:
-            running = await running_instance(client, cycle.ticker) or await instance_status(
-                client, instance_id
-            )
-            if running is None:
-                raise
-            return _busy(req, client, cycle.ticker, running)
+            return _busy(req, cycle.ticker, running)
     log.info("started %s for %s (http)", instance_id, cycle.ticker)
-    return client.create_check_status_response(req, instance_id)
+    return accepted(req.url, instance_id, "retrain")
 
 
 _START_LOCKS: dict[str, asyncio.Lock] = {}
 
 
-def _start_lock(ticker: str) -> asyncio.Lock:
+def start_lock(key: str) -> asyncio.Lock:
+    """One start at a time per key (a ticker's cycles, a monitor id) in this worker."""
     # Created and used on the worker's one event loop thread, so the dict needs no lock of its own.
-    return _START_LOCKS.setdefault(ticker, asyncio.Lock())
+    return _START_LOCKS.setdefault(key, asyncio.Lock())
 
 
-def _busy(req: func.HttpRequest, client: df.DurableOrchestrationClient, ticker: str, running: Any) -> Any:
-    urls = client.create_http_management_payload(running.instance_id)
+async def start_or_find(
+    client: df.DurableOrchestrationClient, name: str, instance_id: str, input_: Any
+) -> Any | None:
+    """Start orchestration `name` as `instance_id`: None when it started; when an instance with that id
+    already exists (two starts in the same second, another worker), its status. Other failures raise."""
+    try:
+        await client.start_new(name, instance_id, input_)
+        return None
+    except Exception:
+        existing = await instance_status(client, instance_id)
+        if existing is None:
+            raise
+        log.info("start of %s: the instance exists already (%s)", instance_id, existing.runtime_status)
+        return existing
+
+
+def management_links(request_url: str, instance_id: str, route: str) -> dict[str, str]:
+    """What a 202 or 409 hands out: the project's own routes (`/api/<route>/{id}`, `.../terminate`),
+    opened by the caller's function key (send it as `code=` or the `x-functions-key` header). No key is in
+    them: the Durable extension's key, which can also start orchestrations and purge histories, is never
+    handed out."""
+    parts = urllib.parse.urlsplit(request_url)
+    base = f"{parts.scheme}://{parts.netloc}/api/{route}/{urllib.parse.quote(instance_id, safe='')}"
+    return {"id": instance_id, "statusQueryGetUri": base, "terminatePostUri": f"{base}/terminate"}
+
+
+def accepted(request_url: str, instance_id: str, route: str) -> func.HttpResponse:
+    """202 for a started instance: its id and management links (replaces the Durable SDK's
+    create_check_status_response, whose URLs carry the extension's system key)."""
+    links = management_links(request_url, instance_id, route)
+    return func.HttpResponse(
+        json.dumps(links, indent=2),
+        status_code=202,
+        mimetype="application/json",
+        headers={"Location": links["statusQueryGetUri"], "Retry-After": "10"},
+    )
+
+
+def _busy(req: func.HttpRequest, ticker: str, running: Any) -> Any:
     state = running.runtime_status.value if running.runtime_status else "unknown"
     return _json(
         {
             "error": f"{ticker} is already being retrained by {running.instance_id} "
             f"({state}); wait for it or follow its status URL",
             "instance_id": running.instance_id,
-            "statusQueryGetUri": urls["statusQueryGetUri"],
-            "readableStatusUri": _readable_url(req.url, running.instance_id),
-            **urls,
+            **management_links(req.url, running.instance_id, "retrain"),
         },
         409,
     )
-
-
-def _readable_url(request_url: str, instance_id: str) -> str:
-    base = request_url.split("?", 1)[0].rstrip("/")
-    return f"{base}/{urllib.parse.quote(instance_id, safe='')}"
 
 
 @bp.route(route="retrain/{instance_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -340,6 +417,32 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
             404,
         )
     return _json(readable_status(status), 200)
+
+
+@bp.route(route="retrain/{instance_id}/terminate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def terminate_retrain(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    """Terminate a cycle under the function key (`?reason=` optional): 202, 404 unknown, 409 finished."""
+    instance_id = req.route_params.get("instance_id", "")
+    answer = await terminate_instance(client, instance_id, req.params.get("reason"), naming.parse_instance_id)
+    return _json(answer[1], answer[0])
+
+
+async def terminate_instance(
+    client: df.DurableOrchestrationClient, instance_id: str, reason: str | None, is_ours: Any
+) -> tuple[int, dict[str, Any]]:
+    """(status code, body) of a terminate request; only ids `is_ours` accepts reach the client."""
+    status = await instance_status(client, instance_id) if is_ours(instance_id) else None
+    if status is None:
+        return 404, {"error": f"no orchestration {_shown(instance_id)}"}
+    runtime = status.runtime_status.value if status.runtime_status else "unknown"
+    if runtime not in _ACTIVE_VALUES:
+        return 409, {"error": f"{instance_id} is already {runtime}", "instance_id": instance_id}
+    reason = (reason or "terminated through the function-key route")[:500]
+    await client.terminate(instance_id, reason)
+    return 202, {"instance_id": instance_id, "terminating": True, "reason": reason}
 
 
 @bp.timer_trigger(schedule="%RETRAIN_SCHEDULE%", arg_name="timer", run_on_startup=False)
@@ -369,10 +472,14 @@ async def start_scheduled(
         elif (running := await running_instance(client, ticker)) is not None:
             outcome[ticker] = f"skipped: {running.instance_id} is running"
         else:
-            await client.start_new(
-                ORCHESTRATOR_NAME, instance_id, CycleInput.from_settings(ticker, "timer", environ).to_dict()
+            cycle = CycleInput.from_settings(ticker, "timer", environ).to_dict()
+            async with start_lock(ticker):
+                existing = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle)
+            outcome[ticker] = (
+                f"skipped: {instance_id} exists ({existing.runtime_status.value})"
+                if existing is not None
+                else f"started {instance_id}"
             )
-            outcome[ticker] = f"started {instance_id}"
         log.info("timer: %s: %s", ticker, outcome[ticker])
     return outcome
 
@@ -440,9 +547,12 @@ async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, brea
         ticker = validate_ticker(breach["ticker"])
     except MarketDataError as exc:
         return f"ignored a model monitoring breach: {exc}"
-    if (running := await running_instance(client, ticker)) is not None:
+    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach["reason"][:MAX_REASON_CHARS])
+    async with start_lock(ticker):  # two breaches at once, or beside POST /api/retrain: one cycle
+        running = await running_instance(client, ticker)
+        if running is None:
+            instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
+            running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+    if running is not None:
         return f"ignored a model monitoring breach for {ticker}: {running.instance_id} is running"
-    instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
-    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach["reason"])
-    await client.start_new(ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
     return f"started {instance_id} for {ticker} (Azure ML model monitoring breach)"

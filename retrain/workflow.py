@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 
 ORCHESTRATOR_NAME = "retrain_orchestrator"
 JOB_FINISHED_EVENT = "job_finished"
+# The activity that names an earlier active cycle of the same ticker (registered in retrain.triggers).
+TICKER_GUARD_ACTIVITY = "earlier_active_cycle"
 
 # Durable timers cannot be longer than 6 days (Azure Storage backend); longer waits loop.
 MAX_TIMER = timedelta(days=6)
@@ -183,6 +185,114 @@ class CycleInput:
         from retrain.gate import GatePolicy
 
         return GatePolicy(self.gate_policy, self.gate_noninferiority_margin, self.gate_baseline_rule)
+
+
+class InvalidCycleInput(ValueError):
+    """A cycle input that breaks the edge's rules; the message names the field and what to send."""
+
+
+TRIGGERS = ("timer", "http", "drift", "performance", "azureml_monitor")
+# Bounds of the numeric inputs: (field, smallest, largest, what it is). Settings and requests both land
+# here; a value outside is refused before the cycle does anything.
+_NUMBER_BOUNDS: tuple[tuple[str, float, float, str], ...] = (
+    ("poll_minutes", 0.001, 10080.0, "minutes between job polls (RETRAIN_JOB_POLL_MINUTES)"),
+    ("job_timeout_hours", 0.001, 720.0, "hours a training job may take (RETRAIN_JOB_TIMEOUT_HOURS)"),
+    ("baseline_margin", 0.0, 1.0, "a fraction (RETRAIN_GATE_BASELINE_MARGIN)"),
+    ("gate_alpha", 1e-6, 0.5, "the gate's significance level (RETRAIN_GATE_ALPHA)"),
+    ("smoke_max_latency_ms", 0.0, 600000.0, "milliseconds (RETRAIN_SMOKE_MAX_LATENCY_MS)"),
+    ("deploy_timeout_minutes", 0.001, 10080.0, "minutes (RETRAIN_DEPLOY_TIMEOUT_MINUTES)"),
+)
+MAX_REASON_CHARS = 2000
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def validate_cycle_input(data: Any) -> CycleInput:
+    """The cycle input checked with the edge's rules, or `InvalidCycleInput` saying what to send.
+
+    Pure (no settings, no files, no clock): `POST /api/retrain` calls it on the input it built, and
+    `retrain_orchestrator` calls it again on whatever input it was started with, so a start through the
+    Durable HTTP API (the extension key) is held to the same rules. A request's `csv:` path is confined
+    to RETRAIN_DATA_DIR at the edge and again by the fetch activity (`market_data.request_data_dir`)."""
+    from datetime import date
+
+    from retrain.gate import GateError, GateMetrics
+    from retrain.trainers import TrainerError, get_trainer, validate_hyperparameters
+
+    def bad(name: str, expected: str) -> InvalidCycleInput:
+        return InvalidCycleInput(f"{name}={_shown(data.get(name))}: expected {expected}")
+
+    if not isinstance(data, dict):
+        raise InvalidCycleInput(
+            f"the cycle input must be a JSON object, not {type(data).__name__}; start cycles with "
+            'POST /api/retrain {"ticker": "MSFT"}'
+        )
+    known = {f.name for f in fields(CycleInput)}
+    unknown = sorted(str(k) for k in set(data) - known)
+    if unknown:
+        names = ", ".join(_shown(k, 40) for k in unknown[:5])
+        raise InvalidCycleInput(f"unknown cycle input field(s) {names}; known: {', '.join(sorted(known))}")
+    ticker = data.get("ticker")
+    try:
+        canonical = naming.validate_ticker(ticker)  # type: ignore[arg-type]
+    except naming.TickerError as exc:
+        raise InvalidCycleInput(f"ticker: {exc}") from None
+    if canonical != ticker:
+        raise bad("ticker", f"the canonical ticker {canonical!r}")
+    source = data.get("source", "yfinance")
+    if not isinstance(source, str) or not (
+        source in ("yfinance", "sample") or (source.startswith("csv:") and source[4:].strip())
+    ):
+        raise bad("source", "yfinance, sample or csv:PATH")
+    lookback = data.get("lookback_days")
+    if lookback is not None and (
+        isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500
+    ):
+        raise bad("lookback_days", "an integer from 30 to 36500 (RETRAIN_LOOKBACK_DAYS)")
+    for flag in ("force", "keep_old_slot"):
+        if flag in data and not isinstance(data[flag], bool):
+            raise bad(flag, "true or false")
+    for name, low, high, what in _NUMBER_BOUNDS:
+        value = data.get(name)
+        if name in data and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
+        ):
+            raise bad(name, f"a number from {low:g} to {high:g}: {what}")
+    canary = data.get("canary_percent")
+    if "canary_percent" in data and (
+        isinstance(canary, bool) or not isinstance(canary, int) or not 0 <= canary <= 100
+    ):
+        raise bad("canary_percent", "an integer from 0 to 100 (RETRAIN_CANARY_PERCENT)")
+    if data.get("trigger", "http") not in TRIGGERS:
+        raise bad("trigger", " or ".join(TRIGGERS))
+    reason = data.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
+        raise bad("reason", f"a text of at most {MAX_REASON_CHARS} characters, or null")
+    as_of = data.get("as_of")
+    if as_of is not None:
+        try:
+            if not isinstance(as_of, str) or len(as_of) != 10:
+                raise ValueError(as_of)
+            date.fromisoformat(as_of)
+        except ValueError:
+            raise bad("as_of", 'a date "YYYY-MM-DD", or null') from None
+    try:
+        trainer = get_trainer(data.get("trainer", "lstm"))  # the registry: a name, never a path
+        if data.get("hyperparameters", {}) is None:
+            raise TrainerError("hyperparameters must be an object of name -> value, not null")
+        # names, types and bounds as the trainer declares them (its hyperparameters.json, code files)
+        validate_hyperparameters(trainer, data.get("hyperparameters", {}))
+        if "gate_metrics" in data and not isinstance(data["gate_metrics"], dict):
+            raise GateError("gate_metrics must be an object (retrain.gate.GateMetrics)")
+        cycle = CycleInput.from_dict(data)
+        GateMetrics.from_dict(cycle.gate_metrics)
+        cycle.gate_policy_of()
+    except (TrainerError, GateError, TypeError) as exc:
+        raise InvalidCycleInput(str(exc)) from None
+    return cycle
 
 
 def _gate_policy_fields(policy: GatePolicy) -> dict[str, Any]:
@@ -450,10 +560,52 @@ class _Cycle:
         }
 
 
+def started_by_unguarded_code(context: df.DurableOrchestrationContext) -> bool:
+    """Whether this orchestration was started by code from before the input check and the ticker guard:
+    its history's first scheduled activity is another. Its replay then does what that code did (no new
+    first activity, which the replay would find missing); every new orchestration is guarded. Read from
+    the history, which a caller cannot write, never from the input, which a caller can."""
+    from azure.durable_functions.models.history import HistoryEventType
+
+    for event in getattr(context, "histories", None) or []:
+        if event.event_type == HistoryEventType.TASK_SCHEDULED:
+            return bool(event.Name != TICKER_GUARD_ACTIVITY)
+    return False
+
+
+def _refuse_input(context: df.DurableOrchestrationContext, reason: str) -> WorkflowFailed:
+    ticker = (context.get_input() or {}).get("ticker") if isinstance(context.get_input(), dict) else None
+    progress = Progress(context, ticker if isinstance(ticker, str) else "?")
+    progress.finish("failed", error=reason)
+    return WorkflowFailed(reason)
+
+
+def guard_ticker(run: _Cycle) -> Task:
+    """One cycle per ticker, enforced here so that no entry point (HTTP, timer, monitor, a start through
+    the Durable HTTP API) can run two at once: the activity lists the ticker's active cycles and names
+    the earliest one created before this one; then this cycle ends at once, having touched nothing."""
+    earlier = yield from run.call(
+        TICKER_GUARD_ACTIVITY, {"ticker": run.ticker, "instance_id": run.instance_id}
+    )
+    if earlier:
+        raise WorkflowFailed(
+            f"ticker {run.ticker} is already being retrained by {earlier}; this cycle did nothing "
+            "(wait for that one to finish, or terminate it, then start again)"
+        )
+
+
 def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     """The cycle, step by step (see the module docstring); each step is a generator below."""
+    guarded = not started_by_unguarded_code(context)
+    if guarded:
+        try:
+            validate_cycle_input(context.get_input())
+        except InvalidCycleInput as exc:
+            raise _refuse_input(context, f"invalid cycle input: {exc}; nothing was done") from None
     run = _Cycle(context)
     try:
+        if guarded:
+            yield from guard_ticker(run)
         fetched = yield from fetch_data(run)
         champion = yield from get_champion(run)
         code_version = yield from train_and_wait(run, fetched["data"], champion)
@@ -759,12 +911,15 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "CycleInput",
+    "InvalidCycleInput",
     "JOB_FINISHED_EVENT",
+    "TICKER_GUARD_ACTIVITY",
     "ORCHESTRATOR_NAME",
     "SLOTS",
     "WorkflowFailed",
     "call_activity",
     "retrain_orchestrator",
+    "validate_cycle_input",
     "lineage_tags",
     "wait_for_job",
     "wait_for_provisioning",

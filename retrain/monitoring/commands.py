@@ -46,7 +46,7 @@ def add_commands(
         import time
 
         from retrain.cli import CliError, _open_or_join_host, _restore_endpoints, _say, _stop_host
-        from retrain.host_client import TERMINAL_RUNTIME_STATUSES, HostClient, http_json
+        from retrain.host_client import TERMINAL_RUNTIME_STATUSES, HostClient, http_json, with_code
 
         started = time.monotonic()
         state_dir = prepare(args.state_dir)
@@ -69,12 +69,12 @@ def add_commands(
             if code != 202:
                 raise CliError(f"POST /api/monitor answered {code}: {(answer or {}).get('error', answer)}", 2)
             instance_id = answer["id"]
-            status_url = answer["statusQueryGetUri"]
+            status_url = with_code(answer["statusQueryGetUri"], key)  # GET /api/monitor/{id}
             printed: set[int] = set()
             while True:
                 code, status = http_json("GET", status_url)
-                if code in (200, 202) and isinstance(status, dict):
-                    custom = status.get("customStatus") or {}
+                if code == 200 and isinstance(status, dict):
+                    custom = status.get("custom_status") or {}
                     recent = custom.get("recent") if isinstance(custom, dict) else None
                     for day in recent or []:
                         if day["n"] in printed:
@@ -88,7 +88,7 @@ def add_commands(
                             f"{'-' if ratio is None else f'{ratio:.3f}'}, alerts {day.get('alerts') or '[]'}"
                             + (f", RETRAIN ({day['trigger']})" if day.get("trigger") else "")
                         )
-                    if status.get("runtimeStatus") in TERMINAL_RUNTIME_STATUSES:
+                    if status.get("runtime_status") in TERMINAL_RUNTIME_STATUSES:
                         break
                 time.sleep(0.5)
             raw_output = status.get("output")
@@ -96,10 +96,10 @@ def add_commands(
             summary = {
                 **output,
                 "instance_id": instance_id,
-                "runtime_status": status.get("runtimeStatus"),
+                "runtime_status": status.get("runtime_status"),
                 "elapsed_s": round(time.monotonic() - started, 1),
             }
-            if status.get("runtimeStatus") != "Completed":
+            if status.get("runtime_status") != "Completed":
                 summary["error"] = str(status.get("output"))[:2000]
         finally:
             if host is not None:

@@ -3,7 +3,8 @@
 - `monitor_timer` (`RETRAIN_MONITOR_SCHEDULE`, default 21:30 UTC on weekdays, after the US close): one
   `monitor_orchestrator` instance per ticker and day (`monitor-<ticker>-<YYYYMMDD>`), for the latest data.
 - `POST /api/monitor` (`{"ticker", "from", "to", "source"}`): step the monitor through each trading day
-  from..to as if it were today (offline sources: data as of each day). 202 with the status URLs.
+  from..to as if it were today (offline sources: data as of each day). 202 with the id and the status
+  (`GET /api/monitor/{id}`) and terminate (`POST /api/monitor/{id}/terminate`) routes, under the function key.
 - `monitor_orchestrator` (deterministic): for each day, the `monitor_day` activity (forecast through the
   stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a retraining cycle as a
   sub-orchestration (`trigger` = drift/performance, the reason in its input, status and model tags, data
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +41,14 @@ class MonitorRequestError(ValueError):
 
 def monitor_instance_id(ticker: str, first_day: str, now: datetime) -> str:
     return f"monitor-{naming.ticker_slug(ticker)}-{first_day.replace('-', '')}-{now:%H%M%S}"
+
+
+# POST /api/monitor's ids and the timer's (`monitor-<slug>-<YYYYMMDD>`): only these reach the client.
+_MONITOR_ID = re.compile(r"monitor-[a-z0-9._~-]{1,40}-\d{8}(-\d{6})?\Z")
+
+
+def is_monitor_instance_id(instance_id: str) -> bool:
+    return bool(_MONITOR_ID.match(instance_id))
 
 
 def trading_days(start: str, end: str) -> list[str]:
@@ -274,9 +284,67 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return _json({"error": f"the body nests too deeply; send a flat JSON object such as {EXAMPLE}"}, 400)
     except (MonitorRequestError, settings.SettingsError) as exc:
         return _json({"error": str(exc)}, 400)
+    from retrain.triggers import accepted, instance_status, management_links, start_lock, start_or_find
+
     instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
-    await client.start_new(MONITOR_ORCHESTRATOR, instance_id, spec)
-    return client.create_check_status_response(req, instance_id)
+    async with start_lock(instance_id):
+        # An id that exists, even finished (a one-day run ends within the second), is not started again:
+        # a new start would replace that run's history.
+        existing = await instance_status(client, instance_id) or await start_or_find(
+            client, MONITOR_ORCHESTRATOR, instance_id, spec
+        )
+    if existing is not None:  # the same ticker and first day, started in the same second
+        state = existing.runtime_status.value if existing.runtime_status else "unknown"
+        return _json(
+            {
+                "error": f"monitor {instance_id} was started in this same second ({state}); "
+                "follow it, or send the request again in a second",
+                "instance_id": instance_id,
+                **management_links(req.url, instance_id, "monitor"),
+            },
+            409,
+        )
+    return accepted(req.url, instance_id, "monitor")
+
+
+@bp.route(route="monitor/{instance_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def monitor_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """The monitor's status under the function key: runtime status, progress (`custom_status`), output."""
+    from retrain.triggers import instance_status
+
+    instance_id = req.route_params.get("instance_id", "")
+    status = await instance_status(client, instance_id) if is_monitor_instance_id(instance_id) else None
+    if status is None:
+        return _json(
+            {"error": f"no monitor {instance_id[:80]!r}; ids look like monitor-msft-20120702-213000"}, 404
+        )
+    return _json(readable_monitor_status(status), 200)
+
+
+def readable_monitor_status(status: Any) -> dict[str, Any]:
+    """A DurableOrchestrationStatus as the answer of GET /api/monitor/{id}."""
+    return {
+        "instance_id": status.instance_id,
+        "runtime_status": status.runtime_status.value if status.runtime_status else None,
+        "custom_status": status.custom_status,
+        "output": status.output,
+        "created": status.created_time.isoformat() if status.created_time else None,
+        "last_updated": status.last_updated_time.isoformat() if status.last_updated_time else None,
+    }
+
+
+@bp.route(route="monitor/{instance_id}/terminate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def terminate_monitor(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    from retrain.triggers import terminate_instance
+
+    code, body = await terminate_instance(
+        client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
+    )
+    return _json(body, code)
 
 
 @bp.timer_trigger(schedule="%RETRAIN_MONITOR_SCHEDULE%", arg_name="timer", run_on_startup=False)
@@ -296,7 +364,10 @@ async def monitor_timer(timer: func.TimerRequest, client: df.DurableOrchestratio
         existing = await client.get_status(instance_id)
         if existing is not None and existing.runtime_status is not None:
             continue  # today's instance exists
-        await client.start_new(MONITOR_ORCHESTRATOR, instance_id, spec)
+        from retrain.triggers import start_lock, start_or_find
+
+        async with start_lock(instance_id):
+            await start_or_find(client, MONITOR_ORCHESTRATOR, instance_id, spec)  # exists: a twin fired
 
 
 def _json(body: Any, status_code: int) -> func.HttpResponse:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from retrain import naming
-from retrain.host_client import http_json
+from retrain.host_client import http_json, with_code
 from retrain.local.processes import process_alive, tail
 from tests.helpers import (
     CLOSES,
@@ -227,13 +227,9 @@ def test_ui_without_a_store_says_to_run_first(tmp_path: Path):
 # ------------------------------------------------------------------------------------------- serve resumes
 
 
-def _durable_status(status_url: str) -> dict[str, Any] | None:
-    code, status = http_json("GET", status_url)  # 202 while running, 200 once finished (as in Azure)
-    return status if code in (200, 202) and isinstance(status, dict) else None
-
-
-def _custom(status: dict[str, Any]) -> dict[str, Any]:
-    return status.get("customStatus") if isinstance(status.get("customStatus"), dict) else {}
+def _readable_status(status_url: str) -> dict[str, Any] | None:
+    code, status = http_json("GET", status_url)  # GET /api/retrain/{id}: 404 until the instance is visible
+    return status if code == 200 and isinstance(status, dict) else None
 
 
 def _job_event(job_dir: Path) -> dict[str, Any] | None:
@@ -275,19 +271,19 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
                 {"ticker": "MSFT", "source": "sample", "max_epochs": 2},
             )
             assert code == 202, started
-            status_url, instance_id = started["statusQueryGetUri"], started["id"]
+            status_url, instance_id = with_code(started["statusQueryGetUri"], key), started["id"]
 
             def waiting_for_job() -> dict[str, Any] | None:
-                status = _durable_status(status_url)
-                if status and status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+                status = _readable_status(status_url)
+                if status and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
                     pytest.fail(f"the cycle ended before it waited for its job: {status}")
-                return status if status and _custom(status).get("step") == "wait_for_job" else None
+                return status if status and status.get("step") == "wait_for_job" else None
 
             waiting = wait_for("the wait_for_job step", waiting_for_job, 180, first.problem)
             os.killpg(first.process.pid, signal.SIGKILL)  # the host dies mid-cycle, without a goodbye
             first.process.wait(timeout=30)
 
-        job_name = _custom(waiting)["ids"]["job_name"]
+        job_name = waiting["ids"]["job_name"]
         assert job_name == naming.job_name(instance_id)
         job_dir = state_dir / "jobs" / job_name
         job_status = json.loads((job_dir / "status.json").read_text())
@@ -301,13 +297,13 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
         with background(serve_args, env, tmp_path, tmp_path / "serve-2.log") as second:
 
             def finished() -> dict[str, Any] | None:
-                status = _durable_status(status_url)
+                status = _readable_status(status_url)
                 terminal = ("Completed", "Failed", "Terminated", "Canceled")
-                return status if status and status["runtimeStatus"] in terminal else None
+                return status if status and status["runtime_status"] in terminal else None
 
             status = wait_for("the resumed cycle to finish", finished, 600, second.problem)
-            assert status["runtimeStatus"] == "Completed", json.dumps(status, indent=2)[-3000:]
-            output, custom = status["output"], _custom(status)
+            assert status["runtime_status"] == "Completed", json.dumps(status, indent=2)[-3000:]
+            output, custom = status["output"], status  # the readable status carries step and ids
             assert output["status"] == "deployed" and output["job_name"] == job_name, output
             assert custom["ids"]["job_status"] == "Completed"
             assert custom["ids"]["job_signal"] in ("event", "poll")  # whichever came first

@@ -60,7 +60,7 @@ def test_status_ids_cannot_smuggle_a_query_or_fragment(host, memory):
     # the real id still works, and the readable URL in a 409 is escaped
     assert requests.get(f"{host.url}/api/retrain/{first['id']}", params=key, timeout=TIMEOUT).ok
     code, busy = start(host, {"ticker": "MSFT"})
-    assert code == 409 and busy["readableStatusUri"].endswith("/" + urllib.parse.quote(first["id"]))
+    assert code == 409 and busy["statusQueryGetUri"].endswith("/" + urllib.parse.quote(first["id"]))
     wait(host, first["id"])
 
 

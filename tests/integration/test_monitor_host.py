@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.host_client import http_json
+from retrain.host_client import http_json, with_code
 from retrain.market_data import fetch_prices
 from retrain.monitoring.forecast_log import ForecastLog
 from retrain.monitoring.monitor import day_metrics
@@ -26,9 +26,9 @@ def monitor(host, body: dict, timeout: float = 240) -> dict:
     assert code == 202, answer
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        code, status = http_json("GET", answer["statusQueryGetUri"])
-        if code in (200, 202) and status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            assert status["runtimeStatus"] == "Completed", status
+        code, status = http_json("GET", with_code(answer["statusQueryGetUri"], host.function_key))
+        if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
+            assert status["runtime_status"] == "Completed", status
             return status["output"]
         time.sleep(0.3)
     raise AssertionError("the monitor did not finish")

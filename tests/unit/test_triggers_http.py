@@ -11,6 +11,7 @@ import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
 from retrain.triggers import BadRequest, parse_retrain_request, readable_status
+from retrain.workflow import TICKER_GUARD_ACTIVITY
 
 ENV = {
     "RETRAIN_TICKERS": "MSFT,AAPL",
@@ -174,6 +175,10 @@ def test_function_app_registers_every_function_without_ml_libraries():
     assert {
         "start_retrain",
         "retrain_status",
+        "terminate_retrain",
+        "monitor_status",
+        "terminate_monitor",
+        TICKER_GUARD_ACTIVITY,  # the orchestrator calls it by this name
         "retrain_timer",
         "job_events",
         "retrain_orchestrator",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.durable_functions.models.history import HistoryEvent, HistoryEventType
 
 from retrain.activities import report_failures
 from retrain.ports import EndpointBusyError, PlatformError, TransientPlatformError
@@ -67,6 +68,7 @@ class FakeContext:
         self.current_utc_datetime = START
         self.custom_status: dict[str, Any] | None = None
         self._input = cycle_input
+        self.histories: list[HistoryEvent] = []  # what the SDK replays; empty: a first execution
 
     def get_input(self) -> dict[str, Any]:
         return self._input
@@ -103,6 +105,7 @@ class World:
     busy: dict[str, int] = field(default_factory=dict)  # activity -> refusals (409) left
     fail: dict[str, Exception] = field(default_factory=dict)  # activity -> exception it raises
     log: list[tuple[str, Any]] = field(default_factory=list)  # activities, timers and waits, in order
+    earlier_cycle: str | None = None  # an earlier active cycle of the ticker (the guard activity's answer)
     _pending: dict[str, Any] | None = None
     _deleting: dict[str, list[str]] = field(default_factory=dict)  # slot -> states its next reads show
 
@@ -125,6 +128,9 @@ class World:
         return getattr(self, name)(payload)
 
     # activities (their JSON shapes)
+    def earlier_active_cycle(self, p: dict[str, Any]) -> str | None:
+        return self.earlier_cycle
+
     def fetch_data(self, p: dict[str, Any]) -> dict[str, Any]:
         data = {"name": "msft-daily", "version": "abc123", "uri": "memory://d", "tags": {}}
         return {"data": data, "rows": 900, "recent_closes": [100.0] * 64}
@@ -217,9 +223,10 @@ class Outcome:
     elapsed: timedelta
 
 
-def drive(world: World, **cycle: Any) -> Outcome:
+def drive(world: World, history: list[HistoryEvent] | None = None, **cycle: Any) -> Outcome:
     """Run the orchestrator to its end, answering every task it yields from `world`."""
     context = FakeContext({"ticker": "MSFT", "poll_minutes": 10, "canary_percent": 10, **cycle})
+    context.histories = history or []
     orchestrator = retrain_orchestrator(context)
     value: Any = None
     thrown: Exception | None = None
@@ -691,3 +698,80 @@ def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
     assert cycle.job_first_poll_seconds == JOB_FIRST_POLL_S and cycle.rollback_waits_for_old_slot
     older = CycleInput.from_dict({"ticker": "MSFT"})
     assert older.job_first_poll_seconds == 0 and not older.rollback_waits_for_old_slot
+
+
+# -- defence in depth: the orchestrator checks its own input and keeps one cycle per ticker -----------
+@pytest.mark.parametrize(
+    ("field_values", "named"),
+    [
+        ({"gate_alpha": 1.0}, "gate_alpha"),
+        ({"canary_percent": 150}, "canary_percent"),
+        ({"deploy_timeout_minutes": -1}, "deploy_timeout_minutes"),
+        ({"job_timeout_hours": "24"}, "job_timeout_hours"),
+        ({"ticker": "msft"}, "ticker"),
+        ({"ticker": "../x"}, "ticker"),
+        ({"trainer": "/tmp/evil"}, "unknown trainer"),
+        ({"hyperparameters": {"alpha": "1; rm -rf /"}}, "alpha"),
+        ({"hyperparameters": {"max_epochs": 100_000_000}}, "max_epochs"),  # the trainer's declared bound
+        ({"source": "file:///etc/passwd"}, "source"),
+        ({"force": "yes"}, "force"),
+        ({"gate_policy": "always"}, "gate policy"),
+        ({"champion_override": True}, "unknown cycle input field"),
+    ],
+)
+def test_an_invalid_input_fails_the_cycle_before_any_activity(field_values, named):
+    world = World()
+    outcome = drive(world, **field_values)
+    assert outcome.error is not None and outcome.error.startswith("invalid cycle input:"), outcome
+    assert named in outcome.error
+    assert world.log == []  # nothing scheduled: no data, no job, no endpoint touched
+    assert outcome.status["step"] == "failed" and outcome.status["error"] == outcome.error
+
+
+def test_a_cycle_beside_an_earlier_one_of_its_ticker_ends_without_touching_the_platform():
+    world = World(earlier_cycle="retrain-msft-20260104t230000z")
+    outcome = drive(world)
+    assert outcome.error is not None
+    assert "ticker MSFT is already being retrained by retrain-msft-20260104t230000z" in outcome.error
+    assert [name for name, _ in world.log] == ["earlier_active_cycle"]
+    assert world.log[0][1] == {"ticker": "MSFT", "instance_id": INSTANCE}
+
+
+def test_the_guard_runs_first_and_then_the_cycle_as_before():
+    world = World()
+    outcome = drive(world)
+    assert outcome.error is None and outcome.output["status"] == "deployed", outcome
+    assert [name for name, _ in world.log][:2] == ["earlier_active_cycle", "fetch_data"]
+
+
+def _scheduled(name: str) -> HistoryEvent:
+    return HistoryEvent(
+        EventType=HistoryEventType.TASK_SCHEDULED,
+        EventId=0,
+        IsPlayed=True,
+        Timestamp="2026-01-05T00:00:00Z",
+        Name=name,
+    )
+
+
+def test_a_replay_of_a_cycle_started_before_the_guard_does_what_it_did():
+    # Its history's first activity is fetch_data: the replay must not schedule a new first activity
+    # (Durable would find it missing from the history), so it runs as the previous code did.
+    world = World(earlier_cycle="retrain-msft-20260104t230000z")
+    outcome = drive(world, history=[_scheduled("fetch_data")])
+    assert outcome.error is None and outcome.output["status"] == "deployed", outcome
+    assert "earlier_active_cycle" not in [name for name, _ in world.log]
+    # a replay of a guarded cycle keeps the guard
+    world = World(earlier_cycle="retrain-msft-20260104t230000z")
+    outcome = drive(world, history=[_scheduled("earlier_active_cycle")])
+    assert outcome.error is not None and "already being retrained" in outcome.error
+
+
+def test_the_edge_and_the_orchestrator_share_one_validation():
+    from retrain.triggers import BadRequest, parse_retrain_request
+
+    # a setting outside the rules is refused at the edge with the same message the orchestrator gives
+    with pytest.raises(BadRequest, match="canary_percent=150"):
+        parse_retrain_request(b'{"ticker": "MSFT"}', {"RETRAIN_CANARY_PERCENT": "150"})
+    outcome = drive(World(), canary_percent=150)
+    assert outcome.error is not None and "canary_percent=150" in outcome.error
