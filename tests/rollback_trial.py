@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TICKER = "MSFT"
 CYCLE_TIMEOUT_S = 300.0
 CANARY_STEPS = ("canary", "smoke_test_canary")
+HOLD_AFTER_ROLLBACK_S = 1.0
 
 ENV = {
     "RETRAIN_PLATFORM": "local",
@@ -117,9 +118,23 @@ def _poll(what: str, probe: Any, timeout_s: float) -> Any:
         time.sleep(0.2)
 
 
-def killed_canary_trial(host: LocalHost, state_dir: Path) -> TrialResult:
+def _kill_slots(state_dir: Path) -> int:
+    killed = 0
+    for pid, ticks in slot_pids(state_dir):  # both slots crash, as containers do
+        if process_alive(pid, ticks):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = False) -> TrialResult:
     """A forced cycle; as soon as its status shows the canary, SIGKILL both slots' servers. Returns how it
-    ended and, once the old slot is live again (bounded polling), what serves."""
+    ended and, once the old slot is live again (bounded polling), what serves.
+
+    `hold_down`: kill them again whenever the platform restarts them, until the cycle has been in its
+    rollback for HOLD_AFTER_ROLLBACK_S, so the rollback surely finds the old slot restarting (the window
+    the issue's trials hit 3 times in 5 by chance); then the platform heals them."""
     platform = adapters.get_platform()
     endpoint = naming.endpoint_name(TICKER)
     before = platform.get_endpoint(endpoint)
@@ -131,17 +146,22 @@ def killed_canary_trial(host: LocalHost, state_dir: Path) -> TrialResult:
     code, answer = client.start_cycle({"ticker": TICKER, "force": True})
     assert code == 202, answer
     killed_at: str | None = None
+    rollback_seen: float | None = None
     deadline = time.monotonic() + CYCLE_TIMEOUT_S
     while True:
         code, status = client.cycle_status(answer["id"])
         if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
             break
-        if code == 200 and killed_at is None and status.get("step") in CANARY_STEPS:
-            killed_at = status["step"]
-            for pid, ticks in slot_pids(state_dir):  # both slots crash, as containers do
-                if process_alive(pid, ticks):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
+        step = status.get("step") if code == 200 else None
+        if killed_at is None and step in CANARY_STEPS:
+            killed_at = step
+            _kill_slots(state_dir)
+        elif killed_at is not None and hold_down:
+            if rollback_seen is None and step == "rollback":
+                rollback_seen = time.monotonic()
+            if rollback_seen is None or time.monotonic() - rollback_seen < HOLD_AFTER_ROLLBACK_S:
+                with contextlib.suppress(OSError, ValueError):  # state.json being replaced: next round
+                    _kill_slots(state_dir)
         assert time.monotonic() < deadline, f"cycle {answer['id']} did not end in {CYCLE_TIMEOUT_S:.0f}s"
         time.sleep(0.05)
 
