@@ -3,7 +3,11 @@ during the canary, on the real local platform (ridge trainer, MLflow registry, a
 the router, the local Functions host). Prints one row per trial and how many ended with the old model at
 100 % once its slot was back; then one more forced cycle, which must deploy.
 
-    python bench/bench_rollback_trials.py [--trials 5]
+    python bench/bench_rollback_trials.py [--trials 5] [--hold-down]
+
+Plain trials kill both slots once, as the issue's probe did (whether the rollback then finds the old slot
+restarting is chance); `--hold-down` kills them again whenever they come back until the rollback has
+begun, so every trial finds the old slot restarting (what the integration test does).
 
 Bounded: one first cycle, N trial cycles and one final cycle, each within 300 s. Exit 0 when every trial
 ended with the old model at 100 % and the final cycle deployed, 1 otherwise.
@@ -27,6 +31,7 @@ from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, r
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--hold-down", action="store_true", help="keep both slots down until the rollback")
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rollback-trials-") as tmp:
@@ -44,7 +49,7 @@ def main() -> int:
             )
             good = 0
             for n in range(1, args.trials + 1):
-                trial = killed_canary_trial(host, state_dir)
+                trial = killed_canary_trial(host, state_dir, hold_down=args.hold_down)
                 good += trial.old_model_at_100
                 print(
                     f"{n:>5}  {trial.killed_at_step or 'missed':<17}  {trial.runtime_status:<9}  "
@@ -55,7 +60,8 @@ def main() -> int:
     print(
         f"\n{good} of {args.trials} trials ended with the old model at 100 %; the next cycle "
         f"{'deployed' if deployed else 'did not deploy: ' + str(final.get('error'))} "
-        f"({time.monotonic() - started:.0f} s, ridge, canary {ENV['RETRAIN_CANARY_PERCENT']} %)"
+        f"({time.monotonic() - started:.0f} s, ridge, canary {ENV['RETRAIN_CANARY_PERCENT']} %, "
+        f"{'held down until the rollback' if args.hold_down else 'killed once'})"
     )
     return 0 if good == args.trials and deployed else 1
 
