@@ -84,12 +84,16 @@ def _unopenable(name: str) -> Callable[[Path], None]:
 
 
 def _corrupt_durable(state: Path) -> None:
-    # Overwritten in place, never truncated: the host maps durable.sqlite-shm, and a mapped file that
-    # shrinks is a SIGBUS in the host, not the corrupt store probed here.
-    for path in [state / "host" / "durable.sqlite", *(state / "host").glob("durable.sqlite-*")]:
+    # Garbage in place in the file and its WAL; the mapped WAL index (-shm) only has its header zeroed, so
+    # SQLite rebuilds it and reads the garbage. Never shrunk nor filled with garbage: that can be a SIGBUS in
+    # the host, not the corrupt store probed here.
+    db = state / "host" / "durable.sqlite"
+    for path in (db, db.with_name("durable.sqlite-wal")):
         size = max(path.stat().st_size, 1)
         with path.open("r+b") as file:
             file.write((b"this is not a database" * (size // 22 + 1))[:size])
+    with db.with_name("durable.sqlite-shm").open("r+b") as file:
+        file.write(bytes(136))
 
 
 def durable_cases() -> list[Case]:

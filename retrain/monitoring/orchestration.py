@@ -329,10 +329,15 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
 @bp.durable_client_input(client_name="client")
 async def monitor_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The monitor's status under the function key: runtime status, progress (`custom_status`), output."""
-    from retrain.triggers import instance_status
+    from retrain.triggers import instance_status, store_unavailable_response
 
     instance_id = req.route_params.get("instance_id", "")
-    status = await instance_status(client, instance_id) if is_monitor_instance_id(instance_id) else None
+    try:
+        status = await instance_status(client, instance_id) if is_monitor_instance_id(instance_id) else None
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     if status is None:
         return _json(
             {"error": f"no monitor {instance_id[:80]!r}; ids look like monitor-msft-20120702-213000"}, 404
@@ -357,11 +362,16 @@ def readable_monitor_status(status: Any) -> dict[str, Any]:
 async def terminate_monitor(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    from retrain.triggers import terminate_instance
+    from retrain.triggers import store_unavailable_response, terminate_instance
 
-    code, body = await terminate_instance(
-        client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
-    )
+    try:
+        code, body = await terminate_instance(
+            client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
+        )
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     return _json(body, code)
 
 
