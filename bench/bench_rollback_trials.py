@@ -1,7 +1,8 @@
 """Issue 20 item 3, measured: N trials of a forced cycle whose two slots are both SIGKILLed (by PID)
 during the canary, on the real local platform (ridge trainer, MLflow registry, azmlinfsrv slots behind
 the router, the local Functions host). Prints one row per trial and how many ended with the old model at
-100 % once its slot was back; then one more forced cycle, which must deploy.
+100 % once its slot was back (after a trial that leaves a split, the next ones are "not run": they need
+one model at 100 %); then one more forced cycle, which must deploy.
 
     python bench/bench_rollback_trials.py [--trials 5] [--hold-down]
 
@@ -25,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from retrain import adapters, naming  # noqa: E402
 from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle  # noqa: E402
 
 
@@ -48,7 +50,12 @@ def main() -> int:
                 f"{'trial':>5}  {'killed at':<17}  {'cycle':<9}  {'old slot':<8}  traffic after  old model at 100 %"
             )
             good = 0
+            endpoint = naming.endpoint_name(TICKER)
             for n in range(1, args.trials + 1):
+                traffic = adapters.get_platform().get_endpoint(endpoint).traffic
+                if 100 not in traffic.values():  # a trial left a split: the next cannot start from one model
+                    print(f"{n:>5}  not run: the endpoint was left at {traffic}")
+                    continue
                 trial = killed_canary_trial(host, state_dir, hold_down=args.hold_down)
                 good += trial.old_model_at_100
                 print(
@@ -57,6 +64,8 @@ def main() -> int:
                 )
             final = run_cycle(host, {"ticker": TICKER, "force": True})
             deployed = final["runtime_status"] == "Completed" and final["output"]["status"] == "deployed"
+            if not deployed:
+                final["error"] = " ".join(str(final.get("error")).split())[:300]
     print(
         f"\n{good} of {args.trials} trials ended with the old model at 100 %; the next cycle "
         f"{'deployed' if deployed else 'did not deploy: ' + str(final.get('error'))} "
