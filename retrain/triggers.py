@@ -6,7 +6,8 @@
   terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
   instance's id and routes when the ticker is already being retrained.
 - ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision;
-  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key.
+  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key, which also
+  cancels the cycle's training job (``MLPlatform.cancel_job``).
 - ``earlier_active_cycle`` (activity): the orchestrator's own one-cycle-per-ticker guard.
 - ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
   orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
