@@ -35,7 +35,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import shlex
 import shutil
 import socket
@@ -55,6 +54,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.readme_figures import machine  # noqa: E402
 from retrain.local.endpoint import LocalEndpoints  # noqa: E402
 from retrain.local.inference_server import (  # noqa: E402
     start_inference_server,
@@ -379,16 +379,6 @@ def pcts_ms(samples_s: list[float]) -> tuple[float, float, float]:
 
 def median_of(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(statistics.median(r[i] for r in rounds) for i in range(len(rounds[0])))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def load_average() -> str:

@@ -151,6 +151,11 @@ class MLPlatform(Protocol):
 
     def get_job(self, job_name: str) -> JobStatus: ...
 
+    # Cancel a job that is still running (Azure ML: `begin_cancel`; locally: stop the runner's process
+    # group). Returns the job's status after the request (Canceled, or CancelRequested while Azure ML stops
+    # it); a job that already ended keeps its status (a no-op); None when no job of that name exists.
+    def cancel_job(self, job_name: str) -> JobStatus | None: ...
+
     def get_job_metrics(self, job_name: str) -> dict[str, float]: ...
 
     # The job's per-day test forecasts (`test_errors.json`: dates, actual, model, naive, champion), for the

@@ -6,7 +6,8 @@
   terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
   instance's id and routes when the ticker is already being retrained.
 - ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision;
-  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key.
+  ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key, which also
+  cancels the cycle's training job (``MLPlatform.cancel_job``).
 - ``earlier_active_cycle`` (activity): the orchestrator's own one-cycle-per-ticker guard.
 - ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
   orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
@@ -468,17 +469,36 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
 async def terminate_retrain(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Terminate a cycle under the function key (`?reason=` optional): 202, 404 unknown, 409 finished."""
+    """Terminate a cycle under the function key (`?reason=` optional), then cancel its training job:
+    202 (with the job's status), 404 unknown, 409 finished."""
     instance_id = req.route_params.get("instance_id", "")
     try:
-        answer = await terminate_instance(
+        code, body = await terminate_instance(
             client, instance_id, req.params.get("reason"), naming.parse_instance_id
         )
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
-    return _json(answer[1], answer[0])
+    if code == 202:
+        body["job"] = await cancel_cycle_job(instance_id)
+    return _json(body, code)
+
+
+async def cancel_cycle_job(instance_id: str) -> dict[str, Any]:
+    """Cancel the training job of a terminated cycle (its name comes from the instance id): a terminated
+    orchestration runs no more code, so nothing else would stop the job. What the body's `job` says:
+    the job's name and status after the cancel (None: no job was submitted), or the platform's error."""
+    from retrain.adapters import get_platform
+    from retrain.ports import PlatformError
+
+    job_name = naming.job_name(instance_id)
+    try:
+        status = await asyncio.to_thread(get_platform().cancel_job, job_name)
+    except PlatformError as exc:
+        log.warning("terminated %s, but its job %s was not canceled: %s", instance_id, job_name, exc)
+        return {"name": job_name, "status": None, "error": f"the job was not canceled: {exc}"[:500]}
+    return {"name": job_name, "status": status.status if status else None}
 
 
 async def terminate_instance(

@@ -193,34 +193,51 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*too few batches.*|.*number of training batches.*")
 
 
+def _seeded_module(data: PreparedData, config: TrainConfig) -> tuple[Any, Any]:
+    """A fresh LightningModule and DataModule after seeding: a fit and its refit start alike."""
+    import lightning as L
+    from forecast_datamodule import ReturnWindowsDataModule
+    from forecast_module import LSTMForecasterModule
+
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = LSTMForecasterModule(config.hidden_size, config.num_layers, config.learning_rate)
+    return module, ReturnWindowsDataModule(data, batch_size=config.batch_size, seed=config.seed)
+
+
+def _lightning_trainer(root: str, **options: Any) -> Any:
+    """A quiet, deterministic CPU Trainer (no logger, checkpoints, progress bar or sanity steps)."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        **options,
+    )
+
+
 def fit_lightning(
     data: PreparedData,
     config: TrainConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> FitResult:
     """Train with Lightning (seeded, deterministic, early stopping on val_loss); restores the best weights."""
-    import lightning as L
-    from forecast_datamodule import ReturnWindowsDataModule
-    from forecast_module import EpochRecorder, LSTMForecasterModule
+    from forecast_module import EpochRecorder
     from lightning.pytorch.callbacks import EarlyStopping
 
-    quiet_lightning()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    module = LSTMForecasterModule(config.hidden_size, config.num_layers, config.learning_rate)
-    datamodule = ReturnWindowsDataModule(data, batch_size=config.batch_size, seed=config.seed)
+    module, datamodule = _seeded_module(data, config)
     recorder = EpochRecorder(on_epoch)
     with tempfile.TemporaryDirectory(prefix="trainer-") as root:
-        trainer = L.Trainer(
+        trainer = _lightning_trainer(
+            root,
             max_epochs=config.max_epochs,
-            accelerator="cpu",
-            devices=1,
-            deterministic=True,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=root,
             callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=config.patience), recorder],
         )
         started = time.perf_counter()
@@ -238,28 +255,9 @@ def refit_lightning(data: PreparedData, config: TrainConfig, epochs: int) -> Fit
     """Train the same configuration, same seed, on `data` (every window a training window, see
     `prepare_refit`) for exactly `epochs` epochs: no validation loop, no early stopping (nothing is held
     out to stop on), so the evaluation's selected epoch count is the rule."""
-    import lightning as L
-    from forecast_datamodule import ReturnWindowsDataModule
-    from forecast_module import LSTMForecasterModule
-
-    quiet_lightning()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    module = LSTMForecasterModule(config.hidden_size, config.num_layers, config.learning_rate)
-    datamodule = ReturnWindowsDataModule(data, batch_size=config.batch_size, seed=config.seed)
+    module, datamodule = _seeded_module(data, config)
     with tempfile.TemporaryDirectory(prefix="trainer-") as root:
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            accelerator="cpu",
-            devices=1,
-            deterministic=True,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            default_root_dir=root,
-        )
+        trainer = _lightning_trainer(root, max_epochs=epochs, limit_val_batches=0)
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - started

@@ -35,6 +35,7 @@ from retrain.azureml import entities
 from retrain.azureml.client import TIMEOUT_OPTIONS, azure_call, call, endpoint_call, make_ml_client
 from retrain.ports import (
     JOB_STATUSES,
+    JOB_TERMINAL_STATUSES,
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
     SLOTS,
@@ -201,6 +202,22 @@ class AzureMLPlatform:
         if status in ("Failed", "Canceled", "NotResponding", "Paused"):
             error = f"Azure ML job {job_name} ended {status}; see {job.studio_url or 'Azure ML studio'}"
         return JobStatus(job_name=job_name, status=status, error=error)
+
+    def cancel_job(self, job_name: str) -> JobStatus | None:
+        """`jobs.begin_cancel` (POST .../jobs/{name}/cancel), not waited on: Azure ML moves the job through
+        CancelRequested to Canceled. A job that has ended, or is being canceled already, is left alone (Azure
+        refuses to cancel a finished job); None when the workspace has no such job."""
+        job = self._get_or_none("get job", self.ml_client.jobs.get, job_name)
+        if job is None:
+            return None
+        if map_job_status(job.status) in (*JOB_TERMINAL_STATUSES, "CancelRequested"):
+            return self.get_job(job_name)
+        try:
+            call(f"cancel training job {job_name}", self.ml_client.jobs.begin_cancel, job_name)
+        except PlatformError:
+            if not self.get_job(job_name).terminal:  # not "it ended meanwhile": a real failure
+                raise
+        return self.get_job(job_name)
 
     def get_job_metrics(self, job_name: str) -> dict[str, float]:
         run = self._mlflow_get("runs/get", {"run_id": job_name})

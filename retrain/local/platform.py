@@ -30,7 +30,13 @@ from typing import Any
 
 from retrain.local import jobs
 from retrain.local.endpoint import LocalEndpoints
-from retrain.local.processes import process_alive, process_start_ticks, read_json, write_json_atomic
+from retrain.local.processes import (
+    process_alive,
+    process_start_ticks,
+    read_json,
+    stop_whole_process_group,
+    write_json_atomic,
+)
 from retrain.ports import (
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
@@ -365,6 +371,45 @@ class LocalPlatform:
                 )
                 return JobStatus(job_name=job_name, status="Failed", error=reason)
         return JobStatus(job_name=job_name, status=status["status"], error=status.get("error"))
+
+    def cancel_job(self, job_name: str) -> JobStatus | None:
+        """Stop a running job: its runner's process group (the runner and the trainer it started, both in
+        the session `submit_training` created) is stopped, the job recorded Canceled and its MLflow run
+        KILLED. A job that has ended (or whose runner died: Failed) keeps its status; None when no job of
+        that name was submitted."""
+        job_dir = self._job_dir(job_name)
+        if not (job_dir / "job.json").is_file():
+            return None
+        with self._lock(f"job-{job_name}"):  # never between a submit's launch and its runner.json
+            current = self.get_job(job_name)
+            if current.terminal:
+                return current
+            runner_file = job_dir / "runner.json"
+            runner = read_json(runner_file) if runner_file.is_file() else {}
+            # Recorded first: a cancel that is itself interrupted still leaves a trace of why the job stops.
+            jobs.update_status(job_dir, "CancelRequested")
+            stop_whole_process_group(runner.get("pid"), runner.get("start_ticks"))
+            # The runner may have recorded its outcome just before it was stopped: that outcome stands.
+            recorded = read_json(jobs.status_path(job_dir)).get("status")
+            if recorded in JOB_ENDED_STATUSES:
+                return self.get_job(job_name)
+            jobs.update_status(
+                job_dir,
+                "Canceled",
+                error=f"job {job_name} was canceled on request (its runner's process group was stopped)",
+                finished=jobs.utc_now(),
+            )
+        self._mark_run_killed(job_name)
+        return self.get_job(job_name)
+
+    def _mark_run_killed(self, job_name: str) -> None:
+        """End a canceled job's MLflow run as KILLED (MLflow's word for it), so the UI shows the truth."""
+        try:
+            run_id = self.job_run_id(job_name)
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+        except Exception as exc:  # noqa: BLE001 - best effort; the job status already says Canceled
+            log.warning("could not mark the MLflow run of job %s killed: %s", job_name, exc)
 
     def get_job_metrics(self, job_name: str) -> dict[str, float]:
         """The run's MLflow metrics, completed by the numeric values of the job's metrics.json."""

@@ -106,3 +106,35 @@ def tail(path: Path, max_chars: int = 2000) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, read from /proc: a group outlives its
+    leader while a child of it (a trainer) runs on."""
+    members: list[int] = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        rest = stat[stat.rindex(")") + 2 :].split()
+        if int(rest[2]) == pgid and rest[0] not in ("Z", "X"):
+            members.append(int(stat_file.parent.name))
+    return members
+
+
+def stop_whole_process_group(pid: int | None, start_ticks: int | None = None, timeout: float = 10.0) -> bool:
+    """`stop_process_group`, then SIGKILL whatever of the group still runs (a child that outlived or
+    ignored the leader's SIGTERM), waiting up to `timeout` for the group to be empty. Returns True when
+    something was stopped. Only a leader that is ours (PID and start time) has its group touched: the
+    group's id is the leader's PID, which Linux does not reuse while the group has members."""
+    if not process_alive(pid, start_ticks):
+        return False
+    assert pid is not None
+    stop_process_group(pid, start_ticks, timeout)
+    deadline = time.monotonic() + timeout
+    while process_group_members(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return True

@@ -181,6 +181,16 @@ class MemoryPlatform:
         error = None if job["status"] in ("Completed", "Running") else "scripted failure"
         return JobStatus(job_name=job_name, status=job["status"], error=error)
 
+    def cancel_job(self, job_name: str) -> JobStatus | None:
+        with self.lock:
+            self.calls.append(("cancel_job", job_name))
+            job = self.jobs.get(job_name)
+            if job is None:
+                return None
+            if job["status"] == "Running":  # an ended job keeps its status; a running one ends Canceled
+                job["status"] = job["status_at_end"] = "Canceled"
+        return self.get_job(job_name)
+
     def get_job_metrics(self, job_name: str) -> dict[str, float]:
         self._scripted_failure("get_job_metrics")
         return dict(self.jobs[job_name]["metrics"])

@@ -341,6 +341,11 @@ class ArmTransport(HttpTransport):
         if call.method == "GET":
             if path.endswith("/op") and path[:-3] in self.pending:  # a delete's Location: still running
                 return self._respond(request, 202, None, {"Retry-After": "5"})
+            if path.endswith("/cancel/op"):  # a cancel's Location: the job is Canceled
+                job_path = path[: -len("/cancel/op")]
+                if job_path in self.store:
+                    self.store[job_path]["properties"]["status"] = "Canceled"
+                return self._respond(request, 200, None)
             if path.endswith("/op") and path[:-3] in self.store:  # a delete's Location: the delete is done
                 del self.store[path[:-3]]
                 return self._respond(request, 204, None)
@@ -362,6 +367,14 @@ class ArmTransport(HttpTransport):
                 endpoint = path.split("/")[-2]
                 key = self.keys.get(endpoint, endpoint_key(endpoint))
                 return self._respond(request, 200, {"primaryKey": key, "secondaryKey": f"sk-{endpoint}"})
+            if path.endswith("/cancel") and "/jobs/" in path:  # Azure ML: 202, the job goes CancelRequested
+                job = self.store.get(path[: -len("/cancel")])
+                if job is None:
+                    return self._not_found(request, path)
+                job["properties"]["status"] = "CancelRequested"
+                return self._respond(
+                    request, 202, None, {"Location": f"https://management.azure.com{path}/op"}
+                )
             if path.endswith("/startPendingUpload"):  # code snapshots go to a temporary blob with a SAS
                 folder = f"https://{STORAGE_ACCOUNT}.blob.core.windows.net/{path.split('/')[-4]}"
                 return self._respond(

@@ -199,6 +199,29 @@ def test_get_job_of_a_missing_job_is_a_clear_error(platform):
         platform.get_job("never-submitted")
 
 
+def test_cancel_job_posts_the_cancel_of_a_running_job(platform, arm):
+    _seed_job(arm, "job-1", "Running")
+    status = platform.cancel_job("job-1")
+    [cancel] = arm.find("POST", r"/jobs/job-1/cancel$")
+    assert cancel.path == f"{WS_PATH}/jobs/job-1/cancel" and cancel.api_version
+    # Not waited on: Azure ML reports CancelRequested until the job has stopped (the SDK's poller may
+    # have seen the operation end meanwhile: Canceled).
+    assert status is not None and status.status in ("CancelRequested", "Canceled")
+
+
+@pytest.mark.parametrize("ended", ["Completed", "Failed", "Canceled", "CancelRequested"])
+def test_cancel_job_of_an_ended_job_sends_no_cancel(platform, arm, ended):
+    _seed_job(arm, "job-1", ended)
+    status = platform.cancel_job("job-1")
+    assert status is not None and status.status == ended
+    assert not arm.find("POST", r"/cancel$")
+
+
+def test_cancel_job_of_a_missing_job_is_none(platform, arm):
+    assert platform.cancel_job("never-submitted") is None
+    assert not arm.find("POST", r"/cancel$")
+
+
 def test_metrics_come_from_the_workspace_mlflow_rest_api(platform, arm):
     arm.store["mlflow-runs"] = {
         "job-1": {

@@ -143,3 +143,25 @@ def test_a_runner_alive_but_without_a_heartbeat_is_reported_failed_with_the_reas
     status = platform.get_job(job_dir.name)
     assert status.status == "Failed", status
     assert f"the job runner {os.getpid()} has not written a heartbeat for 1" in (status.error or "")
+
+
+def test_cancel_of_a_job_that_ended_or_was_never_submitted_is_a_no_op(tmp_path: Path) -> None:
+    """Issue 20, item 5: only a running job is canceled; an ended one keeps its status and its runner
+    (here this test's own process, which must survive) is never signalled."""
+    import os
+
+    from retrain.local.platform import LocalPlatform
+    from retrain.local.processes import process_start_ticks, write_json_atomic
+
+    platform = LocalPlatform(tmp_path)
+    assert platform.cancel_job("retrain-msft-never-train") is None
+    for ended in ("Completed", "Failed", "Canceled"):
+        job_dir = tmp_path / "jobs" / f"retrain-msft-{ended.lower()}-train"
+        job_dir.mkdir(parents=True)
+        write_json_atomic(job_dir / "job.json", {"job_name": job_dir.name})
+        me = {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
+        write_json_atomic(job_dir / "runner.json", me)
+        jobs.update_status(job_dir, ended, error=None if ended == "Completed" else "why")
+        status = platform.cancel_job(job_dir.name)
+        assert status is not None and status.status == ended, status
+        assert jobs.read_json(jobs.status_path(job_dir))["status"] == ended
