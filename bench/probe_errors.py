@@ -2,9 +2,11 @@
 
 Starts the local Functions host (function_app.py on the in-memory ML platform, 127.0.0.1 only) as a
 child process on a fresh state dir, sends each case of issue 20 (items 6, 9, 11: times the ledger cannot
-order, bodies that are not UTF-8, a corrupt or read-only state dir, oversized or loose input), prints
-one row per case (case, status, expected, the first words of the answer) and the count of 5xx, then
-stops the child by its PID. Bounded: one request per case, a 10 s timeout each, about 30 cases.
+order, bodies that are not UTF-8, a corrupt or read-only state dir, oversized or loose input; item 7: two
+POST /api/monitor for one ticker and day at once), prints one row per case (case, status, expected, the
+first words of the answer) and the count of 5xx, then stops the child by its PID. The durable store's
+cases come last: they leave the host's history unusable. Bounded: one request per case (two for the
+race), a 10 s timeout each, about 40 cases.
 
     python bench/probe_errors.py [--keep STATE_DIR]
 
@@ -38,7 +40,7 @@ host = LocalHost(Path(sys.argv[1]) / "function_app.py", Path(sys.argv[2]), port=
                  out=io.StringIO(), setting_defaults=declared_defaults())
 host.start()
 shared().reset(host_url=host.url, system_key=host.system_key)
-print(host.url, host.function_key, flush=True)
+print(host.url, host.function_key, host.system_key, flush=True)
 while True:
     time.sleep(3600)
 """
@@ -79,6 +81,80 @@ def _unopenable(name: str) -> Callable[[Path], None]:
         path.mkdir(parents=True, exist_ok=True)
 
     return unopenable
+
+
+def _corrupt_durable(state: Path) -> None:
+    # Garbage in place in the file and its WAL; the mapped WAL index (-shm) only has its header zeroed, so
+    # SQLite rebuilds it and reads the garbage. Never shrunk nor filled with garbage: that can be a SIGBUS in
+    # the host, not the corrupt store probed here.
+    db = state / "host" / "durable.sqlite"
+    for path in (db, db.with_name("durable.sqlite-wal")):
+        size = max(path.stat().st_size, 1)
+        with path.open("r+b") as file:
+            file.write((b"this is not a database" * (size // 22 + 1))[:size])
+    with db.with_name("durable.sqlite-shm").open("r+b") as file:
+        file.write(bytes(136))
+
+
+def durable_cases() -> list[Case]:
+    """A corrupt host/durable.sqlite, through the Durable HTTP API (system key) and the routes that read it."""
+    return [
+        (
+            "durable API list, durable.sqlite corrupt",
+            "GET",
+            "/runtime/webhooks/durabletask/instances",
+            None,
+            "503",
+            _corrupt_durable,
+        ),
+        (
+            "retrain status, durable.sqlite corrupt",
+            "GET",
+            "/api/retrain/retrain-msft-20261124t231405z",
+            None,
+            "503",
+            None,
+        ),
+        ("retrain start, durable.sqlite corrupt", "POST", "/api/retrain", b'{"ticker": "AAPL"}', "503", None),
+    ]
+
+
+def race_rows(url: str, key: str) -> list[tuple[str, int, str, str]]:
+    """Item 7: two POST /api/monitor for the same ticker and first day at once: 202 and 409, never 500.
+    Waits (bounded) for the started run to end, so no writer races the cases after it."""
+    import threading
+
+    body = b'{"ticker": "MSFT", "from": "2012-02-07", "to": "2012-02-07"}'
+    answers: list[tuple[int, str]] = []
+    gate = threading.Barrier(2)
+
+    def post() -> None:
+        gate.wait()
+        answers.append(_request("POST", f"{url}/api/monitor?code={key}", body))
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for status, text in answers:
+        if status == 202:
+            location = json.loads(text)["statusQueryGetUri"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                code, state = _request("GET", f"{location}?code={key}")
+                if code != 200 or json.loads(state).get("runtime_status") not in ("Running", "Pending"):
+                    break
+                time.sleep(0.5)
+    return [
+        (
+            f"monitor race, same ticker+day ({n + 1} of 2)",
+            status,
+            "202/409",
+            f"[{len(text)} B] " + " ".join(text.split())[:80],
+        )
+        for n, (status, text) in enumerate(answers)
+    ]
 
 
 def cases() -> list[Case]:
@@ -159,8 +235,16 @@ def cases() -> list[Case]:
             "POST",
             monitor,
             b'{"from": "2012-02-06"}',
-            "202/503",
+            "503",
             _corrupt("monitor.sqlite"),
+        ),
+        (
+            "monitor, monitor.sqlite unopenable",
+            "POST",
+            monitor,
+            b'{"from": "2012-02-06"}',
+            "503",
+            _unopenable("monitor.sqlite"),
         ),
     ]
 
@@ -188,13 +272,14 @@ def run(state: Path) -> int:
         if not line:
             print(f"the host did not start (exit {child.wait()})", file=sys.stderr)
             return 2
-        url, key = line.split()
-        rows: list[tuple[str, int, str, str]] = []
-        for name, method, path, body, expected, prepare in cases():
+        url, key, system_key = line.split()
+        rows: list[tuple[str, int, str, str]] = race_rows(url, key)
+        for name, method, path, body, expected, prepare in cases() + durable_cases():
             if prepare is not None:
                 prepare(state)
             sep = "&" if "?" in path else "?"
-            status, text = _request(method, f"{url}{path}{sep}code={key}", body)
+            code = system_key if path.startswith("/runtime/") else key
+            status, text = _request(method, f"{url}{path}{sep}code={code}", body)
             rows.append((name, status, expected, f"[{len(text)} B] " + " ".join(text.split())[:80]))
     finally:
         os.killpg(child.pid, signal.SIGTERM)  # our child's own session: it and nothing else

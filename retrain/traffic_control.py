@@ -162,7 +162,7 @@ async def _handle(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, action: str
 ) -> func.HttpResponse:
     from retrain.market_data import MarketDataError, validate_ticker
-    from retrain.triggers import running_instance, start_lock
+    from retrain.triggers import running_instance, start_lock, store_unavailable_response
 
     try:
         ticker = validate_ticker(req.route_params.get("ticker", ""))
@@ -179,7 +179,12 @@ async def _handle(
         body = parsed
     # The ticker's start lock: no POST /api/retrain of this worker starts a cycle while the change runs.
     async with start_lock(ticker):
-        running = await running_instance(client, ticker)
+        try:
+            running = await running_instance(client, ticker)
+        except Exception as exc:
+            if (unavailable := store_unavailable_response(exc)) is None:
+                raise
+            return unavailable
         if running is not None:
             return _answer(
                 {

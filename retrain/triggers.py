@@ -260,6 +260,40 @@ def _event_payload(event: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- with a client
 
+# What the local host's Durable API answers (functions_host/http/durable_api.py) when its store fails.
+DURABLE_STORE_UNAVAILABLE = "The durable store is unavailable"
+
+
+def durable_store_unavailable(exc: BaseException) -> str | None:
+    """The 503 message when `exc` is the Durable client's report of a 503 from the Durable API (the
+    orchestration store cannot be used), else None. The SDK raises a bare Exception: with the host's error
+    body (start_new) or only the status code (status queries), so the message names the local file."""
+    arg = exc.args[0] if len(exc.args) == 1 else None
+    if isinstance(arg, dict) and arg.get("Message") == DURABLE_STORE_UNAVAILABLE:
+        return str(arg.get("ExceptionMessage") or DURABLE_STORE_UNAVAILABLE)
+    if type(exc) is Exception and str(exc).endswith("unexpected status code 503"):
+        local = settings.state_dir() / "host" / "durable.sqlite"
+        return (
+            "the orchestration store is unavailable (the Durable API answered 503): locally it is "
+            f"{local}, unwritable or corrupt (the host's log says which and what to do: make the state dir "
+            "writable, or restore the file); in Azure, the task hub's storage account (AzureWebJobsStorage). "
+            "Retry once it is fixed"
+        )
+    return None
+
+
+def store_unavailable_response(exc: BaseException) -> func.HttpResponse | None:
+    """A 503 naming the store when `exc` means the orchestration store is unavailable, else None."""
+    message = durable_store_unavailable(exc)
+    if message is None:
+        return None
+    return func.HttpResponse(
+        json.dumps({"error": message}, indent=2),
+        status_code=503,
+        mimetype="application/json",
+        headers={"Retry-After": "30"},
+    )
+
 
 async def instance_status(client: df.DurableOrchestrationClient, instance_id: str) -> Any | None:
     """The instance's status, or None when there is no such instance. (The SDK parses a 404's body as
@@ -332,10 +366,15 @@ async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationCl
     # Check-then-start is one step per ticker in this worker; across workers (or beside a timer or a
     # monitor breach) the start's conflict is caught. Either way a busy ticker answers 409, never a 500.
     async with start_lock(cycle.ticker):
-        running = await running_instance(client, cycle.ticker)
-        if running is None:
-            instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
-            running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+        try:
+            running = await running_instance(client, cycle.ticker)
+            if running is None:
+                instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
+                running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
+        except Exception as exc:
+            if (unavailable := store_unavailable_response(exc)) is None:
+                raise
+            return unavailable
         if running is not None:
             return _busy(req, cycle.ticker, running)
     log.info("started %s for %s (http)", instance_id, cycle.ticker)
@@ -408,7 +447,12 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
     instance_id = req.route_params.get("instance_id", "")
     # Only our own ids reach the client: the SDK puts the id into a URL unescaped, so "x?showHistory=..."
     # or "#" would query something else.
-    status = await instance_status(client, instance_id) if naming.parse_instance_id(instance_id) else None
+    try:
+        status = await instance_status(client, instance_id) if naming.parse_instance_id(instance_id) else None
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     if status is None:
         return _json(
             {
@@ -428,9 +472,14 @@ async def terminate_retrain(
     """Terminate a cycle under the function key (`?reason=` optional), then cancel its training job:
     202 (with the job's status), 404 unknown, 409 finished."""
     instance_id = req.route_params.get("instance_id", "")
-    code, body = await terminate_instance(
-        client, instance_id, req.params.get("reason"), naming.parse_instance_id
-    )
+    try:
+        code, body = await terminate_instance(
+            client, instance_id, req.params.get("reason"), naming.parse_instance_id
+        )
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     if code == 202:
         body["job"] = await cancel_cycle_job(instance_id)
     return _json(body, code)

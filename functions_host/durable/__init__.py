@@ -14,12 +14,13 @@ from .model import (
     InstanceNotFound,
     InstanceStillRunning,
 )
-from .store import DurableStoreError
+from .store import DurableStoreError, DurableStoreUnavailable
 
 __all__ = [
     "DurableEngine",
     "DurableError",
     "DurableStoreError",
+    "DurableStoreUnavailable",
     "FunctionNotFoundError",
     "InstanceExistsError",
     "InstanceGone",

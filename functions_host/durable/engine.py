@@ -37,7 +37,7 @@ from .model import (
     status_json,
 )
 from .scheduler import WorkScheduler
-from .store import Store
+from .store import DurableStoreUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +280,14 @@ class DurableEngine:
                 busy = False
                 self._stopping.wait(0.5)
             if not busy:
+                try:
+                    idle = self._work.idle_wait()
+                except DurableStoreUnavailable as exc:  # the scheduler lives on: the file may be restored
+                    log.error("durable scheduler: %s", exc)
+                    self._stopping.wait(5.0)
+                    continue
                 with self._wake:
-                    self._wake.wait(self._work.idle_wait())
+                    self._wake.wait(idle)
 
     def _notify(self) -> None:
         with self._wake:

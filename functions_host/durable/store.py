@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,33 @@ class DurableStoreError(RuntimeError):
     """The durable store's file cannot be used; the message names the file and what to do."""
 
 
+class DurableStoreUnavailable(DurableStoreError):
+    """The store's file failed while the host ran (made read-only, replaced, corrupted): the Durable HTTP
+    API answers 503 with this message instead of a raw SQLite error."""
+
+
+def unavailable(db_path: Path, exc: sqlite3.Error) -> DurableStoreUnavailable | None:
+    """The DurableStoreUnavailable a SQLite failure on the store means, or None when it is not about the
+    file (a constraint or programming error is a bug to see)."""
+    text = str(exc)
+    marker = marker_path(db_path)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            advice = "another process holds it: retry in a moment"
+        else:
+            advice = (
+                "make the state dir and the file writable by the host (permissions, free disk space), "
+                "then retry"
+            )
+        return DurableStoreUnavailable(f"the durable store {db_path} cannot be used ({text}); {advice}")
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "database disk image is malformed"
+        return DurableStoreUnavailable(
+            f"the durable store {db_path} is corrupt ({text}); stop the host, restore the file from a "
+            f"backup, or move it aside and delete {marker.name} to start with no history"
+        )
+    return None
+
+
 def marker_path(db_path: Path) -> Path:
     return Path(db_path).with_name(Path(db_path).name + ".created")
 
@@ -151,19 +178,32 @@ class Store:
             self._conn.close()
 
     @contextmanager
+    def _named_failures(self) -> Iterator[None]:
+        """A SQLite failure about the file becomes DurableStoreUnavailable naming it (503, not a raw 500)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            named = unavailable(self.path, exc)
+            if named is None:
+                raise
+            raise named from exc
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._named_failures():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # a failed statement may have rolled back already
+                    with suppress(sqlite3.Error):  # the first failure is the one to report
+                        self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._named_failures():
             yield self._conn
 
     # --- queries used outside transactions -------------------------------------------------------

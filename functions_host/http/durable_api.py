@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from functions_host.durable import (
+    DurableStoreUnavailable,
     FunctionNotFoundError,
     InstanceExistsError,
     InstanceGone,
@@ -166,6 +167,13 @@ class DurableHttpApi:
     def handle(self, request: Request, rest: str) -> HttpResult:
         if self.engine is None:
             return text_response(503, "the durable engine is not running")
+        try:
+            return self._handle(request, rest)
+        except DurableStoreUnavailable as exc:  # the operator must act on the file; the caller may retry
+            return error_response(503, "The durable store is unavailable", str(exc))
+
+    def _handle(self, request: Request, rest: str) -> HttpResult:
+        assert self.engine is not None
         parts = [urllib.parse.unquote(p) for p in rest.strip("/").split("/")] if rest.strip("/") else []
         method = request.method
         if parts[:1] == ["orchestrators"] and len(parts) in (2, 3):

@@ -279,3 +279,11 @@ def get_forecast_log(environ: Any = None) -> ForecastLog | TableForecastLog:
 
         return TableForecastLog.from_account(account, DefaultAzureCredential())
     return ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")
+
+
+def open_forecast_log(environ: Any = None) -> None:
+    """Open the local forecast log (state dir) once, so a start refuses a bad file before it is accepted
+    (`StateError` naming it) rather than the monitor orchestration failing after a 202. Azure's Table
+    log has no file to check: nothing is done there."""
+    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() != "azureml":
+        ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")

@@ -284,15 +284,33 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return _json({"error": f"the body nests too deeply; send a flat JSON object such as {EXAMPLE}"}, 400)
     except (MonitorRequestError, settings.SettingsError) as exc:
         return _json({"error": str(exc)}, 400)
-    from retrain.triggers import accepted, instance_status, management_links, start_lock, start_or_find
+    from retrain.monitoring.forecast_log import open_forecast_log
+    from retrain.state_files import StateError
+    from retrain.triggers import (
+        accepted,
+        instance_status,
+        management_links,
+        start_lock,
+        start_or_find,
+        store_unavailable_response,
+    )
 
+    try:  # every monitored day writes the forecast log: a bad file is refused now, not after a 202
+        open_forecast_log()
+    except StateError as exc:
+        return _json({"error": str(exc)}, 503)
     instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
     async with start_lock(instance_id):
         # An id that exists, even finished (a one-day run ends within the second), is not started again:
         # a new start would replace that run's history.
-        existing = await instance_status(client, instance_id) or await start_or_find(
-            client, MONITOR_ORCHESTRATOR, instance_id, spec
-        )
+        try:
+            existing = await instance_status(client, instance_id) or await start_or_find(
+                client, MONITOR_ORCHESTRATOR, instance_id, spec
+            )
+        except Exception as exc:
+            if (unavailable := store_unavailable_response(exc)) is None:
+                raise
+            return unavailable
     if existing is not None:  # the same ticker and first day, started in the same second
         state = existing.runtime_status.value if existing.runtime_status else "unknown"
         return _json(
@@ -311,10 +329,15 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
 @bp.durable_client_input(client_name="client")
 async def monitor_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The monitor's status under the function key: runtime status, progress (`custom_status`), output."""
-    from retrain.triggers import instance_status
+    from retrain.triggers import instance_status, store_unavailable_response
 
     instance_id = req.route_params.get("instance_id", "")
-    status = await instance_status(client, instance_id) if is_monitor_instance_id(instance_id) else None
+    try:
+        status = await instance_status(client, instance_id) if is_monitor_instance_id(instance_id) else None
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     if status is None:
         return _json(
             {"error": f"no monitor {instance_id[:80]!r}; ids look like monitor-msft-20120702-213000"}, 404
@@ -339,11 +362,16 @@ def readable_monitor_status(status: Any) -> dict[str, Any]:
 async def terminate_monitor(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    from retrain.triggers import terminate_instance
+    from retrain.triggers import store_unavailable_response, terminate_instance
 
-    code, body = await terminate_instance(
-        client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
-    )
+    try:
+        code, body = await terminate_instance(
+            client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
+        )
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
     return _json(body, code)
 
 
