@@ -386,3 +386,35 @@ def kill_leftovers(state_dir: Path) -> None:
 def score(scoring_uri: str) -> dict[str, Any] | None:
     code, answer = http_json("POST", scoring_uri, {"close": CLOSES})
     return answer if code == 200 else None
+
+
+@contextlib.contextmanager
+def real_local_host(state_dir: Path) -> Iterator[LocalHost]:
+    """The real local host (function_app.py) on the real local platform; the caller sets the environment
+    first. Nothing outlives it: the endpoints are stopped, then every slot and job runner left is killed by
+    its process group (a trainer held with SIGSTOP ignores SIGTERM)."""
+    from retrain import adapters
+    from retrain.ports import HostsEndpoints
+    from retrain.settings import declared_defaults
+
+    adapters.reset()
+    host = LocalHost(
+        REPO / "function_app.py",
+        state_dir,
+        port=0,
+        timers=False,
+        out=io.StringIO(),
+        setting_defaults=declared_defaults(),
+    )
+    host.start()
+    try:
+        yield host
+    finally:
+        try:
+            host.stop()
+        finally:
+            platform = adapters.get_platform()
+            if isinstance(platform, HostsEndpoints):
+                platform.stop_all(everything=True)
+            adapters.reset()
+            kill_leftovers(state_dir)

@@ -6,12 +6,10 @@ within seconds, and end with the old model at 100 %. Shared by tests/integration
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,8 @@ from typing import Any
 from functions_host.host import LocalHost
 from retrain import adapters, naming
 from retrain.host_client import HostClient
-from retrain.local.processes import process_alive, stop_process_group
-from retrain.settings import declared_defaults
+from retrain.local.processes import process_alive
+from tests.helpers import real_local_host as local_host  # noqa: F401 (the trials' host, re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 TICKER = "MSFT"
@@ -62,42 +60,6 @@ def slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
         for info in json.loads(state_file.read_text()).get("slots", {}).values():
             pids.append((info.get("pid"), info.get("start_ticks")))
     return pids
-
-
-def router_and_slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
-    pids = []
-    for state_file in state_dir.glob("endpoints/*/state.json"):
-        state = json.loads(state_file.read_text())
-        for info in [*([state["router"]] if "router" in state else []), *state.get("slots", {}).values()]:
-            pids.append((info.get("pid"), info.get("start_ticks")))
-    return pids
-
-
-@contextlib.contextmanager
-def local_host(state_dir: Path) -> Iterator[LocalHost]:
-    """The real local host (function_app.py) on the real local platform; the caller sets ENV first. Every
-    slot process is stopped by its PID at the end."""
-    adapters.reset()
-    host = LocalHost(
-        REPO / "function_app.py",
-        state_dir,
-        port=0,
-        timers=False,
-        out=io.StringIO(),
-        setting_defaults=declared_defaults(),
-    )
-    host.start()
-    try:
-        yield host
-    finally:
-        try:
-            host.stop()
-        finally:
-            adapters.get_platform().stop_all(everything=True)
-            adapters.reset()
-            for pid, ticks in router_and_slot_pids(state_dir):
-                if process_alive(pid, ticks):
-                    stop_process_group(pid, ticks)
 
 
 def run_cycle(host: LocalHost, body: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ and fail with the platform's reason, and the ticker is free again."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from functions_host.host import LocalHost
-from retrain import adapters
-from retrain.adapters import get_platform
 from retrain.local import jobs
-from retrain.local.processes import process_alive, read_json, stop_process_group
-from retrain.ports import HostsEndpoints
-from retrain.settings import declared_defaults
-from tests.helpers import REPO, start, wait
+from retrain.local.processes import process_alive, read_json
+from tests.helpers import real_local_host, start, wait
 
 pytestmark = pytest.mark.slow
 
@@ -41,27 +36,8 @@ def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(key, value)
     for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_LOCAL_HOST_URL"):
         monkeypatch.delenv(key, raising=False)
-    adapters.reset()
-    host = LocalHost(
-        REPO / "function_app.py",
-        tmp_path,
-        port=0,
-        timers=False,
-        out=io.StringIO(),
-        setting_defaults=declared_defaults(),
-    )
-    host.start()
-    try:
+    with real_local_host(tmp_path) as host:
         yield host
-    finally:
-        host.stop()
-        for runner in (tmp_path / "jobs").glob("*/runner.json"):  # never leave a job running
-            info = read_json(runner)
-            stop_process_group(info["pid"], info["start_ticks"])
-        platform = get_platform()
-        if isinstance(platform, HostsEndpoints):
-            platform.stop_all()
-        adapters.reset()
 
 
 def test_a_killed_job_runner_fails_the_cycle_within_a_minute_with_the_reason(

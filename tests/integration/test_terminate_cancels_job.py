@@ -5,8 +5,6 @@ Canceled; before, the job ran on after the orchestration was terminated."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import time
@@ -15,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from functions_host.host import LocalHost
-from retrain import adapters
 from retrain.adapters import get_platform
 from retrain.host_client import http_json, with_code
 from retrain.local import jobs
-from retrain.local.processes import process_alive, process_group_members, read_json, stop_process_group
-from retrain.ports import HostsEndpoints
-from retrain.settings import declared_defaults
-from tests.helpers import REPO, start, wait
+from retrain.local.processes import process_alive, process_group_members, read_json
+from tests.helpers import real_local_host, start, wait
 
 pytestmark = pytest.mark.slow
 
@@ -42,30 +37,8 @@ def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(key, value)
     for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_LOCAL_HOST_URL"):
         monkeypatch.delenv(key, raising=False)
-    adapters.reset()
-    host = LocalHost(
-        REPO / "function_app.py",
-        tmp_path,
-        port=0,
-        timers=False,
-        out=io.StringIO(),
-        setting_defaults=declared_defaults(),
-    )
-    host.start()
-    try:
+    with real_local_host(tmp_path) as host:
         yield host
-    finally:
-        host.stop()
-        for runner in (tmp_path / "jobs").glob("*/runner.json"):  # never leave a job running
-            info = read_json(runner)
-            for pid in process_group_members(info["pid"]):  # a held trainer ignores SIGTERM
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            stop_process_group(info["pid"], info["start_ticks"])
-        platform = get_platform()
-        if isinstance(platform, HostsEndpoints):
-            platform.stop_all()
-        adapters.reset()
 
 
 def _wait_until(what: str, probe, timeout: float):  # noqa: ANN001, ANN202 - a test helper
