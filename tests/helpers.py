@@ -418,3 +418,22 @@ def real_local_host(state_dir: Path) -> Iterator[LocalHost]:
                 platform.stop_all(everything=True)
             adapters.reset()
             kill_leftovers(state_dir)
+
+
+def set_local_ridge_env(monkeypatch: pytest.MonkeyPatch, state_dir: Path, **extra: str) -> None:
+    """The environment of a real ridge cycle on the local platform (MSFT, the bundled sample) with its
+    state in `state_dir`; `extra` settings win. No key or host URL leaks in from the caller's."""
+    env = {
+        "RETRAIN_PLATFORM": "local",
+        "RETRAIN_STATE_DIR": str(state_dir),
+        "RETRAIN_SCHEDULE": "0 0 1 * * Mon",
+        "RETRAIN_TICKERS": "MSFT",
+        "RETRAIN_SOURCE": "sample",
+        "RETRAIN_LOOKBACK_DAYS": "900",
+        "RETRAIN_TRAINER": "ridge",
+        **extra,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_LOCAL_HOST_URL"):
+        monkeypatch.delenv(key, raising=False)

@@ -17,26 +17,14 @@ from retrain.adapters import get_platform
 from retrain.host_client import http_json, with_code
 from retrain.local import jobs
 from retrain.local.processes import process_alive, process_group_members, read_json
-from tests.helpers import real_local_host, start, wait
+from tests.helpers import real_local_host, set_local_ridge_env, start, wait
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    env = {
-        "RETRAIN_PLATFORM": "local",
-        "RETRAIN_STATE_DIR": str(tmp_path),
-        "RETRAIN_SCHEDULE": "0 0 1 * * Mon",
-        "RETRAIN_TICKERS": "MSFT",
-        "RETRAIN_SOURCE": "sample",
-        "RETRAIN_LOOKBACK_DAYS": "900",
-        "RETRAIN_TRAINER": "ridge",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for key in ("RETRAIN_FUNCTION_KEY", "RETRAIN_SYSTEM_KEY", "RETRAIN_LOCAL_HOST_URL"):
-        monkeypatch.delenv(key, raising=False)
+    set_local_ridge_env(monkeypatch, tmp_path)
     with real_local_host(tmp_path) as host:
         yield host
 
