@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml
 REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) tools/environment_pins.py constraints.txt pyproject.toml
 
-.PHONY: setup run test test-fast lint typecheck bench constraints clean
+.PHONY: setup run test test-fast lint typecheck bench constraints checkov clean
 
 setup: $(STAMP)
 
@@ -48,9 +48,30 @@ lint: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# Checkov on the Bicep template, in a virtualenv of its own (.venv-checkov): its dependencies never meet
+# the project's pins. Fails on any failed check, and on a template checkov could not parse (which it
+# otherwise reports with exit code 0) or a scan that checked nothing. --skip-download: no calls to the
+# Prisma Cloud API (guidelines, severities); the checks themselves are all local. CI runs it after
+# `make test` (.ci/run).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	@touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+	@out=$$($(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download 2>&1); \
+	rc=$$?; echo "$$out"; \
+	if echo "$$out" | grep -q "Parsing errors"; then echo "checkov: a template could not be parsed"; exit 1; fi; \
+	if ! echo "$$out" | grep -Eq "Passed checks: [1-9]"; then echo "checkov: no check ran"; exit 1; fi; \
+	exit $$rc
+
 # Re-pin after changing a requirements file: `make constraints`.
 constraints: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .retrain .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .retrain .pytest_cache

@@ -1,5 +1,6 @@
 // The Azure side of retrain: a Python 3.11 Function App on Flex Consumption (Linux) that runs the
-// durable retraining orchestration against an EXISTING Azure ML workspace in this resource group.
+// durable retraining orchestration against an EXISTING Azure ML workspace in this resource group (its
+// storage account and an Event Grid system topic it already has may live in other resource groups).
 //
 //   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
 //
@@ -7,8 +8,11 @@
 // Log Analytics + Application Insights, a user-assigned managed identity, the Flex Consumption plan
 // and Function App with every app setting from local.settings.sample.json, the training cluster
 // (AmlCompute, min 0 nodes), role assignments (least privilege), and the Event Grid system topic on
-// the workspace (or the one it already has: existingEventGridSystemTopicName) with two subscriptions to
-// the `job_events` function (second pass, see deployEventSubscription).
+// the workspace (or the one it already has: existingEventGridSystemTopicName, in any resource group of the
+// subscription) with two subscriptions to the `job_events` function (second pass, see deployEventSubscription).
+//
+// Checkov (`make checkov`, run in CI) passes with 0 failed checks: what does not fit Flex Consumption or
+// this app is skipped where it applies, each with its reason (`// checkov:skip=<id>:<reason>`).
 //
 // App settings follow Microsoft's Flex Consumption samples: a `config` child resource named
 // `appsettings` whose properties are union(...) of two objects. (A `for` loop over items() of objects
@@ -22,7 +26,7 @@ param location string = resourceGroup().location
 @description('Azure region of the Azure ML workspace: the training cluster and the Event Grid system topic go there. A resource\'s location must be known when the deployment starts, so it cannot be read from the existing workspace (BCP120).')
 param workspaceLocation string = resourceGroup().location
 
-@description('Short name used to derive resource names (lowercase letters and digits).')
+@description('Short name used to derive resource names: 3 to 11 lower-case letters, digits or hyphens, starting with a letter. The storage account name drops the hyphens (it allows letters and digits only).')
 @minLength(3)
 @maxLength(11)
 param baseName string = 'retrain'
@@ -62,7 +66,18 @@ param deployEventSubscription bool = false
 @description('Name of an Event Grid system topic that already exists on the workspace (Azure allows one system topic per source). Empty: this template creates one.')
 param existingEventGridSystemTopicName string = ''
 
-@description('Maximum Flex Consumption instances.')
+@description('Resource group of that existing system topic (it may live in another resource group of this subscription than the workspace). Empty: this resource group.')
+param existingEventGridSystemTopicResourceGroup string = ''
+
+@description('ARM id of the workspace\'s default storage account (az ml workspace show --query storage_account -o tsv). Needed when it lives in another resource group (bring-your-own storage, AI Foundry hubs): a module\'s scope must be known when the deployment starts, so it cannot be read from the workspace. Empty: the workspace\'s account, in this resource group.')
+param workspaceStorageAccountId string = ''
+
+@description('Grant Storage Blob Data Contributor instead of Reader on the workspace\'s storage account. Needed when its datastores are identity-based (no account key): the SDK then uploads the training data and the trainer\'s code with the app\'s identity.')
+param workspaceStorageWriter bool = false
+
+@description('Maximum Flex Consumption instances (Flex Consumption allows 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
 
 @description('Always-ready instances of the `durable` scale group (orchestrator, activity and entity triggers): Microsoft\'s recommendation for Durable Functions on Flex Consumption, so a durable timer or a raised event is picked up without a cold start. 0 turns it off (cheaper, slower to react).')
@@ -74,11 +89,18 @@ param durableAlwaysReadyInstances int = 1
 param instanceMemoryMB int = 2048
 
 var suffix = uniqueString(resourceGroup().id, baseName)
-var storageName = toLower('st${baseName}${take(suffix, 10)}')
+// Storage account names allow 3-24 lower-case letters and digits: 'st' + baseName without hyphens (at most
+// 11) + 10 characters of uniqueString (lower-case letters and digits): 12 to 23 characters. The same name
+// as before for every baseName that could be deployed (one without hyphens), so an upgrade keeps its account.
+var storageName = 'st${replace(toLower(baseName), '-', '')}${take(suffix, 10)}'
 var functionAppName = 'func-${baseName}-${take(suffix, 8)}'
 var deploymentContainer = 'app-package-${take(suffix, 8)}'
 var createEventGridSystemTopic = empty(existingEventGridSystemTopicName)
 var eventGridSystemTopicName = createEventGridSystemTopic ? 'egst-${baseName}-${take(suffix, 8)}' : existingEventGridSystemTopicName
+var eventGridSystemTopicResourceGroup = (createEventGridSystemTopic || empty(existingEventGridSystemTopicResourceGroup)) ? resourceGroup().name : existingEventGridSystemTopicResourceGroup
+// '/subscriptions/<sub>/resourceGroups/<rg>[/providers/Microsoft.Storage/storageAccounts/<name>]': [2] is
+// the subscription, [4] the resource group, whichever id it is (no index out of range when the id is empty).
+var workspaceStorageIdParts = split(empty(workspaceStorageAccountId) ? resourceGroup().id : workspaceStorageAccountId, '/')
 // Job statuses after which a job never changes again (retrain.ports.JOB_TERMINAL_STATUSES; Event Grid
 // string filters ignore case). RunStatusChanged fires for every transition; only these wake the app.
 var terminalRunStatuses = [
@@ -108,6 +130,9 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:default action Deny needs VNet integration and a private endpoint or service endpoint for the Function App, which this template does not create; access is identity-only (no shared keys)
+  // checkov:skip=CKV_AZURE_206:Standard_LRS as in Microsoft's Flex Consumption samples; ZRS is not offered in every Flex Consumption region and the account holds the host's state only (the models live in Azure ML)
+  // checkov:skip=CKV_AZURE_43:the name is an expression checkov cannot evaluate: storageName is 'st' + baseName without hyphens + 10 characters of uniqueString, 12 to 23 lower-case letters and digits (tests/unit/test_bicep_structure.py)
   name: storageName
   location: location
   kind: 'StorageV2'
@@ -116,6 +141,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false // identity-based only: AzureWebJobsStorage__* settings below
+    defaultToOAuthAuthentication: true
+    allowCrossTenantReplication: false
     supportsHttpsTrafficOnly: true
   }
 }
@@ -151,6 +178,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:zone redundancy on Flex Consumption needs ZRS storage and a region that offers it; a retraining job tolerates a zone outage (durable state survives, the orchestration resumes)
   name: 'plan-${baseName}-${take(suffix, 8)}'
   location: location
   kind: 'functionapp'
@@ -216,6 +244,10 @@ var hostSettings = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222:Event Grid delivers job events and operators call the HTTP API (function keys) over the public endpoint; disabling it needs private endpoints this template does not create
+  // checkov:skip=CKV_AZURE_17:callers authenticate with function keys; client certificates would also be demanded of Event Grid's deliveries
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales per function group (functionAppConfig.scaleAndConcurrency, alwaysReady), not by siteConfig.numberOfWorkers
+  // checkov:skip=CKV_AZURE_213:no health check path: instances of a scale-to-zero Flex Consumption app come and go with the load, and the app has no health route
   name: functionAppName
   location: location
   kind: 'functionapp,linux'
@@ -256,14 +288,29 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled' // the code is published to the deployment container, never over FTP
+      http20Enabled: true
     }
   }
+  // The host starts with identity-based AzureWebJobsStorage: without its roles the first start fails and
+  // the deployment reports a healthy app that cannot run.
   dependsOn: [
     packageContainer
+    storageRoles
   ]
 
   // The app settings as in Microsoft's Flex Consumption samples: runtime values are fine in properties.
+  // Checkov reads this `appsettings` config as if it were the site's `web` config (the checks below look
+  // for web-config properties that an app settings resource never has).
   resource appSettings 'config' = {
+    // checkov:skip=CKV_AZURE_66:an app settings resource, not the web config (failed request tracing is a web-config property; Flex Consumption logs to Application Insights)
+    // checkov:skip=CKV_AZURE_63:an app settings resource, not the web config (HTTP logging: Application Insights has every request)
+    // checkov:skip=CKV_AZURE_65:an app settings resource, not the web config (detailed error pages are off by default)
+    // checkov:skip=CKV_AZURE_80:an app settings resource; the app runs Python 3.11 (functionAppConfig.runtime), not .NET Framework
+    // checkov:skip=CKV_AZURE_13:an app settings resource; the HTTP API is protected by function keys (authLevel FUNCTION), App Service Authentication would also stop Event Grid's deliveries
+    // checkov:skip=CKV_AZURE_88:an app settings resource; Flex Consumption has no Azure Files content share (the package is in a blob container)
+    // checkov:skip=CKV_AZURE_222:an app settings resource; public network access is the site's (see the skip on functionApp)
     name: 'appsettings'
     properties: union(retrainSettings, hostSettings)
   }
@@ -301,13 +348,18 @@ resource mlRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // The gate reads each training job's test_errors.json from the workspace's artifact store (its default
-// storage account, in this resource group): Storage Blob Data Reader there, nothing more. A module, because
-// the account's name is a runtime property of the workspace.
-module workspaceArtifactsReader 'modules/blob-reader.bicep' = {
-  name: 'workspace-artifacts-reader'
+// storage account): Storage Blob Data Reader there, nothing more; Contributor with workspaceStorageWriter
+// (identity-based datastores: the SDK uploads data and code with the app's identity). A module, deployed to
+// the account's resource group (workspaceStorageAccountId; by default this one), because the account may
+// live elsewhere and its name may be a runtime property of the workspace. Its deployment name is unique per
+// baseName: two deployments of this template must not overwrite each other's nested deployment there.
+module workspaceStorageRole 'modules/workspace-storage-role.bicep' = {
+  name: 'retrain-${baseName}-workspace-storage-role-${take(suffix, 8)}'
+  scope: resourceGroup(workspaceStorageIdParts[2], workspaceStorageIdParts[4])
   params: {
-    storageAccountName: last(split(workspace.properties.storageAccount, '/'))
+    storageAccountName: empty(workspaceStorageAccountId) ? last(split(workspace.properties.storageAccount, '/')) : last(workspaceStorageIdParts)
     principalId: identity.properties.principalId
+    allowWrite: workspaceStorageWriter
   }
 }
 
@@ -335,8 +387,9 @@ resource telemetryRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // Azure ML job events -> the Function App's Event Grid trigger `job_events`. One system topic per source:
-// reuse the workspace's when it has one (existingEventGridSystemTopicName).
-resource newJobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = if (createEventGridSystemTopic) {
+// reuse the workspace's when it has one (existingEventGridSystemTopicName, in
+// existingEventGridSystemTopicResourceGroup).
+resource newJobEventsTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = if (createEventGridSystemTopic) {
   name: eventGridSystemTopicName
   location: workspaceLocation
   properties: {
@@ -345,62 +398,15 @@ resource newJobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview'
   }
 }
 
-resource jobEventsTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' existing = {
-  name: eventGridSystemTopicName
-}
-
-var jobEventsDestination = {
-  endpointType: 'AzureFunction'
-  properties: {
-    resourceId: '${functionApp.id}/functions/job_events'
-    maxEventsPerBatch: 1
-    preferredBatchSizeInKilobytes: 64
-  }
-}
-var jobEventsRetryPolicy = {
-  maxDeliveryAttempts: 30
-  eventTimeToLiveInMinutes: 1440
-}
-
-// Two subscriptions because advanced filters apply to every event type of a subscription, and
-// RunCompleted events carry no data.runStatus (they would all be filtered out).
-resource runCompletedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
-  parent: jobEventsTopic
-  name: 'job-completed-to-function'
-  properties: {
-    destination: jobEventsDestination
-    filter: {
-      includedEventTypes: [
-        'Microsoft.MachineLearningServices.RunCompleted'
-      ]
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    retryPolicy: jobEventsRetryPolicy
-  }
-  dependsOn: [
-    newJobEventsTopic
-  ]
-}
-
-resource runStatusSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
-  parent: jobEventsTopic
-  name: 'job-terminal-status-to-function'
-  properties: {
-    destination: jobEventsDestination
-    filter: {
-      includedEventTypes: [
-        'Microsoft.MachineLearningServices.RunStatusChanged'
-      ]
-      advancedFilters: [
-        {
-          operatorType: 'StringIn'
-          key: 'data.runStatus'
-          values: terminalRunStatuses
-        }
-      ]
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    retryPolicy: jobEventsRetryPolicy
+// The subscriptions go where the topic is: a module scoped to the topic's resource group.
+module jobEventSubscriptions 'modules/job-event-subscriptions.bicep' = if (deployEventSubscription) {
+  name: 'retrain-${baseName}-job-event-subscriptions-${take(suffix, 8)}'
+  scope: resourceGroup(eventGridSystemTopicResourceGroup)
+  params: {
+    topicName: eventGridSystemTopicName
+    functionAppId: functionApp.id
+    terminalRunStatuses: terminalRunStatuses
+    instanceTag: 'orchestration_instance_id' // retrain.vocabulary.TAG_INSTANCE_ID
   }
   dependsOn: [
     newJobEventsTopic
@@ -413,3 +419,4 @@ output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = appInsights.name
 output eventGridSystemTopic string = eventGridSystemTopicName
+output eventGridSystemTopicResourceGroup string = eventGridSystemTopicResourceGroup

@@ -137,7 +137,10 @@ def test_host_json_matches_the_plan() -> None:
 
 def test_event_grid_subscription_targets_job_events_with_both_event_types() -> None:
     text = (REPO / "infra" / "main.bicep").read_text()
-    assert "'${functionApp.id}/functions/job_events'" in text
+    # the subscriptions are a module, deployed where the system topic is
+    text += (REPO / "infra" / "modules" / "job-event-subscriptions.bicep").read_text()
+    assert "functionAppId: functionApp.id" in text
+    assert "'${functionAppId}/functions/job_events'" in text
     assert "topicType: 'Microsoft.MachineLearningServices.Workspaces'" in text
     assert "'Microsoft.MachineLearningServices.RunCompleted'" in text
     assert "'Microsoft.MachineLearningServices.RunStatusChanged'" in text
