@@ -1,5 +1,5 @@
-"""Market data: validation at the edge, the three sources (yfinance offline through a monkeypatched
-`yfinance.download` returning frames shaped like yfinance 1.7's), tags, content versions, atomic writes."""
+"""Market data: validation at the edge, the sources (yfinance offline through the source adapter
+`YahooDownloader` with its download call returning frames shaped like yfinance 1.7's), tags, content versions, atomic writes."""
 
 from __future__ import annotations
 
@@ -327,17 +327,16 @@ class FakeYahoo:
 
 @pytest.fixture
 def fake_download():
-    """(calls, answer, yahoo): set answer["frame"]; pass yahoo=... to fetch_prices."""
+    """(calls, answer, yahoo): setting answer["frame"] sets the download's answer (every attempt); pass
+    yahoo=... to fetch_prices."""
     fake = FakeYahoo()
-    answer: dict[str, object] = {}
 
     class _Answer(dict):
-        def __setitem__(self, key, value):
+        def __setitem__(self, key: str, value: object) -> None:
             super().__setitem__(key, value)
             fake.answers[:] = [value]
 
-    answer = _Answer()
-    return fake.calls, answer, fake.yahoo
+    return fake.calls, _Answer(), fake.yahoo
 
 
 def test_yfinance_multiindex_tz_aware_frame_is_flattened(fake_download) -> None:
