@@ -40,8 +40,11 @@ param tickers string = 'MSFT'
 @description('Six-field NCRONTAB (UTC) of the retraining timer (RETRAIN_SCHEDULE).')
 param schedule string = '0 0 1 * * Mon'
 
-@description('Market data source (RETRAIN_SOURCE): yfinance, sample or csv:PATH.')
+@description('Market data source (RETRAIN_SOURCE): yfinance, sample, csv:PATH or blob:CONTAINER/PATH (Yahoo often refuses cloud IPs: docs/data-sources.md).')
 param source string = 'yfinance'
+
+@description('Blob endpoint a blob:CONTAINER/PATH source reads (RETRAIN_BLOB_ACCOUNT_URL), e.g. https://ACCOUNT.blob.core.windows.net; the identity needs Storage Blob Data Reader there.')
+param pricesBlobAccountUrl string = ''
 
 @description('AmlCompute training cluster (AZUREML_COMPUTE_NAME); created here with min 0 nodes.')
 param computeName string = 'cpu-cluster'
@@ -201,6 +204,9 @@ var retrainSettings = {
   RETRAIN_SCHEDULE: schedule
   RETRAIN_SOURCE: source
   RETRAIN_DATA_DIR: '' // no CSV named by a request in Azure: the Function App has no data directory
+  RETRAIN_BLOB_ACCOUNT_URL: pricesBlobAccountUrl
+  RETRAIN_YFINANCE_ATTEMPTS: '4'
+  RETRAIN_YFINANCE_BACKOFF_SECONDS: '2'
   RETRAIN_LOOKBACK_DAYS: '1825'
   RETRAIN_PLATFORM: 'azureml'
   RETRAIN_STATE_DIR: '/tmp/retrain'

@@ -151,21 +151,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"--trainer: {exc}") from exc
     hyperparameters = _params(args.param)
     state_dir = _prepare_environment(args.state_dir)
-    if args.source and args.source.strip().lower().startswith("csv:"):
-        # The CLI user names their own file: it becomes this process's configured source, which the
-        # in-process host trusts (a request to a running host may name only files in its RETRAIN_DATA_DIR).
-        args.source = f"csv:{Path(args.source.strip()[4:].strip()).expanduser().resolve()}"
-        os.environ["RETRAIN_SOURCE"] = args.source
     host, base_url, key = _open_or_join_host(state_dir, args.port, "run")
     summary: dict[str, Any] = {}
     try:
+        args.source, request_source = operator_request_source(args.source, in_process=host is not None)
         if host is not None:
             _restore_endpoints()  # the champion's slot serves again before a new model is rolled out
         body = {
             k: v
             for k, v in {
                 "ticker": args.ticker,
-                "source": args.source,
+                "source": request_source,
                 "lookback_days": args.lookback_days,
                 "force": args.force or None,
                 "max_epochs": args.max_epochs,
@@ -232,6 +228,38 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         summary["prediction"] = {"error": str(exc)}
     summary["elapsed_s"] = round(time.monotonic() - started, 2)
     return summary
+
+
+def operator_request_source(source: str | None, *, in_process: bool) -> tuple[str | None, str | None]:
+    """(the source as this process reads it, the source to send in the request) for a `--source` the CLI
+    user named. The CLI user is the operator: a `csv:` path is read as named, absolute or relative to the
+    working directory (`market_data.operator_source`, README "Naming data"). With the CLI's own in-process
+    host the file becomes that host's configured source (`RETRAIN_SOURCE`, which it trusts). A host
+    that already runs on the state dir (`retrain serve`) is sent the file's name relative to its
+    `RETRAIN_DATA_DIR`; a file outside it is refused here, before anything starts."""
+    from retrain.market_data import data_refusal, operator_source
+
+    if not source:
+        return source, source
+    resolved = operator_source(source)
+    if not resolved.lower().startswith("csv:") or resolved == settings.get("RETRAIN_SOURCE"):
+        return resolved, resolved
+    if in_process:
+        os.environ["RETRAIN_SOURCE"] = resolved
+        return resolved, resolved
+    path, data_dir = Path(resolved[4:]), settings.get("RETRAIN_DATA_DIR")
+    if data_dir and data_dir.strip() and path.is_relative_to(Path(data_dir.strip()).resolve()):
+        return resolved, f"csv:{path.relative_to(Path(data_dir.strip()).resolve())}"
+    raise CliError(
+        str(
+            data_refusal(
+                source,
+                "is outside RETRAIN_DATA_DIR, and a host already runs on this state dir (retrain serve: "
+                "it reads a request's file only there); copy the file into RETRAIN_DATA_DIR or stop that host",
+            )
+        ),
+        2,
+    )
 
 
 def _open_or_join_host(state_dir: Path, port: int | None, command: str) -> tuple[Any, str, str]:
@@ -518,7 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one full retraining cycle through the local host")
     run.add_argument("--ticker", help="ticker symbol (default: the first of RETRAIN_TICKERS)")
-    run.add_argument("--source", help="yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)")
+    run.add_argument(
+        "--source",
+        help="yfinance, sample, csv:PATH (any path, absolute or relative to the working directory) or "
+        "blob:CONTAINER/PATH (default: RETRAIN_SOURCE)",
+    )
     run.add_argument(
         "--lookback-days", type=int, help="calendar days of history (default: RETRAIN_LOOKBACK_DAYS)"
     )

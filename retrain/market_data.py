@@ -1,17 +1,29 @@
-"""Daily market data: three sources, one validated shape, immutable snapshots.
+"""Daily market data: four sources, one validated shape, immutable snapshots.
 
 Sources (`fetch_prices(..., source=...)`):
 - `yfinance`: Yahoo Finance through the `yfinance` package (imported only when used). yfinance answers an
   offline machine or an unknown ticker with an EMPTY frame, not an exception; that becomes a
-  `MarketDataError` naming the ticker.
+  `MarketDataError` naming the ticker. Yahoo refuses or rate-limits many cloud IP ranges (Azure's among
+  them): a failure that looks transient (an exception, or an empty answer whose logged reason is a rate
+  limit, timeout or connection error) is retried with exponential back-off (`YahooDownloader`, settings
+  `RETRAIN_YFINANCE_ATTEMPTS`, `RETRAIN_YFINANCE_BACKOFF_SECONDS`); the last failure names the ticker and
+  points to the `blob:` source.
+- `blob:CONTAINER/PATH`: a CSV in Azure Blob Storage, read with the Function App's identity
+  (`DefaultAzureCredential`, role Storage Blob Data Reader) from the account `RETRAIN_BLOB_ACCOUNT_URL`
+  (`BlobReader`). `{ticker}` in PATH becomes the ticker (`blob:prices/daily/{ticker}.csv`); without it PATH
+  is one file, filtered by a Ticker column if it has one. The same parsing and validation as `csv:`. The
+  account comes from a setting, not from the source text, so no request can send the identity's storage
+  token to a host the operator did not choose (docs/data-sources.md).
 - `sample`: real daily OHLCV for MSFT, AAPL, IBM and GOOG (2000-2013, public domain) shipped by the
   `bokeh_sampledata` package, for offline use. Its Open/High/Low/Close are unadjusted (MSFT split 2:1 in
   2003), so they are scaled by `Adj Close / Close` to make the series split-adjusted.
 - `csv:PATH`: a CSV file with a Date column and Open, High, Low, Close, Volume (column names in any case).
-  A request (HTTP) may name only files under the data directory the operator configured
-  (`RETRAIN_DATA_DIR`), by a path relative to it; the operator's own `RETRAIN_SOURCE` and the CLI user's
-  files are not restricted (`request_data_dir`, `resolve_data_file`). Error messages name the file as it
-  was named, the row and what was expected; they never quote the file's contents.
+  One rule names a file (`DATA_RULE`, the wording of every refusal, `data_refusal`): the CLI user is the
+  operator and may name any path, absolute or relative to the working directory (`operator_source`);
+  an HTTP request may name only a file inside `RETRAIN_DATA_DIR`, by a path relative to it
+  (`request_data_dir`, `resolve_data_file`), and a `blob:` source only as the operator's `RETRAIN_SOURCE`.
+  Error messages name the file as it was named, the row and what was expected; they never quote the
+  file's contents.
 
 Every frame leaving this module has the columns `Date` (tz-naive datetime64 at midnight, strictly
 increasing), `Open, High, Low, Close, Volume` (finite, prices > 0, volume >= 0) and at least
@@ -25,13 +37,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import logging
 import math
 import os
 import re
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +62,24 @@ DEFAULT_TIMEOUT_S = 30.0
 
 PRICE_COLUMNS = ("Open", "High", "Low", "Close")
 COLUMNS = ("Date", *PRICE_COLUMNS, "Volume")
-SOURCES = ("yfinance", "sample", "csv:PATH")
+SOURCES = ("yfinance", "sample", "csv:PATH", "blob:CONTAINER/PATH")
 
 DATA_DIR_SETTING = "RETRAIN_DATA_DIR"
+BLOB_ACCOUNT_SETTING = "RETRAIN_BLOB_ACCOUNT_URL"
+# yfinance's retries: 4 attempts 2, 4 and 8 s apart (14 s in all) ride out a short rate limit without
+# holding an activity for minutes; each wait is capped so a large setting cannot stall a cycle for long.
+DEFAULT_YF_ATTEMPTS = 4
+DEFAULT_YF_BACKOFF_S = 2.0
+MAX_YF_WAIT_S = 60.0
+# The largest price file a blob: source downloads (decades of daily rows for thousands of tickers fit).
+MAX_BLOB_BYTES = 200 * 1024 * 1024
+# The one rule that names data, quoted by every refusal (README "Naming data").
+DATA_RULE = (
+    "the CLI (retrain run, retrain monitor) reads any csv:PATH its user names, absolute or relative to the "
+    f"working directory; an HTTP request (POST /api/retrain, /api/monitor) names a CSV file inside "
+    f"{DATA_DIR_SETTING} by its path relative to that directory, and a blob: source only as the "
+    "operator's RETRAIN_SOURCE"
+)
 _SAMPLE_PACKAGE = "bokeh_sampledata"
 # Adjusted prices are rounded to this many decimals: more than the source's precision, and it keeps
 # the snapshot (and so its hash and version) independent of floating-point noise in the scaling.
@@ -225,11 +254,14 @@ def fetch_prices(
     timeout: float = DEFAULT_TIMEOUT_S,
     min_rows: int = MIN_ROWS,
     data_dir: str | os.PathLike[str] | None = None,
+    yahoo: YahooDownloader | None = None,
+    blob: BlobReader | None = None,
 ) -> pd.DataFrame:
     """Daily prices of `ticker` from `source`, validated (see the module docstring for the shape).
 
     `data_dir`: a `csv:NAME` source must name a file inside it (see `resolve_data_file`); None for the
-    operator's own sources, which may be anywhere.
+    operator's own sources, which may be anywhere. `yahoo` and `blob` are the yfinance and Blob Storage
+    adapters (default: built from the settings when that source is used); tests pass their own.
 
     `lookback_days` counts calendar days back from `end` (yfinance: default today, UTC) or from the last
     available date on or before `end` (sample, csv); `None` means all available history. `end` is the
@@ -249,11 +281,17 @@ def fetch_prices(
     kind, path = _parse_source(source)
 
     if kind == "yfinance":
-        raw = _fetch_yfinance(symbol, lookback_days, end_day, float(timeout))
+        raw = (yahoo or YahooDownloader.from_settings()).fetch(symbol, lookback_days, end_day, float(timeout))
         what = f"yfinance data for {symbol}"
     elif kind == "sample":
         raw = _load_sample(symbol)
         what = f"sample data for {symbol}"
+    elif kind == "blob":
+        reader = blob or BlobReader.from_settings()
+        container, blob_name = blob_location(path, symbol)
+        display = f"blob:{container}/{blob_name}"
+        raw = _parse_price_csv(reader.read(container, blob_name, float(timeout)), symbol, display)
+        what = f"CSV {display}"
     else:
         display = path
         if data_dir is not None:  # a file a request named: only inside the operator's data directory
@@ -265,7 +303,7 @@ def fetch_prices(
     if kind != "yfinance":
         prices = _trim_window(prices, lookback_days, end_day, what)
     prices = validate_prices(prices, min_rows=min_rows, what=what)
-    prices.attrs["source"] = "csv" if kind == "csv" else kind
+    prices.attrs["source"] = kind
     if end_day is not None:
         # Data as known on that day: nothing after it (monitoring and backtests replay history this way).
         prices.attrs["as_of"] = end_day.isoformat()
@@ -283,6 +321,14 @@ def _parse_source(source: str) -> tuple[str, str]:
         if not path:
             raise MarketDataError("source 'csv:' needs a path: send csv:PATH, e.g. csv:data/msft.csv")
         return "csv", path
+    if text.lower().startswith("blob:"):
+        path = text[5:].strip()
+        if "/" not in path.strip("/") or "://" in path:
+            raise MarketDataError(
+                "source 'blob:' needs a container and a blob path (the account is the setting "
+                f"{BLOB_ACCOUNT_SETTING}): send blob:CONTAINER/PATH, e.g. blob:prices/daily/{{ticker}}.csv"
+            )
+        return "blob", path.strip("/")
     raise MarketDataError(f"unknown source {source!r}: send one of {', '.join(SOURCES)}")
 
 
@@ -291,45 +337,71 @@ def parse_as_of(value: dt.date | str | None) -> dt.date | None:
     return _parse_end(value)
 
 
+def data_refusal(source: str, problem: str) -> MarketDataError:
+    """The one wording of every refusal of a named data file: the source as it was named (cut short),
+    what is wrong with it, and the rule (`DATA_RULE`) that says what to send instead."""
+    text = source if isinstance(source, str) else repr(source)
+    shown = repr(text[:80]) + ("..." if len(text) > 80 else "")
+    return MarketDataError(f"source {shown} {problem}: {DATA_RULE}")
+
+
+def operator_source(source: str, cwd: str | os.PathLike[str] | None = None) -> str:
+    """A source the CLI user (the operator) named, as the host will read it: a `csv:` path relative to
+    `cwd` (default: the working directory) becomes absolute; every other source is returned stripped."""
+    text = source.strip()
+    if not text.lower().startswith("csv:") or not text[4:].strip():
+        return text
+    path = Path(text[4:].strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(cwd if cwd is not None else os.getcwd()) / path
+    return f"csv:{path.resolve()}"
+
+
 def request_data_dir(source: str, configured_source: str | None, data_dir_setting: str | None) -> Path | None:
     """Where a `csv:` source that came with a request must live: None when the source is not a CSV or is
     the operator's own `RETRAIN_SOURCE`; else the configured data directory. A request naming a CSV when
-    no data directory is configured is refused."""
-    if not isinstance(source, str) or not source.strip().lower().startswith("csv:"):
+    no data directory is configured, or a `blob:` source other than `RETRAIN_SOURCE`, is refused."""
+    if not isinstance(source, str):
         return None
-    if configured_source is not None and source.strip() == configured_source.strip():
+    text = source.strip()
+    if configured_source is not None and text == configured_source.strip():
+        return None
+    if text.lower().startswith("blob:"):
+        raise data_refusal(text, "is not the operator's RETRAIN_SOURCE")
+    if not text.lower().startswith("csv:"):
         return None
     if not data_dir_setting or not str(data_dir_setting).strip():
-        raise MarketDataError(
-            f"a request may name a CSV only when the operator sets {DATA_DIR_SETTING} (a directory of "
-            "CSV files); send source sample or yfinance, or ask the operator to configure it"
-        )
+        raise data_refusal(text, f"cannot be read: the operator has not set {DATA_DIR_SETTING}")
     return Path(str(data_dir_setting).strip())
+
+
+def check_request_source(source: str, configured_source: str | None, data_dir_setting: str | None) -> None:
+    """Refuse, at the HTTP edge, a source a request may not read (`request_data_dir`, then the file
+    itself); the fetch activity checks again when it reads."""
+    data_dir = request_data_dir(source, configured_source, data_dir_setting)
+    if data_dir is not None:
+        resolve_data_file(source.strip()[4:].strip(), data_dir)
 
 
 def resolve_data_file(name: str, data_dir: str | os.PathLike[str]) -> Path:
     """The regular file `name` (relative to `data_dir`, or absolute inside it) resolved through `..` and
     symlinks, refused unless it stays inside `data_dir`. Messages name `name`, never the resolved path."""
-    shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
+    source = f"csv:{name}"
     if not name or "\x00" in name:
-        raise MarketDataError(f"csv:{shown}: send csv:NAME with the name of a file in {DATA_DIR_SETTING}")
+        raise data_refusal(source, "names no file")
     try:
         root = Path(data_dir).resolve(strict=True)
     except OSError:
-        raise MarketDataError(
-            f"the data directory ({DATA_DIR_SETTING}) does not exist; the operator must create it"
+        raise data_refusal(
+            source, f"cannot be read: the data directory ({DATA_DIR_SETTING}) does not exist"
         ) from None
     try:
         target = (root / name).resolve(strict=True)
     except (OSError, RuntimeError):  # missing, or a symlink loop
-        raise MarketDataError(
-            f"csv:{shown} is not a file in the data directory; send the name of a CSV file inside "
-            f"{DATA_DIR_SETTING}"
-        ) from None
+        raise data_refusal(source, "is not a file in the data directory") from None
     if not target.is_relative_to(root) or not target.is_file():
-        raise MarketDataError(
-            f"csv:{shown} is not a file inside the data directory (paths may not leave it through .. or "
-            f"symlinks); send the name of a CSV file inside {DATA_DIR_SETTING}"
+        raise data_refusal(
+            source, "is not a file inside the data directory (paths may not leave it through .. or symlinks)"
         )
     return target
 
@@ -372,38 +444,116 @@ def _trim_window(
     return prices.reset_index(drop=True)
 
 
-def _fetch_yfinance(
-    ticker: str, lookback_days: int | None, end: dt.date | None, timeout: float
-) -> pd.DataFrame:
+# The reasons yfinance logs (or raises) for a failure worth another attempt: Yahoo's rate limit (often
+# what a cloud IP range meets), timeouts, connection and DNS errors, server errors.
+_TRANSIENT_YF = re.compile(
+    r"rate.?limit|too many requests|\b429\b|timed? ?out|timeout|connection|could not resolve|curl|"
+    r"temporar|unavailable|\b50[0234]\b",
+    re.IGNORECASE,
+)
+YahooDownload = Callable[..., Any]
+
+
+def _yfinance_download(*args: Any, **kwargs: Any) -> Any:
     import yfinance as yf  # only here: the Function App imports this module without needing Yahoo
 
-    end_day = end or dt.datetime.now(dt.UTC).date()
-    kwargs: dict[str, Any] = {
-        "end": (end_day + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
-        "interval": "1d",
-        "auto_adjust": True,  # split- and dividend-adjusted OHLC
-        "actions": False,
-        "progress": False,
-        "threads": False,
-        "timeout": timeout,
-        "multi_level_index": True,
-    }
-    if lookback_days is None:
-        kwargs["period"] = "max"
-    else:
-        kwargs["start"] = (end_day - dt.timedelta(days=lookback_days)).isoformat()
+    return yf.download(*args, **kwargs)
 
-    with _capture_log("yfinance") as errors, warnings.catch_warnings():
-        # yfinance's own pandas deprecation warnings are noise to our users.
-        warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
-        try:
-            frame = yf.download(ticker, **kwargs)
-        except Exception as exc:  # yfinance raises assorted types (network, rate limit, parsing)
+
+@dataclass(frozen=True)
+class YahooDownloader:
+    """The yfinance source: `download` (`yfinance.download`) called up to `attempts` times, waiting
+    `backoff_s`, then twice as long each time (each wait at most `MAX_YF_WAIT_S`), while the failure looks
+    transient. A permanent answer (an unknown ticker) fails at once."""
+
+    download: YahooDownload = _yfinance_download
+    attempts: int = DEFAULT_YF_ATTEMPTS
+    backoff_s: float = DEFAULT_YF_BACKOFF_S
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or not 1 <= self.attempts <= 20
+        ):
             raise MarketDataError(
-                f"yfinance failed for {ticker}: {exc!r}. Check the network and the symbol, "
-                "or use --source sample (MSFT, AAPL, IBM, GOOG) or --source csv:PATH"
-            ) from exc
-    return parse_yfinance_frame(frame, ticker, errors=errors)
+                f"RETRAIN_YFINANCE_ATTEMPTS={self.attempts!r}: send a whole number of attempts from 1 to 20"
+            )
+        if not (isinstance(self.backoff_s, int | float) and 0 <= self.backoff_s <= MAX_YF_WAIT_S):
+            raise MarketDataError(
+                f"RETRAIN_YFINANCE_BACKOFF_SECONDS={self.backoff_s!r}: send seconds from 0 to {MAX_YF_WAIT_S:g}"
+            )
+
+    @classmethod
+    def from_settings(cls, environ: Any = None) -> YahooDownloader:
+        from retrain import settings
+
+        try:
+            attempts = settings.get_int("RETRAIN_YFINANCE_ATTEMPTS", environ)
+            backoff = settings.get_float("RETRAIN_YFINANCE_BACKOFF_SECONDS", environ)
+        except settings.SettingsError as exc:
+            raise MarketDataError(str(exc)) from None
+        return cls(attempts=attempts, backoff_s=backoff)
+
+    def waits(self) -> list[float]:
+        """The pauses between attempts, in order."""
+        return [min(self.backoff_s * 2**i, MAX_YF_WAIT_S) for i in range(self.attempts - 1)]
+
+    def fetch(
+        self, ticker: str, lookback_days: int | None, end: dt.date | None, timeout: float
+    ) -> pd.DataFrame:
+        """The flat frame (`parse_yfinance_frame`) of `ticker`, or a `MarketDataError` naming it."""
+        end_day = end or dt.datetime.now(dt.UTC).date()
+        kwargs: dict[str, Any] = {
+            "end": (end_day + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
+            "interval": "1d",
+            "auto_adjust": True,  # split- and dividend-adjusted OHLC
+            "actions": False,
+            "progress": False,
+            "threads": False,
+            "timeout": timeout,
+            "multi_level_index": True,
+        }
+        if lookback_days is None:
+            kwargs["period"] = "max"
+        else:
+            kwargs["start"] = (end_day - dt.timedelta(days=lookback_days)).isoformat()
+
+        waits = self.waits()
+        for attempt in range(1, self.attempts + 1):
+            with _capture_log("yfinance") as errors, warnings.catch_warnings():
+                # yfinance's own pandas deprecation warnings are noise to our users.
+                warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
+                try:
+                    frame = self.download(ticker, **kwargs)
+                except Exception as exc:  # yfinance raises assorted types (network, rate limit, parsing)
+                    reason = repr(exc)
+                else:
+                    try:
+                        return parse_yfinance_frame(frame, ticker, errors=errors)
+                    except MarketDataError as exc:
+                        reason = "; ".join(dict.fromkeys(errors))[:600]
+                        if not _TRANSIENT_YF.search(reason):
+                            raise  # an unknown ticker or a malformed answer: another attempt gives the same
+                        reason = str(exc)
+            if attempt < self.attempts:
+                logging.getLogger(__name__).warning(
+                    "yfinance attempt %d/%d for %s failed (%s); retrying in %.1f s",
+                    attempt,
+                    self.attempts,
+                    ticker,
+                    reason[:200],
+                    waits[attempt - 1],
+                )
+                self.sleep(waits[attempt - 1])
+        raise MarketDataError(
+            f"yfinance failed for {ticker} after {self.attempts} attempt(s) over {sum(waits):g} s: {reason}. "
+            "Yahoo Finance often refuses or rate-limits requests from cloud IP ranges (Azure among them): "
+            "in production read prices from your own Blob container (source blob:CONTAINER/PATH with "
+            f"{BLOB_ACCOUNT_SETTING}, docs/data-sources.md) or a file (csv:PATH); offline, use --source "
+            "sample (MSFT, AAPL, IBM, GOOG); or raise RETRAIN_YFINANCE_ATTEMPTS"
+        )
 
 
 def parse_yfinance_frame(
@@ -472,6 +622,106 @@ def _capture_log(name: str) -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
+def blob_location(path: str, ticker: str) -> tuple[str, str]:
+    """(container, blob name) of a `blob:CONTAINER/PATH` source's PATH for `ticker` (`{ticker}` replaced)."""
+    container, _, name = path.strip("/").partition("/")
+    return container, name.replace("{ticker}", ticker)
+
+
+_CREDENTIAL: Any = None  # one DefaultAzureCredential per process: it caches its tokens
+
+
+def _default_credential() -> Any:
+    global _CREDENTIAL
+    if _CREDENTIAL is None:
+        from azure.identity import DefaultAzureCredential
+
+        _CREDENTIAL = DefaultAzureCredential()
+    return _CREDENTIAL
+
+
+@dataclass(frozen=True)
+class BlobReader:
+    """The blob: source: reads a blob of the storage account `account_url` with an Azure AD identity
+    (`credential`, default `DefaultAzureCredential`: the Function App's managed identity, which needs
+    Storage Blob Data Reader on the account or the container). `client_options` go to
+    `BlobServiceClient` (tests pass an azure-core `transport`)."""
+
+    account_url: str
+    credential: Any = None
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlparse
+
+        url = urlparse(str(self.account_url).strip())
+        if url.scheme != "https" or not url.netloc or url.path.strip("/") or url.query:
+            raise MarketDataError(
+                f"{BLOB_ACCOUNT_SETTING}={str(self.account_url)[:120]!r}: send the account's blob endpoint, "
+                "https://ACCOUNT.blob.core.windows.net (https, no container or path)"
+            )
+
+    @classmethod
+    def from_settings(cls, environ: Any = None) -> BlobReader:
+        from retrain import settings
+
+        account_url = settings.get(BLOB_ACCOUNT_SETTING, environ)
+        if not account_url or not account_url.strip():
+            raise MarketDataError(
+                f"source blob: needs {BLOB_ACCOUNT_SETTING}, the storage account's blob endpoint "
+                "(https://ACCOUNT.blob.core.windows.net); set it, or use another source"
+            )
+        return cls(account_url=account_url.strip())
+
+    def read(self, container: str, name: str, timeout: float) -> bytes:
+        """The blob's bytes, or a `MarketDataError` saying what is missing or refused and what to do."""
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+        )
+        from azure.storage.blob import BlobServiceClient
+
+        shown = f"blob:{container}/{name}"
+        service = BlobServiceClient(
+            self.account_url.strip(),
+            credential=self.credential if self.credential is not None else _default_credential(),
+            **self.client_options,
+        )
+        try:
+            downloader = service.get_blob_client(container, name).download_blob(timeout=max(1, int(timeout)))
+            if downloader.size > MAX_BLOB_BYTES:
+                raise MarketDataError(
+                    f"{shown} has {downloader.size} bytes, more than {MAX_BLOB_BYTES}; send one file per "
+                    "ticker (blob:CONTAINER/PATH/{ticker}.csv)"
+                )
+            content: bytes = downloader.readall()
+        except ResourceNotFoundError:
+            raise MarketDataError(
+                f"{shown} does not exist in {self.account_url}; upload the ticker's CSV there, or fix the "
+                "source (blob:CONTAINER/PATH, {ticker} in PATH becomes the ticker)"
+            ) from None
+        except ClientAuthenticationError as exc:
+            raise MarketDataError(
+                f"{shown}: no identity could sign in to {self.account_url} ({type(exc).__name__}); in Azure "
+                "the Function App's managed identity (AZURE_CLIENT_ID) is used, locally `az login`"
+            ) from None
+        except HttpResponseError as exc:
+            code = f"{exc.status_code} {getattr(exc, 'error_code', None) or ''}".strip()
+            if exc.status_code == 403:
+                raise MarketDataError(
+                    f"{shown}: {self.account_url} refused the identity ({code}); grant it Storage Blob "
+                    "Data Reader on the account or container, and allow its network"
+                ) from None
+            raise MarketDataError(f"{shown}: {self.account_url} answered {code}; try again later") from None
+        except AzureError as exc:  # the network: DNS, a timeout, a reset connection
+            raise MarketDataError(f"{shown}: {self.account_url} could not be reached ({exc!r})") from None
+        finally:
+            service.close()
+        return content
+
+
 def sample_path() -> Path:
     """The bundled sample file (`bokeh_sampledata`'s stocks.csv.gz)."""
     from importlib.util import find_spec
@@ -514,8 +764,14 @@ def _load_csv(path: Path, ticker: str, display: str | None = None) -> pd.DataFra
     name = display or str(path)
     if not path.is_file():
         raise MarketDataError(f"CSV {name} does not exist; send csv:PATH with the path of a CSV file")
+    return _parse_price_csv(path, ticker, name)
+
+
+def _parse_price_csv(content: Path | bytes, ticker: str, name: str) -> pd.DataFrame:
+    """A price CSV (a file, or the bytes of a blob) as a raw frame with canonical column names and only
+    `ticker`'s rows when it has a Ticker column; `validate_prices` does the rest."""
     try:
-        raw = pd.read_csv(path)
+        raw = pd.read_csv(io.BytesIO(content) if isinstance(content, bytes) else content)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         # The parser's message can quote the file; keep only where it failed.
         where = re.search(r"line \d+", str(exc)) if isinstance(exc, pd.errors.ParserError) else None

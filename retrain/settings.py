@@ -26,7 +26,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_TICKERS", "MSFT", "Comma-separated ticker symbols the weekly timer retrains."),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
     Setting(
-        "RETRAIN_SOURCE", "yfinance", "Market data source: yfinance, sample (bundled real data) or csv:PATH."
+        "RETRAIN_SOURCE",
+        "yfinance",
+        "Market data source: yfinance, sample (bundled real data), csv:PATH or blob:CONTAINER/PATH.",
+    ),
+    Setting(
+        "RETRAIN_BLOB_ACCOUNT_URL",
+        None,
+        "Blob endpoint (https://ACCOUNT.blob.core.windows.net) a blob:CONTAINER/PATH source reads, with the app's identity.",
+    ),
+    Setting(
+        "RETRAIN_YFINANCE_ATTEMPTS",
+        "4",
+        "Attempts of each yfinance download when Yahoo rate-limits or the network fails (1..20).",
+    ),
+    Setting(
+        "RETRAIN_YFINANCE_BACKOFF_SECONDS",
+        "2",
+        "Wait before the second yfinance attempt; it doubles after each (at most 60 s a wait).",
     ),
     Setting(
         "RETRAIN_DATA_DIR",

@@ -55,8 +55,9 @@ _ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
-    "source": "yfinance, sample or csv:PATH; a request's PATH must name a CSV file inside RETRAIN_DATA_DIR "
-    "(relative to it), which the operator must configure (default: RETRAIN_SOURCE)",
+    "source": "yfinance, sample, csv:PATH or blob:CONTAINER/PATH; a request's PATH must name a CSV file "
+    "inside RETRAIN_DATA_DIR (relative to it), which the operator must configure, and a blob: source must "
+    "be the operator's RETRAIN_SOURCE (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
     "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS; trainers that train in epochs)",
     "trainer": f"a trainer of this repository: {' or '.join(trainer_names())} (default: RETRAIN_TRAINER)",
@@ -80,7 +81,7 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> CycleInput:
     """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
-    from retrain.market_data import MarketDataError, request_data_dir, resolve_data_file, validate_ticker
+    from retrain.market_data import MarketDataError, check_request_source, validate_ticker
 
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
@@ -132,20 +133,18 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
     source = data.get("source")
     if source is not None and (
         not isinstance(source, str)
-        or not (source in ("yfinance", "sample") or source.startswith("csv:"))
-        or source == "csv:"
+        or not (source in ("yfinance", "sample") or source.startswith(("csv:", "blob:")))
+        or source in ("csv:", "blob:")
     ):
         raise BadRequest(f"source={_shown(source)}: expected {REQUEST_FIELDS['source']}")
     if source is not None:
         # A request names only files the operator allowed (RETRAIN_DATA_DIR); checked again at fetch time.
         try:
-            data_dir = request_data_dir(
+            check_request_source(
                 source, settings.get("RETRAIN_SOURCE", environ), settings.get("RETRAIN_DATA_DIR", environ)
             )
-            if data_dir is not None:
-                resolve_data_file(source.strip()[4:].strip(), data_dir)
         except MarketDataError as exc:
-            raise BadRequest(f"source: {exc}") from None
+            raise BadRequest(str(exc)) from None  # data_refusal's wording, which names the source
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise BadRequest(f"force={_shown(force)}: expected true or false")

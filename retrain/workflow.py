@@ -244,9 +244,11 @@ def validate_cycle_input(data: Any) -> CycleInput:
         raise bad("ticker", f"the canonical ticker {canonical!r}")
     source = data.get("source", "yfinance")
     if not isinstance(source, str) or not (
-        source in ("yfinance", "sample") or (source.startswith("csv:") and source[4:].strip())
+        source in ("yfinance", "sample")
+        or (source.startswith("csv:") and source[4:].strip())
+        or (source.startswith("blob:") and source[5:].strip())
     ):
-        raise bad("source", "yfinance, sample or csv:PATH")
+        raise bad("source", "yfinance, sample, csv:PATH or blob:CONTAINER/PATH")
     lookback = data.get("lookback_days")
     if lookback is not None and (
         isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500

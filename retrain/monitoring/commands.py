@@ -45,13 +45,22 @@ def add_commands(
     def cmd_monitor(args: argparse.Namespace) -> int:
         import time
 
-        from retrain.cli import CliError, _open_or_join_host, _restore_endpoints, _say, _stop_host
+        from retrain.cli import (
+            CliError,
+            _open_or_join_host,
+            _restore_endpoints,
+            _say,
+            _stop_host,
+            operator_request_source,
+        )
         from retrain.host_client import TERMINAL_RUNTIME_STATUSES, HostClient, http_json, with_code
 
         started = time.monotonic()
         state_dir = prepare(args.state_dir)
         host, base_url, key = _open_or_join_host(state_dir, args.port, "monitor")
         try:
+            # The same rule as `retrain run`: the CLI user's file is read as named (README "Naming data").
+            _, source = operator_request_source(args.source, in_process=host is not None)
             if host is not None:
                 _restore_endpoints()
             body = {
@@ -60,7 +69,7 @@ def add_commands(
                     "ticker": args.ticker,
                     "from": args.start,
                     "to": args.end,
-                    "source": args.source,
+                    "source": source,
                 }.items()
                 if v
             }
@@ -111,7 +120,11 @@ def add_commands(
     monitor.add_argument("--ticker", help="ticker symbol (default: the first of RETRAIN_TICKERS)")
     monitor.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: today)")
     monitor.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: --from)")
-    monitor.add_argument("--source", help="yfinance, sample or csv:PATH (default: RETRAIN_SOURCE)")
+    monitor.add_argument(
+        "--source",
+        help="yfinance, sample, csv:PATH (any path, absolute or relative to the working directory) or "
+        "blob:CONTAINER/PATH (default: RETRAIN_SOURCE)",
+    )
     monitor.add_argument("--port", type=int, help="host port (default: a free one)")
     state(monitor)
     monitor.set_defaults(func=cmd_monitor)

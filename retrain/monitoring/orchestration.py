@@ -66,9 +66,8 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
     """Validate `{"ticker", "from", "to", "source"}`; the orchestration input with the thresholds."""
     from retrain.market_data import (
         MarketDataError,
+        check_request_source,
         parse_as_of,
-        request_data_dir,
-        resolve_data_file,
         validate_ticker,
     )
     from retrain.monitoring.calibration import thresholds_from_settings
@@ -99,16 +98,18 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
     if len(days) > MAX_DAYS:
         raise MonitorRequestError(f"{len(days)} trading days; send at most {MAX_DAYS} per request")
     source = body.get("source") or settings.get("RETRAIN_SOURCE", environ)
-    if not isinstance(source, str) or not (source in ("yfinance", "sample") or source.startswith("csv:")):
-        raise MonitorRequestError(f"source={str(source)[:80]!r}: send yfinance, sample or csv:PATH")
+    if not isinstance(source, str) or not (
+        source in ("yfinance", "sample") or source.startswith(("csv:", "blob:"))
+    ):
+        raise MonitorRequestError(
+            f"source={str(source)[:80]!r}: send yfinance, sample, csv:PATH or blob:CONTAINER/PATH"
+        )
     try:  # a request names only files the operator allowed (RETRAIN_DATA_DIR), as POST /api/retrain
-        data_dir = request_data_dir(
+        check_request_source(
             source, settings.get("RETRAIN_SOURCE", environ), settings.get("RETRAIN_DATA_DIR", environ)
         )
-        if data_dir is not None:
-            resolve_data_file(source.strip()[4:].strip(), data_dir)
     except MarketDataError as exc:
-        raise MonitorRequestError(f"source: {exc}") from None
+        raise MonitorRequestError(str(exc)) from None  # data_refusal's wording, which names the source
     return {
         "ticker": ticker,
         "days": days,

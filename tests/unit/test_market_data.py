@@ -1,5 +1,5 @@
-"""Market data: validation at the edge, the three sources (yfinance offline through a monkeypatched
-`yfinance.download` returning frames shaped like yfinance 1.7's), tags, content versions, atomic writes."""
+"""Market data: validation at the edge, the sources (yfinance offline through the source adapter
+`YahooDownloader` with its download call returning frames shaped like yfinance 1.7's), tags, content versions, atomic writes."""
 
 from __future__ import annotations
 
@@ -302,31 +302,50 @@ def test_snapshot_validates_its_input(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- yfinance
 
 
-@pytest.fixture
-def fake_download(monkeypatch: pytest.MonkeyPatch):
-    """Replace `yfinance.download` (the network) and record how it was called."""
-    yf = pytest.importorskip("yfinance")
-    calls: list[tuple[tuple, dict]] = []
-    answer: dict[str, object] = {}
+class FakeYahoo:
+    """The yfinance source adapter (`YahooDownloader`) with its one network call, `download`, replaced by
+    answers the test sets (frames shaped like yfinance 1.7's, or exceptions), and its pauses recorded
+    instead of slept."""
 
-    def download(*args, **kwargs):
-        calls.append((args, kwargs))
-        result = answer["frame"]
+    def __init__(self, attempts: int = md.DEFAULT_YF_ATTEMPTS, backoff_s: float = md.DEFAULT_YF_BACKOFF_S):
+        self.calls: list[tuple[tuple, dict]] = []
+        self.answers: list[object] = []  # one per attempt; the last one repeats
+        self.slept: list[float] = []
+        self.yahoo = md.YahooDownloader(
+            download=self._download, attempts=attempts, backoff_s=backoff_s, sleep=self.slept.append
+        )
+
+    def _download(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        result = self.answers[min(len(self.calls), len(self.answers)) - 1]
         if callable(result):
             result = result()
         if isinstance(result, Exception):
             raise result
         return result
 
-    monkeypatch.setattr(yf, "download", download)
-    return calls, answer
+
+@pytest.fixture
+def fake_download():
+    """(calls, answer, yahoo): setting answer["frame"] sets the download's answer (every attempt); pass
+    yahoo=... to fetch_prices."""
+    fake = FakeYahoo()
+
+    class _Answer(dict):
+        def __setitem__(self, key: str, value: object) -> None:
+            super().__setitem__(key, value)
+            fake.answers[:] = [value]
+
+    return fake.calls, _Answer(), fake.yahoo
 
 
 def test_yfinance_multiindex_tz_aware_frame_is_flattened(fake_download) -> None:
-    calls, answer = fake_download
+    calls, answer, yahoo = fake_download
     prices = make_prices()
     answer["frame"] = yf_frame(prices, "MSFT")
-    out = fetch_prices("msft", source="yfinance", lookback_days=500, end="2021-03-01", timeout=7.5)
+    out = fetch_prices(
+        "msft", source="yfinance", yahoo=yahoo, lookback_days=500, end="2021-03-01", timeout=7.5
+    )
     assert list(out.columns) == list(md.COLUMNS)
     assert out["Date"].dt.tz is None
     assert out["Date"].tolist() == prices["Date"].tolist()
@@ -340,54 +359,57 @@ def test_yfinance_multiindex_tz_aware_frame_is_flattened(fake_download) -> None:
 
 
 def test_yfinance_without_lookback_asks_for_all_history(fake_download) -> None:
-    calls, answer = fake_download
+    calls, answer, yahoo = fake_download
     answer["frame"] = yf_frame(make_prices(), "MSFT", tz=None)
-    fetch_prices("MSFT", source="yfinance")
+    fetch_prices("MSFT", source="yfinance", yahoo=yahoo)
     ((_, kwargs),) = calls
     assert kwargs["period"] == "max" and "start" not in kwargs
 
 
 def test_yfinance_group_by_ticker_layout_is_understood(fake_download) -> None:
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
     answer["frame"] = yf_frame(make_prices(), "MSFT").swaplevel(0, 1, axis=1)
-    assert len(fetch_prices("MSFT", source="yfinance")) == 300
+    assert len(fetch_prices("MSFT", source="yfinance", yahoo=yahoo)) == 300
 
 
 def test_yfinance_empty_frame_names_ticker_and_suggests_sample(fake_download) -> None:
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
     answer["frame"] = yf_empty_frame("NOPE")
     with pytest.raises(MarketDataError, match=r"no data for NOPE.*offline.*--source sample"):
-        fetch_prices("NOPE", source="yfinance")
+        fetch_prices("NOPE", source="yfinance", yahoo=yahoo)
 
 
 def test_yfinance_all_nan_rows_count_as_empty(fake_download) -> None:
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
     frame = yf_frame(make_prices(n=5), "MSFT")
     answer["frame"] = frame * np.nan
     with pytest.raises(MarketDataError, match="no data for MSFT"):
-        fetch_prices("MSFT", source="yfinance")
+        fetch_prices("MSFT", source="yfinance", yahoo=yahoo)
 
 
 def test_yfinance_exception_becomes_market_data_error(fake_download) -> None:
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
     answer["frame"] = TimeoutError("read timed out")
-    with pytest.raises(MarketDataError, match=r"yfinance failed for MSFT: TimeoutError.*--source sample"):
-        fetch_prices("MSFT", source="yfinance")
+    with pytest.raises(
+        MarketDataError,
+        match=r"yfinance failed for MSFT after 4 attempt\(s\) over 14 s: TimeoutError.*blob:.*--source sample",
+    ):
+        fetch_prices("MSFT", source="yfinance", yahoo=yahoo)
 
 
 def test_yfinance_frame_is_validated_like_any_other(fake_download) -> None:
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
     prices = make_prices()
     prices.loc[7, "Close"] = -1.0
     answer["frame"] = yf_frame(prices, "MSFT")
     with pytest.raises(MarketDataError, match=r"yfinance data for MSFT: 1 value\(s\) of Close"):
-        fetch_prices("MSFT", source="yfinance")
+        fetch_prices("MSFT", source="yfinance", yahoo=yahoo)
 
 
 def test_yfinance_error_log_is_included_in_the_message(fake_download) -> None:
     import logging
 
-    _, answer = fake_download
+    _, answer, yahoo = fake_download
 
     def logs_then_returns_empty() -> pd.DataFrame:  # what yfinance does for a delisted symbol
         logging.getLogger("yfinance").error(
@@ -397,7 +419,7 @@ def test_yfinance_error_log_is_included_in_the_message(fake_download) -> None:
 
     answer["frame"] = logs_then_returns_empty
     with pytest.raises(MarketDataError, match="possibly delisted"):
-        fetch_prices("ZZZZ", source="yfinance")
+        fetch_prices("ZZZZ", source="yfinance", yahoo=yahoo)
 
 
 # ---------------------------------------------------------------------------------------------- sample

@@ -29,7 +29,7 @@ def test_a_range_becomes_its_weekdays_with_the_thresholds_of_the_settings() -> N
         ([], "send a JSON object"),
         ({"ticker": "MS FT", "from": "2012-07-06"}, "invalid ticker"),
         ({"from": "2012-07-07", "to": "2012-07-08"}, "no weekday"),
-        ({"from": "2012-07-06", "source": "ftp:x"}, "yfinance, sample or csv:PATH"),
+        ({"from": "2012-07-06", "source": "ftp:x"}, "yfinance, sample, csv:PATH or blob:CONTAINER/PATH"),
     ],
 )
 def test_bad_requests_say_what_to_send(body: object, says: str) -> None:

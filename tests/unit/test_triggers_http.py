@@ -60,8 +60,8 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         ('{"lookback_days": "365"}', "lookback_days='365'"),
         ('{"lookback_days": 5}', "from 30 to 36500"),
         ('{"lookback_days": true}', "lookback_days=True"),
-        ('{"source": "bloomberg"}', "yfinance, sample or csv:PATH"),
-        ('{"source": "csv:"}', "yfinance, sample or csv:PATH"),
+        ('{"source": "bloomberg"}', "yfinance, sample, csv:PATH or blob:CONTAINER/PATH"),
+        ('{"source": "csv:"}', "yfinance, sample, csv:PATH or blob:CONTAINER/PATH"),
         ('{"force": "yes"}', "expected true or false"),
         ('{"max_epochs": 0}', "from 1 to 1000"),
         (
@@ -206,7 +206,7 @@ def _data_dir(tmp_path):
 
 def test_a_request_names_no_csv_unless_a_data_dir_is_configured(tmp_path):
     for source in ("csv:/proc/self/environ", "csv:msft.csv"):
-        with pytest.raises(BadRequest, match="only when the operator sets RETRAIN_DATA_DIR"):
+        with pytest.raises(BadRequest, match="the operator has not set RETRAIN_DATA_DIR"):
             parse_retrain_request(json.dumps({"source": source}), ENV)
     # the operator's own configured source is not a request's choice: it stays allowed
     own = {**ENV, "RETRAIN_SOURCE": "csv:/srv/prices.csv"}
