@@ -42,6 +42,34 @@ class EndpointBusyError(TransientPlatformError):
     endpoint is no longer Updating, then try again; a quick retry only meets the same refusal."""
 
 
+class ScoringUnavailableError(TransientPlatformError):
+    """The scoring URL answered 503 (or 429) with `Retry-After`: no deployment can answer right now (it is
+    starting or restarting, or the endpoint is throttled); the same request may succeed after
+    `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delay-seconds or an HTTP date), None when absent or
+    unreadable."""
+    import email.utils
+    import time
+
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 @dataclass(frozen=True)
 class _Value:
     def to_dict(self) -> dict[str, Any]:

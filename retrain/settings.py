@@ -144,6 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
         "20",
         "Trading days after a monitor-triggered retrain during which no other one is triggered.",
     ),
+    Setting(
+        "RETRAIN_MONITOR_SCORE_WAIT_S",
+        "120",
+        "Longest wait (seconds) of one monitored day for a scoring URL that answers 503/429 with Retry-After (slots starting); then the day has no forecast.",
+    ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
     Setting("RETRAIN_SYSTEM_KEY", None, "Master key of the local host: it opens every route.", secret=True),

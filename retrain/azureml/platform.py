@@ -46,10 +46,12 @@ from retrain.ports import (
     JobStatus,
     ModelRef,
     PlatformError,
+    ScoringUnavailableError,
     TrainingRequest,
     TransientPlatformError,
     monitor_experiment_name,
     monitor_metric_point,
+    retry_after_seconds,
 )
 from retrain.vocabulary import FIT_END_TAGS, PROVISIONING_IN_PROGRESS
 
@@ -565,7 +567,7 @@ class AzureMLPlatform:
         scoring URI and key come from `prepare_invoke`'s cache, so only the scoring call itself is slow."""
         for attempt in (1, 2):
             scoring_uri, key = self.prepare_invoke(endpoint)
-            status, text = self._post_score(endpoint, scoring_uri, key, payload, slot)
+            status, text, retry_after = self._post_score(endpoint, scoring_uri, key, payload, slot)
             if status in (401, 403) and attempt == 1:
                 self._scoring.pop(endpoint, None)  # the key was regenerated: fetch it again, once
                 continue
@@ -576,6 +578,9 @@ class AzureMLPlatform:
                 f"{target} answered 404 ({text[:200]}): no deployment takes traffic yet; pin a slot "
                 "or wait until the traffic update has applied"
             )
+        wait = retry_after_seconds(retry_after) if status in (429, 503) else None
+        if wait is not None:  # no deployment can answer yet (or throttled): the caller may wait and retry
+            raise ScoringUnavailableError(f"{target} answered HTTP {status}: {text[:200]}", wait)
         if status >= 400:
             error = TransientPlatformError if status in (408, 429, 500, 502, 503, 504) else PlatformError
             raise error(f"{target} answered HTTP {status}: {text[:200]}")
@@ -604,7 +609,8 @@ class AzureMLPlatform:
 
     def _post_score(
         self, endpoint: str, scoring_uri: str, key: str, payload: dict[str, Any], slot: str | None
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str, str | None]:
+        """(status, body, the Retry-After header or None) of one scoring request."""
         from azure.core import PipelineClient
         from azure.core.rest import HttpRequest
 
@@ -621,7 +627,7 @@ class AzureMLPlatform:
         }
         with azure_call(f"score through {endpoint}" + (f"/{slot}" if slot else "")):
             response = self._scoring_pipeline.send_request(request, **timeouts)
-            return response.status_code, response.text()
+            return response.status_code, response.text(), response.headers.get("Retry-After")
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
         existing = self._get_or_none(

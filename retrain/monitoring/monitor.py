@@ -9,8 +9,9 @@ Pure parts (used by the backtest too):
 - `drift_since_reference(dates, closes, reference_end)` -> `DriftOutcome`: the drift statistic, or why
   it could not be computed (an alert: a check that cannot run is never silent).
 
-`monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, the
-forecast log, the champion's test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
+`monitor_day(payload)` is the activity: it does the I/O (prices as of the day, the scoring URL, waited for
+within `RETRAIN_MONITOR_SCORE_WAIT_S` while it answers 503 with Retry-After, the forecast log, the champion's
+test errors) around the pure parts, logs the day's numbers (`day_metrics`) to
 the platform's MLflow time series (`MLPlatform.log_monitor_metrics`; a failure there is only a warning),
 and returns a JSON summary.
 """
@@ -21,7 +22,8 @@ import bisect
 import datetime as dt
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,6 +276,35 @@ def performance_check(
     }
 
 
+def score_with_wait(
+    invoke: Callable[[], dict[str, Any]],
+    budget_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """`invoke()`, called again after each `ScoringUnavailableError` (a 503/429 with Retry-After: the slots
+    are starting or restarting) once its Retry-After has passed, for at most `budget_s` seconds in all;
+    the last refusal is raised, saying how long was waited, when the budget would be exceeded."""
+    from retrain.ports import ScoringUnavailableError
+
+    started = clock()
+    while True:
+        try:
+            return invoke()
+        except ScoringUnavailableError as exc:
+            waited = clock() - started
+            # At least a short pause, at most what the server asked (a huge Retry-After is cut at the budget).
+            pause = min(max(exc.retry_after_s, 0.5), max(budget_s - waited, 0.0))
+            if pause <= 0 or waited + pause > budget_s:
+                raise ScoringUnavailableError(
+                    f"{exc} (still refused after waiting {waited:.0f}s of RETRAIN_MONITOR_SCORE_WAIT_S="
+                    f"{budget_s:g})",
+                    exc.retry_after_s,
+                ) from exc
+            log.info("scoring URL not ready (%s); trying again in %.1fs", exc, pause)
+            sleep(pause)
+
+
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
@@ -311,8 +342,12 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     store.join_actuals(ticker, dates, closes)
     endpoint = naming.endpoint_name(ticker)
     forecast_row: dict[str, Any] | None = None
+    # Slots starting or restarting (the scoring URL answers 503 with Retry-After) are waited for.
+    score_wait_s = settings.get_float("RETRAIN_MONITOR_SCORE_WAIT_S")
     try:
-        answer = platform.invoke(endpoint, {"close": closes[-FORECAST_CLOSES:]})
+        answer = score_with_wait(
+            lambda: platform.invoke(endpoint, {"close": closes[-FORECAST_CLOSES:]}), score_wait_s
+        )
         value = float(answer["forecast"][0])
         if not math.isfinite(value):
             raise ValueError(f"forecast {value!r} is not finite")

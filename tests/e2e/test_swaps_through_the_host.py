@@ -130,7 +130,14 @@ def test_forced_swaps_through_the_host_lose_no_scoring_request(
             assert out["scoring_uri"] == first["scoring_uri"]  # the stable URL never changes
             slots.append(out["slot"])
             versions.append(str(out["model_version"]))
-        time.sleep(0.5)  # a few requests after the last swap, to the last model
+        # A few answers after the last swap, the latest from the last model (waited for, not slept for:
+        # a loaded machine may answer nothing in half a second); the asserts below say what was missing.
+        answered, last = len(scorer.served), (slots[-1], versions[-1])
+        deadline = time.monotonic() + 60
+        while not (len(scorer.served) >= answered + 3 and scorer.served[-1] == last) and scorer.is_alive():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         scorer.stop.set()
         scorer.join(timeout=60)
         print(

@@ -92,9 +92,8 @@ def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
         # a trickling client (one byte a second, under the socket timeout) is cut at the body deadline
         trickle = socket.create_connection(("127.0.0.1", host.port), timeout=30)
         trickle.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-        started = time.monotonic()
         closed = False
-        for _ in range(20):
+        for _ in range(20):  # 20 bytes at 0.7 s: without the 2 s body deadline it would never be cut
             try:
                 trickle.sendall(b"a")
             except OSError:
@@ -108,7 +107,7 @@ def test_idle_and_slow_clients_time_out_and_threads_stay_bounded(
             except TimeoutError:
                 pass
         trickle.close()
-        assert closed and time.monotonic() - started < 10
+        assert closed  # cut by the deadline, not by a wall-clock bound the test would guess under load
         assert requests.get(f"{host.url}/api/plain", timeout=TIMEOUT).status_code == 200
     finally:
         for conn in stalled:

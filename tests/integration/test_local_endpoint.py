@@ -157,8 +157,13 @@ def test_each_slot_serves_its_own_model_and_can_be_pinned(live: LocalEndpoints, 
 
 
 def test_traffic_shifts_drop_no_request(live: LocalEndpoints, closes: list[float]) -> None:
+    """A traffic update is long-running: the router may take the new table at any moment between the
+    call and `wait_until_ready` returning. So each phase is told by events, not by the clients' clocks
+    against a guess: "before" is a request answered before the update was asked, "canary" one sent after
+    `wait_until_ready` returned and answered before the next update was asked; requests in flight while an
+    update applies may reach either model, and only have to succeed."""
     url = live.scoring_uri(ENDPOINT)
-    results: list[tuple[float, int, str, str]] = []  # (sent at, status, version, slot header)
+    results: list[tuple[float, float, int, str, str]] = []  # (sent, answered, status, version, slot header)
     stop = threading.Event()
 
     def client() -> None:
@@ -167,40 +172,40 @@ def test_traffic_shifts_drop_no_request(live: LocalEndpoints, closes: list[float
             try:
                 status, body, headers = _post(url, {"close": closes})
                 version = body.get("model", {}).get("version", "?")
-                results.append((sent, status, version, headers.get("azureml-model-deployment", "")))
+                slot = headers.get("azureml-model-deployment", "")
+                results.append((sent, time.monotonic(), status, version, slot))
             except OSError as exc:  # a dropped connection counts as a failure
-                results.append((sent, 0, repr(exc), ""))
+                results.append((sent, time.monotonic(), 0, repr(exc), ""))
 
     threads = [threading.Thread(target=client) for _ in range(2)]
     for t in threads:
         t.start()
     try:
-        time.sleep(1.0)
+        _wait_for(lambda: len(results) >= 10)
+        canary_asked = time.monotonic()
         live.set_traffic(ENDPOINT, {"blue": 90, "green": 10})
         live.wait_until_ready(ENDPOINT)
         canary_from = time.monotonic()
-        deadline = canary_from + 60
-        while sum(r[0] > canary_from for r in results) < 40 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for(lambda: sum(r[0] > canary_from for r in results) >= 40)
+        full_asked = time.monotonic()
         live.set_traffic(ENDPOINT, {"blue": 0, "green": 100})
         live.wait_until_ready(ENDPOINT)
         full_from = time.monotonic()
-        while sum(r[0] > full_from for r in results) < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for(lambda: sum(r[0] > full_from for r in results) >= 20)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=60)
 
-    failures = [r for r in results if r[1] != 200]
+    failures = [r for r in results if r[2] != 200]
     assert not failures, failures[:5]
-    before = [r[2] for r in results if r[0] < canary_from - 0.05]
-    canary = [r[2] for r in results if canary_from < r[0] < full_from - 0.05]
-    after = [r[2] for r in results if r[0] > full_from]
-    assert before and set(before) == {"1"}
+    before = [r[3] for r in results if r[1] < canary_asked]
+    canary = [r[3] for r in results if r[0] > canary_from and r[1] < full_asked]
+    after = [r[3] for r in results if r[0] > full_from]
+    assert len(before) >= 10 and set(before) == {"1"}
     assert {"1", "2"} == set(canary) and canary.count("1") > canary.count("2")
     assert len(after) >= 20 and set(after) == {"2"}
-    assert all(r[3] == {"1": "blue", "2": "green"}[r[2]] for r in results)  # Azure's response header
+    assert all(r[4] == {"1": "blue", "2": "green"}[r[3]] for r in results)  # Azure's response header
 
 
 def test_bad_payload_through_the_router_answers_the_scorers_400(live: LocalEndpoints) -> None:

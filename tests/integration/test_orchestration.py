@@ -201,10 +201,15 @@ def test_forged_job_events_are_checked_with_the_platform(host, memory):
     code, answer = start(host)
     assert code == 202
     job_name = f"{answer['id']}-train"
+    client = HostClient(host.url, host.function_key)
     deadline = time.monotonic() + 30
-    while job_name not in memory.jobs and time.monotonic() < deadline:
+    # The forged events must reach an orchestrator that waits for the job (its status says so), not one
+    # still submitting it: wait for that state rather than for a guessed half second.
+    while not (
+        job_name in memory.jobs and (client.cycle_status(answer["id"])[1] or {}).get("step") == "wait_for_job"
+    ):
+        assert time.monotonic() < deadline, "the cycle never waited for its job"
         time.sleep(0.05)
-    time.sleep(0.5)  # the orchestrator is waiting for the job now
     memory.deliver_event(job_name, "Failed")  # forged: the job is still running
     memory.deliver_event(job_name, "Completed")  # early: the job is still running
     status = wait(host, answer["id"])

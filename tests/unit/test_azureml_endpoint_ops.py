@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 
 from retrain.azureml.platform import AzureMLPlatform
-from retrain.ports import EndpointBusyError, ModelRef, PlatformError
+from retrain.ports import (
+    EndpointBusyError,
+    ModelRef,
+    PlatformError,
+    ScoringUnavailableError,
+    TransientPlatformError,
+)
 from tests.unit.azure_recording_transport import (
     SCORING_DOMAIN,
     WS_PATH,
@@ -173,6 +179,22 @@ def test_unpinned_scoring_without_traffic_is_a_clear_error(platform, arm):
     _deployed(platform, arm, "blue")
     with pytest.raises(PlatformError, match="404.*no deployment takes traffic yet"):
         platform.invoke(EP, {"close": [1.0] * 20})
+    assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
+
+
+def test_a_scoring_503_with_retry_after_says_how_long_to_wait(platform, arm):
+    """The monitor waits for a scoring URL that answers 503 (or 429) with Retry-After: the adapter reads
+    the header; a 503 without it stays a plain transient failure."""
+    _deployed(platform, arm, "blue")
+    platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")  # the scoring URI and key are cached now
+    arm.fail_next = [(503, {"Retry-After": "7"})]
+    with pytest.raises(ScoringUnavailableError, match="503") as refused:
+        platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")
+    assert refused.value.retry_after_s == 7.0
+    arm.fail_next = [(503, {})]
+    with pytest.raises(TransientPlatformError, match="503") as failed:
+        platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")
+    assert not isinstance(failed.value, ScoringUnavailableError)
     assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
 
 

@@ -41,7 +41,9 @@ from retrain.ports import (
     EndpointState,
     ModelRef,
     PlatformError,
+    ScoringUnavailableError,
     TransientPlatformError,
+    retry_after_seconds,
 )
 
 log = logging.getLogger("retrain.local.endpoint")
@@ -277,8 +279,12 @@ class LocalEndpoints(EndpointOperations, SlotSupervisor):
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:1000].decode("utf-8", "replace")
+            message = f"endpoint {endpoint!r} answered {exc.code}: {detail}"
+            wait = retry_after_seconds(exc.headers.get("Retry-After")) if exc.code in (429, 503) else None
+            if wait is not None:  # no slot can answer yet (starting or restarting): the caller may wait
+                raise ScoringUnavailableError(message, wait) from exc
             error = TransientPlatformError if exc.code >= 500 else PlatformError
-            raise error(f"endpoint {endpoint!r} answered {exc.code}: {detail}") from exc
+            raise error(message) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise TransientPlatformError(f"endpoint {endpoint!r} did not answer: {exc}") from exc
 
