@@ -51,7 +51,7 @@ ACTIVE_STATUSES = [
     df.OrchestrationRuntimeStatus.Running,
     df.OrchestrationRuntimeStatus.ContinuedAsNew,
 ]
-_ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
+ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
@@ -312,7 +312,7 @@ async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -
     )
     for status in candidates:
         runtime = status.runtime_status.value if status.runtime_status else None
-        if runtime in _ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
+        if runtime in ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
             return status
     return None
 
@@ -336,7 +336,7 @@ async def earlier_active_instance(
     active = [
         s
         for s in candidates
-        if (s.runtime_status.value if s.runtime_status else None) in _ACTIVE_VALUES
+        if (s.runtime_status.value if s.runtime_status else None) in ACTIVE_VALUES
         and naming.is_instance_of(s.instance_id or "", ticker)
     ]
     mine = next((s for s in active if s.instance_id == instance_id), None)
@@ -481,8 +481,38 @@ async def terminate_retrain(
             raise
         return unavailable
     if code == 202:
-        body["job"] = await cancel_cycle_job(instance_id)
+        body.update(await cancel_terminated_cycle(client, instance_id))
     return _json(body, code)
+
+
+# How long the terminate routes wait for a terminate to be applied before they cancel the job anyway.
+TERMINATE_APPLIED_TIMEOUT_S = 30.0
+
+
+async def wait_until_ended(
+    client: df.DurableOrchestrationClient, instance_id: str, timeout_s: float = TERMINATE_APPLIED_TIMEOUT_S
+) -> str | None:
+    """The instance's runtime status once it is no longer active, polling within `timeout_s`; the last
+    status read (an active one) when the time runs out. A terminate is only queued (in Azure and the local
+    host alike): the instance reads Terminated once its worker has applied it."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + timeout_s, 0.05
+    while True:
+        status = await instance_status(client, instance_id)
+        runtime = status.runtime_status.value if status is not None and status.runtime_status else None
+        if runtime not in ACTIVE_VALUES or loop.time() >= deadline:
+            return runtime
+        await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
+        delay = min(delay * 2, 1.0)
+
+
+async def cancel_terminated_cycle(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any]:
+    """After a terminate: wait until it is applied, then cancel the cycle's job. In this order, a
+    `submit_training` activity still running always meets one of the two: either it reads the cycle ended
+    after its submit and cancels the job itself, or its job existed before the terminate was applied and
+    is cancelled here. What the terminate body adds: `runtime_status`, `job`."""
+    runtime = await wait_until_ended(client, instance_id)
+    return {"runtime_status": runtime, "job": await cancel_cycle_job(instance_id)}
 
 
 async def cancel_cycle_job(instance_id: str) -> dict[str, Any]:
@@ -509,7 +539,7 @@ async def terminate_instance(
     if status is None:
         return 404, {"error": f"no orchestration {_shown(instance_id)}"}
     runtime = status.runtime_status.value if status.runtime_status else "unknown"
-    if runtime not in _ACTIVE_VALUES:
+    if runtime not in ACTIVE_VALUES:
         return 409, {"error": f"{instance_id} is already {runtime}", "instance_id": instance_id}
     reason = (reason or "terminated through the function-key route")[:500]
     await client.terminate(instance_id, reason)
@@ -585,7 +615,7 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         else:
             status = await instance_status(client, job.instance_id)
             runtime = status.runtime_status.value if status is not None else None
-            if runtime not in _ACTIVE_VALUES:
+            if runtime not in ACTIVE_VALUES:
                 outcomes.append(
                     f"ignored {job.job_name}: orchestration {job.instance_id} is {runtime or 'unknown'}"
                 )
