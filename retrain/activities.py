@@ -24,6 +24,7 @@ from typing import Any
 import azure.durable_functions as df
 
 import retrain
+from retrain import naming
 from retrain.adapters import get_platform
 from retrain.ports import (
     EndpointBusyError,
@@ -81,7 +82,10 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
         data_dir=data_dir,
     )
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
-        snapshot = write_snapshot(prices, ticker, staging)
+        # The orchestrator names the asset in its cycle's naming version; a payload from the code before
+        # it (no asset_name) gets that code's name.
+        name = payload.get("asset_name") or naming.legacy_names(ticker, "").asset
+        snapshot = write_snapshot(prices, ticker, staging, name=name)
         tags = {
             **snapshot.tags,
             TAG_TICKER: ticker,
@@ -148,7 +152,7 @@ async def submit_training(payload: dict[str, Any], client: df.DurableOrchestrati
 async def _cycle_ended(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
     """Whether the orchestration `instance_id` has ended (terminated, most likely: its activity runs). A
     status that cannot be read counts as running: the job is then submitted as before this check."""
-    from retrain.triggers import ACTIVE_VALUES, instance_status
+    from retrain.triggers import ACTIVE_VALUES, instance_status, runtime_of
 
     if not instance_id:
         return False
@@ -157,7 +161,7 @@ async def _cycle_ended(client: df.DurableOrchestrationClient, instance_id: str) 
     except Exception as exc:  # noqa: BLE001 - the check is a safeguard; the submit must not fail on it
         log.warning("submit_training: could not read the status of %s: %s", instance_id, exc)
         return False
-    runtime = status.runtime_status.value if status is not None and status.runtime_status else None
+    runtime = runtime_of(status)
     return runtime is not None and runtime not in ACTIVE_VALUES
 
 

@@ -489,19 +489,23 @@ async def terminate_retrain(
 TERMINATE_APPLIED_TIMEOUT_S = 30.0
 
 
+def runtime_of(status: Any) -> str | None:
+    """A status's runtime status as text (None: no such instance)."""
+    return status.runtime_status.value if status is not None and status.runtime_status else None
+
+
 async def wait_until_ended(
     client: df.DurableOrchestrationClient, instance_id: str, timeout_s: float = TERMINATE_APPLIED_TIMEOUT_S
-) -> str | None:
-    """The instance's runtime status once it is no longer active, polling within `timeout_s`; the last
-    status read (an active one) when the time runs out. A terminate is only queued (in Azure and the local
-    host alike): the instance reads Terminated once its worker has applied it."""
+) -> Any | None:
+    """The instance's status once it is no longer active, polling within `timeout_s`; the last status
+    read (an active one) when the time runs out. A terminate is only queued (in Azure and the local host
+    alike): the instance reads Terminated once its worker has applied it."""
     loop = asyncio.get_running_loop()
     deadline, delay = loop.time() + timeout_s, 0.05
     while True:
         status = await instance_status(client, instance_id)
-        runtime = status.runtime_status.value if status is not None and status.runtime_status else None
-        if runtime not in ACTIVE_VALUES or loop.time() >= deadline:
-            return runtime
+        if runtime_of(status) not in ACTIVE_VALUES or loop.time() >= deadline:
+            return status
         await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
         delay = min(delay * 2, 1.0)
 
@@ -510,19 +514,25 @@ async def cancel_terminated_cycle(client: df.DurableOrchestrationClient, instanc
     """After a terminate: wait until it is applied, then cancel the cycle's job. In this order, a
     `submit_training` activity still running always meets one of the two: either it reads the cycle ended
     after its submit and cancels the job itself, or its job existed before the terminate was applied and
-    is cancelled here. What the terminate body adds: `runtime_status`, `job`."""
-    runtime = await wait_until_ended(client, instance_id)
-    return {"runtime_status": runtime, "job": await cancel_cycle_job(instance_id)}
+    is cancelled here. The job's name is the one the cycle's status shows once submitted (its naming
+    version's), else today's. What the terminate body adds: `runtime_status`, `job`."""
+    status = await wait_until_ended(client, instance_id)
+    custom = status.custom_status if status is not None else None
+    ids = custom.get("ids") if isinstance(custom, dict) else None
+    named = ids.get("job_name") if isinstance(ids, dict) else None
+    job = await cancel_cycle_job(instance_id, named if isinstance(named, str) and named else None)
+    return {"runtime_status": runtime_of(status), "job": job}
 
 
-async def cancel_cycle_job(instance_id: str) -> dict[str, Any]:
-    """Cancel the training job of a terminated cycle (its name comes from the instance id): a terminated
-    orchestration runs no more code, so nothing else would stop the job. What the body's `job` says:
-    the job's name and status after the cancel (None: no job was submitted), or the platform's error."""
+async def cancel_cycle_job(instance_id: str, job_name: str | None = None) -> dict[str, Any]:
+    """Cancel the training job of a terminated cycle (`job_name`, by default derived from the instance
+    id): a terminated orchestration runs no more code, so nothing else would stop the job. What the body's
+    `job` says: the job's name and status after the cancel (None: no job was submitted), or the platform's
+    error."""
     from retrain.adapters import get_platform
     from retrain.ports import PlatformError
 
-    job_name = naming.job_name(instance_id)
+    job_name = job_name or naming.job_name(instance_id)
     try:
         status = await asyncio.to_thread(get_platform().cancel_job, job_name)
     except PlatformError as exc:

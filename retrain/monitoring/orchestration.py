@@ -408,12 +408,12 @@ async def terminate_monitor_cycles(
         ACTIVE_VALUES,
         cancel_terminated_cycle,
         instance_status,
+        runtime_of,
         terminate_instance,
         wait_until_ended,
     )
 
-    await wait_until_ended(client, monitor_id)
-    monitor = await instance_status(client, monitor_id)
+    monitor = await wait_until_ended(client, monitor_id)
     custom = monitor.custom_status if monitor is not None else None
     child = custom.get("cycle") if isinstance(custom, dict) else None
     if not isinstance(child, str) or naming.parse_instance_id(child) is None:
@@ -422,7 +422,7 @@ async def terminate_monitor_cycles(
     deadline = loop.time() + CYCLE_APPEARS_TIMEOUT_S
     while (status := await instance_status(client, child)) is None and loop.time() < deadline:
         await asyncio.sleep(0.2)
-    runtime = status.runtime_status.value if status is not None and status.runtime_status else None
+    runtime = runtime_of(status)
     if runtime not in ACTIVE_VALUES:
         return [{"instance_id": child, "runtime_status": runtime, "terminated": False}]
     code, answer = await terminate_instance(
