@@ -10,7 +10,9 @@ and an exception reaches the orchestrator only as text).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
 import math
 import subprocess
@@ -22,6 +24,7 @@ from typing import Any
 import azure.durable_functions as df
 
 import retrain
+from retrain import naming
 from retrain.adapters import get_platform
 from retrain.ports import (
     EndpointBusyError,
@@ -79,7 +82,10 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
         data_dir=data_dir,
     )
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
-        snapshot = write_snapshot(prices, ticker, staging)
+        # The orchestrator names the asset in its cycle's naming version; a payload from the code before
+        # it (no asset_name) gets that code's name.
+        name = payload.get("asset_name") or naming.legacy_names(ticker, "").asset
+        snapshot = write_snapshot(prices, ticker, staging, name=name)
         tags = {
             **snapshot.tags,
             TAG_TICKER: ticker,
@@ -105,11 +111,58 @@ def get_champion(payload: dict[str, Any]) -> dict[str, Any] | None:
     return champion.to_dict() if champion else None
 
 
-def submit_training(payload: dict[str, Any]) -> dict[str, Any]:
+def submit_training_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit the cycle's training job (a second submit of the same name is a no-op)."""
     version = code_version()
     request = TrainingRequest.from_dict({**payload, "code_version": version})
     job_name = get_platform().submit_training(request)
     return {"job_name": job_name, "code_version": version}
+
+
+async def submit_training(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """The `submit_training` activity: submit the job unless the cycle has ended, and cancel the job it
+    just submitted when the cycle ended meanwhile.
+
+    An activity already scheduled still runs after its orchestration is terminated (Durable does not stop
+    it), and `POST /api/retrain/{id}/terminate` cancels the job by name: a terminate that lands between
+    the scheduling and the submit finds no job. So the activity reads its orchestration's status (the
+    durable client binding, as `earlier_active_cycle` does; Azure and the local host both support it)
+    before and after submitting. With the route, which cancels only once the instance reads Terminated,
+    every order of the two ends with the job canceled: if this check reads Running, the terminate was
+    applied later, so the job existed when the route cancelled it."""
+    instance_id = str(payload.get("instance_id") or "")
+    if await _cycle_ended(client, instance_id):
+        log.warning(
+            "submit_training: %s has ended; its job %s was not submitted", instance_id, payload["job_name"]
+        )
+        return {"job_name": payload["job_name"], "code_version": code_version(), "submitted": False}
+    submitted = await asyncio.to_thread(submit_training_job, payload)
+    if await _cycle_ended(client, instance_id):
+        status = await asyncio.to_thread(get_platform().cancel_job, submitted["job_name"])
+        log.warning(
+            "submit_training: %s ended while its job %s was being submitted: canceled it (%s)",
+            instance_id,
+            submitted["job_name"],
+            status.status if status else None,
+        )
+        return {**submitted, "canceled": status.status if status else None}
+    return submitted
+
+
+async def _cycle_ended(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    """Whether the orchestration `instance_id` has ended (terminated, most likely: its activity runs). A
+    status that cannot be read counts as running: the job is then submitted as before this check."""
+    from retrain.triggers import ACTIVE_VALUES, instance_status, runtime_of
+
+    if not instance_id:
+        return False
+    try:
+        status = await instance_status(client, instance_id)
+    except Exception as exc:  # noqa: BLE001 - the check is a safeguard; the submit must not fail on it
+        log.warning("submit_training: could not read the status of %s: %s", instance_id, exc)
+        return False
+    runtime = runtime_of(status)
+    return runtime is not None and runtime not in ACTIVE_VALUES
 
 
 def get_job_status(payload: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +288,6 @@ def judge_smoke_answer(answer: Any, last_close: float, latency_ms: float, max_ms
 ACTIVITIES = (
     fetch_data,
     get_champion,
-    submit_training,
     get_job_status,
     get_job_metrics,
     get_job_test_errors,
@@ -281,20 +333,33 @@ def report_failures(activity: Any) -> Any:
     operation, then tries again) and any other failure (bad request, missing entity, invalid input, a
     bug) returns ``{"activity_error": {"kind": "permanent", ...}}``: retrying it would only fail again."""
 
+    def failure(error: Exception) -> dict[str, Any]:
+        if isinstance(error, EndpointBusyError):
+            kind = "busy"
+        elif is_transient(error):
+            raise error
+        else:  # permanent by elimination: reported, not retried
+            kind = "permanent"
+        log.warning("activity %s failed (%s): %s", activity.__name__, kind, error)
+        return {ACTIVITY_ERROR: {"kind": kind, "type": type(error).__name__, "message": str(error)[:2000]}}
+
+    if inspect.iscoroutinefunction(activity):  # e.g. with a durable client binding: same signature
+
+        @functools.wraps(activity)
+        async def registered_async(payload: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await activity(payload, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - sorted by kind in failure()
+                return failure(exc)
+
+        return registered_async
+
     @functools.wraps(activity)
     def registered(payload: Any) -> Any:
         try:
             return activity(payload)
-        except EndpointBusyError as exc:
-            kind = "busy"
-            error: Exception = exc
-        except Exception as exc:  # noqa: BLE001 - permanent by elimination: reported, not retried
-            if is_transient(exc):
-                raise
-            kind = "permanent"
-            error = exc
-        log.warning("activity %s failed (%s): %s", activity.__name__, kind, error)
-        return {ACTIVITY_ERROR: {"kind": kind, "type": type(error).__name__, "message": str(error)[:2000]}}
+        except Exception as exc:  # noqa: BLE001 - sorted by kind in failure()
+            return failure(exc)
 
     return registered
 
@@ -302,3 +367,7 @@ def report_failures(activity: Any) -> Any:
 for _activity in ACTIVITIES:
     # Registering does not replace the module-level function: the plain functions stay callable.
     bp.activity_trigger(input_name="payload")(report_failures(_activity))
+# With the durable client binding: it reads its own orchestration's status around the submit.
+bp.activity_trigger(input_name="payload")(
+    bp.durable_client_input(client_name="client")(report_failures(submit_training))
+)

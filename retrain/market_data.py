@@ -837,16 +837,18 @@ def write_snapshot(
     *,
     source: str | None = None,
     min_rows: int = MIN_ROWS,
+    name: str | None = None,
 ) -> Snapshot:
     """Validate `df` and write it as `<directory>/<name>-<version>.csv`, atomically (temp file, fsync,
     rename). The version is `<YYYYMMDD of the last date>-<first 12 hex of the sha256>`: the same data
-    gives the same version, and an existing identical file is left untouched."""
+    gives the same version, and an existing identical file is left untouched. `name`: the data asset's
+    name when the caller derived it (a cycle, in its naming version); else `asset_name(ticker)`."""
     symbol = validate_ticker(ticker)
     prices = validate_prices(df, min_rows=min_rows, what=f"snapshot of {symbol}")
     content = snapshot_bytes(prices)
     digest = hashlib.sha256(content).hexdigest()
     version = f"{prices['Date'].iloc[-1].strftime('%Y%m%d')}-{digest[:12]}"
-    name = asset_name(symbol)
+    name = name or asset_name(symbol)
     source = source or df.attrs.get("source")
     tags = snapshot_tags(prices, sha256=digest, ticker=symbol, source=source)
 

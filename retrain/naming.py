@@ -40,6 +40,13 @@ _ADHOC_SUFFIX = r"(?P<stamp>\d{8}t\d{6}z)"
 _INSTANCE_RE = re.compile(rf"^retrain-(?P<slug>[a-z0-9.\-_~]{{1,15}})-(?:{_WEEK_SUFFIX}|{_ADHOC_SUFFIX})\Z")
 
 
+# The naming of derived names a cycle uses (`CycleInput.naming_version`): 2 is today's one-to-one naming;
+# 1 (`legacy_names`) is the lossy naming before it, kept ONLY so that a cycle started by that code and
+# replayed by this one goes on with the names it started with (an input without the field).
+NAMING_VERSION = 2
+LEGACY_NAMING_VERSION = 1
+
+
 class NamingError(ValueError):
     pass
 
@@ -233,3 +240,50 @@ def endpoint_name(ticker: str, suffix: str | None = None) -> str:
     if not _ENDPOINT_RE.fullmatch(name):
         raise NamingError(f"{ticker!r} gives no valid endpoint name ({name!r})")
     return name
+
+
+@dataclass(frozen=True)
+class CycleNames:
+    """Every name one cycle derives from its ticker and instance id, in one naming version."""
+
+    experiment: str
+    model: str
+    asset: str
+    endpoint: str
+    job: str
+
+
+def cycle_names(ticker: str, instance_id: str, version: int | None, suffix: str | None = None) -> CycleNames:
+    """The cycle's names in `version`: `NAMING_VERSION` (today's, one-to-one), or None / 1 for the lossy
+    naming of the code before it (`legacy_names`: a replayed cycle started by that code keeps its names).
+    `suffix` as `endpoint_name`'s."""
+    if version is None or version == LEGACY_NAMING_VERSION:
+        return legacy_names(ticker, instance_id, suffix)
+    if version != NAMING_VERSION:
+        raise NamingError(f"naming_version={version!r}: send {NAMING_VERSION} (or omit it: the older naming)")
+    return CycleNames(
+        experiment=experiment_name(ticker),
+        model=model_name(ticker),
+        asset=asset_name(ticker),
+        endpoint=endpoint_name(ticker, suffix),
+        job=job_name(instance_id),
+    )
+
+
+def legacy_names(ticker: str, instance_id: str, suffix: str | None = None) -> CycleNames:
+    """The names the code before one-to-one naming derived (naming version 1). Lossy: BRK.B and BRK-B, or
+    ^GSPC and GSPC, share them. Use ONLY through `cycle_names` for a cycle whose input has no
+    `naming_version` (started by that code): it must finish with the names it started with."""
+    slug = re.sub(r"[^a-z0-9-]", "-", validate_ticker(ticker).lower()).strip("-") or "x"
+    asset_slug = re.sub(r"[^a-z0-9]+", "-", ticker.lower()).strip("-") or "x"
+    suffix = endpoint_suffix() if suffix is None else suffix
+    tail = "-forecast" + (f"-{suffix}" if suffix else "")
+    endpoint_slug = slug if slug[0].isalpha() else f"t{slug}"
+    safe_id = re.sub(r"[^a-zA-Z0-9_-]", "-", instance_id).strip("-_")
+    return CycleNames(
+        experiment=f"retrain-{slug}",
+        model=f"{slug}-forecaster",
+        asset=f"{asset_slug}-daily",
+        endpoint=endpoint_slug[: ENDPOINT_NAME_MAX - len(tail)].rstrip("-") + tail,
+        job=f"{safe_id}-train"[:255],
+    )

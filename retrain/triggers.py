@@ -51,7 +51,7 @@ ACTIVE_STATUSES = [
     df.OrchestrationRuntimeStatus.Running,
     df.OrchestrationRuntimeStatus.ContinuedAsNew,
 ]
-_ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
+ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
@@ -311,7 +311,7 @@ async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -
     )
     for status in candidates:
         runtime = status.runtime_status.value if status.runtime_status else None
-        if runtime in _ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
+        if runtime in ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
             return status
     return None
 
@@ -335,7 +335,7 @@ async def earlier_active_instance(
     active = [
         s
         for s in candidates
-        if (s.runtime_status.value if s.runtime_status else None) in _ACTIVE_VALUES
+        if (s.runtime_status.value if s.runtime_status else None) in ACTIVE_VALUES
         and naming.is_instance_of(s.instance_id or "", ticker)
     ]
     mine = next((s for s in active if s.instance_id == instance_id), None)
@@ -480,18 +480,58 @@ async def terminate_retrain(
             raise
         return unavailable
     if code == 202:
-        body["job"] = await cancel_cycle_job(instance_id)
+        body.update(await cancel_terminated_cycle(client, instance_id))
     return _json(body, code)
 
 
-async def cancel_cycle_job(instance_id: str) -> dict[str, Any]:
-    """Cancel the training job of a terminated cycle (its name comes from the instance id): a terminated
-    orchestration runs no more code, so nothing else would stop the job. What the body's `job` says:
-    the job's name and status after the cancel (None: no job was submitted), or the platform's error."""
+# How long the terminate routes wait for a terminate to be applied before they cancel the job anyway.
+TERMINATE_APPLIED_TIMEOUT_S = 30.0
+
+
+def runtime_of(status: Any) -> str | None:
+    """A status's runtime status as text (None: no such instance)."""
+    return status.runtime_status.value if status is not None and status.runtime_status else None
+
+
+async def wait_until_ended(
+    client: df.DurableOrchestrationClient, instance_id: str, timeout_s: float = TERMINATE_APPLIED_TIMEOUT_S
+) -> Any | None:
+    """The instance's status once it is no longer active, polling within `timeout_s`; the last status
+    read (an active one) when the time runs out. A terminate is only queued (in Azure and the local host
+    alike): the instance reads Terminated once its worker has applied it."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + timeout_s, 0.05
+    while True:
+        status = await instance_status(client, instance_id)
+        if runtime_of(status) not in ACTIVE_VALUES or loop.time() >= deadline:
+            return status
+        await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
+        delay = min(delay * 2, 1.0)
+
+
+async def cancel_terminated_cycle(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any]:
+    """After a terminate: wait until it is applied, then cancel the cycle's job. In this order, a
+    `submit_training` activity still running always meets one of the two: either it reads the cycle ended
+    after its submit and cancels the job itself, or its job existed before the terminate was applied and
+    is cancelled here. The job's name is the one the cycle's status shows once submitted (its naming
+    version's), else today's. What the terminate body adds: `runtime_status`, `job`."""
+    status = await wait_until_ended(client, instance_id)
+    custom = status.custom_status if status is not None else None
+    ids = custom.get("ids") if isinstance(custom, dict) else None
+    named = ids.get("job_name") if isinstance(ids, dict) else None
+    job = await cancel_cycle_job(instance_id, named if isinstance(named, str) and named else None)
+    return {"runtime_status": runtime_of(status), "job": job}
+
+
+async def cancel_cycle_job(instance_id: str, job_name: str | None = None) -> dict[str, Any]:
+    """Cancel the training job of a terminated cycle (`job_name`, by default derived from the instance
+    id): a terminated orchestration runs no more code, so nothing else would stop the job. What the body's
+    `job` says: the job's name and status after the cancel (None: no job was submitted), or the platform's
+    error."""
     from retrain.adapters import get_platform
     from retrain.ports import PlatformError
 
-    job_name = naming.job_name(instance_id)
+    job_name = job_name or naming.job_name(instance_id)
     try:
         status = await asyncio.to_thread(get_platform().cancel_job, job_name)
     except PlatformError as exc:
@@ -508,7 +548,7 @@ async def terminate_instance(
     if status is None:
         return 404, {"error": f"no orchestration {_shown(instance_id)}"}
     runtime = status.runtime_status.value if status.runtime_status else "unknown"
-    if runtime not in _ACTIVE_VALUES:
+    if runtime not in ACTIVE_VALUES:
         return 409, {"error": f"{instance_id} is already {runtime}", "instance_id": instance_id}
     reason = (reason or "terminated through the function-key route")[:500]
     await client.terminate(instance_id, reason)
@@ -584,7 +624,7 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         else:
             status = await instance_status(client, job.instance_id)
             runtime = status.runtime_status.value if status is not None else None
-            if runtime not in _ACTIVE_VALUES:
+            if runtime not in ACTIVE_VALUES:
                 outcomes.append(
                     f"ignored {job.job_name}: orchestration {job.instance_id} is {runtime or 'unknown'}"
                 )

@@ -135,6 +135,10 @@ class CycleInput:
     job_first_poll_seconds: float = 0.0
     # A rollback waits (durable timers, within the deploy timeout) for an old slot that is restarting.
     rollback_waits_for_old_slot: bool = False
+    # The naming of the cycle's derived names (naming.cycle_names): absent (None), the lossy naming of the
+    # code before one-to-one names, so a cycle that code started keeps its endpoint, model, asset and job
+    # names when replayed; `from_settings` sets naming.NAMING_VERSION.
+    naming_version: int | None = None
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -168,6 +172,7 @@ class CycleInput:
             "trigger": trigger,
             "job_first_poll_seconds": JOB_FIRST_POLL_S,
             "rollback_waits_for_old_slot": True,
+            "naming_version": naming.NAMING_VERSION,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -268,6 +273,9 @@ def validate_cycle_input(data: Any) -> CycleInput:
         isinstance(canary, bool) or not isinstance(canary, int) or not 0 <= canary <= 100
     ):
         raise bad("canary_percent", "an integer from 0 to 100 (RETRAIN_CANARY_PERCENT)")
+    version = data.get("naming_version")
+    if version is not None and (isinstance(version, bool) or version != naming.NAMING_VERSION):
+        raise bad("naming_version", f"{naming.NAMING_VERSION} (or no field: the older, lossy naming)")
     if data.get("trigger", "http") not in TRIGGERS:
         raise bad("trigger", " or ".join(TRIGGERS))
     reason = data.get("reason")
@@ -531,7 +539,9 @@ class _Cycle:
         reason = {"trigger_reason": self.input.reason} if self.input.reason else {}
         self.progress.note(trigger=self.input.trigger, **reason)
         self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
-        self.endpoint = naming.endpoint_name(self.ticker)
+        # Every derived name, in the naming this cycle started with (a replay keeps its names).
+        self.names = naming.cycle_names(self.ticker, self.instance_id, self.input.naming_version)
+        self.endpoint = self.names.endpoint
         self.out: dict[str, Any] = {
             "instance_id": self.instance_id,
             "ticker": self.ticker,
@@ -575,6 +585,34 @@ def started_by_unguarded_code(context: df.DurableOrchestrationContext) -> bool:
     return False
 
 
+def has_scheduled_work(context: df.DurableOrchestrationContext) -> bool:
+    """Whether the history has scheduled an activity: False on an orchestration's first execution."""
+    from azure.durable_functions.models.history import HistoryEventType
+
+    return any(
+        e.event_type == HistoryEventType.TASK_SCHEDULED for e in getattr(context, "histories", None) or []
+    )
+
+
+def lossy_names_without_version(context: df.DurableOrchestrationContext) -> str | None:
+    """Why a NEW cycle is refused for lacking `naming_version`, or None. Without the field a cycle keeps
+    the older, lossy names (so that one started by the code before them replays with its names); a fresh
+    start through the Durable HTTP API could use that to share BRK-B's names as BRK.B. A first execution
+    (no activity in the history) of a ticker whose names differ between the two namings must carry it."""
+    data = context.get_input()
+    if not isinstance(data, dict) or "naming_version" in data or has_scheduled_work(context):
+        return None
+    ticker, instance_id = data["ticker"], context.instance_id
+    if naming.legacy_names(ticker, instance_id, "") == naming.cycle_names(
+        ticker, instance_id, naming.NAMING_VERSION, ""
+    ):
+        return None
+    return (
+        f"naming_version is missing, and {ticker}'s names differ in the older naming: send "
+        f"naming_version={naming.NAMING_VERSION} (POST /api/retrain and every starter of this app set it)"
+    )
+
+
 def _refuse_input(context: df.DurableOrchestrationContext, reason: str) -> WorkflowFailed:
     ticker = (context.get_input() or {}).get("ticker") if isinstance(context.get_input(), dict) else None
     progress = Progress(context, ticker if isinstance(ticker, str) else "?")
@@ -604,6 +642,8 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
             validate_cycle_input(context.get_input())
         except InvalidCycleInput as exc:
             raise _refuse_input(context, f"invalid cycle input: {exc}; nothing was done") from None
+        if (unversioned := lossy_names_without_version(context)) is not None:
+            raise _refuse_input(context, f"invalid cycle input: {unversioned}; nothing was done")
     run = _Cycle(context)
     try:
         if guarded:
@@ -643,6 +683,8 @@ def fetch_data(run: _Cycle) -> Task:
         "as_of": run.input.as_of,
         "instance_id": run.instance_id,
     }
+    if run.input.naming_version is not None:  # an older cycle's payload stays as that code sent it
+        payload["asset_name"] = run.names.asset
     fetched = yield from run.call("fetch_data", payload)
     data = fetched["data"]
     run.out["data_version"] = data["version"]
@@ -653,7 +695,7 @@ def fetch_data(run: _Cycle) -> Task:
 def get_champion(run: _Cycle) -> Task:
     """The current champion: the trainer scores it on the same test window as the challenger."""
     run.step("get_champion")
-    champion = yield from run.call("get_champion", {"model_name": naming.model_name(run.ticker)})
+    champion = yield from run.call("get_champion", {"model_name": run.names.model})
     run.note(champion_version=(champion or {}).get("version"))
     return champion
 
@@ -662,12 +704,12 @@ def train_and_wait(run: _Cycle, data: dict[str, Any], champion: dict[str, Any] |
     """Submit the training job (named from the instance id, so a replayed submit is a no-op) and wait for
     it: the event, or a poll when the event is late or lost. Returns the code version it ran."""
     run.step("submit_training")
-    job_name = run.out["job_name"] = naming.job_name(run.instance_id)
+    job_name = run.out["job_name"] = run.names.job
     submitted = yield from run.call(
         "submit_training",
         {
             "job_name": job_name,
-            "experiment_name": naming.experiment_name(run.ticker),
+            "experiment_name": run.names.experiment,
             "ticker": run.ticker,
             "data": data,
             "instance_id": run.instance_id,
@@ -729,7 +771,7 @@ def gate_and_register(
         trainer=cycle.trainer,
         model_family=get_trainer(cycle.trainer).model_family,
     ) | {"trigger": cycle.trigger, "trigger_reason": (cycle.reason or "")[:1000]}
-    payload = {"name": naming.model_name(run.ticker), "job_name": job_name, "tags": tags}
+    payload = {"name": run.names.model, "job_name": job_name, "tags": tags}
     model = yield from run.call("register_model", payload)
     run.out["model_version"] = model["version"]
     run.note(model_name=model["name"], model_version=model["version"])

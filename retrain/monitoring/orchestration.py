@@ -144,6 +144,9 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     results: list[dict[str, Any]] = []
     retrains: list[dict[str, Any]] = []
     recent: list[dict[str, Any]] = []  # the last days' one-line summaries, for progress on the CLI
+    # The retraining cycle this monitor runs right now (its sub-orchestration), if any: terminating the
+    # monitor does not stop a sub-orchestration, so `terminate_monitor` reads it here and stops it.
+    cycle_running: str | None = None
 
     def progress(day: str | None) -> None:
         context.set_custom_status(
@@ -153,6 +156,7 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
                 "of": len(spec["days"]),
                 "retrains": len(retrains),
                 "recent": recent[-30:],
+                "cycle": cycle_running,
             }
         )
 
@@ -196,11 +200,15 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         if running:
             status = "skipped: a cycle of this ticker was already running"
         else:
+            cycle_running = child
+            progress(day)  # saved with this episode, with the sub-orchestration's start
             try:
                 output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle, child)
                 status = (output or {}).get("status", "completed")
             except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
                 status = f"failed: {str(exc)[:300]}"
+            cycle_running = None
+            progress(day)
         retrains.append(
             {
                 "instance_id": child,
@@ -363,17 +371,67 @@ def readable_monitor_status(status: Any) -> dict[str, Any]:
 async def terminate_monitor(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
+    """Terminate a monitor run and the retraining cycle it is running (a sub-orchestration, which Durable
+    does not terminate with its parent), cancelling that cycle's job: 202 with `cycles` (what was stopped)."""
     from retrain.triggers import store_unavailable_response, terminate_instance
 
+    instance_id = req.route_params.get("instance_id", "")
     try:
         code, body = await terminate_instance(
-            client, req.route_params.get("instance_id", ""), req.params.get("reason"), is_monitor_instance_id
+            client, instance_id, req.params.get("reason"), is_monitor_instance_id
         )
+        if code == 202:
+            body["cycles"] = await terminate_monitor_cycles(client, instance_id, body["reason"])
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
     return _json(body, code)
+
+
+# How long terminate_monitor waits for the monitor's running cycle to appear (Azure creates a
+# sub-orchestration from its parent's message, a moment after the parent's status names it).
+CYCLE_APPEARS_TIMEOUT_S = 10.0
+
+
+async def terminate_monitor_cycles(
+    client: df.DurableOrchestrationClient, monitor_id: str, reason: str
+) -> list[dict[str, Any]]:
+    """Once the monitor's terminate is applied (it then starts nothing more), terminate the retraining
+    cycle its status names as running (`cycle`) and cancel that cycle's job. One entry per cycle:
+    `instance_id`, `runtime_status` after the terminate, `job` (as POST /api/retrain/{id}/terminate says),
+    or `error` when it could not be stopped. A cycle the monitor only handed a breach to (one started by
+    POST /api/retrain or the timer) is not the monitor's, and runs on. A monitor started by the code before
+    `cycle` was recorded names none: stop its cycle with POST /api/retrain/{id}/terminate."""
+    import asyncio
+
+    from retrain.triggers import (
+        ACTIVE_VALUES,
+        cancel_terminated_cycle,
+        instance_status,
+        runtime_of,
+        terminate_instance,
+        wait_until_ended,
+    )
+
+    monitor = await wait_until_ended(client, monitor_id)
+    custom = monitor.custom_status if monitor is not None else None
+    child = custom.get("cycle") if isinstance(custom, dict) else None
+    if not isinstance(child, str) or naming.parse_instance_id(child) is None:
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CYCLE_APPEARS_TIMEOUT_S
+    while (status := await instance_status(client, child)) is None and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    runtime = runtime_of(status)
+    if runtime not in ACTIVE_VALUES:
+        return [{"instance_id": child, "runtime_status": runtime, "terminated": False}]
+    code, answer = await terminate_instance(
+        client, child, f"its monitor {monitor_id} was terminated: {reason}"[:500], naming.parse_instance_id
+    )
+    if code != 202:  # it ended between the two reads
+        return [{"instance_id": child, "terminated": False, "error": answer.get("error")}]
+    return [{"instance_id": child, "terminated": True, **(await cancel_terminated_cycle(client, child))}]
 
 
 @bp.timer_trigger(schedule="%RETRAIN_MONITOR_SCHEDULE%", arg_name="timer", run_on_startup=False)

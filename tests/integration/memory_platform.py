@@ -66,6 +66,10 @@ class Script:
     failing_deployments: set[str] = field(default_factory=set)  # slots whose next deployment ends Failed
     op_polls: int = 0  # reads that still see a traffic update in progress before it applies
     busy_reads: int = 0  # > 0: the next write meets a foreign operation that lasts this many reads
+    # Set: a submit announces itself (`submitting`) and waits for this event before its job exists, so a
+    # test can act while a `submit_training` activity is in flight.
+    submit_gate: threading.Event | None = None
+    submitting: threading.Event = field(default_factory=threading.Event)
     permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
     transient_failures: dict[str, int] = field(default_factory=dict)  # method -> raises left
 
@@ -108,6 +112,9 @@ class MemoryPlatform:
 
     # -- jobs ----------------------------------------------------------------------------------
     def submit_training(self, request: TrainingRequest) -> str:
+        if self.script.submit_gate is not None:
+            self.script.submitting.set()
+            self.script.submit_gate.wait(60)
         with self.lock:
             self.calls.append(("submit_training", request.job_name))
             if request.job_name in self.jobs:

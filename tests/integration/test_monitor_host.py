@@ -177,3 +177,56 @@ def test_bodies_that_are_not_utf8_or_are_huge_get_a_short_400(host):
         assert code == 400 and len(answer["error"]) < 300, answer["error"][:300]
     code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", {"from": "20120103"})
     assert code == 400 and "YYYY-MM-DD" in answer["error"], answer
+
+
+def test_terminating_the_monitor_terminates_the_cycle_it_started_and_cancels_its_job(
+    host,
+    memory,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    csv = volatile_csv(tmp_path, since="2012-07-16")
+    monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")  # a breach in August (see above)
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
+    source = f"csv:{csv.name}"
+    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    first_job = next(iter(memory.jobs))
+    # The cycle the breach starts trains until the test releases it (or 240 s pass).
+    memory.script.job_release, memory.script.job_seconds = threading.Event(), 240.0
+    code, answer = http_json(
+        "POST",
+        f"{host.url}/api/monitor?code={host.function_key}",
+        {"ticker": "MSFT", "from": "2012-08-01", "to": "2012-08-31", "source": source},
+    )
+    assert code == 202, answer
+    try:
+        deadline = time.monotonic() + 60
+        while not (training := [j for j in memory.jobs if j != first_job]):
+            assert time.monotonic() < deadline, "the monitor's cycle never submitted its job"
+            time.sleep(0.1)
+        [job] = training
+        child = job.removesuffix("-train")
+        code, body = http_json("POST", with_code(answer["terminatePostUri"], host.function_key))
+        assert code == 202, body
+        # The monitor's sub-orchestration was terminated too, and its job canceled; the body says so.
+        assert body["cycles"] == [
+            {
+                "instance_id": child,
+                "terminated": True,
+                "runtime_status": "Terminated",
+                "job": {"name": job, "status": "Canceled"},
+            }
+        ], body
+        assert memory.jobs[job]["status"] == "Canceled"
+        assert wait(host, child, timeout=30)["runtime_status"] == "Terminated"
+        code, status = http_json("GET", with_code(answer["statusQueryGetUri"], host.function_key))
+        assert code == 200 and status["runtime_status"] == "Terminated", status
+        # Released, the canceled job still sends its event (acknowledged and ignored): let it arrive
+        # while the host runs.
+        memory.script.job_release.set()
+        deadline = time.monotonic() + 30
+        while not any(name == job for name, _ in memory.events_sent):
+            assert time.monotonic() < deadline, "the canceled job's event was never delivered"
+            time.sleep(0.05)
+    finally:
+        memory.script.job_release.set()

@@ -167,3 +167,25 @@ def test_lossless_tickers_keep_their_names_and_lossy_ones_carry_a_stable_hash():
     assert naming.job_name(naming.adhoc_instance_id("BRK.B", at)) != naming.job_name(
         naming.adhoc_instance_id("BRK-B", at)
     )
+
+
+@pytest.mark.parametrize(
+    ("ticker", "old", "new"),
+    [
+        ("BRK.B", ("brk-b-forecaster", "brk-b-daily", "brk-b-forecast"), ("brk-b--0907ab-forecaster",)),
+        ("^GSPC", ("gspc-forecaster", "gspc-daily", "gspc-forecast"), ("gspc--df302d-forecaster",)),
+        ("MSFT", ("msft-forecaster", "msft-daily", "msft-forecast"), ("msft-forecaster",)),
+    ],
+)
+def test_a_cycle_without_naming_version_keeps_the_older_lossy_names(ticker, old, new):
+    instance_id = naming.adhoc_instance_id(ticker, datetime(2026, 1, 5, tzinfo=UTC))
+    legacy = naming.cycle_names(ticker, instance_id, None, suffix="")
+    assert (legacy.model, legacy.asset, legacy.endpoint) == old  # what the code before b74fe09 derived
+    assert naming.cycle_names(ticker, instance_id, 1, suffix="") == legacy
+    current = naming.cycle_names(ticker, instance_id, naming.NAMING_VERSION, suffix="")
+    assert current.model == new[0] == naming.model_name(ticker)
+    assert current.endpoint == naming.endpoint_name(ticker, "") and current.job == naming.job_name(
+        instance_id
+    )
+    with pytest.raises(naming.NamingError, match="naming_version=7"):
+        naming.cycle_names(ticker, instance_id, 7, suffix="")

@@ -223,9 +223,12 @@ class Outcome:
     elapsed: timedelta
 
 
-def drive(world: World, history: list[HistoryEvent] | None = None, **cycle: Any) -> Outcome:
+def drive(
+    world: World, history: list[HistoryEvent] | None = None, instance_id: str = INSTANCE, **cycle: Any
+) -> Outcome:
     """Run the orchestrator to its end, answering every task it yields from `world`."""
     context = FakeContext({"ticker": "MSFT", "poll_minutes": 10, "canary_percent": 10, **cycle})
+    context.instance_id = instance_id
     context.histories = history or []
     orchestrator = retrain_orchestrator(context)
     value: Any = None
@@ -775,3 +778,67 @@ def test_the_edge_and_the_orchestrator_share_one_validation():
         parse_retrain_request(b'{"ticker": "MSFT"}', {"RETRAIN_CANARY_PERCENT": "150"})
     outcome = drive(World(), canary_percent=150)
     assert outcome.error is not None and "canary_percent=150" in outcome.error
+
+
+def _names_used(world: World) -> dict[str, Any]:
+    """Every name the orchestrator put into an activity's payload."""
+    payloads = {name: payload for name, payload in reversed(world.log) if isinstance(payload, dict)}
+    return {
+        "asset": payloads["fetch_data"].get("asset_name"),
+        "model": payloads["get_champion"]["model_name"],
+        "job": payloads["submit_training"]["job_name"],
+        "experiment": payloads["submit_training"]["experiment_name"],
+        "registered": payloads["register_model"]["name"],
+        "endpoint": payloads["begin_create_endpoint"]["name"],
+    }
+
+
+BRK_B = "retrain-brk.b-20260105t000000z"
+
+
+def test_a_brk_b_cycle_started_before_naming_versions_replays_with_its_old_names():
+    # An input without naming_version (the code before one-to-one names started it; its history has
+    # activities) keeps the lossy names that code derived: BRK.B's then were BRK-B's.
+    world = World(events=[completed_event()])
+    out = drive(world, history=[_scheduled("earlier_active_cycle")], instance_id=BRK_B, ticker="BRK.B")
+    assert out.error is None, out.error
+    assert _names_used(world) == {
+        "asset": None,  # fetch_data's payload as that code sent it: the activity names it the old way
+        "model": "brk-b-forecaster",
+        "job": "retrain-brk-b-20260105t000000z-train",
+        "experiment": "retrain-brk-b",
+        "registered": "brk-b-forecaster",
+        "endpoint": "brk-b-forecast",
+    }
+
+
+def test_a_brk_b_cycle_with_the_naming_version_uses_the_one_to_one_names():
+    world = World(events=[completed_event()])
+    out = drive(world, instance_id=BRK_B, ticker="BRK.B", naming_version=2)
+    assert out.error is None, out.error
+    names = _names_used(world)
+    assert names == {
+        "asset": "brk-b--0907ab-daily",
+        "model": "brk-b--0907ab-forecaster",
+        "job": "retrain-brk-b-20260105t000000z-4c1a48-train",
+        "experiment": "retrain-brk-b--0907ab",
+        "registered": "brk-b--0907ab-forecaster",
+        "endpoint": "brk-b--0907ab-forecast",
+    }
+
+
+def test_a_new_brk_b_cycle_without_the_naming_version_is_refused_before_any_effect():
+    # A fresh start (through the Durable HTTP API) cannot pick the lossy names BRK-B's cycles use.
+    world = World()
+    out = drive(world, instance_id=BRK_B, ticker="BRK.B")
+    assert out.error is not None and "naming_version" in out.error and world.log == []
+    # MSFT's names are the same in both namings: nothing to refuse (and a start queued by older code runs)
+    assert drive(World(events=[completed_event()])).error is None
+
+
+def test_the_edge_sets_the_naming_version_and_the_orchestrator_checks_it():
+    from retrain.triggers import parse_retrain_request
+
+    assert parse_retrain_request(b'{"ticker": "BRK.B"}', {}).naming_version == 2
+    out = drive(World(), naming_version=3)
+    assert out.error is not None and "naming_version=3" in out.error
