@@ -63,6 +63,9 @@ param endpointInstanceType string = 'Standard_DS3_v2'
 @maxLength(6)
 param endpointSuffix string = ''
 
+@description('Azure ML model monitoring signals whose names do not follow <ticker>_<signal> (docs/azure.md): a JSON object from signal name to ticker (RETRAIN_MONITOR_SIGNAL_TICKERS), e.g. {"data-drift-signal": "MSFT"}. Empty: the naming convention alone.')
+param monitorSignalTickers string = ''
+
 @description('Create the Event Grid subscription to the job_events function. Event Grid checks that the function exists, so deploy once with false, publish the code (func azure functionapp publish), then deploy again with true.')
 param deployEventSubscription bool = false
 
@@ -223,6 +226,7 @@ var retrainSettings = {
   RETRAIN_MONITOR_CUSUM_THRESHOLD: '10.593'
   RETRAIN_MONITOR_COOLDOWN_DAYS: '20'
   RETRAIN_MONITOR_SCORE_WAIT_S: '120'
+  RETRAIN_MONITOR_SIGNAL_TICKERS: monitorSignalTickers
   RETRAIN_GATE_METRIC: 'mae'
   RETRAIN_GATE_BASELINE_METRIC: 'naive_mae'
   RETRAIN_GATE_CHAMPION_METRIC: 'champion_mae'

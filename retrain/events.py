@@ -24,11 +24,12 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from retrain import naming
 from retrain.ports import JOB_STATUSES, JOB_TERMINAL_STATUSES
 from retrain.vocabulary import TAG_INSTANCE_ID, TAG_TICKER
 
@@ -304,21 +305,79 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-# Azure ML model monitoring tags its monitoring run with this when a signal breaches its threshold.
+# Azure ML model monitoring tags the threshold-evaluation step run of a signal that breached with this
+# (Azure/azureml-assets, model-monitoring `evaluate_metrics_threshold.py`), its value the message
+# "The signal '<signal name>' has failed due to one or more features violating metric thresholds.\n..."
+# Users cannot add tags to that run: the ticker comes from the signal's name (docs/azure.md).
 MODEL_MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+_BREACHED_SIGNAL_RE = re.compile(r"The signal '(?P<signal>[^']+)' has failed")
+# A signal named `<ticker slug>_<anything>` (or just `<ticker slug>`) watches that ticker's endpoint; the
+# slug is `naming.azure_slug(ticker)` (letters, digits, '-'), which never contains this separator.
+SIGNAL_TICKER_SEPARATOR = "_"
 
 
-def model_monitor_breach(job: JobEvent) -> dict[str, str] | None:
-    """`{"ticker", "reason"}` when `job` is an Azure ML model monitoring run that breached a threshold
-    and names its ticker (a `ticker` tag on the monitor's runs); None for any other run."""
+@dataclass(frozen=True)
+class MonitorBreach:
+    """A breached Azure ML model monitoring signal. `ticker` is None when no ticker could be told from it
+    (`problem` says why and what to name the signal instead)."""
+
+    job_name: str
+    signal: str | None
+    ticker: str | None
+    reason: str
+    problem: str | None = None
+
+
+def breached_signal(message: str) -> str | None:
+    """The signal name in Azure ML's breach message, or None when the message is not in that format."""
+    match = _BREACHED_SIGNAL_RE.search(message or "")
+    return match["signal"] if match else None
+
+
+def signal_ticker(
+    signal: str, tickers: Sequence[str] = (), signal_tickers: Mapping[str, str] | None = None
+) -> str | None:
+    """The ticker a monitoring signal watches: the explicit mapping first (signal name -> ticker, exact),
+    else the naming convention `<azure_slug(ticker)>_<rest>` (or the slug alone, case-insensitive) for
+    one of `tickers`. One-to-one: two tickers never share a slug, and a slug never contains '_'."""
+    if signal_tickers and signal in signal_tickers:
+        return signal_tickers[signal]
+    prefix = signal.strip().lower().split(SIGNAL_TICKER_SEPARATOR, 1)[0]
+    for ticker in tickers:
+        try:
+            if naming.azure_slug(ticker) == prefix:
+                return naming.validate_ticker(ticker)
+        except naming.NamingError:
+            continue  # a bad RETRAIN_TICKERS entry names no signal
+    return None
+
+
+def model_monitor_breach(
+    job: JobEvent,
+    tickers: Sequence[str] = (),
+    signal_tickers: Mapping[str, str] | None = None,
+) -> MonitorBreach | None:
+    """The breach when `job` is an Azure ML model monitoring run tagged with a breached threshold (None for
+    any other run, and for our own training runs). Its ticker comes from the breached signal's name
+    (`signal_ticker` over `tickers`, normally RETRAIN_TICKERS, and the `signal_tickers` mapping), else
+    from a `ticker` tag on the run (kept for monitors that tag their runs themselves)."""
     tags = {_key(k): (k, v) for k, v in job.tags.items()}
     breach = tags.get(_key(MODEL_MONITOR_BREACH_TAG))
     if breach is None or job.instance_id:
         return None
-    if not job.ticker:
-        return None
-    detail = str(breach[1] or "a signal breached its threshold")[:500]
-    return {
-        "ticker": job.ticker,
-        "reason": f"Azure ML model monitoring run {job.job_name} ({job.status}): {detail}",
-    }
+    message = str(breach[1] or "")
+    signal = breached_signal(message)
+    detail = (message.strip().splitlines() or ["a signal breached its threshold"])[0][:500]
+    reason = f"Azure ML model monitoring run {job.job_name} ({job.status}): {detail}"
+    ticker = signal_ticker(signal, tickers, signal_tickers) if signal else None
+    ticker = ticker or job.ticker
+    problem = None
+    if ticker is None:
+        named = f"signal {signal!r}" if signal else "a signal (the breach message names none)"
+        problem = (
+            f"{named} names no ticker: name the signal <ticker>_<signal>, its ticker part as in "
+            "naming.azure_slug (e.g. msft_data-drift, brk-b_prediction-drift) for a ticker in "
+            'RETRAIN_TICKERS, or map it in RETRAIN_MONITOR_SIGNAL_TICKERS (e.g. {"'
+            f'{signal or "data-drift-signal"}": "MSFT"}})'
+        )
+    return MonitorBreach(job_name=job.job_name, signal=signal, ticker=ticker, reason=reason, problem=problem)

@@ -149,6 +149,11 @@ SETTINGS: tuple[Setting, ...] = (
         "120",
         "Longest wait (seconds) of one monitored day for a scoring URL that answers 503/429 with Retry-After (slots starting); then the day has no forecast.",
     ),
+    Setting(
+        "RETRAIN_MONITOR_SIGNAL_TICKERS",
+        None,
+        'Azure ML model monitoring: JSON object from signal names to tickers, e.g. {"data-drift-signal": "MSFT"}; unset: a signal named <ticker>_<signal> (docs/azure.md) names its ticker.',
+    ),
     # Host keys (generated and kept in the state dir when unset locally; Azure manages its own).
     Setting("RETRAIN_FUNCTION_KEY", None, "Function-level key for HTTP triggers (local host).", secret=True),
     Setting("RETRAIN_SYSTEM_KEY", None, "Master key of the local host: it opens every route.", secret=True),

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import urllib.parse
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -603,7 +604,7 @@ async def job_events(event: func.EventGridEvent, client: df.DurableOrchestration
 async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any) -> list[str]:
     """Raise `job_finished` on each orchestration a finished job belongs to; what happened per event.
     Never raises for an event that is not ours: Event Grid would only retry it."""
-    from retrain.events import EventPayloadError, model_monitor_breach, parse_events
+    from retrain.events import EventPayloadError, parse_events
 
     try:
         jobs = parse_events(payload)
@@ -613,7 +614,7 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
         return [f"ignored malformed payload: {exc}"]
     outcomes: list[str] = []
     for job in jobs:
-        if (breach := model_monitor_breach(job)) is not None:
+        if (breach := _monitor_breach(job)) is not None:
             outcomes.append(await start_monitor_breach_cycle(client, breach))
         elif not job.instance_id:
             outcomes.append(f"ignored {job.job_name}: no {TAG_INSTANCE_ID} tag (not ours)")
@@ -648,16 +649,61 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
     return outcomes
 
 
-async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: dict[str, str]) -> str:
-    """Azure ML model monitoring's breach starts a cycle through the same path as the monitor's triggers
-    (trigger `azureml_monitor`, its reason on record), unless the ticker is already being retrained."""
+def monitor_signal_tickers(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """RETRAIN_MONITOR_SIGNAL_TICKERS: a JSON object from Azure ML monitoring signal names to tickers
+    (empty when unset). A bad value is a SettingsError that shows what to set instead."""
+    raw = (settings.get("RETRAIN_MONITOR_SIGNAL_TICKERS", environ) or "").strip()
+    if not raw:
+        return {}
+    try:
+        mapping = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        mapping, error = None, f"not JSON ({exc})"
+    else:
+        error = "not an object of strings"
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise settings.SettingsError(
+            f"RETRAIN_MONITOR_SIGNAL_TICKERS is {error}; set a JSON object from signal names to tickers, "
+            'e.g. {"data-drift-signal": "MSFT"}'
+        )
+    return mapping
+
+
+def _monitor_breach(job: Any) -> Any:
+    """`events.model_monitor_breach` with the tickers of the settings (RETRAIN_TICKERS and the signal
+    mapping); a bad mapping leaves the breach without a ticker, its problem the setting's error."""
+    from retrain.events import MonitorBreach, model_monitor_breach
+
+    found = model_monitor_breach(job)
+    if found is None:
+        return None  # not a monitoring breach: the settings are not read
+    tickers = settings.get_list("RETRAIN_TICKERS")
+    try:
+        mapping = monitor_signal_tickers()
+    except settings.SettingsError as exc:
+        found = model_monitor_breach(job, tickers)
+        if found is None or found.ticker is not None:
+            return found
+        return MonitorBreach(found.job_name, found.signal, None, found.reason, str(exc))
+    return model_monitor_breach(job, tickers, mapping)
+
+
+async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: Any) -> str:
+    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the same path
+    as the monitor's triggers (trigger `azureml_monitor`, its reason on record), unless the ticker is
+    already being retrained or the breach names no ticker (the outcome says how to name the signal)."""
     from retrain.market_data import MarketDataError, validate_ticker
 
+    if breach.ticker is None:
+        log.warning("job_events: model monitoring breach of run %s: %s", breach.job_name, breach.problem)
+        return f"ignored a model monitoring breach of run {breach.job_name}: {breach.problem}"
     try:
-        ticker = validate_ticker(breach["ticker"])
+        ticker = validate_ticker(breach.ticker)
     except MarketDataError as exc:
         return f"ignored a model monitoring breach: {exc}"
-    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach["reason"][:MAX_REASON_CHARS])
+    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach.reason[:MAX_REASON_CHARS])
     async with start_lock(ticker):  # two breaches at once, or beside POST /api/retrain: one cycle
         running = await running_instance(client, ticker)
         if running is None:

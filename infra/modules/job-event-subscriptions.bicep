@@ -78,3 +78,31 @@ resource runStatusSubscription 'Microsoft.EventGrid/systemTopics/eventSubscripti
     retryPolicy: retryPolicy
   }
 }
+
+// Azure ML model monitoring: a breached signal's threshold-evaluation run is tagged
+// azureml_modelmonitor_threshold_breached ("The signal '<name>' has failed due to ..."); it carries no
+// orchestration tag, so it needs a subscription of its own. job_events starts a cycle for the ticker the
+// signal is named after (docs/azure.md, "Azure ML model monitoring starts a cycle").
+resource monitorBreachSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
+  parent: topic
+  name: 'model-monitor-breach-to-function'
+  properties: {
+    destination: destination
+    filter: {
+      includedEventTypes: [
+        'Microsoft.MachineLearningServices.RunStatusChanged'
+      ]
+      advancedFilters: [
+        {
+          operatorType: 'StringContains'
+          key: 'data.runTags.azureml_modelmonitor_threshold_breached'
+          values: [
+            'has failed due to'
+          ]
+        }
+      ]
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    retryPolicy: retryPolicy
+  }
+}

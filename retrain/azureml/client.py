@@ -14,6 +14,7 @@ timer until the endpoint is no longer busy.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -92,6 +93,27 @@ def default_credential(environ: Mapping[str, str] | None = None) -> Any:
     )
 
 
+_credential_lock = threading.Lock()
+_credentials: dict[str, Any] = {}  # AZURE_CLIENT_ID ("" for none) -> the process's credential
+
+
+def shared_credential(environ: Mapping[str, str] | None = None) -> Any:
+    """The process's one `default_credential` per identity, built on first use (thread-safe). Every Azure
+    client of the process (MLClient, MLflow, Blob, Table) shares it, so the identity endpoint is asked for
+    a token once per scope and expiry, not once per client or call."""
+    key = settings.get("AZURE_CLIENT_ID", environ) or ""
+    with _credential_lock:
+        if key not in _credentials:
+            _credentials[key] = default_credential(environ)
+        return _credentials[key]
+
+
+def reset_shared_credentials() -> None:
+    """Forget the process's credentials (tests that swap identities)."""
+    with _credential_lock:
+        _credentials.clear()
+
+
 def make_ml_client(
     environ: Mapping[str, str] | None = None, *, credential: Any = None, **pipeline_options: Any
 ):
@@ -103,7 +125,7 @@ def make_ml_client(
     options = {**RETRY_OPTIONS, **TIMEOUT_OPTIONS, **pipeline_options}
     options.setdefault("retry_policy", retry_policy(**options))
     return MLClient(
-        credential if credential is not None else default_credential(environ),
+        credential if credential is not None else shared_credential(environ),
         subscription_id=subscription,
         resource_group_name=resource_group,
         workspace_name=workspace,

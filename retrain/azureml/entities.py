@@ -15,6 +15,8 @@ from azure.ai.ml.entities import (
     CodeConfiguration,
     Command,
     Data,
+    DataCollector,
+    DeploymentCollection,
     Environment,
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
@@ -188,6 +190,19 @@ def endpoint_entity(name: str) -> ManagedOnlineEndpoint:
     )
 
 
+# The data collector's collections every deployment enables, so Azure ML model monitoring has production
+# data (docs/azure.md): the HTTP payloads (payload logging, no code), and the model's input and output
+# tables under the names model monitoring reads (custom logging: the scoring script's Collector).
+DATA_COLLECTIONS = ("model_inputs", "model_outputs", "request", "response")
+
+
+def data_collector() -> DataCollector:
+    """Data collection of an online deployment, every collection enabled (to the workspace's blob store)."""
+    return DataCollector(
+        collections={name: DeploymentCollection(enabled="true") for name in DATA_COLLECTIONS}
+    )
+
+
 def deployment_entity(
     endpoint: str, slot: str, model: ModelRef, instance_type: str, repo_root: Path = REPO_ROOT
 ) -> ManagedOnlineDeployment:
@@ -206,6 +221,7 @@ def deployment_entity(
         # sends an instance at most this many requests at once (its default is 1).
         environment_variables=dict(SLOT_SERVER_ENVIRONMENT),
         request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=SLOT_CONCURRENT_REQUESTS),
+        data_collector=data_collector(),
         tags=_str_tags({"model": f"{model.name}:{model.version}"}),
     )
 

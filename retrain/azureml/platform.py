@@ -16,13 +16,18 @@ Scoring (`invoke`) calls the endpoint's scoring URI directly with the endpoint k
 headers; the URI and key are fetched once per endpoint and cached (refetched once on 401/403).
 
 Metrics come from the job's MLflow run through the workspace's MLflow REST API
-(`GET {tracking}/api/2.0/mlflow/runs/get?run_id=<job name>`) with azure-core and the MLClient's
-credential, so the Function App needs no mlflow package.
+(`GET https://<region>.api.azureml.ms/mlflow/v2.0/<workspace id>/api/2.0/mlflow/runs/get?run_id=<job>`,
+the `/mlflow/v2.0` route azureml-mlflow uses for MLflow 2 and 3) with azure-core and the MLClient's
+credential, so the Function App needs no mlflow package. The MLflow and Blob pipelines are built once per
+platform (one per process, `adapters.get_platform`): their bearer-token policy keeps its token until it
+nears expiry instead of asking the identity endpoint on every call.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,6 +112,21 @@ def _version_key(version: str) -> tuple[int, int | str]:
 # The datastore of every job's MLflow artifacts, and the trainer's per-day test forecasts in it.
 ARTIFACT_DATASTORE = "workspaceartifactstore"
 TEST_ERRORS_ARTIFACT = "test_errors.json"
+# A job's `outputs.default` (its artifact folder), as Azure ML reports it:
+# azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.<job> (or .../datastores/<name>/paths/<path>).
+_DATASTORE_URI = re.compile(r"^azureml://(?:.*/)?datastores/(?P<store>[^/]+)/(?:paths/)?(?P<path>.+?)/*\Z")
+# The workspace's tracking URI names the MLflow 1 route; azureml-mlflow talks to MLflow 2 and 3 on this one.
+MLFLOW_V1_ROUTE, MLFLOW_ROUTE = "/mlflow/v1.0/", "/mlflow/v2.0/"
+
+
+def artifact_folder(job: Any) -> tuple[str, str]:
+    """(datastore, folder) of a job's artifacts: its `outputs.default` when Azure ML reports one, else
+    the artifact store's ExperimentRun/dcid.<job> (where `mlflow.log_artifact` inside a job writes)."""
+    default = (getattr(job, "outputs", None) or {}).get("default")
+    match = _DATASTORE_URI.match(str(getattr(default, "path", None) or ""))
+    if match:
+        return match["store"], match["path"]
+    return ARTIFACT_DATASTORE, f"ExperimentRun/dcid.{job.name}"
 
 
 class AzureMLPlatform:
@@ -131,6 +151,10 @@ class AzureMLPlatform:
         self._tracking_base: str | None = None
         self._scoring: dict[str, tuple[str, str]] = {}  # endpoint -> (scoring URI, key), fetched once
         self._scoring_pipeline: Any = None
+        # Built once (first use), shared by every call and thread: one bearer token per expiry.
+        self._clients_lock = threading.Lock()
+        self._mlflow_client: Any = None
+        self._blob_services: dict[str, Any] = {}  # account URL -> BlobServiceClient
 
     # ---- data assets -------------------------------------------------------------------------
     def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset:
@@ -165,22 +189,24 @@ class AzureMLPlatform:
         call(f"create compute {self.compute_name}", self.ml_client.compute.begin_create_or_update, cluster)
 
     def get_job_test_errors(self, job_name: str) -> dict[str, Any] | None:
-        """The job's MLflow artifact test_errors.json, downloaded from the workspace artifact store
-        (where `mlflow.log_artifact` inside a job writes: ExperimentRun/dcid.<job>/), or None when the
-        trainer logged none. Read with the platform's identity (Storage Blob Data Reader), no account key."""
+        """The job's MLflow artifact test_errors.json, downloaded from the job's artifact folder (its
+        `outputs.default`, else the artifact store's ExperimentRun/dcid.<job>/, `artifact_folder`), or None
+        when the trainer logged none. Read with the platform's identity (Storage Blob Data Reader), no account key."""
         from azure.core.exceptions import AzureError
-        from azure.storage.blob import BlobClient
 
         from retrain.azureml.client import to_platform_error
 
-        self.get_job(job_name)  # an unknown job is an error, not "no test errors"
-        store = call(f"get datastore {ARTIFACT_DATASTORE}", self.ml_client.datastores.get, ARTIFACT_DATASTORE)
-        url = (
-            f"{store.protocol or 'https'}://{store.account_name}.blob.{store.endpoint or 'core.windows.net'}/"
-            f"{store.container_name}/ExperimentRun/dcid.{job_name}/{TEST_ERRORS_ARTIFACT}"
+        job = self._get_or_none("get job", self.ml_client.jobs.get, job_name)
+        if job is None:  # an unknown job is an error, not "no test errors"
+            self.get_job(job_name)
+        datastore, folder = artifact_folder(job)
+        store = call(f"get datastore {datastore}", self.ml_client.datastores.get, datastore)
+        account_url = (
+            f"{store.protocol or 'https'}://{store.account_name}.blob.{store.endpoint or 'core.windows.net'}"
         )
-        options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
-        blob = BlobClient.from_blob_url(url, credential=self.ml_client._credential, **options)
+        blob = self._blob_service(account_url).get_blob_client(
+            str(store.container_name), f"{folder}/{TEST_ERRORS_ARTIFACT}"
+        )
         try:
             content = blob.download_blob().readall()
         except ResourceNotFoundError:
@@ -233,13 +259,26 @@ class AzureMLPlatform:
                 latest[key] = (*order, float(value))
         return {key: entry[2] for key, entry in sorted(latest.items())}
 
+    def _blob_service(self, account_url: str) -> Any:
+        """The account's BlobServiceClient, built once: its blob clients share its token policy."""
+        from azure.storage.blob import BlobServiceClient
+
+        with self._clients_lock:
+            service = self._blob_services.get(account_url)
+            if service is None:
+                options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
+                service = BlobServiceClient(account_url, credential=self.ml_client._credential, **options)
+                self._blob_services[account_url] = service
+            return service
+
     def _mlflow_tracking_base(self) -> str:
         if self._tracking_base is None:
             ws = call("get workspace", self.ml_client.workspaces.get, self.ml_client.workspace_name)
             uri = str(ws.mlflow_tracking_uri or "")
             if not uri.startswith("azureml://"):
                 raise PlatformError(f"workspace has no MLflow tracking URI (got {uri!r})")
-            self._tracking_base = "https://" + uri[len("azureml://") :].rstrip("/")
+            base = "https://" + uri[len("azureml://") :].rstrip("/")
+            self._tracking_base = base.replace(MLFLOW_V1_ROUTE, MLFLOW_ROUTE, 1)
         return self._tracking_base
 
     def _mlflow_pipeline(self) -> Any:
@@ -248,15 +287,19 @@ class AzureMLPlatform:
 
         from retrain.azureml.client import retry_policy
 
-        options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
-        return PipelineClient(
-            base_url=self._mlflow_tracking_base(),
-            policies=[
-                retry_policy(**self._pipeline_options),
-                BearerTokenCredentialPolicy(self.ml_client._credential, ARM_SCOPE),
-            ],
-            **options,
-        )
+        base = self._mlflow_tracking_base()
+        with self._clients_lock:
+            if self._mlflow_client is None:
+                options = {k: v for k, v in self._pipeline_options.items() if k == "transport"}
+                self._mlflow_client = PipelineClient(
+                    base_url=base,
+                    policies=[
+                        retry_policy(**self._pipeline_options),
+                        BearerTokenCredentialPolicy(self.ml_client._credential, ARM_SCOPE),
+                    ],
+                    **options,
+                )
+            return self._mlflow_client
 
     def _mlflow_call(
         self,

@@ -139,6 +139,9 @@ class ForecastLog:
         return row["d"] if row else None
 
 
+FORECAST_TABLE_NAME = "retrainmonitor"
+
+
 class TableForecastLog:
     """The same log in one Azure Table (the Function App's storage account, identity-based):
     PartitionKey `<ticker>:forecast|day|trigger`, RowKey the date, so every query is one partition."""
@@ -149,7 +152,7 @@ class TableForecastLog:
 
     @classmethod
     def from_account(
-        cls, account_name: str, credential: Any, table_name: str = "retrainmonitor", **options: Any
+        cls, account_name: str, credential: Any, table_name: str = FORECAST_TABLE_NAME, **options: Any
     ) -> TableForecastLog:
         from azure.data.tables import TableClient
 
@@ -266,18 +269,10 @@ class TableForecastLog:
 
 def get_forecast_log(environ: Any = None) -> ForecastLog | TableForecastLog:
     """SQLite under the state dir (local), or the Table in the Function App's storage account (azureml)."""
-    import os
-
-    env = os.environ if environ is None else environ
     if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
-        account = env.get("AzureWebJobsStorage__accountName")
-        if not account:
-            raise ValueError(
-                "the monitor's log in Azure needs AzureWebJobsStorage__accountName (identity-based)"
-            )
-        from azure.identity import DefaultAzureCredential
+        from retrain.monitoring.tables import table_client
 
-        return TableForecastLog.from_account(account, DefaultAzureCredential())
+        return TableForecastLog(table_client(FORECAST_TABLE_NAME, environ))
     return ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")
 
 

@@ -339,21 +339,16 @@ class TableLedger:
 
 def get_ledger(environ: Mapping[str, str] | None = None) -> ServedLedger:
     """The ledger of the configured platform: SQLite under the state dir (local) or Table Storage in the
-    Function App's storage account (azureml)."""
-    import os
-
+    Function App's storage account (azureml; one client per process, `monitoring.tables`)."""
     from retrain import settings
 
-    env = os.environ if environ is None else environ
     if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
-        account = env.get("AzureWebJobsStorage__accountName")
-        if not account:
-            raise LedgerError(
-                "the served ledger in Azure needs AzureWebJobsStorage__accountName (identity-based storage)"
-            )
-        from azure.identity import DefaultAzureCredential
+        from retrain.monitoring.tables import TableSettingsError, table_client
 
-        return TableLedger.from_account(account, DefaultAzureCredential())
+        try:
+            return TableLedger(table_client(TABLE_NAME, environ))
+        except TableSettingsError as exc:
+            raise LedgerError(str(exc)) from None
     return SqliteLedger(settings.state_dir(environ) / "monitoring" / "ledger.sqlite")
 
 

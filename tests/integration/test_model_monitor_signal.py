@@ -1,6 +1,7 @@
 """Azure ML model monitoring's signal: the RunStatusChanged event of a monitoring run tagged
-azureml_modelmonitor_threshold_breached starts a retraining cycle (trigger azureml_monitor, the reason on
-record) through the real Event Grid webhook of the local host; other monitoring runs are ignored."""
+azureml_modelmonitor_threshold_breached (as Azure ML tags it: the message naming the signal, no `ticker`
+tag) starts a retraining cycle of the ticker the signal is named after (trigger azureml_monitor, the reason
+on record) through the real Event Grid webhook of the local host; other monitoring runs are ignored."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from retrain.events import model_monitor_breach, parse_events
 from retrain.host_client import http_json
 from tests.helpers import deliver, grid_event, wait
 
+# The tag exactly as Azure/azureml-assets' evaluate_metrics_threshold.py writes it; the signal is named
+# <ticker>_<signal> (docs/azure.md), and RETRAIN_TICKERS of the host is MSFT.
 BREACH = {
-    "azureml_modelmonitor_threshold_breached": "has failed due to one or more features violating metric thresholds",
-    "ticker": "MSFT",
+    "azureml_modelmonitor_threshold_breached": "The signal 'msft_data-drift' has failed due to one or more "
+    "features violating metric thresholds.\nThe feature names and their corresponding computed metric values "
+    'violating the threshold are \n[\'{"group":"close","metric_value":0.31}\']\n'
 }
 
 
@@ -37,11 +41,11 @@ def test_a_breached_monitoring_run_starts_one_cycle_with_its_reason(host, memory
     )
 
 
-def test_only_breached_monitoring_runs_with_a_ticker_count() -> None:
+def test_only_breached_monitoring_runs_count() -> None:
     ours = parse_events([grid_event("j", "Completed", {"orchestration_instance_id": "retrain-msft-x"})])[0]
     quiet = parse_events([grid_event("m", "Completed", {"ticker": "MSFT"})])[0]
-    no_ticker = parse_events([grid_event("m", "Failed", {"azureml_modelmonitor_threshold_breached": "x"})])[0]
+    unnamed = parse_events([grid_event("m", "Failed", {"azureml_modelmonitor_threshold_breached": "x"})])[0]
     breach = parse_events([grid_event("m", "Failed", BREACH)])[0]
-    assert model_monitor_breach(ours) is None and model_monitor_breach(quiet) is None
-    assert model_monitor_breach(no_ticker) is None
-    assert model_monitor_breach(breach)["ticker"] == "MSFT"
+    assert model_monitor_breach(ours, ["MSFT"]) is None and model_monitor_breach(quiet, ["MSFT"]) is None
+    assert model_monitor_breach(unnamed, ["MSFT"]).ticker is None
+    assert model_monitor_breach(breach, ["MSFT"]).ticker == "MSFT"

@@ -309,6 +309,10 @@ class ArmTransport(HttpTransport):
                 }
                 properties.setdefault("livenessProbe", probe)
                 properties.setdefault("readinessProbe", probe)
+                # The service spells enum values its own way (the SDK sends "enabled", ARM says "Enabled").
+                for collection in ((properties.get("dataCollector") or {}).get("collections") or {}).values():
+                    mode = str(collection.get("dataCollectionMode") or "")
+                    collection["dataCollectionMode"] = mode[:1].upper() + mode[1:].lower()
             if "/jobs/" in path:
                 properties.setdefault("status", "NotStarted")
             if "/models/" in path and properties.get("modelType") == "mlflow_model":

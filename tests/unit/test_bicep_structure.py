@@ -372,3 +372,19 @@ def test_ci_runs_checkov_in_its_own_virtualenv():
     assert ci.index("make test") < ci.index("make checkov")
     assert ".venv-checkov/" in (REPO / ".gitignore").read_text().splitlines()
     assert ".venv-checkov/" in (REPO / ".funcignore").read_text().splitlines()
+
+
+def test_model_monitoring_breaches_have_a_subscription_of_their_own():
+    # Issue 19.2: a breached signal's run carries no orchestration tag, so the two job subscriptions drop
+    # it; a third delivers RunStatusChanged of runs tagged with the breach (the tag events.py reads).
+    from retrain.events import MODEL_MONITOR_BREACH_TAG
+
+    breach = _resource("monitorBreachSubscription", SUBSCRIPTIONS)
+    assert "'Microsoft.MachineLearningServices.RunStatusChanged'" in breach
+    assert "'${functionAppId}/functions/job_events'" in SUBSCRIPTIONS and "destination: destination" in breach
+    filters = re.search(r"advancedFilters: \[(.*)\]", breach, re.S)
+    assert filters and f"key: 'data.runTags.{MODEL_MONITOR_BREACH_TAG}'" in filters.group(1)
+    assert "submittedByAnOrchestration" not in filters.group(1)
+    assert "'has failed due to'" in filters.group(
+        1
+    )  # Azure ML's message: "The signal '<name>' has failed due to"
