@@ -30,6 +30,7 @@ def ridge_model(dest: Path, ticker: str, window: int = 10) -> Path:
     data = train.split(closes_for(ticker), window)
     fitted = train.fit_in_process(data, train.RidgeConfig(window=window, alpha=1.0))
     ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     return train.save_model(fitted.params, data, Path(dest), ends)
 
 

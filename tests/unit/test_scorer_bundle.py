@@ -79,6 +79,8 @@ def test_init_finds_a_bundle_below_azures_nesting_and_loads_every_ticker(bundle_
     assert served is not None and score._model is None
     assert served.identity == score.ModelIdentity("fleet", "4")
     assert {t: m.model.window for t, m in served.tickers.items()} == WINDOWS
+    # The ridge model's own numpy path (checked against predict() at load): no DataFrame per request.
+    assert all(m.model.fast_forecast.__name__ == "forecast_from_closes" for m in served.tickers.values())
     assert served.tickers["BRK.B"].model.identity == score.ModelIdentity("forecast-brk.b", "2")
 
 
