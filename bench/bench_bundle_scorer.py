@@ -175,8 +175,8 @@ def main() -> None:
 
         columns = ["init s", "PSS MB", "p50 one ms", "p50 one run() ms", "p50 batch ms"]
         print(
-            f"\nbench_bundle_scorer: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, medians of {args.runs} "
-            f"fresh servers, {args.requests} one-ticker requests each, ridge window {WINDOW}, batch {BATCH}"
+            f"\nbench_bundle_scorer: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, medians of {args.runs} runs "
+            f"of fresh servers, {args.requests} one-ticker requests per server and run, ridge window {WINDOW}, batch {BATCH}"
         )
         print(f"| server | {' | '.join(columns)} | PSS vs single | p50 one vs single |")
         print(f"|---|{'---|' * (len(columns) + 2)}")
