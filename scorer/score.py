@@ -556,6 +556,7 @@ def find_bundle_manifest(root: Path, max_depth: int = _MLMODEL_SEARCH_DEPTH) -> 
     nesting), never inside an MLflow model folder; None when there is none (a single model)."""
     level = [Path(root)]
     for depth in range(max_depth + 1):
+        level = [d for d in level if not (d / "MLmodel").is_file()]  # a model folder is not a bundle
         found = sorted(d / BUNDLE_MANIFEST for d in level if (d / BUNDLE_MANIFEST).is_file())
         if found:
             if len(found) > 1:
@@ -563,7 +564,7 @@ def find_bundle_manifest(root: Path, max_depth: int = _MLMODEL_SEARCH_DEPTH) -> 
             return found[0]
         if depth == max_depth:
             break
-        level = sorted(c for d in level if not (d / "MLmodel").is_file() for c in _subdirs(d))
+        level = sorted(c for d in level for c in _subdirs(d))
     return None
 
 

@@ -200,3 +200,60 @@ def test_a_bundle_of_another_format_fails_loading(tmp_path, bundle_dir):
 
 def _answer(response) -> tuple[int, str]:
     return response.status_code, json.loads(response.get_data())["message"]
+
+
+FAILING_MODEL_CODE = """
+import mlflow
+import numpy as np
+import pandas as pd
+
+
+class FailsAboveAMillion(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        closes = np.asarray(model_input, dtype=float)
+        if (closes > 1e6).any():
+            raise ValueError("cannot forecast above a million")
+        return pd.DataFrame({"forecast": closes[:, -1]})
+
+
+mlflow.models.set_model(FailsAboveAMillion())
+"""
+
+
+def test_a_model_failing_on_its_rows_fails_only_those_instances(tmp_path, bundle_dir):
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    code = tmp_path / "failing.py"
+    code.write_text(FAILING_MODEL_CODE)
+    signature = ModelSignature(inputs=Schema([ColSpec("double", f"c{i}") for i in range(3)]))
+    failing = tmp_path / "failing"
+    mlflow.pyfunc.save_model(
+        str(failing), python_model=str(code), signature=signature, metadata={"window": 3}
+    )
+    changes = {
+        "MSFT": (bundle_dir / "bundle" / "models" / "msft", BundleEntry("forecast-msft", "1", "ridge")),
+        "ODD": (failing, BundleEntry("forecast-odd", "1", "other")),
+    }
+    build_bundle(tmp_path / "b", None, changes, name="mixed", version="1", endpoint="e", orchestration_ids=[])
+    mixed = score.load_bundle(tmp_path / "b" / "bundle.json")
+    instances = [
+        {"ticker": "ODD", "close": [1.0, 2.0, 2e6]},
+        {"ticker": "MSFT", "close": history("MSFT")},
+        {"ticker": "ODD", "close": [1.0, 2.0, 3.0]},
+    ]
+    predictions = post(mixed, {"instances": instances})["predictions"]
+    # ODD's rows are forecast together, so both fail with it; MSFT's answer is unaffected.
+    assert [p.get("status") for p in predictions] == [500, None, 500]
+    assert predictions[1]["forecast"] == post(mixed, instances[1])["forecast"]
+    assert post(mixed, instances[2])["forecast"] == [3.0]
+    response = score.run_bundle(mixed, request("POST", json.dumps(instances[0]).encode()))
+    assert response.status_code == 500
+
+
+def test_a_model_folder_holding_a_bundle_json_file_is_still_a_single_model(tmp_path, bundle_dir):
+    model = shutil.copytree(bundle_dir / "bundle" / "models" / "msft", tmp_path / "msft")
+    (model / "bundle.json").write_text("{}")  # an artefact of that name inside a model is not a manifest
+    assert score.find_bundle_manifest(tmp_path) is None
+    assert score.find_bundle_manifest(model) is None
