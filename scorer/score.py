@@ -16,6 +16,15 @@ from `retrain` or `trainer`.
 Request:  {"close": [floats]} (at least `window` closes, oldest first, newest last; the last `window`
           are used) or {"instances": [[floats], ...]} (each at least `window` long).
 Response: {"forecast": [floats], "model": {"name": str, "version": str, "window": int}}
+
+A bundle (docs/bundles.md: `bundle.json` + one MLflow model folder per ticker) serves many tickers from
+one process: `init()` loads every ticker's model (the same loader, signature check and numpy path per
+model; windows may differ per ticker) and `run()` answers
+  {"ticker": "MSFT", "close": [...]}  -> {"ticker", "forecast", "model", "bundle"}
+  {"instances": [{"ticker", "close"}, ...]} -> {"predictions": [one per instance, in order], "bundle"},
+      a bad instance answering {"ticker", "error", "status": 400|404} in its place;
+  GET /score -> the served tickers (model, family, fitted-data end, window) and the bundle identity.
+A bundle of one also takes the single-model requests above (no ticker).
 """
 
 import json
@@ -26,6 +35,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -80,6 +90,7 @@ class LoadedModel:
 
 
 _model: LoadedModel | None = None
+_bundle: "LoadedBundle | None" = None  # set instead of _model when AZUREML_MODEL_DIR holds a bundle
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,18 +358,22 @@ def _short(value: Any, limit: int = 40) -> str:
 
 def load(model_root: str | Path, environ: Mapping[str, str] | None = None) -> LoadedModel:
     """Find, load and describe the MLflow model under `model_root`."""
+    root = Path(model_root)
+    return load_model_dir(find_mlflow_model_dir(root), model_identity(root, environ))
+
+
+def load_model_dir(mlflow_dir: Path, identity: ModelIdentity) -> LoadedModel:
+    """Load the MLflow model in `mlflow_dir`, check its signature once and pick its numpy path."""
     import mlflow.pyfunc  # heavy; only the serving process needs it
 
-    root = Path(model_root)
-    mlflow_dir = find_mlflow_model_dir(root)
     pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir))
     window = window_from_metadata(pyfunc.metadata.metadata)
     check_signature(pyfunc.metadata.signature, window)
     return LoadedModel(
         pyfunc=pyfunc,
-        identity=model_identity(root, environ),
+        identity=identity,
         window=window,
-        path=mlflow_dir,
+        path=Path(mlflow_dir),
         fast_forecast=find_fast_forecast(pyfunc, window),
     )
 
@@ -368,6 +383,18 @@ def init() -> None:
     model_root = os.environ.get("AZUREML_MODEL_DIR")
     if not model_root:
         raise RuntimeError("AZUREML_MODEL_DIR is not set; start the server with --model_dir <model folder>")
+    manifest = find_bundle_manifest(Path(model_root)) if Path(model_root).is_dir() else None
+    if manifest is not None:
+        global _bundle
+        _bundle = load_bundle(manifest)
+        logger.info(
+            "Loaded bundle %s version %s (%d tickers) from %s",
+            _bundle.identity.name,
+            _bundle.identity.version,
+            len(_bundle.tickers),
+            _bundle.path,
+        )
+        return
     _model = load(model_root)
     logger.info(
         "Loaded model %s version %s (window %d) from %s; scoring through %s",
@@ -446,6 +473,8 @@ def score_body(model: LoadedModel, body: bytes) -> dict[str, Any]:
 
 @rawhttp
 def run(request: AMLRequest) -> dict[str, Any] | AMLResponse:
+    if _bundle is not None:
+        return run_bundle(_bundle, request)
     model = _model
     window = model.window if model else 1
     if request.method != "POST":
@@ -461,6 +490,295 @@ def run(request: AMLRequest) -> dict[str, Any] | AMLResponse:
         return score_body(model, body)
     except ScoringInputError as exc:
         return _json_response({"message": f"Bad request: {exc}. {expected_input(window)}"}, 400)
+    except Exception:
+        logger.exception("Scoring failed")
+        return _json_response(
+            {"message": "Internal error while scoring; the server log has the details."}, 500
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bundles: many tickers from one process (docs/bundles.md is the contract; retrain/bundles.py writes it)
+
+BUNDLE_MANIFEST = "bundle.json"
+BUNDLE_FORMAT = "retrain-bundle/1"
+_TICKER = re.compile(r"^[A-Z0-9.^=-]{1,15}\Z")
+_LISTING_HINT = "GET /score lists the served tickers"
+
+
+class UnknownTickerError(ScoringInputError):
+    """A ticker the bundle does not serve (answered 404)."""
+
+
+@dataclass(frozen=True)
+class BundleTicker:
+    model: LoadedModel
+    family: str
+    fitted_data_end: str | None
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    identity: ModelIdentity
+    endpoint: str
+    parent_version: str | None
+    created: str | None
+    path: Path
+    tickers: Mapping[str, BundleTicker]
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.identity.name, "version": self.identity.version}
+
+    def listing(self) -> dict[str, Any]:
+        """What GET /score answers: the bundle's identity and every ticker it serves."""
+        return {
+            "bundle": {
+                **self.describe(),
+                "endpoint": self.endpoint,
+                "parent_version": self.parent_version,
+                "created": self.created,
+            },
+            "tickers": {
+                ticker: {
+                    "name": served.model.identity.name,
+                    "version": served.model.identity.version,
+                    "family": served.family,
+                    "fitted_data_end": served.fitted_data_end,
+                    "window": served.model.window,
+                }
+                for ticker, served in self.tickers.items()
+            },
+        }
+
+
+def find_bundle_manifest(root: Path, max_depth: int = _MLMODEL_SEARCH_DEPTH) -> Path | None:
+    """The `bundle.json` at `root` or the shallowest one below it (Azure's `<name>/<version>/<folder>`
+    nesting), never inside an MLflow model folder; None when there is none (a single model)."""
+    level = [Path(root)]
+    for depth in range(max_depth + 1):
+        level = [d for d in level if not (d / "MLmodel").is_file()]  # a model folder is not a bundle
+        found = sorted(d / BUNDLE_MANIFEST for d in level if (d / BUNDLE_MANIFEST).is_file())
+        if found:
+            if len(found) > 1:
+                logger.warning("Several bundles under %s; using %s (first in sorted order)", root, found[0])
+            return found[0]
+        if depth == max_depth:
+            break
+        level = sorted(c for d in level for c in _subdirs(d))
+    return None
+
+
+def _manifest_text(document: Mapping[str, Any], key: str, where: str, optional: bool = False) -> str | None:
+    value = document.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def load_bundle(manifest_path: Path) -> LoadedBundle:
+    """Read a bundle's manifest and load every ticker's model (the same checks as a single model)."""
+    manifest_path = Path(manifest_path)
+    folder = manifest_path.parent.resolve()
+    where = str(manifest_path)
+    try:
+        document = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+        shown = document.get("format") if isinstance(document, dict) else None
+        raise ValueError(f"{where}: 'format' is {shown!r}; this scorer serves {BUNDLE_FORMAT!r}")
+    entries = document.get("tickers")
+    if not isinstance(entries, dict) or not entries:
+        raise ValueError(f"{where}: 'tickers' must be a non-empty object {{ticker: entry}}")
+    tickers: dict[str, BundleTicker] = {}
+    for ticker, entry in sorted(entries.items()):
+        here = f"{where}: tickers[{ticker!r}]"
+        if not isinstance(ticker, str) or not _TICKER.match(ticker):
+            raise ValueError(f"{here}: not a ticker (1-15 of A-Z 0-9 . ^ = -)")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{here} must be an object")
+        relative = str(_manifest_text(entry, "path", here))
+        model_dir = (folder / relative).resolve()
+        if Path(relative).is_absolute() or model_dir == folder or not model_dir.is_relative_to(folder):
+            raise ValueError(f"{here}: 'path' {relative!r} must lead to a folder inside the bundle")
+        if not (model_dir / "MLmodel").is_file():
+            raise ValueError(f"{here}: 'path' {relative!r} holds no MLmodel file")
+        identity = ModelIdentity(
+            name=str(_manifest_text(entry, "model_name", here)),
+            version=str(_manifest_text(entry, "model_version", here)),
+        )
+        try:
+            model = load_model_dir(model_dir, identity)
+        except Exception as exc:
+            raise ValueError(f"{here}: cannot load the model in {relative!r}: {exc}") from exc
+        tickers[ticker] = BundleTicker(
+            model=model,
+            family=str(_manifest_text(entry, "family", here)),
+            fitted_data_end=_manifest_text(entry, "fitted_data_end", here, optional=True),
+        )
+    return LoadedBundle(
+        identity=ModelIdentity(
+            name=str(_manifest_text(document, "name", where)),
+            version=str(_manifest_text(document, "version", where)),
+        ),
+        endpoint=str(_manifest_text(document, "endpoint", where)),
+        parent_version=_manifest_text(document, "parent_version", where, optional=True),
+        created=_manifest_text(document, "created", where, optional=True),
+        path=folder,
+        tickers=MappingProxyType(tickers),
+    )
+
+
+def expected_bundle_input(bundle: LoadedBundle) -> str:
+    one = next(iter(bundle.tickers)) if len(bundle.tickers) == 1 else None
+    example = one or next(iter(bundle.tickers))
+    text = (
+        f'Send a JSON object, either {{"ticker": "{example}", "close": [at least the ticker\'s window of positive'
+        f' numbers, oldest first, newest last]}} or {{"instances": [{{"ticker": ..., "close": [...]}}, ...]}}'
+        f" with at most {MAX_INSTANCES} instances, in a body of at most {MAX_BODY_BYTES} bytes."
+        f" GET /score lists the {len(bundle.tickers)} served ticker(s) and their windows."
+    )
+    if one:
+        text += f' This bundle serves only {one}, so "ticker" may be left out.'
+    return text
+
+
+def _resolve_ticker(bundle: LoadedBundle, value: Any, where: str) -> str:
+    if value is None:
+        if len(bundle.tickers) == 1:
+            return next(iter(bundle.tickers))
+        raise ScoringInputError(
+            f'{where} has no "ticker"; this endpoint serves {len(bundle.tickers)} tickers: name one'
+            f" ({_LISTING_HINT})"
+        )
+    if not isinstance(value, str):
+        raise ScoringInputError(f'{where}: "ticker" must be a string such as "MSFT", got {_json_type(value)}')
+    ticker = value.strip().upper()
+    if ticker not in bundle.tickers:
+        raise UnknownTickerError(
+            f"ticker {_short(value, 20)} is not served by bundle {bundle.identity.name} "
+            f"version {bundle.identity.version} ({_LISTING_HINT})"
+        )
+    return ticker
+
+
+def _ticker_request(bundle: LoadedBundle, obj: Any, where: str) -> tuple[str, list[float]]:
+    """One {"ticker", "close"} object -> (ticker, the last `window` closes of that ticker's model)."""
+    if not isinstance(obj, dict):
+        raise ScoringInputError(
+            f'{where} must be an object {{"ticker": ..., "close": [...]}}, got {_json_type(obj)}'
+        )
+    unexpected = sorted(set(obj) - {"ticker", "close"})
+    if unexpected:
+        raise ScoringInputError(f"{where} has unexpected key(s) {', '.join(map(repr, unexpected))}")
+    ticker = _resolve_ticker(bundle, obj.get("ticker"), where)
+    if "close" not in obj:
+        raise ScoringInputError(f'{where} has no "close"')
+    label = '"close"' if where == "the request" else f'{where}["close"]'
+    return ticker, _close_series(obj["close"], label, bundle.tickers[ticker].model.window)
+
+
+def _model_doc(model: LoadedModel) -> dict[str, Any]:
+    return {"name": model.identity.name, "version": model.identity.version, "window": model.window}
+
+
+def score_bundle_body(bundle: LoadedBundle, body: bytes) -> dict[str, Any]:
+    """Bytes in, response document out for a bundle (raises ScoringInputError / UnknownTickerError for a
+    bad request as a whole; a batch answers each bad instance in its place)."""
+    payload = parse_body(body)
+    if not isinstance(payload, dict):
+        raise ScoringInputError(f"the JSON body must be an object, got {_json_type(payload)}")
+    if set(payload) == {"instances"} and isinstance(payload["instances"], list):
+        instances = payload["instances"]
+        if instances and all(isinstance(row, list) for row in instances):
+            return _score_bundle_rows(bundle, payload)  # today's request, for a bundle of one
+        if not instances:
+            raise ScoringInputError('"instances" is empty; send at least one {"ticker", "close"} object')
+        if len(instances) > MAX_INSTANCES:
+            raise ScoringInputError(
+                f'"instances" has {len(instances)} entries; at most {MAX_INSTANCES} per request'
+            )
+        return {"predictions": score_batch(bundle, instances), "bundle": bundle.describe()}
+    if "instances" in payload:
+        if set(payload) != {"instances"}:
+            raise ScoringInputError('send "instances" alone, or "ticker" and "close"')
+        raise ScoringInputError(f'"instances" must be a list, got {_json_type(payload["instances"])}')
+    ticker, row = _ticker_request(bundle, payload, "the request")
+    model = bundle.tickers[ticker].model
+    return {
+        "ticker": ticker,
+        "forecast": predict(model, [row]),
+        "model": _model_doc(model),
+        "bundle": bundle.describe(),
+    }
+
+
+def _score_bundle_rows(bundle: LoadedBundle, payload: dict[str, Any]) -> dict[str, Any]:
+    if len(bundle.tickers) != 1:
+        raise ScoringInputError(
+            f'"instances" holds bare lists of closes; this endpoint serves {len(bundle.tickers)} tickers: '
+            'send objects {"ticker": ..., "close": [...]}'
+        )
+    ticker, served = next(iter(bundle.tickers.items()))
+    rows = validate_payload(payload, served.model.window)
+    return {
+        "ticker": ticker,
+        "forecast": predict(served.model, rows),
+        "model": _model_doc(served.model),
+        "bundle": bundle.describe(),
+    }
+
+
+def score_batch(bundle: LoadedBundle, instances: list[Any]) -> list[dict[str, Any]]:
+    """One answer per instance, in order. Valid rows of the same ticker are forecast together (one
+    vectorised call per ticker); a bad instance answers its error and status in its place."""
+    answers: list[dict[str, Any] | None] = [None] * len(instances)
+    by_ticker: dict[str, list[tuple[int, list[float]]]] = {}
+    for i, obj in enumerate(instances):
+        where = f'"instances"[{i}]'
+        try:
+            ticker, row = _ticker_request(bundle, obj, where)
+        except ScoringInputError as exc:
+            named = (
+                obj.get("ticker") if isinstance(obj, dict) and isinstance(obj.get("ticker"), str) else None
+            )
+            status = 404 if isinstance(exc, UnknownTickerError) else 400
+            answers[i] = {"ticker": named, "error": str(exc), "status": status}
+            continue
+        by_ticker.setdefault(ticker, []).append((i, row))
+    for ticker, rows in by_ticker.items():
+        model = bundle.tickers[ticker].model
+        try:
+            forecasts = predict(model, [row for _, row in rows])
+        except Exception:  # one model's failure is its instances', not the whole batch's
+            logger.exception("Scoring %s failed", ticker)
+            for i, _ in rows:
+                answers[i] = {"ticker": ticker, "error": "internal error while scoring", "status": 500}
+            continue
+        doc = _model_doc(model)
+        for (i, _), forecast in zip(rows, forecasts, strict=True):
+            answers[i] = {"ticker": ticker, "forecast": [forecast], "model": doc}
+    return [a for a in answers if a is not None]
+
+
+def run_bundle(bundle: LoadedBundle, request: AMLRequest) -> dict[str, Any] | AMLResponse:
+    guidance = expected_bundle_input(bundle)
+    if request.method == "GET":
+        return bundle.listing()
+    if request.method != "POST":
+        return _json_response(
+            {"message": f"Use POST /score to score, GET /score to list. {guidance}"},
+            405,
+            {"Allow": "GET, POST"},
+        )
+    try:
+        return score_bundle_body(bundle, _read_body(request, MAX_BODY_BYTES))
+    except UnknownTickerError as exc:
+        return _json_response({"message": f"Not found: {exc}. {guidance}"}, 404)
+    except ScoringInputError as exc:
+        return _json_response({"message": f"Bad request: {exc}. {guidance}"}, 400)
     except Exception:
         logger.exception("Scoring failed")
         return _json_response(

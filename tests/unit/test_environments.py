@@ -87,6 +87,22 @@ def test_trainer_has_azureml_mlflow_and_scorer_loads_what_the_trainer_logs():
     assert {p: trainer[p] for p in shared} == {p: scorer[p] for p in shared}
 
 
+def test_scorer_loads_every_family_a_bundle_may_hold(tmp_path):
+    """A bundle mixes families in one deployment, so the scorer's environment must carry what every
+    family's served model requires (its MLflow requirements.txt), at the pins its trainer logged it
+    with. LSTM (trainer/): see the test above; ridge (trainers/ridge): a real saved model's requirements."""
+    from tests.bundle_models import ridge_model
+
+    scorer, ridge_trainer = _environment("scorer"), _environment("ridge")
+    model = ridge_model(tmp_path / "model", "MSFT", 5)
+    required = _pins((model / "requirements.txt").read_text().splitlines())
+    assert required and set(required) <= set(scorer), (
+        f"the scorer lacks {sorted(set(required) - set(scorer))}"
+    )
+    assert {p: ridge_trainer[p] for p in required} == {p: scorer[p] for p in required}
+    assert "scikit-learn" not in required  # the served ridge model is numbers + numpy
+
+
 def test_function_app_stays_lean():
     assert not {"torch", "lightning", "mlflow", "mlflow-skinny", "azureml-mlflow"} & set(_function_app())
 

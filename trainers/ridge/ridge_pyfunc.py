@@ -50,6 +50,11 @@ class RidgeForecasterModel(mlflow.pyfunc.PythonModel):
             self.params = json.load(fh)
         self.window = int(self.params["window"])
 
+    def forecast_from_closes(self, closes: np.ndarray) -> np.ndarray:
+        """(n, window) closes -> (n,) next closes without a DataFrame: the scorer's numpy path (it checks
+        once at init that this answers as predict() does)."""
+        return forecast_from_closes(self.params, closes)
+
     # No type hints on predict: MLflow would derive a signature from them; the model carries its own.
     def predict(self, context, model_input, params=None):
         columns = input_columns(self.window)
