@@ -863,7 +863,11 @@ def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> 
                 f"{failed} and the rollback to no slot failed too ({_reason(exc)}); check the endpoint's traffic"
             ) from None
         run.note(traffic=target)
-        raise WorkflowFailed(f"{failed}; traffic is back on no slot, the champion is unchanged")
+        raise WorkflowFailed(
+            f"{failed}; traffic is back on no slot: nothing serves (the endpoint had no model before), "
+            f"unpinned requests answer 404 until a cycle deploys one; slot {new_slot} stays deployed at 0 % "
+            "for a look (pin it with the azureml-model-deployment header); the champion is unchanged"
+        )
     target = {old_slot: 100, new_slot: 0}
     waits = run.input.rollback_waits_for_old_slot
     deadline, delay = _deadline(run.context, run.deploy_timeout), DEPLOY_POLL_FIRST_S

@@ -232,3 +232,39 @@ def test_operator_traffic_goes_through_the_adapter_and_waits_until_azure_applies
     with pytest.raises(TrafficError) as busy:
         apply_traffic(platform, EP, {"blue": 0, "green": 100}, sleep=sleeps.append)
     assert busy.value.status == 409
+
+
+def test_traffic_to_no_slot_is_sent_as_an_empty_table_and_unpinned_requests_then_answer_404(platform, arm):
+    """A first model that failed its live smoke test is rolled back to {new: 0}: no slot serves. Azure
+    takes it (the SDK strips 0 % entries and PUTs `traffic: {}`); unpinned requests then answer 404
+    "No valid deployments to route to", requests pinned to the deployment still reach it."""
+    _deployed(platform, arm, "blue")
+    platform.set_traffic(EP, {"blue": 100})
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    assert platform.invoke(EP, {"close": [1.0] * 20})["forecast"] == [101.5]
+
+    started = platform.set_traffic(EP, {"blue": 0})
+    assert (started.state, started.traffic) == ("Updating", {"blue": 0})
+    put = arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1]
+    assert put.body["properties"]["traffic"] == {}
+    done = [platform.get_endpoint(EP) for _ in range(OPERATION_GETS + 1)][-1]
+    assert (done.state, done.traffic) == ("Succeeded", {"blue": 0})
+    # Asked again (the activity ran again): already so, nothing more is sent.
+    puts = _puts(arm, rf"/onlineEndpoints/{EP}$")
+    assert platform.set_traffic(EP, {"blue": 0}).state == "Succeeded"
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == puts
+    with pytest.raises(PlatformError, match="404.*No valid deployments to route to"):
+        platform.invoke(EP, {"close": [1.0] * 20})
+    assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
+
+
+@pytest.mark.parametrize(
+    "traffic", [{"blue": 50}, {"blue": 90, "green": 20}, {"red": 100}, {"blue": -100, "green": 100}]
+)
+def test_traffic_that_neither_sums_to_100_nor_is_all_zero_is_refused_before_any_put(platform, arm, traffic):
+    _deployed(platform, arm, "blue", "green")
+    before = _puts(arm, rf"/onlineEndpoints/{EP}$")
+    with pytest.raises(PlatformError, match="sum to 100"):
+        platform.set_traffic(EP, traffic)
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == before

@@ -99,6 +99,7 @@ class World:
     traffic: dict[str, int] = field(default_factory=dict)
     deployments: dict[str, str] = field(default_factory=dict)  # slot -> provisioning state
     broken: set[str] = field(default_factory=set)  # slots whose smoke test fails
+    broken_live: bool = False  # the smoke test through the live URL (unpinned) fails
     traffic_reads: int = 0  # reads that still show a traffic update as Updating (old traffic)
     delete_lag: int = 1  # reads that still show a deleted deployment as it was (the delete not registered)
     delete_reads: int = 1  # reads that then show it as Deleting
@@ -203,6 +204,8 @@ class World:
         slot = p["slot"] or (max(live, key=lambda s: live[s]) if live else None)
         if slot is None:
             return {"ok": False, "reason": "scoring call failed: 404 no valid deployments to route to"}
+        if p["slot"] is None and self.broken_live:
+            return {"ok": False, "reason": "forecast 1e+09 is implausible next to the last close 100"}
         if slot in self.broken:
             return {"ok": False, "reason": "forecast nan is not a finite number"}
         return {"ok": True, "reason": "valid answer within the latency bound", "forecast": 100.1}
@@ -378,6 +381,24 @@ def test_smoke_failure_rolls_back_and_waits_for_the_rollback():
     assert world.names()[rollback + 1 :].count("get_endpoint") == 2  # Updating, then Succeeded
     assert world.traffic == {"blue": 100, "green": 0}
     assert "set_champion" not in world.names() and out.status["step"] == "failed"
+
+
+def test_a_first_model_that_fails_its_live_smoke_test_leaves_nothing_serving():
+    """No old slot to go back to: the rollback is {new: 0} (both adapters take it: no slot serves), waited
+    for like every traffic change, and the cycle fails saying that nothing serves and why."""
+    world = World(events=[completed_event()], broken_live=True, traffic_reads=1)
+    out = drive(world)
+    assert out.error is not None and "smoke test on slot endpoint" in out.error
+    assert "nothing serves" in out.error and "404" in out.error
+    assert world.calls("set_traffic") == [
+        {"endpoint": "msft-forecast", "traffic": {"blue": 100}},
+        {"endpoint": "msft-forecast", "traffic": {"blue": 0}},
+    ]
+    rollback = len(world.names()) - 1 - world.names()[::-1].index("set_traffic")
+    assert world.names()[rollback + 1 :].count("get_endpoint") == 2  # Updating, then Succeeded
+    assert world.traffic == {"blue": 0}
+    assert "set_champion" not in world.names() and out.status["step"] == "failed"
+    assert out.status["ids"]["traffic"] == {"blue": 0}
 
 
 def test_job_timeout():
