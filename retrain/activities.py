@@ -174,8 +174,18 @@ def get_job_metrics(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_job_test_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none."""
-    return get_platform().get_job_test_errors(payload["job_name"])
+    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none. One that
+    cannot be read for a reason a retry would not fix (401/403: the identity's role not yet propagated, a
+    storage firewall; not JSON) is ``{TEST_ERRORS_UNREADABLE: reason}``: the gate falls back to its fixed
+    margins with a warning, as the monitor does, rather than failing a cycle whose training has finished.
+    A transient failure still raises, for Durable to retry."""
+    try:
+        return get_platform().get_job_test_errors(payload["job_name"])
+    except TransientPlatformError:
+        raise
+    except PlatformError as exc:
+        log.warning("test errors of job %s unreadable: %s", payload["job_name"], exc)
+        return {TEST_ERRORS_UNREADABLE: str(exc)[:1000]}
 
 
 def register_model(payload: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +316,8 @@ ACTIVITIES = (
 ACTIVITY_ERROR = "activity_error"
 # The key an activity's result carries when the traffic changed but its served-ledger record was lost.
 LEDGER_WARNING = "ledger_warning"
+# The one key of get_job_test_errors' result when the job's test_errors.json could not be read.
+TEST_ERRORS_UNREADABLE = "test_errors_unreadable"
 # Failures worth retrying: the platform said so, or the network did.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientPlatformError, ConnectionError, TimeoutError)
 # Third-party network errors (requests, curl_cffi under yfinance) are not builtin ConnectionErrors;
