@@ -139,6 +139,10 @@ class CycleInput:
     # code before one-to-one names, so a cycle that code started keeps its endpoint, model, asset and job
     # names when replayed; `from_settings` sets naming.NAMING_VERSION.
     naming_version: int | None = None
+    # The endpoint name's suffix (RETRAIN_ENDPOINT_SUFFIX, or derived from the Azure workspace; "" locally),
+    # resolved when the cycle starts, so a replay never reads a setting for its endpoint. None (an input
+    # from older code): the orchestrator resolves it from the settings, as that code did.
+    endpoint_suffix: str | None = None
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -173,6 +177,7 @@ class CycleInput:
             "job_first_poll_seconds": JOB_FIRST_POLL_S,
             "rollback_waits_for_old_slot": True,
             "naming_version": naming.NAMING_VERSION,
+            "endpoint_suffix": _endpoint_suffix_from_settings(environ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -190,6 +195,15 @@ class CycleInput:
         from retrain.gate import GatePolicy
 
         return GatePolicy(self.gate_policy, self.gate_noninferiority_margin, self.gate_baseline_rule)
+
+
+def _endpoint_suffix_from_settings(environ: Any) -> str | None:
+    """The endpoint suffix under the current settings, or None when they cannot give one (an incomplete
+    Azure configuration): the cycle then fails naming its endpoint, as before."""
+    try:
+        return naming.endpoint_suffix(environ)
+    except naming.NamingError:
+        return None
 
 
 class InvalidCycleInput(ValueError):
@@ -278,6 +292,17 @@ def validate_cycle_input(data: Any) -> CycleInput:
         raise bad("naming_version", f"{naming.NAMING_VERSION} (or no field: the older, lossy naming)")
     if data.get("trigger", "http") not in TRIGGERS:
         raise bad("trigger", " or ".join(TRIGGERS))
+    suffix = data.get("endpoint_suffix")
+    if suffix is not None:
+        try:
+            if not isinstance(suffix, str):
+                raise naming.NamingError(suffix)
+            naming.endpoint_name(canonical, suffix)  # the suffix's rule (and that it makes a valid name)
+        except naming.NamingError:
+            raise bad(
+                "endpoint_suffix",
+                f'1 to {naming.ENDPOINT_SUFFIX_MAX} lower-case letters or digits, "" (none), or null (the settings)',
+            ) from None
     reason = data.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
         raise bad("reason", f"a text of at most {MAX_REASON_CHARS} characters, or null")
@@ -540,7 +565,10 @@ class _Cycle:
         self.progress.note(trigger=self.input.trigger, **reason)
         self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
         # Every derived name, in the naming this cycle started with (a replay keeps its names).
-        self.names = naming.cycle_names(self.ticker, self.instance_id, self.input.naming_version)
+        # The endpoint's suffix from the input; only an input from older code has none (read from the settings).
+        self.names = naming.cycle_names(
+            self.ticker, self.instance_id, self.input.naming_version, self.input.endpoint_suffix
+        )
         self.endpoint = self.names.endpoint
         self.out: dict[str, Any] = {
             "instance_id": self.instance_id,

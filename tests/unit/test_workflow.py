@@ -724,6 +724,40 @@ def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
     assert older.job_first_poll_seconds == 0 and not older.rollback_waits_for_old_slot
 
 
+def test_the_endpoint_is_named_from_the_input_and_the_orchestrator_reads_no_setting_for_it(monkeypatch):
+    """The endpoint's name depends on settings (RETRAIN_ENDPOINT_SUFFIX, the workspace): `from_settings`
+    puts the suffix in the input when the cycle starts, and the orchestrator names the endpoint from it
+    even when the settings say otherwise by the time it replays. An input from older code (no
+    `endpoint_suffix`) is resolved from the settings, as before."""
+    from retrain.workflow import CycleInput
+
+    cycle = CycleInput.from_settings("MSFT", "http", environ={"RETRAIN_ENDPOINT_SUFFIX": "abc123"})
+    assert cycle.endpoint_suffix == "abc123"
+    assert CycleInput.from_settings("MSFT", "http", environ={}).endpoint_suffix == ""  # local: none
+    assert CycleInput.from_dict({"ticker": "MSFT"}).endpoint_suffix is None
+
+    monkeypatch.setenv("RETRAIN_ENDPOINT_SUFFIX", "zz9")  # the app setting changed after the start
+    world = World(events=[completed_event()])
+    out = drive(world, endpoint_suffix=cycle.endpoint_suffix)
+    assert out.error is None, out.error
+    assert out.output["endpoint"] == "msft-forecast-abc123"
+    named = {p["endpoint"] for _, p in world.log if isinstance(p, dict) and "slot" in p}
+    assert named == {"msft-forecast-abc123"}
+    assert {p["endpoint"] for p in world.calls("set_traffic")} == {"msft-forecast-abc123"}
+
+    older = World(events=[completed_event()])
+    assert drive(older).output["endpoint"] == "msft-forecast-zz9"  # replayed as the older code did
+
+
+@pytest.mark.parametrize("suffix", ["UPPER", "abcdefg", "a-b", "../x", 7, True])
+def test_an_input_with_a_bad_endpoint_suffix_fails_before_any_activity(suffix):
+    world = World()
+    outcome = drive(world, endpoint_suffix=suffix)
+    assert outcome.error is not None and "endpoint_suffix=" in outcome.error, outcome.error
+    assert "lower-case letters or digits" in outcome.error
+    assert world.log == []
+
+
 # -- defence in depth: the orchestrator checks its own input and keeps one cycle per ticker -----------
 @pytest.mark.parametrize(
     ("field_values", "named"),
