@@ -213,7 +213,11 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
     platform = get_platform()
     started = platform.begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
     recorded = record_traffic_change(
-        platform, payload["endpoint"], "deploy", new_model=(payload["slot"], model.to_dict())
+        platform,
+        payload["endpoint"],
+        "deploy",
+        new_model=(payload["slot"], model.to_dict()),
+        instance_id=payload.get("instance_id"),
     )
     return _with_ledger_warning(started, recorded)
 
@@ -228,8 +232,33 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
     traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
     platform = get_platform()
     state = platform.set_traffic(payload["endpoint"], traffic).to_dict()
-    recorded = record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
+    if payload.get("record_when_applied"):
+        return state  # the cycle records it with `record_traffic` once the platform serves it
+    # An older cycle's payload: recorded when asked, as that code did.
+    recorded = record_traffic_change(
+        platform,
+        payload["endpoint"],
+        payload.get("reason"),
+        traffic=traffic,
+        instance_id=payload.get("instance_id"),
+    )
     return _with_ledger_warning(state, recorded)
+
+
+def record_traffic(payload: dict[str, Any]) -> dict[str, Any]:
+    """Append a traffic change to the served ledger once it has applied (the cycle waited until the
+    endpoint is `Succeeded` with it), so the event's time is when that traffic began to serve."""
+    from retrain.monitoring.ledger import record_traffic_change
+
+    traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
+    recorded = record_traffic_change(
+        get_platform(),
+        payload["endpoint"],
+        payload.get("reason"),
+        traffic=traffic,
+        instance_id=payload.get("instance_id"),
+    )
+    return _with_ledger_warning({"recorded": not isinstance(recorded, str)}, recorded)
 
 
 def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +266,13 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
 
     platform = get_platform()
     begun = platform.begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
-    recorded = record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
+    recorded = record_traffic_change(
+        platform,
+        payload["endpoint"],
+        "retire",
+        removed_slot=payload["slot"],
+        instance_id=payload.get("instance_id"),
+    )
     return _with_ledger_warning(begun, recorded)
 
 
@@ -308,6 +343,7 @@ ACTIVITIES = (
     begin_deployment,
     get_deployment,
     set_traffic,
+    record_traffic,
     begin_delete_deployment,
     smoke_test,
 )

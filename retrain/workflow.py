@@ -143,6 +143,9 @@ class CycleInput:
     # resolved when the cycle starts, so a replay never reads a setting for its endpoint. None (an input
     # from older code): the orchestrator resolves it from the settings, as that code did.
     endpoint_suffix: str | None = None
+    # The served ledger records a traffic change once it has applied (after the wait), with the
+    # orchestration's id; False (an input from older code): the set_traffic activity records it when asked.
+    record_traffic_when_applied: bool = False
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -178,6 +181,7 @@ class CycleInput:
             "rollback_waits_for_old_slot": True,
             "naming_version": naming.NAMING_VERSION,
             "endpoint_suffix": _endpoint_suffix_from_settings(environ),
+            "record_traffic_when_applied": True,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -273,7 +277,7 @@ def validate_cycle_input(data: Any) -> CycleInput:
         isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500
     ):
         raise bad("lookback_days", "an integer from 30 to 36500 (RETRAIN_LOOKBACK_DAYS)")
-    for flag in ("force", "keep_old_slot"):
+    for flag in ("force", "keep_old_slot", "rollback_waits_for_old_slot", "record_traffic_when_applied"):
         if flag in data and not isinstance(data[flag], bool):
             raise bad(flag, "true or false")
     for name, low, high, what in _NUMBER_BOUNDS:
@@ -493,12 +497,21 @@ def _live(traffic: dict[str, Any]) -> dict[str, int]:
 
 
 def set_traffic_and_wait(
-    context: df.DurableOrchestrationContext, endpoint: str, traffic: dict[str, int], timeout: timedelta
+    context: df.DurableOrchestrationContext,
+    endpoint: str,
+    traffic: dict[str, int],
+    timeout: timedelta,
+    *,
+    instance_id: str | None = None,
+    record_when_applied: bool = False,
 ) -> Task:
     """Change the traffic split and wait until the platform serves it: the endpoint is `Succeeded` and
     its traffic equals what was asked (slots at 0 % may be absent). A traffic update is a long-running
-    operation in Azure: until then, requests still follow the old split (or answer 404)."""
-    payload = {"endpoint": endpoint, "traffic": traffic}
+    operation in Azure: until then, requests still follow the old split (or answer 404). With
+    `record_when_applied`, the served ledger records the change then (`record_traffic`), not when asked."""
+    payload: dict[str, Any] = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+    if record_when_applied:
+        payload["record_when_applied"] = True
     deadline = _deadline(context, timeout)  # one budget for waiting out a busy endpoint and the update
     state = yield from endpoint_operation(context, "set_traffic", payload, endpoint, timeout)
     delay = DEPLOY_POLL_FIRST_S
@@ -514,6 +527,14 @@ def set_traffic_and_wait(
             )
         delay = yield from _backoff(context, delay, deadline)
         state = yield from call_activity(context, "get_endpoint", {"name": endpoint})
+    if record_when_applied:
+        record = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+        try:
+            yield from call_activity(context, "record_traffic", record)
+        except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
+            warnings = _CYCLE_WARNINGS.get(context)
+            if warnings is not None:
+                warnings.append(f"{_lost_record('set_traffic')} ({_reason(exc)})")
     return state
 
 
@@ -582,6 +603,19 @@ class _Cycle:
 
     def call(self, activity: str, payload: dict[str, Any]) -> Task:
         return (yield from call_activity(self.context, activity, payload))
+
+    def set_traffic(self, traffic: dict[str, int]) -> Task:
+        """`set_traffic_and_wait` on this cycle's endpoint, recorded as this orchestration's change."""
+        return (
+            yield from set_traffic_and_wait(
+                self.context,
+                self.endpoint,
+                traffic,
+                self.deploy_timeout,
+                instance_id=self.instance_id,
+                record_when_applied=self.input.record_traffic_when_applied,
+            )
+        )
 
     def step(self, name: str, **ids: Any) -> None:
         self.progress.step(name, **ids)
@@ -839,7 +873,11 @@ def deploy_to_idle_slot(run: _Cycle, endpoint: EndpointState, slot: str, model: 
         yield from delete_deployment(run, slot)
         run.note(cleared=f"{slot} was {leftover['state']}")
     started = yield from endpoint_operation(
-        run.context, "begin_deployment", {**ref, "model": model}, run.endpoint, run.deploy_timeout
+        run.context,
+        "begin_deployment",
+        {**ref, "model": model, "instance_id": run.instance_id},
+        run.endpoint,
+        run.deploy_timeout,
     )
     deployed = yield from wait_for_provisioning(
         run.context, "get_deployment", ref, started, run.deploy_timeout
@@ -865,14 +903,14 @@ def roll_out(
         if old_slot is not None and 0 < canary < 100:
             run.step("canary")
             split = {old_slot: 100 - canary, new_slot: canary}
-            yield from set_traffic_and_wait(run.context, run.endpoint, split, run.deploy_timeout)
+            yield from run.set_traffic(split)
             run.note(traffic=split)
             run.step("smoke_test_canary")
             yield from _smoke(run.context, {**smoke, "slot": new_slot})
             yield from _smoke(run.context, {**smoke, "slot": None})
         run.step("promote")
         traffic = {new_slot: 100, **({old_slot: 0} if old_slot else {})}
-        promoted = yield from set_traffic_and_wait(run.context, run.endpoint, traffic, run.deploy_timeout)
+        promoted = yield from run.set_traffic(traffic)
         run.out["scoring_uri"] = promoted.get("scoring_uri") or run.out["scoring_uri"]
         run.note(traffic=traffic)
         if old_slot is None:
@@ -893,7 +931,7 @@ def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> 
     if old_slot is None:
         target = {new_slot: 0}  # the first model: nothing served before, nothing serves now
         try:
-            yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
+            yield from run.set_traffic(target)
         except Exception as exc:  # noqa: BLE001 - report both: the operator must look
             raise WorkflowFailed(
                 f"{failed} and the rollback to no slot failed too ({_reason(exc)}); check the endpoint's traffic"
@@ -912,7 +950,7 @@ def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> 
         restarting = old["state"] in PROVISIONING_IN_PROGRESS and old["state"] != "Deleting"
         if old["state"] == "Succeeded":
             try:
-                yield from set_traffic_and_wait(run.context, run.endpoint, target, run.deploy_timeout)
+                yield from run.set_traffic(target)
             except Exception as exc:  # noqa: BLE001 - the old slot may have died again: look once more
                 if waits and run.context.current_utc_datetime < deadline:
                     again = yield from run.call(
@@ -972,7 +1010,11 @@ def delete_deployment(run: _Cycle, slot: str) -> Task:
     """Delete a slot's deployment and wait until it is gone (`NotFound`), within the deploy timeout."""
     ref = {"endpoint": run.endpoint, "slot": slot}
     begun = yield from endpoint_operation(
-        run.context, "begin_delete_deployment", ref, run.endpoint, run.deploy_timeout
+        run.context,
+        "begin_delete_deployment",
+        {**ref, "instance_id": run.instance_id},
+        run.endpoint,
+        run.deploy_timeout,
     )
     yield from wait_for_provisioning(
         run.context, "get_deployment", ref, begun, run.deploy_timeout, until=DELETED

@@ -268,3 +268,50 @@ def test_traffic_that_neither_sums_to_100_nor_is_all_zero_is_refused_before_any_
     with pytest.raises(PlatformError, match="sum to 100"):
         platform.set_traffic(EP, traffic)
     assert _puts(arm, rf"/onlineEndpoints/{EP}$") == before
+
+
+def test_in_azure_a_cycles_traffic_change_is_recorded_once_applied_and_names_its_orchestration(
+    platform, arm, monkeypatch, tmp_path
+):
+    """The activities over the azureml adapter with a real SQLite ledger. A cycle's set_traffic records
+    nothing when it asks (Azure applies the update later); record_traffic, called once the endpoint serves
+    it, records it with the orchestration's id, which Azure's deployment listing (no model tags) cannot
+    give. An older cycle's payload still records when asked, as before."""
+    import retrain.monitoring.ledger as ledger_module
+    from retrain import activities
+
+    ledger = ledger_module.SqliteLedger(tmp_path / "ledger.sqlite")
+    monkeypatch.setattr(ledger_module, "get_ledger", lambda *args, **kwargs: ledger)
+    monkeypatch.setattr(activities, "get_platform", lambda: platform)
+    cycle = "retrain-msft-20260105t000000z"
+    _deployed(platform, arm, "blue")
+
+    asked = activities.set_traffic(
+        {"endpoint": EP, "traffic": {"blue": 100}, "instance_id": cycle, "record_when_applied": True}
+    )
+    assert asked["state"] == "Updating" and ledger.events(EP) == []  # asked, not applied: not recorded
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    assert activities.record_traffic({"endpoint": EP, "traffic": {"blue": 100}, "instance_id": cycle}) == {
+        "recorded": True
+    }
+    [promote] = ledger.events(EP)
+    assert (promote.reason, promote.instance_id) == ("promote", cycle)
+    assert {s.slot: (s.model_version, s.weight) for s in promote.slots} == {"blue": ("1", 100)}
+
+    # The first model failed its live smoke test: back to no slot, recorded as a rollback, nothing served.
+    activities.set_traffic(
+        {"endpoint": EP, "traffic": {"blue": 0}, "instance_id": cycle, "record_when_applied": True}
+    )
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    activities.record_traffic({"endpoint": EP, "traffic": {"blue": 0}, "instance_id": cycle})
+    rollback = ledger.events(EP)[-1]
+    assert (rollback.reason, rollback.instance_id) == ("rollback", cycle)
+    assert {s.slot: s.weight for s in rollback.slots} == {"blue": 0}
+
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    activities.set_traffic({"endpoint": EP, "traffic": {"blue": 100}})  # an older cycle's payload
+    older = ledger.events(EP)[-1]
+    assert older.reason == "promote" and older.instance_id is None  # Azure gives no id to infer

@@ -194,6 +194,9 @@ class World:
         self._pending = {"traffic": dict(p["traffic"]), "reads": self.traffic_reads}
         return {"name": p["endpoint"], "state": "Updating", "traffic": dict(p["traffic"])}
 
+    def record_traffic(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"recorded": True}
+
     def begin_delete_deployment(self, p: dict[str, Any]) -> dict[str, Any]:
         before = self.deployments.get(p["slot"], "NotFound")
         self._deleting[p["slot"]] = [before] * self.delete_lag + ["Deleting"] * self.delete_reads
@@ -216,6 +219,10 @@ class World:
 
     def names(self) -> list[str]:
         return [called for called, _ in self.log]
+
+    def traffic_asked(self) -> list[dict[str, Any]]:
+        """The set_traffic calls' endpoint and traffic (their other fields are the ledger's)."""
+        return [{"endpoint": p["endpoint"], "traffic": p["traffic"]} for p in self.calls("set_traffic")]
 
 
 @dataclass
@@ -327,7 +334,7 @@ def test_second_model_canary_promote_and_retire_waits_for_the_delete():
     out = drive(world)
     assert out.error is None, out.error
     assert (out.output["slot"], out.output["old_slot"]) == ("green", "blue")
-    assert world.calls("set_traffic") == [
+    assert world.traffic_asked() == [
         {"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}},
         {"endpoint": "msft-forecast", "traffic": {"green": 100, "blue": 0}},
     ]
@@ -376,7 +383,7 @@ def test_smoke_failure_rolls_back_and_waits_for_the_rollback():
     out = drive(world)
     assert out.error is not None and "smoke test on slot green" in out.error
     assert "traffic is back on blue" in out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 100, "green": 0}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 100, "green": 0}}]
     rollback = world.names().index("set_traffic")
     assert world.names()[rollback + 1 :].count("get_endpoint") == 2  # Updating, then Succeeded
     assert world.traffic == {"blue": 100, "green": 0}
@@ -390,7 +397,7 @@ def test_a_first_model_that_fails_its_live_smoke_test_leaves_nothing_serving():
     out = drive(world)
     assert out.error is not None and "smoke test on slot endpoint" in out.error
     assert "nothing serves" in out.error and "404" in out.error
-    assert world.calls("set_traffic") == [
+    assert world.traffic_asked() == [
         {"endpoint": "msft-forecast", "traffic": {"blue": 100}},
         {"endpoint": "msft-forecast", "traffic": {"blue": 0}},
     ]
@@ -573,7 +580,7 @@ def test_rollback_never_targets_an_old_slot_that_is_not_live():
     out = drive(world)
     assert out.error is not None and "old slot blue is Failed, not live" in out.error
     assert "stays {'blue': 90, 'green': 10}" in out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
     assert "set_champion" not in world.names()
 
 
@@ -686,7 +693,7 @@ def test_rollback_gives_up_on_a_restarting_old_slot_at_the_deploy_timeout_and_sa
     out = drive(world, rollback_waits_for_old_slot=True, deploy_timeout_minutes=5)
     assert out.error is not None and "old slot blue is Updating, not live after waiting 0:05:00" in out.error
     assert "serving blue 90% (msft-forecaster:1), green 10% (msft-forecaster:2)" in out.error, out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
 
 
 def test_an_older_input_does_not_wait_in_the_rollback():
@@ -720,8 +727,10 @@ def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
 
     cycle = CycleInput.from_settings("MSFT", "http", environ={})
     assert cycle.job_first_poll_seconds == JOB_FIRST_POLL_S and cycle.rollback_waits_for_old_slot
+    assert cycle.record_traffic_when_applied
     older = CycleInput.from_dict({"ticker": "MSFT"})
     assert older.job_first_poll_seconds == 0 and not older.rollback_waits_for_old_slot
+    assert not older.record_traffic_when_applied
 
 
 def test_the_endpoint_is_named_from_the_input_and_the_orchestrator_reads_no_setting_for_it(monkeypatch):
@@ -756,6 +765,41 @@ def test_an_input_with_a_bad_endpoint_suffix_fails_before_any_activity(suffix):
     assert outcome.error is not None and "endpoint_suffix=" in outcome.error, outcome.error
     assert "lower-case letters or digits" in outcome.error
     assert world.log == []
+
+
+def test_the_ledger_records_a_traffic_change_once_it_has_applied_with_the_orchestration_id():
+    """A traffic update is long-running: the served ledger's event is recorded after the wait (the endpoint
+    `Succeeded` with that traffic), not when asked, and names this orchestration (Azure's deployment
+    listing carries no model tags to infer it from). A change that never applies is not recorded."""
+    world = serving_blue()
+    world.events, world.traffic_reads, world.delete_reads = [completed_event()], 2, 1
+    out = drive(world, record_traffic_when_applied=True)
+    assert out.error is None, out.error
+    asked = world.calls("set_traffic")
+    assert all(p["record_when_applied"] and p["instance_id"] == INSTANCE for p in asked)
+    records = world.calls("record_traffic")
+    assert [r["traffic"] for r in records] == [p["traffic"] for p in asked]
+    assert all(r["instance_id"] == INSTANCE for r in records)
+    names = world.names()
+    for start in (i for i, n in enumerate(names) if n == "set_traffic"):
+        recorded = names.index("record_traffic", start)
+        between = [n for n in names[start + 1 : recorded] if n != "timer"]
+        assert between == ["get_endpoint"] * 3, names  # Updating twice, then Succeeded: then recorded
+    assert world.calls("begin_deployment")[0]["instance_id"] == INSTANCE
+    assert world.calls("begin_delete_deployment")[0]["instance_id"] == INSTANCE
+
+    never = serving_blue()
+    never.events, never.traffic_reads = [completed_event()], 10_000
+    failed = drive(never, record_traffic_when_applied=True, deploy_timeout_minutes=1)
+    assert failed.error is not None and "record_traffic" not in never.names()
+
+
+def test_an_older_input_records_traffic_when_asked_as_before():
+    world = serving_blue()
+    world.events = [completed_event()]
+    assert drive(world).error is None
+    assert "record_traffic" not in world.names()
+    assert not any(p.get("record_when_applied") for p in world.calls("set_traffic"))
 
 
 # -- defence in depth: the orchestrator checks its own input and keeps one cycle per ticker -----------
