@@ -174,8 +174,18 @@ def get_job_metrics(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_job_test_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none."""
-    return get_platform().get_job_test_errors(payload["job_name"])
+    """The job's test_errors.json (per-day test forecasts) or None when its trainer wrote none. One that
+    cannot be read for a reason a retry would not fix (401/403: the identity's role not yet propagated, a
+    storage firewall; not JSON) is ``{TEST_ERRORS_UNREADABLE: reason}``: the gate falls back to its fixed
+    margins with a warning, as the monitor does, rather than failing a cycle whose training has finished.
+    A transient failure still raises, for Durable to retry."""
+    try:
+        return get_platform().get_job_test_errors(payload["job_name"])
+    except TransientPlatformError:
+        raise
+    except PlatformError as exc:
+        log.warning("test errors of job %s unreadable: %s", payload["job_name"], exc)
+        return {TEST_ERRORS_UNREADABLE: str(exc)[:1000]}
 
 
 def register_model(payload: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +213,11 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
     platform = get_platform()
     started = platform.begin_deployment(payload["endpoint"], payload["slot"], model).to_dict()
     recorded = record_traffic_change(
-        platform, payload["endpoint"], "deploy", new_model=(payload["slot"], model.to_dict())
+        platform,
+        payload["endpoint"],
+        "deploy",
+        new_model=(payload["slot"], model.to_dict()),
+        instance_id=payload.get("instance_id"),
     )
     return _with_ledger_warning(started, recorded)
 
@@ -218,8 +232,33 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
     traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
     platform = get_platform()
     state = platform.set_traffic(payload["endpoint"], traffic).to_dict()
-    recorded = record_traffic_change(platform, payload["endpoint"], payload.get("reason"), traffic=traffic)
+    if payload.get("record_when_applied"):
+        return state  # the cycle records it with `record_traffic` once the platform serves it
+    # An older cycle's payload: recorded when asked, as that code did.
+    recorded = record_traffic_change(
+        platform,
+        payload["endpoint"],
+        payload.get("reason"),
+        traffic=traffic,
+        instance_id=payload.get("instance_id"),
+    )
     return _with_ledger_warning(state, recorded)
+
+
+def record_traffic(payload: dict[str, Any]) -> dict[str, Any]:
+    """Append a traffic change to the served ledger once it has applied (the cycle waited until the
+    endpoint is `Succeeded` with it), so the event's time is when that traffic began to serve."""
+    from retrain.monitoring.ledger import record_traffic_change
+
+    traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
+    recorded = record_traffic_change(
+        get_platform(),
+        payload["endpoint"],
+        payload.get("reason"),
+        traffic=traffic,
+        instance_id=payload.get("instance_id"),
+    )
+    return _with_ledger_warning({"recorded": not isinstance(recorded, str)}, recorded)
 
 
 def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +266,13 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
 
     platform = get_platform()
     begun = platform.begin_delete_deployment(payload["endpoint"], payload["slot"]).to_dict()
-    recorded = record_traffic_change(platform, payload["endpoint"], "retire", removed_slot=payload["slot"])
+    recorded = record_traffic_change(
+        platform,
+        payload["endpoint"],
+        "retire",
+        removed_slot=payload["slot"],
+        instance_id=payload.get("instance_id"),
+    )
     return _with_ledger_warning(begun, recorded)
 
 
@@ -298,6 +343,7 @@ ACTIVITIES = (
     begin_deployment,
     get_deployment,
     set_traffic,
+    record_traffic,
     begin_delete_deployment,
     smoke_test,
 )
@@ -306,6 +352,8 @@ ACTIVITIES = (
 ACTIVITY_ERROR = "activity_error"
 # The key an activity's result carries when the traffic changed but its served-ledger record was lost.
 LEDGER_WARNING = "ledger_warning"
+# The one key of get_job_test_errors' result when the job's test_errors.json could not be read.
+TEST_ERRORS_UNREADABLE = "test_errors_unreadable"
 # Failures worth retrying: the platform said so, or the network did.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientPlatformError, ConnectionError, TimeoutError)
 # Third-party network errors (requests, curl_cffi under yfinance) are not builtin ConnectionErrors;

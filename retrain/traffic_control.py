@@ -6,7 +6,8 @@
 then wait until the endpoint is `Succeeded` with that traffic), locally and in Azure, and the change is
 appended to the served ledger with the reason ``operator``. A change is refused while a cycle of the
 ticker runs (409: the cycle owns the endpoint), for a table that names unknown slots or does not sum to
-100 (400), and for a slot that is not live (409: sending traffic there would fail requests).
+100 (400; all 0 too, which the port takes from a cycle's rollback of its first model but an operator
+almost never means), and for a slot that is not live (409: sending traffic there would fail requests).
 
 A rollback puts all traffic on the slot that serves the champion; when that slot already has all of it,
 on the other slot, if one is deployed (a cold slot kept by RETRAIN_KEEP_OLD_SLOT). The champion (the
@@ -57,6 +58,13 @@ def parse_traffic(raw: Any) -> dict[str, int]:
                 f"traffic for {slot} must be an integer from 0 to 100, not {str(percent)[:40]!r}"
             )
         table[slot] = percent
+    if not any(table.values()):
+        # The port takes an all-zero table (a cycle's first model rolled back: no slot serves), but from an
+        # operator it is far more likely a slip than a wish to answer every unpinned request 404.
+        raise TrafficError(
+            f"all 0 would leave no slot serving (unpinned requests would answer 404); give one slot "
+            f"traffic, e.g. {EXAMPLE}"
+        )
     if sum(table.values()) != 100:
         raise TrafficError(f"the percentages must sum to 100, not {sum(table.values())}; send e.g. {EXAMPLE}")
     return table

@@ -582,8 +582,13 @@ class AzureMLPlatform:
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> EndpointState:
         unknown = sorted(set(traffic) - set(SLOTS))
         total = sum(int(v) for v in traffic.values())
-        if unknown or any(int(v) < 0 for v in traffic.values()) or (traffic and total != 100):
-            raise PlatformError(f"traffic {traffic} is invalid; give percentages for {SLOTS} that sum to 100")
+        # All 0 % is "no slot serves" (a first model rolled back): Azure takes it, the SDK strips the
+        # 0 % entries and PUTs `traffic: {}`, and unpinned requests then answer 404.
+        if unknown or any(int(v) < 0 for v in traffic.values()) or total not in (0, 100):
+            raise PlatformError(
+                f"traffic {traffic} is invalid; give percentages for {SLOTS} that sum to 100 "
+                "(or all 0: no slot serves)"
+            )
         current = call(f"get endpoint {endpoint}", self.ml_client.online_endpoints.get, endpoint)
         asked = {slot: int(pct) for slot, pct in traffic.items()}
         state = map_provisioning_state(current.provisioning_state)

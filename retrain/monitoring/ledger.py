@@ -402,10 +402,13 @@ def record_traffic_change(
     new_model: tuple[str, Mapping[str, Any]] | None = None,
     removed_slot: str | None = None,
     ledger: ServedLedger | None = None,
+    instance_id: str | None = None,
 ) -> TrafficEvent | str:
     """Append the endpoint's traffic after a change to the ledger (retried, `append_with_retry`). The
     rollout must not fail because the ledger did: a failure is logged and returned as a warning text
-    (the cycle puts it in its status' `warnings`), never dropped silently."""
+    (the cycle puts it in its status' `warnings`), never dropped silently. `instance_id`: the
+    orchestration that made the change; without it, the newest deployed model's `instance_id` tag (which
+    Azure's deployment listing does not carry)."""
     import logging
 
     try:
@@ -420,7 +423,7 @@ def record_traffic_change(
             table.pop(removed_slot, None)
         kind = reason or infer_reason(table, deployments)
         newest = max(deployments.values(), key=lambda m: _version_key((m or {}).get("version")), default=None)
-        instance_id = ((newest or {}).get("tags") or {}).get(TAG_INSTANCE_ID)
+        instance_id = instance_id or ((newest or {}).get("tags") or {}).get(TAG_INSTANCE_ID)
         event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id)
         append_with_retry(ledger, event)
         return event

@@ -360,6 +360,27 @@ def test_an_endpoint_without_traffic_answers_404_but_a_pinned_request_works(
     assert status == 200 and headers["azureml-model-deployment"] == "blue" and body["model"]["version"] == "1"
 
 
+def test_traffic_back_to_no_slot_is_taken_and_answers_as_azure_does(
+    endpoints: LocalEndpoints, swap_endpoint: str, closes: list[float]
+) -> None:
+    """A first model that failed its live smoke test is rolled back to {blue: 0}: no slot serves. The
+    router then answers unpinned requests 404 "No valid deployments to route to", as Azure does, and a
+    request pinned to the live deployment still reaches it."""
+    name, url = swap_endpoint, endpoints.scoring_uri(swap_endpoint)
+    endpoints.set_traffic(name, {"blue": 100})
+    endpoints.wait_until_ready(name)
+    assert _post(url, {"close": closes})[0] == 200
+    assert endpoints.set_traffic(name, {"blue": 0}).state == "Updating"
+    endpoints.wait_until_ready(name)
+    after = endpoints.get_endpoint(name)
+    assert (after.state, after.traffic, after.serving_slot()) == ("Succeeded", {"blue": 0}, None)
+    status, body, _ = _post(url, {"close": closes})
+    assert status == 404 and body["error"].startswith("No valid deployments to route to")
+    with pytest.raises(PlatformError, match="404"):
+        endpoints.invoke(name, {"close": closes})
+    assert endpoints.invoke(name, {"close": closes}, slot="blue")["model"]["version"] == "1"
+
+
 class _KeepAliveClient(threading.Thread):
     """Sends scoring requests back to back on one persistent HTTP/1.1 connection (reconnecting only
     when the router closes it) and records every outcome."""

@@ -49,6 +49,7 @@ def test_an_operator_sets_traffic_and_rolls_back_recorded_as_operator(host, memo
     [
         ({"traffic": {"red": 100}}, "unknown slot 'red': the slots are blue, green"),
         ({"traffic": {"blue": 60}}, "must sum to 100, not 60"),
+        ({"traffic": {"blue": 0, "green": 0}}, "all 0 would leave no slot serving"),
         ({"traffic": {"blue": 100.0}}, "must be an integer from 0 to 100"),
         ({"traffic": {}}, 'send e.g. {"traffic": {"blue": 100'),
         ({"blue": 100}, "one field, traffic"),

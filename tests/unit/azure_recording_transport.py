@@ -106,6 +106,9 @@ class ArmTransport(HttpTransport):
     pending: dict[str, list[Any]] = field(default_factory=dict)
     # endpoint name -> its primary key (listKeys); a key set here replaces the default one.
     keys: dict[str, str] = field(default_factory=dict)
+    # blob path -> the HTTP status Storage answers for it (403: the identity lacks its data role, or a
+    # firewall; 401: no valid token), with Storage's XML error body.
+    blob_errors: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.store[WS_PATH] = {
@@ -192,6 +195,7 @@ class ArmTransport(HttpTransport):
             202: "Accepted",
             400: "Bad Request",
             401: "Unauthorized",
+            403: "Forbidden",
             404: "Not Found",
             409: "Conflict",
         }.get(status, "Status")
@@ -409,6 +413,16 @@ class ArmTransport(HttpTransport):
 
     def _blob(self, request: Any, call: Call) -> Any:
         path = call.path
+        if path in self.blob_errors:
+            status = self.blob_errors[path]
+            code = "AuthorizationPermissionMismatch" if status == 403 else "InvalidAuthenticationInfo"
+            xml = (
+                f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>This request is '
+                "not authorized to perform this operation using this permission.</Message></Error>"
+            ).encode()
+            return self._respond(
+                request, status, xml, {"Content-Type": "application/xml", "x-ms-error-code": code}
+            )
         if call.method == "HEAD":
             if path in self.blobs:
                 return self._respond(request, 200, None, {"x-ms-meta-upload_status": "completed"})

@@ -232,3 +232,86 @@ def test_operator_traffic_goes_through_the_adapter_and_waits_until_azure_applies
     with pytest.raises(TrafficError) as busy:
         apply_traffic(platform, EP, {"blue": 0, "green": 100}, sleep=sleeps.append)
     assert busy.value.status == 409
+
+
+def test_traffic_to_no_slot_is_sent_as_an_empty_table_and_unpinned_requests_then_answer_404(platform, arm):
+    """A first model that failed its live smoke test is rolled back to {new: 0}: no slot serves. Azure
+    takes it (the SDK strips 0 % entries and PUTs `traffic: {}`); unpinned requests then answer 404
+    "No valid deployments to route to", requests pinned to the deployment still reach it."""
+    _deployed(platform, arm, "blue")
+    platform.set_traffic(EP, {"blue": 100})
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    assert platform.invoke(EP, {"close": [1.0] * 20})["forecast"] == [101.5]
+
+    started = platform.set_traffic(EP, {"blue": 0})
+    assert (started.state, started.traffic) == ("Updating", {"blue": 0})
+    put = arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1]
+    assert put.body["properties"]["traffic"] == {}
+    done = [platform.get_endpoint(EP) for _ in range(OPERATION_GETS + 1)][-1]
+    assert (done.state, done.traffic) == ("Succeeded", {"blue": 0})
+    # Asked again (the activity ran again): already so, nothing more is sent.
+    puts = _puts(arm, rf"/onlineEndpoints/{EP}$")
+    assert platform.set_traffic(EP, {"blue": 0}).state == "Succeeded"
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == puts
+    with pytest.raises(PlatformError, match="404.*No valid deployments to route to"):
+        platform.invoke(EP, {"close": [1.0] * 20})
+    assert platform.invoke(EP, {"close": [1.0] * 20}, slot="blue")["forecast"] == [101.5]
+
+
+@pytest.mark.parametrize(
+    "traffic", [{"blue": 50}, {"blue": 90, "green": 20}, {"red": 100}, {"blue": -100, "green": 100}]
+)
+def test_traffic_that_neither_sums_to_100_nor_is_all_zero_is_refused_before_any_put(platform, arm, traffic):
+    _deployed(platform, arm, "blue", "green")
+    before = _puts(arm, rf"/onlineEndpoints/{EP}$")
+    with pytest.raises(PlatformError, match="sum to 100"):
+        platform.set_traffic(EP, traffic)
+    assert _puts(arm, rf"/onlineEndpoints/{EP}$") == before
+
+
+def test_in_azure_a_cycles_traffic_change_is_recorded_once_applied_and_names_its_orchestration(
+    platform, arm, monkeypatch, tmp_path
+):
+    """The activities over the azureml adapter with a real SQLite ledger. A cycle's set_traffic records
+    nothing when it asks (Azure applies the update later); record_traffic, called once the endpoint serves
+    it, records it with the orchestration's id, which Azure's deployment listing (no model tags) cannot
+    give. An older cycle's payload still records when asked, as before."""
+    import retrain.monitoring.ledger as ledger_module
+    from retrain import activities
+
+    ledger = ledger_module.SqliteLedger(tmp_path / "ledger.sqlite")
+    monkeypatch.setattr(ledger_module, "get_ledger", lambda *args, **kwargs: ledger)
+    monkeypatch.setattr(activities, "get_platform", lambda: platform)
+    cycle = "retrain-msft-20260105t000000z"
+    _deployed(platform, arm, "blue")
+
+    asked = activities.set_traffic(
+        {"endpoint": EP, "traffic": {"blue": 100}, "instance_id": cycle, "record_when_applied": True}
+    )
+    assert asked["state"] == "Updating" and ledger.events(EP) == []  # asked, not applied: not recorded
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    assert activities.record_traffic({"endpoint": EP, "traffic": {"blue": 100}, "instance_id": cycle}) == {
+        "recorded": True
+    }
+    [promote] = ledger.events(EP)
+    assert (promote.reason, promote.instance_id) == ("promote", cycle)
+    assert {s.slot: (s.model_version, s.weight) for s in promote.slots} == {"blue": ("1", 100)}
+
+    # The first model failed its live smoke test: back to no slot, recorded as a rollback, nothing served.
+    activities.set_traffic(
+        {"endpoint": EP, "traffic": {"blue": 0}, "instance_id": cycle, "record_when_applied": True}
+    )
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    activities.record_traffic({"endpoint": EP, "traffic": {"blue": 0}, "instance_id": cycle})
+    rollback = ledger.events(EP)[-1]
+    assert (rollback.reason, rollback.instance_id) == ("rollback", cycle)
+    assert {s.slot: s.weight for s in rollback.slots} == {"blue": 0}
+
+    for _ in range(OPERATION_GETS + 1):
+        platform.get_endpoint(EP)
+    activities.set_traffic({"endpoint": EP, "traffic": {"blue": 100}})  # an older cycle's payload
+    older = ledger.events(EP)[-1]
+    assert older.reason == "promote" and older.instance_id is None  # Azure gives no id to infer

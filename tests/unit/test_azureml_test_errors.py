@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from retrain.ports import PlatformError
+from retrain.ports import PlatformError, TransientPlatformError
 from tests.unit.azure_recording_transport import (
     STORAGE_ACCOUNT,
     WS_PATH,
@@ -71,3 +71,39 @@ def test_a_job_without_the_artifact_has_none_and_an_unknown_job_is_an_error(plat
     assert platform.get_job_test_errors("job-2") is None
     with pytest.raises(PlatformError, match="does not exist"):
         platform.get_job_test_errors("never-submitted")
+
+
+@pytest.mark.parametrize("status", [403, 401])
+def test_an_unreadable_artifact_is_a_permanent_error_naming_the_status(platform, arm, status) -> None:
+    arm.blobs[f"/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.job-1/test_errors.json"] = b"{}"
+    arm.blob_errors[f"/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.job-1/test_errors.json"] = status
+    with pytest.raises(PlatformError, match=f"HTTP {status}") as raised:
+        platform.get_job_test_errors("job-1")
+    assert not isinstance(raised.value, TransientPlatformError)  # a retry would not fix a missing role
+
+
+def test_a_cycle_whose_test_errors_answer_403_is_gated_with_the_fixed_margin_and_warns(
+    platform, arm, monkeypatch
+) -> None:
+    """The role on the artifact store not yet propagated (or a storage firewall): Storage answers 403 to
+    the download. The cycle does not fail after its training: the gate judges with its fixed margins (as
+    for a trainer without test_errors.json) and the cycle's status and output carry the warning."""
+    from retrain import activities
+    from tests.unit.test_workflow import JOB, World, completed_event, drive
+
+    arm.store[f"{WS_PATH}/jobs/{JOB}"] = {**arm.store[f"{WS_PATH}/jobs/job-1"], "name": JOB}
+    arm.blob_errors[f"/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.{JOB}/test_errors.json"] = 403
+    monkeypatch.setattr(activities, "get_platform", lambda: platform)
+
+    class AzureTestErrors(World):
+        def get_job_test_errors(self, p):  # the real activity, over the azureml adapter
+            return activities.get_job_test_errors(p)
+
+    out = drive(AzureTestErrors(events=[completed_event()]))
+    assert out.error is None, out.error
+    assert out.output["status"] == "deployed"
+    [warning] = out.output["warnings"]
+    assert f"test_errors.json of job {JOB} could not be read" in warning and "HTTP 403" in warning
+    assert out.status["warnings"] == [warning]
+    assert "fixed margin" in " ".join(out.output["gate"]["reasons"])
+    assert arm.find("GET", rf"dcid\.{JOB}/test_errors\.json$")  # it was asked, and refused

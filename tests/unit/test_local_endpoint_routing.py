@@ -76,6 +76,9 @@ def test_valid_traffic_is_completed_with_every_deployed_slot() -> None:
     assert validate_traffic({"blue": 90, "green": 10}, {"blue", "green"}) == {"blue": 90, "green": 10}
     # A slot that is not deployed may be named with 0 %.
     assert validate_traffic({"blue": 100, "green": 0}, {"blue"}) == {"blue": 100, "green": 0}
+    # All 0 %: no slot serves (a first model rolled back); Azure takes it and answers unpinned requests 404.
+    assert validate_traffic({"blue": 0}, {"blue", "green"}) == {"blue": 0, "green": 0}
+    assert validate_traffic({"blue": 0, "green": 0}, {"blue", "green"}) == {"blue": 0, "green": 0}
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ class World:
     traffic: dict[str, int] = field(default_factory=dict)
     deployments: dict[str, str] = field(default_factory=dict)  # slot -> provisioning state
     broken: set[str] = field(default_factory=set)  # slots whose smoke test fails
+    broken_live: bool = False  # the smoke test through the live URL (unpinned) fails
     traffic_reads: int = 0  # reads that still show a traffic update as Updating (old traffic)
     delete_lag: int = 1  # reads that still show a deleted deployment as it was (the delete not registered)
     delete_reads: int = 1  # reads that then show it as Deleting
@@ -193,6 +194,9 @@ class World:
         self._pending = {"traffic": dict(p["traffic"]), "reads": self.traffic_reads}
         return {"name": p["endpoint"], "state": "Updating", "traffic": dict(p["traffic"])}
 
+    def record_traffic(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"recorded": True}
+
     def begin_delete_deployment(self, p: dict[str, Any]) -> dict[str, Any]:
         before = self.deployments.get(p["slot"], "NotFound")
         self._deleting[p["slot"]] = [before] * self.delete_lag + ["Deleting"] * self.delete_reads
@@ -203,6 +207,8 @@ class World:
         slot = p["slot"] or (max(live, key=lambda s: live[s]) if live else None)
         if slot is None:
             return {"ok": False, "reason": "scoring call failed: 404 no valid deployments to route to"}
+        if p["slot"] is None and self.broken_live:
+            return {"ok": False, "reason": "forecast 1e+09 is implausible next to the last close 100"}
         if slot in self.broken:
             return {"ok": False, "reason": "forecast nan is not a finite number"}
         return {"ok": True, "reason": "valid answer within the latency bound", "forecast": 100.1}
@@ -213,6 +219,10 @@ class World:
 
     def names(self) -> list[str]:
         return [called for called, _ in self.log]
+
+    def traffic_asked(self) -> list[dict[str, Any]]:
+        """The set_traffic calls' endpoint and traffic (their other fields are the ledger's)."""
+        return [{"endpoint": p["endpoint"], "traffic": p["traffic"]} for p in self.calls("set_traffic")]
 
 
 @dataclass
@@ -324,7 +334,7 @@ def test_second_model_canary_promote_and_retire_waits_for_the_delete():
     out = drive(world)
     assert out.error is None, out.error
     assert (out.output["slot"], out.output["old_slot"]) == ("green", "blue")
-    assert world.calls("set_traffic") == [
+    assert world.traffic_asked() == [
         {"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}},
         {"endpoint": "msft-forecast", "traffic": {"green": 100, "blue": 0}},
     ]
@@ -373,11 +383,29 @@ def test_smoke_failure_rolls_back_and_waits_for_the_rollback():
     out = drive(world)
     assert out.error is not None and "smoke test on slot green" in out.error
     assert "traffic is back on blue" in out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 100, "green": 0}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 100, "green": 0}}]
     rollback = world.names().index("set_traffic")
     assert world.names()[rollback + 1 :].count("get_endpoint") == 2  # Updating, then Succeeded
     assert world.traffic == {"blue": 100, "green": 0}
     assert "set_champion" not in world.names() and out.status["step"] == "failed"
+
+
+def test_a_first_model_that_fails_its_live_smoke_test_leaves_nothing_serving():
+    """No old slot to go back to: the rollback is {new: 0} (both adapters take it: no slot serves), waited
+    for like every traffic change, and the cycle fails saying that nothing serves and why."""
+    world = World(events=[completed_event()], broken_live=True, traffic_reads=1)
+    out = drive(world)
+    assert out.error is not None and "smoke test on slot endpoint" in out.error
+    assert "nothing serves" in out.error and "404" in out.error
+    assert world.traffic_asked() == [
+        {"endpoint": "msft-forecast", "traffic": {"blue": 100}},
+        {"endpoint": "msft-forecast", "traffic": {"blue": 0}},
+    ]
+    rollback = len(world.names()) - 1 - world.names()[::-1].index("set_traffic")
+    assert world.names()[rollback + 1 :].count("get_endpoint") == 2  # Updating, then Succeeded
+    assert world.traffic == {"blue": 0}
+    assert "set_champion" not in world.names() and out.status["step"] == "failed"
+    assert out.status["ids"]["traffic"] == {"blue": 0}
 
 
 def test_job_timeout():
@@ -552,7 +580,7 @@ def test_rollback_never_targets_an_old_slot_that_is_not_live():
     out = drive(world)
     assert out.error is not None and "old slot blue is Failed, not live" in out.error
     assert "stays {'blue': 90, 'green': 10}" in out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
     assert "set_champion" not in world.names()
 
 
@@ -665,7 +693,7 @@ def test_rollback_gives_up_on_a_restarting_old_slot_at_the_deploy_timeout_and_sa
     out = drive(world, rollback_waits_for_old_slot=True, deploy_timeout_minutes=5)
     assert out.error is not None and "old slot blue is Updating, not live after waiting 0:05:00" in out.error
     assert "serving blue 90% (msft-forecaster:1), green 10% (msft-forecaster:2)" in out.error, out.error
-    assert world.calls("set_traffic") == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
+    assert world.traffic_asked() == [{"endpoint": "msft-forecast", "traffic": {"blue": 90, "green": 10}}]
 
 
 def test_an_older_input_does_not_wait_in_the_rollback():
@@ -699,8 +727,79 @@ def test_from_settings_turns_on_the_early_poll_and_the_waiting_rollback():
 
     cycle = CycleInput.from_settings("MSFT", "http", environ={})
     assert cycle.job_first_poll_seconds == JOB_FIRST_POLL_S and cycle.rollback_waits_for_old_slot
+    assert cycle.record_traffic_when_applied
     older = CycleInput.from_dict({"ticker": "MSFT"})
     assert older.job_first_poll_seconds == 0 and not older.rollback_waits_for_old_slot
+    assert not older.record_traffic_when_applied
+
+
+def test_the_endpoint_is_named_from_the_input_and_the_orchestrator_reads_no_setting_for_it(monkeypatch):
+    """The endpoint's name depends on settings (RETRAIN_ENDPOINT_SUFFIX, the workspace): `from_settings`
+    puts the suffix in the input when the cycle starts, and the orchestrator names the endpoint from it
+    even when the settings say otherwise by the time it replays. An input from older code (no
+    `endpoint_suffix`) is resolved from the settings, as before."""
+    from retrain.workflow import CycleInput
+
+    cycle = CycleInput.from_settings("MSFT", "http", environ={"RETRAIN_ENDPOINT_SUFFIX": "abc123"})
+    assert cycle.endpoint_suffix == "abc123"
+    assert CycleInput.from_settings("MSFT", "http", environ={}).endpoint_suffix == ""  # local: none
+    assert CycleInput.from_dict({"ticker": "MSFT"}).endpoint_suffix is None
+
+    monkeypatch.setenv("RETRAIN_ENDPOINT_SUFFIX", "zz9")  # the app setting changed after the start
+    world = World(events=[completed_event()])
+    out = drive(world, endpoint_suffix=cycle.endpoint_suffix)
+    assert out.error is None, out.error
+    assert out.output["endpoint"] == "msft-forecast-abc123"
+    named = {p["endpoint"] for _, p in world.log if isinstance(p, dict) and "slot" in p}
+    assert named == {"msft-forecast-abc123"}
+    assert {p["endpoint"] for p in world.calls("set_traffic")} == {"msft-forecast-abc123"}
+
+    older = World(events=[completed_event()])
+    assert drive(older).output["endpoint"] == "msft-forecast-zz9"  # replayed as the older code did
+
+
+@pytest.mark.parametrize("suffix", ["UPPER", "abcdefg", "a-b", "../x", 7, True])
+def test_an_input_with_a_bad_endpoint_suffix_fails_before_any_activity(suffix):
+    world = World()
+    outcome = drive(world, endpoint_suffix=suffix)
+    assert outcome.error is not None and "endpoint_suffix=" in outcome.error, outcome.error
+    assert "lower-case letters or digits" in outcome.error
+    assert world.log == []
+
+
+def test_the_ledger_records_a_traffic_change_once_it_has_applied_with_the_orchestration_id():
+    """A traffic update is long-running: the served ledger's event is recorded after the wait (the endpoint
+    `Succeeded` with that traffic), not when asked, and names this orchestration (Azure's deployment
+    listing carries no model tags to infer it from). A change that never applies is not recorded."""
+    world = serving_blue()
+    world.events, world.traffic_reads, world.delete_reads = [completed_event()], 2, 1
+    out = drive(world, record_traffic_when_applied=True)
+    assert out.error is None, out.error
+    asked = world.calls("set_traffic")
+    assert all(p["record_when_applied"] and p["instance_id"] == INSTANCE for p in asked)
+    records = world.calls("record_traffic")
+    assert [r["traffic"] for r in records] == [p["traffic"] for p in asked]
+    assert all(r["instance_id"] == INSTANCE for r in records)
+    names = world.names()
+    for start in (i for i, n in enumerate(names) if n == "set_traffic"):
+        recorded = names.index("record_traffic", start)
+        between = [n for n in names[start + 1 : recorded] if n != "timer"]
+        assert between == ["get_endpoint"] * 3, names  # Updating twice, then Succeeded: then recorded
+    assert world.calls("begin_deployment")[0]["instance_id"] == INSTANCE
+    assert world.calls("begin_delete_deployment")[0]["instance_id"] == INSTANCE
+
+    never = serving_blue()
+    never.events, never.traffic_reads = [completed_event()], 10_000
+    failed = drive(never, record_traffic_when_applied=True, deploy_timeout_minutes=1)
+    assert failed.error is not None and "record_traffic" not in never.names()
+
+
+def test_an_older_input_records_traffic_when_asked_as_before():
+    world = serving_blue()
+    world.events = [completed_event()]
+    assert drive(world).error is None
+    assert "record_traffic" not in world.names()
+    assert not any(p.get("record_when_applied") for p in world.calls("set_traffic"))
 
 
 # -- defence in depth: the orchestrator checks its own input and keeps one cycle per ticker -----------

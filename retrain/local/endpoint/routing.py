@@ -44,7 +44,9 @@ class WeightedPicker:
 
 def validate_traffic(traffic: dict[str, Any], deployed: set[str]) -> dict[str, int]:
     """Check a traffic table the way Azure does: known, deployed slots; integer percentages 0..100
-    summing to 100. Returns the table with every deployed slot present."""
+    summing to 100, or all 0 (no slot serves: Azure takes it, and unpinned requests then get 404
+    `NO_VALID_DEPLOYMENTS`; a cycle whose first model failed its live smoke test rolls back to it).
+    Returns the table with every deployed slot present."""
     if not isinstance(traffic, dict) or not traffic:
         raise PlatformError(
             f"traffic must be a non-empty mapping slot -> percent, e.g. {{'blue': 100}}; got {traffic!r}"
@@ -59,8 +61,10 @@ def validate_traffic(traffic: dict[str, Any], deployed: set[str]) -> dict[str, i
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
             raise PlatformError(f"traffic for {slot!r} must be an integer 0..100; got {percent!r}")
     total = sum(traffic.values())
-    if total != 100:
-        raise PlatformError(f"traffic percentages must sum to 100; {traffic} sums to {total}")
+    if total not in (0, 100):
+        raise PlatformError(
+            f"traffic percentages must sum to 100 (or all be 0: no slot serves); {traffic} sums to {total}"
+        )
     return {slot: int(traffic.get(slot, 0)) for slot in sorted(deployed | set(traffic))}
 
 
