@@ -115,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
         "0.487",
-        "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
+        "KS distance on returns/|returns| (last 20 days vs the 250 up to the served model's data end) above which drift triggers a retrain.",
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",
