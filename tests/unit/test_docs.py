@@ -1,5 +1,5 @@
 """The README and docs/ say what is true, where a test can tell:
-- every relative link resolves: the file (or folder) exists in the repository and a `#fragment` names a
+- every relative link resolves (README.md, docs/*.md, trainer/, scorer/, infra/ and trainers/* READMEs): the file (or folder) exists in the repository and a `#fragment` names a
   heading of the target markdown (GitHub's anchors), so a section moved between files leaves no dead link;
 - the dependency table of docs/dependencies.md names every dependency file and exactly its packages;
 - every flag of every `retrain` command is in that command's row of docs/cli.md."""
@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# The README, docs/ and the READMEs of the job code and the template.
+DOCUMENTS = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *(REPO / folder / "README.md" for folder in ("trainer", "scorer", "infra")),
+    *sorted(REPO.glob("trainers/*/README.md")),
+]
 
 # [text](target) outside code; images too. Targets with a scheme (http:, https:, mailto:) are not files.
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
