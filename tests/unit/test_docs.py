@@ -1,8 +1,10 @@
 """The README and docs/ say what is true, where a test can tell:
-- every relative link resolves (README.md, docs/*.md, trainer/, scorer/, infra/ and trainers/* READMEs): the file (or folder) exists in the repository and a `#fragment` names a
-  heading of the target markdown (GitHub's anchors), so a section moved between files leaves no dead link;
+- every relative link resolves (README.md, docs/*.md, and the READMEs of trainer/, scorer/, infra/ and
+  trainers/*): the file (or folder) exists in the repository and a `#fragment` names a heading of the
+  target markdown (GitHub's anchors), so a section moved between files leaves no dead link;
 - the dependency table of docs/dependencies.md names every dependency file and exactly its packages;
-- every flag of every `retrain` command is in that command's row of docs/cli.md."""
+- every flag of every `retrain` command is in that command's row of docs/cli.md;
+- docs/settings.md's table is `retrain.settings.SETTINGS`."""
 
 from __future__ import annotations
 
