@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# The file that holds this script's figures blocks (bench/readme_figures.py).
+FIGURES_FILE = REPO / "docs" / "monitoring.md"
 sys.path.insert(0, str(REPO))
 
 from scipy import stats  # noqa: E402  (bench only: the Function App never imports scipy)
@@ -341,11 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate", action="store_true", help="also calibrate on GARCH paths (seeds 0..)")
     parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
     parser.add_argument(
-        "--write-readme",
+        "--write-figures",
+        "--write-readme",  # the name before the figures moved to docs/
+        dest="write_figures",
         action="store_true",
-        help="write the README's monitor-false-alarms and monitor-detection-delay blocks",
+        help=f"also write the monitor-false-alarms and monitor-detection-delay blocks of {FIGURES_FILE.relative_to(REPO)}",
     )
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--figures-file",
+        "--readme",
+        dest="figures_file",
+        type=Path,
+        default=FIGURES_FILE,
+        help=argparse.SUPPRESS,
+    )
     return parser
 
 
@@ -372,7 +383,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, object]:
 
 
 def DEFAULT_SETTINGS(block: str) -> dict[str, object]:  # noqa: N802 (the name readme_figures looks for)
-    """What the monitor blocks record when this script runs as the README says (`--calibrate`), the
+    """What the monitor blocks record when this script runs as docs/monitoring.md says (`--calibrate`), the
     RETRAIN_* settings aside (those are checked against retrain.settings)."""
     recorded = settings_of(build_parser().parse_args(["--calibrate"]))
     return {key: value for key, value in recorded.items() if not key.startswith("RETRAIN_")}
@@ -466,14 +477,14 @@ def main() -> int:
     elapsed = time.perf_counter() - started
 
     false_alarms_md, delays_md = markdown_tables(out, tables, delays, tickers, args.paths, elapsed)
-    if args.write_readme:
+    if args.write_figures:
         from bench.readme_figures import write_block
 
         command = "bench/bench_monitor.py" + (" --calibrate" if args.calibrate else "")
         if args.paths != 20 or args.seed != 0:
             command += f" --paths {args.paths} --seed {args.seed}"
-        write_block(args.readme, "monitor-false-alarms", false_alarms_md, settings_of(args), command)
-        write_block(args.readme, "monitor-detection-delay", delays_md, settings_of(args), command)
+        write_block(args.figures_file, "monitor-false-alarms", false_alarms_md, settings_of(args), command)
+        write_block(args.figures_file, "monitor-detection-delay", delays_md, settings_of(args), command)
     if args.markdown:
         print(f"settings: {json.dumps(settings_of(args))}")
         print()

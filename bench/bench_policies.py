@@ -1,13 +1,14 @@
-"""The policy backtest's README tables, one column group per configuration: `retrain backtest` itself (the
-CLI in a subprocess, exactly what a user runs) once per configuration, the figures side by side.
+"""The policy backtest's tables of figures (docs/backtest.md), one column group per configuration:
+`retrain backtest` itself (the CLI in a subprocess, exactly what a user runs) once per configuration, the
+figures side by side.
 
     python bench/bench_policies.py [--trainer lstm|ridge] [--tickers MSFT,AAPL,IBM,GOOG]
         [--start 2005-01-03] [--end 2013-03-01] [--policies never,weekly,monthly,drift,performance]
-        [--configurations default,...] [--workers N] [--write-readme [--readme README.md]]
+        [--configurations default,...] [--workers N] [--write-figures [--figures-file docs/backtest.md]]
 
 Prints the markdown (the pooled policy table and the per-ticker table, each configuration's rows under
-each policy, the run time of each configuration); with --write-readme also writes it into the README's
-`<!-- figures:backtest-<trainer> -->` block with the settings it ran with (bench/readme_figures.py).
+each policy, the run time of each configuration); with --write-figures (its old name --write-readme still
+works) also writes it into the `<!-- figures:backtest-<trainer> -->` block of docs/backtest.md with the settings it ran with (bench/readme_figures.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The file that holds this script's figures blocks (bench/readme_figures.py).
+FIGURES_FILE = REPO / "docs" / "backtest.md"
 sys.path.insert(0, str(REPO))
 
 # Each configuration is `retrain backtest` with these arguments added to the common ones.
@@ -203,9 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, help="retrain backtest --workers (default: its own)")
     parser.add_argument(
-        "--write-readme", action="store_true", help="write the README's backtest-<trainer> block"
+        "--write-figures",
+        "--write-readme",  # the name before the figures moved to docs/
+        dest="write_figures",
+        action="store_true",
+        help=f"also write the backtest-<trainer> block of {FIGURES_FILE.relative_to(REPO)}",
     )
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--figures-file", "--readme", dest="figures_file", type=Path, default=FIGURES_FILE)
     args = parser.parse_args(argv)
     configs = [c for c in args.configurations.split(",") if c]
     unknown = [c for c in configs if c not in CONFIGURATIONS]
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries = {name: run_configuration(name, common, Path(tmp)) for name in configs}
     text = markdown(summaries)
     print(text)
-    if args.write_readme:
+    if args.write_figures:
         from bench.readme_figures import write_block
 
         settings = {name: get(name) for name in _backtest_setting_names()}
@@ -234,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         command = shlex.join(["bench/bench_policies.py", *(argv if argv is not None else sys.argv[1:])])
-        write_block(args.readme, f"backtest-{args.trainer}", text, settings, command)
-        print(f"bench_policies: wrote block backtest-{args.trainer} of {args.readme}", file=sys.stderr)
+        write_block(args.figures_file, f"backtest-{args.trainer}", text, settings, command)
+        print(f"bench_policies: wrote block backtest-{args.trainer} of {args.figures_file}", file=sys.stderr)
     return 0
 
 

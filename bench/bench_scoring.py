@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# The file that holds this script's figures blocks (bench/readme_figures.py).
+FIGURES_FILE = REPO / "docs" / "benchmarks.md"
 sys.path.insert(0, str(REPO))
 
 from bench.readme_figures import machine  # noqa: E402
@@ -403,16 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one slot server setting for this run (e.g. WORKER_COUNT=2)",
     )
     parser.add_argument(
-        "--write-readme",
+        "--write-figures",
+        "--write-readme",  # the name before the figures moved to docs/
+        dest="write_figures",
         action="store_true",
-        help="also write the README's `scoring` figures block (bench/readme_figures.py)",
+        help=f"also write the `scoring` figures block of {FIGURES_FILE.relative_to(REPO)}",
     )
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--figures-file",
+        "--readme",
+        dest="figures_file",
+        type=Path,
+        default=FIGURES_FILE,
+        help=argparse.SUPPRESS,
+    )
     return parser
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, object]:
-    """What the figures depend on, as the README block records it."""
+    """What the figures depend on, as the scoring block (docs/benchmarks.md) records it."""
     overrides = dict(kv.split("=", 1) for kv in args.slot_setting)
     return {
         "clients": args.clients,
@@ -430,7 +441,7 @@ def DEFAULT_SETTINGS(block: str) -> dict[str, object]:  # noqa: N802 (the name r
     return settings_of(build_parser().parse_args([]))
 
 
-# README row labels of the sequential table: (bench path, client) in the README's order.
+# Row labels of the sequential table: (bench path, client) in the scoring block's order.
 README_ROWS = (
     ("floor: torch forward", "in-process", "the model's torch forward on one window (the floor)"),
     ("numpy forecast_from_closes", "in-process", "`forecast_from_closes` (numpy in, numpy out)"),
@@ -462,7 +473,7 @@ def readme_markdown(
     args: argparse.Namespace,
     worker_boots: int,
 ) -> str:
-    """The README's scoring tables from one run's measurements."""
+    """The scoring block's tables from one run's measurements."""
     floor = median_of(sequential[("floor: torch forward", "in-process")])[0]
     lines = [
         "| path | client | p50 ms | p90 ms | p99 ms | p50 / floor | p50 / mlflow serve | p99 / p50 |",
@@ -687,13 +698,13 @@ def main() -> int:
     for name, waits in held.items():
         print(f"{name:<28}{' / '.join(f'{w * 1e3:.1f}' for w in waits)} ms")
     print(f"\nslot worker boots during the run: {worker_boots} (1 per worker: none died)")
-    if args.write_readme:
+    if args.write_figures:
         from bench.readme_figures import write_block
 
         command = shlex.join(["bench/bench_scoring.py", *sys.argv[1:]])
         markdown = readme_markdown(sequential, concurrency, held, args, worker_boots)
-        write_block(args.readme, "scoring", markdown, settings_of(args), command)
-        log(f"wrote the scoring block of {args.readme}")
+        write_block(args.figures_file, "scoring", markdown, settings_of(args), command)
+        log(f"wrote the scoring block of {args.figures_file}")
     return 0
 
 

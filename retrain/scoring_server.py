@@ -4,7 +4,7 @@ local endpoint's slots) and in Azure (the deployment's `environment_variables`).
 All of them are the server's own settings: `azmlinfsrv` reads WORKER_COUNT (gunicorn's `-w`) and
 WORKER_TIMEOUT; gunicorn itself reads GUNICORN_CMD_ARGS for everything azmlinfsrv does not set on its
 command line (worker class, threads, keep-alive); torch reads OMP_NUM_THREADS / MKL_NUM_THREADS.
-Chosen from measurements on 2 cores (bench/bench_scoring.py; the README has the figures):
+Chosen from measurements on 2 cores (bench/bench_scoring.py; docs/benchmarks.md has the figures):
 
 - gthread, not gunicorn's default sync worker: the sync worker closes every connection after one
   response and then lingers up to 2 s for the client's FIN (gunicorn >= 26 `close_graceful`), so a

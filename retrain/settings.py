@@ -77,8 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
         "0.05",
         "Significance level of the gate's Diebold-Mariano tests on the per-day test errors.",
     ),
-    # The champion policy's default is chosen by the policy backtest (`bench/bench_policies.py`, README
-    # "Policy backtest"): on the bundled tickers, deploying every fresh model that is not significantly
+    # The champion policy's default is chosen by the policy backtest (`bench/bench_policies.py`,
+    # docs/backtest.md): on the bundled tickers, deploying every fresh model that is not significantly
     # worse (non-inferiority) served worse forecasts than keeping a champion until a challenger is
     # significantly better. This is the one place it is set.
     Setting(
@@ -132,7 +132,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
         "0.487",
-        "KS distance on returns/|returns| (last 20 days vs the 250 before) above which drift triggers a retrain.",
+        "KS distance on returns/|returns| (last 20 days vs the 250 up to the served model's data end) above which drift triggers a retrain.",
     ),
     Setting(
         "RETRAIN_MONITOR_CUSUM_THRESHOLD",

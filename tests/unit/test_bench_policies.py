@@ -1,5 +1,6 @@
 """bench/bench_policies.py on a short ridge span: it runs `retrain backtest` per configuration and writes the
-README block with the settings it ran with."""
+figures block with the settings it ran with (through `--write-readme --readme`, the old names of
+`--write-figures --figures-file`, which must keep working)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_writes_the_backtest_block_through_the_real_cli(
     assert settings["tickers"] == ["MSFT"] and settings["policies"] == ["never", "weekly"]
     assert settings["trainer"] == "ridge" and settings["errors"] == "relative to the previous close"
     assert settings["RETRAIN_MONITOR_DRIFT_THRESHOLD"] and "RETRAIN_MONITOR_SCHEDULE" not in settings
-    # A short span is not the default backtest: the README check says which settings differ.
+    # A short span is not the default backtest: the figures check says which settings differ.
     problems = check_block(block)
     assert {p.split(":")[1].split("=")[0].strip() for p in problems} == {
         "tickers",

@@ -1,5 +1,6 @@
-"""The README's figures are generated: every figures block names a real command and records settings that are
-still the defaults; no table of figures sits outside a block in the sections that hold figures.
+"""The figures of the README and docs/ are generated: every figures block names a real command, records
+settings that are still the defaults and sits in the file its script writes; no table of figures sits
+outside a block in the sections that hold figures.
 
 Rules (bench/readme_figures.py): `RETRAIN_*` settings against `retrain.settings`' declared defaults; other
 settings against `DEFAULT_SETTINGS(block)` of the script the block's command names.
@@ -16,20 +17,24 @@ import pytest
 from bench import readme_figures
 from bench.readme_figures import FiguresBlock, FiguresError, check_block, parse_blocks, write_block
 
-README = readme_figures.README
-TEXT = README.read_text(encoding="utf-8")
-BLOCKS = parse_blocks(TEXT)
+REPO = readme_figures.REPO
+TEXTS = {
+    path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+    for path in readme_figures.figure_files()
+}
+FILE_OF = {block.name: name for name, text in TEXTS.items() for block in parse_blocks(text)}
+BLOCKS = [block for text in TEXTS.values() for block in parse_blocks(text)]
 
-# Stale until the lead re-runs their scripts at the end of issue 18; remove a name once its block is
-# regenerated. backtest-*: produced with the previous monitor thresholds (0.372 / 9.09) and price-unit
-# errors, by `retrain backtest` before any script recorded its settings. monitor-*: bench_monitor.py
-# declares no DEFAULT_SETTINGS yet (it is being changed to a clustering null, wired by the lead).
 # Blocks whose figures are known to be stale (the test xfails them until they are regenerated); none now.
 STALE: dict[str, str] = {}
 
-# The README sections whose tables are figures (issue 18: backtest results, monitor calibration, scoring):
-# a heading, or a bold paragraph lead (the region then also ends at the next bold lead).
-FIGURE_SECTIONS = ("### Results: ", "### Figures: false alarms", "**Scoring**")
+# Per file, the sections whose tables are figures (backtest results, monitor calibration, scoring): a
+# heading, or a bold paragraph lead (the region then also ends at the next bold lead).
+FIGURE_SECTIONS = {
+    "docs/backtest.md": ("## Results: ",),
+    "docs/monitoring.md": ("## Figures: false alarms",),
+    "docs/benchmarks.md": ("**Scoring**",),
+}
 
 
 def _stale(name: str) -> pytest.MarkDecorator | tuple[()]:
@@ -38,10 +43,19 @@ def _stale(name: str) -> pytest.MarkDecorator | tuple[()]:
     return pytest.mark.xfail(strict=False, reason=f"{STALE[name]}; the lead regenerates it (issue 18)")
 
 
-def test_the_readme_has_the_blocks_the_scripts_write() -> None:
+def test_the_docs_have_the_blocks_the_scripts_write() -> None:
     names = {b.name for b in BLOCKS}
     assert {"backtest-lstm", "backtest-ridge", "scoring", "monitor-false-alarms"} <= names
     assert names >= set(STALE)  # a regenerated or renamed block leaves STALE
+    assert len(names) == len(BLOCKS)  # a name once across README.md and docs/
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.name for b in BLOCKS])
+def test_every_block_sits_in_the_file_its_script_writes(block: FiguresBlock) -> None:
+    script = readme_figures.script_of(block.command)
+    assert script is not None
+    written = readme_figures._load_script(script).FIGURES_FILE
+    assert FILE_OF[block.name] == written.relative_to(REPO).as_posix()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.name for b in BLOCKS])
@@ -54,13 +68,13 @@ def test_every_blocks_recorded_settings_are_the_current_defaults(block: FiguresB
     assert check_block(block) == []
 
 
-def _sections(text: str) -> dict[str, list[tuple[int, str]]]:
-    """The lines of each figures section: from its start to the next heading (or bold lead)."""
+def _sections(name: str, text: str) -> dict[str, list[tuple[int, str]]]:
+    """The lines of each figures section of file `name`: from its start to the next heading (or bold lead)."""
     lines = text.split("\n")
     found: dict[str, list[tuple[int, str]]] = {}
-    for start in FIGURE_SECTIONS:
+    for start in FIGURE_SECTIONS.get(name, ()):
         first = next((i for i, line in enumerate(lines) if line.startswith(start)), None)
-        assert first is not None, f"README section {start!r} is gone; update FIGURE_SECTIONS"
+        assert first is not None, f"{name}: section {start!r} is gone; update FIGURE_SECTIONS"
         region = []
         for i in range(first + 1, len(lines)):
             if lines[i].startswith("#") or (start.startswith("**") and lines[i].startswith("**")):
@@ -70,30 +84,36 @@ def _sections(text: str) -> dict[str, list[tuple[int, str]]]:
     return found
 
 
-def _tables_outside_blocks(text: str) -> list[str]:
+def _tables_outside_blocks(name: str, text: str) -> list[str]:
     spans = [(m.start(), m.end()) for m in readme_figures.BLOCK.finditer(text)]
     offsets = [0]
     for line in text.split("\n"):
         offsets.append(offsets[-1] + len(line) + 1)
     loose = []
-    for start, region in _sections(text).items():
+    for start, region in _sections(name, text).items():
         for i, line in region:
             if re.match(r"^\|(\s*:?-+:?\s*\|)+\s*$", line):  # a table's separator row
                 inside = any(a <= offsets[i] < b for a, b in spans)
                 if not inside:
                     loose.append(
-                        f"{start!r}: the table above README line {i + 1} is typed, not in a figures block"
+                        f"{name} {start!r}: the table above line {i + 1} is typed, not in a figures block"
                     )
     return loose
 
 
-def test_no_figures_table_sits_outside_a_block() -> None:
-    assert _tables_outside_blocks(TEXT) == []
+def test_every_figures_section_names_a_file_that_exists() -> None:
+    assert set(FIGURE_SECTIONS) <= set(TEXTS)
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_no_figures_table_sits_outside_a_block(name: str) -> None:
+    assert _tables_outside_blocks(name, TEXTS[name]) == []
 
 
 def test_a_typed_table_in_a_figures_section_is_found() -> None:
-    typed = TEXT.replace("<!-- figures:scoring -->\n", "").replace("<!-- /figures:scoring -->\n", "")
-    assert any("**Scoring**" in problem for problem in _tables_outside_blocks(typed))
+    name = FILE_OF["scoring"]
+    typed = TEXTS[name].replace("<!-- figures:scoring -->\n", "").replace("<!-- /figures:scoring -->\n", "")
+    assert any("**Scoring**" in problem for problem in _tables_outside_blocks(name, typed))
 
 
 def _block(
