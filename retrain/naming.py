@@ -287,3 +287,82 @@ def legacy_names(ticker: str, instance_id: str, suffix: str | None = None) -> Cy
         endpoint=endpoint_slug[: ENDPOINT_NAME_MAX - len(tail)].rstrip("-") + tail,
         job=f"{safe_id}-train"[:255],
     )
+
+
+# ---- serving targets: which endpoint serves which ticker (docs/architecture.md, "Fleet serving") ----------
+# RETRAIN_ENDPOINTS names the layout: empty or "shared" (every ticker on one endpoint), "per-ticker" (an
+# endpoint of its own per ticker: the names the code before endpoint groups used), or groups
+# "tech=MSFT,AAPL;energy=XOM" (the tickers it lists on their group's endpoint, every other ticker on the
+# shared one). Adding a ticker never moves another: a ticker's endpoint depends on its own entry only.
+SHARED_GROUP = "fleet"
+PER_TICKER = "per-ticker"
+GROUP_NAME_MAX = 12
+_GROUP_RE = re.compile(rf"[a-z][a-z0-9]{{0,{GROUP_NAME_MAX - 1}}}")
+# Group endpoints end in "-models[-suffix]", ticker endpoints in "-forecast[-suffix]": the two never meet.
+_GROUP_TAIL = "-models"
+
+
+@dataclass(frozen=True)
+class EndpointGroups:
+    """The parsed RETRAIN_ENDPOINTS: per-ticker endpoints, or ticker -> group (others: SHARED_GROUP)."""
+
+    per_ticker: bool = False
+    groups: tuple[tuple[str, str], ...] = ()  # (ticker, group), sorted
+
+    def group_of(self, ticker: str) -> str | None:
+        """The ticker's group; None in the per-ticker layout."""
+        if self.per_ticker:
+            return None
+        return dict(self.groups).get(validate_ticker(ticker), SHARED_GROUP)
+
+
+def parse_endpoint_groups(spec: str | None) -> EndpointGroups:
+    """RETRAIN_ENDPOINTS -> EndpointGroups; a bad spec is a NamingError saying what to send."""
+    text = (spec or "").strip()
+    if text in ("", "shared"):
+        return EndpointGroups()
+    if text == PER_TICKER:
+        return EndpointGroups(per_ticker=True)
+    example = "send 'shared', 'per-ticker', or groups such as 'tech=MSFT,AAPL;energy=XOM'"
+    placed: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        group, sep, tickers = part.partition("=")
+        group = group.strip()
+        if not sep or not _GROUP_RE.fullmatch(group):
+            raise NamingError(
+                f"RETRAIN_ENDPOINTS: {part!r} is not GROUP=TICKER,...; a group name is 1 to {GROUP_NAME_MAX} "
+                f"lower-case letters or digits, a letter first; {example}"
+            )
+        for raw in filter(None, (t.strip() for t in tickers.split(","))):
+            ticker = validate_ticker(raw)
+            if placed.get(ticker, group) != group:
+                raise NamingError(
+                    f"RETRAIN_ENDPOINTS: {ticker} is in two groups ({placed[ticker]}, {group}); one each"
+                )
+            placed[ticker] = group
+    if not placed:
+        raise NamingError(f"RETRAIN_ENDPOINTS={text!r} names no ticker; {example}")
+    return EndpointGroups(groups=tuple(sorted(placed.items())))
+
+
+def group_endpoint_name(group: str, suffix: str | None = None) -> str:
+    """A group's endpoint: `<group>-models[-<suffix>]` (never a ticker endpoint's `-forecast` name)."""
+    if not _GROUP_RE.fullmatch(group):
+        raise NamingError(f"endpoint group {group!r}: 1 to {GROUP_NAME_MAX} lower-case letters or digits")
+    suffix = endpoint_suffix() if suffix is None else suffix
+    if suffix and not _SUFFIX_RE.fullmatch(suffix):
+        raise NamingError(
+            f"endpoint suffix {suffix!r}: use 1 to {ENDPOINT_SUFFIX_MAX} lower-case letters or digits"
+        )
+    return group + _GROUP_TAIL + (f"-{suffix}" if suffix else "")
+
+
+def serving_target(ticker: str, groups: EndpointGroups, suffix: str | None = None) -> str:
+    """The endpoint that serves `ticker` in this layout (`suffix` as `endpoint_name`'s)."""
+    group = groups.group_of(ticker)
+    return endpoint_name(ticker, suffix) if group is None else group_endpoint_name(group, suffix)
+
+
+def bundle_name(endpoint: str) -> str:
+    """The registered name of the bundles an endpoint serves (one version per rollout)."""
+    return f"{endpoint}-bundle"

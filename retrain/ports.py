@@ -24,6 +24,7 @@ from retrain.vocabulary import (
     PROVISIONING_STATES,  # noqa: F401 - re-exported: the port's words
     PROVISIONING_TERMINAL,
     SLOTS,
+    TAG_BUNDLE,
 )
 
 T = TypeVar("T", bound="_Value")
@@ -166,6 +167,39 @@ class EndpointState(_Value):
         return SLOTS[1] if serving == SLOTS[0] else SLOTS[0]
 
 
+@dataclass(frozen=True)
+class BundleRef(_Value):
+    """A model bundle (docs/bundles.md): the immutable, versioned artefact one deployment serves for many
+    tickers. Version k+1 is version k with the changed tickers' models replaced. `tickers` maps each ticker
+    to {"model_name", "model_version", "family", "fitted_data_end"}; a deployment serves `as_model()`."""
+
+    name: str  # naming.bundle_name(endpoint)
+    version: str  # "1", "2", ...: computed by the caller (parent + 1), so a replayed register is a no-op
+    endpoint: str
+    tickers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parent_version: str | None = None
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    orchestration_ids: list[str] = field(default_factory=list)
+
+    def as_model(self) -> ModelRef:
+        """What `begin_deployment` takes for this bundle (tagged, so an adapter knows it is one)."""
+        return ModelRef(self.name, self.version, {TAG_BUNDLE: "true"})
+
+    def model_of(self, ticker: str) -> ModelRef | None:
+        """The model that serves `ticker` in this bundle, or None when the bundle does not hold it."""
+        entry = self.tickers.get(ticker)
+        return ModelRef(entry["model_name"], str(entry["model_version"])) if entry else None
+
+
+def is_bundle(model: ModelRef | dict[str, Any] | None) -> bool:
+    """Whether a deployment's model (a ModelRef or its dict) is a bundle."""
+    if model is None:
+        return False
+    tags = model.tags if isinstance(model, ModelRef) else (model.get("tags") or {})
+    return tags.get(TAG_BUNDLE) == "true"
+
+
 @runtime_checkable
 class MLPlatform(Protocol):
     """What the retraining workflow needs from an ML platform. Every call is idempotent where the
@@ -197,7 +231,7 @@ class MLPlatform(Protocol):
 
     def set_champion(self, model: ModelRef) -> None: ...
 
-    # Online endpoint with blue/green slots.
+    # Online endpoint with blue/green slots. A deployment serves one model, or a bundle (`BundleRef.as_model()`).
     def begin_create_endpoint(self, name: str) -> EndpointState: ...
 
     def get_endpoint(self, name: str) -> EndpointState: ...
@@ -216,6 +250,29 @@ class MLPlatform(Protocol):
     # `monitor-<ticker slug>` (one run tagged with the ticker), step = the day's ordinal, timestamp = the day,
     # so the MLflow UI plots them over time. Idempotent: a (metric, day) already logged is not logged again.
     def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None: ...
+
+
+@runtime_checkable
+class RegistersBundles(Protocol):
+    """The bundle half of the MLPlatform port (issue 21, fleet serving): both adapters implement it, then it
+    folds into MLPlatform."""
+
+    # Model bundles (docs/bundles.md). `register_bundle` builds version `version` of the endpoint's bundle:
+    # `parent` (None: an empty one) with each ticker in `changes` now served by that registered model and
+    # the tickers in `removed` left out; family and fitted-data end come from each model's tags. Registering
+    # an existing (endpoint, version) again with the same content returns it (a replayed activity); with
+    # other content it is a PlatformError (versions are immutable). `get_bundle` is None when absent.
+    def register_bundle(
+        self,
+        endpoint: str,
+        version: str,
+        parent: BundleRef | None,
+        changes: dict[str, ModelRef],
+        orchestration_ids: list[str],
+        removed: list[str] | None = None,
+    ) -> BundleRef: ...
+
+    def get_bundle(self, endpoint: str, version: str) -> BundleRef | None: ...
 
 
 # ---- monitoring time series (shared by the adapters) -------------------------------------------------
