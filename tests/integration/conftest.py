@@ -32,6 +32,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform
         "RETRAIN_JOB_POLL_MINUTES": "1",
         "RETRAIN_CANARY_PERCENT": "10",
         "RETRAIN_KEEP_OLD_SLOT": "false",
+        "RETRAIN_ENDPOINTS": "per-ticker",  # the tests written for one endpoint per ticker (msft-forecast)
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

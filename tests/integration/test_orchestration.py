@@ -145,7 +145,7 @@ def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch):
     monkeypatch.setenv("RETRAIN_TICKERS", "MSFT,AAPL")
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # same week: no-op
-    ids = sorted(s["instanceId"] for s in host.engine.list_instances())
+    ids = sorted(s["instanceId"] for s in host.engine.list_instances() if s["name"] == "retrain_orchestrator")
     assert len(ids) == 2 and ids[0].startswith("retrain-aapl-") and ids[1].startswith("retrain-msft-")
     assert all(i.rsplit("-", 1)[1][4] == "w" for i in ids)
     for instance_id in ids:

@@ -21,7 +21,7 @@ from azure.durable_functions.models.history import HistoryEvent, HistoryEventTyp
 
 from retrain.activities import report_failures
 from retrain.ports import EndpointBusyError, PlatformError, TransientPlatformError
-from retrain.workflow import JOB_FINISHED_EVENT, WorkflowFailed, retrain_orchestrator
+from retrain.workflow import JOB_FINISHED_EVENT, ROLLOUT_OUTCOME_EVENT, WorkflowFailed, retrain_orchestrator
 
 INSTANCE = "retrain-msft-20260105t000000z"
 JOB = f"{INSTANCE}-train"
@@ -265,7 +265,7 @@ def drive(
             context.current_utc_datetime = task.fire_at
         elif isinstance(task, AnyTask):
             event, timer = task.tasks
-            assert isinstance(event, EventTask) and event.name == JOB_FINISHED_EVENT
+            assert isinstance(event, EventTask) and event.name in (JOB_FINISHED_EVENT, ROLLOUT_OUTCOME_EVENT)
             assert isinstance(timer, TimerTask)
             if world.events:
                 event.result = world.events.pop(0)
