@@ -21,7 +21,7 @@ bp = func.Blueprint()
 def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str, Any]:
     """The answer of the route and of `retrain served` (raises LedgerError / MarketDataError on bad input):
     per ticker, in any layout (`ledger.served_ticker`): the ledger's own index of the endpoints whose
-    bundles held the ticker, then the ticker's own endpoint and its configured serving target."""
+    bundles held the ticker, then the ticker's own endpoint."""
     from retrain.market_data import validate_ticker
     from retrain.monitoring.ledger import get_ledger, parse_time, served_ticker
 
@@ -31,21 +31,12 @@ def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str,
 
 
 def candidate_endpoints(ticker: str, environ: Any = None) -> list[str]:
-    """Where to look for `ticker` besides the ledger's index: its own endpoint (today's layout, single
-    models) and the serving target of RETRAIN_ENDPOINTS (shared when unset)."""
-    from retrain import naming, settings
-    from retrain.monitoring.ledger import LedgerError
+    """Where to look for `ticker` besides the ledger's own index of the endpoints whose bundles held it:
+    its own endpoint (today's layout, single models). The layout (RETRAIN_ENDPOINTS) is not read: the
+    index answers for every group endpoint, including one the ticker has left."""
+    from retrain import naming
 
-    own = naming.endpoint_name(ticker)
-    try:
-        spec = settings.get("RETRAIN_ENDPOINTS", environ)
-    except KeyError:  # not declared by this version's settings: the shared layout is the default
-        spec = None
-    try:
-        target = naming.serving_target(ticker, naming.parse_endpoint_groups(spec or "shared"))
-    except ValueError as exc:
-        raise LedgerError(f"RETRAIN_ENDPOINTS: {exc}") from None
-    return list(dict.fromkeys([own, target]))
+    return [naming.endpoint_name(ticker)]
 
 
 @bp.route(route="served/{ticker}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

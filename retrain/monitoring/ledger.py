@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from retrain.ports import BundleRef, is_bundle
+from retrain.ports import BundleRef, RegistersBundles, is_bundle
 from retrain.state_files import mark_created, refuse_lost_records
 from retrain.vocabulary import TAG_INSTANCE_ID
 
@@ -197,7 +197,7 @@ def served_ticker(
     candidates: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What served `ticker` at `at`, in any layout: for each endpoint that held it (the ledger's index,
-    then `candidates`: today's per-ticker endpoint, the configured serving target), the slots live in that
+    then `candidates`: today's per-ticker endpoint), the slots live in that
     endpoint's last event at or before `at` that serve the ticker, i.e. a single model on the ticker's own
     endpoint (`single_model_endpoint`, the first candidate) or a bundle that holds it. Each serving entry:
     endpoint, slot, weight, model_name, model_version, bundle ({name, version} or None). A bundle whose map
@@ -657,7 +657,7 @@ def _record_bundles(
             continue
         ref: BundleRef | None = refs.get((name, version))
         try:
-            if ref is None and callable(getattr(platform, "get_bundle", None)):
+            if ref is None and isinstance(platform, RegistersBundles):
                 ref = platform.get_bundle(endpoint, version)
             if ref is None or ref.name != name:
                 missing.append(f"{name} version {version}")

@@ -44,6 +44,11 @@ class Platform:
     def get_endpoint(self, name: str) -> EndpointState:
         return self.state
 
+    def register_bundle(
+        self, endpoint: str, version: str, parent: Any, changes: Any, ids: Any, removed: Any = None
+    ):
+        raise AssertionError("the ledger never registers bundles")
+
     def get_bundle(self, endpoint: str, version: str) -> BundleRef | None:
         self.lookups.append(version)
         return self.bundles.get(version)
