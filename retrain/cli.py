@@ -216,7 +216,8 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         "gate": output.get("gate") or status.get("decision"),
         "model_version": output.get("model_version") or ids.get("model_version"),
         "scoring_uri": output.get("scoring_uri") or ids.get("scoring_uri"),
-        "endpoint": output.get("endpoint"),
+        # The rollout's endpoint when deployed; otherwise the one found serving the ticker (below).
+        "endpoint": output.get("endpoint") if output.get("bundle") else None,
         "bundle": (
             {"name": output["bundle"], "version": output.get("bundle_version")}
             if output.get("bundle")
