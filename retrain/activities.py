@@ -33,7 +33,6 @@ from retrain.ports import (
     ModelRef,
     PlatformError,
     PreparesInvoke,
-    RegistersBundles,
     TrainingRequest,
     TransientPlatformError,
 )
@@ -368,22 +367,12 @@ def judge_smoke_answer(
 
 
 # ---- bundles and the endpoint's rollout (retrain/rollout.py) -----------------------------------------
-def _bundles() -> RegistersBundles:
-    platform = get_platform()
-    if not isinstance(platform, RegistersBundles):
-        raise PlatformError(
-            f"platform {type(platform).__name__} cannot register model bundles (ports.RegistersBundles): every "
-            "endpoint serves a bundle, so use an adapter that implements register_bundle and get_bundle"
-        )
-    return platform
-
-
 def register_bundle(payload: dict[str, Any]) -> dict[str, Any]:
     """Bundle `version` of the endpoint: `parent` with `changes` ({ticker: ModelRef dict}); idempotent."""
     parent = BundleRef.from_dict(payload["parent"]) if payload.get("parent") else None
     changes = {str(t): ModelRef.from_dict(m) for t, m in payload["changes"].items()}
     return (
-        _bundles()
+        get_platform()
         .register_bundle(
             payload["endpoint"],
             str(payload["version"]),
@@ -397,14 +386,14 @@ def register_bundle(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_bundle(payload: dict[str, Any]) -> dict[str, Any] | None:
-    found = _bundles().get_bundle(payload["endpoint"], str(payload["version"]))
+    found = get_platform().get_bundle(payload["endpoint"], str(payload["version"]))
     return found.to_dict() if found else None
 
 
 def next_bundle_version(payload: dict[str, Any]) -> dict[str, Any]:
     """The first version after `after` that is not registered yet: a rolled-back or left-out bundle keeps
     its version (bundles are immutable), so the next one must not reuse it."""
-    platform, version = _bundles(), int(payload.get("after") or 0) + 1
+    platform, version = get_platform(), int(payload.get("after") or 0) + 1
     while platform.get_bundle(payload["endpoint"], str(version)) is not None:
         version += 1
     return {"version": str(version)}

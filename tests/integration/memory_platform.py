@@ -5,7 +5,7 @@ Jobs "finish" on a background thread after `job_seconds` and, like the local pla
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
-ticker's model in a bundle that answers NaN. Bundles (ports.RegistersBundles) are kept in memory and a
+ticker's model in a bundle that answers NaN. Bundles (ports.MLPlatform) are kept in memory and a
 slot serving one answers per ticker, as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
@@ -388,7 +388,7 @@ class MemoryPlatform:
             "bundle": {"name": bundle.name, "version": bundle.version},
         }
 
-    # -- bundles (ports.RegistersBundles) --------------------------------------------------------
+    # -- bundles (ports.MLPlatform) --------------------------------------------------------
     def register_bundle(
         self,
         endpoint: str,
