@@ -220,6 +220,7 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "deploy",
         new_model=(payload["slot"], model.to_dict()),
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(started, recorded)
 
@@ -243,6 +244,7 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(state, recorded)
 
@@ -259,6 +261,7 @@ def record_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning({"recorded": not isinstance(recorded, str)}, recorded)
 
@@ -274,6 +277,7 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "retire",
         removed_slot=payload["slot"],
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(begun, recorded)
 
