@@ -67,6 +67,7 @@ class Script:
     )
     champion_mae: float | None = 1.1  # reported when a champion was given
     broken_slots: set[str] = field(default_factory=set)  # slots whose model answers NaN
+    broken_unpinned: bool = False  # requests through the stable URL (no slot named) answer NaN
     dead_slots: set[str] = field(default_factory=set)  # slots whose server is down: Failed, refuse requests
     failing_deployments: set[str] = field(default_factory=set)  # slots whose next deployment ends Failed
     op_polls: int = 0  # reads that still see a traffic update in progress before it applies
@@ -362,12 +363,13 @@ class MemoryPlatform:
                 raise PlatformError(f"slot {chosen} of {endpoint} did not answer (502)")
             last = payload["close"][-1]
             if is_bundle(info["model"]):
-                return self._score_bundle(endpoint, chosen, info["model"], payload)
-            value = float("nan") if chosen in self.script.broken_slots else last * 1.001
+                return self._score_bundle(endpoint, chosen, info["model"], payload, pinned=slot)
+            broken = chosen in self.script.broken_slots or (slot is None and self.script.broken_unpinned)
+            value = float("nan") if broken else last * 1.001
             return {"forecast": [value], "model": info["model"]}
 
     def _score_bundle(
-        self, endpoint: str, slot: str, deployed: dict[str, Any], payload: dict[str, Any]
+        self, endpoint: str, slot: str, deployed: dict[str, Any], payload: dict[str, Any], pinned: str | None
     ) -> dict[str, Any]:
         """As scorer/score.py answers for a bundle: the ticker's model names itself, and the bundle."""
         bundle = self.bundles[(endpoint, deployed["version"])]
@@ -378,7 +380,9 @@ class MemoryPlatform:
         if model is None:
             raise PlatformError(f"{endpoint} answered 400: the bundle does not hold ticker {ticker!r}")
         broken = (
-            slot in self.script.broken_slots or f"{model.name}:{model.version}" in self.script.broken_models
+            slot in self.script.broken_slots
+            or f"{model.name}:{model.version}" in self.script.broken_models
+            or (pinned is None and self.script.broken_unpinned)
         )
         value = float("nan") if broken else payload["close"][-1] * 1.001
         return {

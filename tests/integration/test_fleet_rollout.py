@@ -5,9 +5,10 @@ bundles, on the in-memory platform (which serves a bundle per ticker, as scorer/
 from __future__ import annotations
 
 from retrain import naming
+from retrain.host_client import http_json
 from tests.helpers import start, wait
 
-ENDPOINT = "fleet-models"
+ENDPOINT = "fleet-models"  # the default layout (shared_endpoint)
 
 
 def _start_all(host, tickers):
@@ -19,7 +20,9 @@ def _start_all(host, tickers):
     return [wait(host, i, timeout=90) for i in ids]
 
 
-def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_out(host, memory, monkeypatch):
+def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_out(
+    host, memory, monkeypatch, shared_endpoint
+):
     monkeypatch.setenv(
         "RETRAIN_ROLLOUT_POLL_MINUTES", "0.05"
     )  # a cycle a finishing rollout missed asks again in 3 s
@@ -64,3 +67,12 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
         "IBM": "2",
     }
     assert latest.parent_version == bundle.version and latest.changed == ["IBM"]
+
+    # The served ledger answers per ticker through the bundle, from the rollout's own records.
+    for ticker, version in (("MSFT", "1"), ("AAPL", "1"), ("IBM", "2")):
+        code, answer = http_json("GET", f"{host.url}/api/served/{ticker}?code={host.function_key}")
+        assert code == 200, answer
+        (entry,) = answer["serving"]
+        assert (entry["endpoint"], entry["weight"], entry["model_version"]) == (ENDPOINT, 100, version)
+        assert entry["bundle"] == {"name": naming.bundle_name(ENDPOINT), "version": latest.version}
+        assert answer["instance_id"].startswith(naming.rollout_instance_prefix(ENDPOINT))
