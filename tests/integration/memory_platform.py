@@ -76,6 +76,10 @@ class Script:
     # test can act while a `submit_training` activity is in flight.
     submit_gate: threading.Event | None = None
     submitting: threading.Event = field(default_factory=threading.Event)
+    # Set: a deployment announces itself (`deploying`) and waits for this event before it begins, so a
+    # test can act while a rollout's `begin_deployment` activity is in flight.
+    deploy_gate: threading.Event | None = None
+    deploying: threading.Event = field(default_factory=threading.Event)
     # Models ("name:version") that answer NaN when a bundle serves them: one ticker's failing smoke test.
     broken_models: set[str] = field(default_factory=set)
     permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
@@ -290,6 +294,9 @@ class MemoryPlatform:
             return self._endpoint(name)
 
     def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
+        if self.script.deploy_gate is not None:
+            self.script.deploying.set()
+            self.script.deploy_gate.wait(60)
         with self.lock:
             current = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
             if current is not None and current["state"] == "Failed":

@@ -4,8 +4,11 @@ bundles, on the in-memory platform (which serves a bundle per ticker, as scorer/
 
 from __future__ import annotations
 
+import threading
+import time
+
 from retrain import naming
-from retrain.host_client import http_json
+from retrain.host_client import HostClient, http_json
 from tests.helpers import start, wait
 
 ENDPOINT = "fleet-models"  # the default layout (shared_endpoint)
@@ -76,3 +79,33 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
         assert (entry["endpoint"], entry["weight"], entry["model_version"]) == (ENDPOINT, 100, version)
         assert entry["bundle"] == {"name": naming.bundle_name(ENDPOINT), "version": latest.version}
         assert answer["instance_id"].startswith(naming.rollout_instance_prefix(ENDPOINT))
+
+
+def test_a_challenger_arriving_while_a_rollout_runs_joins_the_next_one(host, memory, shared_endpoint):
+    gate = threading.Event()
+    memory.script.deploy_gate = gate  # the first rollout's deployment waits until AAPL waits too
+    code, msft = start(host, {"ticker": "MSFT"})
+    assert code == 202, msft
+    try:
+        assert memory.script.deploying.wait(60), "the rollout never began its deployment"
+        code, aapl = start(host, {"ticker": "AAPL"})
+        assert code == 202, aapl
+        client = HostClient(host.url, host.function_key)
+        deadline = time.monotonic() + 60
+        # AAPL has asked for the endpoint's rollout: the running one answered (it names its id).
+        while not (client.cycle_status(aapl["id"])[1].get("ids") or {}).get("rollout"):
+            assert time.monotonic() < deadline, "AAPL never asked for the rollout"
+            time.sleep(0.05)
+    finally:
+        gate.set()
+    first, second = wait(host, msft["id"], timeout=90), wait(host, aapl["id"], timeout=90)
+    assert first["runtime_status"] == second["runtime_status"] == "Completed", (first, second)
+    assert (first["output"]["bundle_version"], second["output"]["bundle_version"]) == ("1", "2")
+    assert second["output"]["rollout"] == first["output"]["rollout"]  # the same rollout's next batch
+    bundle = memory.bundles[(ENDPOINT, "2")]
+    assert (
+        bundle.parent_version == "1"
+        and bundle.changed == ["AAPL"]
+        and set(bundle.tickers) == {"MSFT", "AAPL"}
+    )
+    assert not [c for c in memory.calls if c[0] == "busy"]  # never two endpoint operations at once
