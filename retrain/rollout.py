@@ -177,6 +177,8 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
         run.progress.finish("idle")
         return {**run.out, "status": "idle"}
     run.step("notify_cycles")
+    if run.progress.status["warnings"]:  # e.g. a served-ledger record lost: each cycle's status says so
+        outcomes = [{**o, "warnings": list(run.progress.status["warnings"])} for o in outcomes]
     run.progress.status["outcomes"] = [
         {k: o.get(k) for k in ("instance_id", "ticker", "outcome", "reason", "bundle_version")}
         for o in outcomes

@@ -854,6 +854,7 @@ def await_rollout(run: _Cycle, model: dict[str, Any], closes: list[float]) -> Ta
         break
     run.progress.status["awaiting_rollout"] = None
     run.note(rollout=outcome.get("rollout"), bundle_version=outcome.get("bundle_version"))
+    run.progress.status["warnings"].extend(str(w) for w in outcome.get("warnings") or [])  # the rollout's
     if outcome.get("outcome") != "deployed":
         raise WorkflowFailed(
             f"{outcome.get('outcome', 'failed').replace('_', ' ')} by rollout {outcome.get('rollout')} of "
