@@ -33,7 +33,6 @@ from retrain.ports import (
     ModelRef,
     PlatformError,
     PreparesInvoke,
-    RegistersBundles,
     TrainingRequest,
     TransientPlatformError,
 )
@@ -221,6 +220,7 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "deploy",
         new_model=(payload["slot"], model.to_dict()),
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(started, recorded)
 
@@ -244,6 +244,7 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(state, recorded)
 
@@ -260,6 +261,7 @@ def record_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning({"recorded": not isinstance(recorded, str)}, recorded)
 
@@ -275,6 +277,7 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "retire",
         removed_slot=payload["slot"],
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(begun, recorded)
 
@@ -368,22 +371,12 @@ def judge_smoke_answer(
 
 
 # ---- bundles and the endpoint's rollout (retrain/rollout.py) -----------------------------------------
-def _bundles() -> RegistersBundles:
-    platform = get_platform()
-    if not isinstance(platform, RegistersBundles):
-        raise PlatformError(
-            f"platform {type(platform).__name__} cannot register model bundles (ports.RegistersBundles): every "
-            "endpoint serves a bundle, so use an adapter that implements register_bundle and get_bundle"
-        )
-    return platform
-
-
 def register_bundle(payload: dict[str, Any]) -> dict[str, Any]:
     """Bundle `version` of the endpoint: `parent` with `changes` ({ticker: ModelRef dict}); idempotent."""
     parent = BundleRef.from_dict(payload["parent"]) if payload.get("parent") else None
     changes = {str(t): ModelRef.from_dict(m) for t, m in payload["changes"].items()}
     return (
-        _bundles()
+        get_platform()
         .register_bundle(
             payload["endpoint"],
             str(payload["version"]),
@@ -397,14 +390,14 @@ def register_bundle(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_bundle(payload: dict[str, Any]) -> dict[str, Any] | None:
-    found = _bundles().get_bundle(payload["endpoint"], str(payload["version"]))
+    found = get_platform().get_bundle(payload["endpoint"], str(payload["version"]))
     return found.to_dict() if found else None
 
 
 def next_bundle_version(payload: dict[str, Any]) -> dict[str, Any]:
     """The first version after `after` that is not registered yet: a rolled-back or left-out bundle keeps
     its version (bundles are immutable), so the next one must not reuse it."""
-    platform, version = _bundles(), int(payload.get("after") or 0) + 1
+    platform, version = get_platform(), int(payload.get("after") or 0) + 1
     while platform.get_bundle(payload["endpoint"], str(version)) is not None:
         version += 1
     return {"version": str(version)}

@@ -1,4 +1,4 @@
-"""What both adapters' `register_bundle` / `get_bundle` share (ports.RegistersBundles): the request's
+"""What both adapters' `register_bundle` / `get_bundle` share (ports.MLPlatform): the request's
 checks, a model version's bundle entry from its tags, the manifest as a `BundleRef`, and the rule that
 makes a replayed register a no-op while a different one under an existing version is refused.
 

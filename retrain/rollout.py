@@ -115,6 +115,9 @@ class _Rollout:
         self.endpoint = self.input.endpoint
         self.instance_id = context.instance_id
         self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
+        # The serving bundle and the new one: they go with this rollout's ledger records (deploy,
+        # traffic), so the served ledger stores each ticker map once without asking the registry.
+        self.bundles: list[dict[str, Any]] = []
         self.progress = Progress(context, "")
         del self.progress.status["ticker"]
         self.progress.status.update({"endpoint": self.endpoint, "rollout": True, "outcomes": []})
@@ -137,6 +140,7 @@ class _Rollout:
                 self.deploy_timeout,
                 instance_id=self.instance_id,
                 record_when_applied=True,
+                bundles=self.bundles,
             )
         )
 
@@ -173,6 +177,8 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
         run.progress.finish("idle")
         return {**run.out, "status": "idle"}
     run.step("notify_cycles")
+    if run.progress.status["warnings"]:  # e.g. a served-ledger record lost: each cycle's status says so
+        outcomes = [{**o, "warnings": list(run.progress.status["warnings"])} for o in outcomes]
     run.progress.status["outcomes"] = [
         {k: o.get(k) for k in ("instance_id", "ticker", "outcome", "reason", "bundle_version")}
         for o in outcomes
@@ -192,6 +198,7 @@ def roll_out_batch(run: _Rollout, challengers: list[Challenger]) -> Task:
         old_slot, new_slot = endpoint.serving_slot(), endpoint.idle_slot()
         current = yield from serving_bundle(run, endpoint, old_slot)
         run.note(old_slot=old_slot, new_slot=new_slot, serving_bundle=current.version if current else None)
+        run.bundles = [current.to_dict()] if current else []
     except Exception as exc:  # noqa: BLE001 - nothing moved: each cycle hears why
         reason = (
             f"{exc if isinstance(exc, WorkflowFailed) else _reason(exc)}; the previous bundle keeps serving"
@@ -301,6 +308,7 @@ def bundle_on_idle_slot(
             )
         )
         run.note(bundle=bundle.name, bundle_version=bundle.version)
+        run.bundles = [*([current.to_dict()] if current else []), bundle.to_dict()]
         yield from deploy_to_idle_slot(run, endpoint, new_slot, bundle.as_model().to_dict())
         run.step("smoke_test")
         failures = yield from smoke_changed(run, going, new_slot, expect_new=True)

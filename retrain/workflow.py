@@ -539,11 +539,14 @@ def set_traffic_and_wait(
     *,
     instance_id: str | None = None,
     record_when_applied: bool = False,
+    bundles: list[dict[str, Any]] | None = None,
 ) -> Task:
     """Change the traffic split and wait until the platform serves it: the endpoint is `Succeeded` and
     its traffic equals what was asked (slots at 0 % may be absent). A traffic update is a long-running
     operation in Azure: until then, requests still follow the old split (or answer 404). With
-    `record_when_applied`, the served ledger records the change then (`record_traffic`), not when asked."""
+    `record_when_applied`, the served ledger records the change then (`record_traffic`), not when asked;
+    `bundles` (BundleRef dicts: the rollout's new bundle and the serving one) go with the record, so the
+    ledger stores their ticker maps without asking the registry."""
     payload: dict[str, Any] = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
     if record_when_applied:
         payload["record_when_applied"] = True
@@ -563,7 +566,9 @@ def set_traffic_and_wait(
         delay = yield from _backoff(context, delay, deadline)
         state = yield from call_activity(context, "get_endpoint", {"name": endpoint})
     if record_when_applied:
-        record = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+        record: dict[str, Any] = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+        if bundles:
+            record["bundles"] = bundles
         try:
             yield from call_activity(context, "record_traffic", record)
         except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
@@ -618,6 +623,9 @@ class EndpointRun(Protocol):
     deploy_timeout: timedelta
     progress: Progress
     out: dict[str, Any]
+    # The bundles a rollout deploys and replaces (BundleRef dicts), for the served ledger's records; a
+    # cycle's inline rollout deploys a single model and has none.
+    bundles: list[dict[str, Any]]
 
     def call(self, activity: str, payload: dict[str, Any]) -> Task: ...
 
@@ -648,6 +656,7 @@ class _Cycle:
             self.ticker, self.instance_id, self.input.naming_version, self.input.endpoint_suffix
         )
         self.endpoint = self.names.endpoint
+        self.bundles: list[dict[str, Any]] = []  # a single model, no bundle (EndpointRun)
         self.out: dict[str, Any] = {
             "instance_id": self.instance_id,
             "ticker": self.ticker,
@@ -845,6 +854,7 @@ def await_rollout(run: _Cycle, model: dict[str, Any], closes: list[float]) -> Ta
         break
     run.progress.status["awaiting_rollout"] = None
     run.note(rollout=outcome.get("rollout"), bundle_version=outcome.get("bundle_version"))
+    run.progress.status["warnings"].extend(str(w) for w in outcome.get("warnings") or [])  # the rollout's
     if outcome.get("outcome") != "deployed":
         raise WorkflowFailed(
             f"{outcome.get('outcome', 'failed').replace('_', ' ')} by rollout {outcome.get('rollout')} of "
@@ -997,10 +1007,13 @@ def deploy_to_idle_slot(run: EndpointRun, endpoint: EndpointState, slot: str, mo
     if leftover["state"] != "NotFound" and not endpoint.traffic.get(slot):
         yield from delete_deployment(run, slot)
         run.note(cleared=f"{slot} was {leftover['state']}")
+    deployment: dict[str, Any] = {**ref, "model": model, "instance_id": run.instance_id}
+    if run.bundles:
+        deployment["bundles"] = run.bundles
     started = yield from endpoint_operation(
         run.context,
         "begin_deployment",
-        {**ref, "model": model, "instance_id": run.instance_id},
+        deployment,
         run.endpoint,
         run.deploy_timeout,
     )

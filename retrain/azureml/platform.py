@@ -503,7 +503,7 @@ class AzureMLPlatform:
                 full.tags = {k: v for k, v in (full.tags or {}).items() if k != entities.TAG_CHAMPION}
                 call(f"unmark {other.name}:{other.version}", self.ml_client.models.create_or_update, full)
 
-    # ---- model bundles (ports.RegistersBundles) ---------------------------------------------------
+    # ---- model bundles (ports.MLPlatform) ---------------------------------------------------
     def register_bundle(
         self,
         endpoint: str,

@@ -1,4 +1,4 @@
-"""Model bundles on the local platform (ports.RegistersBundles): each version a folder
+"""Model bundles on the local platform (ports.MLPlatform): each version a folder
 
     <state>/bundles/<bundle name>/<version>/{bundle.json, models/<ticker folder>/...}
 

@@ -550,7 +550,7 @@ class LocalPlatform:
         ) as dest:
             yield dest / "model", tags
 
-    # -- model bundles (ports.RegistersBundles; delegated to LocalBundles) ---------------------------
+    # -- model bundles (ports.MLPlatform; delegated to LocalBundles) ---------------------------
 
     def register_bundle(
         self,

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from retrain.ports import BundleRef, RegistersBundles, is_bundle
+from retrain.ports import BundleRef, is_bundle
 from retrain.state_files import mark_created, refuse_lost_records
 from retrain.vocabulary import TAG_INSTANCE_ID
 
@@ -657,7 +657,7 @@ def _record_bundles(
             continue
         ref: BundleRef | None = refs.get((name, version))
         try:
-            if ref is None and isinstance(platform, RegistersBundles):
+            if ref is None:
                 ref = platform.get_bundle(endpoint, version)
             if ref is None or ref.name != name:
                 missing.append(f"{name} version {version}")

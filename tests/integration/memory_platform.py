@@ -5,7 +5,7 @@ Jobs "finish" on a background thread after `job_seconds` and, like the local pla
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
-ticker's model in a bundle that answers NaN. Bundles (ports.RegistersBundles) are kept in memory and a
+ticker's model in a bundle that answers NaN. Bundles (ports.MLPlatform) are kept in memory and a
 slot serving one answers per ticker, as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
@@ -67,6 +67,7 @@ class Script:
     )
     champion_mae: float | None = 1.1  # reported when a champion was given
     broken_slots: set[str] = field(default_factory=set)  # slots whose model answers NaN
+    broken_unpinned: bool = False  # requests through the stable URL (no slot named) answer NaN
     dead_slots: set[str] = field(default_factory=set)  # slots whose server is down: Failed, refuse requests
     failing_deployments: set[str] = field(default_factory=set)  # slots whose next deployment ends Failed
     op_polls: int = 0  # reads that still see a traffic update in progress before it applies
@@ -75,6 +76,10 @@ class Script:
     # test can act while a `submit_training` activity is in flight.
     submit_gate: threading.Event | None = None
     submitting: threading.Event = field(default_factory=threading.Event)
+    # Set: a deployment announces itself (`deploying`) and waits for this event before it begins, so a
+    # test can act while a rollout's `begin_deployment` activity is in flight.
+    deploy_gate: threading.Event | None = None
+    deploying: threading.Event = field(default_factory=threading.Event)
     # Models ("name:version") that answer NaN when a bundle serves them: one ticker's failing smoke test.
     broken_models: set[str] = field(default_factory=set)
     permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
@@ -289,6 +294,9 @@ class MemoryPlatform:
             return self._endpoint(name)
 
     def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
+        if self.script.deploy_gate is not None:
+            self.script.deploying.set()
+            self.script.deploy_gate.wait(60)
         with self.lock:
             current = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
             if current is not None and current["state"] == "Failed":
@@ -362,12 +370,13 @@ class MemoryPlatform:
                 raise PlatformError(f"slot {chosen} of {endpoint} did not answer (502)")
             last = payload["close"][-1]
             if is_bundle(info["model"]):
-                return self._score_bundle(endpoint, chosen, info["model"], payload)
-            value = float("nan") if chosen in self.script.broken_slots else last * 1.001
+                return self._score_bundle(endpoint, chosen, info["model"], payload, pinned=slot)
+            broken = chosen in self.script.broken_slots or (slot is None and self.script.broken_unpinned)
+            value = float("nan") if broken else last * 1.001
             return {"forecast": [value], "model": info["model"]}
 
     def _score_bundle(
-        self, endpoint: str, slot: str, deployed: dict[str, Any], payload: dict[str, Any]
+        self, endpoint: str, slot: str, deployed: dict[str, Any], payload: dict[str, Any], pinned: str | None
     ) -> dict[str, Any]:
         """As scorer/score.py answers for a bundle: the ticker's model names itself, and the bundle."""
         bundle = self.bundles[(endpoint, deployed["version"])]
@@ -378,7 +387,9 @@ class MemoryPlatform:
         if model is None:
             raise PlatformError(f"{endpoint} answered 400: the bundle does not hold ticker {ticker!r}")
         broken = (
-            slot in self.script.broken_slots or f"{model.name}:{model.version}" in self.script.broken_models
+            slot in self.script.broken_slots
+            or f"{model.name}:{model.version}" in self.script.broken_models
+            or (pinned is None and self.script.broken_unpinned)
         )
         value = float("nan") if broken else payload["close"][-1] * 1.001
         return {
@@ -388,7 +399,7 @@ class MemoryPlatform:
             "bundle": {"name": bundle.name, "version": bundle.version},
         }
 
-    # -- bundles (ports.RegistersBundles) --------------------------------------------------------
+    # -- bundles (ports.MLPlatform) --------------------------------------------------------
     def register_bundle(
         self,
         endpoint: str,

@@ -4,10 +4,14 @@ bundles, on the in-memory platform (which serves a bundle per ticker, as scorer/
 
 from __future__ import annotations
 
+import threading
+import time
+
 from retrain import naming
+from retrain.host_client import HostClient, http_json
 from tests.helpers import start, wait
 
-ENDPOINT = "fleet-models"
+ENDPOINT = "fleet-models"  # the default layout (shared_endpoint)
 
 
 def _start_all(host, tickers):
@@ -19,7 +23,9 @@ def _start_all(host, tickers):
     return [wait(host, i, timeout=90) for i in ids]
 
 
-def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_out(host, memory, monkeypatch):
+def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_out(
+    host, memory, monkeypatch, shared_endpoint
+):
     monkeypatch.setenv(
         "RETRAIN_ROLLOUT_POLL_MINUTES", "0.05"
     )  # a cycle a finishing rollout missed asks again in 3 s
@@ -64,3 +70,42 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
         "IBM": "2",
     }
     assert latest.parent_version == bundle.version and latest.changed == ["IBM"]
+
+    # The served ledger answers per ticker through the bundle, from the rollout's own records.
+    for ticker, version in (("MSFT", "1"), ("AAPL", "1"), ("IBM", "2")):
+        code, answer = http_json("GET", f"{host.url}/api/served/{ticker}?code={host.function_key}")
+        assert code == 200, answer
+        (entry,) = answer["serving"]
+        assert (entry["endpoint"], entry["weight"], entry["model_version"]) == (ENDPOINT, 100, version)
+        assert entry["bundle"] == {"name": naming.bundle_name(ENDPOINT), "version": latest.version}
+        assert answer["instance_id"].startswith(naming.rollout_instance_prefix(ENDPOINT))
+
+
+def test_a_challenger_arriving_while_a_rollout_runs_joins_the_next_one(host, memory, shared_endpoint):
+    gate = threading.Event()
+    memory.script.deploy_gate = gate  # the first rollout's deployment waits until AAPL waits too
+    code, msft = start(host, {"ticker": "MSFT"})
+    assert code == 202, msft
+    try:
+        assert memory.script.deploying.wait(60), "the rollout never began its deployment"
+        code, aapl = start(host, {"ticker": "AAPL"})
+        assert code == 202, aapl
+        client = HostClient(host.url, host.function_key)
+        deadline = time.monotonic() + 60
+        # AAPL has asked for the endpoint's rollout: the running one answered (it names its id).
+        while not (client.cycle_status(aapl["id"])[1].get("ids") or {}).get("rollout"):
+            assert time.monotonic() < deadline, "AAPL never asked for the rollout"
+            time.sleep(0.05)
+    finally:
+        gate.set()
+    first, second = wait(host, msft["id"], timeout=90), wait(host, aapl["id"], timeout=90)
+    assert first["runtime_status"] == second["runtime_status"] == "Completed", (first, second)
+    assert (first["output"]["bundle_version"], second["output"]["bundle_version"]) == ("1", "2")
+    assert second["output"]["rollout"] == first["output"]["rollout"]  # the same rollout's next batch
+    bundle = memory.bundles[(ENDPOINT, "2")]
+    assert (
+        bundle.parent_version == "1"
+        and bundle.changed == ["AAPL"]
+        and set(bundle.tickers) == {"MSFT", "AAPL"}
+    )
+    assert not [c for c in memory.calls if c[0] == "busy"]  # never two endpoint operations at once

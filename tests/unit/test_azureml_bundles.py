@@ -11,7 +11,7 @@ import json
 import pytest
 
 from retrain.bundles import parse_manifest
-from retrain.ports import ModelRef, PlatformError, RegistersBundles
+from retrain.ports import MLPlatform, ModelRef, PlatformError
 from tests.unit.azure_recording_transport import CONTAINER, RG, SUB, WS, WS_PATH, ArmTransport
 
 ENDPOINT = "fleet-models"
@@ -60,7 +60,7 @@ def _uploads(arm: ArmTransport, since: int = 0) -> dict[str, bytes]:
 
 
 def test_the_adapter_registers_bundles(platform):
-    assert isinstance(platform, RegistersBundles)
+    assert isinstance(platform, MLPlatform)
 
 
 def test_register_bundle_downloads_builds_and_registers_a_custom_model(platform, arm, models):

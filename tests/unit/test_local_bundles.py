@@ -1,4 +1,4 @@
-"""The local platform's model bundles (ports.RegistersBundles) on its real MLflow registry: versions
+"""The local platform's model bundles (ports.MLPlatform) on its real MLflow registry: versions
 built from the parent's folder and the registered models' folders (hard links), family and fitted-data
 end from the model versions' tags, a replay returning the same version, other content refused, and a
 failed build leaving nothing behind."""
@@ -12,7 +12,7 @@ import pytest
 
 from retrain.bundles import MANIFEST_FILE, read_manifest
 from retrain.local.platform import LocalPlatform
-from retrain.ports import BundleRef, ModelRef, PlatformError, RegistersBundles
+from retrain.ports import BundleRef, MLPlatform, ModelRef, PlatformError
 from tests.local_registry import register_ridge
 
 ENDPOINT = "fleet-models"
@@ -29,7 +29,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalPlatform, d
 
 def test_the_local_platform_registers_bundles(registry):
     platform, _ = registry
-    assert isinstance(platform, RegistersBundles)
+    assert isinstance(platform, MLPlatform)
 
 
 def test_register_builds_versions_from_the_parent_and_the_registered_models(registry):

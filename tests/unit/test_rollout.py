@@ -5,9 +5,12 @@ bundles, the awaiting cycles and the outcomes the rollout tells them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from retrain.activities import report_failures
+from retrain.monitoring.ledger import SqliteLedger, record_traffic_change, served_ticker
+from retrain.ports import EndpointState
 from retrain.rollout import rollout_orchestrator
 from tests.unit.test_workflow import (
     START,
@@ -157,6 +160,60 @@ def test_a_batch_goes_out_as_one_bundle_and_each_cycle_hears_deployed():
     assert [p["model"]["version"] for p in world.calls("set_champion")] == ["2", "2"]
     assert context.continued is not None  # the next batch
     assert context.continued["answered"] == {"retrain-aapl-1": "2", "retrain-msft-1": "2"}
+
+
+class LedgerFleet(Fleet):
+    """A Fleet whose deploy and traffic records go to a real served ledger, as activities.py's do, from
+    the payloads the rollout sends; the registry is never asked (`get_bundle` fails the test)."""
+
+    ledger: Any = None
+
+    def get_endpoint_state(self, name: str) -> EndpointState:
+        model = {"name": f"{ENDPOINT}-bundle", "tags": {"bundle": "true"}}
+        live = {s: {**model, "version": v} for s, v in self.slots.items() if s in self.deployments}
+        return EndpointState(name=name, state="Succeeded", traffic=dict(self.traffic), deployments=live)
+
+    def begin_deployment(self, p: dict[str, Any]) -> dict[str, Any]:
+        started = super().begin_deployment(p)
+        self._record(p, "deploy", new_model=(p["slot"], p["model"]))
+        return started
+
+    def record_traffic(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._record(p, p.get("reason"), traffic=p["traffic"])
+        return {"recorded": True}
+
+    def _record(self, p: dict[str, Any], reason: str | None, **change: Any) -> None:
+        class Registry:
+            get_endpoint = self.get_endpoint_state
+
+            def get_bundle(self, endpoint: str, version: str) -> None:
+                raise AssertionError(f"bundle {version} should have come with the record")
+
+        recorded = record_traffic_change(
+            Registry(),
+            p["endpoint"],
+            reason,
+            ledger=self.ledger,
+            instance_id=p["instance_id"],
+            bundles=p.get("bundles") or (),
+            **change,
+        )
+        assert not isinstance(recorded, str), recorded
+
+
+def test_the_served_ledger_answers_each_tickers_model_and_bundle_after_a_rollout(tmp_path):
+    world = LedgerFleet(**vars(serving_bundle_1()))
+    world.ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    run_rollout(world)
+    records = world.calls("begin_deployment") + world.calls("record_traffic")
+    assert records and {p["instance_id"] for p in records} == {ROLLOUT}
+    assert all([b["version"] for b in p["bundles"]] == ["1", "2"] for p in records)
+    now = datetime.now(UTC)  # the ledger stamps each record with the time it is written
+    for ticker, version in (("MSFT", "2"), ("AAPL", "2"), ("IBM", "1")):
+        (entry,) = served_ticker(world.ledger, ticker, now)["serving"]
+        assert (entry["endpoint"], entry["slot"], entry["weight"]) == (ENDPOINT, "green", 100)
+        assert (entry["model_name"], entry["model_version"]) == (f"{ticker.lower()}-forecaster", version)
+        assert entry["bundle"] == {"name": f"{ENDPOINT}-bundle", "version": "2"}
 
 
 def test_a_ticker_failing_on_the_idle_slot_is_left_out_and_the_others_go_on():
