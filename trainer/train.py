@@ -593,7 +593,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
     torch.set_num_threads(args.threads)
     tracking_uri = configure_tracking(output)
-    with mlflow.start_run() as active:
+    # Nested under the batch's run when the kit's batch runner (trainer_kit/batch.py) calls this per ticker.
+    with mlflow.start_run(nested=mlflow.active_run() is not None) as active:
         mlflow.log_params(
             {
                 **asdict(config),

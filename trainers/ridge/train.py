@@ -416,7 +416,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import mlflow.pyfunc
 
     tracking_uri = configure_tracking(output)
-    with mlflow.start_run() as active:
+    # Nested under the batch's run when the kit's batch runner (trainer_kit/batch.py) calls this per ticker.
+    with mlflow.start_run(nested=mlflow.active_run() is not None) as active:
         trained = fit_in_process(data, config)
         params, alpha_scores = trained.params, trained.alpha_scores
         fit_ends = {
