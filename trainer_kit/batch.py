@@ -142,6 +142,8 @@ def _reason(exc: BaseException, family: ModuleType) -> str:
     """One line: the family's own message for the errors it raises on purpose, the type otherwise."""
     if isinstance(exc, _expected_errors(family)):
         return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"the family's run exited with status {exc.code} (its stderr says why)"
     return f"training failed: {type(exc).__name__}: {exc}"
 
 
@@ -177,7 +179,7 @@ def train_one(
         run_info = json.loads((staging / "run.json").read_text(encoding="utf-8"))
         mlflow.MlflowClient().set_tag(run_info["run_id"], "ticker", ticker)
         os.replace(staging, final)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: argparse or a sys.exit must not end the batch
         if not isinstance(exc, _expected_errors(family)):  # the family's own errors say it in one line
             traceback.print_exc()
         while mlflow.active_run() is not None and mlflow.active_run().info.run_id != _PARENT_RUN[0]:
