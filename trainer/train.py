@@ -322,6 +322,20 @@ def fit_in_process(
     )
 
 
+def fit_closes(closes: np.ndarray, config: TrainConfig) -> InProcessFit:
+    """The in-process fit entry (docs/trainer-contract.md): closes (oldest first) -> the fitted models,
+    with this family's own data preparation; raises TrainingDataError when the series is too short."""
+    return fit_in_process(prepare(np.asarray(closes, dtype=np.float64), config.window), config)
+
+
+def in_process_setup(threads: int) -> None:
+    """A process that fits in-process (the backtest): torch's threads, and Lightning's banners off."""
+    import torch
+
+    torch.set_num_threads(threads)  # the --threads default: a small LSTM is fastest on one
+    quiet_lightning()
+
+
 def config_from_params(pairs: list[str]) -> TrainConfig:
     """The config a job with `--param key=value` for each pair would train with (same parsing)."""
     argv = ["--data", "-", "--output", "-"]
