@@ -701,7 +701,147 @@ def check_trainer(
             f"parse each hyperparameter within the type and bounds {HYPERPARAMETERS_FILE} declares and exit "
             "non-zero naming the key (the trainer enforces its own contract, not only the edge)",
         )
+        _check_batch(
+            report,
+            folder,
+            entry_script,
+            params,
+            data,
+            list((errors1 or {}).get("dates") or []),
+            work,
+            timeout,
+        )
     return report
+
+
+BATCH_GOOD, BATCH_BROKEN = ("CHECKA", "CHECKB"), "BROKEN"
+
+
+def _batch_inputs(inputs: Path, data: Path) -> None:
+    """The batch the check trains: the sample twice (the second a shorter history) and, between them, a
+    ticker whose data is broken (no number in Close): it must fail alone."""
+    inputs.mkdir(parents=True)
+    (inputs / f"{BATCH_GOOD[0]}.csv").write_bytes(data.read_bytes())
+    (inputs / f"{BATCH_GOOD[1]}.csv").write_bytes(
+        sample_csv(inputs.parent / "short", lookback_days=1000).read_bytes()
+    )
+    rows = data.read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    close = header.index("Close")
+    broken = [rows[0]] + [
+        ",".join("n/a" if i == close else v for i, v in enumerate(r.split(","))) for r in rows[1:]
+    ]
+    (inputs / f"{BATCH_BROKEN}.csv").write_text("\n".join(broken) + "\n", encoding="utf-8")
+    order = [BATCH_GOOD[0], BATCH_BROKEN, BATCH_GOOD[1]]
+    manifest = {"tickers": [{"ticker": t, "data": f"{t}.csv"} for t in order]}
+    (inputs / "batch.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _check_batch(
+    report: Report,
+    folder: Path,
+    entry_script: str,
+    params: Sequence[str],
+    data: Path,
+    single_dates: list[str],
+    work: Path,
+    timeout: float,
+) -> None:
+    """The batch entry: the job's code (the folder with the trainer kit copied in) runs the kit's batch
+    runner on its own (`python -I`, no PYTHONPATH) over three tickers, one of them with broken data."""
+    from retrain.job_code import BATCH_RUNNER, JobCodeError, assemble_job_code
+
+    try:
+        code, problem = assemble_job_code(folder, work / "code"), ""
+    except JobCodeError as exc:
+        code, problem = None, str(exc)
+    if (
+        not report.add(
+            "batch: the job's code is the folder plus trainer_kit/",
+            code is not None,
+            problem or "assembled",
+            "leave trainer_kit/ out of the trainer folder: it is copied in at submit time",
+        )
+        or code is None
+    ):
+        return
+    inputs, output = work / "batch" / "inputs", work / "batch" / "outputs"
+    _batch_inputs(inputs, data)
+    command = [
+        sys.executable,
+        "-I",
+        str(code / BATCH_RUNNER),
+        "--inputs",
+        str(inputs),
+        "--output",
+        str(output),
+    ]
+    command += ["--entry", entry_script]
+    for param in params:
+        command += ["--param", param]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            command, cwd=work, env=_trainer_env(work), stdout=out, stderr=err, start_new_session=True
+        )
+        try:
+            returncode = proc.wait(timeout=timeout * 3)
+        except subprocess.TimeoutExpired:
+            returncode = -9
+        finally:
+            _stop_group(proc)
+        err.seek(0)
+        stderr = err.read()
+    if not report.add(
+        "batch: the batch runner trains 3 tickers in one process",
+        returncode == 0,
+        f"exit {returncode}" + (f": {_tail(stderr)}" if returncode else ""),
+        "the batch runner calls the family's run(parse_args([...])) per ticker: keep run(args) and "
+        "parse_args(argv) in the entry script (docs/trainer-contract.md, Batches)",
+    ):
+        return
+    summary, problem = _read_json(output / "batch_summary.json")
+    results = summary.get("tickers", {}) if isinstance(summary, dict) else {}
+    problems = [problem] if problem else []
+    for ticker in BATCH_GOOD:
+        outcome, out_dir = results.get(ticker) or {}, output / ticker
+        metrics, _ = _read_json(out_dir / "metrics.json")
+        errors, _ = _read_json(out_dir / "test_errors.json")
+        run_json, _ = _read_json(out_dir / "run.json")
+        if outcome.get("status") != "ok":
+            problems.append(f"{ticker}: {outcome or 'not in the summary'}")
+        elif not (out_dir / "model" / "MLmodel").is_file():
+            problems.append(f"{ticker}: no model/ in {out_dir}")
+        elif not isinstance(metrics, dict) or not all(_finite(metrics.get(k)) for k in GATE_METRICS):
+            problems.append(f"{ticker}: metrics.json lacks finite {', '.join(GATE_METRICS)}")
+        elif not isinstance(errors, dict) or not errors.get("dates"):
+            problems.append(f"{ticker}: no test_errors.json with dates")
+        elif not isinstance(run_json, dict) or not all(run_json.get(k) for k in ("run_id", *FIT_END_KEYS)):
+            problems.append(f"{ticker}: run.json lacks run_id or the fit ends")
+    first_errors, _ = _read_json(output / BATCH_GOOD[0] / "test_errors.json")
+    if not problems and single_dates and (first_errors or {}).get("dates") != single_dates:
+        problems.append(
+            f"{BATCH_GOOD[0]}: its test days differ from the single-ticker run's on the same data"
+        )
+    report.add(
+        "batch: each good ticker's outputs (model/, metrics.json, test_errors.json, run.json)",
+        not problems,
+        "; ".join(problems) or f"{', '.join(BATCH_GOOD)} under <output>/<ticker>/, as the single-ticker run",
+        "run(args) must write the single-ticker outputs into args.output (the runner stages and renames it)",
+    )
+    broken = results.get(BATCH_BROKEN) or {}
+    failed_alone = (
+        broken.get("status") == "failed"
+        and bool(str(broken.get("error") or "").strip())
+        and not (output / BATCH_BROKEN).exists()
+        and (results.get(BATCH_GOOD[1]) or {}).get("status") == "ok"
+    )
+    report.add(
+        "batch: a ticker with broken data fails alone, with its reason",
+        failed_alone,
+        f"{BATCH_BROKEN}: {broken.get('error') or broken or 'not in the summary'}",
+        "raise an error naming the problem (the family's TrainerError) for bad data; the runner records it "
+        "and goes on with the next ticker",
+    )
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

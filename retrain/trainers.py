@@ -59,6 +59,12 @@ TRAINERS: dict[str, Trainer] = {
             "ridge",
             "Ridge regression on lagged daily log returns (scikit-learn; served with numpy only)",
         ),
+        Trainer(
+            "gbr",
+            "trainers/gbr",
+            "gbr",
+            "Gradient boosting on lagged daily log returns (scikit-learn; served with numpy)",
+        ),
     )
 }
 

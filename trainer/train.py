@@ -322,6 +322,20 @@ def fit_in_process(
     )
 
 
+def fit_closes(closes: np.ndarray, config: TrainConfig) -> InProcessFit:
+    """The in-process fit entry (docs/trainer-contract.md): closes (oldest first) -> the fitted models,
+    with this family's own data preparation; raises TrainingDataError when the series is too short."""
+    return fit_in_process(prepare(np.asarray(closes, dtype=np.float64), config.window), config)
+
+
+def in_process_setup(threads: int) -> None:
+    """A process that fits in-process (the backtest): torch's threads, and Lightning's banners off."""
+    import torch
+
+    torch.set_num_threads(threads)  # the --threads default: a small LSTM is fastest on one
+    quiet_lightning()
+
+
 def config_from_params(pairs: list[str]) -> TrainConfig:
     """The config a job with `--param key=value` for each pair would train with (same parsing)."""
     argv = ["--data", "-", "--output", "-"]
@@ -593,7 +607,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
     torch.set_num_threads(args.threads)
     tracking_uri = configure_tracking(output)
-    with mlflow.start_run() as active:
+    # Nested under the batch's run when the kit's batch runner (trainer_kit/batch.py) calls this per ticker.
+    with mlflow.start_run(nested=mlflow.active_run() is not None) as active:
         mlflow.log_params(
             {
                 **asdict(config),

@@ -1,14 +1,11 @@
-"""A repository trainer, fitted in-process: the trainer folder's own `fit_in_process`, imports paid once.
+"""A repository trainer, fitted in-process: the trainer folder's own in-process fit entry, imports paid once.
 
-Each trainer folder stays self-contained (the Azure ML job's code): it exposes `fit_in_process`, which its
-own `train.py` run also calls, and `forecast_from_closes`-based prediction (the served model's numpy
-path). This module loads the folder's `train.py` under a private module name (both trainers call their
-script `train.py`) with the folder on `sys.path`, as the job would run it, and adapts the two signatures:
-
-- `lstm` (trainer/): `prepare(closes, window)` then `fit_in_process(data, config)`; hyperparameters parsed
-  by the trainer's own `parse_args` (`--param key=value`, as a cycle passes them).
-- `ridge` (trainers/ridge/): `split(closes, window)` then `fit_in_process(data, config)`;
-  hyperparameters by its own `config_from_params`.
+Each trainer folder stays self-contained (the Azure ML job's code): its `train.py` exposes the in-process
+fit entry of docs/trainer-contract.md, `config_from_params(pairs)` (its own parsing of `--param key=value`),
+`fit_closes(closes, config)` (its own data preparation, then the `fit_in_process` its job's run also calls;
+prediction through the served model's numpy path) and `in_process_setup(threads)`. This module loads the
+folder's `train.py` under a private module name (every trainer calls its script `train.py`) with the folder
+on `sys.path`, as the job would run it; it names no family, so a registered trainer needs nothing here.
 
 Each fit is the trainer's evaluate-then-refit (docs/trainer-contract.md): `evaluation_predict` is the
 model measured on its test days (what the gate judges), `served_predict` the model that serves once
@@ -50,6 +47,8 @@ class FittedModel:
 
 
 _MODULES: dict[str, ModuleType] = {}
+# The in-process fit entry every family's train.py exposes (docs/trainer-contract.md).
+IN_PROCESS_ENTRY = ("config_from_params", "fit_closes", "in_process_setup")
 
 
 def load_trainer_module(trainer: Trainer) -> ModuleType:
@@ -70,10 +69,11 @@ def load_trainer_module(trainer: Trainer) -> ModuleType:
     with warnings.catch_warnings():  # MLflow's advice about type hints on predict() is not for us
         warnings.simplefilter("ignore", UserWarning)
         spec.loader.exec_module(module)
-    if not hasattr(module, "fit_in_process"):
+    missing = [f for f in IN_PROCESS_ENTRY if not callable(getattr(module, f, None))]
+    if missing:
         raise FitError(
-            f"trainer {trainer.name!r} ({trainer.script_path()}) has no fit_in_process(); the backtest "
-            "fits in-process through it (see docs/trainer-contract.md)"
+            f"trainer {trainer.name!r} ({trainer.script_path()}) has no {', '.join(missing)}; the backtest "
+            "fits in-process through them (see docs/trainer-contract.md)"
         )
     _MODULES[trainer.name] = module
     return module
@@ -96,11 +96,7 @@ class InProcessTrainer:
             self.config = m.config_from_params(self.pairs)  # the trainer's own parsing of --param
         except self.data_errors as exc:
             raise FitError(str(exc)) from exc
-        if self.trainer.name == "lstm":
-            import torch
-
-            torch.set_num_threads(threads)  # the trainer's --threads default: a small LSTM is fastest on one
-            m.quiet_lightning()
+        m.in_process_setup(threads)  # the family's own (torch threads, quiet Lightning for the LSTM)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -122,16 +118,11 @@ class InProcessTrainer:
         m = self.module
         started = time.process_time()
         try:
-            if self.trainer.name == "lstm":
-                data = m.prepare(np.asarray(closes, dtype=np.float64), self.config.window)
-                trained = m.fit_in_process(data, self.config)
-                epochs = int(trained.fit.epochs)
-            else:
-                data = m.split(np.asarray(closes, dtype=np.float64), self.config.window)
-                trained = m.fit_in_process(data, self.config)
-                epochs = None
+            trained = m.fit_closes(np.asarray(closes, dtype=np.float64), self.config)
         except self.data_errors as exc:
             raise FitError(str(exc)) from exc
+        fit = getattr(trained, "fit", None)  # a family that trains in epochs reports them there
+        epochs = int(fit.epochs) if fit is not None and hasattr(fit, "epochs") else None
         cpu = time.process_time() - started
         return FittedModel(
             int(trained.window),

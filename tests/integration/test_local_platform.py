@@ -222,7 +222,9 @@ def test_a_runner_that_dies_is_reported_failed(platform: LocalPlatform, asset: D
 
 def test_bad_requests_are_refused_before_anything_runs(platform: LocalPlatform, asset: DataAsset) -> None:
     unknown = dataclasses.replace(_request("retrain-msft-x-train", asset), trainer="../../tmp/evil")
-    with pytest.raises(PlatformError, match="unknown trainer '../../tmp/evil'; use one of .*lstm, ridge"):
+    with pytest.raises(
+        PlatformError, match="unknown trainer '../../tmp/evil'; use one of .*gbr, lstm, ridge"
+    ):
         platform.submit_training(unknown)
     with pytest.raises(PlatformError, match="no spaces or quotes"):
         platform.submit_training(_request("retrain-msft-x-train", asset, seed="1; touch /tmp/x"))

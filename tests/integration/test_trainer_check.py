@@ -38,6 +38,9 @@ def test_the_ridge_trainer_keeps_the_contract(tmp_path: Path) -> None:
         "rejects a hyperparameter it does not know",
         "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
         "the served model was fitted through the data end",
+        "batch: the batch runner trains 3 tickers in one process",
+        "batch: each good ticker's outputs (model/, metrics.json, test_errors.json, run.json)",
+        "batch: a ticker with broken data fails alone, with its reason",
     ):
         assert f"[PASS] {item}" in done.stdout
     assert "checks passed: ridge keeps the trainer contract" in done.stdout
@@ -98,6 +101,9 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
             "    if config.refit:\n        served, served_end = refit(",
             "    if False:\n        served, served_end = refit(",
         ),
+        # 6. no run(args): the single-ticker job works through main, but the batch runner has nothing to call
+        ("def run(args: argparse.Namespace)", "def train_once(args: argparse.Namespace)"),
+        ("        metrics = run(args)\n", "        metrics = train_once(args)\n"),
     ]:
         assert old in source, old
         source = source.replace(old, new)
@@ -119,6 +125,8 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
     assert "a typo must not train silently" in out
     assert "[FAIL] the served model was fitted through the data end: fitted_data_end 20" in out
     assert "but the data ends" in out and "refit the selected configuration on ALL the data" in out
+    assert "[FAIL] batch: the batch runner trains 3 tickers in one process: exit 2" in out
+    assert "has no run(args) and parse_args(argv)" in out
     assert "does NOT keep the trainer contract" in out
     # What is fine is still reported as fine.
     assert "[PASS] alone: metrics.json has the gate's metrics, finite" in out

@@ -127,7 +127,7 @@ def test_the_requests_trainer_folder_is_the_jobs_code_and_environment(tmp_path: 
         (
             "../../etc",
             {},
-            "unknown trainer '../../etc'; use one of the trainers in this repository: lstm, ridge",
+            "unknown trainer '../../etc'; use one of the trainers in this repository: gbr, lstm, ridge",
         ),
         ("lstm", {"bad name": 1}, "hyperparameter name 'bad name' is invalid"),
         ("lstm", {"alpha": "1; rm -rf /"}, "no spaces or quotes"),

@@ -342,3 +342,15 @@ def test_drift_is_checked_every_day_however_old_the_served_model_and_re_arms_aft
     assert summary["policies"]["drift"]["drift_unchecked_days"] == 0
     assert summary["by_ticker"]["IBM"]["drift"]["drift_unchecked_share"] == 0.0
     assert "drift unchecked" in report.table(summary) and "0 (0.0%)" in report.table(summary)
+
+
+def test_a_third_family_fits_in_process_with_nothing_family_specific_in_the_backtest() -> None:
+    """gbr is registered, not named in retrain/backtest: its own fit_closes and in_process_setup suffice."""
+
+    rng = np.random.default_rng(1)
+    closes = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 300)))
+    fitted = InProcessTrainer("gbr", {"n_estimators": "20"}).fit(closes)
+    assert fitted.window == 20 and fitted.epochs is None and fitted.served_fit_end == len(closes) - 1
+    days = fitted.test_days
+    forecast = fitted.evaluation_predict(np.stack([closes[d - 20 : d] for d in days]))
+    assert forecast.shape == days.shape and np.isfinite(forecast).all()

@@ -103,7 +103,7 @@ def test_the_package_holds_the_app_and_the_code_it_uploads_and_nothing_else():
     # and the trainer and scorer folders that the app uploads to Azure ML at run time.
     for needed in ("function_app.py", "host.json", "requirements.txt"):
         assert needed in files
-    for folder in ("retrain", "trainer", "scorer"):
+    for folder in ("retrain", "trainer", "trainers", "trainer_kit", "scorer"):
         wanted = {f for f in tracked if f.startswith(folder + "/") and not f.startswith("retrain/local/")}
         assert wanted <= files, sorted(wanted - files)
     assert "trainer/environment.yml" in files and "scorer/score.py" in files

@@ -72,7 +72,7 @@ def test_no_adapter_or_orchestrator_code_names_a_model_specific_flag(path: Path)
 
 
 def test_registry_names_only_folders_of_this_repository() -> None:
-    assert trainers.names() == ["lstm", "ridge"] and trainers.DEFAULT_TRAINER == "lstm"
+    assert {"lstm", "ridge", "gbr"} <= set(trainers.names()) and trainers.DEFAULT_TRAINER == "lstm"
     for trainer in trainers.TRAINERS.values():
         folder = trainer.folder_path().resolve()
         assert folder.is_relative_to(REPO) and trainer.script_path().is_file()
@@ -81,7 +81,9 @@ def test_registry_names_only_folders_of_this_repository() -> None:
         for module in folder.glob("*.py"):
             assert not re.search(r"^\s*(from|import) retrain\b", module.read_text(), re.M), module
     for bad in ("../trainer", "/work/x", "trainer", "LSTM", "", None, 1):
-        with pytest.raises(TrainerError, match="use one of the trainers in this repository: lstm, ridge"):
+        with pytest.raises(
+            TrainerError, match="use one of the trainers in this repository: gbr, lstm, ridge"
+        ):
             get_trainer(bad)
 
 
@@ -161,6 +163,7 @@ def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itsel
                 "refit",
             },
             "ridge": {"window", "alpha", "refit"},
+            "gbr": {"window", "n_estimators", "max_depth", "learning_rate", "refit"},
         }[name]
     )
     outside = []
@@ -197,3 +200,12 @@ def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itsel
             trainers.validate_hyperparameters(trainer, {key: value})
     for key, spec in declared.items():  # the defaults pass both
         trainers.validate_hyperparameters(trainer, {key: spec["default"]})
+
+
+@pytest.mark.parametrize("name", trainers.names())
+def test_each_trainer_exposes_the_batch_and_in_process_entries(name: str) -> None:
+    """What the kit's batch runner calls per ticker (parse_args, run) and the in-process fit entry the
+    backtest calls (config_from_params, fit_closes, in_process_setup): docs/trainer-contract.md."""
+    source = get_trainer(name).script_path().read_text()
+    for entry in ("parse_args", "run", "config_from_params", "fit_closes", "in_process_setup"):
+        assert re.search(rf"^def {entry}\(", source, re.M), f"{name}'s train.py has no {entry}()"

@@ -66,9 +66,9 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         ('{"max_epochs": 0}', "from 1 to 1000"),
         (
             '{"trainer": "../trainer"}',
-            "unknown trainer '../trainer'; use one of the trainers in this repository: lstm, ridge",
+            "unknown trainer '../trainer'; use one of the trainers in this repository: gbr, lstm, ridge",
         ),
-        ('{"trainer": "/tmp/evil"}', "use one of the trainers in this repository: lstm, ridge"),
+        ('{"trainer": "/tmp/evil"}', "use one of the trainers in this repository: gbr, lstm, ridge"),
         ('{"trainer": 3}', "unknown trainer 3"),
         ('{"trainer": "ridge", "max_epochs": 3}', "trainer ridge does not train in epochs"),
         ('{"hyperparameters": [1]}', "hyperparameters must be an object"),

@@ -296,6 +296,16 @@ def fit_in_process(data: Split, config: RidgeConfig) -> InProcessFit:
     )
 
 
+def fit_closes(closes: np.ndarray, config: RidgeConfig) -> InProcessFit:
+    """The in-process fit entry (docs/trainer-contract.md): closes (oldest first) -> the fitted models,
+    with this family's own data preparation; raises TrainerError when the data cannot be fitted."""
+    return fit_in_process(split(np.asarray(closes, dtype=np.float64), config.window), config)
+
+
+def in_process_setup(threads: int) -> None:
+    """Nothing to set up: scikit-learn's fits here are single-threaded."""
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -416,7 +426,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import mlflow.pyfunc
 
     tracking_uri = configure_tracking(output)
-    with mlflow.start_run() as active:
+    # Nested under the batch's run when the kit's batch runner (trainer_kit/batch.py) calls this per ticker.
+    with mlflow.start_run(nested=mlflow.active_run() is not None) as active:
         trained = fit_in_process(data, config)
         params, alpha_scores = trained.params, trained.alpha_scores
         fit_ends = {
