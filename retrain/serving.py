@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retrain import naming, settings
-from retrain.ports import EndpointState, RegistersBundles, is_bundle
+from retrain.ports import EndpointState, is_bundle
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,7 @@ def served_tickers(platform: Any, endpoint: EndpointState) -> tuple[bool, set[st
             continue
         if is_bundle(model):
             bundled = True
-            bundle = (
-                platform.get_bundle(endpoint.name, str(model.get("version")))
-                if isinstance(platform, RegistersBundles)
-                else None
-            )
+            bundle = platform.get_bundle(endpoint.name, str(model.get("version")))
             tickers.update(bundle.tickers if bundle else ())
         else:
             single_models.add(str(model.get("name")))

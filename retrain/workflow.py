@@ -655,7 +655,9 @@ class _Cycle:
         self.names = naming.cycle_names(
             self.ticker, self.instance_id, self.input.naming_version, self.input.endpoint_suffix
         )
-        self.endpoint = self.names.endpoint
+        # The endpoint that serves this ticker: its serving target (endpoint groups); an input from older
+        # code has none and keeps the ticker's own endpoint.
+        self.endpoint = self.input.serving_target or self.names.endpoint
         self.bundles: list[dict[str, Any]] = []  # a single model, no bundle (EndpointRun)
         self.out: dict[str, Any] = {
             "instance_id": self.instance_id,

@@ -375,6 +375,16 @@ def test_gate_reject_registers_but_deploys_nothing():
     assert "begin_deployment" not in world.names() and "set_traffic" not in world.names()
 
 
+def test_a_rejected_challenger_names_its_serving_target_not_the_tickers_own_endpoint():
+    """On the shared layout the ticker is served by its group's endpoint: a rejected cycle says that one."""
+    world = serving_blue()
+    world.events = [completed_event()]
+    world.metrics = {"mae": 5.0, "naive_mae": 1.2, "champion_mae": 1.1}
+    out = drive(world, serving_target="fleet-models")
+    assert out.output["status"] == "rejected" and out.output["endpoint"] == "fleet-models"
+    assert "request_rollout" not in world.names()
+
+
 def test_smoke_failure_rolls_back_and_waits_for_the_rollback():
     world = serving_blue()
     world.events = [completed_event()]
