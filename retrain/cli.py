@@ -366,7 +366,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         _stop_host(host)
         raise
-    _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
     stop: dict[str, int | None] = {"signal": None}
 
     def _stop(signum: int, frame: Any) -> None:
@@ -374,6 +373,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
+        # Announced inside the try: a Ctrl-C that follows the announcement at once (a script, a loaded
+        # machine) must stop the host, not escape past the clean-up and leave its threads running.
+        _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
         while stop["signal"] is None:
             time.sleep(0.2)
     except KeyboardInterrupt:
