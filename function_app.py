@@ -4,7 +4,7 @@ the code lives in `retrain` (triggers, orchestrator, activities)."""
 import azure.durable_functions as df
 import azure.functions as func
 
-from retrain import activities, traffic_control, triggers, workflow
+from retrain import activities, rollout, traffic_control, triggers, workflow
 from retrain.monitoring import http as monitoring_http
 from retrain.monitoring import orchestration as monitoring
 
@@ -16,4 +16,7 @@ app.register_functions(monitoring_http.bp)
 app.register_functions(monitoring.bp)
 app.orchestration_trigger(context_name="context", orchestration=workflow.ORCHESTRATOR_NAME)(
     workflow.retrain_orchestrator
+)
+app.orchestration_trigger(context_name="context", orchestration=rollout.ROLLOUT_ORCHESTRATOR)(
+    rollout.rollout_orchestrator
 )

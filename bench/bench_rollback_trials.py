@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from retrain import adapters, naming  # noqa: E402
+from retrain import adapters  # noqa: E402
 from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> int:
                 f"{'trial':>5}  {'killed at':<17}  {'cycle':<9}  {'old slot':<8}  traffic after  old model at 100 %"
             )
             good = 0
-            endpoint = naming.endpoint_name(TICKER)
+            endpoint = first["output"]["endpoint"]  # the layout's (RETRAIN_ENDPOINTS) serving endpoint
             for n in range(1, args.trials + 1):
                 traffic = adapters.get_platform().get_endpoint(endpoint).traffic
                 if 100 not in traffic.values():  # a trial left a split: the next cannot start from one model

@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import math
+import re
 import subprocess
 import tempfile
 import time
@@ -27,6 +28,7 @@ import retrain
 from retrain import naming
 from retrain.adapters import get_platform
 from retrain.ports import (
+    BundleRef,
     EndpointBusyError,
     ModelRef,
     PlatformError,
@@ -218,6 +220,7 @@ def begin_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "deploy",
         new_model=(payload["slot"], model.to_dict()),
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(started, recorded)
 
@@ -241,6 +244,7 @@ def set_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(state, recorded)
 
@@ -257,6 +261,7 @@ def record_traffic(payload: dict[str, Any]) -> dict[str, Any]:
         payload.get("reason"),
         traffic=traffic,
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning({"recorded": not isinstance(recorded, str)}, recorded)
 
@@ -272,6 +277,7 @@ def begin_delete_deployment(payload: dict[str, Any]) -> dict[str, Any]:
         "retire",
         removed_slot=payload["slot"],
         instance_id=payload.get("instance_id"),
+        bundles=payload.get("bundles") or (),
     )
     return _with_ledger_warning(begun, recorded)
 
@@ -285,6 +291,8 @@ def _with_ledger_warning(result: dict[str, Any], recorded: Any) -> dict[str, Any
 def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
     """Score the latest closes through the endpoint (one slot, or the traffic split when slot is None):
     the answer must be one finite, plausible forecast and arrive within the latency bound."""
+    if payload.get("ticker"):  # a bundle's rollout tests each ticker
+        return smoke_test_ticker(payload)
     closes = [float(c) for c in payload["closes"]]
     slot = payload.get("slot")
     max_ms = float(payload["max_latency_ms"])
@@ -303,8 +311,40 @@ def smoke_test(payload: dict[str, Any]) -> dict[str, Any]:
     return {**verdict, "slot": slot, "latency_ms": round(latency_ms, 1)}
 
 
-def judge_smoke_answer(answer: Any, last_close: float, latency_ms: float, max_ms: float) -> dict[str, Any]:
-    """Pure verdict on one scoring answer."""
+def smoke_test_ticker(payload: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's smoke test for one ticker: its answer must be a valid forecast (as `judge_smoke_answer`)
+    made by one of `expect_versions` of the ticker's model ("*": any version, e.g. through the stable URL
+    during a canary, where the old bundle may answer). `plausible` False skips the range check (an
+    unchanged ticker is scored with another ticker's closes: only its model and a finite answer count)."""
+    closes = [float(c) for c in payload["closes"]]
+    slot, ticker = payload.get("slot"), payload["ticker"]
+    platform = get_platform()
+    try:
+        if isinstance(platform, PreparesInvoke):
+            platform.prepare_invoke(payload["endpoint"])
+        started = time.perf_counter()
+        answer = platform.invoke(payload["endpoint"], {"ticker": ticker, "close": closes}, slot=slot)
+    except PlatformError as exc:
+        return {"ok": False, "reason": f"scoring call failed: {exc}", "slot": slot, "ticker": ticker}
+    latency_ms = (time.perf_counter() - started) * 1000
+    last = closes[-1] if payload.get("plausible", True) else None
+    verdict = judge_smoke_answer(answer, last, latency_ms, float(payload["max_latency_ms"]))
+    model = answer.get("model") if isinstance(answer, dict) else None
+    version = str((model or {}).get("version"))
+    expected = [str(x) for x in payload.get("expect_versions") or []]
+    if verdict["ok"] and expected and "*" not in expected and version not in expected:
+        verdict = {
+            "ok": False,
+            "reason": f"{ticker} was answered by model version {version}, expected {' or '.join(expected)}",
+        }
+    log.info("smoke test %s slot=%s: %s", ticker, slot, verdict)
+    return {**verdict, "slot": slot, "ticker": ticker, "latency_ms": round(latency_ms, 1)}
+
+
+def judge_smoke_answer(
+    answer: Any, last_close: float | None, latency_ms: float, max_ms: float
+) -> dict[str, Any]:
+    """Pure verdict on one scoring answer (`last_close` None: no plausibility range)."""
     forecast = answer.get("forecast") if isinstance(answer, dict) else None
     if not isinstance(forecast, list) or len(forecast) != 1:
         return {"ok": False, "reason": f"expected {{'forecast': [one float]}}, got {str(answer)[:200]}"}
@@ -312,7 +352,7 @@ def judge_smoke_answer(answer: Any, last_close: float, latency_ms: float, max_ms
     if not isinstance(value, int | float) or not math.isfinite(value):
         return {"ok": False, "reason": f"forecast {value!r} is not a finite number"}
     # A next-day close outside [0.5x, 2x] of today's close is a broken model, not a forecast.
-    if not 0.5 * last_close <= value <= 2.0 * last_close:
+    if last_close is not None and not 0.5 * last_close <= value <= 2.0 * last_close:
         return {
             "ok": False,
             "reason": f"forecast {value:.4g} is implausible next to the last close {last_close:.4g}",
@@ -328,6 +368,136 @@ def judge_smoke_answer(answer: Any, last_close: float, latency_ms: float, max_ms
         "forecast": float(value),
         "model": answer.get("model"),
     }
+
+
+# ---- bundles and the endpoint's rollout (retrain/rollout.py) -----------------------------------------
+def register_bundle(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bundle `version` of the endpoint: `parent` with `changes` ({ticker: ModelRef dict}); idempotent."""
+    parent = BundleRef.from_dict(payload["parent"]) if payload.get("parent") else None
+    changes = {str(t): ModelRef.from_dict(m) for t, m in payload["changes"].items()}
+    return (
+        get_platform()
+        .register_bundle(
+            payload["endpoint"],
+            str(payload["version"]),
+            parent,
+            changes,
+            [str(i) for i in payload.get("orchestration_ids") or []],
+            payload.get("removed"),
+        )
+        .to_dict()
+    )
+
+
+def get_bundle(payload: dict[str, Any]) -> dict[str, Any] | None:
+    found = get_platform().get_bundle(payload["endpoint"], str(payload["version"]))
+    return found.to_dict() if found else None
+
+
+def next_bundle_version(payload: dict[str, Any]) -> dict[str, Any]:
+    """The first version after `after` that is not registered yet: a rolled-back or left-out bundle keeps
+    its version (bundles are immutable), so the next one must not reuse it."""
+    platform, version = get_platform(), int(payload.get("after") or 0) + 1
+    while platform.get_bundle(payload["endpoint"], str(version)) is not None:
+        version += 1
+    return {"version": str(version)}
+
+
+async def request_rollout(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """Start the endpoint's rollout unless one is active; `{"instance_id", "started"}` either way. Two
+    cycles asking at once may start two: the later one gives way (`earlier_active_rollout`)."""
+    from datetime import UTC, datetime
+
+    from retrain.rollout import ROLLOUT_ORCHESTRATOR, RolloutInput
+    from retrain.triggers import start_or_find
+
+    rollout = RolloutInput.from_dict(payload["rollout"])
+    active = await _active_rollouts(client, rollout.endpoint)
+    if active:
+        return {"instance_id": active[0], "started": False}
+    stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%S%fz")
+    instance_id = f"{naming.rollout_instance_prefix(rollout.endpoint)}{stamp}"
+    existing = await start_or_find(client, ROLLOUT_ORCHESTRATOR, instance_id, rollout.to_dict())
+    return {"instance_id": instance_id, "started": existing is None}
+
+
+_ROLLOUT_STAMP = re.compile(r"\d{8}t\d{12}z")
+
+
+async def _active_rollouts(client: df.DurableOrchestrationClient, endpoint: str) -> list[str]:
+    """The active rollouts of `endpoint`, earliest first (their ids carry their start time)."""
+    from retrain.triggers import ACTIVE_STATUSES, ACTIVE_VALUES, runtime_of
+
+    prefix = naming.rollout_instance_prefix(endpoint)
+    found = await client.get_status_by(instance_id_prefix=prefix, runtime_status=ACTIVE_STATUSES)
+    return sorted(
+        s.instance_id
+        for s in found
+        if runtime_of(s) in ACTIVE_VALUES
+        and (s.instance_id or "").startswith(prefix)  # "fleet-models-" also prefixes "fleet-models-x-"
+        and _ROLLOUT_STAMP.fullmatch(s.instance_id[len(prefix) :])
+    )
+
+
+async def earlier_active_rollout(
+    payload: dict[str, Any], client: df.DurableOrchestrationClient
+) -> str | None:
+    """The rollout's guard: an active rollout of the endpoint started before this one, if any."""
+    active = await _active_rollouts(client, payload["endpoint"])
+    earlier = [i for i in active if i < payload["instance_id"]]
+    return earlier[0] if earlier else None
+
+
+async def pending_rollouts(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """The Running cycles whose status says `awaiting_rollout` on this endpoint: one challenger per ticker
+    (the newest cycle's), sorted by ticker; older ones of a ticker are `superseded` (named by the newer).
+    Cycles in `answered` with that model (the previous iteration told them; they may not have read it
+    yet) are skipped."""
+    from retrain.triggers import ACTIVE_STATUSES, ACTIVE_VALUES, runtime_of
+
+    endpoint, answered = payload["endpoint"], payload.get("answered") or {}
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    for status in await client.get_status_by(runtime_status=ACTIVE_STATUSES):
+        custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+        awaiting = custom.get("awaiting_rollout")
+        if runtime_of(status) not in ACTIVE_VALUES or not isinstance(awaiting, dict):
+            continue
+        if awaiting.get("endpoint") != endpoint:
+            continue
+        model = awaiting.get("model") or {}
+        if answered.get(status.instance_id) == str(model.get("version")):
+            continue
+        created = status.created_time.isoformat() if status.created_time else ""
+        challenger = {
+            "instance_id": status.instance_id,
+            "ticker": awaiting["ticker"],
+            "model": model,
+            "closes": awaiting.get("closes") or [],
+            "created": created,
+        }
+        waiting.setdefault(awaiting["ticker"], []).append(challenger)
+    challengers, superseded = [], []
+    for ticker in sorted(waiting):
+        newest_first = sorted(waiting[ticker], key=lambda c: (c["created"], c["instance_id"]), reverse=True)
+        challengers.append(newest_first[0])
+        superseded += [{**c, "superseded_by": newest_first[0]["instance_id"]} for c in newest_first[1:]]
+    return {"challengers": challengers, "superseded": superseded}
+
+
+async def rollout_outcomes(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """Raise `rollout_outcome` to each cycle with its outcome. A cycle that has ended meanwhile
+    (terminated) cannot hear it: noted, not an error."""
+    from retrain.workflow import ROLLOUT_OUTCOME_EVENT
+
+    told, missed = [], []
+    for outcome in payload["outcomes"]:
+        try:
+            await client.raise_event(outcome["instance_id"], ROLLOUT_OUTCOME_EVENT, outcome)
+            told.append(outcome["instance_id"])
+        except Exception as exc:  # noqa: BLE001 - one ended cycle must not keep the others from hearing
+            log.warning("rollout_outcome to %s not delivered: %s", outcome["instance_id"], exc)
+            missed.append(outcome["instance_id"])
+    return {"told": told, "missed": missed}
 
 
 ACTIVITIES = (
@@ -346,7 +516,12 @@ ACTIVITIES = (
     record_traffic,
     begin_delete_deployment,
     smoke_test,
+    register_bundle,
+    get_bundle,
+    next_bundle_version,
 )
+# With the durable client binding: the rollout's orchestration reads and tells the cycles.
+CLIENT_ACTIVITIES = (request_rollout, earlier_active_rollout, pending_rollouts, rollout_outcomes)
 
 # The key of the structured failure result; the orchestrator's `call_activity` unwraps it.
 ACTIVITY_ERROR = "activity_error"
@@ -415,7 +590,8 @@ def report_failures(activity: Any) -> Any:
 for _activity in ACTIVITIES:
     # Registering does not replace the module-level function: the plain functions stay callable.
     bp.activity_trigger(input_name="payload")(report_failures(_activity))
-# With the durable client binding: it reads its own orchestration's status around the submit.
-bp.activity_trigger(input_name="payload")(
-    bp.durable_client_input(client_name="client")(report_failures(submit_training))
-)
+# With the durable client binding: submit_training reads its own status; the rollout reads and tells the cycles.
+for _client_activity in (submit_training, *CLIENT_ACTIVITIES):
+    bp.activity_trigger(input_name="payload")(
+        bp.durable_client_input(client_name="client")(report_failures(_client_activity))
+    )

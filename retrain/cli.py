@@ -29,6 +29,7 @@ from retrain import naming, settings
 from retrain.host_client import HostClient, HostClientError, http_json
 from retrain.ports import HostsEndpoints
 from retrain.progress import step_timings
+from retrain.serving import TickerEndpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_PATH = REPO_ROOT / "function_app.py"
@@ -103,8 +104,13 @@ def follow(host: HostClient, instance_id: str, started: float) -> dict[str, Any]
         raise CliError(str(exc), 1) from exc
 
 
-def predict_through(scoring_uri: str, closes: Sequence[float], timeout: float = 30.0) -> dict[str, Any]:
-    code, answer = http_json("POST", scoring_uri, {"close": [float(c) for c in closes]}, timeout=timeout)
+def predict_through(served: TickerEndpoint, closes: Sequence[float], timeout: float = 30.0) -> dict[str, Any]:
+    """Score `closes` for the ticker through its endpoint's stable URL (naming the ticker to a bundle)."""
+    from retrain.serving import scoring_request
+
+    scoring_uri = str(served.endpoint.scoring_uri)
+    request = scoring_request(served.ticker, [float(c) for c in closes], served.bundled)
+    code, answer = http_json("POST", scoring_uri, request, timeout=timeout)
     if code != 200 or not isinstance(answer, dict):
         raise CliError(f"{scoring_uri} answered {code}: {answer}", 1)
     return answer
@@ -117,11 +123,17 @@ def _recent_closes(ticker: str, source: str, lookback_days: int | None) -> list[
     return [float(c) for c in prices["Close"].tail(PREDICT_CLOSES)]
 
 
-def _scoring_uri(ticker: str) -> str | None:
+def _serving_endpoint(ticker: str) -> TickerEndpoint | None:
+    """The endpoint that serves `ticker` (RETRAIN_ENDPOINTS' endpoint, else its own from an older state
+    dir) when it has a scoring URL, else None."""
     from retrain.adapters import get_platform
+    from retrain.serving import find_ticker_endpoint
 
-    endpoint = get_platform().get_endpoint(naming.endpoint_name(ticker))
-    return endpoint.scoring_uri if endpoint.state == "Succeeded" else None
+    try:
+        served = find_ticker_endpoint(get_platform(), ticker)
+    except naming.NamingError as exc:
+        raise CliError(f"RETRAIN_ENDPOINTS: {exc}") from exc
+    return served if served is not None and served.endpoint.scoring_uri else None
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -204,6 +216,14 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
         "gate": output.get("gate") or status.get("decision"),
         "model_version": output.get("model_version") or ids.get("model_version"),
         "scoring_uri": output.get("scoring_uri") or ids.get("scoring_uri"),
+        # The rollout's endpoint when deployed; otherwise the one found serving the ticker (below).
+        "endpoint": output.get("endpoint") if output.get("bundle") else None,
+        "bundle": (
+            {"name": output["bundle"], "version": output.get("bundle_version")}
+            if output.get("bundle")
+            else None
+        ),
+        "rollout": output.get("rollout"),
         "slot": output.get("slot"),
         "prediction": None,
         "error": status.get("error"),
@@ -212,17 +232,19 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
     }
     # Score the latest window through the stable URL (whatever serves: the new model or the champion).
     try:
-        scoring_uri = summary["scoring_uri"] or _scoring_uri(ticker)
-        if scoring_uri:
-            summary["scoring_uri"] = scoring_uri
+        served = _serving_endpoint(ticker)
+        if served is not None:
+            summary["scoring_uri"] = served.endpoint.scoring_uri
+            summary["endpoint"] = summary["endpoint"] or served.endpoint.name
             source = args.source or settings.get("RETRAIN_SOURCE")
             lookback = args.lookback_days or settings.get_int("RETRAIN_LOOKBACK_DAYS")
             closes = _recent_closes(ticker, str(source), lookback)
-            answer = predict_through(scoring_uri, closes)
+            answer = predict_through(served, closes)
             summary["prediction"] = {
                 "last_close": closes[-1],
                 "forecast": answer["forecast"][0],
                 "model": answer.get("model"),
+                **({"bundle": answer["bundle"]} if answer.get("bundle") else {}),
             }
     except Exception as exc:  # noqa: BLE001 - the cycle's outcome stands; say why there is no prediction
         summary["prediction"] = {"error": str(exc)}
@@ -344,7 +366,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         _stop_host(host)
         raise
-    _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
     stop: dict[str, int | None] = {"signal": None}
 
     def _stop(signum: int, frame: Any) -> None:
@@ -352,6 +373,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
+        # Announced inside the try: a Ctrl-C that follows the announcement at once (a script, a loaded
+        # machine) must stop the host, not escape past the clean-up and leave its threads running.
+        _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
         while stop["signal"] is None:
             time.sleep(0.2)
     except KeyboardInterrupt:
@@ -423,9 +447,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         ticker = validate_ticker(args.ticker)
-        scoring_uri = _scoring_uri(ticker)  # before fetching: no endpoint needs no data
-        if not scoring_uri:
+        served = _serving_endpoint(ticker)  # before fetching: no endpoint needs no data
+        if served is None:
             raise CliError(f"no endpoint serves {ticker} yet; run `retrain run --ticker {ticker}` first", 1)
+        scoring_uri = served.endpoint.scoring_uri
         closes = args.close or _recent_closes(
             ticker,
             args.source or str(settings.get("RETRAIN_SOURCE")),
@@ -434,12 +459,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except MarketDataError as exc:  # a bad ticker, or no data (offline): say so, not a traceback
         raise CliError(str(exc), 2) from exc
     try:
-        answer = predict_through(scoring_uri, closes, timeout=10)
-    except (CliError, OSError) as exc:
+        answer = predict_through(served, closes, timeout=10)
+    except OSError as exc:
         raise CliError(
             f"{scoring_uri} does not answer ({exc}); start `retrain serve` on this state dir", 1
         ) from exc
-    print(json.dumps({"ticker": ticker, "scoring_uri": scoring_uri, "last_close": closes[-1], **answer}))
+    print(
+        json.dumps(
+            {
+                "ticker": ticker,
+                "endpoint": served.endpoint.name,
+                "scoring_uri": scoring_uri,
+                "last_close": closes[-1],
+                **answer,
+            }
+        )
+    )
     return 0
 
 

@@ -363,6 +363,16 @@ def serving_target(ticker: str, groups: EndpointGroups, suffix: str | None = Non
     return endpoint_name(ticker, suffix) if group is None else group_endpoint_name(group, suffix)
 
 
+def is_endpoint_name(name: str) -> bool:
+    """Whether `name` keeps Azure's rule for online endpoint names (3 to 32 characters, a letter first)."""
+    return bool(_ENDPOINT_RE.fullmatch(name))
+
+
+def rollout_instance_prefix(endpoint: str) -> str:
+    """The instance ids of an endpoint's rollouts start with this (then their UTC start time)."""
+    return f"rollout-{endpoint}-"
+
+
 def bundle_name(endpoint: str) -> str:
     """The registered name of the bundles an endpoint serves (one version per rollout)."""
     return f"{endpoint}-bundle"

@@ -251,12 +251,6 @@ class MLPlatform(Protocol):
     # so the MLflow UI plots them over time. Idempotent: a (metric, day) already logged is not logged again.
     def log_monitor_metrics(self, ticker: str, day: str, metrics: dict[str, float]) -> None: ...
 
-
-@runtime_checkable
-class RegistersBundles(Protocol):
-    """The bundle half of the MLPlatform port (issue 21, fleet serving): both adapters implement it, then it
-    folds into MLPlatform."""
-
     # Model bundles (docs/bundles.md). `register_bundle` builds version `version` of the endpoint's bundle:
     # `parent` (None: an empty one) with each ticker in `changes` now served by that registered model and
     # the tickers in `removed` left out; family and fitted-data end come from each model's tags. Registering

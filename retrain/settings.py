@@ -123,6 +123,16 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Give up on a deployment that has not succeeded after this long.",
     ),
+    Setting(
+        "RETRAIN_ENDPOINTS",
+        "shared",
+        "Which endpoint serves which ticker: shared (one endpoint for all), per-ticker, or groups such as tech=MSFT,AAPL;energy=XOM.",
+    ),
+    Setting(
+        "RETRAIN_ROLLOUT_POLL_MINUTES",
+        "2",
+        "A cycle waiting for its endpoint's rollout asks for one again this often (one finishing meanwhile missed it).",
+    ),
     # Monitoring (thresholds calibrated on nulls with no change in them; see retrain/monitoring/calibration.py).
     Setting(
         "RETRAIN_MONITOR_SCHEDULE",

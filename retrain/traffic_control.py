@@ -12,6 +12,12 @@ almost never means), and for a slot that is not live (409: sending traffic there
 A rollback puts all traffic on the slot that serves the champion; when that slot already has all of it,
 on the other slot, if one is deployed (a cold slot kept by RETRAIN_KEEP_OLD_SLOT). The champion (the
 registry's alias) is not changed: the next cycle is judged against it as before.
+
+Endpoint groups (RETRAIN_ENDPOINTS, docs/bundles.md): the ticker names its endpoint, and a change acts on
+the WHOLE endpoint, every ticker it serves (the answer lists them). Slots serve bundles there, so a
+rollback restores the previous bundle: the other deployed slot when one slot has all the traffic, else
+(a split left by an interrupted rollout) the slot of the older bundle. A change is refused while a
+rollout of the endpoint runs (409), as while a cycle of the ticker runs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from retrain import naming
-from retrain.ports import SLOTS, EndpointBusyError, EndpointState, PlatformError
+from retrain.ports import SLOTS, EndpointBusyError, EndpointState, PlatformError, is_bundle
+from retrain.serving import find_ticker_endpoint, layout_endpoint
 
 bp = df.Blueprint()
 
@@ -71,10 +78,14 @@ def parse_traffic(raw: Any) -> dict[str, int]:
 
 
 def rollback_table(endpoint: EndpointState, champion_version: str | None) -> dict[str, int]:
-    """All traffic to the champion's slot; when it already has all of it, to the other deployed slot."""
+    """All traffic to the champion's slot; when it already has all of it, to the other deployed slot.
+    Slots that serve bundles: to the previous bundle (`champion_version` is not used)."""
     deployed = {slot: model for slot, model in (endpoint.deployments or {}).items() if model}
     live = {slot: int(pct) for slot, pct in endpoint.traffic.items() if int(pct) > 0}
-    champion_slots = [s for s, m in deployed.items() if str(m.get("version")) == str(champion_version)]
+    if any(is_bundle(m) for m in deployed.values()):
+        champion_slots = [] if len(live) == 1 else sorted(deployed, key=lambda s: _version(deployed[s]))[:1]
+    else:
+        champion_slots = [s for s, m in deployed.items() if str(m.get("version")) == str(champion_version)]
     target = champion_slots[0] if champion_slots else None
     if target is None or live == {target: 100}:
         others = [s for s in deployed if s != target and live.get(s, 0) < 100]
@@ -87,6 +98,11 @@ def rollback_table(endpoint: EndpointState, champion_version: str | None) -> dic
             )
         target = others[0]
     return {slot: (100 if slot == target else 0) for slot in sorted({*deployed, target})}
+
+
+def _version(model: dict[str, Any]) -> tuple[int, str]:
+    text = str(model.get("version"))
+    return (int(text), text) if text.isdigit() else (0, text)
 
 
 def apply_traffic(
@@ -141,7 +157,12 @@ def operator_change(ticker: str, action: str, body: dict[str, Any]) -> dict[str,
     from retrain.adapters import get_platform
 
     platform = get_platform()
-    endpoint = naming.endpoint_name(ticker)
+    try:
+        served = find_ticker_endpoint(platform, ticker)
+        endpoint = served.endpoint.name if served else layout_endpoint(ticker)
+    except naming.NamingError as exc:  # the host's settings, not the request
+        raise TrafficError(f"RETRAIN_ENDPOINTS: {exc}", 500) from exc
+    tickers = list(served.tickers) if served else [ticker]
     before = platform.get_endpoint(endpoint)
     if action == "rollback":
         if before.state == "NotFound":
@@ -154,6 +175,9 @@ def operator_change(ticker: str, action: str, body: dict[str, Any]) -> dict[str,
     return {
         "ticker": ticker,
         "endpoint": endpoint,
+        # A change of traffic is the endpoint's: on a shared endpoint it moves every ticker it serves.
+        "tickers": tickers,
+        "scope": f"the whole endpoint {endpoint}: the {len(tickers)} ticker(s) it serves",
         "action": action,
         "traffic_before": before.traffic,
         "traffic": after.traffic,
@@ -164,6 +188,21 @@ def operator_change(ticker: str, action: str, body: dict[str, Any]) -> dict[str,
 
 def _answer(body: Any, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json")
+
+
+async def _running_rollout(client: df.DurableOrchestrationClient, ticker: str) -> Any | None:
+    """The active rollout of the ticker's endpoint (which moves its traffic), if any."""
+    from retrain.triggers import ACTIVE_STATUSES, ACTIVE_VALUES
+
+    try:
+        endpoint = layout_endpoint(ticker)
+    except naming.NamingError:
+        return None  # a bad layout: the change itself says so
+    found = await client.get_status_by(
+        instance_id_prefix=naming.rollout_instance_prefix(endpoint), runtime_status=ACTIVE_STATUSES
+    )
+    active = [s for s in found if s.runtime_status and s.runtime_status.value in ACTIVE_VALUES]
+    return active[0] if active else None
 
 
 async def _handle(
@@ -199,6 +238,16 @@ async def _handle(
                     "error": f"{ticker} is being retrained by {running.instance_id}: its cycle owns the "
                     "endpoint's traffic; wait until it ends (or terminate it), then try again",
                     "instance_id": running.instance_id,
+                },
+                409,
+            )
+        rollout = await _running_rollout(client, ticker)
+        if rollout is not None:
+            return _answer(
+                {
+                    "error": f"{rollout.instance_id} is rolling out a bundle on {ticker}'s endpoint: it owns "
+                    "the endpoint's traffic; wait until it ends, then try again",
+                    "instance_id": rollout.instance_id,
                 },
                 409,
             )

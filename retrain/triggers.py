@@ -198,7 +198,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
             trainer=trainer.name,
             hyperparameters=hyperparameters,
         )
-    except TrainerError as exc:  # a value from settings (e.g. RETRAIN_MAX_EPOCHS) out of the declared bounds
+    except (
+        TrainerError,
+        InvalidCycleInput,
+    ) as exc:  # a setting (RETRAIN_MAX_EPOCHS, RETRAIN_ENDPOINTS) out of bounds
         raise BadRequest(f"{exc} (from the request or the Function App's settings)") from None
     try:  # the orchestrator checks its input with the same rules (a start that bypasses this route)
         return validate_cycle_input(cycle.to_dict())

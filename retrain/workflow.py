@@ -51,7 +51,7 @@ import weakref
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.durable_functions as df
 
@@ -76,6 +76,15 @@ ORCHESTRATOR_NAME = "retrain_orchestrator"
 JOB_FINISHED_EVENT = "job_finished"
 # The activity that names an earlier active cycle of the same ticker (registered in retrain.triggers).
 TICKER_GUARD_ACTIVITY = "earlier_active_cycle"
+
+# The rollout orchestration (retrain/rollout.py): the activity a waiting cycle asks for one with, and the
+# event that brings the cycle its outcome.
+REQUEST_ROLLOUT_ACTIVITY = "request_rollout"
+ROLLOUT_OUTCOME_EVENT = "rollout_outcome"
+# A cycle waits for its rollout this many deploy timeouts (rollouts before it, then its own), then fails.
+ROLLOUT_WAIT_FACTOR = 4
+# The recent closes a waiting cycle shows in its status for its smoke test (enough for any model window).
+SMOKE_CLOSES_SENT = 64
 
 # Durable timers cannot be longer than 6 days (Azure Storage backend); longer waits loop.
 MAX_TIMER = timedelta(days=6)
@@ -146,6 +155,13 @@ class CycleInput:
     # The served ledger records a traffic change once it has applied (after the wait), with the
     # orchestration's id; False (an input from older code): the set_traffic activity records it when asked.
     record_traffic_when_applied: bool = False
+    # The endpoint that serves this ticker (RETRAIN_ENDPOINTS, resolved when the cycle starts). Set: an
+    # accepted challenger goes out through its endpoint's rollout orchestration (retrain/rollout.py), in a
+    # bundle with the other tickers' models. None (an input from older code): today's inline per-ticker
+    # blue/green rollout, so a replay does what it did.
+    serving_target: str | None = None
+    # While waiting for that rollout, ask for one again this often (RETRAIN_ROLLOUT_POLL_MINUTES).
+    rollout_poll_minutes: float = 2.0
 
     @classmethod
     def from_settings(cls, ticker: str, trigger: str, environ: Any = None, **overrides: Any) -> CycleInput:
@@ -182,8 +198,10 @@ class CycleInput:
             "naming_version": naming.NAMING_VERSION,
             "endpoint_suffix": _endpoint_suffix_from_settings(environ),
             "record_traffic_when_applied": True,
+            "rollout_poll_minutes": get_float("RETRAIN_ROLLOUT_POLL_MINUTES", environ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["serving_target"] = _serving_target_from_settings(ticker, values["endpoint_suffix"], environ)
         return cls(**values)
 
     @classmethod
@@ -210,6 +228,19 @@ def _endpoint_suffix_from_settings(environ: Any) -> str | None:
         return None
 
 
+def _serving_target_from_settings(ticker: str, suffix: str | None, environ: Any) -> str | None:
+    """The endpoint serving `ticker` under RETRAIN_ENDPOINTS (a bad value is refused saying what to send).
+    None when the suffix cannot be resolved (an incomplete Azure configuration): the cycle then fails
+    naming its endpoint, as before."""
+    try:
+        groups = naming.parse_endpoint_groups(get("RETRAIN_ENDPOINTS", environ))
+    except naming.NamingError as exc:
+        raise InvalidCycleInput(f"RETRAIN_ENDPOINTS: {exc}") from None
+    if suffix is None:
+        return None
+    return naming.serving_target(ticker, groups, suffix)
+
+
 class InvalidCycleInput(ValueError):
     """A cycle input that breaks the edge's rules; the message names the field and what to send."""
 
@@ -224,6 +255,7 @@ _NUMBER_BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("gate_alpha", 1e-6, 0.5, "the gate's significance level (RETRAIN_GATE_ALPHA)"),
     ("smoke_max_latency_ms", 0.0, 600000.0, "milliseconds (RETRAIN_SMOKE_MAX_LATENCY_MS)"),
     ("deploy_timeout_minutes", 0.001, 10080.0, "minutes (RETRAIN_DEPLOY_TIMEOUT_MINUTES)"),
+    ("rollout_poll_minutes", 0.001, 1440.0, "minutes (RETRAIN_ROLLOUT_POLL_MINUTES)"),
 )
 MAX_REASON_CHARS = 2000
 
@@ -307,6 +339,9 @@ def validate_cycle_input(data: Any) -> CycleInput:
                 "endpoint_suffix",
                 f'1 to {naming.ENDPOINT_SUFFIX_MAX} lower-case letters or digits, "" (none), or null (the settings)',
             ) from None
+    target = data.get("serving_target")
+    if target is not None and not (isinstance(target, str) and naming.is_endpoint_name(target)):
+        raise bad("serving_target", "an endpoint name (RETRAIN_ENDPOINTS decides it), or null")
     reason = data.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
         raise bad("reason", f"a text of at most {MAX_REASON_CHARS} characters, or null")
@@ -504,11 +539,14 @@ def set_traffic_and_wait(
     *,
     instance_id: str | None = None,
     record_when_applied: bool = False,
+    bundles: list[dict[str, Any]] | None = None,
 ) -> Task:
     """Change the traffic split and wait until the platform serves it: the endpoint is `Succeeded` and
     its traffic equals what was asked (slots at 0 % may be absent). A traffic update is a long-running
     operation in Azure: until then, requests still follow the old split (or answer 404). With
-    `record_when_applied`, the served ledger records the change then (`record_traffic`), not when asked."""
+    `record_when_applied`, the served ledger records the change then (`record_traffic`), not when asked;
+    `bundles` (BundleRef dicts: the rollout's new bundle and the serving one) go with the record, so the
+    ledger stores their ticker maps without asking the registry."""
     payload: dict[str, Any] = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
     if record_when_applied:
         payload["record_when_applied"] = True
@@ -528,7 +566,9 @@ def set_traffic_and_wait(
         delay = yield from _backoff(context, delay, deadline)
         state = yield from call_activity(context, "get_endpoint", {"name": endpoint})
     if record_when_applied:
-        record = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+        record: dict[str, Any] = {"endpoint": endpoint, "traffic": traffic, "instance_id": instance_id}
+        if bundles:
+            record["bundles"] = bundles
         try:
             yield from call_activity(context, "record_traffic", record)
         except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
@@ -571,6 +611,31 @@ def lineage_tags(
     return tags
 
 
+class EndpointRun(Protocol):
+    """What the endpoint steps below (`ensure_endpoint`, `deploy_to_idle_slot`, `roll_back`,
+    `retire_old_slot`) use: a cycle's inline rollout (`_Cycle`) or an endpoint's rollout
+    (`retrain.rollout`), so both follow the same deploy, rollback and retire rules."""
+
+    context: df.DurableOrchestrationContext
+    input: Any  # canary_percent, keep_old_slot, rollback_waits_for_old_slot, record_traffic_when_applied
+    endpoint: str
+    instance_id: str
+    deploy_timeout: timedelta
+    progress: Progress
+    out: dict[str, Any]
+    # The bundles a rollout deploys and replaces (BundleRef dicts), for the served ledger's records; a
+    # cycle's inline rollout deploys a single model and has none.
+    bundles: list[dict[str, Any]]
+
+    def call(self, activity: str, payload: dict[str, Any]) -> Task: ...
+
+    def set_traffic(self, traffic: dict[str, int]) -> Task: ...
+
+    def step(self, name: str, **ids: Any) -> None: ...
+
+    def note(self, **ids: Any) -> None: ...
+
+
 class _Cycle:
     """One cycle's running state, shared by the step generators below: the replay-safe context, the
     input, the custom status and the summary that becomes the orchestration's output."""
@@ -590,7 +655,10 @@ class _Cycle:
         self.names = naming.cycle_names(
             self.ticker, self.instance_id, self.input.naming_version, self.input.endpoint_suffix
         )
-        self.endpoint = self.names.endpoint
+        # The endpoint that serves this ticker: its serving target (endpoint groups); an input from older
+        # code has none and keeps the ticker's own endpoint.
+        self.endpoint = self.input.serving_target or self.names.endpoint
+        self.bundles: list[dict[str, Any]] = []  # a single model, no bundle (EndpointRun)
         self.out: dict[str, Any] = {
             "instance_id": self.instance_id,
             "ticker": self.ticker,
@@ -716,6 +784,9 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
         decision, model = yield from gate_and_register(run, fetched["data"], champion, code_version)
         if not decision.get("deploy"):
             return run.result("rejected", warnings=run.progress.status["warnings"])
+        if run.input.serving_target is not None:  # the endpoint's rollout takes it (retrain/rollout.py)
+            outcome = yield from await_rollout(run, model, fetched["recent_closes"])
+            return run.result("deployed", **outcome, warnings=run.progress.status["warnings"])
         endpoint = yield from ensure_endpoint(run)
         old_slot, new_slot = endpoint.serving_slot(), endpoint.idle_slot()
         run.note(
@@ -733,6 +804,72 @@ def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
         raise WorkflowFailed(reason) from None
     warnings = run.progress.status["warnings"]
     return run.result("deployed", slot=new_slot, old_slot=old_slot, warnings=warnings)
+
+
+def await_rollout(run: _Cycle, model: dict[str, Any], closes: list[float]) -> Task:
+    """Hand the accepted challenger to its endpoint's rollout and wait for its outcome.
+
+    The custom status says `awaiting_rollout` (endpoint, ticker, model, closes for the smoke test): that is
+    how the rollout finds it (`pending_rollouts`), so nothing is queued anywhere else. `request_rollout`
+    starts the endpoint's rollout unless one runs. The outcome arrives as the `rollout_outcome` event; a
+    timer asks again every `rollout_poll_minutes` (a rollout that ended just before this status was
+    visible left it behind), within `ROLLOUT_WAIT_FACTOR` deploy timeouts. Returns the output's fields
+    when deployed; raises (the cycle fails with the reason) when left out or rolled back."""
+    run.step("await_rollout")
+    endpoint = run.endpoint = str(run.input.serving_target)
+    run.progress.status["awaiting_rollout"] = {
+        "endpoint": endpoint,
+        "ticker": run.ticker,
+        "model": model,
+        "closes": closes[-SMOKE_CLOSES_SENT:],
+    }
+    run.note(endpoint=endpoint)
+    settings = {
+        "endpoint": endpoint,
+        "canary_percent": run.input.canary_percent,
+        "smoke_max_latency_ms": run.input.smoke_max_latency_ms,
+        "keep_old_slot": run.input.keep_old_slot,
+        "deploy_timeout_minutes": run.input.deploy_timeout_minutes,
+    }
+    wait = run.deploy_timeout * ROLLOUT_WAIT_FACTOR
+    deadline = _deadline(run.context, wait)
+    poll = timedelta(minutes=run.input.rollout_poll_minutes)
+    while True:
+        asked = yield from run.call(REQUEST_ROLLOUT_ACTIVITY, {"rollout": settings})
+        run.note(rollout=asked.get("instance_id"))
+        now = run.context.current_utc_datetime
+        if now >= deadline:
+            raise WorkflowFailed(
+                f"no rollout of endpoint {endpoint} took model {model['name']}:{model['version']} within "
+                f"{wait} (the deploy timeout x {ROLLOUT_WAIT_FACTOR}); look at its rollout "
+                f"{asked.get('instance_id')}; the champion keeps serving"
+            )
+        timer = run.context.create_timer(min(now + poll, deadline))
+        event = run.context.wait_for_external_event(ROLLOUT_OUTCOME_EVENT)
+        winner = yield run.context.task_any([event, timer])
+        if winner != event:
+            continue
+        timer.cancel()
+        outcome = event.result if isinstance(event.result, dict) else {}
+        if (outcome.get("model") or {}).get("version") != model["version"]:
+            continue  # about another challenger of this cycle's ticker: not ours
+        break
+    run.progress.status["awaiting_rollout"] = None
+    run.note(rollout=outcome.get("rollout"), bundle_version=outcome.get("bundle_version"))
+    run.progress.status["warnings"].extend(str(w) for w in outcome.get("warnings") or [])  # the rollout's
+    if outcome.get("outcome") != "deployed":
+        raise WorkflowFailed(
+            f"{outcome.get('outcome', 'failed').replace('_', ' ')} by rollout {outcome.get('rollout')} of "
+            f"endpoint {endpoint}: {outcome.get('reason')}"
+        )
+    run.out["scoring_uri"] = outcome.get("scoring_uri") or run.out["scoring_uri"]
+    return {
+        "bundle": outcome.get("bundle"),
+        "bundle_version": outcome.get("bundle_version"),
+        "rollout": outcome.get("rollout"),
+        "slot": outcome.get("slot"),
+        "old_slot": outcome.get("old_slot"),
+    }
 
 
 def fetch_data(run: _Cycle) -> Task:
@@ -848,7 +985,7 @@ def gate_and_register(
     return decision, model
 
 
-def ensure_endpoint(run: _Cycle) -> Task:
+def ensure_endpoint(run: EndpointRun) -> Task:
     """The endpoint, created once and then reused: its scoring URL is stable."""
     run.step("ensure_endpoint")
     ref = {"name": run.endpoint}
@@ -863,7 +1000,7 @@ def ensure_endpoint(run: _Cycle) -> Task:
     return endpoint
 
 
-def deploy_to_idle_slot(run: _Cycle, endpoint: EndpointState, slot: str, model: dict[str, Any]) -> Task:
+def deploy_to_idle_slot(run: EndpointRun, endpoint: EndpointState, slot: str, model: dict[str, Any]) -> Task:
     """The new model into the idle slot at 0 % traffic. A leftover there (a deployment that failed its
     first provisioning cannot be updated in Azure; a slot kept cold) is deleted first, and gone."""
     run.step("deploy")
@@ -872,10 +1009,13 @@ def deploy_to_idle_slot(run: _Cycle, endpoint: EndpointState, slot: str, model: 
     if leftover["state"] != "NotFound" and not endpoint.traffic.get(slot):
         yield from delete_deployment(run, slot)
         run.note(cleared=f"{slot} was {leftover['state']}")
+    deployment: dict[str, Any] = {**ref, "model": model, "instance_id": run.instance_id}
+    if run.bundles:
+        deployment["bundles"] = run.bundles
     started = yield from endpoint_operation(
         run.context,
         "begin_deployment",
-        {**ref, "model": model, "instance_id": run.instance_id},
+        deployment,
         run.endpoint,
         run.deploy_timeout,
     )
@@ -921,7 +1061,7 @@ def roll_out(
         yield from roll_back(run, failed, old_slot, new_slot)
 
 
-def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> Task:
+def roll_back(run: EndpointRun, failed: str, old_slot: str | None, new_slot: str) -> Task:
     """Traffic back where it was, but only onto a live slot: sending 100 % to an old slot that is not
     `Succeeded` (crashed, failed, gone) would fail every request. An old slot that is restarting (the
     platform heals a crashed one within seconds) is waited for, with durable timers within the deploy
@@ -977,7 +1117,7 @@ def roll_back(run: _Cycle, failed: str, old_slot: str | None, new_slot: str) -> 
         delay = yield from _backoff(run.context, delay, deadline)
 
 
-def _serving(run: _Cycle) -> Task:
+def _serving(run: EndpointRun) -> Task:
     """What the endpoint serves now, for a failure's reason: its traffic and each live slot's model."""
     now = yield from run.call("get_endpoint", {"name": run.endpoint})
     traffic = now.get("traffic") or {}
@@ -993,7 +1133,7 @@ def _serving(run: _Cycle) -> Task:
     return {"traffic": traffic, "text": text}
 
 
-def retire_old_slot(run: _Cycle, old_slot: str) -> Task:
+def retire_old_slot(run: EndpointRun, old_slot: str) -> Task:
     """Clean-up once the new champion serves: a failure here is a warning, not a rollback."""
     run.step("retire_old_slot")
     if run.input.keep_old_slot:
@@ -1006,7 +1146,7 @@ def retire_old_slot(run: _Cycle, old_slot: str) -> Task:
         run.progress.status["warnings"].append(f"could not delete old slot {old_slot}: {_reason(exc)}")
 
 
-def delete_deployment(run: _Cycle, slot: str) -> Task:
+def delete_deployment(run: EndpointRun, slot: str) -> Task:
     """Delete a slot's deployment and wait until it is gone (`NotFound`), within the deploy timeout."""
     ref = {"endpoint": run.endpoint, "slot": slot}
     begun = yield from endpoint_operation(

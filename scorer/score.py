@@ -362,11 +362,13 @@ def load(model_root: str | Path, environ: Mapping[str, str] | None = None) -> Lo
     return load_model_dir(find_mlflow_model_dir(root), model_identity(root, environ))
 
 
-def load_model_dir(mlflow_dir: Path, identity: ModelIdentity) -> LoadedModel:
-    """Load the MLflow model in `mlflow_dir`, check its signature once and pick its numpy path."""
+def load_model_dir(mlflow_dir: Path, identity: ModelIdentity, check_requirements: bool = True) -> LoadedModel:
+    """Load the MLflow model in `mlflow_dir`, check its signature once and pick its numpy path.
+    `check_requirements=False` skips MLflow's comparison of the model's pinned requirements with this
+    environment (warnings only; about half of a small model's load time)."""
     import mlflow.pyfunc  # heavy; only the serving process needs it
 
-    pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir))
+    pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir), suppress_warnings=not check_requirements)
     window = window_from_metadata(pyfunc.metadata.metadata)
     check_signature(pyfunc.metadata.signature, window)
     return LoadedModel(
@@ -593,6 +595,7 @@ def load_bundle(manifest_path: Path) -> LoadedBundle:
     if not isinstance(entries, dict) or not entries:
         raise ValueError(f"{where}: 'tickers' must be a non-empty object {{ticker: entry}}")
     tickers: dict[str, BundleTicker] = {}
+    checked_families: set[str] = set()
     for ticker, entry in sorted(entries.items()):
         here = f"{where}: tickers[{ticker!r}]"
         if not isinstance(ticker, str) or not _TICKER.match(ticker):
@@ -609,13 +612,17 @@ def load_bundle(manifest_path: Path) -> LoadedBundle:
             name=str(_manifest_text(entry, "model_name", here)),
             version=str(_manifest_text(entry, "model_version", here)),
         )
+        family = str(_manifest_text(entry, "family", here))
         try:
-            model = load_model_dir(model_dir, identity)
+            # MLflow's requirements check (warnings only) once per family: a family's models share their
+            # requirements, and on hundreds of tickers the check is half the load time of the bundle.
+            model = load_model_dir(model_dir, identity, check_requirements=family not in checked_families)
         except Exception as exc:
             raise ValueError(f"{here}: cannot load the model in {relative!r}: {exc}") from exc
+        checked_families.add(family)
         tickers[ticker] = BundleTicker(
             model=model,
-            family=str(_manifest_text(entry, "family", here)),
+            family=family,
             fitted_data_end=_manifest_text(entry, "fitted_data_end", here, optional=True),
         )
     return LoadedBundle(

@@ -1,5 +1,6 @@
 """One trial of issue 20 item 3 on the real local platform: a forced cycle whose slots are both killed
-(SIGKILL, by PID) during its canary. The rollback must wait for the old slot, which the platform restarts
+(SIGKILL, by PID) during its canary (the canary of its endpoint's rollout, retrain/rollout.py, which the
+cycle waits for). The rollback must wait for the old slot, which the platform restarts
 within seconds, and end with the old model at 100 %. Shared by tests/integration/test_rollback_restarting_slot.py
 (one trial) and bench/bench_rollback_trials.py (N trials)."""
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from functions_host.host import LocalHost
-from retrain import adapters, naming
+from retrain import adapters, naming, settings
 from retrain.host_client import HostClient
 from retrain.local.processes import process_alive
 from tests.helpers import real_local_host as local_host  # noqa: F401 (the trials' host, re-exported)
@@ -96,9 +97,11 @@ def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = Fals
 
     `hold_down`: kill them again whenever the platform restarts them, until the cycle has been in its
     rollback for HOLD_AFTER_ROLLBACK_S, so the rollback surely finds the old slot restarting (the window
-    the issue's trials hit 3 times in 5 by chance); then the platform heals them."""
+    the issue's trials hit 3 times in 5 by chance); then the platform heals them. The steps are the
+    rollout's (its id is in the cycle's status once the cycle has asked for it), read from the host's
+    durable engine: the rollout is not a cycle, so `GET /api/retrain/{id}` does not show it."""
     platform = adapters.get_platform()
-    endpoint = naming.endpoint_name(TICKER)
+    endpoint = naming.serving_target(TICKER, naming.parse_endpoint_groups(settings.get("RETRAIN_ENDPOINTS")))
     before = platform.get_endpoint(endpoint)
     old_slot = before.serving_slot()
     assert old_slot is not None and before.traffic[old_slot] == 100, before
@@ -109,12 +112,18 @@ def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = Fals
     assert code == 202, answer
     killed_at: str | None = None
     rollback_seen: float | None = None
+    rollout: str | None = None
     deadline = time.monotonic() + CYCLE_TIMEOUT_S
     while True:
         code, status = client.cycle_status(answer["id"])
         if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
             break
-        step = status.get("step") if code == 200 else None
+        rollout = rollout or ((status.get("ids") or {}).get("rollout") if code == 200 else None)
+        step = (
+            ((host.engine.get_status(rollout) or {}).get("customStatus") or {}).get("step")
+            if rollout
+            else None
+        )
         if killed_at is None and step in CANARY_STEPS:
             killed_at = step
             _kill_slots(state_dir)

@@ -24,10 +24,11 @@ from azure.ai.ml.entities import (
     OnlineRequestSettings,
 )
 
-from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest
+from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest, is_bundle
 from retrain.scoring_server import SLOT_CONCURRENT_REQUESTS, SLOT_SERVER_ENVIRONMENT
 from retrain.trainers import DEFAULT_TRAINER, TrainerError, get_trainer, param_pairs
 from retrain.vocabulary import (
+    TAG_BUNDLE,
     TAG_CHAMPION,
     TAG_CODE_VERSION,
     TAG_DATA_ASSET,
@@ -222,7 +223,61 @@ def deployment_entity(
         environment_variables=dict(SLOT_SERVER_ENVIRONMENT),
         request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=SLOT_CONCURRENT_REQUESTS),
         data_collector=data_collector(),
-        tags=_str_tags({"model": f"{model.name}:{model.version}"}),
+        # The deployment's tag says it serves a bundle: the ARM model id it reports back does not.
+        tags=_str_tags(
+            {"model": f"{model.name}:{model.version}", **({TAG_BUNDLE: "true"} if is_bundle(model) else {})}
+        ),
+    )
+
+
+# Azure ML asset tags are short strings; a bundle's full lists are in its bundle.json.
+BUNDLE_TAG_CHARS = 250
+
+
+def short_list(values: list[str] | tuple[str, ...], limit: int = BUNDLE_TAG_CHARS) -> str:
+    """Comma-joined values, cut to `limit` characters with a count of what was left out."""
+    text = ",".join(values)
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    for value in values:
+        suffix = f",...(+{len(values) - len(kept) - 1} more)"
+        if len(",".join([*kept, value])) + len(suffix) > limit:
+            break
+        kept.append(value)
+    return ",".join(kept) + f",...(+{len(values) - len(kept)} more)"
+
+
+def bundle_entity(
+    name: str,
+    version: str,
+    folder: Path,
+    *,
+    endpoint: str,
+    parent_version: str | None,
+    changed: list[str] | tuple[str, ...],
+    removed: list[str] | tuple[str, ...],
+    orchestration_ids: list[str] | tuple[str, ...],
+    tickers: int,
+) -> Model:
+    """A model bundle (docs/bundles.md) as a registered custom model: the folder is uploaded as it is."""
+    _check_name("bundle name", name)
+    tags = {
+        TAG_BUNDLE: "true",
+        "endpoint": endpoint,
+        "parent_version": parent_version or "",
+        "changed": short_list(changed),
+        "removed": short_list(removed),
+        "orchestration_ids": short_list(orchestration_ids),
+        "tickers": str(tickers),
+    }
+    return Model(
+        name=name,
+        version=str(version),
+        type=AssetTypes.CUSTOM_MODEL,
+        path=str(folder),
+        description=f"Model bundle of endpoint {endpoint}: {tickers} tickers (bundle.json lists them)",
+        tags={k: v for k, v in tags.items() if v},
     )
 
 
@@ -243,6 +298,15 @@ def model_ref(model: Model) -> ModelRef:
 _MODEL_ID = re.compile(
     r"(?:/models/(?P<n1>[^/]+)/versions/(?P<v1>[^/]+)$)|(?:^azureml:(?P<n2>[^:/]+):(?P<v2>[^:/]+)$)"
 )
+
+
+def deployment_model(dep: Any) -> ModelRef | None:
+    """A deployment's model as the port reports it: a bundle's ref carries the `bundle` tag (from the
+    deployment's tags: the model id Azure reports back has none)."""
+    ref = parse_model_id(getattr(dep, "model", None))
+    if ref is not None and str((getattr(dep, "tags", None) or {}).get(TAG_BUNDLE, "")).lower() == "true":
+        return ModelRef(ref.name, ref.version, {TAG_BUNDLE: "true"})
+    return ref
 
 
 def parse_model_id(model: Any) -> ModelRef | None:

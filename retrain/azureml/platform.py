@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -38,12 +39,16 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from retrain import settings
 from retrain.azureml import entities
 from retrain.azureml.client import TIMEOUT_OPTIONS, azure_call, call, endpoint_call, make_ml_client
+from retrain.bundle_registry import bundle_entry, bundle_ref, check_request, same_or_refuse
+from retrain.bundles import MANIFEST_FILE, BundleError, build_bundle, parse_manifest
+from retrain.naming import bundle_name
 from retrain.ports import (
     JOB_STATUSES,
     JOB_TERMINAL_STATUSES,
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
     SLOTS,
+    BundleRef,
     DataAsset,
     DeploymentState,
     EndpointBusyError,
@@ -54,11 +59,12 @@ from retrain.ports import (
     ScoringUnavailableError,
     TrainingRequest,
     TransientPlatformError,
+    is_bundle,
     monitor_experiment_name,
     monitor_metric_point,
     retry_after_seconds,
 )
-from retrain.vocabulary import FIT_END_TAGS, PROVISIONING_IN_PROGRESS
+from retrain.vocabulary import FIT_END_TAGS, PROVISIONING_IN_PROGRESS, TAG_BUNDLE
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -127,6 +133,14 @@ def artifact_folder(job: Any) -> tuple[str, str]:
     if match:
         return match["store"], match["path"]
     return ARTIFACT_DATASTORE, f"ExperimentRun/dcid.{job.name}"
+
+
+def _shallowest(root: Path, filename: str) -> Path:
+    """The shallowest folder under `root` holding `filename` (a download's nesting varies with the asset)."""
+    found = sorted(root.rglob(filename), key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise PlatformError(f"the downloaded model under {root.name} has no {filename}")
+    return found[0].parent
 
 
 class AzureMLPlatform:
@@ -489,6 +503,113 @@ class AzureMLPlatform:
                 full.tags = {k: v for k, v in (full.tags or {}).items() if k != entities.TAG_CHAMPION}
                 call(f"unmark {other.name}:{other.version}", self.ml_client.models.create_or_update, full)
 
+    # ---- model bundles (ports.MLPlatform) ---------------------------------------------------
+    def register_bundle(
+        self,
+        endpoint: str,
+        version: str,
+        parent: BundleRef | None,
+        changes: dict[str, ModelRef],
+        orchestration_ids: list[str],
+        removed: list[str] | None = None,
+    ) -> BundleRef:
+        """Version `version` of the endpoint's bundle as a registered custom model (a folder): the parent
+        bundle and each changed model are downloaded (`models.download`), the folder is built with
+        `build_bundle` in a temporary directory and uploaded by `models.create_or_update`. A version that
+        exists already is returned when it holds the same models (a replayed activity), else refused."""
+        name, changes, gone = check_request(endpoint, version, parent, changes, removed)
+        existing = self._get_or_none("get bundle", self.ml_client.models.get, name=name, version=version)
+        if existing is not None:
+            return same_or_refuse(self._bundle_of(existing), parent, changes, gone)
+        with tempfile.TemporaryDirectory(prefix="retrain-bundle-") as work:
+            root = Path(work)
+            parent_dir = None
+            if parent is not None:
+                parent_dir = _shallowest(
+                    self._download(parent.name, parent.version, root / "parent"), MANIFEST_FILE
+                )
+            entries = {}
+            for ticker, model in changes.items():
+                registered = call(
+                    f"get model {model.name}:{model.version}",
+                    self.ml_client.models.get,
+                    name=model.name,
+                    version=str(model.version),
+                )
+                folder = _shallowest(
+                    self._download(model.name, str(model.version), root / "models" / ticker), "MLmodel"
+                )
+                entries[ticker] = (folder, bundle_entry(model, dict(registered.tags or {})))
+            try:
+                manifest = build_bundle(
+                    root / "bundle",
+                    parent_dir,
+                    entries,
+                    name=name,
+                    version=version,
+                    endpoint=endpoint,
+                    orchestration_ids=orchestration_ids,
+                    removed=gone,
+                )
+            except BundleError as exc:
+                raise PlatformError(f"bundle {name}:{version} was not built: {exc}") from exc
+            entity = entities.bundle_entity(
+                name,
+                version,
+                root / "bundle",
+                endpoint=endpoint,
+                parent_version=manifest.parent_version,
+                changed=manifest.changed,
+                removed=manifest.removed,
+                orchestration_ids=manifest.orchestration_ids,
+                tickers=len(manifest.tickers),
+            )
+            call(f"register bundle {name}:{version}", self.ml_client.models.create_or_update, entity)
+        return bundle_ref(manifest)
+
+    def get_bundle(self, endpoint: str, version: str) -> BundleRef | None:
+        """The registered bundle's manifest: only its bundle.json is downloaded (a blob read with the
+        platform's identity), not the models."""
+        model = self._get_or_none(
+            "get bundle", self.ml_client.models.get, name=bundle_name(endpoint), version=str(version)
+        )
+        return None if model is None else self._bundle_of(model)
+
+    def _download(self, name: str, version: str, dest: Path) -> Path:
+        """A registered model version's files under `dest` (`models.download`: `<dest>/<name>/...`)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        call(f"download model {name}:{version}", self.ml_client.models.download, name, version, str(dest))
+        return dest
+
+    def _bundle_of(self, model: Any) -> BundleRef:
+        from azure.core.exceptions import AzureError
+
+        from retrain.azureml.client import to_platform_error
+
+        where = f"bundle {model.name}:{model.version}"
+        match = _DATASTORE_URI.match(str(model.path or ""))
+        if match is None:
+            raise PlatformError(f"{where} has no datastore path ({model.path!r}); it is not a bundle folder")
+        store = call(f"get datastore {match['store']}", self.ml_client.datastores.get, match["store"])
+        account_url = (
+            f"{store.protocol or 'https'}://{store.account_name}.blob.{store.endpoint or 'core.windows.net'}"
+        )
+        blob = self._blob_service(account_url).get_blob_client(
+            str(store.container_name), f"{match['path'].rstrip('/')}/{MANIFEST_FILE}"
+        )
+        try:
+            document = json.loads(blob.download_blob().readall())
+        except ResourceNotFoundError:
+            raise PlatformError(f"{where} holds no {MANIFEST_FILE}; it is not a bundle") from None
+        except AzureError as exc:
+            raise to_platform_error(exc, f"download {MANIFEST_FILE} of {where}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlatformError(f"{MANIFEST_FILE} of {where} is not valid JSON ({exc})") from exc
+        try:
+            return bundle_ref(parse_manifest(document))
+        except BundleError as exc:
+            raise PlatformError(f"{where}: {exc}") from exc
+
     # ---- endpoint ----------------------------------------------------------------------------
     def begin_create_endpoint(self, name: str) -> EndpointState:
         if self._get_or_none("get endpoint", self.ml_client.online_endpoints.get, name) is not None:
@@ -509,7 +630,7 @@ class AzureMLPlatform:
         with azure_call(f"list deployments of {name}"):
             for dep in self.ml_client.online_deployments.list(endpoint_name=name):
                 if dep.name in SLOTS:
-                    ref = entities.parse_model_id(dep.model)
+                    ref = entities.deployment_model(dep)
                     deployments[dep.name] = ref.to_dict() if ref else None
         return EndpointState(
             name=name,
@@ -528,9 +649,10 @@ class AzureMLPlatform:
         )
         if existing is not None:
             current = self._deployment_state(endpoint, slot, existing)
-            same_model = current.model and ModelRef.from_dict(current.model) == ModelRef(
-                model.name, model.version
-            )
+            same_model = current.model is not None and (
+                current.model["name"],
+                str(current.model["version"]),
+            ) == (model.name, str(model.version))
             if same_model and current.state in ("Creating", "Updating", "Succeeded"):
                 return current  # the activity ran again: the rollout of this model is under way
             if current.state == "Failed":
@@ -554,7 +676,9 @@ class AzureMLPlatform:
             endpoint=endpoint,
             slot=slot,
             state="Updating" if existing else "Creating",
-            model=ModelRef(model.name, model.version).to_dict(),
+            model=ModelRef(
+                model.name, model.version, {TAG_BUNDLE: "true"} if is_bundle(model) else {}
+            ).to_dict(),
         )
 
     def get_deployment(self, endpoint: str, slot: str) -> DeploymentState:
@@ -569,7 +693,7 @@ class AzureMLPlatform:
     def _deployment_state(endpoint: str, slot: str, dep: Any) -> DeploymentState:
         raw = getattr(dep, "provisioning_state", None)
         state = map_provisioning_state(raw)
-        ref = entities.parse_model_id(dep.model)
+        ref = entities.deployment_model(dep)
         error = (
             f"deployment {endpoint}/{slot} ended {_text(raw)}; see its logs in Azure ML studio"
             if state == "Failed"
@@ -695,7 +819,7 @@ class AzureMLPlatform:
             endpoint=endpoint,
             slot=slot,
             state="Deleting",
-            model=(lambda r: r.to_dict() if r else None)(entities.parse_model_id(existing.model)),
+            model=(lambda r: r.to_dict() if r else None)(entities.deployment_model(existing)),
         )
 
     # ---- helpers -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     <state>/jobs/<job>/{job.json,status.json,std_log.txt,outputs/,event.json}   training jobs
     <state>/mlflow/mlflow.db, <state>/mlflow/artifacts/   tracking store and model registry
     <state>/endpoints/<endpoint>/...                      blue/green slots (see endpoint.py)
+    <state>/bundles/<bundle name>/<version>/              model bundles (see bundle_store.py)
 
 Jobs run detached (`retrain.local.jobs`), so a job outlives the process that submitted it, and deliver
 the Azure ML Event Grid event to the local Functions host when they end.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from retrain.local import jobs
+from retrain.local.bundle_store import LocalBundles, local_artifact_dir, temporary_download
 from retrain.local.endpoint import LocalEndpoints
 from retrain.local.processes import (
     process_alive,
@@ -40,6 +42,7 @@ from retrain.local.processes import (
 from retrain.ports import (
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
+    BundleRef,
     DataAsset,
     DeploymentState,
     EndpointState,
@@ -132,6 +135,7 @@ class LocalPlatform:
         self.artifact_root = self.mlflow_dir / "artifacts"
         self._client: Any = None
         self.endpoints = LocalEndpoints(self.state_dir, self._fetch_model, self.scorer_script)
+        self.bundles = LocalBundles(self.state_dir, self._model_source, self._lock)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -519,6 +523,48 @@ class LocalPlatform:
             raise PlatformError(
                 f"model {model.name}:{model.version} (run {version.run_id}) has no MLflow model under 'model'"
             )
+
+    @contextlib.contextmanager
+    def _model_source(self, model: ModelRef) -> Iterator[tuple[Path, dict[str, str]]]:
+        """A registered model version's MLflow model folder and its registry tags, for a bundle: the
+        artifact store's own folder when it is on this file system (the bundle hard-links its files),
+        else a temporary download."""
+        import_mlflow()
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version(model.name, model.version)
+            artifact_uri = self.client.get_run(version.run_id).info.artifact_uri
+        except MlflowException as exc:
+            raise PlatformError(
+                f"model {model.name} version {model.version} is not registered; register it before "
+                "putting it in a bundle"
+            ) from exc
+        tags = {str(k): str(v) for k, v in (version.tags or {}).items()}
+        local = local_artifact_dir(str(artifact_uri))
+        if local is not None:  # build_bundle checks it holds an MLflow model
+            yield local / "model", tags
+            return
+        with temporary_download(
+            self.state_dir / "bundles", lambda dest: self._fetch_model(model, dest)
+        ) as dest:
+            yield dest / "model", tags
+
+    # -- model bundles (ports.MLPlatform; delegated to LocalBundles) ---------------------------
+
+    def register_bundle(
+        self,
+        endpoint: str,
+        version: str,
+        parent: BundleRef | None,
+        changes: dict[str, ModelRef],
+        orchestration_ids: list[str],
+        removed: list[str] | None = None,
+    ) -> BundleRef:
+        return self.bundles.register_bundle(endpoint, version, parent, changes, orchestration_ids, removed)
+
+    def get_bundle(self, endpoint: str, version: str) -> BundleRef | None:
+        return self.bundles.get_bundle(endpoint, version)
 
     # -- monitoring time series -------------------------------------------------------------------
 

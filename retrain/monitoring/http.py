@@ -1,7 +1,8 @@
 """HTTP routes of monitoring (a blueprint registered by function_app.py).
 
-`GET /api/served/{ticker}?at=TIME`: which model versions served the ticker's endpoint at TIME (ISO 8601;
-a date alone is the end of that day, UTC; default now), with their weights, and since when. 400 with what
+`GET /api/served/{ticker}?at=TIME`: which model versions served the ticker at TIME (ISO 8601; a date
+alone is the end of that day, UTC; default now), with their endpoint, slot, weight and bundle (name,
+version; null for a single-model deployment), and since when. 400 with what
 to send for a bad ticker or time (not ISO 8601, before 1970, past year 9999 in UTC); 503 naming the file
 when the served ledger cannot be read.
 """
@@ -18,18 +19,24 @@ bp = func.Blueprint()
 
 
 def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str, Any]:
-    """The answer of the route and of `retrain served` (raises LedgerError / MarketDataError on bad input)."""
-    from retrain import naming
+    """The answer of the route and of `retrain served` (raises LedgerError / MarketDataError on bad input):
+    per ticker, in any layout (`ledger.served_ticker`): the ledger's own index of the endpoints whose
+    bundles held the ticker, then the ticker's own endpoint."""
     from retrain.market_data import validate_ticker
-    from retrain.monitoring.ledger import format_time, get_ledger, parse_time, served_at
+    from retrain.monitoring.ledger import get_ledger, parse_time, served_ticker
 
     symbol = validate_ticker(ticker)
     moment = parse_time(at) if at else dt.datetime.now(dt.UTC)
-    endpoint = naming.endpoint_name(symbol)
-    events = get_ledger(environ).events(endpoint, until=moment)
-    answer = served_at(events, moment)
-    answer.update({"ticker": symbol, "endpoint": endpoint, "at": format_time(moment), "events": len(events)})
-    return answer
+    return served_ticker(get_ledger(environ), symbol, moment, candidate_endpoints(symbol, environ))
+
+
+def candidate_endpoints(ticker: str, environ: Any = None) -> list[str]:
+    """Where to look for `ticker` besides the ledger's own index of the endpoints whose bundles held it:
+    its own endpoint (today's layout, single models). The layout (RETRAIN_ENDPOINTS) is not read: the
+    index answers for every group endpoint, including one the ticker has left."""
+    from retrain import naming
+
+    return [naming.endpoint_name(ticker)]
 
 
 @bp.route(route="served/{ticker}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

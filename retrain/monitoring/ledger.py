@@ -9,6 +9,16 @@ Each entry (`TrafficEvent`) is the endpoint's whole traffic table after one chan
 promote, rollback, retire, restore on start), with the time, the orchestration id and the reason; one row
 per slot. `served_at(events, at)` (pure) answers with the last event at or before `at`: the slots with
 weight > 0, their model versions and weights. Appends never rewrite: the ledger only grows.
+
+Bundles (docs/bundles.md): a slot that serves a bundle is recorded with the bundle's name and version
+(`SlotRecord.bundle`), and the bundle's ticker -> model map is stored ONCE per (bundle name, version), the
+first time a record names it (`record_bundle`). The map is stored, not looked up in the registry at query
+time, so the ledger answers on its own: offline, from the CLI without a platform, and after a registry
+clean-up; a bundle version is immutable, so the copy never goes stale. `served_ticker(ledger, T, at)`
+answers per ticker in any layout: the endpoints that held T are found in the ledger's own index (every
+endpoint whose recorded bundles held T) plus the caller's candidates (today's per-ticker endpoint); for
+each, the slots live at `at` whose bundle holds T give T's model version (a single-model slot of T's
+per-ticker endpoint answers as before).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from retrain.ports import BundleRef, is_bundle
 from retrain.state_files import mark_created, refuse_lost_records
 from retrain.vocabulary import TAG_INSTANCE_ID
 
@@ -37,6 +48,7 @@ REASONS = (
     "operator",
 )  # operator: retrain traffic / rollback
 TABLE_NAME = "retrainservedledger"
+BUNDLE_MARKER = "~bundle"  # sorts after every ticker
 
 
 class LedgerError(ValueError):
@@ -94,8 +106,9 @@ def format_time(moment: dt.datetime) -> str:
 class SlotRecord:
     slot: str
     weight: int
-    model_name: str | None = None
+    model_name: str | None = None  # a bundle's name when `bundle`
     model_version: str | None = None
+    bundle: bool = False  # the slot serves a bundle: its per-ticker models are in `bundle_entry`
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,11 @@ def traffic_event(
         if not 0 <= weight <= 100:
             raise LedgerError(f"weight of slot {slot} is {weight}; send a percentage from 0 to 100")
         model = (deployments or {}).get(slot) or {}
-        slots.append(SlotRecord(str(slot), weight, model.get("name"), _text(model.get("version"))))
+        slots.append(
+            SlotRecord(
+                str(slot), weight, model.get("name"), _text(model.get("version")), is_bundle(dict(model))
+            )
+        )
     total = sum(s.weight for s in slots)
     if total not in (0, 100):
         raise LedgerError(
@@ -173,11 +190,113 @@ def served_at(events: Sequence[TrafficEvent], at: str | dt.datetime) -> dict[str
     }
 
 
+def served_ticker(
+    ledger: ServedLedger,
+    ticker: str,
+    at: str | dt.datetime,
+    candidates: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What served `ticker` at `at`, in any layout: for each endpoint that held it (the ledger's index,
+    then `candidates`: today's per-ticker endpoint), the slots live in that
+    endpoint's last event at or before `at` that serve the ticker, i.e. a single model on the ticker's own
+    endpoint (`single_model_endpoint`, the first candidate) or a bundle that holds it. Each serving entry:
+    endpoint, slot, weight, model_name, model_version, bundle ({name, version} or None). A bundle whose map
+    the ledger lacks (its record was lost) is answered with model None and a `missing` note, never guessed.
+    `since`/`reason`/`instance_id` are those of the newest event that answered."""
+    moment = format_time(parse_time(at))
+    known = ledger.endpoints_of(ticker) if isinstance(ledger, BundleLedger) else []
+    endpoints = list(dict.fromkeys([*known, *candidates]))
+    own = candidates[0] if candidates else None
+    serving: list[dict[str, Any]] = []
+    newest: TrafficEvent | None = None
+    count = 0
+    for endpoint in endpoints:
+        events = ledger.events(endpoint, until=moment)
+        count += len(events)
+        if not events:
+            continue
+        last = max(events, key=lambda e: (e.time, e.event_id))
+        found = []
+        for s in last.slots:
+            if s.weight <= 0:
+                continue
+            entry: dict[str, Any] = {"endpoint": endpoint, "slot": s.slot, "weight": s.weight}
+            if not s.bundle:
+                if endpoint != own:
+                    continue  # a single model on another endpoint serves another ticker
+                found.append(
+                    {**entry, "model_name": s.model_name, "model_version": s.model_version, "bundle": None}
+                )
+                continue
+            bundle = {"name": s.model_name, "version": s.model_version}
+            held = (
+                ledger.bundle_entry(str(s.model_name), str(s.model_version), ticker)
+                if isinstance(ledger, BundleLedger)
+                else None
+            )
+            if held is not None:
+                found.append(
+                    {
+                        **entry,
+                        "model_name": held["model_name"],
+                        "model_version": held["model_version"],
+                        "bundle": bundle,
+                    }
+                )
+            elif isinstance(ledger, BundleLedger) and not ledger.has_bundle(
+                str(s.model_name), str(s.model_version)
+            ):
+                found.append(
+                    {
+                        **entry,
+                        "model_name": None,
+                        "model_version": None,
+                        "bundle": bundle,
+                        "missing": "the ledger has no ticker map of this bundle (its record was lost)",
+                    }
+                )
+        if found:
+            serving.extend(found)
+            if newest is None or (last.time, last.event_id) > (newest.time, newest.event_id):
+                newest = last
+    return {
+        "ticker": ticker,
+        "at": moment,
+        "endpoint": newest.endpoint if newest else own,
+        "serving": serving,
+        "since": newest.time if newest else None,
+        "reason": newest.reason if newest else None,
+        "instance_id": newest.instance_id if newest else None,
+        "events": count,
+    }
+
+
 @runtime_checkable
 class ServedLedger(Protocol):
     def append(self, event: TrafficEvent) -> None: ...
 
     def events(self, endpoint: str, until: str | dt.datetime | None = None) -> list[TrafficEvent]: ...
+
+
+@runtime_checkable
+class BundleLedger(ServedLedger, Protocol):
+    """A ledger that also keeps each bundle's ticker -> model map (both adapters are one)."""
+
+    def has_bundle(self, name: str, version: str) -> bool: ...
+
+    def record_bundle(self, bundle: BundleRef) -> None: ...
+
+    def bundle_entry(self, name: str, version: str, ticker: str) -> dict[str, Any] | None: ...
+
+    def endpoints_of(self, ticker: str) -> list[str]: ...
+
+
+ENTRY_FIELDS = ("model_name", "model_version", "family", "fitted_data_end")
+
+
+def _entry(bundle: BundleRef, ticker: str) -> dict[str, Any]:
+    raw = bundle.tickers[ticker]
+    return {k: _text(raw.get(k)) for k in ENTRY_FIELDS}
 
 
 # ------------------------------------------------------------------------------------------ SQLite
@@ -200,6 +319,25 @@ class SqliteLedger:
                 " weight INTEGER NOT NULL, model_name TEXT, model_version TEXT)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS served_by_time ON served (endpoint, time)")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(served)")}
+            if "bundle" not in columns:  # a ledger written before bundles: its slots served single models
+                db.execute("ALTER TABLE served ADD COLUMN bundle INTEGER NOT NULL DEFAULT 0")
+            # One row per bundle version (written with its tickers, in one transaction) and one per
+            # (bundle version, ticker): a bundle's map is stored once, however many records name it.
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS served_bundles (bundle_name TEXT NOT NULL,"
+                " bundle_version TEXT NOT NULL, endpoint TEXT NOT NULL, parent_version TEXT,"
+                " PRIMARY KEY (bundle_name, bundle_version))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS served_bundle_tickers (bundle_name TEXT NOT NULL,"
+                " bundle_version TEXT NOT NULL, endpoint TEXT NOT NULL, ticker TEXT NOT NULL,"
+                " model_name TEXT, model_version TEXT, family TEXT, fitted_data_end TEXT,"
+                " PRIMARY KEY (bundle_name, bundle_version, ticker))"
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS bundle_tickers_by_ticker ON served_bundle_tickers (ticker)"
+            )
         mark_created(self.path)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
@@ -220,21 +358,75 @@ class SqliteLedger:
                 s.weight,
                 s.model_name,
                 s.model_version,
+                int(s.bundle),
             )
             for s in event.slots
         ] or [
-            (event.event_id, event.time, event.endpoint, event.reason, event.instance_id, "", 0, None, None)
+            (
+                event.event_id,
+                event.time,
+                event.endpoint,
+                event.reason,
+                event.instance_id,
+                "",
+                0,
+                None,
+                None,
+                0,
+            )
         ]
         with self._connect() as db:  # one transaction: an event is all its rows or none
             db.executemany(
                 "INSERT INTO served (event_id, time, endpoint, reason, instance_id, slot, weight, model_name,"
-                " model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " model_version, bundle) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
+    def has_bundle(self, name: str, version: str) -> bool:
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT 1 FROM served_bundles WHERE bundle_name = ? AND bundle_version = ?", (name, version)
+            ).fetchone()
+        return found is not None
+
+    def record_bundle(self, bundle: BundleRef) -> None:
+        rows = [
+            (bundle.name, bundle.version, bundle.endpoint, t, *_entry(bundle, t).values())
+            for t in bundle.tickers
+        ]
+        with self._connect() as db:  # the bundle and all its tickers, or none; a repeat is a no-op
+            db.execute(
+                "INSERT OR IGNORE INTO served_bundles (bundle_name, bundle_version, endpoint, parent_version)"
+                " VALUES (?, ?, ?, ?)",
+                (bundle.name, bundle.version, bundle.endpoint, bundle.parent_version),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO served_bundle_tickers (bundle_name, bundle_version, endpoint, ticker,"
+                " model_name, model_version, family, fitted_data_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def bundle_entry(self, name: str, version: str, ticker: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT model_name, model_version, family, fitted_data_end FROM served_bundle_tickers"
+                " WHERE bundle_name = ? AND bundle_version = ? AND ticker = ?",
+                (name, version, ticker),
+            ).fetchone()
+        return None if row is None else dict(zip(ENTRY_FIELDS, row, strict=True))
+
+    def endpoints_of(self, ticker: str) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT DISTINCT endpoint FROM served_bundle_tickers WHERE ticker = ? ORDER BY endpoint",
+                (ticker,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def events(self, endpoint: str, until: str | dt.datetime | None = None) -> list[TrafficEvent]:
         query = (
-            "SELECT event_id, time, endpoint, reason, instance_id, slot, weight, model_name, model_version"
+            "SELECT event_id, time, endpoint, reason, instance_id, slot, weight, model_name, model_version,"
+            " bundle"
         )
         query += " FROM served WHERE endpoint = ?"
         params: list[Any] = [endpoint]
@@ -248,13 +440,13 @@ class SqliteLedger:
 
 def _group(rows: Sequence[Sequence[Any]]) -> list[TrafficEvent]:
     grouped: dict[str, dict[str, Any]] = {}
-    for event_id, time, endpoint, reason, instance_id, slot, weight, name, version in rows:
+    for event_id, time, endpoint, reason, instance_id, slot, weight, name, version, bundle in rows:
         event = grouped.setdefault(
             event_id,
             {"time": time, "endpoint": endpoint, "reason": reason, "instance_id": instance_id, "slots": []},
         )
         if slot:
-            event["slots"].append(SlotRecord(slot, int(weight), name, version))
+            event["slots"].append(SlotRecord(slot, int(weight), name, version, bool(bundle)))
     return [
         TrafficEvent(
             time=e["time"],
@@ -274,7 +466,15 @@ def _group(rows: Sequence[Sequence[Any]]) -> list[TrafficEvent]:
 class TableLedger:
     """The ledger in an Azure Table: one entity per event (its slots as JSON, so an append is a single
     atomic write), PartitionKey = endpoint, RowKey = `<time>|<event id>` (text order is time order), so
-    "events up to T" is one range query on one partition."""
+    "events up to T" is one range query on one partition.
+
+    Bundles, in the same table (endpoint names are `[a-z0-9-]`, so these partitions never meet theirs):
+    - `bundle|<name>|<version>` / `<ticker>`: one small entity per (bundle, ticker), so no entity nears the
+      1 MB entity or 64 KB property limits whatever the bundle's size; `bundle_entry` is a point read;
+    - `bundle|<name>|<version>` / `~bundle`: the marker, written after every ticker's entity, so a marker
+      means the map is complete (`has_bundle`); an interrupted write is completed by the next record;
+    - `index|<endpoint>` / `<ticker>`: the endpoints that held a ticker (`endpoints_of`: one query over
+      the index partitions, whose size is the fleet's, not the history's)."""
 
     def __init__(self, table_client: Any) -> None:
         self.table = table_client
@@ -290,14 +490,18 @@ class TableLedger:
         client = TableClient(endpoint, table_name, credential=credential, **client_options)
         return cls(client)
 
-    def append(self, event: TrafficEvent) -> None:
+    def _ensure_table(self) -> None:
         from azure.core.exceptions import ResourceExistsError
-        from azure.data.tables import UpdateMode
 
         if not self._created:
             with contextlib.suppress(ResourceExistsError):
                 self.table.create_table()
             self._created = True
+
+    def append(self, event: TrafficEvent) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._ensure_table()
         entity = {
             "PartitionKey": event.endpoint,
             "RowKey": f"{event.time}|{event.event_id}",
@@ -332,6 +536,60 @@ class TableLedger:
             )
             for e in found
         ]
+
+    def _get(self, partition: str, row: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(self.table.get_entity(partition, row))
+        except ResourceNotFoundError:  # no such entity, or no table yet
+            return None
+
+    def has_bundle(self, name: str, version: str) -> bool:
+        return self._get(f"bundle|{name}|{version}", BUNDLE_MARKER) is not None
+
+    def record_bundle(self, bundle: BundleRef) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        self._ensure_table()
+        partition = f"bundle|{bundle.name}|{bundle.version}"
+        for ticker in bundle.tickers:  # upserts: a repeated or resumed write is harmless
+            entity = {"PartitionKey": partition, "RowKey": ticker, "endpoint": bundle.endpoint}
+            entity.update({k: v or "" for k, v in _entry(bundle, ticker).items()})
+            self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        index = f"index|{bundle.endpoint}"
+        try:
+            indexed = {
+                e["RowKey"] for e in self.table.query_entities("PartitionKey eq @p", parameters={"p": index})
+            }
+        except ResourceNotFoundError:
+            indexed = set()
+        for ticker in sorted(set(bundle.tickers) - indexed):
+            self.table.upsert_entity({"PartitionKey": index, "RowKey": ticker}, mode=UpdateMode.REPLACE)
+        marker = {
+            "PartitionKey": partition,
+            "RowKey": BUNDLE_MARKER,
+            "endpoint": bundle.endpoint,
+            "parent_version": bundle.parent_version or "",
+            "tickers": len(bundle.tickers),
+        }
+        self.table.upsert_entity(marker, mode=UpdateMode.REPLACE)
+
+    def bundle_entry(self, name: str, version: str, ticker: str) -> dict[str, Any] | None:
+        found = self._get(f"bundle|{name}|{version}", ticker)
+        return None if found is None else {k: found.get(k) or None for k in ENTRY_FIELDS}
+
+    def endpoints_of(self, ticker: str) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        query = "PartitionKey ge @low and PartitionKey lt @high and RowKey eq @ticker"
+        params = {"low": "index|", "high": "index}", "ticker": ticker}
+        try:
+            found = self.table.query_entities(query, parameters=params)
+            return sorted({e["PartitionKey"].removeprefix("index|") for e in found})
+        except ResourceNotFoundError:
+            return []
 
 
 # ---------------------------------------------------------------------------------------- selection
@@ -375,6 +633,41 @@ def _version_key(version: Any) -> tuple[int, int]:
     return (1, int(text)) if text.isdigit() else (0, 0)
 
 
+def _record_bundles(
+    platform: Any,
+    endpoint: str,
+    ledger: ServedLedger,
+    deployments: Mapping[str, Mapping[str, Any] | None],
+    given: Sequence[BundleRef | Mapping[str, Any]],
+) -> list[str]:
+    """Store the ticker map of each bundle the slots serve that the ledger does not have yet; returns the
+    bundles ("name version N") whose map could not be had."""
+    served = {(str(m["name"]), str(m["version"])) for m in deployments.values() if m and is_bundle(dict(m))}
+    if not served:
+        return []
+    if not isinstance(ledger, BundleLedger):
+        return [f"{name} version {version}" for name, version in sorted(served)]
+    refs: dict[tuple[str, str], BundleRef] = {}
+    for item in given:
+        one = item if isinstance(item, BundleRef) else BundleRef.from_dict(dict(item))
+        refs[(one.name, str(one.version))] = one
+    missing = []
+    for name, version in sorted(served):
+        if ledger.has_bundle(name, version):
+            continue
+        ref: BundleRef | None = refs.get((name, version))
+        try:
+            if ref is None:
+                ref = platform.get_bundle(endpoint, version)
+            if ref is None or ref.name != name:
+                missing.append(f"{name} version {version}")
+                continue
+            ledger.record_bundle(ref)
+        except Exception as exc:  # noqa: BLE001 - the event is still recorded; the warning says what is missing
+            missing.append(f"{name} version {version} ({type(exc).__name__}: {str(exc)[:200]})")
+    return missing
+
+
 APPEND_ATTEMPTS = 3
 APPEND_BACKOFF_S = (0.2, 1.0)  # between attempts: a locked or briefly unavailable store recovers
 
@@ -403,12 +696,21 @@ def record_traffic_change(
     removed_slot: str | None = None,
     ledger: ServedLedger | None = None,
     instance_id: str | None = None,
+    bundles: Sequence[BundleRef | Mapping[str, Any]] = (),
+    at: dt.datetime | None = None,
 ) -> TrafficEvent | str:
     """Append the endpoint's traffic after a change to the ledger (retried, `append_with_retry`). The
     rollout must not fail because the ledger did: a failure is logged and returned as a warning text
     (the cycle puts it in its status' `warnings`), never dropped silently. `instance_id`: the
     orchestration that made the change; without it, the newest deployed model's `instance_id` tag (which
-    Azure's deployment listing does not carry)."""
+    Azure's deployment listing does not carry).
+
+    Bundles: a slot whose model is a bundle (`ports.is_bundle`: `BundleRef.as_model()`, tags bundle=true)
+    is recorded with the bundle's name and version; its ticker -> model map is stored once, before the
+    event, the first time a record names that bundle version. The map comes from `bundles` (the rollout
+    passes the BundleRefs it has, or their `to_dict()`: the new bundle and the one serving), else from
+    `platform.get_bundle(endpoint, version)`. A bundle whose map cannot be had still gets its event
+    recorded, and the warning text is returned (`served` then says the map is missing)."""
     import logging
 
     try:
@@ -424,8 +726,17 @@ def record_traffic_change(
         kind = reason or infer_reason(table, deployments)
         newest = max(deployments.values(), key=lambda m: _version_key((m or {}).get("version")), default=None)
         instance_id = instance_id or ((newest or {}).get("tags") or {}).get(TAG_INSTANCE_ID)
-        event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id)
-        append_with_retry(ledger, event)
+        event = traffic_event(endpoint, kind, table, deployments, instance_id=instance_id, at=at)
+        store = ledger or get_ledger()
+        missing = _record_bundles(platform, endpoint, store, deployments, bundles)
+        append_with_retry(store, event)
+        if missing:
+            warning = (
+                f"served ledger: the {kind} change on {endpoint} was recorded without the ticker map of "
+                f"{', '.join(missing)}; GET /api/served cannot say which model served each ticker through it"
+            )
+            logging.getLogger(__name__).error("%s", warning)
+            return warning
         return event
     except Exception as exc:  # noqa: BLE001 - the ledger is a record, never a reason to roll back
         warning = (

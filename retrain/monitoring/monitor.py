@@ -305,6 +305,52 @@ def score_with_wait(
             sleep(pause)
 
 
+def score_tickers(
+    invoke: Callable[[dict[str, Any]], dict[str, Any]],
+    closes_by_ticker: dict[str, Sequence[float]],
+    budget_s: float = 0.0,
+) -> dict[str, dict[str, Any]]:
+    """Score several tickers of ONE endpoint that serves a bundle in one batch request
+    (`{"instances": [{"ticker", "close"}, ...]}`, the last FORECAST_CLOSES closes each; docs/bundles.md).
+    `invoke(payload)` posts to the endpoint (e.g. `lambda p: platform.invoke(endpoint, p)`), waited for as
+    `score_with_wait` does. Returns ticker -> the scorer's answer for it: {"ticker", "forecast", "model"},
+    or, for an instance the scorer refused, {"ticker", "error", "status"} in its place (the other tickers
+    are still answered). A request refused as a whole raises, as `invoke` does."""
+    if not closes_by_ticker:
+        return {}
+    tickers = list(closes_by_ticker)
+    payload = {
+        "instances": [{"ticker": t, "close": list(closes_by_ticker[t])[-FORECAST_CLOSES:]} for t in tickers]
+    }
+    answer = score_with_wait(lambda: invoke(payload), budget_s)
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(tickers):
+        raise ValueError(
+            f"the batch answer has no 'predictions' list of {len(tickers)} entries: {str(answer)[:200]}"
+        )
+    bundle = answer.get("bundle")
+    return {
+        ticker: {**prediction, "bundle": bundle} if "error" not in prediction else dict(prediction)
+        for ticker, prediction in zip(tickers, predictions, strict=True)
+    }
+
+
+def serving_endpoint(ticker: str) -> str:
+    """The endpoint that serves `ticker` now, in any layout: the served ledger's answer (the endpoint of
+    its newest live record of the ticker), else the ticker's own endpoint (today's layout)."""
+    from retrain import naming
+    from retrain.monitoring.http import candidate_endpoints
+    from retrain.monitoring.ledger import get_ledger, served_ticker
+
+    own = naming.endpoint_name(ticker)
+    try:
+        answer = served_ticker(get_ledger(), ticker, dt.datetime.now(dt.UTC), candidate_endpoints(ticker))
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop the forecast
+        log.warning("served ledger not read for %s (%s); scoring %s", ticker, exc, own)
+        return own
+    return str(answer["endpoint"]) if answer["serving"] else own
+
+
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
@@ -312,7 +358,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     from retrain.adapters import get_platform
     from retrain.market_data import fetch_prices, request_data_dir
     from retrain.monitoring.forecast_log import get_forecast_log
-    from retrain.ports import PlatformError
+    from retrain.ports import PlatformError, is_bundle
 
     ticker = payload["ticker"]
     thresholds = Thresholds(**payload["thresholds"])
@@ -340,24 +386,29 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
 
     # 1. Join earlier forecasts with the closes now known, then today's forecast of the next close.
     store.join_actuals(ticker, dates, closes)
-    endpoint = naming.endpoint_name(ticker)
+    endpoint = serving_endpoint(ticker)
     forecast_row: dict[str, Any] | None = None
     # Slots starting or restarting (the scoring URL answers 503 with Retry-After) are waited for.
     score_wait_s = settings.get_float("RETRAIN_MONITOR_SCORE_WAIT_S")
     try:
-        answer = score_with_wait(
-            lambda: platform.invoke(endpoint, {"close": closes[-FORECAST_CLOSES:]}), score_wait_s
-        )
+        state = platform.get_endpoint(endpoint)
+        # An endpoint serving a bundle is asked for this ticker; the answer's `model` is the ticker's own
+        # model and `bundle` says which deployment answered. A single model keeps today's request.
+        bundled = any(is_bundle(m) for m in (state.deployments or {}).values())
+        request: dict[str, Any] = {"close": closes[-FORECAST_CLOSES:]}
+        if bundled:
+            request["ticker"] = ticker
+        answer = score_with_wait(lambda: platform.invoke(endpoint, request), score_wait_s)
         value = float(answer["forecast"][0])
         if not math.isfinite(value):
             raise ValueError(f"forecast {value!r} is not finite")
         model = answer.get("model") or {}
-        state = platform.get_endpoint(endpoint)
+        served_version = (answer.get("bundle") or {}).get("version") if bundled else model.get("version")
         slot = next(
             (
                 s
                 for s, m in (state.deployments or {}).items()
-                if str((m or {}).get("version")) == str(model.get("version"))
+                if str((m or {}).get("version")) == str(served_version)
             ),
             None,
         )

@@ -40,7 +40,8 @@ from tests.helpers import (
     wait_for,
 )
 
-STEPS = ("fetch_data", "submit_training", "wait_for_job", "deploy", "smoke_test", "set_champion")
+# The cycle's steps; the deployment itself is its endpoint's rollout's (retrain/rollout.py).
+STEPS = ("fetch_data", "submit_training", "wait_for_job", "register_model", "await_rollout")
 
 
 # ----------------------------------------------------------------------------------- the shared cycle
@@ -79,9 +80,12 @@ def test_status_lists_the_instances_and_shows_one_with_its_steps(cycle: Cycle):
 
     listed = run_retrain(["status", "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
     assert listed.returncode == 0, listed.stderr
-    lines = [line for line in listed.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, listed.stdout  # one cycle ran on this state dir
-    assert lines[0].split()[:3] == [instance_id, "Completed", "deployed"], lines[0]
+    lines = [line.split() for line in listed.stdout.splitlines() if line.strip()]
+    # One cycle ran on this state dir, and its endpoint's rollout (one instance id per iteration).
+    cycles = [line for line in lines if not line[0].startswith("rollout-")]
+    assert [line[:3] for line in cycles] == [[instance_id, "Completed", "deployed"]], listed.stdout
+    rollouts = [line[0] for line in lines if line[0].startswith("rollout-fleet-models-")]
+    assert rollouts and len(rollouts) + 1 == len(lines), listed.stdout
 
     shown = run_retrain(["status", instance_id, "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
     assert shown.returncode == 0, shown.stderr
@@ -93,6 +97,7 @@ def test_status_lists_the_instances_and_shows_one_with_its_steps(cycle: Cycle):
     assert all(isinstance(step["seconds"], float | int) for step in status["steps"]), status["steps"]
     assert status["ids"]["job_name"] == cycle.summary["job_name"]
     assert status["output"]["model_version"] == cycle.summary["model_version"]
+    assert status["output"]["rollout"] == cycle.summary["rollout"] in rollouts
 
 
 def test_status_of_an_unknown_instance_fails_with_a_clear_message(cycle: Cycle):

@@ -76,9 +76,15 @@ def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
     assert summary["data_version"] and summary["scoring_uri"].startswith("http://127.0.0.1:")
     forecast = summary["prediction"]["forecast"]
     assert 0.5 * summary["prediction"]["last_close"] < forecast < 2 * summary["prediction"]["last_close"]
-    for step in ("fetch_data", "submit_training", "wait_for_job", "deploy", "smoke_test", "set_champion"):
+    for step in ("fetch_data", "submit_training", "wait_for_job", "register_model", "await_rollout"):
         assert step in summary["timings_s"], summary["timings_s"]
         assert f"{step} done in" in run.stderr  # progress printed as it happened
+    # The default layout: the shared endpoint's rollout deployed a bundle of one to its first slot.
+    assert summary["endpoint"] == "fleet-models" and summary["slot"] == "blue", summary
+    assert summary["bundle"] == {"name": "fleet-models-bundle", "version": "1"}, summary
+    assert summary["rollout"].startswith("rollout-fleet-models-"), summary
+    assert summary["prediction"]["bundle"] == summary["bundle"], summary
+    assert summary["prediction"]["model"]["name"] == "msft-forecaster", summary
     # `run` stops the slots it started.
     assert _slot_pids(state_dir) and not any(process_alive(p, t) for p, t in _slot_pids(state_dir))
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from functions_host.host import LocalHost
-from retrain import adapters, naming
+from retrain import adapters
 from retrain.host_client import HostClient
 from retrain.market_data import fetch_prices
 from retrain.settings import declared_defaults
@@ -152,7 +152,7 @@ def test_forced_swaps_through_the_host_lose_no_scoring_request(
         for slot, version in zip(slots[1:], versions[1:], strict=True):
             assert (slot, version) in scorer.served, (slot, version)
         assert scorer.served[-1] == (slots[-1], versions[-1])
-        endpoint = adapters.get_platform().get_endpoint(naming.endpoint_name("MSFT"))
+        endpoint = adapters.get_platform().get_endpoint(first["endpoint"])  # RETRAIN_ENDPOINTS' (shared)
         assert endpoint.traffic == {slots[-1]: 100}, endpoint.traffic  # the old slot deleted
     finally:
         if scorer is not None:

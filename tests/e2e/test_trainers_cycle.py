@@ -101,7 +101,12 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     )
     assert f"champion_mae {ridge_mae:.6g}" in champion_reason, (champion_reason, ridge_mae)
     assert len(ridge_errors["dates"]) > 100
-    # The same scoring URL now serves the LSTM (blue/green swap), canary first.
+    # The same scoring URL now serves the LSTM (blue/green swap): the endpoint's next bundle, one
+    # environment loading both families.
     assert lstm["scoring_uri"] == ridge["scoring_uri"]
-    assert lstm["prediction"]["model"]["version"] == "2" and "canary" in lstm["timings_s"]
-    assert "canary done in" in stderr
+    assert lstm["prediction"]["model"]["version"] == "2" and (ridge["slot"], lstm["slot"]) == (
+        "blue",
+        "green",
+    )
+    assert (ridge["bundle"]["version"], lstm["bundle"]["version"]) == ("1", "2"), (ridge, lstm)
+    assert lstm["prediction"]["bundle"] == lstm["bundle"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from functions_host.host import LocalHost
-from retrain import adapters
+from retrain import adapters, naming
 from retrain.settings import declared_defaults
 from tests.helpers import REPO
 from tests.integration.memory_platform import MemoryPlatform, shared
@@ -32,6 +32,9 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform
         "RETRAIN_JOB_POLL_MINUTES": "1",
         "RETRAIN_CANARY_PERCENT": "10",
         "RETRAIN_KEEP_OLD_SLOT": "false",
+        # A layout users may choose, one endpoint per ticker (msft-forecast); the rollout tests run on the
+        # default (shared: fleet-models) through the `shared_endpoint` fixture.
+        "RETRAIN_ENDPOINTS": "per-ticker",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -53,3 +56,11 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryPlatform
     finally:
         local.stop()
         adapters.reset()
+
+
+@pytest.fixture
+def shared_endpoint(host: LocalHost, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The default layout (RETRAIN_ENDPOINTS=shared) on `host`: every ticker on one endpoint, whose name
+    this returns; a cycle reads the setting when it starts."""
+    monkeypatch.setenv("RETRAIN_ENDPOINTS", "shared")
+    return naming.group_endpoint_name(naming.SHARED_GROUP, "")

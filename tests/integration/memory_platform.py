@@ -4,7 +4,9 @@ not for the Functions host, the SDK or the Event Grid trigger, which all run for
 Jobs "finish" on a background thread after `job_seconds` and, like the local platform, deliver Azure
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
-permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies.
+permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
+ticker's model in a bundle that answers NaN. Bundles (ports.MLPlatform) are kept in memory and a
+slot serving one answers per ticker, as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
 operation (`set_traffic` answers `Updating`; it applies at the next read, or `get_endpoint` shows the
@@ -25,7 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from retrain import naming
 from retrain.ports import (
+    BundleRef,
     DataAsset,
     DeploymentState,
     EndpointBusyError,
@@ -35,6 +39,7 @@ from retrain.ports import (
     PlatformError,
     TrainingRequest,
     TransientPlatformError,
+    is_bundle,
     monitor_experiment_name,
     monitor_metric_point,
 )
@@ -62,6 +67,7 @@ class Script:
     )
     champion_mae: float | None = 1.1  # reported when a champion was given
     broken_slots: set[str] = field(default_factory=set)  # slots whose model answers NaN
+    broken_unpinned: bool = False  # requests through the stable URL (no slot named) answer NaN
     dead_slots: set[str] = field(default_factory=set)  # slots whose server is down: Failed, refuse requests
     failing_deployments: set[str] = field(default_factory=set)  # slots whose next deployment ends Failed
     op_polls: int = 0  # reads that still see a traffic update in progress before it applies
@@ -70,6 +76,12 @@ class Script:
     # test can act while a `submit_training` activity is in flight.
     submit_gate: threading.Event | None = None
     submitting: threading.Event = field(default_factory=threading.Event)
+    # Set: a deployment announces itself (`deploying`) and waits for this event before it begins, so a
+    # test can act while a rollout's `begin_deployment` activity is in flight.
+    deploy_gate: threading.Event | None = None
+    deploying: threading.Event = field(default_factory=threading.Event)
+    # Models ("name:version") that answer NaN when a bundle serves them: one ticker's failing smoke test.
+    broken_models: set[str] = field(default_factory=set)
     permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
     transient_failures: dict[str, int] = field(default_factory=dict)  # method -> raises left
 
@@ -86,6 +98,8 @@ class MemoryPlatform:
         self.calls: list[tuple[str, Any]] = []
         self.events_sent: list[tuple[str, str]] = []
         self.monitor_metrics: dict[str, dict[str, dict[str, float]]] = {}  # ticker -> day -> metrics
+        self.bundles: dict[tuple[str, str], BundleRef] = {}  # (endpoint, version) -> bundle
+        self.operations: list[tuple[Any, ...]] = []  # endpoint writes in order: (endpoint, kind, ...)
 
     def _scripted_failure(self, method: str) -> None:
         self.calls.append((method, None))
@@ -280,6 +294,9 @@ class MemoryPlatform:
             return self._endpoint(name)
 
     def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
+        if self.script.deploy_gate is not None:
+            self.script.deploying.set()
+            self.script.deploy_gate.wait(60)
         with self.lock:
             current = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
             if current is not None and current["state"] == "Failed":
@@ -294,6 +311,7 @@ class MemoryPlatform:
 
             ep = self._begin(endpoint, "deployment", create)
             self.calls.append(("begin_deployment", slot))
+            self.operations.append((endpoint, "deploy", slot, model.name, model.version))
             ep["slots"][slot] = {
                 "model": model.to_dict(),
                 "ready_at": time.monotonic() + 0.2,
@@ -332,6 +350,7 @@ class MemoryPlatform:
 
             self._begin(endpoint, "traffic", apply)
             self.calls.append(("set_traffic", dict(traffic)))
+            self.operations.append((endpoint, "traffic", dict(traffic)))
             return EndpointState(
                 name=endpoint,
                 state="Updating",
@@ -350,8 +369,80 @@ class MemoryPlatform:
             if info is None or info["state"] != "Succeeded" or chosen in self.script.dead_slots:
                 raise PlatformError(f"slot {chosen} of {endpoint} did not answer (502)")
             last = payload["close"][-1]
-            value = float("nan") if chosen in self.script.broken_slots else last * 1.001
+            if is_bundle(info["model"]):
+                return self._score_bundle(endpoint, chosen, info["model"], payload, pinned=slot)
+            broken = chosen in self.script.broken_slots or (slot is None and self.script.broken_unpinned)
+            value = float("nan") if broken else last * 1.001
             return {"forecast": [value], "model": info["model"]}
+
+    def _score_bundle(
+        self, endpoint: str, slot: str, deployed: dict[str, Any], payload: dict[str, Any], pinned: str | None
+    ) -> dict[str, Any]:
+        """As scorer/score.py answers for a bundle: the ticker's model names itself, and the bundle."""
+        bundle = self.bundles[(endpoint, deployed["version"])]
+        ticker = payload.get("ticker")
+        if ticker is None and len(bundle.tickers) == 1:
+            ticker = next(iter(bundle.tickers))
+        model = bundle.model_of(str(ticker))
+        if model is None:
+            raise PlatformError(f"{endpoint} answered 400: the bundle does not hold ticker {ticker!r}")
+        broken = (
+            slot in self.script.broken_slots
+            or f"{model.name}:{model.version}" in self.script.broken_models
+            or (pinned is None and self.script.broken_unpinned)
+        )
+        value = float("nan") if broken else payload["close"][-1] * 1.001
+        return {
+            "forecast": [value],
+            "ticker": ticker,
+            "model": {"name": model.name, "version": model.version},
+            "bundle": {"name": bundle.name, "version": bundle.version},
+        }
+
+    # -- bundles (ports.MLPlatform) --------------------------------------------------------
+    def register_bundle(
+        self,
+        endpoint: str,
+        version: str,
+        parent: BundleRef | None,
+        changes: dict[str, ModelRef],
+        orchestration_ids: list[str],
+        removed: list[str] | None = None,
+    ) -> BundleRef:
+        tickers = {
+            t: dict(e) for t, e in (parent.tickers if parent else {}).items() if t not in (removed or [])
+        }
+        for ticker, model in changes.items():
+            tickers[ticker] = {
+                "model_name": model.name,
+                "model_version": model.version,
+                "family": model.tags.get("model_family"),
+                "fitted_data_end": model.tags.get("fitted_data_end"),
+            }
+        bundle = BundleRef(
+            name=naming.bundle_name(endpoint),
+            version=version,
+            endpoint=endpoint,
+            tickers=tickers,
+            parent_version=parent.version if parent else None,
+            changed=sorted(changes),
+            removed=sorted(removed or []),
+            orchestration_ids=list(orchestration_ids),
+        )
+        with self.lock:
+            existing = self.bundles.get((endpoint, version))
+            if existing is not None:
+                if (existing.tickers, existing.parent_version) != (bundle.tickers, bundle.parent_version):
+                    raise PlatformError(
+                        f"bundle {bundle.name}:{version} exists with other content (immutable)"
+                    )
+                return existing
+            self.bundles[(endpoint, version)] = bundle
+            self.calls.append(("register_bundle", (endpoint, version, sorted(changes))))
+            return bundle
+
+    def get_bundle(self, endpoint: str, version: str) -> BundleRef | None:
+        return self.bundles.get((endpoint, version))
 
     def begin_delete_deployment(self, endpoint: str, slot: str) -> DeploymentState:
         with self.lock:

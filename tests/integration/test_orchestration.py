@@ -15,35 +15,75 @@ import time
 from pathlib import Path
 
 from retrain.host_client import HostClient, http_json
+from retrain.workflow import CycleInput
 from tests.helpers import calls, run_cycle, start, wait
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_happy_path_then_a_second_cycle_swaps_slots(host, memory):
+def cycles(host) -> list[str]:
+    """The ids of the host's cycles (not the endpoint's rollout orchestrations), sorted."""
+    return sorted(
+        s["instanceId"] for s in host.engine.list_instances() if s["name"] == "retrain_orchestrator"
+    )
+
+
+def run_legacy_cycle(host, instance_id: str) -> dict:
+    """Start MSFT's cycle as code from before fleet serving did: its input has no `serving_target` (a
+    start through the Durable HTTP API with today's settings otherwise), and wait for it."""
+    cycle = {**CycleInput.from_settings("MSFT", "http").to_dict(), "serving_target": None}
+    url = f"{host.url}/runtime/webhooks/durabletask/orchestrators/retrain_orchestrator/{instance_id}"
+    code, answer = http_json("POST", f"{url}?code={host.durable_key}", cycle)
+    assert code == 202, answer
+    return wait(host, instance_id)
+
+
+def test_happy_path_then_a_second_cycle_swaps_slots(host, memory, shared_endpoint):
     first = run_cycle(host)
     assert first["runtime_status"] == "Completed", first
     out = first["output"]
     assert out["status"] == "deployed" and out["slot"] == "blue" and out["old_slot"] is None
+    assert out["endpoint"] == shared_endpoint and out["bundle_version"] == "1"
     assert out["job_name"] == f"{first['instance_id']}-train"
     assert first["ids"]["job_signal"] == "event"  # the Event Grid trigger woke it, not the 1-minute poll
     assert memory.champions["msft-forecaster"] == out["model_version"] == "1"
-    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100}
+    assert memory.endpoints[shared_endpoint]["traffic"] == {"blue": 100}
     tags = memory.models["msft-forecaster"][0].tags
     assert tags["orchestration_instance_id"] == first["instance_id"] and tags["gate_decision"] == "deploy"
     assert tags["data_version"] == out["data_version"] and tags["code_version"] and tags["metric_mae"] == "1"
     steps = [s["step"] for s in first["steps"]]
     assert steps[:4] == ["fetch_data", "get_champion", "submit_training", "wait_for_job"]
-    assert "canary" not in steps and steps[-1] == "set_champion"  # first model: no old slot to canary against
+    assert steps[-1] == "await_rollout"  # the endpoint's rollout deploys it, not the cycle
     assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in first["steps"])
+    # First bundle: no old slot to canary against, 0 % -> 100 %.
+    assert calls(memory, "set_traffic") == [{"blue": 100}]
 
     second = run_cycle(host)
     assert second["runtime_status"] == "Completed", second
     assert (second["output"]["slot"], second["output"]["old_slot"]) == ("green", "blue")
+    assert second["output"]["bundle_version"] == "2"
     assert calls(memory, "set_traffic")[-2:] == [{"blue": 90, "green": 10}, {"green": 100, "blue": 0}]
-    assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
-    assert "blue" not in memory.endpoints["msft-forecast"]["slots"]  # retired
+    assert memory.endpoints[shared_endpoint]["traffic"] == {"green": 100}
+    assert "blue" not in memory.endpoints[shared_endpoint]["slots"]  # retired
     assert memory.champions["msft-forecaster"] == "2"
+
+
+def test_an_input_from_older_code_keeps_the_inline_rollout(host, memory):
+    """The legacy path: an orchestration started by code from before fleet serving (its input has no
+    `serving_target`) deploys its single model itself, blue/green on the ticker's endpoint, as that code
+    did, so its replay after an upgrade does what it did."""
+    first = run_legacy_cycle(host, "retrain-msft-20200101t000001z")
+    assert first["runtime_status"] == "Completed", first
+    assert (first["output"]["slot"], first["output"]["old_slot"]) == ("blue", None)
+    assert [s["step"] for s in first["steps"]][-1] == "set_champion" and "bundle" not in first["output"]
+    second = run_legacy_cycle(host, "retrain-msft-20200101t000002z")
+    assert second["runtime_status"] == "Completed", second
+    assert (second["output"]["slot"], second["output"]["old_slot"]) == ("green", "blue")
+    assert calls(memory, "set_traffic")[-2:] == [{"blue": 90, "green": 10}, {"green": 100, "blue": 0}]
+    served = memory.endpoints["msft-forecast"]
+    assert served["traffic"] == {"green": 100} and "blue" not in served["slots"]
+    assert served["slots"]["green"]["model"]["name"] == "msft-forecaster"  # a single model, no bundle
+    assert memory.bundles == {} and memory.champions["msft-forecaster"] == "2"
 
 
 def test_lost_event_is_covered_by_polling(host, memory, monkeypatch):
@@ -84,15 +124,17 @@ def test_force_overrides_the_gate_and_is_recorded(host, memory):
     assert memory.models["msft-forecaster"][0].tags["gate_forced"] == "true"
 
 
-def test_failed_smoke_test_rolls_traffic_back(host, memory):
+def test_failed_smoke_test_rolls_traffic_back(host, memory, shared_endpoint):
     assert run_cycle(host)["output"]["slot"] == "blue"
-    memory.script.broken_slots = {"green"}  # the new model answers NaN
+    memory.script.broken_unpinned = True  # once the canary serves, the stable URL answers NaN
     status = run_cycle(host)
     assert status["runtime_status"] == "Failed"
-    assert "smoke test on slot green" in status["error"] and "traffic is back on blue" in status["error"]
-    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100, "green": 0}
+    assert "smoke test of MSFT on slot endpoint" in status["error"], status["error"]
+    assert "traffic is back on blue" in status["error"]
+    assert calls(memory, "set_traffic")[-2:] == [{"blue": 90, "green": 10}, {"blue": 100, "green": 0}]
+    assert memory.endpoints[shared_endpoint]["traffic"] == {"blue": 100, "green": 0}
     assert memory.champions["msft-forecaster"] == "1"  # the champion is untouched and serving
-    assert "blue" in memory.endpoints["msft-forecast"]["slots"]
+    assert "blue" in memory.endpoints[shared_endpoint]["slots"]
 
 
 def test_slow_smoke_test_rolls_back_too(host, memory, monkeypatch):
@@ -141,32 +183,31 @@ def test_bad_request_and_unknown_instance(host):
     assert code == 401
 
 
-def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch):
+def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch, shared_endpoint):
     monkeypatch.setenv("RETRAIN_TICKERS", "MSFT,AAPL")
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # same week: no-op
-    ids = sorted(s["instanceId"] for s in host.engine.list_instances())
+    ids = cycles(host)
     assert len(ids) == 2 and ids[0].startswith("retrain-aapl-") and ids[1].startswith("retrain-msft-")
     assert all(i.rsplit("-", 1)[1][4] == "w" for i in ids)
     for instance_id in ids:
         assert wait(host, instance_id)["runtime_status"] == "Completed"
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # finished: still a no-op
-    assert len(host.engine.list_instances()) == 2
+    assert cycles(host) == ids  # (besides the endpoint's rollout, which deployed both)
     assert len(calls(memory, "submit_training")) == 2
 
 
 # -- Azure's semantics, mirrored by the memory platform: the orchestrator must wait them out -------------
 
 
-def test_traffic_update_that_stays_updating_is_waited_for(host, memory):
+def test_traffic_update_that_stays_updating_is_waited_for(host, memory, shared_endpoint):
     memory.script.op_polls = 1  # each traffic change still shows the old traffic, Updating, at the first read
     first = run_cycle(host)  # the live smoke test after {blue: 100} would meet a 404 if it did not wait
     assert first["runtime_status"] == "Completed", first
-    assert "smoke_test_live" in [s["step"] for s in first["steps"]]
     second = run_cycle(host)
     assert second["runtime_status"] == "Completed", second
-    assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
-    assert "blue" not in memory.endpoints["msft-forecast"]["slots"]
+    assert memory.endpoints[shared_endpoint]["traffic"] == {"green": 100}
+    assert "blue" not in memory.endpoints[shared_endpoint]["slots"]
     assert calls(memory, "busy") == []  # it never wrote while an operation was still running
 
 
@@ -179,21 +220,21 @@ def test_busy_endpoint_is_waited_out_not_retried_quickly(host, memory):
     assert memory.endpoints["msft-forecast"]["traffic"] == {"green": 100}
 
 
-def test_failed_idle_slot_is_deleted_before_deploying(host, memory):
+def test_failed_idle_slot_is_deleted_before_deploying(host, memory, shared_endpoint):
     assert run_cycle(host)["output"]["slot"] == "blue"
     memory.script.failing_deployments = {"green"}
     failed = run_cycle(host)
     assert failed["runtime_status"] == "Failed" and "to slot green ended Failed" in failed["error"]
-    assert memory.endpoints["msft-forecast"]["traffic"] == {"blue": 100, "green": 0}
+    assert memory.endpoints[shared_endpoint]["traffic"] == {"blue": 100, "green": 0}
     third = run_cycle(host)  # green is Failed: Azure refuses to update it, so it is deleted first
     assert third["runtime_status"] == "Completed", third
-    assert third["ids"]["cleared"] == "green was Failed"
     ops = [(c, a) for c, a in memory.calls if c in ("delete_deployment", "begin_deployment")]
     assert ops[-3:] == [
         ("delete_deployment", "green"),
         ("begin_deployment", "green"),
         ("delete_deployment", "blue"),
     ]
+    assert third["output"]["bundle_version"] == "3"  # version 2 (on the failed slot) is never reused
 
 
 def test_forged_job_events_are_checked_with_the_platform(host, memory):
@@ -233,18 +274,15 @@ def test_transient_failure_is_retried(host, memory):
     assert len(calls(memory, "get_champion")) == 3
 
 
-def test_rollback_never_sends_traffic_to_a_dead_old_slot(host, memory):
+def test_rollback_never_sends_traffic_to_a_dead_old_slot(host, memory, shared_endpoint):
     assert run_cycle(host)["output"]["slot"] == "blue"
     writes = len(calls(memory, "set_traffic"))
-    memory.script.dead_slots = {"blue"}  # the champion's server is down
-    memory.script.broken_slots = {"green"}  # and the new model fails its smoke test
+    memory.script.dead_slots = {"blue"}  # the champion's server goes down: the canary's stable URL fails
     status = run_cycle(host)
     assert status["runtime_status"] == "Failed"
-    assert (
-        "old slot blue is Failed, not live" in status["error"]
-        and "smoke test on slot green" in status["error"]
-    )
-    assert calls(memory, "set_traffic")[writes:] == []  # no blind "100 % to blue"
+    assert "old slot blue is Failed, not live" in status["error"], status["error"]
+    assert "smoke test of MSFT on slot endpoint" in status["error"]
+    assert calls(memory, "set_traffic")[writes:] == [{"blue": 90, "green": 10}]  # no blind "100 % to blue"
     assert memory.champions["msft-forecaster"] == "1"
 
 

@@ -1,5 +1,6 @@
 """Issue 20 item 3 on the real local platform (ridge trainer, MLflow registry, azmlinfsrv slots behind the
-router): both slots' servers are SIGKILLed during a forced cycle's canary, and again whenever they come
+router), in the default layout (the shared endpoint's rollout deploys the cycle's model in a bundle):
+both slots' servers are SIGKILLed during the canary of a forced cycle's rollout, and again whenever they come
 back until the rollback has begun (so the rollback surely finds the old slot restarting: the issue's
 trials hit that window 3 times in 5 by chance). Then the platform restarts them; the rollback waits for the old slot instead of giving up, so the old model ends at 100 %
 (before, the failed challenger kept its canary share and every later cycle failed at begin_deployment),
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain import adapters, naming
+from retrain import adapters
 from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle
 
 
@@ -37,5 +38,5 @@ def test_a_rollback_waits_for_the_restarting_old_slot_and_the_next_cycle_deploys
         nxt = run_cycle(host, {"ticker": TICKER, "force": True})
         assert nxt["runtime_status"] == "Completed", nxt
         assert nxt["output"]["status"] == "deployed", nxt
-        endpoint = adapters.get_platform().get_endpoint(naming.endpoint_name(TICKER))
+        endpoint = adapters.get_platform().get_endpoint(nxt["output"]["endpoint"])
         assert endpoint.traffic == {nxt["output"]["slot"]: 100}, endpoint.traffic

@@ -8,6 +8,7 @@ import json
 import time
 import urllib.parse
 
+from retrain import naming
 from retrain.host_client import http_json
 from retrain.monitoring.ledger import SqliteLedger
 from tests.helpers import run_cycle
@@ -31,7 +32,7 @@ def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):
     after_first = now()
     assert run_cycle(host)["output"]["status"] == "deployed"  # v2 -> green, blue retired
     after_swap = now()
-    memory.script.broken_slots = {"blue"}  # v3 goes to blue and answers NaN: rolled back
+    memory.script.broken_unpinned = True  # v3 on blue: the stable URL answers NaN in its canary: rolled back
     third = run_cycle(host)
     assert third["runtime_status"] == "Failed" and "traffic is back on green" in json.dumps(third)
     after_rollback = now()
@@ -59,7 +60,11 @@ def test_served_answers_across_a_swap_and_a_rollback(host, memory, tmp_path):
         "blue": ("1", 90),
         "green": ("2", 10),
     }
-    assert canary.instance_id and canary.instance_id.startswith("retrain-msft-")
+    # Made by the endpoint's rollout, which passed the bundles: each ticker's model is on record.
+    assert canary.instance_id and canary.instance_id.startswith(
+        naming.rollout_instance_prefix("msft-forecast")
+    )
+    assert {s.slot: s.bundle for s in canary.slots} == {"blue": True, "green": True}
     # Between the canary's start and the promote, the answer is the split.
     code, answer = served(host, "MSFT", events[3].time)
     assert {s["model_version"]: s["weight"] for s in answer["serving"]} == {"1": 90, "2": 10}
@@ -100,7 +105,7 @@ def test_a_corrupt_or_unopenable_ledger_is_a_503_that_names_the_file(host, tmp_p
 
 def test_a_cycle_whose_ledger_records_are_lost_says_so_in_its_status(host, tmp_path):
     # The ledger's file cannot be opened (a directory stands where it should be): every append fails,
-    # after its retries. The rollout goes on, and the cycle's status and output carry the loss.
+    # after its retries. The rollout goes on, and tells the cycle, whose status and output carry the loss.
     (tmp_path / "monitoring" / "ledger.sqlite").mkdir(parents=True)
     done = run_cycle(host)
     assert done["output"]["status"] == "deployed"

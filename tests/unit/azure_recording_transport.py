@@ -329,6 +329,8 @@ class ArmTransport(HttpTransport):
                         }
                     },
                 )
+            elif "/models/" in path and "/versions/" in path:  # a custom model: the service reports none
+                properties.setdefault("flavors", {})
             resource.update(
                 id=path,
                 name=path.split("/")[-1],
@@ -444,12 +446,7 @@ class ArmTransport(HttpTransport):
                 {"ETag": '"0x8DA91174A0CA527"', "Last-Modified": "Mon, 05 Jan 2026 01:00:00 GMT"},
             )
         if call.method == "GET" and call.query.get("comp") == ["list"]:
-            xml = (
-                b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs /><NextMarker />'
-                b"</EnumerationResults>"
-            )
-            resp = self._respond(request, 200, xml, {"Content-Type": "application/xml"})
-            return resp
+            return self._respond(request, 200, self._listing(call), {"Content-Type": "application/xml"})
         if call.method == "GET" and path in self.blobs:  # a download (e.g. a job's artifact)
             data = self.blobs[path]
             return self._respond(
@@ -466,6 +463,39 @@ class ArmTransport(HttpTransport):
                 },
             )
         return self._respond(request, 404, None, {"x-ms-error-code": "BlobNotFound"})
+
+    def _listing(self, call: Call) -> bytes:
+        """A container's List Blobs answer (one page): the stored blobs whose names start with `prefix`,
+        and with `delimiter` the virtual folders one level down as BlobPrefix entries, as Storage lists."""
+        from xml.sax.saxutils import escape
+
+        container = call.path.strip("/").split("/")[0]
+        prefix = (call.query.get("prefix") or [""])[0]
+        delimiter = (call.query.get("delimiter") or [None])[0]
+        blobs, folders = [], set()
+        for path, data in sorted(self.blobs.items()):
+            if not path.startswith(f"/{container}/"):
+                continue
+            name = path[len(container) + 2 :]
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if delimiter and delimiter in rest:
+                folders.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+                continue
+            blobs.append(
+                f"<Blob><Name>{escape(name)}</Name><Properties><Content-Length>{len(data)}</Content-Length>"
+                "<BlobType>BlockBlob</BlobType><Content-Type>application/octet-stream</Content-Type>"
+                "</Properties><Metadata /></Blob>"
+            )
+        entries = "".join(blobs) + "".join(
+            f"<BlobPrefix><Name>{escape(folder)}</Name></BlobPrefix>" for folder in sorted(folders)
+        )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint='
+            f'"https://{call.host}/" ContainerName="{container}"><Prefix>{escape(prefix)}</Prefix>'
+            f"<Blobs>{entries}</Blobs><NextMarker /></EnumerationResults>"
+        ).encode()
 
     def _mlflow(self, request: Any, call: Call) -> Any:
         run_id = (call.query.get("run_id") or [""])[0]

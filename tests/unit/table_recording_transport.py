@@ -1,5 +1,5 @@
 """A recording azure-core transport that answers like Azure Table Storage (create table, upsert entity,
-query with $filter), for the served ledger's Table adapter tested through the real `azure-data-tables`
+get entity, query with $filter), for the served ledger's Table adapter tested through the real `azure-data-tables`
 client. Shapes follow the Table service REST API (JSON, `odata.error` on failure)."""
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ class TableTransport(HttpTransport):
             pk, rk = keys["pk"].replace("''", "'"), keys["rk"].replace("''", "'")
             table[(pk, rk)] = {k: v for k, v in body.items() if not k.endswith("@odata.type")}
             return respond(request, 204, None, {"ETag": "W/\"datetime'2026-11-27T17%3A00%3A00Z'\""})
+        if request.method == "GET" and keys:  # get_entity: a point read
+            table = self.tables.get(keys["table"])
+            if table is None:
+                return respond(request, 404, _error("TableNotFound", "The table specified does not exist."))
+            found = table.get((keys["pk"].replace("''", "'"), keys["rk"].replace("''", "'")))
+            if found is None:
+                return respond(
+                    request, 404, _error("ResourceNotFound", "The specified resource does not exist.")
+                )
+            return respond(request, 200, found)
         if request.method in ("PATCH", "MERGE") and keys:  # upsert in merge mode
             table = self.tables.get(keys["table"])
             if table is None:

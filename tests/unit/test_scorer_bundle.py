@@ -257,3 +257,19 @@ def test_a_model_folder_holding_a_bundle_json_file_is_still_a_single_model(tmp_p
     (model / "bundle.json").write_text("{}")  # an artefact of that name inside a model is not a manifest
     assert score.find_bundle_manifest(tmp_path) is None
     assert score.find_bundle_manifest(model) is None
+
+
+def test_a_bundle_checks_each_familys_requirements_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow compares a model's pinned requirements with the environment (warnings only) at load; a bundle
+    does that for the first model of each family, not for every ticker (half of a small model's load)."""
+    models = tmp_path / "models"
+    ridge_bundle(tmp_path / "b", models, {"AAA": 10, "BBB": 10, "CCC": 10})
+    for requirements in (tmp_path / "b" / "models").glob("*/requirements.txt"):
+        requirements.write_text("mlflow==0.0.1\n", encoding="utf-8")  # a pin this environment cannot satisfy
+    capfd.readouterr()
+    loaded = score.load_bundle(tmp_path / "b" / "bundle.json")
+    assert set(loaded.tickers) == {"AAA", "BBB", "CCC"}
+    # MLflow's own logger writes the mismatch warning to stderr (it does not propagate to the root logger).
+    assert capfd.readouterr().err.count("mlflow==0.0.1") == 1

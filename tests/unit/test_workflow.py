@@ -21,7 +21,7 @@ from azure.durable_functions.models.history import HistoryEvent, HistoryEventTyp
 
 from retrain.activities import report_failures
 from retrain.ports import EndpointBusyError, PlatformError, TransientPlatformError
-from retrain.workflow import JOB_FINISHED_EVENT, WorkflowFailed, retrain_orchestrator
+from retrain.workflow import JOB_FINISHED_EVENT, ROLLOUT_OUTCOME_EVENT, WorkflowFailed, retrain_orchestrator
 
 INSTANCE = "retrain-msft-20260105t000000z"
 JOB = f"{INSTANCE}-train"
@@ -265,7 +265,7 @@ def drive(
             context.current_utc_datetime = task.fire_at
         elif isinstance(task, AnyTask):
             event, timer = task.tasks
-            assert isinstance(event, EventTask) and event.name == JOB_FINISHED_EVENT
+            assert isinstance(event, EventTask) and event.name in (JOB_FINISHED_EVENT, ROLLOUT_OUTCOME_EVENT)
             assert isinstance(timer, TimerTask)
             if world.events:
                 event.result = world.events.pop(0)
@@ -373,6 +373,16 @@ def test_gate_reject_registers_but_deploys_nothing():
     assert out.output["gate"]["deploy"] is False and out.status["decision"]["deploy"] is False
     assert world.calls("register_model")[0]["tags"]["gate_decision"] == "reject"
     assert "begin_deployment" not in world.names() and "set_traffic" not in world.names()
+
+
+def test_a_rejected_challenger_names_its_serving_target_not_the_tickers_own_endpoint():
+    """On the shared layout the ticker is served by its group's endpoint: a rejected cycle says that one."""
+    world = serving_blue()
+    world.events = [completed_event()]
+    world.metrics = {"mae": 5.0, "naive_mae": 1.2, "champion_mae": 1.1}
+    out = drive(world, serving_target="fleet-models")
+    assert out.output["status"] == "rejected" and out.output["endpoint"] == "fleet-models"
+    assert "request_rollout" not in world.names()
 
 
 def test_smoke_failure_rolls_back_and_waits_for_the_rollback():

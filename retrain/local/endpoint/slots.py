@@ -18,7 +18,7 @@ from retrain.local.endpoint.router import HEALTH_INTERVAL_S, ScoringRouter, rout
 from retrain.local.endpoint.state import EndpointStateStore, _now
 from retrain.local.inference_server import ServerProcess, is_live, start_inference_server
 from retrain.local.processes import free_port, process_alive, tail
-from retrain.ports import DeploymentState, ModelRef, PlatformError
+from retrain.ports import DeploymentState, ModelRef, PlatformError, is_bundle
 
 log = logging.getLogger("retrain.local.endpoint")
 
@@ -84,8 +84,22 @@ class SlotSupervisor(EndpointStateStore):
 
     def _materialise_model(self, endpoint: str, slot: str, model: ModelRef) -> Path:
         """The model's files at `<slot>/azureml-models/<name>/<version>/` (Azure's layout), fetched
-        into a temp dir then renamed, so a half-downloaded model is never served."""
+        into a temp dir then renamed, so a half-downloaded model is never served. A bundle is served
+        from its registered folder under `<state>/bundles/` itself (immutable, so no copy is needed)."""
         models = self._dir(endpoint) / slot / "azureml-models"
+        if is_bundle(model):
+            from retrain.local.bundle_store import bundle_folder  # the bundle store imports this package
+
+            folder = bundle_folder(self.root.parent, model.name, model.version)
+            if not (folder / "bundle.json").is_file():
+                raise PlatformError(
+                    f"bundle {model.name} version {model.version} is not registered; register it "
+                    "(register_bundle) before deploying it"
+                )
+            for old in models.glob("*/*"):  # what this slot served before is not needed any more
+                if not old.name.startswith("."):
+                    shutil.rmtree(old, ignore_errors=True)
+            return folder
         target = models / model.name / model.version
         if target.is_dir():
             return target

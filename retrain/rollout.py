@@ -1,0 +1,414 @@
+"""The rollout of an endpoint: one orchestration per endpoint at a time, batching the challengers that wait.
+
+A cycle whose gate accepts its challenger does not deploy it: it marks itself `awaiting_rollout` in its
+custom status and asks for its endpoint's rollout (`workflow.await_rollout`). This orchestration then
+
+    guard: the earliest active rollout of the endpoint goes on, a later one ends at once
+    -> pending_rollouts: the Running cycles awaiting this endpoint (one challenger per ticker, the newest;
+       an older one of the same ticker is answered "left out: superseded"; one already served, "deployed")
+    -> none: done. Else: endpoint -> what serves (slot, its bundle k)
+    -> bundle k+1 = k with the changed tickers' models -> idle slot at 0 %
+    -> smoke test EACH changed ticker on the idle slot (and a sample of unchanged ones)
+       a changed ticker that fails is LEFT OUT: bundle k+2 without it (parent k), redeploy, smoke again
+    -> canary % (with an old slot) -> smoke the changed tickers on the new slot and through the stable URL
+    -> 100 % -> each changed ticker's champion -> retire the old slot
+    any failure once traffic moved: traffic back to the old slot (bundle k serves), every changed cycle fails
+    -> rollout_outcomes: the `rollout_outcome` event to each cycle (deployed / left_out / failed, and why)
+    -> continue_as_new: the next batch (challengers that arrived meanwhile), with a fresh history.
+
+Why discovery (the cycles' own status) rather than a singleton fed by events or a fan-in: an event raised
+to an instance that has just completed is lost, and how continue_as_new carries unprocessed events
+differs between hosts; a queue of our own would be a new store in both worlds. A cycle stays
+`awaiting_rollout` until it has its outcome, and asks again on a timer, so none is lost (docs/architecture.md).
+
+Deterministic: every effect is an activity, time from the context, the settings from the input (copied
+from the requesting cycle's input by `request_rollout`, never read during replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from retrain.ports import BundleRef, EndpointState, is_bundle
+from retrain.progress import Progress
+from retrain.workflow import (
+    _CYCLE_WARNINGS,
+    WorkflowFailed,
+    _reason,
+    call_activity,
+    deploy_to_idle_slot,
+    ensure_endpoint,
+    retire_old_slot,
+    roll_back,
+    set_traffic_and_wait,
+)
+
+ROLLOUT_ORCHESTRATOR = "rollout_orchestrator"
+ROLLOUT_GUARD_ACTIVITY = "earlier_active_rollout"
+# How many unchanged tickers are smoke-tested on the idle slot (they must still answer with their model).
+SMOKE_SAMPLE = 3
+DEPLOYED, LEFT_OUT, FAILED = "deployed", "left_out", "failed"
+
+Task = Generator[Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    """The rollout's settings, fixed when it starts (from the requesting cycle's input)."""
+
+    endpoint: str
+    canary_percent: int = 10
+    smoke_max_latency_ms: float = 2000.0
+    keep_old_slot: bool = False
+    deploy_timeout_minutes: float = 60.0
+    # The cycles the previous iteration answered (id -> model version): their status may still say
+    # `awaiting_rollout` until they process the event, and must not be rolled out twice.
+    answered: dict[str, str] = field(default_factory=dict)
+    # The workflow's endpoint steps read these: a rollout always has today's behaviour.
+    rollback_waits_for_old_slot: bool = True
+    record_traffic_when_applied: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutInput:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A cycle awaiting the rollout, as `pending_rollouts` found it in the cycle's custom status."""
+
+    instance_id: str
+    ticker: str
+    model: dict[str, Any]  # ModelRef dict
+    closes: list[float]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Challenger:
+        return cls(data["instance_id"], data["ticker"], data["model"], list(data.get("closes") or []))
+
+    def outcome(self, outcome: str, reason: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "ticker": self.ticker,
+            "model": self.model,
+            "outcome": outcome,
+            "reason": reason,
+            **extra,
+        }
+
+
+class _Rollout:
+    """One rollout iteration's running state: what the workflow's endpoint steps need (`EndpointRun`)."""
+
+    def __init__(self, context: df.DurableOrchestrationContext):
+        self.context = context
+        self.input = RolloutInput.from_dict(context.get_input() or {})
+        self.endpoint = self.input.endpoint
+        self.instance_id = context.instance_id
+        self.deploy_timeout = timedelta(minutes=self.input.deploy_timeout_minutes)
+        # The serving bundle and the new one: they go with this rollout's ledger records (deploy,
+        # traffic), so the served ledger stores each ticker map once without asking the registry.
+        self.bundles: list[dict[str, Any]] = []
+        self.progress = Progress(context, "")
+        del self.progress.status["ticker"]
+        self.progress.status.update({"endpoint": self.endpoint, "rollout": True, "outcomes": []})
+        _CYCLE_WARNINGS[context] = self.progress.status["warnings"]
+        self.out: dict[str, Any] = {
+            "rollout": self.instance_id,
+            "endpoint": self.endpoint,
+            "scoring_uri": None,
+        }
+
+    def call(self, activity: str, payload: dict[str, Any]) -> Task:
+        return (yield from call_activity(self.context, activity, payload))
+
+    def set_traffic(self, traffic: dict[str, int]) -> Task:
+        return (
+            yield from set_traffic_and_wait(
+                self.context,
+                self.endpoint,
+                traffic,
+                self.deploy_timeout,
+                instance_id=self.instance_id,
+                record_when_applied=True,
+                bundles=self.bundles,
+            )
+        )
+
+    def step(self, name: str, **ids: Any) -> None:
+        self.progress.step(name, **ids)
+
+    def note(self, **ids: Any) -> None:
+        self.progress.note(**ids)
+
+
+def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
+    """One batch of the endpoint's rollout (see the module docstring), then the next as a new generation."""
+    run = _Rollout(context)
+    earlier = yield from run.call(
+        ROLLOUT_GUARD_ACTIVITY, {"endpoint": run.endpoint, "instance_id": run.instance_id}
+    )
+    if earlier:  # one rollout per endpoint: the earlier one finds this one's challengers too
+        run.progress.finish("skipped", earlier=earlier)
+        return {**run.out, "status": "skipped", "earlier": earlier}
+    run.step("pending_rollouts")
+    found = yield from run.call(
+        "pending_rollouts", {"endpoint": run.endpoint, "answered": run.input.answered}
+    )
+    challengers = [Challenger.from_dict(c) for c in found.get("challengers") or []]
+    outcomes = [
+        Challenger.from_dict(c).outcome(
+            LEFT_OUT, f"superseded by the newer challenger of {c['superseded_by']}"
+        )
+        for c in found.get("superseded") or []
+    ]
+    if challengers:
+        outcomes += yield from roll_out_batch(run, challengers)
+    if not outcomes:
+        run.progress.finish("idle")
+        return {**run.out, "status": "idle"}
+    run.step("notify_cycles")
+    if run.progress.status["warnings"]:  # e.g. a served-ledger record lost: each cycle's status says so
+        outcomes = [{**o, "warnings": list(run.progress.status["warnings"])} for o in outcomes]
+    run.progress.status["outcomes"] = [
+        {k: o.get(k) for k in ("instance_id", "ticker", "outcome", "reason", "bundle_version")}
+        for o in outcomes
+    ]
+    yield from run.call("rollout_outcomes", {"outcomes": outcomes})
+    run.progress.finish("done")
+    answered = {o["instance_id"]: str(o["model"]["version"]) for o in outcomes}
+    context.continue_as_new({**run.input.to_dict(), "answered": answered})
+    return None
+
+
+def roll_out_batch(run: _Rollout, challengers: list[Challenger]) -> Task:
+    """Bundle k+1 with the challengers, through the idle slot to all traffic. Returns each one's outcome;
+    never raises (every waiting cycle must hear how its challenger fared)."""
+    try:
+        endpoint = yield from ensure_endpoint(run)
+        old_slot, new_slot = endpoint.serving_slot(), endpoint.idle_slot()
+        current = yield from serving_bundle(run, endpoint, old_slot)
+        run.note(old_slot=old_slot, new_slot=new_slot, serving_bundle=current.version if current else None)
+        run.bundles = [current.to_dict()] if current else []
+    except Exception as exc:  # noqa: BLE001 - nothing moved: each cycle hears why
+        reason = (
+            f"{exc if isinstance(exc, WorkflowFailed) else _reason(exc)}; the previous bundle keeps serving"
+        )
+        return [c.outcome(FAILED, reason, rollout=run.instance_id) for c in challengers]
+    common = {"rollout": run.instance_id, "slot": old_slot, "old_slot": None}
+    outcomes: list[dict[str, Any]] = []
+    changed: list[Challenger] = []
+    for c in challengers:
+        served = current.model_of(c.ticker) if current else None
+        if served is not None and (served.name, served.version) == (c.model["name"], str(c.model["version"])):
+            # Already in the bundle that serves (its event was lost after an earlier rollout): idempotent.
+            outcomes.append(c.outcome(DEPLOYED, "already served", **common, **_bundle_fields(current, run)))
+        else:
+            changed.append(c)
+    if not changed:
+        return outcomes
+    try:
+        bundle, left_out = yield from bundle_on_idle_slot(run, endpoint, new_slot, current, changed)
+    except Exception as exc:  # noqa: BLE001 - the idle slot never had traffic: nothing to roll back
+        reason = (
+            f"{exc if isinstance(exc, WorkflowFailed) else _reason(exc)}; the previous bundle keeps serving"
+        )
+        return outcomes + [c.outcome(FAILED, reason, rollout=run.instance_id) for c in changed]
+    outcomes += [
+        c.outcome(
+            LEFT_OUT, f"{left_out[c.ticker]}; its previous model keeps serving", rollout=run.instance_id
+        )
+        for c in changed
+        if c.ticker in left_out
+    ]
+    going = [c for c in changed if c.ticker not in left_out]
+    if bundle is None:
+        return outcomes
+    try:
+        held_before = set(current.tickers) if current else set()
+        yield from shift_traffic(run, bundle, going, old_slot, new_slot, held_before)
+    except WorkflowFailed as exc:  # rolled back (or could not be: the reason says what serves)
+        return outcomes + [c.outcome(FAILED, str(exc), rollout=run.instance_id) for c in going]
+    try:
+        run.step("set_champion")
+        for c in going:
+            yield from run.call("set_champion", {"model": c.model})
+    except Exception as exc:  # noqa: BLE001 - the bundle serves; the registry's champion lags: say so
+        run.progress.status["warnings"].append(f"set_champion failed: {_reason(exc)}")
+    if old_slot is not None:
+        yield from retire_old_slot(run, old_slot)
+    done = {**_bundle_fields(bundle, run), "rollout": run.instance_id, "slot": new_slot, "old_slot": old_slot}
+    return outcomes + [c.outcome(DEPLOYED, f"serves in bundle {bundle.version}", **done) for c in going]
+
+
+def _bundle_fields(bundle: BundleRef | None, run: _Rollout) -> dict[str, Any]:
+    return {
+        "bundle": bundle.name if bundle else None,
+        "bundle_version": bundle.version if bundle else None,
+        "scoring_uri": run.out.get("scoring_uri"),
+    }
+
+
+def serving_bundle(run: _Rollout, endpoint: EndpointState, old_slot: str | None) -> Task:
+    """The bundle the serving slot serves (None: nothing serves, or a single model from older code)."""
+    model = endpoint.deployments.get(old_slot) if old_slot else None
+    if not is_bundle(model):
+        return None
+    assert model is not None
+    found = yield from run.call("get_bundle", {"endpoint": run.endpoint, "version": model["version"]})
+    if found is None:
+        raise WorkflowFailed(
+            f"endpoint {run.endpoint} serves bundle {model['version']}, which is not registered"
+        )
+    return BundleRef.from_dict(found)
+
+
+def bundle_on_idle_slot(
+    run: _Rollout,
+    endpoint: EndpointState,
+    new_slot: str,
+    current: BundleRef | None,
+    changed: list[Challenger],
+) -> Task:
+    """Register the next bundle (the current one with the changed tickers), deploy it to the idle slot at
+    0 % and smoke-test each changed ticker there, and a sample of unchanged ones. Changed tickers that
+    fail are left out: the next version without them (parent: the current one), deployed and tested
+    again. Returns (the bundle that passed, or None when every changed ticker failed; {ticker: why})."""
+    left_out: dict[str, str] = {}
+    after = current.version if current else "0"
+    while True:
+        going = [c for c in changed if c.ticker not in left_out]
+        if not going:
+            return None, left_out
+        run.step("register_bundle")
+        version = (yield from run.call("next_bundle_version", {"endpoint": run.endpoint, "after": after}))[
+            "version"
+        ]
+        bundle = BundleRef.from_dict(
+            (
+                yield from run.call(
+                    "register_bundle",
+                    {
+                        "endpoint": run.endpoint,
+                        "version": version,
+                        "parent": current.to_dict() if current else None,
+                        "changes": {c.ticker: c.model for c in going},
+                        "orchestration_ids": [run.instance_id, *(c.instance_id for c in going)],
+                    },
+                )
+            )
+        )
+        run.note(bundle=bundle.name, bundle_version=bundle.version)
+        run.bundles = [*([current.to_dict()] if current else []), bundle.to_dict()]
+        yield from deploy_to_idle_slot(run, endpoint, new_slot, bundle.as_model().to_dict())
+        run.step("smoke_test")
+        failures = yield from smoke_changed(run, going, new_slot, expect_new=True)
+        unchanged = sorted(set(bundle.tickers) - {c.ticker for c in going})[:SMOKE_SAMPLE]
+        closes = going[0].closes
+        for ticker in unchanged:  # the rest of the bundle must still answer with its own model
+            model = bundle.model_of(ticker)
+            assert model is not None
+            verdict = yield from smoke(run, ticker, closes, new_slot, [model.version], plausible=False)
+            if not verdict.get("ok"):
+                raise WorkflowFailed(
+                    f"bundle {bundle.version} on slot {new_slot}: unchanged ticker {ticker}: {verdict.get('reason')}"
+                )
+        if not failures:
+            return bundle, left_out
+        left_out.update(failures)
+        after = bundle.version
+
+
+def smoke(
+    run: _Rollout,
+    ticker: str,
+    closes: list[float],
+    slot: str | None,
+    versions: list[str],
+    plausible: bool = True,
+) -> Task:
+    payload = {
+        "endpoint": run.endpoint,
+        "slot": slot,
+        "ticker": ticker,
+        "closes": closes,
+        "max_latency_ms": run.input.smoke_max_latency_ms,
+        "expect_versions": versions,
+        "plausible": plausible,
+    }
+    return (yield from run.call("smoke_test", payload))
+
+
+def smoke_changed(run: _Rollout, going: list[Challenger], slot: str | None, expect_new: bool) -> Task:
+    """Each changed ticker's smoke test; {ticker: why} for those that failed. Through the stable URL
+    during a canary (`expect_new` False) either the new model or the one it replaces may answer."""
+    failures: dict[str, str] = {}
+    for c in going:
+        versions = [str(c.model["version"])]
+        if not expect_new:
+            versions.append("*")
+        verdict = yield from smoke(run, c.ticker, c.closes, slot, versions)
+        if not verdict.get("ok"):
+            failures[c.ticker] = (
+                f"smoke test of {c.ticker} on slot {slot or 'endpoint'}: {verdict.get('reason')}"
+            )
+    return failures
+
+
+def shift_traffic(
+    run: _Rollout,
+    bundle: BundleRef,
+    going: list[Challenger],
+    old_slot: str | None,
+    new_slot: str,
+    held_before: set[str],
+) -> Task:
+    """Canary (with an old slot) -> smoke -> 100 % (-> smoke through the live URL for a first bundle).
+    Any failure rolls traffic back to the old slot (`workflow.roll_back`, which always raises)."""
+    canary = run.input.canary_percent
+    try:
+        if old_slot is not None and 0 < canary < 100:
+            run.step("canary")
+            split = {old_slot: 100 - canary, new_slot: canary}
+            yield from run.set_traffic(split)
+            run.note(traffic=split)
+            run.step("smoke_test_canary")
+            # Through the stable URL the old bundle may answer: only for the tickers it holds.
+            held = [c for c in going if c.ticker in held_before]
+            for slot, tested, expect_new in ((new_slot, going, True), (None, held, False)):
+                failures = yield from smoke_changed(run, tested, slot, expect_new)
+                if failures:
+                    raise WorkflowFailed("; ".join(failures.values()))
+        run.step("promote")
+        traffic = {new_slot: 100, **({old_slot: 0} if old_slot else {})}
+        promoted = yield from run.set_traffic(traffic)
+        run.out["scoring_uri"] = promoted.get("scoring_uri") or run.out["scoring_uri"]
+        run.note(traffic=traffic)
+        if old_slot is None or not set(c.ticker for c in going) <= held_before:
+            run.step("smoke_test_live")  # a ticker new to the endpoint is heard through its URL only now
+            failures = yield from smoke_changed(run, going, None, expect_new=True)
+            if failures:
+                raise WorkflowFailed("; ".join(failures.values()))
+    except Exception as exc:  # noqa: BLE001 - any failure once traffic moved rolls it back
+        failed = (
+            f"rollout of bundle {bundle.name}:{bundle.version} to slot {new_slot} failed ({_reason(exc)})"
+        )
+        yield from roll_back(run, failed, old_slot, new_slot)
+
+
+__all__ = [
+    "ROLLOUT_GUARD_ACTIVITY",
+    "ROLLOUT_ORCHESTRATOR",
+    "Challenger",
+    "RolloutInput",
+    "rollout_orchestrator",
+]
