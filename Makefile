@@ -27,12 +27,13 @@ $(STAMP): $(REQS)
 run: setup
 	$(BIN)/retrain run --source sample --ticker MSFT
 
-# Two workers, one test file per worker at a time (--dist loadfile): a file's module-scoped fixtures
-# (a trained model, a running endpoint) are built once, and most of the suite waits on subprocesses.
+# Three workers on two cores, one test file per worker at a time (--dist loadfile): a file's module-scoped
+# fixtures (a trained model, a running endpoint) are built once, and most of the suite waits on
+# subprocesses and servers, so a third worker fills the waits. --durations names the slowest tests.
 # Files go out in collection order (--no-loadscope-reorder): the few long e2e files first, the many short
 # unit files last to even out the end, not the files with the most tests first.
 test: setup lint typecheck
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The fast tier only: unit tests, no host, no training (about a minute).
 test-fast: setup

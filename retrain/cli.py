@@ -372,9 +372,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop["signal"] = signum
 
     signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C (SIGINT) handled here too, not left to KeyboardInterrupt: a process started in the background
+    # of a non-interactive shell inherits SIGINT ignored, and then Ctrl-C (or `kill -INT`) did nothing.
+    signal.signal(signal.SIGINT, _stop)
     try:
-        # Announced inside the try: a Ctrl-C that follows the announcement at once (a script, a loaded
-        # machine) must stop the host, not escape past the clean-up and leave its threads running.
         _say(f"retrain serve: host {host.url} (state {state_dir}); Ctrl-C to stop")
         while stop["signal"] is None:
             time.sleep(0.2)
