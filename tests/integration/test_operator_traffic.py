@@ -11,7 +11,7 @@ import pytest
 
 from retrain.host_client import http_json
 from retrain.monitoring.ledger import SqliteLedger
-from tests.helpers import run_cycle, start, wait
+from tests.helpers import run_cycle, start, wait, wait_for
 
 
 def post(host, ticker: str, action: str, body=None, key: bool = True):
@@ -22,8 +22,18 @@ def post(host, ticker: str, action: str, body=None, key: bool = True):
 def test_an_operator_sets_traffic_and_rolls_back_recorded_as_operator(host, memory, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRAIN_KEEP_OLD_SLOT", "true")  # v1 stays cold in blue after v2 takes green
     assert run_cycle(host)["output"]["status"] == "deployed"
-    assert run_cycle(host)["output"]["status"] == "deployed"
+    second = run_cycle(host)["output"]
+    assert second["status"] == "deployed"
     assert memory.get_endpoint("msft-forecast").traffic == {"blue": 0, "green": 100}
+    # The endpoint's rollout tells the cycle its outcome, then looks once more for waiting challengers
+    # before it ends; until then it owns the endpoint's traffic (an operator gets 409, tested below).
+    rollout = second["rollout"]
+    wait_for(
+        "the endpoint's rollout to end",
+        lambda: (host.engine.get_status(rollout) or {}).get("runtimeStatus") == "Completed" or None,
+        60,
+        lambda: None,
+    )
 
     code, answer = post(host, "MSFT", "traffic", {"traffic": {"blue": 100, "green": 0}})
     assert code == 200, answer
