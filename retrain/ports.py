@@ -121,6 +121,26 @@ class TrainingRequest(_Value):
 
 
 @dataclass(frozen=True)
+class BatchTrainingRequest(_Value):
+    """One training job for a batch of tickers (a fleet cycle's batch, docs/trainer-contract.md "Batches")."""
+
+    job_name: str  # computed by the caller from the batch's instance id: submitting twice is a no-op
+    experiment_name: str
+    instance_id: str  # the batch orchestration's id; travels in the job's tags (its Event Grid event)
+    code_version: str
+    # One entry per ticker, in order: {"ticker", "data": DataAsset dict, "champion": ModelRef dict | None}.
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # each becomes `--param key=value`
+    trainer: str = (
+        "ridge"  # a name in retrain.trainers.TRAINERS (its folder, with the kit, is the job's code)
+    )
+
+    @property
+    def tickers(self) -> list[str]:
+        return [str(e["ticker"]) for e in self.entries]
+
+
+@dataclass(frozen=True)
 class JobStatus(_Value):
     job_name: str
     status: str  # one of JOB_STATUSES
@@ -310,6 +330,31 @@ def monitor_metric_point(day: str, metrics: dict[str, float]) -> tuple[int, int,
             kept[key] = float(value)
     stamp = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC).timestamp() * 1000)
     return date.toordinal(), stamp, kept
+
+
+@runtime_checkable
+class TrainsBatches(Protocol):
+    """Batch training jobs (fleet cycles, docs/architecture.md): one job trains many tickers, each
+    ticker's outputs under the job's outputs (`<ticker>/`: model, metrics.json, test_errors.json) and a
+    `batch_summary.json` saying which trained and why the others failed. Both adapters implement it;
+    checked with `isinstance`, so a platform without it fails a fleet cycle with a clear reason."""
+
+    # A second submit of the same job name is a no-op (a replayed activity).
+    def submit_batch_training(self, request: BatchTrainingRequest) -> str: ...
+
+    # The job's batch_summary.json (trainer_kit/batch.py): {"tickers": {T: {"status": "ok", "metrics",
+    # "seconds"} | {"status": "failed", "error"}}, "ok": n, "failed": n}. A PlatformError when absent.
+    def get_batch_summary(self, job_name: str) -> dict[str, Any]: ...
+
+    # One ticker's metrics and test_errors.json (None when its trainer wrote none) of a batch job.
+    def get_batch_metrics(self, job_name: str, ticker: str) -> dict[str, float]: ...
+
+    def get_batch_test_errors(self, job_name: str, ticker: str) -> dict[str, Any] | None: ...
+
+    # Register one ticker's model of a batch job; registering it again returns the existing version.
+    def register_batch_model(
+        self, name: str, job_name: str, ticker: str, tags: dict[str, str]
+    ) -> ModelRef: ...
 
 
 @runtime_checkable
