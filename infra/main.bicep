@@ -34,13 +34,13 @@ param baseName string = 'retrain'
 @description('Name of the existing Azure ML workspace (in this resource group).')
 param workspaceName string
 
-@description('Comma-separated tickers the weekly timer retrains (RETRAIN_TICKERS).')
+@description('Tickers the weekly timer retrains (RETRAIN_TICKERS): comma-separated, or @FILE, a file of tickers one per line (a path in the app\'s code folder, or absolute).')
 param tickers string = 'MSFT'
 
 @description('Six-field NCRONTAB (UTC) of the retraining timer (RETRAIN_SCHEDULE).')
 param schedule string = '0 0 1 * * Mon'
 
-@description('Market data source (RETRAIN_SOURCE): yfinance, sample, csv:PATH or blob:CONTAINER/PATH (Yahoo often refuses cloud IPs: docs/data-sources.md).')
+@description('Market data source (RETRAIN_SOURCE): yfinance, sample, csv:PATH or blob:CONTAINER/PATH, {ticker} in PATH becoming each ticker (Yahoo often refuses cloud IPs: docs/data-sources.md).')
 param source string = 'yfinance'
 
 @description('Blob endpoint a blob:CONTAINER/PATH source reads (RETRAIN_BLOB_ACCOUNT_URL), e.g. https://ACCOUNT.blob.core.windows.net; the identity needs Storage Blob Data Reader there.')

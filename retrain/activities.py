@@ -70,7 +70,7 @@ def code_version() -> str:
 def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
     """Fetch prices, snapshot them (content-versioned) and register the snapshot as a data asset."""
     from retrain import settings
-    from retrain.market_data import fetch_prices, request_data_dir, write_snapshot
+    from retrain.market_data import fetch_prices, request_data_dir
 
     ticker = payload["ticker"]
     source = payload.get("source") or "yfinance"
@@ -83,15 +83,71 @@ def fetch_data(payload: dict[str, Any]) -> dict[str, Any]:
         end=payload.get("as_of"),
         data_dir=data_dir,
     )
+    # The orchestrator names the asset in its cycle's naming version; a payload from the code before it
+    # (no asset_name) gets that code's name.
+    name = payload.get("asset_name") or naming.legacy_names(ticker, "").asset
+    return _register_prices(prices, ticker, name, payload)
+
+
+def fetch_batch_data(payload: dict[str, Any]) -> dict[str, Any]:
+    """`fetch_data` for a fleet batch: {"tickers", "source", "lookback_days", "as_of", "instance_id",
+    "asset_names": {T: name}} -> {"fetched": {T: fetch_data's result}, "failed": {T: why}}.
+
+    The prices come in one call where the source allows (`market_data.fetch_many_prices`: one yfinance
+    download for the batch, one read of a file holding every ticker); `{ticker}` in a csv:/blob: source
+    is filled per ticker. A ticker whose data is missing or bad goes in "failed" with the error
+    fetch_data would give, and the batch goes on. When the source failed for the whole batch in a way
+    that may pass (rate limit, network) the activity raises a transient error: Durable retries it.
+    Each ticker's snapshot is registered as fetch_data registers it (immutable, content-versioned, the
+    same tags); registration is idempotent, so a retried activity registers nothing twice."""
+    from retrain import settings
+    from retrain.market_data import MarketDataError, SourceUnavailable, fetch_many_prices, request_data_dir
+
+    source = payload.get("source") or "yfinance"
+    data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
+    try:
+        batch = fetch_many_prices(
+            list(payload["tickers"]),
+            source=source,
+            lookback_days=payload.get("lookback_days"),
+            end=payload.get("as_of"),
+            data_dir=data_dir,
+        )
+    except SourceUnavailable as exc:
+        raise TransientPlatformError(str(exc)) from exc
+    names = payload.get("asset_names") or {}
+    fetched: dict[str, Any] = {}
+    failed = dict(batch.failed)
+    for ticker, prices in batch.prices.items():
+        try:
+            name = names.get(ticker) or naming.asset_name(ticker)
+            fetched[ticker] = _register_prices(prices, ticker, name, payload)
+        except TransientPlatformError:
+            raise  # the platform is unreachable for now: the whole activity is retried
+        except (PlatformError, MarketDataError, naming.NamingError) as exc:
+            failed[ticker] = str(exc)
+    if failed:
+        log.warning(
+            "fetch_batch_data %s: %d fetched, %d failed",
+            payload.get("instance_id"),
+            len(fetched),
+            len(failed),
+        )
+    return {"fetched": fetched, "failed": failed}
+
+
+def _register_prices(prices: Any, ticker: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Snapshot `prices` (content-versioned) and register it as data asset `name`: fetch_data's result."""
+    from retrain.market_data import fill_source, write_snapshot
+
+    source = payload.get("source")
     with tempfile.TemporaryDirectory(prefix="retrain-snapshot-") as staging:
-        # The orchestrator names the asset in its cycle's naming version; a payload from the code before
-        # it (no asset_name) gets that code's name.
-        name = payload.get("asset_name") or naming.legacy_names(ticker, "").asset
         snapshot = write_snapshot(prices, ticker, staging, name=name)
         tags = {
             **snapshot.tags,
             TAG_TICKER: ticker,
-            TAG_SOURCE: str(payload.get("source")),
+            # The source this ticker read: csv:{ticker}.csv is recorded as csv:MSFT.csv.
+            TAG_SOURCE: fill_source(source, ticker) if source else str(source),
             TAG_SHA256: snapshot.sha256,
             TAG_INSTANCE_ID: str(payload.get("instance_id")),
         }
@@ -502,6 +558,7 @@ async def rollout_outcomes(payload: dict[str, Any], client: df.DurableOrchestrat
 
 ACTIVITIES = (
     fetch_data,
+    fetch_batch_data,
     get_champion,
     get_job_status,
     get_job_metrics,

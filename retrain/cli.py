@@ -205,7 +205,7 @@ def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -
     raw_output = status.get("output")
     output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
     ids = status.get("ids") or {}
-    ticker = output.get("ticker") or (args.ticker or settings.get_list("RETRAIN_TICKERS")[0]).upper()
+    ticker = output.get("ticker") or (args.ticker or settings.tickers()[0]).upper()
     summary: dict[str, Any] = {
         "instance_id": status.get("instance_id"),
         "status": output.get("status") or ("failed" if status.get("runtime_status") == "Failed" else None),

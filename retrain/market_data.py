@@ -24,6 +24,12 @@ Sources (`fetch_prices(..., source=...)`):
   (`request_data_dir`, `resolve_data_file`), and a `blob:` source only as the operator's `RETRAIN_SOURCE`.
   Error messages name the file as it was named, the row and what was expected; they never quote the
   file's contents.
+- `{ticker}` in a `csv:` or `blob:` path is the one placeholder: each ticker reads its own file, named
+  by the ticker as it is (`ticker_file_part`: BRK.B.csv, ^GSPC.csv), filled before a request's path is
+  confined to `RETRAIN_DATA_DIR`; any other placeholder is refused (`check_placeholders`).
+
+`fetch_many_prices` fetches a batch of tickers (a fleet's): yfinance in one download call, a file of
+every ticker read once, and each ticker it could not get named with its reason (`BatchPrices.failed`).
 
 Every frame leaving this module has the columns `Date` (tz-naive datetime64 at midnight, strictly
 increasing), `Open, High, Low, Close, Volume` (finite, prices > 0, volume >= 0) and at least
@@ -45,7 +51,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +69,9 @@ DEFAULT_TIMEOUT_S = 30.0
 PRICE_COLUMNS = ("Open", "High", "Low", "Close")
 COLUMNS = ("Date", *PRICE_COLUMNS, "Volume")
 SOURCES = ("yfinance", "sample", "csv:PATH", "blob:CONTAINER/PATH")
+# The one placeholder of a csv:/blob: path: one file per ticker (`ticker_file_part`).
+TICKER_PLACEHOLDER = "{ticker}"
+_PLACEHOLDER_RE = re.compile(r"\{[^{}]*\}")
 
 DATA_DIR_SETTING = "RETRAIN_DATA_DIR"
 BLOB_ACCOUNT_SETTING = "RETRAIN_BLOB_ACCOUNT_URL"
@@ -88,6 +97,11 @@ _PRICE_DECIMALS = 6
 
 class MarketDataError(ValueError):
     """Market data could not be fetched or was rejected; the message says why and what to do."""
+
+
+class SourceUnavailable(MarketDataError):
+    """The source could not be reached or refused for now (a rate limit, the network, a server error):
+    the same call may work later. A batch raises it when no ticker could be read (`fetch_many_prices`)."""
 
 
 @dataclass(frozen=True)
@@ -262,6 +276,7 @@ def fetch_prices(
     `data_dir`: a `csv:NAME` source must name a file inside it (see `resolve_data_file`); None for the
     operator's own sources, which may be anywhere. `yahoo` and `blob` are the yfinance and Blob Storage
     adapters (default: built from the settings when that source is used); tests pass their own.
+    `{ticker}` in a `csv:` or `blob:` path is filled with the ticker (`ticker_file_part`).
 
     `lookback_days` counts calendar days back from `end` (yfinance: default today, UTC) or from the last
     available date on or before `end` (sample, csv); `None` means all available history. `end` is the
@@ -269,6 +284,111 @@ def fetch_prices(
     history without looking ahead. `timeout` bounds
     each request yfinance makes. The frame's `attrs["source"]` records where it came from."""
     symbol = validate_ticker(ticker)
+    _check_window(lookback_days, timeout)
+    end_day = _parse_end(end)
+    kind, path = _parse_source(source)
+    return _fetch_one(
+        symbol, kind, path, lookback_days, end_day, float(timeout), min_rows, data_dir, yahoo, blob
+    )
+
+
+@dataclass(frozen=True)
+class BatchPrices:
+    """What `fetch_many_prices` got: validated frames by ticker (in the order asked) and, for each ticker
+    it could not get, why (the same message `fetch_prices` would raise)."""
+
+    prices: dict[str, pd.DataFrame]
+    failed: dict[str, str]
+
+
+def fetch_many_prices(
+    tickers: Sequence[str],
+    source: str = "yfinance",
+    lookback_days: int | None = None,
+    *,
+    end: dt.date | str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    min_rows: int = MIN_ROWS,
+    data_dir: str | os.PathLike[str] | None = None,
+    yahoo: YahooDownloader | None = None,
+    blob: BlobReader | None = None,
+) -> BatchPrices:
+    """`fetch_prices` for many tickers at once: a ticker whose data is missing or bad is named in
+    `failed` with its reason, the others are fetched. yfinance gets the whole batch in one download call
+    per attempt (`YahooDownloader.fetch_many`); one file for every ticker (a `csv:`/`blob:` path without
+    `{ticker}`) is read once. Raises `SourceUnavailable` when no ticker could be read and the failures look
+    transient (Yahoo's rate limit, the network, a storage 5xx: the whole call may work later), and
+    `MarketDataError` for arguments that are wrong for every ticker (the source, the window)."""
+    _check_window(lookback_days, timeout)
+    end_day = _parse_end(end)
+    kind, path = _parse_source(source)
+    symbols: list[str] = []
+    failed: dict[str, str] = {}
+    for raw in tickers:
+        try:
+            symbol = validate_ticker(raw)
+        except MarketDataError as exc:
+            failed[str(raw)[:40]] = str(exc)
+            continue
+        if symbol not in symbols:
+            symbols.append(symbol)
+    prices: dict[str, pd.DataFrame] = {}
+    if kind == "yfinance":
+        raws: dict[str, pd.DataFrame] = {}
+        if symbols:
+            downloader = yahoo or YahooDownloader.from_settings()
+            raws, not_got = downloader.fetch_many(symbols, lookback_days, end_day, float(timeout))
+            failed.update(not_got)
+        for symbol in symbols:
+            if symbol in raws:
+                try:
+                    prices[symbol] = _finish(
+                        raws[symbol], kind, f"yfinance data for {symbol}", lookback_days, end_day, min_rows
+                    )
+                except MarketDataError as exc:
+                    failed[symbol] = str(exc)
+    else:
+        shared: tuple[pd.DataFrame, str] | None = None
+        if kind in ("csv", "blob") and TICKER_PLACEHOLDER not in path and symbols:
+            # One file for every ticker (a Ticker column): read once for the whole batch.
+            try:
+                shared = _read_shared_file(kind, path, data_dir, blob, float(timeout))
+            except SourceUnavailable:
+                raise
+            except MarketDataError as exc:
+                failed.update({s: str(exc) for s in symbols})
+                symbols = []
+        unavailable: dict[str, str] = {}
+        for symbol in symbols:
+            try:
+                prices[symbol] = _fetch_one(
+                    symbol,
+                    kind,
+                    path,
+                    lookback_days,
+                    end_day,
+                    float(timeout),
+                    min_rows,
+                    data_dir,
+                    yahoo,
+                    blob,
+                    shared=shared,
+                )
+            except SourceUnavailable as exc:
+                unavailable[symbol] = str(exc)
+            except MarketDataError as exc:
+                failed[symbol] = str(exc)
+        if unavailable and not prices:
+            first, reason = next(iter(unavailable.items()))
+            raise SourceUnavailable(
+                f"{kind}: none of the {len(symbols)} ticker(s) could be read, {len(unavailable)} for a "
+                f"reason that may pass ({first}: {reason})"
+            )
+        failed.update(unavailable)
+    return BatchPrices(prices=prices, failed=failed)
+
+
+def _check_window(lookback_days: int | None, timeout: float) -> None:
     if lookback_days is not None and (
         isinstance(lookback_days, bool) or not isinstance(lookback_days, int) or lookback_days < 1
     ):
@@ -277,28 +397,68 @@ def fetch_prices(
         )
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise MarketDataError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    end_day = _parse_end(end)
-    kind, path = _parse_source(source)
 
+
+def _fetch_one(
+    symbol: str,
+    kind: str,
+    path: str,
+    lookback_days: int | None,
+    end_day: dt.date | None,
+    timeout: float,
+    min_rows: int,
+    data_dir: str | os.PathLike[str] | None,
+    yahoo: YahooDownloader | None,
+    blob: BlobReader | None,
+    *,
+    shared: tuple[pd.DataFrame, str] | None = None,
+) -> pd.DataFrame:
+    """One ticker's validated frame from a parsed source; `shared`: the already read (frame, name) of a
+    file holding every ticker."""
     if kind == "yfinance":
-        raw = (yahoo or YahooDownloader.from_settings()).fetch(symbol, lookback_days, end_day, float(timeout))
+        raw = (yahoo or YahooDownloader.from_settings()).fetch(symbol, lookback_days, end_day, timeout)
         what = f"yfinance data for {symbol}"
     elif kind == "sample":
         raw = _load_sample(symbol)
         what = f"sample data for {symbol}"
+    elif shared is not None:
+        frame, display = shared
+        raw = _ticker_rows(frame, symbol, display)
+        what = f"CSV {display}"
     elif kind == "blob":
         reader = blob or BlobReader.from_settings()
         container, blob_name = blob_location(path, symbol)
         display = f"blob:{container}/{blob_name}"
-        raw = _parse_price_csv(reader.read(container, blob_name, float(timeout)), symbol, display)
+        raw = _parse_price_csv(reader.read(container, blob_name, timeout), symbol, display)
         what = f"CSV {display}"
     else:
-        display = path
+        display = fill_ticker(path, symbol)
+        name = display
         if data_dir is not None:  # a file a request named: only inside the operator's data directory
-            path = str(resolve_data_file(display, data_dir))
-        raw = _load_csv(Path(path), symbol, display)
+            name = str(resolve_data_file(display, data_dir))
+        raw = _load_csv(Path(name), symbol, display)
         what = f"CSV {display}"
+    return _finish(raw, kind, what, lookback_days, end_day, min_rows)
 
+
+def _read_shared_file(
+    kind: str, path: str, data_dir: str | os.PathLike[str] | None, blob: BlobReader | None, timeout: float
+) -> tuple[pd.DataFrame, str]:
+    """(the parsed file, its name as shown) of a `csv:`/`blob:` source without `{ticker}`."""
+    if kind == "blob":
+        container, blob_name = blob_location(path, "")
+        display = f"blob:{container}/{blob_name}"
+        reader = blob or BlobReader.from_settings()
+        return _read_price_csv(reader.read(container, blob_name, timeout), display), display
+    name = str(resolve_data_file(path, data_dir)) if data_dir is not None else path
+    if not Path(name).is_file():
+        raise MarketDataError(f"CSV {path} does not exist; send csv:PATH with the path of a CSV file")
+    return _read_price_csv(Path(name), path), path
+
+
+def _finish(
+    raw: pd.DataFrame, kind: str, what: str, lookback_days: int | None, end_day: dt.date | None, min_rows: int
+) -> pd.DataFrame:
     prices = validate_prices(raw, min_rows=1, what=what)
     if kind != "yfinance":
         prices = _trim_window(prices, lookback_days, end_day, what)
@@ -310,9 +470,65 @@ def fetch_prices(
     return prices
 
 
+# --------------------------------------------------------------------------------------------------
+# {ticker}: one file per ticker
+
+
+def ticker_file_part(ticker: str) -> str:
+    """What `{ticker}` becomes in a file or blob name: the canonical ticker as is (MSFT, BRK.B, ^GSPC,
+    EURUSD=X). Every character a ticker may have (A-Z 0-9 . ^ = -) is legal in file names on Linux,
+    macOS and Windows and in blob names, and keeping it unchanged keeps the map one-to-one (BRK.B and
+    BRK-B stay two files) and predictable (what Yahoo's own downloads are named). The one exception: a
+    ticker of dots only ('.', '..') would name a directory, not a file, and is refused."""
+    symbol = validate_ticker(ticker)
+    if not symbol.strip("."):
+        raise MarketDataError(
+            f"ticker {symbol!r} cannot fill {TICKER_PLACEHOLDER} in a file name (it would name a "
+            "directory); send a ticker with a letter or digit"
+        )
+    return symbol
+
+
+def fill_ticker(text: str, ticker: str) -> str:
+    """`text` (a source, or its path) with `{ticker}` filled by `ticker_file_part(ticker)`."""
+    if TICKER_PLACEHOLDER not in text:
+        return text
+    return text.replace(TICKER_PLACEHOLDER, ticker_file_part(ticker))
+
+
+def fill_source(source: str, ticker: str) -> str:
+    """The source one ticker reads: `{ticker}` filled in a `csv:` or `blob:` path (checked first: an
+    unknown placeholder is refused); any other source as it is."""
+    kind, path = _parse_source(source)
+    if kind in ("csv", "blob") and TICKER_PLACEHOLDER in path:
+        return f"{kind}:{fill_ticker(path, ticker)}"
+    return source.strip()
+
+
+def check_placeholders(source: str) -> None:
+    """Refuse a source with a placeholder other than `{ticker}` (or a stray brace), saying what to send."""
+    if not isinstance(source, str):
+        return
+    rest = source.replace(TICKER_PLACEHOLDER, "")
+    if "{" not in rest and "}" not in rest:
+        return
+    found = _PLACEHOLDER_RE.search(rest)
+    what = (
+        f"the unknown placeholder {found.group(0)[:30]}"
+        if found
+        else f"a brace that is not part of {TICKER_PLACEHOLDER}"
+    )
+    shown = repr(source[:80]) + ("..." if len(source) > 80 else "")
+    raise MarketDataError(
+        f"source {shown} has {what}: the one placeholder is {TICKER_PLACEHOLDER}, filled with each ticker "
+        "as it is (BRK.B.csv, ^GSPC.csv); send e.g. csv:{ticker}.csv or blob:CONTAINER/daily/{ticker}.csv"
+    )
+
+
 def _parse_source(source: str) -> tuple[str, str]:
     if not isinstance(source, str):
         raise MarketDataError(f"source must be a string, one of {', '.join(SOURCES)}")
+    check_placeholders(source)
     text = source.strip()
     if text.lower() in ("yfinance", "sample"):
         return text.lower(), ""
@@ -375,12 +591,42 @@ def request_data_dir(source: str, configured_source: str | None, data_dir_settin
     return Path(str(data_dir_setting).strip())
 
 
-def check_request_source(source: str, configured_source: str | None, data_dir_setting: str | None) -> None:
-    """Refuse, at the HTTP edge, a source a request may not read (`request_data_dir`, then the file
-    itself); the fetch activity checks again when it reads."""
+def check_request_source(
+    source: str, configured_source: str | None, data_dir_setting: str | None, ticker: str | None = None
+) -> None:
+    """Refuse, at the HTTP edge, a source a request may not read (an unknown placeholder,
+    `request_data_dir`, then the file itself); the fetch activity checks again when it reads. A `csv:`
+    path with `{ticker}` is checked for `ticker` (its file must exist), or without one (a fleet's
+    source, whose files are checked per ticker when fetched) only for staying inside the directory."""
+    check_placeholders(source)
     data_dir = request_data_dir(source, configured_source, data_dir_setting)
-    if data_dir is not None:
-        resolve_data_file(source.strip()[4:].strip(), data_dir)
+    if data_dir is None:
+        return
+    name = source.strip()[4:].strip()
+    if ticker is not None:
+        resolve_data_file(fill_ticker(name, ticker), data_dir)
+    elif TICKER_PLACEHOLDER in name:
+        root = _data_root(source, data_dir)
+        # Any ticker fills it the same way (no '/', never only dots): a stand-in checks the directories.
+        try:
+            inside = (root / name.replace(TICKER_PLACEHOLDER, "T")).resolve().is_relative_to(root)
+        except (OSError, RuntimeError, ValueError):  # a NUL byte, a symlink loop
+            inside = False
+        if not inside:
+            raise data_refusal(
+                source, "is not inside the data directory (paths may not leave it through .. or symlinks)"
+            )
+    else:
+        resolve_data_file(name, data_dir)
+
+
+def _data_root(source: str, data_dir: str | os.PathLike[str]) -> Path:
+    try:
+        return Path(data_dir).resolve(strict=True)
+    except OSError:
+        raise data_refusal(
+            source, f"cannot be read: the data directory ({DATA_DIR_SETTING}) does not exist"
+        ) from None
 
 
 def resolve_data_file(name: str, data_dir: str | os.PathLike[str]) -> Path:
@@ -389,12 +635,7 @@ def resolve_data_file(name: str, data_dir: str | os.PathLike[str]) -> Path:
     source = f"csv:{name}"
     if not name or "\x00" in name:
         raise data_refusal(source, "names no file")
-    try:
-        root = Path(data_dir).resolve(strict=True)
-    except OSError:
-        raise data_refusal(
-            source, f"cannot be read: the data directory ({DATA_DIR_SETTING}) does not exist"
-        ) from None
+    root = _data_root(source, data_dir)
     try:
         target = (root / name).resolve(strict=True)
     except (OSError, RuntimeError):  # missing, or a symlink loop
@@ -500,10 +741,7 @@ class YahooDownloader:
         """The pauses between attempts, in order."""
         return [min(self.backoff_s * 2**i, MAX_YF_WAIT_S) for i in range(self.attempts - 1)]
 
-    def fetch(
-        self, ticker: str, lookback_days: int | None, end: dt.date | None, timeout: float
-    ) -> pd.DataFrame:
-        """The flat frame (`parse_yfinance_frame`) of `ticker`, or a `MarketDataError` naming it."""
+    def _kwargs(self, lookback_days: int | None, end: dt.date | None, timeout: float) -> dict[str, Any]:
         end_day = end or dt.datetime.now(dt.UTC).date()
         kwargs: dict[str, Any] = {
             "end": (end_day + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
@@ -519,7 +757,13 @@ class YahooDownloader:
             kwargs["period"] = "max"
         else:
             kwargs["start"] = (end_day - dt.timedelta(days=lookback_days)).isoformat()
+        return kwargs
 
+    def fetch(
+        self, ticker: str, lookback_days: int | None, end: dt.date | None, timeout: float
+    ) -> pd.DataFrame:
+        """The flat frame (`parse_yfinance_frame`) of `ticker`, or a `MarketDataError` naming it."""
+        kwargs = self._kwargs(lookback_days, end, timeout)
         waits = self.waits()
         for attempt in range(1, self.attempts + 1):
             with _capture_log("yfinance") as errors, warnings.catch_warnings():
@@ -547,13 +791,94 @@ class YahooDownloader:
                     waits[attempt - 1],
                 )
                 self.sleep(waits[attempt - 1])
-        raise MarketDataError(
-            f"yfinance failed for {ticker} after {self.attempts} attempt(s) over {sum(waits):g} s: {reason}. "
-            "Yahoo Finance often refuses or rate-limits requests from cloud IP ranges (Azure among them): "
-            "in production read prices from your own Blob container (source blob:CONTAINER/PATH with "
-            f"{BLOB_ACCOUNT_SETTING}, docs/data-sources.md) or a file (csv:PATH); offline, use --source "
-            "sample (MSFT, AAPL, IBM, GOOG); or raise RETRAIN_YFINANCE_ATTEMPTS"
+        raise MarketDataError(self._gave_up(ticker, reason))
+
+    def _gave_up(self, tickers: str, reason: str) -> str:
+        return (
+            f"yfinance failed for {tickers} after {self.attempts} attempt(s) over {sum(self.waits()):g} s: "
+            f"{reason}. {_YAHOO_ADVICE}"
         )
+
+    def fetch_many(
+        self, tickers: Sequence[str], lookback_days: int | None, end: dt.date | None, timeout: float
+    ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        """({ticker: flat frame}, {ticker: why not}) of canonical `tickers`, with ONE `download` call per
+        attempt for the tickers still missing (yfinance loops over a list inside that call). A ticker
+        whose failure looks transient (yfinance's log line for it, or an exception of the whole call) is
+        asked again after the back-off; one whose answer another attempt would not change (unknown,
+        delisted, missing columns) is named at once. `SourceUnavailable` when not one ticker came back
+        and some failed transiently: Yahoo (or the network) is down for the whole batch."""
+        kwargs = self._kwargs(lookback_days, end, timeout)
+        waits = self.waits()
+        frames: dict[str, pd.DataFrame] = {}
+        failed: dict[str, str] = {}
+        reasons: dict[str, str] = {}
+        pending = list(dict.fromkeys(tickers))
+        for attempt in range(1, self.attempts + 1):
+            if not pending:
+                break
+            with _capture_log("yfinance") as errors, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
+                try:
+                    frame = self.download(list(pending), **kwargs)
+                except Exception as exc:  # the whole call failed: every pending ticker is asked again
+                    frame, reasons = None, {t: repr(exc) for t in pending}
+            if frame is not None:
+                said, general = _errors_by_ticker(errors)
+                retry = []
+                for ticker in pending:
+                    logged = said.get(ticker, general)
+                    try:
+                        frames[ticker] = parse_yfinance_frame(frame, ticker, errors=logged)
+                    except MarketDataError as exc:
+                        if _TRANSIENT_YF.search("; ".join(logged)):
+                            retry.append(ticker)
+                            reasons[ticker] = str(exc)
+                        else:
+                            failed[ticker] = str(exc)
+                pending = retry
+            if pending and attempt < self.attempts:
+                logging.getLogger(__name__).warning(
+                    "yfinance attempt %d/%d for %d ticker(s) (%s) failed (%s); retrying in %.1f s",
+                    attempt,
+                    self.attempts,
+                    len(pending),
+                    ", ".join(pending[:5]) + (" ..." if len(pending) > 5 else ""),
+                    reasons[pending[0]][:200],
+                    waits[attempt - 1],
+                )
+                self.sleep(waits[attempt - 1])
+        if pending and not frames:
+            names = ", ".join(pending[:10]) + (f" and {len(pending) - 10} more" if len(pending) > 10 else "")
+            raise SourceUnavailable(
+                self._gave_up(f"every ticker of the batch ({names})", reasons[pending[0]])
+            )
+        failed.update({t: self._gave_up(t, reasons[t]) for t in pending})
+        return frames, failed
+
+
+_YAHOO_ADVICE = (
+    "Yahoo Finance often refuses or rate-limits requests from cloud IP ranges (Azure among them): "
+    "in production read prices from your own Blob container (source blob:CONTAINER/PATH with "
+    f"{BLOB_ACCOUNT_SETTING}, docs/data-sources.md) or a file (csv:PATH); offline, use --source "
+    "sample (MSFT, AAPL, IBM, GOOG); or raise RETRAIN_YFINANCE_ATTEMPTS"
+)
+# yfinance's log line for failed tickers: "['AAA', 'BBB']: YFRateLimitError('Too Many Requests...')".
+_YF_TICKERS_LINE = re.compile(r"\[([^\]]*)\]:\s*(.*)", re.S)
+
+
+def _errors_by_ticker(lines: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """yfinance's error log lines sorted out: ({ticker: its lines}, the lines that name no ticker)."""
+    said: dict[str, list[str]] = {}
+    general: list[str] = []
+    for line in lines:
+        match = _YF_TICKERS_LINE.match(line)
+        names = re.findall(r"'([^']+)'", match.group(1)) if match else []
+        if not names:
+            general.append(line)
+        for name in names:
+            said.setdefault(name.upper(), []).append(line)
+    return said, general
 
 
 def parse_yfinance_frame(
@@ -623,9 +948,10 @@ def _capture_log(name: str) -> Iterator[list[str]]:
 
 
 def blob_location(path: str, ticker: str) -> tuple[str, str]:
-    """(container, blob name) of a `blob:CONTAINER/PATH` source's PATH for `ticker` (`{ticker}` replaced)."""
+    """(container, blob name) of a `blob:CONTAINER/PATH` source's PATH for `ticker` (`{ticker}` filled,
+    `fill_ticker`)."""
     container, _, name = path.strip("/").partition("/")
-    return container, name.replace("{ticker}", ticker)
+    return container, fill_ticker(name, ticker) if ticker else name
 
 
 _CREDENTIAL: Any = None  # one DefaultAzureCredential per process: it caches its tokens
@@ -714,9 +1040,13 @@ class BlobReader:
                     f"{shown}: {self.account_url} refused the identity ({code}); grant it Storage Blob "
                     "Data Reader on the account or container, and allow its network"
                 ) from None
+            if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
+                raise SourceUnavailable(
+                    f"{shown}: {self.account_url} answered {code}; try again later"
+                ) from None
             raise MarketDataError(f"{shown}: {self.account_url} answered {code}; try again later") from None
         except AzureError as exc:  # the network: DNS, a timeout, a reset connection
-            raise MarketDataError(f"{shown}: {self.account_url} could not be reached ({exc!r})") from None
+            raise SourceUnavailable(f"{shown}: {self.account_url} could not be reached ({exc!r})") from None
         finally:
             service.close()
         return content
@@ -770,6 +1100,11 @@ def _load_csv(path: Path, ticker: str, display: str | None = None) -> pd.DataFra
 def _parse_price_csv(content: Path | bytes, ticker: str, name: str) -> pd.DataFrame:
     """A price CSV (a file, or the bytes of a blob) as a raw frame with canonical column names and only
     `ticker`'s rows when it has a Ticker column; `validate_prices` does the rest."""
+    return _ticker_rows(_read_price_csv(content, name), ticker, name)
+
+
+def _read_price_csv(content: Path | bytes, name: str) -> pd.DataFrame:
+    """A price CSV as a raw frame with canonical column names (Ticker among them when it has one)."""
     try:
         raw = pd.read_csv(io.BytesIO(content) if isinstance(content, bytes) else content)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -787,7 +1122,11 @@ def _parse_price_csv(content: Path | bytes, ticker: str, name: str) -> pd.DataFr
         key = str(col).strip().lower()
         if key in canonical and canonical[key] not in renamed.values():
             renamed[col] = canonical[key]
-    df = raw.rename(columns=renamed)
+    return raw.rename(columns=renamed)
+
+
+def _ticker_rows(df: pd.DataFrame, ticker: str, name: str) -> pd.DataFrame:
+    """`ticker`'s rows of a file with a Ticker column; the whole frame when it has none."""
     if "Ticker" in df.columns:  # a multi-ticker file: keep the requested ticker's rows
         mask = df["Ticker"].astype("string").str.strip().str.upper() == ticker
         if not mask.any():

@@ -23,12 +23,16 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # What to retrain and when.
-    Setting("RETRAIN_TICKERS", "MSFT", "Comma-separated ticker symbols the weekly timer retrains."),
+    Setting(
+        "RETRAIN_TICKERS",
+        "MSFT",
+        "Ticker symbols the weekly timer retrains: comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
+    ),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
     Setting(
         "RETRAIN_SOURCE",
         "yfinance",
-        "Market data source: yfinance, sample (bundled real data), csv:PATH or blob:CONTAINER/PATH.",
+        "Market data source: yfinance, sample (bundled real data), csv:PATH or blob:CONTAINER/PATH; {ticker} in PATH becomes each ticker (csv:{ticker}.csv).",
     ),
     Setting(
         "RETRAIN_BLOB_ACCOUNT_URL",
@@ -240,6 +244,73 @@ def get_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
 
 def get_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
     return [item.strip() for item in str(get(name, environ) or "").split(",") if item.strip()]
+
+
+# A ticker file holds hundreds or thousands of tickers (at most 16 characters a line): 1 MB is far more.
+MAX_TICKER_FILE_BYTES = 1024 * 1024
+TICKERS_HELP = (
+    "send comma-separated tickers (MSFT,AAPL,BRK.B) or @FILE: a file of tickers, one per line, "
+    "# starting a comment, the path absolute or relative to the working directory"
+)
+
+
+def tickers(
+    environ: Mapping[str, str] | None = None, *, cwd: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """RETRAIN_TICKERS as canonical tickers (upper case), de-duplicated in their order (`parse_tickers`):
+    what the timer retrains; its first is the default ticker of a request. A bad entry is a
+    `SettingsError` naming it (its line in a file)."""
+    return parse_tickers(str(get("RETRAIN_TICKERS", environ) or ""), what="RETRAIN_TICKERS", cwd=cwd)
+
+
+def parse_tickers(
+    value: str, *, what: str = "RETRAIN_TICKERS", cwd: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """`A,B,C` or `@FILE` (one ticker per line, `#` starts a comment, blank lines ignored; a relative
+    path is relative to `cwd`, default the working directory, like every operator path) as canonical,
+    unique tickers in their order. `what` names the value in errors (the setting, or a CLI flag)."""
+    from retrain import naming  # naming reads settings lazily: imported here, not at the top
+
+    text = value.strip()
+    if text.startswith("@"):
+        name = text[1:].strip()
+        if not name:
+            raise SettingsError(f"{what}=@ names no file: {TICKERS_HELP}")
+        shown, path = f"{what}=@{name}", Path(name).expanduser()
+        if not path.is_absolute():
+            path = Path(cwd if cwd is not None else os.getcwd()) / path
+        try:
+            if path.stat().st_size > MAX_TICKER_FILE_BYTES:
+                raise SettingsError(
+                    f"{shown}: the file has more than {MAX_TICKER_FILE_BYTES} bytes; send one ticker per line"
+                )
+            content = path.read_text(encoding="utf-8-sig")  # a BOM is not a ticker
+        except FileNotFoundError:
+            raise SettingsError(f"{shown}: no such file ({path}); {TICKERS_HELP}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"{shown}: the file cannot be read as UTF-8 text ({type(exc).__name__}); {TICKERS_HELP}"
+            ) from None
+        entries = [
+            (f"{shown}: line {n}", line.split("#", 1)[0].strip())
+            for n, line in enumerate(content.splitlines(), 1)
+        ]
+    else:
+        shown = what
+        entries = [(f"{what}: item {n}", item.strip()) for n, item in enumerate(text.split(","), 1)]
+    found: dict[str, None] = {}  # ordered and de-duplicated
+    for where, entry in entries:
+        if not entry:
+            continue
+        try:
+            ticker = naming.validate_ticker(entry)
+        except naming.TickerError as exc:
+            hint = " (one ticker per line)" if text.startswith("@") and ("," in entry or " " in entry) else ""
+            raise SettingsError(f"{where}: {exc}{hint}") from None
+        found.setdefault(ticker)
+    if not found:
+        raise SettingsError(f"{shown} names no ticker: {TICKERS_HELP}")
+    return list(found)
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -56,8 +56,8 @@ ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
-    "source": "yfinance, sample, csv:PATH or blob:CONTAINER/PATH; a request's PATH must name a CSV file "
-    "inside RETRAIN_DATA_DIR (relative to it), which the operator must configure, and a blob: source must "
+    "source": "yfinance, sample, csv:PATH or blob:CONTAINER/PATH ({ticker} in PATH becomes the ticker, e.g. "
+    "csv:{ticker}.csv); a request's PATH must name a CSV file inside RETRAIN_DATA_DIR (relative to it), which the operator must configure, and a blob: source must "
     "be the operator's RETRAIN_SOURCE (default: RETRAIN_SOURCE)",
     "force": "true to deploy even when the quality gate rejects (recorded on the model)",
     "max_epochs": "training epochs, an integer from 1 to 1000 (default: RETRAIN_MAX_EPOCHS; trainers that train in epochs)",
@@ -117,8 +117,13 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
         raise BadRequest(f"unknown field(s) {names}; allowed fields are {allowed}")
 
-    tickers = settings.get_list("RETRAIN_TICKERS", environ)
-    raw_ticker = data.get("ticker", tickers[0] if tickers else None)
+    if "ticker" in data:
+        raw_ticker = data["ticker"]
+    else:
+        try:
+            raw_ticker = settings.tickers(environ)[0]
+        except settings.SettingsError as exc:
+            raise BadRequest(f"ticker: none sent, and the default cannot be read: {exc}") from None
     if not isinstance(raw_ticker, str) or not raw_ticker.strip():
         raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
     try:
@@ -142,7 +147,10 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         # A request names only files the operator allowed (RETRAIN_DATA_DIR); checked again at fetch time.
         try:
             check_request_source(
-                source, settings.get("RETRAIN_SOURCE", environ), settings.get("RETRAIN_DATA_DIR", environ)
+                source,
+                settings.get("RETRAIN_SOURCE", environ),
+                settings.get("RETRAIN_DATA_DIR", environ),
+                ticker,  # a csv:{ticker}.csv source: this ticker's file
             )
         except MarketDataError as exc:
             raise BadRequest(str(exc)) from None  # data_refusal's wording, which names the source
@@ -572,7 +580,7 @@ async def start_scheduled(
     from retrain.market_data import MarketDataError, validate_ticker
 
     outcome: dict[str, str] = {}
-    for raw in settings.get_list("RETRAIN_TICKERS", environ):
+    for raw in settings.tickers(environ):
         try:
             ticker = validate_ticker(raw)
         except MarketDataError as exc:
@@ -682,7 +690,11 @@ def _monitor_breach(job: Any) -> Any:
     found = model_monitor_breach(job)
     if found is None:
         return None  # not a monitoring breach: the settings are not read
-    tickers = settings.get_list("RETRAIN_TICKERS")
+    try:
+        tickers = settings.tickers()
+    except settings.SettingsError as exc:  # the signal mapping may still name the ticker
+        log.error("job_events: %s", exc)
+        tickers = []
     try:
         mapping = monitor_signal_tickers()
     except settings.SettingsError as exc:

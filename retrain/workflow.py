@@ -304,6 +304,12 @@ def validate_cycle_input(data: Any) -> CycleInput:
         or (source.startswith("blob:") and source[5:].strip())
     ):
         raise bad("source", "yfinance, sample, csv:PATH or blob:CONTAINER/PATH")
+    from retrain.market_data import MarketDataError, check_placeholders
+
+    try:  # {ticker} is the one placeholder (one file per ticker); any other is a mistake
+        check_placeholders(source)
+    except MarketDataError as exc:
+        raise InvalidCycleInput(str(exc)) from None
     lookback = data.get("lookback_days")
     if lookback is not None and (
         isinstance(lookback, bool) or not isinstance(lookback, int) or not 30 <= lookback <= 36500

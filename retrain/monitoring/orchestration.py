@@ -80,12 +80,10 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
         names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
         raise MonitorRequestError(f"unknown field(s) {names}; send ticker, from, to and source")
     try:
-        ticker = validate_ticker(
-            body.get("ticker") or (settings.get_list("RETRAIN_TICKERS", environ) or [""])[0]
-        )
+        ticker = validate_ticker(body.get("ticker") or settings.tickers(environ)[0])
         start = parse_as_of(body.get("from"))
         end = parse_as_of(body.get("to"))
-    except MarketDataError as exc:
+    except (MarketDataError, settings.SettingsError) as exc:
         raise MonitorRequestError(str(exc)) from None
     if start is None or end is None:
         today = datetime.now(UTC).date()
@@ -106,7 +104,10 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
         )
     try:  # a request names only files the operator allowed (RETRAIN_DATA_DIR), as POST /api/retrain
         check_request_source(
-            source, settings.get("RETRAIN_SOURCE", environ), settings.get("RETRAIN_DATA_DIR", environ)
+            source,
+            settings.get("RETRAIN_SOURCE", environ),
+            settings.get("RETRAIN_DATA_DIR", environ),
+            ticker,
         )
     except MarketDataError as exc:
         raise MonitorRequestError(str(exc)) from None  # data_refusal's wording, which names the source
@@ -438,7 +439,7 @@ async def terminate_monitor_cycles(
 @bp.durable_client_input(client_name="client")
 async def monitor_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     now = datetime.now(UTC)
-    for raw in settings.get_list("RETRAIN_TICKERS"):
+    for raw in settings.tickers():
         try:
             spec = parse_monitor_request(
                 {"ticker": raw, "from": now.date().isoformat(), "to": now.date().isoformat()}

@@ -49,6 +49,9 @@ _READS = [
     re.compile(r"""["']((?:RETRAIN|AZURE|AZUREML)_[A-Z0-9_]+)["']"""),
 ]
 
+# settings.py's readers of one setting each (the file itself is not scanned): a call reads that setting.
+TYPED_READERS = {"tickers": "RETRAIN_TICKERS"}
+
 
 def _code_reads() -> set[str]:
     files = [
@@ -62,6 +65,7 @@ def _code_reads() -> set[str]:
             text = path.read_text()
             for rx in _READS:
                 names.update(rx.findall(text))
+            names.update(n for f, n in TYPED_READERS.items() if re.search(rf"\bsettings\.{f}\(", text))
     return names
 
 
