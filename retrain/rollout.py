@@ -34,6 +34,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from retrain import naming
 from retrain.ports import BundleRef, EndpointState, is_bundle
 from retrain.progress import Progress
 from retrain.workflow import (
@@ -53,6 +54,7 @@ ROLLOUT_GUARD_ACTIVITY = "earlier_active_rollout"
 # How many unchanged tickers are smoke-tested on the idle slot (they must still answer with their model).
 SMOKE_SAMPLE = 3
 DEPLOYED, LEFT_OUT, FAILED = "deployed", "left_out", "failed"
+STATUS_OUTCOMES = 10  # outcomes listed in the rollout's custom status (all of them go to their cycles)
 
 Task = Generator[Any, Any, Any]
 
@@ -66,8 +68,8 @@ class RolloutInput:
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
     deploy_timeout_minutes: float = 60.0
-    # The cycles the previous iteration answered (id -> model version): their status may still say
-    # `awaiting_rollout` until they process the event, and must not be rolled out twice.
+    # The cycles the previous iteration answered (`answer_key` -> model version): their status may still
+    # say `awaiting_rollout` until they process the event, and must not be rolled out twice.
     answered: dict[str, str] = field(default_factory=dict)
     # The workflow's endpoint steps read these: a rollout always has today's behaviour.
     rollback_waits_for_old_slot: bool = True
@@ -104,6 +106,12 @@ class Challenger:
             "reason": reason,
             **extra,
         }
+
+
+def answer_key(instance_id: str, ticker: str) -> str:
+    """The key of `RolloutInput.answered`: a cycle's id, or "<fleet id>/<ticker>" for a fleet's challenger
+    (a fleet holds many; "/" is in no instance id)."""
+    return f"{instance_id}/{ticker}" if naming.parse_fleet_instance_id(instance_id) else instance_id
 
 
 class _Rollout:
@@ -179,13 +187,18 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     run.step("notify_cycles")
     if run.progress.status["warnings"]:  # e.g. a served-ledger record lost: each cycle's status says so
         outcomes = [{**o, "warnings": list(run.progress.status["warnings"])} for o in outcomes]
+    # The first few and the counts: a fleet's hundreds of tickers would pass Azure's 16 KB status cap.
     run.progress.status["outcomes"] = [
         {k: o.get(k) for k in ("instance_id", "ticker", "outcome", "reason", "bundle_version")}
-        for o in outcomes
+        for o in outcomes[:STATUS_OUTCOMES]
     ]
-    yield from run.call("rollout_outcomes", {"outcomes": outcomes})
+    run.progress.status["outcome_counts"] = {
+        kind: sum(o["outcome"] == kind for o in outcomes) for kind in (DEPLOYED, LEFT_OUT, FAILED)
+    }
+    # A fleet's challengers hear their outcomes together: one event per fleet (activities.rollout_outcomes).
+    yield from run.call("rollout_outcomes", {"outcomes": outcomes, "endpoint": run.endpoint})
     run.progress.finish("done")
-    answered = {o["instance_id"]: str(o["model"]["version"]) for o in outcomes}
+    answered = {answer_key(o["instance_id"], o["ticker"]): str(o["model"]["version"]) for o in outcomes}
     context.continue_as_new({**run.input.to_dict(), "answered": answered})
     return None
 
@@ -302,7 +315,10 @@ def bundle_on_idle_slot(
                         "version": version,
                         "parent": current.to_dict() if current else None,
                         "changes": {c.ticker: c.model for c in going},
-                        "orchestration_ids": [run.instance_id, *(c.instance_id for c in going)],
+                        # each once: a fleet's challengers share its id
+                        "orchestration_ids": list(
+                            dict.fromkeys([run.instance_id, *(c.instance_id for c in going)])
+                        ),
                     },
                 )
             )
@@ -407,6 +423,7 @@ def shift_traffic(
 
 __all__ = [
     "ROLLOUT_GUARD_ACTIVITY",
+    "answer_key",
     "ROLLOUT_ORCHESTRATOR",
     "Challenger",
     "RolloutInput",
