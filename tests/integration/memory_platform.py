@@ -195,6 +195,7 @@ class MemoryPlatform:
         return dict(result["metrics"])
 
     def get_batch_test_errors(self, job_name: str, ticker: str) -> dict[str, Any] | None:
+        self._scripted_failure("get_batch_test_errors")  # e.g. 403: a role not yet propagated
         self._batch_job(job_name)
         return None  # no per-day errors: the gate's fixed margins (as get_job_test_errors here)
 
