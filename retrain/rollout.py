@@ -16,6 +16,10 @@ custom status and asks for its endpoint's rollout (`workflow.await_rollout`). Th
     -> rollout_outcomes: the `rollout_outcome` event to each cycle (deployed / left_out / failed, and why)
     -> continue_as_new: the next batch (challengers that arrived meanwhile), with a fresh history.
 
+A fleet cycle (retrain/fleet.py) awaits its endpoints the same way, in the fleet form of the status (the
+endpoint, the fleet and the batches whose outputs hold its challengers): its challengers join the batch
+like any cycle's, and it hears ONE `rollout_outcome` per endpoint with every ticker's outcome.
+
 Why discovery (the cycles' own status) rather than a singleton fed by events or a fan-in: an event raised
 to an instance that has just completed is lost, and how continue_as_new carries unprocessed events
 differs between hosts; a queue of our own would be a new store in both worlds. A cycle stays
