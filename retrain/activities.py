@@ -44,6 +44,8 @@ bp = df.Blueprint()
 
 # How many recent closes travel with the data asset for the smoke test: more than any model window.
 SMOKE_CLOSES = 64
+# A fleet's source may name each ticker's file: csv:{ticker}.csv (retrain/fleet.py).
+TICKER_PLACEHOLDER = "{ticker}"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -162,6 +164,32 @@ def _register_prices(prices: Any, ticker: str, name: str, payload: dict[str, Any
         "recent_closes": closes,
         "last_date": str(prices["Date"].iloc[-1].date()),
     }
+
+
+def fetch_batch_data(payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet batch's data: `fetch_data` per ticker, the source's "{ticker}" filled in (csv:{ticker}.csv).
+    {"fetched": {T: fetch_data's result}, "failed": {T: why}}: a ticker whose data cannot be had fails
+    alone; a transient failure (network, throttling) raises, for Durable to retry the whole call."""
+    source = str(payload.get("source") or "yfinance")
+    fetched: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for ticker in payload["tickers"]:
+        one = {
+            "ticker": ticker,
+            "source": source.replace(TICKER_PLACEHOLDER, ticker),
+            "lookback_days": payload.get("lookback_days"),
+            "as_of": payload.get("as_of"),
+            "instance_id": payload.get("instance_id"),
+            "asset_name": (payload.get("asset_names") or {}).get(ticker),
+        }
+        try:
+            fetched[ticker] = fetch_data(one)
+        except Exception as exc:  # noqa: BLE001 - transient: retried as a whole; else this ticker fails
+            if is_transient(exc):
+                raise
+            log.warning("fetch_batch_data: %s failed: %s", ticker, exc)
+            failed[ticker] = str(exc)[:1000] or type(exc).__name__
+    return {"fetched": fetched, "failed": failed}
 
 
 def get_champion(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -505,10 +533,12 @@ async def earlier_active_rollout(
 
 
 async def pending_rollouts(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
-    """The Running cycles whose status says `awaiting_rollout` on this endpoint: one challenger per ticker
-    (the newest cycle's), sorted by ticker; older ones of a ticker are `superseded` (named by the newer).
-    Cycles in `answered` with that model (the previous iteration told them; they may not have read it
-    yet) are skipped."""
+    """The challengers awaiting this endpoint's rollout: Running cycles whose status says `awaiting_rollout`
+    on it, and Running fleets whose status lists it (the fleet form: the challengers are in the outputs of
+    the batches it names). One challenger per ticker (the newest orchestration's, by created time), sorted
+    by ticker; older ones of a ticker are `superseded` (named by the newer). Challengers in `answered` with
+    that model (the previous iteration told them; they may not have read it yet) are skipped."""
+    from retrain.rollout import answer_key
     from retrain.triggers import ACTIVE_STATUSES, ACTIVE_VALUES, runtime_of
 
     endpoint, answered = payload["endpoint"], payload.get("answered") or {}
@@ -516,22 +546,27 @@ async def pending_rollouts(payload: dict[str, Any], client: df.DurableOrchestrat
     for status in await client.get_status_by(runtime_status=ACTIVE_STATUSES):
         custom = status.custom_status if isinstance(status.custom_status, dict) else {}
         awaiting = custom.get("awaiting_rollout")
-        if runtime_of(status) not in ACTIVE_VALUES or not isinstance(awaiting, dict):
-            continue
-        if awaiting.get("endpoint") != endpoint:
-            continue
-        model = awaiting.get("model") or {}
-        if answered.get(status.instance_id) == str(model.get("version")):
+        if runtime_of(status) not in ACTIVE_VALUES or not isinstance(awaiting, dict | list):
             continue
         created = status.created_time.isoformat() if status.created_time else ""
-        challenger = {
-            "instance_id": status.instance_id,
-            "ticker": awaiting["ticker"],
-            "model": model,
-            "closes": awaiting.get("closes") or [],
-            "created": created,
-        }
-        waiting.setdefault(awaiting["ticker"], []).append(challenger)
+        if isinstance(awaiting, list):  # a fleet: its batches' outputs hold the challengers
+            found = await _fleet_challengers(client, status.instance_id, awaiting, endpoint)
+        elif awaiting.get("endpoint") == endpoint:
+            found = [
+                {
+                    "instance_id": status.instance_id,
+                    "ticker": awaiting["ticker"],
+                    "model": awaiting.get("model") or {},
+                    "closes": awaiting.get("closes") or [],
+                }
+            ]
+        else:
+            continue
+        for challenger in found:
+            key = answer_key(challenger["instance_id"], challenger["ticker"])
+            if answered.get(key) == str(challenger["model"].get("version")):
+                continue
+            waiting.setdefault(challenger["ticker"], []).append({**challenger, "created": created})
     challengers, superseded = [], []
     for ticker in sorted(waiting):
         newest_first = sorted(waiting[ticker], key=lambda c: (c["created"], c["instance_id"]), reverse=True)
@@ -540,19 +575,67 @@ async def pending_rollouts(payload: dict[str, Any], client: df.DurableOrchestrat
     return {"challengers": challengers, "superseded": superseded}
 
 
+async def _fleet_challengers(
+    client: df.DurableOrchestrationClient, fleet_id: str, awaiting: list[Any], endpoint: str
+) -> list[dict[str, Any]]:
+    """A fleet's accepted challengers on `endpoint`, read from the outputs of the batches its status names
+    for it (only its own batches: an id goes into a URL). A batch whose output cannot be read yet adds
+    none; the fleet asks again on its timer."""
+    from retrain.triggers import instance_status
+
+    if naming.parse_fleet_instance_id(fleet_id) is None:
+        return []
+    found: list[dict[str, Any]] = []
+    for entry in awaiting:
+        if not isinstance(entry, dict) or entry.get("endpoint") != endpoint or entry.get("fleet") != fleet_id:
+            continue
+        for batch_id in entry.get("batches") or []:
+            parsed = naming.parse_batch_instance_id(str(batch_id))
+            if parsed is None or parsed[0] != fleet_id:
+                continue
+            status = await instance_status(client, str(batch_id))
+            output = status.output if status is not None else None
+            tickers = output.get("tickers") if isinstance(output, dict) else None
+            for ticker, result in (tickers or {}).items():
+                if not isinstance(result, dict) or result.get("status") != "accepted":
+                    continue
+                if result.get("endpoint") != endpoint or not isinstance(result.get("model"), dict):
+                    continue
+                found.append(
+                    {
+                        "instance_id": fleet_id,
+                        "ticker": ticker,
+                        "model": result["model"],
+                        "closes": result.get("closes") or [],
+                    }
+                )
+    return found
+
+
 async def rollout_outcomes(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> dict[str, Any]:
-    """Raise `rollout_outcome` to each cycle with its outcome. A cycle that has ended meanwhile
-    (terminated) cannot hear it: noted, not an error."""
+    """Raise `rollout_outcome` to each cycle with its outcome, and ONE to each fleet with the outcomes of
+    all its challengers on this endpoint ({"fleet", "endpoint", "outcomes"}). An orchestration that has
+    ended meanwhile (terminated) cannot hear it: noted, not an error."""
     from retrain.workflow import ROLLOUT_OUTCOME_EVENT
 
-    told, missed = [], []
+    events: dict[str, Any] = {}
     for outcome in payload["outcomes"]:
+        instance_id = outcome["instance_id"]
+        if naming.parse_fleet_instance_id(instance_id) is not None:
+            grouped = events.setdefault(
+                instance_id, {"fleet": instance_id, "endpoint": payload.get("endpoint"), "outcomes": []}
+            )
+            grouped["outcomes"].append(outcome)
+        else:
+            events[instance_id] = outcome
+    told, missed = [], []
+    for instance_id, event in events.items():
         try:
-            await client.raise_event(outcome["instance_id"], ROLLOUT_OUTCOME_EVENT, outcome)
-            told.append(outcome["instance_id"])
+            await client.raise_event(instance_id, ROLLOUT_OUTCOME_EVENT, event)
+            told.append(instance_id)
         except Exception as exc:  # noqa: BLE001 - one ended cycle must not keep the others from hearing
-            log.warning("rollout_outcome to %s not delivered: %s", outcome["instance_id"], exc)
-            missed.append(outcome["instance_id"])
+            log.warning("rollout_outcome to %s not delivered: %s", instance_id, exc)
+            missed.append(instance_id)
     return {"told": told, "missed": missed}
 
 

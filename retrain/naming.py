@@ -155,6 +155,73 @@ def is_instance_of(instance_id: str, ticker: str) -> bool:
     return parsed is not None and parsed.ticker == ticker.upper()
 
 
+# ---- fleet cycles (retrain/fleet.py): one orchestration over many tickers, one sub-orchestration per batch ----
+# Fleet ids: "fleet-<yyyymmdd>t<hhmmss><microseconds>z" (HTTP, CLI: two requests in one second differ) or
+# "fleet-<isoyear>w<isoweek>" (the timer: a second firing in the same ISO week finds it). A batch of a fleet
+# is "<fleet id>-b<4 digits>", so a batch names its fleet and a fleet's batches share its prefix. Fleet ids
+# never look like a cycle's ("retrain-...") or a rollout's ("rollout-..."); the endpoint "fleet-models" is
+# an endpoint name, not an instance id (instance ids and endpoint names never meet).
+FLEET_PREFIX = "fleet-"
+BATCH_DIGITS = 4
+MAX_BATCHES = 10**BATCH_DIGITS
+_FLEET_SUFFIX = rf"(?:{_WEEK_SUFFIX}|(?P<stamp>\d{{8}}t\d{{12}}z))"
+_FLEET_RE = re.compile(rf"^fleet-{_FLEET_SUFFIX}\Z")
+_BATCH_RE = re.compile(rf"^(?P<fleet>fleet-{_FLEET_SUFFIX})-b(?P<index>\d{{{BATCH_DIGITS}}})\Z")
+# The experiment every fleet's batch jobs run in (a per-ticker experiment cannot hold a batch's run).
+FLEET_EXPERIMENT = "retrain-fleet"
+
+
+@dataclass(frozen=True)
+class ParsedFleetId:
+    kind: str  # "scheduled" or "adhoc"
+    suffix: str  # "2026w49" or "20261206t101500123456z"
+
+
+def fleet_instance_id(at: datetime) -> str:
+    """An HTTP or CLI fleet request's instance id: one per microsecond (the stamp also orders them)."""
+    return f"{FLEET_PREFIX}{_utc(at):%Y%m%dt%H%M%S%f}z"
+
+
+def scheduled_fleet_instance_id(at: datetime) -> str:
+    """The timer's fleet id: one per ISO week, so a second firing in the same week finds the first."""
+    year, week, _ = _utc(at).isocalendar()
+    return f"{FLEET_PREFIX}{year:04d}w{week:02d}"
+
+
+def parse_fleet_instance_id(instance_id: str) -> ParsedFleetId | None:
+    """The kind of one of our fleet ids, or None (a batch's id, a cycle's, anything else)."""
+    match = _FLEET_RE.match(instance_id) if isinstance(instance_id, str) else None
+    if not match:
+        return None
+    if match["stamp"]:
+        return ParsedFleetId("adhoc", match["stamp"])
+    return ParsedFleetId("scheduled", f"{match['year']}w{match['week']}")
+
+
+def batch_instance_id(fleet_id: str, index: int) -> str:
+    """The sub-orchestration id of a fleet's batch `index` (0-based): deterministic, so a replay of the
+    fleet finds the batch it started."""
+    if parse_fleet_instance_id(fleet_id) is None:
+        raise NamingError(f"{fleet_id!r} is not a fleet id (fleet-2026w49, fleet-20261206t101500123456z)")
+    if not 0 <= index < MAX_BATCHES:
+        raise NamingError(f"batch index {index}: from 0 to {MAX_BATCHES - 1}")
+    return f"{fleet_id}-b{index:0{BATCH_DIGITS}d}"
+
+
+def parse_batch_instance_id(instance_id: str) -> tuple[str, int] | None:
+    """(fleet id, batch index) of one of our batch ids, or None."""
+    match = _BATCH_RE.match(instance_id) if isinstance(instance_id, str) else None
+    return (match["fleet"], int(match["index"])) if match else None
+
+
+def is_our_instance_id(instance_id: str) -> bool:
+    """Whether `instance_id` is a cycle's, a fleet's or a fleet batch's id (ours to look up or to tell)."""
+    return any(
+        parse(instance_id) is not None
+        for parse in (parse_instance_id, parse_fleet_instance_id, parse_batch_instance_id)
+    )
+
+
 def job_name(instance_id: str) -> str:
     """The training job's name: submitting the same orchestration's job twice is a no-op.
     Azure ML job names allow letters, digits, `-` and `_` and must start with a letter or digit.

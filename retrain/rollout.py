@@ -16,6 +16,10 @@ custom status and asks for its endpoint's rollout (`workflow.await_rollout`). Th
     -> rollout_outcomes: the `rollout_outcome` event to each cycle (deployed / left_out / failed, and why)
     -> continue_as_new: the next batch (challengers that arrived meanwhile), with a fresh history.
 
+A fleet cycle (retrain/fleet.py) awaits its endpoints the same way, in the fleet form of the status (the
+endpoint, the fleet and the batches whose outputs hold its challengers): its challengers join the batch
+like any cycle's, and it hears ONE `rollout_outcome` per endpoint with every ticker's outcome.
+
 Why discovery (the cycles' own status) rather than a singleton fed by events or a fan-in: an event raised
 to an instance that has just completed is lost, and how continue_as_new carries unprocessed events
 differs between hosts; a queue of our own would be a new store in both worlds. A cycle stays
@@ -34,6 +38,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from retrain import naming
 from retrain.ports import BundleRef, EndpointState, is_bundle
 from retrain.progress import Progress
 from retrain.workflow import (
@@ -53,6 +58,7 @@ ROLLOUT_GUARD_ACTIVITY = "earlier_active_rollout"
 # How many unchanged tickers are smoke-tested on the idle slot (they must still answer with their model).
 SMOKE_SAMPLE = 3
 DEPLOYED, LEFT_OUT, FAILED = "deployed", "left_out", "failed"
+STATUS_OUTCOMES = 10  # outcomes listed in the rollout's custom status (all of them go to their cycles)
 
 Task = Generator[Any, Any, Any]
 
@@ -66,8 +72,8 @@ class RolloutInput:
     smoke_max_latency_ms: float = 2000.0
     keep_old_slot: bool = False
     deploy_timeout_minutes: float = 60.0
-    # The cycles the previous iteration answered (id -> model version): their status may still say
-    # `awaiting_rollout` until they process the event, and must not be rolled out twice.
+    # The cycles the previous iteration answered (`answer_key` -> model version): their status may still
+    # say `awaiting_rollout` until they process the event, and must not be rolled out twice.
     answered: dict[str, str] = field(default_factory=dict)
     # The workflow's endpoint steps read these: a rollout always has today's behaviour.
     rollback_waits_for_old_slot: bool = True
@@ -104,6 +110,12 @@ class Challenger:
             "reason": reason,
             **extra,
         }
+
+
+def answer_key(instance_id: str, ticker: str) -> str:
+    """The key of `RolloutInput.answered`: a cycle's id, or "<fleet id>/<ticker>" for a fleet's challenger
+    (a fleet holds many; "/" is in no instance id)."""
+    return f"{instance_id}/{ticker}" if naming.parse_fleet_instance_id(instance_id) else instance_id
 
 
 class _Rollout:
@@ -179,13 +191,18 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
     run.step("notify_cycles")
     if run.progress.status["warnings"]:  # e.g. a served-ledger record lost: each cycle's status says so
         outcomes = [{**o, "warnings": list(run.progress.status["warnings"])} for o in outcomes]
+    # The first few and the counts: a fleet's hundreds of tickers would pass Azure's 16 KB status cap.
     run.progress.status["outcomes"] = [
         {k: o.get(k) for k in ("instance_id", "ticker", "outcome", "reason", "bundle_version")}
-        for o in outcomes
+        for o in outcomes[:STATUS_OUTCOMES]
     ]
-    yield from run.call("rollout_outcomes", {"outcomes": outcomes})
+    run.progress.status["outcome_counts"] = {
+        kind: sum(o["outcome"] == kind for o in outcomes) for kind in (DEPLOYED, LEFT_OUT, FAILED)
+    }
+    # A fleet's challengers hear their outcomes together: one event per fleet (activities.rollout_outcomes).
+    yield from run.call("rollout_outcomes", {"outcomes": outcomes, "endpoint": run.endpoint})
     run.progress.finish("done")
-    answered = {o["instance_id"]: str(o["model"]["version"]) for o in outcomes}
+    answered = {answer_key(o["instance_id"], o["ticker"]): str(o["model"]["version"]) for o in outcomes}
     context.continue_as_new({**run.input.to_dict(), "answered": answered})
     return None
 
@@ -302,7 +319,10 @@ def bundle_on_idle_slot(
                         "version": version,
                         "parent": current.to_dict() if current else None,
                         "changes": {c.ticker: c.model for c in going},
-                        "orchestration_ids": [run.instance_id, *(c.instance_id for c in going)],
+                        # each once: a fleet's challengers share its id
+                        "orchestration_ids": list(
+                            dict.fromkeys([run.instance_id, *(c.instance_id for c in going)])
+                        ),
                     },
                 )
             )
@@ -407,6 +427,7 @@ def shift_traffic(
 
 __all__ = [
     "ROLLOUT_GUARD_ACTIVITY",
+    "answer_key",
     "ROLLOUT_ORCHESTRATOR",
     "Challenger",
     "RolloutInput",

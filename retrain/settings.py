@@ -70,6 +70,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest wait for the job-finished event between job status polls (the first poll comes after 15 s, then the interval doubles up to this).",
     ),
     Setting("RETRAIN_JOB_TIMEOUT_HOURS", "24", "Give up on a training job after this many hours."),
+    Setting(
+        "RETRAIN_TRAINING_BATCH",
+        "50",
+        "Tickers per training job of a fleet cycle: one job (and one sub-orchestration) trains a batch.",
+    ),
+    Setting(
+        "RETRAIN_FLEET_PARALLEL_BATCHES",
+        "4",
+        "Batches of a fleet cycle in flight at once (sub-orchestrations, each with its training job).",
+    ),
     # Quality gate and rollout.
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",

@@ -30,7 +30,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from retrain import naming, settings
+from retrain import cycle_guard, naming, settings
 from retrain.trainers import names as trainer_names
 from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import (
@@ -46,13 +46,9 @@ log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
-# Suspended is not queried: the local engine has no suspension, and a suspended cycle is an operator's call.
-ACTIVE_STATUSES = [
-    df.OrchestrationRuntimeStatus.Pending,
-    df.OrchestrationRuntimeStatus.Running,
-    df.OrchestrationRuntimeStatus.ContinuedAsNew,
-]
-ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
+# Which runtime statuses are active: one definition, with the one-cycle-per-ticker rule (retrain/cycle_guard.py).
+ACTIVE_STATUSES = cycle_guard.ACTIVE_STATUSES
+ACTIVE_VALUES = cycle_guard.ACTIVE_VALUES
 REQUEST_FIELDS = {
     "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
@@ -328,43 +324,26 @@ async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -
     return None
 
 
-def _created(status: Any) -> datetime:
-    created = status.created_time or datetime.min.replace(tzinfo=UTC)
-    return created if created.tzinfo else created.replace(tzinfo=UTC)
-
-
 async def earlier_active_instance(
     client: df.DurableOrchestrationClient, ticker: str, instance_id: str
 ) -> Any | None:
-    """The earliest active cycle of `ticker` other than `instance_id` created no later than it, or None
-    when `instance_id` is the only one or the first. A cycle that checks before another exists goes on,
-    and the other, created later, then sees it. Created times have whole seconds (as the Durable HTTP API
-    reports them), so two cycles created in the same second both give way: never two at once, at the
-    price of a retry for a same-second pair (the HTTP starter never makes one: it starts one at a time)."""
-    candidates = await client.get_status_by(
-        instance_id_prefix=naming.ticker_instance_prefix(ticker), runtime_status=ACTIVE_STATUSES
-    )
-    active = [
-        s
-        for s in candidates
-        if (s.runtime_status.value if s.runtime_status else None) in ACTIVE_VALUES
-        and naming.is_instance_of(s.instance_id or "", ticker)
-    ]
-    mine = next((s for s in active if s.instance_id == instance_id), None)
-    others = sorted(
-        (s for s in active if s.instance_id != instance_id), key=lambda s: (_created(s), s.instance_id)
-    )
-    earlier = [s for s in others if mine is None or _created(s) <= _created(mine)]
-    return earlier[0] if earlier else None
+    """The earliest active single cycle of `ticker` other than `instance_id` created no later than it, or
+    None (`cycle_guard.earliest_active_cycle`). A cycle that checks before another exists goes on, and the
+    other, created later, then sees it. Created times have whole seconds (as the Durable HTTP API reports
+    them), so two cycles created in the same second both give way: never two at once, at the price of a
+    retry for a same-second pair (the HTTP starter never makes one: it starts one at a time). Active fleets
+    holding the ticker: `cycle_guard.busy_tickers`, which the guard activity below asks."""
+    return await cycle_guard.earliest_active_cycle(client, ticker, instance_id)
 
 
 @bp.activity_trigger(input_name="payload")
 @bp.durable_client_input(client_name="client")
 async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
     """The orchestrator's one-cycle-per-ticker guard (`workflow.guard_ticker`; its name is
-    `workflow.TICKER_GUARD_ACTIVITY`): the id of an earlier active cycle of the ticker, if any."""
-    earlier = await earlier_active_instance(client, payload["ticker"], payload["instance_id"])
-    return earlier.instance_id if earlier is not None else None
+    `workflow.TICKER_GUARD_ACTIVITY`): the id of an earlier active cycle of the ticker, or of an earlier
+    active fleet cycle holding it (retrain/cycle_guard.py), if any."""
+    busy = await cycle_guard.busy_tickers(client, [payload["ticker"]], before_instance=payload["instance_id"])
+    return busy.get(naming.validate_ticker(payload["ticker"]))
 
 
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -500,9 +479,7 @@ async def terminate_retrain(
 TERMINATE_APPLIED_TIMEOUT_S = 30.0
 
 
-def runtime_of(status: Any) -> str | None:
-    """A status's runtime status as text (None: no such instance)."""
-    return status.runtime_status.value if status is not None and status.runtime_status else None
+runtime_of = cycle_guard.runtime_of  # a status's runtime status as text (None: no such instance)
 
 
 async def wait_until_ended(
@@ -629,7 +606,10 @@ async def forward_job_events(client: df.DurableOrchestrationClient, payload: Any
             outcomes.append(await start_monitor_breach_cycle(client, breach))
         elif not job.instance_id:
             outcomes.append(f"ignored {job.job_name}: no {TAG_INSTANCE_ID} tag (not ours)")
-        elif naming.parse_instance_id(job.instance_id) is None:  # it would go into a URL: only our ids
+        elif (  # it would go into a URL: only our ids (a cycle's, or a fleet batch's for its batch job)
+            naming.parse_instance_id(job.instance_id) is None
+            and naming.parse_batch_instance_id(job.instance_id) is None
+        ):
             outcomes.append(f"ignored {job.job_name}: {_shown(job.instance_id)} is not a retraining id")
         elif not job.terminal:
             outcomes.append(f"ignored {job.job_name}: status {job.status} is not final")

@@ -16,6 +16,10 @@ TAG_JOB_NAME = "job_name"
 TAG_TRAINER = "trainer"  # the trainer that produced it (champion and challenger may differ)
 TAG_MODEL_FAMILY = "model_family"
 TAG_BUNDLE = "bundle"  # "true" on a model bundle's ModelRef (ports.BundleRef.as_model)
+# On a model version a fleet cycle registered (retrain/fleet.py): the fleet, and the batch whose job trained it
+# (the batch's id is also its TAG_INSTANCE_ID: the orchestration that submitted the job and registered it).
+TAG_FLEET = "fleet_instance_id"
+TAG_BATCH = "batch_instance_id"
 # Azure: on a job, "<model>:<version>" of the champion it was compared with; on a model version, "true"
 # for the one champion. The local adapter marks the champion with an MLflow alias of the same name.
 TAG_CHAMPION = "champion"

@@ -5,7 +5,8 @@ Jobs "finish" on a background thread after `job_seconds` and, like the local pla
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
-ticker's model in a bundle that answers NaN. Bundles (ports.MLPlatform) are kept in memory and a
+ticker's model in a bundle that answers NaN. Batch training jobs (ports.TrainsBatches, fleet cycles) train
+every ticker of a batch in one job, a scripted ticker's fit failing alone. Bundles (ports.MLPlatform) are kept in memory and a
 slot serving one answers per ticker, as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
@@ -29,6 +30,7 @@ from typing import Any
 
 from retrain import naming
 from retrain.ports import (
+    BatchTrainingRequest,
     BundleRef,
     DataAsset,
     DeploymentState,
@@ -82,6 +84,7 @@ class Script:
     deploying: threading.Event = field(default_factory=threading.Event)
     # Models ("name:version") that answer NaN when a bundle serves them: one ticker's failing smoke test.
     broken_models: set[str] = field(default_factory=set)
+    failing_fits: set[str] = field(default_factory=set)  # tickers whose fit fails in a batch job
     permanent_failures: set[str] = field(default_factory=set)  # methods that raise PlatformError
     transient_failures: dict[str, int] = field(default_factory=dict)  # method -> raises left
 
@@ -145,6 +148,78 @@ class MemoryPlatform:
         threading.Thread(target=self._finish, args=(request.job_name,), daemon=True).start()
         return request.job_name
 
+    # -- batch jobs (ports.TrainsBatches) ------------------------------------------------------
+    def submit_batch_training(self, request: BatchTrainingRequest) -> str:
+        with self.lock:
+            self.calls.append(("submit_batch_training", request.job_name))
+            if request.job_name in self.jobs:
+                return request.job_name
+            summary: dict[str, Any] = {}
+            for entry in request.entries:
+                ticker = str(entry["ticker"])
+                if ticker in self.script.failing_fits:
+                    summary[ticker] = {"status": "failed", "error": f"{ticker}: scripted fit failure"}
+                    continue
+                metrics = dict(self.script.metrics)
+                if entry.get("champion") and self.script.champion_mae is not None:
+                    metrics["champion_mae"] = self.script.champion_mae
+                summary[ticker] = {"status": "ok", "metrics": metrics, "seconds": 0.01}
+            ok = sum(r["status"] == "ok" for r in summary.values())
+            self.jobs[request.job_name] = {
+                "request": request,
+                "status": "Running",
+                "summary": {"tickers": summary, "ok": ok, "failed": len(summary) - ok},
+                # As trainer_kit/batch.py: the job fails when no ticker trained.
+                "status_at_end": self.script.job_status if ok else "Failed",
+            }
+        threading.Thread(target=self._finish, args=(request.job_name,), daemon=True).start()
+        return request.job_name
+
+    def _batch_job(self, job_name: str) -> dict[str, Any]:
+        job = self.jobs.get(job_name)
+        if job is None or "summary" not in job:
+            raise PlatformError(f"no batch job {job_name}")
+        return job
+
+    def get_batch_summary(self, job_name: str) -> dict[str, Any]:
+        self._scripted_failure("get_batch_summary")
+        job = self._batch_job(job_name)
+        if job["status"] == "Running":
+            raise PlatformError(f"batch job {job_name} has no batch_summary.json yet")
+        return json.loads(json.dumps(job["summary"]))
+
+    def get_batch_metrics(self, job_name: str, ticker: str) -> dict[str, float]:
+        result = self._batch_job(job_name)["summary"]["tickers"].get(ticker) or {}
+        if result.get("status") != "ok":
+            raise PlatformError(f"{ticker} has no metrics in batch job {job_name}")
+        return dict(result["metrics"])
+
+    def get_batch_test_errors(self, job_name: str, ticker: str) -> dict[str, Any] | None:
+        self._scripted_failure("get_batch_test_errors")  # e.g. 403: a role not yet propagated
+        self._batch_job(job_name)
+        return None  # no per-day errors: the gate's fixed margins (as get_job_test_errors here)
+
+    def register_batch_model(self, name: str, job_name: str, ticker: str, tags: dict[str, str]) -> ModelRef:
+        with self.lock:
+            job = self._batch_job(job_name)
+            if (
+                job["status"] != "Completed"
+                or job["summary"]["tickers"].get(ticker, {}).get("status") != "ok"
+            ):
+                raise PlatformError(f"{ticker} did not train in batch job {job_name}")
+            versions = self.models.setdefault(name, [])
+            for model in versions:
+                if model.tags.get("job_name") == job_name:  # a replayed activity: the same version
+                    return model
+            model = ModelRef(
+                name=name,
+                version=str(len(versions) + 1),
+                tags={**tags, "job_name": job_name, "ticker": ticker},
+            )
+            versions.append(model)
+            self.calls.append(("register_batch_model", (ticker, model.version)))
+            return model
+
     def _finish(self, job_name: str) -> None:
         if self.script.job_release is not None:
             self.script.job_release.wait(self.script.job_seconds)
@@ -157,7 +232,12 @@ class MemoryPlatform:
         self._post_event(job_name, job["request"], job["status"], copies=self.script.event_copies)
 
     def _post_event(
-        self, job_name: str, request: TrainingRequest, status: str, copies: int = 1, event_id: str = ""
+        self,
+        job_name: str,
+        request: TrainingRequest | BatchTrainingRequest,
+        status: str,
+        copies: int = 1,
+        event_id: str = "",
     ) -> None:
         completed = status == "Completed"
         event = {
@@ -174,7 +254,10 @@ class MemoryPlatform:
                 "runId": job_name,
                 "runType": "azureml.scriptrun",
                 "runProperties": {},
-                "runTags": {"orchestration_instance_id": request.instance_id, "ticker": request.ticker},
+                "runTags": {
+                    "orchestration_instance_id": request.instance_id,
+                    "ticker": getattr(request, "ticker", ""),  # a batch job has many
+                },
                 "runStatus": status,
             },
             "dataVersion": "2",

@@ -189,3 +189,28 @@ def test_a_cycle_without_naming_version_keeps_the_older_lossy_names(ticker, old,
     )
     with pytest.raises(naming.NamingError, match="naming_version=7"):
         naming.cycle_names(ticker, instance_id, 7, suffix="")
+
+
+def test_fleet_ids_batch_ids_and_cycle_ids_parse_back_and_never_meet():
+    at = datetime(2026, 12, 6, 10, 15, 0, 123456, tzinfo=UTC)
+    adhoc, weekly = naming.fleet_instance_id(at), naming.scheduled_fleet_instance_id(at)
+    assert (adhoc, weekly) == ("fleet-20261206t101500123456z", "fleet-2026w49")
+    assert naming.scheduled_fleet_instance_id(at - timedelta(days=6)) == weekly  # the same ISO week (Mon-Sun)
+    assert naming.parse_fleet_instance_id(adhoc) == naming.ParsedFleetId("adhoc", "20261206t101500123456z")
+    assert naming.parse_fleet_instance_id(weekly) == naming.ParsedFleetId("scheduled", "2026w49")
+    batch = naming.batch_instance_id(adhoc, 7)
+    assert batch == f"{adhoc}-b0007" and naming.parse_batch_instance_id(batch) == (adhoc, 7)
+    assert naming.job_name(batch) == f"{batch}-train"  # a batch's job, named from its id as a cycle's
+    # A batch is not a fleet, a fleet not a batch, and neither is a cycle (nor the fleet-models endpoint).
+    cycle = naming.adhoc_instance_id("MSFT", at)
+    assert naming.parse_fleet_instance_id(batch) is None and naming.parse_batch_instance_id(adhoc) is None
+    for foreign in (cycle, "fleet-models", "fleet-2026w49-b1", "fleet-2026w49x", "rollout-fleet-models-1"):
+        assert (
+            naming.parse_fleet_instance_id(foreign) is None
+            and naming.parse_batch_instance_id(foreign) is None
+        )
+    assert naming.parse_instance_id(adhoc) is None and naming.parse_instance_id(batch) is None
+    assert all(naming.is_our_instance_id(i) for i in (adhoc, weekly, batch, cycle))
+    assert not naming.is_our_instance_id("fleet-models")
+    with pytest.raises(naming.NamingError, match="not a fleet id"):
+        naming.batch_instance_id(cycle, 0)
