@@ -44,8 +44,6 @@ bp = df.Blueprint()
 
 # How many recent closes travel with the data asset for the smoke test: more than any model window.
 SMOKE_CLOSES = 64
-# A fleet's source may name each ticker's file: csv:{ticker}.csv (retrain/fleet.py).
-TICKER_PLACEHOLDER = "{ticker}"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -164,32 +162,6 @@ def _register_prices(prices: Any, ticker: str, name: str, payload: dict[str, Any
         "recent_closes": closes,
         "last_date": str(prices["Date"].iloc[-1].date()),
     }
-
-
-def fetch_batch_data(payload: dict[str, Any]) -> dict[str, Any]:
-    """A fleet batch's data: `fetch_data` per ticker, the source's "{ticker}" filled in (csv:{ticker}.csv).
-    {"fetched": {T: fetch_data's result}, "failed": {T: why}}: a ticker whose data cannot be had fails
-    alone; a transient failure (network, throttling) raises, for Durable to retry the whole call."""
-    source = str(payload.get("source") or "yfinance")
-    fetched: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    for ticker in payload["tickers"]:
-        one = {
-            "ticker": ticker,
-            "source": source.replace(TICKER_PLACEHOLDER, ticker),
-            "lookback_days": payload.get("lookback_days"),
-            "as_of": payload.get("as_of"),
-            "instance_id": payload.get("instance_id"),
-            "asset_name": (payload.get("asset_names") or {}).get(ticker),
-        }
-        try:
-            fetched[ticker] = fetch_data(one)
-        except Exception as exc:  # noqa: BLE001 - transient: retried as a whole; else this ticker fails
-            if is_transient(exc):
-                raise
-            log.warning("fetch_batch_data: %s failed: %s", ticker, exc)
-            failed[ticker] = str(exc)[:1000] or type(exc).__name__
-    return {"fetched": fetched, "failed": failed}
 
 
 def get_champion(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -69,7 +69,6 @@ MAX_FLEET_BATCHES = 100
 STATUS_MAX_CHARS = 7500  # the custom status is kept under this (below Azure's 8192 characters)
 AWAITING_BUDGET_CHARS = 4000  # endpoints awaiting their rollout at once: as many as fit in this
 STATUS_WARNINGS = 5  # the custom status shows the last few warnings (the output has them all)
-TICKER_PLACEHOLDER = "{ticker}"  # a source naming each ticker's file: csv:{ticker}.csv
 
 DEPLOYED, REJECTED, FAILED, SKIPPED, ACCEPTED = "deployed", "rejected", "failed", "skipped", "accepted"
 
@@ -239,14 +238,6 @@ def validate_fleet_input(data: Any) -> FleetInput:
             f"cycle.naming_version={_shown(cycle.get('naming_version'))}: expected {naming.NAMING_VERSION} "
             "(a fleet always uses today's names)"
         )
-    source = cycle.get("source", "yfinance")
-    if isinstance(source, str) and ("{" in source or "}" in source):
-        rest = source.replace(TICKER_PLACEHOLDER, "")
-        if "{" in rest or "}" in rest or not source.startswith(("csv:", "blob:")):
-            raise InvalidFleetInput(
-                f"cycle.source={_shown(source)}: the only placeholder is {TICKER_PLACEHOLDER}, in a csv: or "
-                "blob: source (e.g. csv:{ticker}.csv)"
-            )
     first = tickers[0]
     try:
         validate_cycle_input({**cycle, "ticker": first, "serving_target": targets[first]})

@@ -95,8 +95,8 @@ def test_the_shared_cycle_settings_are_held_to_a_cycles_rules():
     for cycle, named in (
         ({**base["cycle"], "gate_alpha": 1.0}, "cycle: gate_alpha=1.0"),
         ({**base["cycle"], "naming_version": None}, "cycle.naming_version=None"),
-        ({**base["cycle"], "source": "yfinance:{ticker}"}, "the only placeholder is {ticker}"),
-        ({**base["cycle"], "source": "csv:{ticker}-{date}.csv"}, "the only placeholder is {ticker}"),
+        ({**base["cycle"], "source": "yfinance:{ticker}"}, "cycle: source='yfinance:{ticker}': expected"),
+        ({**base["cycle"], "source": "csv:{ticker}-{date}.csv"}, "the one placeholder is {ticker}"),
         ({**base["cycle"], "trainer": "../../etc"}, "cycle: "),
     ):
         with pytest.raises(InvalidFleetInput, match=named.replace("(", r"\(").replace("{", r"\{")):
