@@ -236,3 +236,27 @@ def test_cancel_stops_a_queued_batch_and_a_dead_runner_fails_it(
         dead = platform.get_job(killed)
         assert dead.status == "Failed" and "is gone" in dead.error
     assert platform.get_job(canceled).status == "Canceled"  # it never trained once the slot freed
+
+
+def test_the_batch_activities_judge_and_register_from_the_local_outputs(
+    platform: LocalPlatform, batch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrain import batch_jobs
+
+    monkeypatch.setattr(batch_jobs, "get_platform", lambda: platform)
+    judged = batch_jobs.judge_batch(
+        {
+            "job_name": batch,
+            "tickers": {t: {"has_champion": False} for t in (GOOD, BROKEN, SHORT)},
+            "gate": {"baseline_margin": 0.05, "gate_alpha": 0.05},
+        }
+    )
+    assert judged[BROKEN]["status"] == "failed" and "Close" in judged[BROKEN]["error"]
+    for ticker in (GOOD, SHORT):
+        assert judged[ticker]["status"] == "ok" and judged[ticker]["decision"]["reasons"]
+        assert judged[ticker]["metrics"] == platform.get_batch_metrics(batch, ticker)
+    models = {t: {"name": f"{t.lower()}-judged", "tags": {"gate_decision": "x"}} for t in (GOOD, SHORT)}
+    payload = {"job_name": batch, "models": models}
+    first = batch_jobs.register_batch_models(payload)
+    assert batch_jobs.register_batch_models(payload) == first  # a replay: the same versions
+    assert {t: ref["version"] for t, ref in first.items()} == {GOOD: "1", SHORT: "1"}

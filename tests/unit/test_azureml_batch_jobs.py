@@ -13,7 +13,7 @@ from azure.ai.ml import load_job
 
 from retrain.azureml import entities
 from retrain.job_code import assemble_job_code
-from retrain.ports import BatchTrainingRequest, PlatformError, TrainsBatches
+from retrain.ports import BatchTrainingRequest, ModelRef, PlatformError, TrainsBatches
 from retrain.vocabulary import TAG_EVALUATION_FIT_END, TAG_FITTED_DATA_END
 from tests.unit.azure_recording_transport import CONTAINER, STORAGE_ACCOUNT, WS_PATH, ArmTransport
 
@@ -211,3 +211,90 @@ def test_only_a_completed_batchs_models_register(platform, finished) -> None:
     with pytest.raises(PlatformError, match="is Failed, not Completed"):
         platform.register_batch_model("msft-forecaster", JOB, "MSFT", {})
     assert not finished.find("PUT", r"/models/")
+
+
+# ---- the batch activities (retrain/batch_jobs.py) over the azureml adapter ----------------------------
+@pytest.fixture()
+def activities_on(platform, monkeypatch: pytest.MonkeyPatch):
+    from retrain import batch_jobs
+
+    monkeypatch.setattr(batch_jobs, "get_platform", lambda: platform)
+    return batch_jobs
+
+
+def test_the_submit_activity_submits_one_job_for_the_batch(
+    platform, arm: ArmTransport, activities_on
+) -> None:
+    payload = {k: v for k, v in _request().to_dict().items() if k != "code_version"}
+    submitted = activities_on.submit_batch_training_job(payload)
+    assert submitted["job_name"] == JOB and submitted["code_version"]
+    [put] = arm.find("PUT", rf"^{WS_PATH}/jobs/{JOB}$")
+    assert put.body["properties"]["tags"]["code_version"] == submitted["code_version"]
+
+
+def test_judge_batch_gates_each_trained_ticker_and_fails_the_others_with_their_reason(
+    finished: ArmTransport, activities_on
+) -> None:
+    days = 40
+    errors = {
+        "dates": [f"2026-10-{d:02d}" for d in range(1, days + 1)],
+        "actual": [100.0 + d for d in range(days)],
+        "model": [100.0 + d + (0.1 if d % 2 else -0.1) for d in range(days)],
+        "naive": [100.0 + d + (1.0 if d % 2 else -1.0) for d in range(days)],
+        "champion": None,
+    }
+    finished.blobs[f"{OUTPUT}/MSFT/test_errors.json"] = json.dumps(errors).encode()
+    gate = {"baseline_margin": 0.05, "gate_alpha": 0.05, "force": False, "gate_metrics": {}}
+    judged = activities_on.judge_batch(
+        {
+            "job_name": JOB,
+            "tickers": {"MSFT": {"has_champion": False}, "BRK.B": {"has_champion": True}, "AAPL": {}},
+            "gate": gate,
+        }
+    )
+    assert judged["MSFT"]["status"] == "ok" and judged["MSFT"]["decision"]["deploy"] is True
+    assert judged["MSFT"]["metrics"]["mae"] == 0.2 and judged["MSFT"]["warnings"] == []
+    assert judged["BRK.B"] == {
+        "status": "failed",
+        "error": "every Close in BRK.B.csv must be a finite number > 0",
+    }
+    assert judged["AAPL"]["status"] == "failed" and "not in the summary" in judged["AAPL"]["error"]
+
+
+def test_unreadable_test_errors_are_judged_with_the_fixed_margins_and_a_warning(
+    finished: ArmTransport, activities_on
+) -> None:
+    finished.blob_errors[f"{OUTPUT}/MSFT/test_errors.json"] = 403
+    judged = activities_on.judge_batch(
+        {"job_name": JOB, "tickers": {"MSFT": {"has_champion": False}}, "gate": {"baseline_margin": 0.05}}
+    )
+    [warning] = judged["MSFT"]["warnings"]
+    assert "could not be read" in warning and "HTTP 403" in warning
+    assert "fixed margin" in " ".join(judged["MSFT"]["decision"]["reasons"])
+
+
+def test_register_batch_models_registers_each_ticker_once(finished: ArmTransport, activities_on) -> None:
+    payload = {
+        "job_name": JOB,
+        "models": {"MSFT": {"name": "msft-forecaster", "tags": {"gate_decision": "deploy"}}},
+    }
+    first = activities_on.register_batch_models(payload)
+    assert activities_on.register_batch_models(payload) == first  # a replayed activity
+    assert first["MSFT"]["version"] == "1" and len(finished.find("PUT", r"/models/")) == 1
+    activities_on.get_platform().set_champion(ModelRef.from_dict(first["MSFT"]))
+    names = {"MSFT": "msft-forecaster", "BRK.B": "brk-b-model"}
+    champions = activities_on.get_champions({"model_names": names})
+    assert champions["MSFT"]["version"] == "1" and champions["BRK.B"] is None
+
+
+def test_a_platform_without_batches_fails_the_activities_permanently(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrain import batch_jobs
+    from retrain.activities import ACTIVITY_ERROR, report_failures
+
+    class SingleTickerOnly:  # a platform of the port without the TrainsBatches capability
+        pass
+
+    monkeypatch.setattr(batch_jobs, "get_platform", SingleTickerOnly)
+    result = report_failures(batch_jobs.judge_batch)({"job_name": JOB, "tickers": {}})
+    assert result[ACTIVITY_ERROR]["kind"] == "permanent"
+    assert "SingleTickerOnly platform cannot train batches" in result[ACTIVITY_ERROR]["message"]

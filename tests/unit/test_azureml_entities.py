@@ -19,7 +19,7 @@ from azure.ai.ml import (
 
 from retrain.azureml import entities
 from retrain.job_code import BATCH_RUNNER, assemble_job_code
-from retrain.ports import BatchTrainingRequest, ModelRef, PlatformError, TrainingRequest
+from retrain.ports import ModelRef, PlatformError, TrainingRequest
 from tests.unit.azure_recording_transport import code_root
 
 
