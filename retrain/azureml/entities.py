@@ -235,7 +235,13 @@ def batch_training_job(
         code=str(code),
         command=" ".join(stage) + " && " + " ".join(run),
         inputs=inputs,
-        outputs={BATCH_OUTPUT: Output(type=AssetTypes.URI_FOLDER, path=batch_output_path(request.job_name))},
+        # Upload mode: the runner writes on the node's disk (its per-ticker staging folders are renamed into
+        # place, a plain local rename) and Azure ML uploads the folder when the job ends.
+        outputs={
+            BATCH_OUTPUT: Output(
+                type=AssetTypes.URI_FOLDER, path=batch_output_path(request.job_name), mode="upload"
+            )
+        },
         environment=trainer_environment(repo_root, trainer.name),
         compute=compute,
         tags={

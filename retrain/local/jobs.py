@@ -271,7 +271,7 @@ def batch_failure_reason(summary_path: Path) -> str | None:
     except (OSError, ValueError):
         return None
     tickers = summary.get("tickers") if isinstance(summary, dict) else None
-    if not isinstance(tickers, dict):
+    if not isinstance(tickers, dict) or summary.get("ok") != 0:  # some trained: the job failed otherwise
         return None
     reasons = "; ".join(
         f"{ticker}: {(entry or {}).get('error') or (entry or {}).get('status')}"

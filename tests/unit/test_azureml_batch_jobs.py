@@ -68,7 +68,7 @@ def test_the_batch_job_round_trips_through_the_job_schema(tmp_path: Path) -> Non
         "champion_0": ("mlflow_model", "msft-forecaster:3"),
         "data_1": ("uri_file", "brk.b-daily:77aa01"),
     }
-    assert loaded.outputs["output"].type == "uri_folder"
+    assert (loaded.outputs["output"].type, loaded.outputs["output"].mode) == ("uri_folder", "upload")
     assert (
         loaded.outputs["output"].path
         == f"azureml://datastores/workspaceblobstore/paths/azureml/{JOB}/output/"
@@ -119,6 +119,7 @@ def test_submit_uploads_the_assembled_code_and_puts_one_command_job(platform, ar
         "data_1": {"uri": f"{WS_PATH}/data/brk.b-daily/versions/77aa01", "jobInputType": "uri_file"},
     }
     assert props["outputs"]["output"]["jobOutputType"] == "uri_folder"
+    assert props["outputs"]["output"]["mode"] == "Upload"  # written on the node, uploaded at the end
     assert (
         props["outputs"]["output"]["uri"]
         == f"azureml://datastores/workspaceblobstore/paths/azureml/{JOB}/output/"
