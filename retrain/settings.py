@@ -80,6 +80,11 @@ SETTINGS: tuple[Setting, ...] = (
         "4",
         "Batches of a fleet cycle in flight at once (sub-orchestrations, each with its training job).",
     ),
+    Setting(
+        "RETRAIN_LOCAL_BATCH_JOBS",
+        "0",
+        "Local platform: batch training jobs (fleet cycles) that train at once; the others wait Queued for a slot. 0: one per CPU core.",
+    ),
     # Quality gate and rollout.
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",
