@@ -259,7 +259,7 @@ def test_judge_batch_gates_each_trained_ticker_and_fails_the_others_with_their_r
         "status": "failed",
         "error": "every Close in BRK.B.csv must be a finite number > 0",
     }
-    assert judged["AAPL"]["status"] == "failed" and "not in the summary" in judged["AAPL"]["error"]
+    assert judged["AAPL"]["status"] == "failed" and "reported no result for AAPL" in judged["AAPL"]["error"]
 
 
 def test_unreadable_test_errors_are_judged_with_the_fixed_margins_and_a_warning(
