@@ -1,7 +1,10 @@
 """How cycles start and how jobs report back: the timer, HTTP and Event Grid functions.
 
-- ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one orchestration per ticker in ``RETRAIN_TICKERS`` with the
-  id ``retrain-<ticker>-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
+- ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one fleet cycle (retrain/fleet.py) over ``RETRAIN_TICKERS``
+  with the id ``fleet-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
+
+Every start goes through the one way in, retrain/cycle_start.py (validate, check the holders, build the id
+and input, start).
 - ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the id and this module's status and
   terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
   instance's id and routes when the ticker is already being retrained.
@@ -35,8 +38,6 @@ from retrain.trainers import names as trainer_names
 from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import (
     JOB_FINISHED_EVENT,
-    MAX_REASON_CHARS,
-    ORCHESTRATOR_NAME,
     CycleInput,
     InvalidCycleInput,
     validate_cycle_input,
@@ -213,11 +214,38 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         raise BadRequest(str(exc)) from None
 
 
+def is_retrain_id(instance_id: str) -> bool:
+    """Whether `instance_id` is a cycle's or a fleet's id (what /api/retrain/{id} answers for)."""
+    return bool(naming.parse_instance_id(instance_id) or naming.parse_fleet_instance_id(instance_id))
+
+
+# A fleet's custom status fields (retrain/fleet.py) that its GET answer carries besides a cycle's.
+FLEET_STATUS_FIELDS = ("tickers", "skipped", "batches", "batches_done", "counts", "awaiting_rollout")
+
+
 def readable_status(status: Any) -> dict[str, Any]:
-    """A DurableOrchestrationStatus as the answer of GET /api/retrain/{id}."""
+    """A DurableOrchestrationStatus as the answer of GET /api/retrain/{id} (a cycle's or a fleet's: a
+    fleet's adds `fleet: true` and its progress per batch, `FLEET_STATUS_FIELDS`)."""
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     runtime = status.runtime_status.value if status.runtime_status else None
-    answer: dict[str, Any] = {
+    if naming.parse_fleet_instance_id(status.instance_id or ""):
+        answer: dict[str, Any] = {
+            "instance_id": status.instance_id,
+            "fleet": True,
+            "runtime_status": runtime,
+            "step": custom.get("step"),
+            **{name: custom.get(name) for name in FLEET_STATUS_FIELDS},
+            "steps": custom.get("steps", []),
+            "warnings": custom.get("warnings", []),
+            "created": status.created_time.isoformat() if status.created_time else None,
+            "last_updated": status.last_updated_time.isoformat() if status.last_updated_time else None,
+        }
+        if runtime == "Failed":
+            answer["error"] = custom.get("error") or status.output
+        elif status.output is not None:
+            answer["output"] = status.output
+        return answer
+    answer = {
         "instance_id": status.instance_id,
         "runtime_status": runtime,
         "step": custom.get("step"),
@@ -349,26 +377,39 @@ async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrches
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from retrain.cycle_start import InvalidStart, start_cycle
+
     try:
         cycle = parse_retrain_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
-    # Check-then-start is one step per ticker in this worker; across workers (or beside a timer or a
-    # monitor breach) the start's conflict is caught. Either way a busy ticker answers 409, never a 500.
-    async with start_lock(cycle.ticker):
-        try:
-            running = await running_instance(client, cycle.ticker)
-            if running is None:
-                instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
-                running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
-        except Exception as exc:
-            if (unavailable := store_unavailable_response(exc)) is None:
-                raise
-            return unavailable
-        if running is not None:
-            return _busy(req, cycle.ticker, running)
-    log.info("started %s for %s (http)", instance_id, cycle.ticker)
-    return accepted(req.url, instance_id, "retrain")
+    # The one way in (retrain/cycle_start.py): the check and the start are one step per ticker in this
+    # worker; across workers (or beside a timer or a monitor breach) the start's conflict is caught and
+    # the orchestration's own guard gives way. Either way a busy ticker answers 409, never a 500.
+    try:
+        started = await start_cycle(client, cycle.ticker, "http", **request_overrides(cycle))
+        holder = started.skipped.get(cycle.ticker) or (started.instance_id if started.existing else None)
+        running = await instance_status(client, holder) if holder else None
+    except InvalidStart as exc:
+        return _json({"error": str(exc)}, 400)
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
+    if not started.started:
+        return _busy(req, cycle.ticker, holder or "", running)
+    assert started.instance_id is not None
+    log.info("started %s for %s (http)", started.instance_id, cycle.ticker)
+    return accepted(req.url, started.instance_id, "retrain")
+
+
+# What a request may set of a cycle's input (the rest comes from the settings).
+REQUEST_OVERRIDES = ("lookback_days", "source", "force", "as_of", "trainer", "hyperparameters")
+
+
+def request_overrides(cycle: CycleInput) -> dict[str, Any]:
+    """The fields of a parsed request that override the settings, for `cycle_start`'s builders."""
+    return {name: getattr(cycle, name) for name in REQUEST_OVERRIDES}
 
 
 _START_LOCKS: dict[str, asyncio.Lock] = {}
@@ -418,14 +459,14 @@ def accepted(request_url: str, instance_id: str, route: str) -> func.HttpRespons
     )
 
 
-def _busy(req: func.HttpRequest, ticker: str, running: Any) -> Any:
-    state = running.runtime_status.value if running.runtime_status else "unknown"
+def _busy(req: func.HttpRequest, ticker: str, holder: str, running: Any) -> Any:
+    state = running.runtime_status.value if running is not None and running.runtime_status else "unknown"
     return _json(
         {
-            "error": f"{ticker} is already being retrained by {running.instance_id} "
+            "error": f"{ticker} is already being retrained by {holder} "
             f"({state}); wait for it or follow its status URL",
-            "instance_id": running.instance_id,
-            **management_links(req.url, running.instance_id, "retrain"),
+            "instance_id": holder,
+            **management_links(req.url, holder, "retrain"),
         },
         409,
     )
@@ -438,7 +479,7 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
     # Only our own ids reach the client: the SDK puts the id into a URL unescaped, so "x?showHistory=..."
     # or "#" would query something else.
     try:
-        status = await instance_status(client, instance_id) if naming.parse_instance_id(instance_id) else None
+        status = await instance_status(client, instance_id) if is_retrain_id(instance_id) else None
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
@@ -552,34 +593,28 @@ async def retrain_timer(timer: func.TimerRequest, client: df.DurableOrchestratio
 
 async def start_scheduled(
     client: df.DurableOrchestrationClient, now: datetime, environ: Any = None
-) -> dict[str, str]:
-    """Start this week's cycle for every configured ticker; what happened per ticker."""
-    from retrain.market_data import MarketDataError, validate_ticker
+) -> dict[str, Any]:
+    """Start this week's fleet cycle over RETRAIN_TICKERS (`naming.scheduled_fleet_instance_id`): a second
+    firing in the same ISO week finds it and does nothing. What happened (`StartResult.to_dict`), or
+    `error` when the settings cannot give a fleet (logged: a timer has nobody else to tell)."""
+    from retrain.cycle_start import InvalidStart, start_fleet
 
-    outcome: dict[str, str] = {}
-    for raw in settings.tickers(environ):
-        try:
-            ticker = validate_ticker(raw)
-        except MarketDataError as exc:
-            log.error("RETRAIN_TICKERS: skipping %r: %s", raw, exc)
-            outcome[raw] = f"invalid: {exc}"
-            continue
-        instance_id = naming.scheduled_instance_id(ticker, now)
-        existing = await instance_status(client, instance_id)
-        if existing is not None:
-            outcome[ticker] = f"skipped: {instance_id} exists ({existing.runtime_status.value})"
-        elif (running := await running_instance(client, ticker)) is not None:
-            outcome[ticker] = f"skipped: {running.instance_id} is running"
-        else:
-            cycle = CycleInput.from_settings(ticker, "timer", environ).to_dict()
-            async with start_lock(ticker):
-                existing = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle)
-            outcome[ticker] = (
-                f"skipped: {instance_id} exists ({existing.runtime_status.value})"
-                if existing is not None
-                else f"started {instance_id}"
-            )
-        log.info("timer: %s: %s", ticker, outcome[ticker])
+    instance_id = naming.scheduled_fleet_instance_id(now)
+    try:
+        tickers = settings.tickers(environ)
+        started = await start_fleet(client, tickers, "timer", instance_id=instance_id, environ=environ)
+    except (settings.SettingsError, InvalidStart) as exc:
+        log.error("timer: no fleet started: %s", exc)
+        return {"instance_id": None, "started": False, "error": str(exc)}
+    outcome = started.to_dict()
+    if started.started:
+        log.info(
+            "timer: started %s (%d tickers, %d skipped)", instance_id, len(tickers), len(started.skipped)
+        )
+    elif started.existing:
+        log.info("timer: %s exists already: nothing to do", instance_id)
+    else:
+        log.warning("timer: no fleet started: %s", started.refused)
     return outcome
 
 
@@ -686,24 +721,20 @@ def _monitor_breach(job: Any) -> Any:
 
 
 async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: Any) -> str:
-    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the same path
-    as the monitor's triggers (trigger `azureml_monitor`, its reason on record), unless the ticker is
+    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the one way in
+    (`cycle_start.start_cycle`, trigger `azureml_monitor`, its reason on record), unless the ticker is
     already being retrained or the breach names no ticker (the outcome says how to name the signal)."""
-    from retrain.market_data import MarketDataError, validate_ticker
+    from retrain.cycle_start import InvalidStart, start_cycle
 
     if breach.ticker is None:
         log.warning("job_events: model monitoring breach of run %s: %s", breach.job_name, breach.problem)
         return f"ignored a model monitoring breach of run {breach.job_name}: {breach.problem}"
     try:
-        ticker = validate_ticker(breach.ticker)
-    except MarketDataError as exc:
+        started = await start_cycle(client, breach.ticker, "azureml_monitor", reason=breach.reason)
+    except InvalidStart as exc:
         return f"ignored a model monitoring breach: {exc}"
-    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach.reason[:MAX_REASON_CHARS])
-    async with start_lock(ticker):  # two breaches at once, or beside POST /api/retrain: one cycle
-        running = await running_instance(client, ticker)
-        if running is None:
-            instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
-            running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
-    if running is not None:
-        return f"ignored a model monitoring breach for {ticker}: {running.instance_id} is running"
-    return f"started {instance_id} for {ticker} (Azure ML model monitoring breach)"
+    ticker = naming.validate_ticker(breach.ticker.strip())
+    if not started.started:
+        holder = started.skipped.get(ticker) or started.instance_id
+        return f"ignored a model monitoring breach for {ticker}: {holder} is running"
+    return f"started {started.instance_id} for {ticker} (Azure ML model monitoring breach)"
