@@ -27,6 +27,7 @@ import json
 import logging
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +35,12 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from retrain import cycle_guard, naming, settings
+from retrain.fleet import MAX_FLEET_TICKERS
 from retrain.trainers import names as trainer_names
 from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import (
     JOB_FINISHED_EVENT,
     CycleInput,
-    InvalidCycleInput,
-    validate_cycle_input,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ bp = df.Blueprint()
 ACTIVE_STATUSES = cycle_guard.ACTIVE_STATUSES
 ACTIVE_VALUES = cycle_guard.ACTIVE_VALUES
 REQUEST_FIELDS = {
-    "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
+    "ticker": 'a ticker symbol, e.g. "MSFT": one cycle (default: the first of RETRAIN_TICKERS)',
+    "tickers": 'a list of ticker symbols, e.g. ["MSFT", "AAPL"]: one fleet cycle over them (at most '
+    f'{MAX_FLEET_TICKERS}; not with "ticker"; a file of tickers is the operator\'s: RETRAIN_TICKERS=@FILE or '
+    "retrain run --tickers @FILE)",
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
     "source": "yfinance, sample, csv:PATH or blob:CONTAINER/PATH ({ticker} in PATH becomes the ticker, e.g. "
     "csv:{ticker}.csv); a request's PATH must name a CSV file inside RETRAIN_DATA_DIR (relative to it), which the operator must configure, and a blob: source must "
@@ -77,8 +80,45 @@ def _shown(value: Any, limit: int = 60) -> str:
 # ---------------------------------------------------------------------------------------------- pure
 
 
+@dataclass(frozen=True)
+class RetrainRequest:
+    """A valid POST /api/retrain body: one cycle (`ticker`) or a fleet (`tickers`), and the fields that
+    override the settings (`overrides`, for `cycle_start`'s builders)."""
+
+    ticker: str | None
+    tickers: list[str] | None
+    overrides: dict[str, Any]
+
+    @property
+    def fleet(self) -> bool:
+        return self.tickers is not None
+
+
 def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> CycleInput:
-    """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
+    """Validate a single cycle's POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)
+    into its input; a fleet's body (`tickers`) is refused here (`parse_request` takes both)."""
+    request = parse_request(body, environ)
+    if request.ticker is None:
+        raise BadRequest('tickers: a fleet request; send {"ticker": "MSFT"} for one cycle')
+    return CycleInput.from_dict(_built(request, environ))
+
+
+def _built(request: RetrainRequest, environ: Any) -> dict[str, Any]:
+    """The request's orchestration input, built and validated now (a 400, not a failed orchestration)."""
+    from retrain.cycle_start import InvalidStart, cycle_input, fleet_input
+
+    try:
+        if request.tickers is not None:
+            return fleet_input(request.tickers, "http", environ=environ, **request.overrides)
+        assert request.ticker is not None
+        return cycle_input(request.ticker, "http", environ=environ, **request.overrides)
+    except InvalidStart as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def parse_request(body: bytes | str | None, environ: Any = None) -> RetrainRequest:
+    """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS): one cycle
+    (`ticker`, or none: the first of RETRAIN_TICKERS) or a fleet (`tickers`), its input built and checked."""
     from retrain.market_data import MarketDataError, check_request_source, validate_ticker
 
     try:
@@ -114,19 +154,29 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
         raise BadRequest(f"unknown field(s) {names}; allowed fields are {allowed}")
 
-    if "ticker" in data:
+    if "ticker" in data and "tickers" in data:
+        raise BadRequest(
+            'send either "ticker" (one cycle, e.g. {"ticker": "MSFT"}) or "tickers" (a fleet, e.g. '
+            '{"tickers": ["MSFT", "AAPL"]}), not both'
+        )
+    tickers: list[str] | None = None
+    ticker: str | None = None
+    if "tickers" in data:
+        tickers = _request_tickers(data["tickers"])
+    elif "ticker" in data:
         raw_ticker = data["ticker"]
     else:
         try:
             raw_ticker = settings.tickers(environ)[0]
         except settings.SettingsError as exc:
             raise BadRequest(f"ticker: none sent, and the default cannot be read: {exc}") from None
-    if not isinstance(raw_ticker, str) or not raw_ticker.strip():
-        raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
-    try:
-        ticker = validate_ticker(raw_ticker.strip())
-    except MarketDataError as exc:
-        raise BadRequest(f"ticker: {exc}") from None
+    if tickers is None:
+        if not isinstance(raw_ticker, str) or not raw_ticker.strip():
+            raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
+        try:
+            ticker = validate_ticker(raw_ticker.strip())
+        except MarketDataError as exc:
+            raise BadRequest(f"ticker: {exc}") from None
 
     lookback = data.get("lookback_days")
     if lookback is not None and (
@@ -191,26 +241,47 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
                 f"max_epochs: trainer {trainer.name} does not train in epochs; send its own settings in hyperparameters"
             )
         hyperparameters.setdefault("max_epochs", epochs)
-    try:
-        cycle = CycleInput.from_settings(
-            ticker,
-            "http",
-            environ,
-            lookback_days=lookback,
-            source=source,
-            force=force,
-            as_of=as_of,
-            trainer=trainer.name,
-            hyperparameters=hyperparameters,
+    overrides = {
+        "lookback_days": lookback,
+        "source": source,
+        "force": force,
+        "as_of": as_of,
+        "trainer": trainer.name,
+        "hyperparameters": hyperparameters,
+    }
+    request = RetrainRequest(ticker, tickers, overrides)
+    _built(request, environ)  # refused now, with what to send, rather than as a failed orchestration
+    return request
+
+
+def _request_tickers(value: Any) -> list[str]:
+    """A request's `tickers`: a JSON list of symbols, canonical (upper case, each once, order kept)."""
+    from retrain.fleet import InvalidFleetInput, canonical_tickers
+
+    example = '["MSFT", "AAPL"]'
+    if isinstance(value, str):
+        what = (
+            "a file of tickers is the operator's (RETRAIN_TICKERS=@FILE, retrain run --tickers @FILE), "
+            "never a request's"
+            if value.strip().startswith("@")
+            else "a string"
         )
-    except (
-        TrainerError,
-        InvalidCycleInput,
-    ) as exc:  # a setting (RETRAIN_MAX_EPOCHS, RETRAIN_ENDPOINTS) out of bounds
-        raise BadRequest(f"{exc} (from the request or the Function App's settings)") from None
-    try:  # the orchestrator checks its input with the same rules (a start that bypasses this route)
-        return validate_cycle_input(cycle.to_dict())
-    except InvalidCycleInput as exc:
+        raise BadRequest(f"tickers={_shown(value)}: {what}; send a JSON list of symbols, e.g. {example}")
+    if not isinstance(value, list):
+        raise BadRequest(f"tickers={_shown(value)}: expected a JSON list of symbols, e.g. {example}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise BadRequest(
+                f"tickers: {_shown(item)} is not a symbol; send a JSON list of symbols, e.g. {example}"
+            )
+        if item.strip().startswith("@"):
+            raise BadRequest(
+                f"tickers: {_shown(item)}: a file of tickers is the operator's (RETRAIN_TICKERS=@FILE, "
+                f"retrain run --tickers @FILE), never a request's; send the symbols, e.g. {example}"
+            )
+    try:
+        return canonical_tickers([item.strip() for item in value])
+    except InvalidFleetInput as exc:
         raise BadRequest(str(exc)) from None
 
 
@@ -377,30 +448,62 @@ async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrches
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from retrain.cycle_start import InvalidStart, start_cycle
+    """One cycle (`ticker`) or a fleet cycle (`tickers`), through the one way in (retrain/cycle_start.py):
+    the check and the start are one step per ticker in this worker; across workers (or beside a timer or
+    a monitor breach) the start's conflict is caught and the orchestration's own guard gives way. Either
+    way a busy ticker answers 409, never a 500."""
+    from retrain.cycle_start import InvalidStart, start_cycle, start_fleet
 
     try:
-        cycle = parse_retrain_request(req.get_body())
+        request = parse_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
-    # The one way in (retrain/cycle_start.py): the check and the start are one step per ticker in this
-    # worker; across workers (or beside a timer or a monitor breach) the start's conflict is caught and
-    # the orchestration's own guard gives way. Either way a busy ticker answers 409, never a 500.
     try:
-        started = await start_cycle(client, cycle.ticker, "http", **request_overrides(cycle))
-        holder = started.skipped.get(cycle.ticker) or (started.instance_id if started.existing else None)
+        if request.tickers is not None:
+            started = await start_fleet(client, request.tickers, "http", **request.overrides)
+            if started.started:
+                # `skipped`: ticker -> the cycle or fleet holding it (the fleet's output lists them too)
+                extra = {"skipped": started.skipped} if started.skipped else {}
+                return accepted(req.url, str(started.instance_id), "retrain", **extra)
+            return _fleet_refused(req, started)
+        assert request.ticker is not None
+        started = await start_cycle(client, request.ticker, "http", **request.overrides)
+        holder = started.skipped.get(request.ticker) or (started.instance_id if started.existing else None)
         running = await instance_status(client, holder) if holder else None
-    except InvalidStart as exc:
+    except InvalidStart as exc:  # the settings changed since the request was parsed
         return _json({"error": str(exc)}, 400)
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
     if not started.started:
-        return _busy(req, cycle.ticker, holder or "", running)
+        return _busy(req, request.ticker, holder or "", running)
     assert started.instance_id is not None
-    log.info("started %s for %s (http)", started.instance_id, cycle.ticker)
+    log.info("started %s for %s (http)", started.instance_id, request.ticker)
     return accepted(req.url, started.instance_id, "retrain")
+
+
+def _fleet_refused(req: func.HttpRequest, started: Any) -> func.HttpResponse:
+    """409 when every ticker of a fleet request is held (by a cycle or a running fleet), naming the holders
+    and their routes; or when a fleet of the same id exists already."""
+    if started.existing:
+        return _json(
+            {
+                "error": f"fleet {started.instance_id} was started at the same instant; follow it",
+                "instance_id": started.instance_id,
+                **management_links(req.url, started.instance_id, "retrain"),
+            },
+            409,
+        )
+    holders = sorted(set(started.skipped.values()))
+    return _json(
+        {
+            "error": f"{started.refused}; wait for them or follow their status URLs",
+            "skipped": dict(started.skipped),
+            "holders": {h: management_links(req.url, h, "retrain") for h in holders[:20]},
+        },
+        409,
+    )
 
 
 # What a request may set of a cycle's input (the rest comes from the settings).
@@ -447,12 +550,12 @@ def management_links(request_url: str, instance_id: str, route: str) -> dict[str
     return {"id": instance_id, "statusQueryGetUri": base, "terminatePostUri": f"{base}/terminate"}
 
 
-def accepted(request_url: str, instance_id: str, route: str) -> func.HttpResponse:
+def accepted(request_url: str, instance_id: str, route: str, **extra: Any) -> func.HttpResponse:
     """202 for a started instance: its id and management links (replaces the Durable SDK's
-    create_check_status_response, whose URLs carry the extension's system key)."""
+    create_check_status_response, whose URLs carry the extension's system key), and `extra` fields."""
     links = management_links(request_url, instance_id, route)
     return func.HttpResponse(
-        json.dumps(links, indent=2),
+        json.dumps({**links, **extra}, indent=2),
         status_code=202,
         mimetype="application/json",
         headers={"Location": links["statusQueryGetUri"], "Retry-After": "10"},
@@ -487,8 +590,8 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
     if status is None:
         return _json(
             {
-                "error": f"no orchestration {_shown(instance_id)}; ids look like retrain-msft-2026w48 "
-                "(timer) or retrain-msft-20261124t231405z (POST /api/retrain)"
+                "error": f"no orchestration {_shown(instance_id)}; ids look like retrain-msft-20261124t231405z "
+                "(a cycle), fleet-2026w48 (the timer's fleet) or fleet-20261124t231405123456z (a fleet request)"
             },
             404,
         )
@@ -500,20 +603,49 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
 async def terminate_retrain(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Terminate a cycle under the function key (`?reason=` optional), then cancel its training job:
-    202 (with the job's status), 404 unknown, 409 finished."""
+    """Terminate a cycle or a fleet under the function key (`?reason=` optional), then cancel its training
+    job (a fleet: terminate its active batches and cancel theirs): 202 (with the jobs' status), 404
+    unknown, 409 finished."""
     instance_id = req.route_params.get("instance_id", "")
     try:
-        code, body = await terminate_instance(
-            client, instance_id, req.params.get("reason"), naming.parse_instance_id
-        )
+        code, body = await terminate_instance(client, instance_id, req.params.get("reason"), is_retrain_id)
+        if code == 202 and naming.parse_fleet_instance_id(instance_id):
+            body.update(await terminate_fleet_batches(client, instance_id, body["reason"]))
+        elif code == 202:
+            body.update(await cancel_terminated_cycle(client, instance_id))
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
-    if code == 202:
-        body.update(await cancel_terminated_cycle(client, instance_id))
     return _json(body, code)
+
+
+async def terminate_fleet_batches(
+    client: df.DurableOrchestrationClient, fleet_id: str, reason: str
+) -> dict[str, Any]:
+    """After a fleet's terminate: wait until it is applied (it then starts no more batches), terminate its
+    active batch sub-orchestrations (terminating a parent does not stop its sub-orchestrations) and cancel
+    each one's training job as a cycle's (`cancel_terminated_cycle`: the same order, so a batch's submit
+    still running meets one of the two). What the terminate body adds: `runtime_status`, `batches`
+    ([{batch, runtime_status, job}])."""
+    status = await wait_until_ended(client, fleet_id)
+    found = await client.get_status_by(instance_id_prefix=f"{fleet_id}-b", runtime_status=ACTIVE_STATUSES)
+    batches = sorted(
+        s.instance_id
+        for s in found
+        if runtime_of(s) in ACTIVE_VALUES
+        and (naming.parse_batch_instance_id(s.instance_id or "") or ("",))[0] == fleet_id
+    )
+    for batch in batches:
+        try:
+            await client.terminate(batch, f"its fleet {fleet_id} was terminated: {reason}"[:500])
+        except Exception as exc:  # noqa: BLE001 - it ended between the list and the terminate: its job is done
+            log.info("terminate of %s's batch %s: %s", fleet_id, batch, exc)
+    cancelled = await asyncio.gather(*(cancel_terminated_cycle(client, batch) for batch in batches))
+    return {
+        "runtime_status": runtime_of(status),
+        "batches": [{"batch": b, **c} for b, c in zip(batches, cancelled, strict=True)],
+    }
 
 
 # How long the terminate routes wait for a terminate to be applied before they cancel the job anyway.
