@@ -339,8 +339,9 @@ def serving_endpoint(ticker: str) -> str:
     """The endpoint that serves `ticker` now, in any layout: the served ledger's answer (the endpoint of
     its newest live record of the ticker), else the ticker's own endpoint (today's layout)."""
     from retrain import naming
+    from retrain.adapters import get_ledger
     from retrain.monitoring.http import candidate_endpoints
-    from retrain.monitoring.ledger import get_ledger, served_ticker
+    from retrain.monitoring.ledger import served_ticker
 
     own = naming.endpoint_name(ticker)
     try:
@@ -355,9 +356,8 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
     from retrain import naming, settings
-    from retrain.adapters import get_platform
+    from retrain.adapters import get_forecast_log, get_platform
     from retrain.market_data import fetch_prices, request_data_dir
-    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.ports import PlatformError, is_bundle
 
     ticker = payload["ticker"]
@@ -516,7 +516,7 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
 
 def record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
     """After a monitor-started cycle: its instance id and outcome next to the trigger in the log."""
-    from retrain.monitoring.forecast_log import get_forecast_log
+    from retrain.adapters import get_forecast_log
 
     get_forecast_log().record_retrain(
         payload["ticker"], payload["date"], payload["instance_id"], payload["status"]

@@ -293,7 +293,7 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return _json({"error": f"the body nests too deeply; send a flat JSON object such as {EXAMPLE}"}, 400)
     except (MonitorRequestError, settings.SettingsError) as exc:
         return _json({"error": str(exc)}, 400)
-    from retrain.monitoring.forecast_log import open_forecast_log
+    from retrain.adapters import check_forecast_log
     from retrain.state_files import StateError
     from retrain.triggers import (
         accepted,
@@ -305,7 +305,7 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
     )
 
     try:  # every monitored day writes the forecast log: a bad file is refused now, not after a 202
-        open_forecast_log()
+        check_forecast_log()
     except StateError as exc:
         return _json({"error": str(exc)}, 503)
     instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
