@@ -7,6 +7,7 @@ starts of the same tickers in one worker make one fleet."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -137,3 +138,28 @@ def test_the_one_way_in_makes_one_fleet_of_concurrent_starts_and_finds_a_weeks_f
         memory.script.job_release.set()
     for instance_id in (first.instance_id, weekly):
         assert wait(host, str(instance_id))["runtime_status"] == "Completed"
+
+
+def test_retrain_run_with_tickers_follows_the_fleet_per_batch_and_prints_its_outcome_last(
+    host, memory, monkeypatch, tmp_path, capsys
+):
+    """`retrain run --tickers @FILE` joins the host running on the state dir (as it joins `retrain serve`),
+    starts the fleet through POST /api/retrain, shows a line per batch on stderr (not a terminal) and prints
+    the fleet's outcome as its last stdout line."""
+    from retrain.cli import main
+
+    monkeypatch.setenv("RETRAIN_TRAINING_BATCH", "1")
+    (tmp_path / "tickers.txt").write_text("msft\n# a comment\nAAPL\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--tickers", "@tickers.txt", "--trainer", "ridge", "--state-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    outcome = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, err[-3000:]
+    assert outcome["runtime_status"] == "Completed" and outcome["status"] == "completed", outcome
+    assert {t: o["status"] for t, o in outcome["tickers"].items()} == {"MSFT": "deployed", "AAPL": "deployed"}
+    assert len(outcome["batches"]) == 2 and set(outcome) >= {"endpoints", "counts", "timings_s", "elapsed_s"}
+    assert "batches 0/2" in err and "batches 2/2 [########################]" in err, err[-3000:]
+    assert "\r" not in err  # not a terminal: plain lines
+    assert main(["run", "--tickers", "MSFT", "--ticker", "MSFT", "--state-dir", str(tmp_path)]) == 2
+    assert main(["run", "--tickers", "@missing.txt", "--state-dir", str(tmp_path)]) == 2
+    assert "--tickers=@missing.txt: no such file" in capsys.readouterr().err
