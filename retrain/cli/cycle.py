@@ -6,14 +6,19 @@ printing each step as it happens (stderr), and prints ONE JSON line last on stdo
 `instance_id, status, ticker, data_version, job_name, gate, model_version, scoring_uri, prediction,
 timings_s` (plus `runtime_status`, `error`, `elapsed_s`). Exit status: 0 when the cycle completed
 (deployed or rejected by the gate), 1 when it failed, 2 for bad usage, 3 when the ticker is busy.
+
+`run --tickers A,B,C` (or `@FILE`) starts a fleet cycle through the same route (`{"tickers": [...]}`),
+shows its progress per batch on stderr (`FleetProgress`) and prints the fleet's outcome as the last stdout
+line; exit 0 when every ticker has an outcome, 1 otherwise, 3 when every ticker is busy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from retrain import settings
 from retrain.cli.common import (
@@ -36,6 +41,12 @@ from retrain.progress import step_timings
 def add_commands(sub: Any) -> None:
     run = sub.add_parser("run", help="one full retraining cycle through the local host")
     run.add_argument("--ticker", help="ticker symbol (default: the first of RETRAIN_TICKERS)")
+    run.add_argument(
+        "--tickers",
+        metavar="A,B,C|@FILE",
+        help="a fleet cycle over these tickers instead of one cycle: comma-separated, or @FILE (one ticker "
+        "per line, # comments); progress per batch on stderr, the fleet's outcome as the last stdout line",
+    )
     run.add_argument(
         "--source",
         help="yfinance, sample, csv:PATH (any path, absolute or relative to the working directory) or "
@@ -108,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except TrainerError as exc:
             raise CliError(f"--trainer: {exc}") from exc
     hyperparameters = _params(args.param)
+    tickers = _fleet_tickers(args)
     state_dir = prepare_environment(args.state_dir)
     host, base_url, key = open_or_join_host(state_dir, args.port, "run")
     summary: dict[str, Any] = {}
@@ -119,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             k: v
             for k, v in {
                 "ticker": args.ticker,
+                "tickers": tickers,
                 "source": request_source,
                 "lookback_days": args.lookback_days,
                 "force": args.force or None,
@@ -129,22 +142,146 @@ def cmd_run(args: argparse.Namespace) -> int:
             }.items()
             if v is not None
         }
-        say(f"retrain run: host {base_url}, state {state_dir}, request {json.dumps(body)}")
+        shown = {**body, "tickers": _shown_tickers(tickers)} if tickers else body
+        say(f"retrain run: host {base_url}, state {state_dir}, request {json.dumps(shown)}")
         client = HostClient(base_url, key)
         code, answer = client.start_cycle(body)
         if code == 409:
-            raise CliError(f"{answer.get('error')}\n  status: {answer.get('statusQueryGetUri')}", 3)
+            where = answer.get("statusQueryGetUri") or ", ".join(
+                h["statusQueryGetUri"] for h in (answer.get("holders") or {}).values()
+            )
+            raise CliError(f"{answer.get('error')}\n  status: {where}", 3)
         if code != 202:
             raise CliError(f"POST /api/retrain answered {code}: {answer}", 2)
         instance_id = answer["id"]
         say(f"[{time.monotonic() - started:7.1f}s] started {instance_id}")
-        status = follow(client, instance_id, started)
-        summary = _summary(status, args, started)
+        if tickers:
+            for ticker, holder in sorted((answer.get("skipped") or {}).items()):
+                say(f"  skipped {ticker}: {holder} is retraining it")
+            status = follow_fleet(client, instance_id, started)
+            summary = _fleet_summary(status)
+        else:
+            status = follow(client, instance_id, started)
+            summary = _summary(status, args, started)
     finally:
         if host is not None:
             stop_host(host)
     print(json.dumps(summary), flush=True)
+    if tickers:
+        return (
+            0 if summary.get("runtime_status") == "Completed" and summary.get("status") == "completed" else 1
+        )
     return 0 if summary.get("runtime_status") == "Completed" else 1
+
+
+# ------------------------------------------------------------------------------------------ fleets
+
+
+def _fleet_tickers(args: argparse.Namespace) -> list[str] | None:
+    """`--tickers A,B,C` or `@FILE` (settings.parse_tickers, the RETRAIN_TICKERS forms), or None."""
+    if args.tickers is None:
+        return None
+    if args.ticker is not None:
+        raise CliError("give --ticker (one cycle) or --tickers (a fleet cycle), not both")
+    try:
+        return settings.parse_tickers(args.tickers, what="--tickers")
+    except settings.SettingsError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _shown_tickers(tickers: list[str], limit: int = 10) -> list[str]:
+    """The tickers as the request line on stderr shows them: hundreds are cut short."""
+    return tickers if len(tickers) <= limit else [*tickers[:limit], f"... {len(tickers) - limit} more"]
+
+
+class FleetProgress:
+    """A fleet's progress on stderr, per batch: on a terminal one line that rewrites itself (a bar of the
+    batches done, the counts), otherwise a plain line whenever the step, the batches done or the counts
+    change (a log stays readable)."""
+
+    WIDTH = 24
+
+    def __init__(self, started: float, stream: TextIO | None = None):
+        self.started = started
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last: tuple[Any, ...] | None = None
+        self.open = False  # a rewritten line is on the terminal (end it before anything else)
+
+    def line(self, status: dict[str, Any]) -> str:
+        done, batches = int(status.get("batches_done") or 0), int(status.get("batches") or 0)
+        filled = self.WIDTH * done // batches if batches else 0
+        counts = status.get("counts") or {}
+        shown = " ".join(
+            f"{name} {counts.get(name, 0)}"
+            for name in ("accepted", "deployed", "rejected", "failed", "skipped")
+        )
+        return (
+            f"[{time.monotonic() - self.started:7.1f}s] {status.get('step') or 'pending':13} "
+            f"batches {done}/{batches} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {shown}"
+        )
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        if not status.get("fleet") or status.get("step") is None:
+            return
+        key = (
+            status.get("step"),
+            status.get("batches_done"),
+            status.get("batches"),
+            str(status.get("counts")),
+        )
+        if self.tty:
+            self.stream.write(f"\r{self.line(status)}\x1b[K")
+            self.open = True
+        elif key != self.last:
+            self.stream.write(self.line(status) + "\n")
+        self.last = key
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+def follow_fleet(host: HostClient, instance_id: str, started: float) -> dict[str, Any]:
+    """Follow a fleet's readable status until it ends, showing its progress per batch (`FleetProgress`)."""
+    progress = FleetProgress(started)
+    try:
+        return host.follow_cycle(instance_id, on_status=progress)
+    except HostClientError as exc:
+        raise CliError(str(exc), 1) from exc
+    finally:
+        progress.close()
+
+
+def _fleet_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's outcome (its output: tickers, endpoints, batches, counts, timings_s, elapsed_s) with
+    `runtime_status` and `error`; a fleet that ended without an output (failed, terminated) says so."""
+    output = status.get("output")
+    summary: dict[str, Any] = (
+        dict(output)
+        if isinstance(output, dict)
+        else {
+            "instance_id": status.get("instance_id"),
+            "status": "failed",
+            "tickers": {},
+            "endpoints": {},
+            "batches": [],
+            "counts": status.get("counts") or {},
+            "timings_s": step_timings(status.get("steps") or []),
+            "elapsed_s": None,
+            "warnings": status.get("warnings") or [],
+        }
+    )
+    summary["runtime_status"] = status.get("runtime_status")
+    summary["error"] = status.get("error") or (
+        None
+        if status.get("runtime_status") == "Completed"
+        else f"the fleet ended {status.get('runtime_status')}"
+    )
+    return summary
 
 
 def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -> dict[str, Any]:

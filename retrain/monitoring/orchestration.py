@@ -231,27 +231,26 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
 @bp.activity_trigger(input_name="payload")
 def monitor_cycle_input(payload: dict[str, Any]) -> dict[str, Any]:
     """The input of the retraining cycle a monitor trigger starts: the app settings as they are now, with
-    the trigger, its reason and the day's data."""
-    from retrain.workflow import CycleInput
+    the trigger, its reason and the day's data (built by the one way in, retrain/cycle_start.py)."""
+    from retrain.cycle_start import cycle_input
 
-    cycle = CycleInput.from_settings(
+    return cycle_input(
         payload["ticker"],
         payload["trigger"],
+        reason=payload["reason"],
         source=payload["source"],
         as_of=payload["as_of"],
-        reason=payload["reason"],
     )
-    return cycle.to_dict()
 
 
 @bp.activity_trigger(input_name="payload")
 @bp.durable_client_input(client_name="client")
 async def monitor_running_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
-    """The instance id of the ticker's running retraining cycle, if any (the same rule as POST /api/retrain)."""
-    from retrain.triggers import running_instance
+    """The id of the active cycle or fleet holding the ticker, if any: the rule of every start
+    (`cycle_start.holder`; the monitor starts its cycle itself, as a sub-orchestration)."""
+    from retrain.cycle_start import holder
 
-    running = await running_instance(client, payload["ticker"])
-    return running.instance_id if running is not None else None
+    return await holder(client, payload["ticker"])
 
 
 @bp.activity_trigger(input_name="payload")
