@@ -573,15 +573,29 @@ def operator_source(source: str, cwd: str | os.PathLike[str] | None = None) -> s
     return f"csv:{path.resolve()}"
 
 
+def operator_data_dir(configured_source: str, data_dir_setting: str | None) -> Path | None:
+    """Where the operator's own `RETRAIN_SOURCE` is read: a relative `csv:` path inside `RETRAIN_DATA_DIR`
+    when that is set (the host's working directory is an accident of how `retrain serve` was started,
+    and a request naming the same `csv:{ticker}.csv` must read the same files); None (read as named, the
+    working directory for a relative path) for an absolute path, another source or no data directory."""
+    text = configured_source.strip()
+    if not text.lower().startswith("csv:") or not data_dir_setting or not str(data_dir_setting).strip():
+        return None
+    if Path(text[4:].strip()).expanduser().is_absolute():
+        return None
+    return Path(str(data_dir_setting).strip())
+
+
 def request_data_dir(source: str, configured_source: str | None, data_dir_setting: str | None) -> Path | None:
     """Where a `csv:` source that came with a request must live: None when the source is not a CSV or is
-    the operator's own `RETRAIN_SOURCE`; else the configured data directory. A request naming a CSV when
+    the operator's own `RETRAIN_SOURCE` (but `operator_data_dir` for a relative path in it); else the
+    configured data directory. A request naming a CSV when
     no data directory is configured, or a `blob:` source other than `RETRAIN_SOURCE`, is refused."""
     if not isinstance(source, str):
         return None
     text = source.strip()
     if configured_source is not None and text == configured_source.strip():
-        return None
+        return operator_data_dir(text, data_dir_setting)
     if text.lower().startswith("blob:"):
         raise data_refusal(text, "is not the operator's RETRAIN_SOURCE")
     if not text.lower().startswith("csv:"):

@@ -32,7 +32,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_SOURCE",
         "yfinance",
-        "Market data source: yfinance, sample (bundled real data), csv:PATH or blob:CONTAINER/PATH; {ticker} in PATH becomes each ticker (csv:{ticker}.csv).",
+        "Market data source: yfinance, sample (bundled real data), csv:PATH (a relative PATH inside RETRAIN_DATA_DIR when that is set) or blob:CONTAINER/PATH; {ticker} in PATH becomes each ticker (csv:{ticker}.csv).",
     ),
     Setting(
         "RETRAIN_BLOB_ACCOUNT_URL",

@@ -195,9 +195,12 @@ def predict_through(served: TickerEndpoint, closes: Sequence[float], timeout: fl
 
 
 def recent_closes(ticker: str, source: str, lookback_days: int | None) -> list[float]:
-    from retrain.market_data import fetch_prices
+    from retrain.market_data import fetch_prices, operator_data_dir
 
-    prices = fetch_prices(ticker, source=source, lookback_days=lookback_days)
+    configured = settings.get("RETRAIN_SOURCE")
+    # RETRAIN_SOURCE is read where the host reads it (a relative csv: path inside RETRAIN_DATA_DIR).
+    data_dir = operator_data_dir(source, settings.get("RETRAIN_DATA_DIR")) if source == configured else None
+    prices = fetch_prices(ticker, source=source, lookback_days=lookback_days, data_dir=data_dir)
     return [float(c) for c in prices["Close"].tail(PREDICT_CLOSES)]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from retrain import activities, adapters, settings
 from retrain import market_data as md
+from retrain.cli.common import recent_closes
 from retrain.market_data import MarketDataError, SourceUnavailable, fetch_many_prices, fetch_prices
 from retrain.ports import TransientPlatformError
 from retrain.triggers import BadRequest, parse_retrain_request
@@ -201,6 +202,29 @@ def test_fetch_batch_data_registers_each_tickers_asset_and_names_the_failed(
     assert activities.fetch_batch_data(payload) == out  # a retried activity: the same assets
     single = {"ticker": "BRK.B", "source": "csv:{ticker}.csv", "instance_id": "fleet-x-b0000"}
     assert activities.fetch_data({**single, "asset_name": md.asset_name("BRK.B")}) == brk  # one cycle too
+
+
+def test_a_relative_csv_retrain_source_is_read_inside_the_data_dir_whatever_the_working_directory(
+    local_platform: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETRAIN_SOURCE=csv:{ticker}.csv with RETRAIN_DATA_DIR set: the host read it relative to its working
+    directory (where `retrain serve` happened to start), so every ticker of a fleet failed, and so did a
+    request naming the same source (it IS the operator's source); both now read RETRAIN_DATA_DIR."""
+    data = local_platform / "prices"
+    data.mkdir()
+    make_prices().to_csv(data / "AAA.csv", index=False)
+    monkeypatch.setenv("RETRAIN_DATA_DIR", str(data))
+    monkeypatch.setenv("RETRAIN_SOURCE", "csv:{ticker}.csv")
+    monkeypatch.chdir(local_platform)  # not the data directory
+    payload = {"tickers": ["AAA", "GONE"], "source": "csv:{ticker}.csv", "instance_id": "f-b0000"}
+    out = activities.fetch_batch_data(payload)
+    assert list(out["fetched"]) == ["AAA"] and "csv:GONE.csv" in out["failed"]["GONE"]
+    assert activities.fetch_data({"ticker": "AAA", "source": "csv:{ticker}.csv", "instance_id": "c"})
+    assert recent_closes("AAA", "csv:{ticker}.csv", None)  # `retrain predict` reads where the host reads
+    assert md.operator_data_dir("csv:{ticker}.csv", str(data)) == data
+    assert md.operator_data_dir(f"csv:{data}/{{ticker}}.csv", str(data)) is None  # absolute: as named
+    assert md.operator_data_dir("csv:x.csv", None) is None  # no data dir: the working directory, as before
+    assert md.operator_data_dir("sample", str(data)) is None
 
 
 def test_fetch_batch_data_raises_for_durable_to_retry_when_the_whole_source_fails(
