@@ -6,11 +6,21 @@ the Durable Functions HTTP API (http/durable_api.py); see docs/architecture.md."
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import traceback
+import urllib.parse
 from dataclasses import dataclass
 
-from functions_host.functions import HTTP_TRIGGER, FunctionIndex, HttpRequestData, HttpResult, IndexedFunction
+from functions_host.functions import (
+    HTTP_TRIGGER,
+    TIMER_TRIGGER,
+    FunctionIndex,
+    HttpRequestData,
+    HttpResult,
+    IndexedFunction,
+)
 from functions_host.http.durable_api import DURABLE_WEBHOOK_PATH, DurableBackend, DurableHttpApi, DurableUrls
 from functions_host.http.eventgrid import EVENTGRID_WEBHOOK_PATH, EventGridWebhook
 from functions_host.http.messages import Request, provided_key, shown, text_response, too_deep
@@ -18,6 +28,7 @@ from functions_host.http.routes import ALL_METHODS, RouteTemplate, compile_route
 from functions_host.keys import DURABLE_EXTENSION, HostKeys
 
 log = logging.getLogger("functions_host.http.router")
+ADMIN_FUNCTIONS_PATH = "/admin/functions/"
 
 
 @dataclass
@@ -70,6 +81,8 @@ class HostRouter:
                 return too_deep(request) or self.durable_api.handle(
                     request, path[len(DURABLE_WEBHOOK_PATH) :]
                 )
+            if path.startswith(ADMIN_FUNCTIONS_PATH):
+                return self._run_function(request, urllib.parse.unquote(path[len(ADMIN_FUNCTIONS_PATH) :]))
             rpc_prefix = f"/durabletask/{self.urls.rpc_token}"
             if path == rpc_prefix or path.startswith(rpc_prefix + "/"):
                 return too_deep(request) or self.durable_api.handle(request, path[len(rpc_prefix) :])
@@ -87,6 +100,43 @@ class HostRouter:
 
     def _authorized_extension(self, request: Request, extension: str) -> bool:
         return self.keys.allows_extension(provided_key(request), extension)
+
+    # -- admin: run a non-HTTP function now ---------------------------------------------------------
+    def _run_function(self, request: Request, name: str) -> HttpResult:
+        """`POST /admin/functions/{name}` with the master key and a body `{"input": ...}`: Azure's "manually
+        run a non HTTP-triggered function" (the portal's Test/Run). As the Azure host does, the run is
+        queued and the answer is 202 at once. The local host runs timer functions this way (a timer's
+        `past_due` is false and its schedule status empty: an occurrence out of schedule)."""
+        if not self._authorized(request, "admin"):
+            return text_response(
+                401, "Unauthorized: /admin/ routes need the master key (x-functions-key header or code query)"
+            )
+        if request.method != "POST":
+            return text_response(405, f'Method Not Allowed: {request.method}; POST {{"input": ""}} runs it')
+        fn = self.index.functions.get(name)
+        if fn is None:
+            return text_response(404, f"Not Found: no function named {shown(name)}")
+        if fn.trigger_type != TIMER_TRIGGER:
+            return text_response(
+                400,
+                f"Bad Request: {fn.name} is a {fn.trigger_type}; the local host runs timer functions this way "
+                "(call an HTTP function at its route, send an event to the Event Grid webhook)",
+            )
+        try:
+            body = json.loads(request.body or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return text_response(400, 'Bad Request: send a JSON object body, {"input": ""}')
+
+        def run() -> None:
+            try:
+                self.index.invoke_timer(fn.name, past_due=False, schedule_status=None)
+            except Exception:  # noqa: BLE001 - as a scheduled run: logged, nobody waits for it
+                log.error("Executed 'Functions.%s' (Failed)\n%s", fn.name, traceback.format_exc())
+
+        threading.Thread(target=run, name=f"admin-run-{fn.name}", daemon=True).start()
+        return HttpResult(202, [], b"")
 
     # -- HTTP triggers ----------------------------------------------------------------------------
     def _http_trigger(self, request: Request) -> HttpResult:

@@ -469,6 +469,31 @@ def test_timer_runs_on_startup_then_on_its_schedule(host: LocalHost, app_env: Pa
     assert datetime.fromisoformat(ticks[1]["schedule_status"]["Next"]).second % 2 == 0
 
 
+def test_a_timer_function_runs_now_through_the_admin_route_with_the_master_key(
+    host: LocalHost, app_env: Path
+) -> None:
+    """Azure's "manually run a non HTTP-triggered function": POST /admin/functions/{name} {"input": ""}
+    with the master key, 202 at once; the run is out of schedule (not past due, no schedule status)."""
+    url = f"{host.url}/admin/functions/tick"
+    assert requests.post(url, json={"input": ""}, headers=fkey(host), timeout=TIMEOUT).status_code == 401
+    master = {"x-functions-key": host.system_key}
+    wait_until(lambda: read_log(app_env, "timer"), timeout=8)  # its run on start-up, first
+    before = len(read_log(app_env, "timer"))
+    answer = requests.post(url, json={"input": ""}, headers=master, timeout=TIMEOUT)
+    assert answer.status_code == 202, answer.text
+    ticks = wait_until(lambda: [t for t in read_log(app_env, "timer")[before:] if not t["schedule_status"]])
+    assert ticks[0]["past_due"] is False
+    for name, body, code, says in (
+        ("nosuch", {"input": ""}, 404, "no function named 'nosuch'"),
+        ("echo", {"input": ""}, 400, "runs timer functions this way"),
+        ("tick", None, 400, "send a JSON object body"),
+    ):
+        answer = requests.post(
+            f"{host.url}/admin/functions/{name}", json=body, headers=master, timeout=TIMEOUT
+        )
+        assert (answer.status_code, says in answer.text) == (code, True), answer.text
+
+
 def test_occurrence_missed_while_down_fires_past_due(tmp_path: Path, app_env: Path) -> None:
     status = tmp_path / "state" / "host" / "timers" / "tick.json"
     status.parent.mkdir(parents=True)
