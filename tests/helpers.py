@@ -86,6 +86,30 @@ def calls(memory: MemoryPlatform, name: str) -> list[Any]:
     return [arg for call, arg in memory.calls if call == name]
 
 
+# ------------------------------------------------------------------------------ synthetic price CSVs
+
+
+def write_price_csv(path: Path, closes: Any) -> None:
+    """A CSV of daily prices (Date, Open, High, Low, Close, Volume) ending on 2024-12-31 with `closes`."""
+    import numpy as np
+    import pandas as pd
+
+    closes = np.asarray(closes, dtype=float)
+    dates = pd.bdate_range(end="2024-12-31", periods=len(closes))
+    pd.DataFrame(
+        {"Date": dates.strftime("%Y-%m-%d"), "Open": closes, "High": closes * 1.01, "Low": closes * 0.99}
+        | {"Close": closes, "Volume": 1_000_000}
+    ).to_csv(path, index=False)
+
+
+def random_walk(seed: int, days: int = 300) -> Any:
+    """Closes of a seeded random walk: a plausible model, whatever the gate says of it."""
+    import numpy as np
+
+    returns = np.random.default_rng(seed).normal(0.0003, 0.015, days)
+    return 50.0 * np.exp(np.cumsum(returns) - returns[0])
+
+
 # --------------------------------------------------------------------------------- Event Grid payloads
 
 

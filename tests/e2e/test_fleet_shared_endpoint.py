@@ -21,14 +21,21 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from functions_host.host import LocalHost
 from retrain import naming
 from retrain.host_client import HostClient, http_json
 from retrain.local.processes import process_alive
-from tests.helpers import offline_env, real_local_host, run_retrain, set_local_ridge_env, start
+from tests.helpers import (
+    offline_env,
+    random_walk,
+    real_local_host,
+    run_retrain,
+    set_local_ridge_env,
+    start,
+    write_price_csv,
+)
 
 N_TICKERS = 20
 BROKEN = "ZIGZAG"
@@ -39,20 +46,11 @@ def _tickers() -> list[str]:
     return [f"T{i:02d}" for i in range(N_TICKERS - 1)] + [BROKEN]
 
 
-def _write_prices(path: Path, closes: np.ndarray) -> None:
-    dates = pd.bdate_range(end="2024-12-31", periods=len(closes))
-    pd.DataFrame(
-        {"Date": dates.strftime("%Y-%m-%d"), "Open": closes, "High": closes * 1.01, "Low": closes * 0.99}
-        | {"Close": closes, "Volume": 1_000_000}
-    ).to_csv(path, index=False)
-
-
 def _prices(ticker: str) -> np.ndarray:
     if ticker == BROKEN:
         returns = np.where(np.arange(DAYS) % 2 == 0, 1.0, -1.0)
-    else:  # a random walk per ticker (seeded): a plausible model, whatever the gate says of it
-        returns = np.random.default_rng(int(ticker[1:])).normal(0.0003, 0.015, DAYS)
-    return 50.0 * np.exp(np.cumsum(returns) - returns[0])
+        return 50.0 * np.exp(np.cumsum(returns) - returns[0])
+    return random_walk(int(ticker[1:]), DAYS)  # a random walk per ticker (seeded)
 
 
 class EndpointProcesses(threading.Thread):
@@ -83,7 +81,7 @@ def fleet_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data_dir = tmp_path / "prices"
     data_dir.mkdir()
     for ticker in _tickers():
-        _write_prices(data_dir / f"{ticker.lower()}.csv", _prices(ticker))
+        write_price_csv(data_dir / f"{ticker.lower()}.csv", _prices(ticker))
     state_dir = tmp_path / "state"
     set_local_ridge_env(
         monkeypatch,
