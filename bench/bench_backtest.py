@@ -35,8 +35,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from retrain.backtest import engine
-    from retrain.backtest.command import parse_settings
     from retrain.backtest.fitting import InProcessTrainer
+    from retrain.cli.backtest import parse_settings
     from retrain.trainers import get_trainer, param_args
 
     rows = []

@@ -67,8 +67,8 @@ def _backtest_setting_names() -> list[str]:
 
 
 def _defaults() -> dict[str, Any]:
-    from retrain.backtest.command import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS
     from retrain.backtest.engine import DEFAULT_POLICIES
+    from retrain.cli.backtest import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS
 
     return {
         "tickers": list(DEFAULT_TICKERS),

@@ -281,7 +281,9 @@ def endpoint_suffix(environ: Mapping[str, str] | None = None) -> str:
                 "letters or digits, or leave it empty to derive one from the workspace"
             )
         return explicit
-    if (settings.get("RETRAIN_PLATFORM", environ) or "").strip().lower() != "azureml":
+    from retrain.adapters import on_azure
+
+    if not on_azure(environ):
         return ""
     ids = [settings.get(n, environ) for n in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP")]
     workspace = settings.get("AZUREML_WORKSPACE_NAME", environ)

@@ -26,7 +26,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_TICKERS",
         "MSFT",
-        "Ticker symbols the weekly timer retrains: comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
+        "Ticker symbols the weekly timer retrains (one fleet cycle over them): comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
     ),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
     Setting(

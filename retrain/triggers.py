@@ -1,7 +1,10 @@
 """How cycles start and how jobs report back: the timer, HTTP and Event Grid functions.
 
-- ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one orchestration per ticker in ``RETRAIN_TICKERS`` with the
-  id ``retrain-<ticker>-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
+- ``retrain_timer`` (``%RETRAIN_SCHEDULE%``): one fleet cycle (retrain/fleet.py) over ``RETRAIN_TICKERS``
+  with the id ``fleet-<yyyy>w<ww>``; a second firing in the same ISO week finds it and does nothing.
+
+Every start goes through the one way in, retrain/cycle_start.py (validate, check the holders, build the id
+and input, start).
 - ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the id and this module's status and
   terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
   instance's id and routes when the ticker is already being retrained.
@@ -24,6 +27,7 @@ import json
 import logging
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,15 +35,12 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from retrain import cycle_guard, naming, settings
+from retrain.fleet import MAX_FLEET_TICKERS
 from retrain.trainers import names as trainer_names
 from retrain.vocabulary import TAG_INSTANCE_ID
 from retrain.workflow import (
     JOB_FINISHED_EVENT,
-    MAX_REASON_CHARS,
-    ORCHESTRATOR_NAME,
     CycleInput,
-    InvalidCycleInput,
-    validate_cycle_input,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ bp = df.Blueprint()
 ACTIVE_STATUSES = cycle_guard.ACTIVE_STATUSES
 ACTIVE_VALUES = cycle_guard.ACTIVE_VALUES
 REQUEST_FIELDS = {
-    "ticker": 'a ticker symbol, e.g. "MSFT" (default: the first of RETRAIN_TICKERS)',
+    "ticker": 'a ticker symbol, e.g. "MSFT": one cycle (default: the first of RETRAIN_TICKERS)',
+    "tickers": 'a list of ticker symbols, e.g. ["MSFT", "AAPL"]: one fleet cycle over them (at most '
+    f'{MAX_FLEET_TICKERS}; not with "ticker"; a file of tickers is the operator\'s: RETRAIN_TICKERS=@FILE or '
+    "retrain run --tickers @FILE)",
     "lookback_days": "calendar days of history, an integer from 30 to 36500 (default: RETRAIN_LOOKBACK_DAYS)",
     "source": "yfinance, sample, csv:PATH or blob:CONTAINER/PATH ({ticker} in PATH becomes the ticker, e.g. "
     "csv:{ticker}.csv); a request's PATH must name a CSV file inside RETRAIN_DATA_DIR (relative to it), which the operator must configure, and a blob: source must "
@@ -76,8 +80,45 @@ def _shown(value: Any, limit: int = 60) -> str:
 # ---------------------------------------------------------------------------------------------- pure
 
 
+@dataclass(frozen=True)
+class RetrainRequest:
+    """A valid POST /api/retrain body: one cycle (`ticker`) or a fleet (`tickers`), and the fields that
+    override the settings (`overrides`, for `cycle_start`'s builders)."""
+
+    ticker: str | None
+    tickers: list[str] | None
+    overrides: dict[str, Any]
+
+    @property
+    def fleet(self) -> bool:
+        return self.tickers is not None
+
+
 def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> CycleInput:
-    """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)."""
+    """Validate a single cycle's POST body (empty, or a JSON object with the fields of REQUEST_FIELDS)
+    into its input; a fleet's body (`tickers`) is refused here (`parse_request` takes both)."""
+    request = parse_request(body, environ)
+    if request.ticker is None:
+        raise BadRequest('tickers: a fleet request; send {"ticker": "MSFT"} for one cycle')
+    return CycleInput.from_dict(_built(request, environ))
+
+
+def _built(request: RetrainRequest, environ: Any) -> dict[str, Any]:
+    """The request's orchestration input, built and validated now (a 400, not a failed orchestration)."""
+    from retrain.cycle_start import InvalidStart, cycle_input, fleet_input
+
+    try:
+        if request.tickers is not None:
+            return fleet_input(request.tickers, "http", environ=environ, **request.overrides)
+        assert request.ticker is not None
+        return cycle_input(request.ticker, "http", environ=environ, **request.overrides)
+    except InvalidStart as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def parse_request(body: bytes | str | None, environ: Any = None) -> RetrainRequest:
+    """Validate the POST body (empty, or a JSON object with the fields of REQUEST_FIELDS): one cycle
+    (`ticker`, or none: the first of RETRAIN_TICKERS) or a fleet (`tickers`), its input built and checked."""
     from retrain.market_data import MarketDataError, check_request_source, validate_ticker
 
     try:
@@ -113,19 +154,29 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
         names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
         raise BadRequest(f"unknown field(s) {names}; allowed fields are {allowed}")
 
-    if "ticker" in data:
+    if "ticker" in data and "tickers" in data:
+        raise BadRequest(
+            'send either "ticker" (one cycle, e.g. {"ticker": "MSFT"}) or "tickers" (a fleet, e.g. '
+            '{"tickers": ["MSFT", "AAPL"]}), not both'
+        )
+    tickers: list[str] | None = None
+    ticker: str | None = None
+    if "tickers" in data:
+        tickers = _request_tickers(data["tickers"])
+    elif "ticker" in data:
         raw_ticker = data["ticker"]
     else:
         try:
             raw_ticker = settings.tickers(environ)[0]
         except settings.SettingsError as exc:
             raise BadRequest(f"ticker: none sent, and the default cannot be read: {exc}") from None
-    if not isinstance(raw_ticker, str) or not raw_ticker.strip():
-        raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
-    try:
-        ticker = validate_ticker(raw_ticker.strip())
-    except MarketDataError as exc:
-        raise BadRequest(f"ticker: {exc}") from None
+    if tickers is None:
+        if not isinstance(raw_ticker, str) or not raw_ticker.strip():
+            raise BadRequest(f"ticker must be a non-empty string: {REQUEST_FIELDS['ticker']}")
+        try:
+            ticker = validate_ticker(raw_ticker.strip())
+        except MarketDataError as exc:
+            raise BadRequest(f"ticker: {exc}") from None
 
     lookback = data.get("lookback_days")
     if lookback is not None and (
@@ -190,34 +241,82 @@ def parse_retrain_request(body: bytes | str | None, environ: Any = None) -> Cycl
                 f"max_epochs: trainer {trainer.name} does not train in epochs; send its own settings in hyperparameters"
             )
         hyperparameters.setdefault("max_epochs", epochs)
-    try:
-        cycle = CycleInput.from_settings(
-            ticker,
-            "http",
-            environ,
-            lookback_days=lookback,
-            source=source,
-            force=force,
-            as_of=as_of,
-            trainer=trainer.name,
-            hyperparameters=hyperparameters,
+    overrides = {
+        "lookback_days": lookback,
+        "source": source,
+        "force": force,
+        "as_of": as_of,
+        "trainer": trainer.name,
+        "hyperparameters": hyperparameters,
+    }
+    request = RetrainRequest(ticker, tickers, overrides)
+    _built(request, environ)  # refused now, with what to send, rather than as a failed orchestration
+    return request
+
+
+def _request_tickers(value: Any) -> list[str]:
+    """A request's `tickers`: a JSON list of symbols, canonical (upper case, each once, order kept)."""
+    from retrain.fleet import InvalidFleetInput, canonical_tickers
+
+    example = '["MSFT", "AAPL"]'
+    if isinstance(value, str):
+        what = (
+            "a file of tickers is the operator's (RETRAIN_TICKERS=@FILE, retrain run --tickers @FILE), "
+            "never a request's"
+            if value.strip().startswith("@")
+            else "a string"
         )
-    except (
-        TrainerError,
-        InvalidCycleInput,
-    ) as exc:  # a setting (RETRAIN_MAX_EPOCHS, RETRAIN_ENDPOINTS) out of bounds
-        raise BadRequest(f"{exc} (from the request or the Function App's settings)") from None
-    try:  # the orchestrator checks its input with the same rules (a start that bypasses this route)
-        return validate_cycle_input(cycle.to_dict())
-    except InvalidCycleInput as exc:
+        raise BadRequest(f"tickers={_shown(value)}: {what}; send a JSON list of symbols, e.g. {example}")
+    if not isinstance(value, list):
+        raise BadRequest(f"tickers={_shown(value)}: expected a JSON list of symbols, e.g. {example}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise BadRequest(
+                f"tickers: {_shown(item)} is not a symbol; send a JSON list of symbols, e.g. {example}"
+            )
+        if item.strip().startswith("@"):
+            raise BadRequest(
+                f"tickers: {_shown(item)}: a file of tickers is the operator's (RETRAIN_TICKERS=@FILE, "
+                f"retrain run --tickers @FILE), never a request's; send the symbols, e.g. {example}"
+            )
+    try:
+        return canonical_tickers([item.strip() for item in value])
+    except InvalidFleetInput as exc:
         raise BadRequest(str(exc)) from None
 
 
+def is_retrain_id(instance_id: str) -> bool:
+    """Whether `instance_id` is a cycle's or a fleet's id (what /api/retrain/{id} answers for)."""
+    return bool(naming.parse_instance_id(instance_id) or naming.parse_fleet_instance_id(instance_id))
+
+
+# A fleet's custom status fields (retrain/fleet.py) that its GET answer carries besides a cycle's.
+FLEET_STATUS_FIELDS = ("tickers", "skipped", "batches", "batches_done", "counts", "awaiting_rollout")
+
+
 def readable_status(status: Any) -> dict[str, Any]:
-    """A DurableOrchestrationStatus as the answer of GET /api/retrain/{id}."""
+    """A DurableOrchestrationStatus as the answer of GET /api/retrain/{id} (a cycle's or a fleet's: a
+    fleet's adds `fleet: true` and its progress per batch, `FLEET_STATUS_FIELDS`)."""
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     runtime = status.runtime_status.value if status.runtime_status else None
-    answer: dict[str, Any] = {
+    if naming.parse_fleet_instance_id(status.instance_id or ""):
+        answer: dict[str, Any] = {
+            "instance_id": status.instance_id,
+            "fleet": True,
+            "runtime_status": runtime,
+            "step": custom.get("step"),
+            **{name: custom.get(name) for name in FLEET_STATUS_FIELDS},
+            "steps": custom.get("steps", []),
+            "warnings": custom.get("warnings", []),
+            "created": status.created_time.isoformat() if status.created_time else None,
+            "last_updated": status.last_updated_time.isoformat() if status.last_updated_time else None,
+        }
+        if runtime == "Failed":
+            answer["error"] = custom.get("error") or status.output
+        elif status.output is not None:
+            answer["output"] = status.output
+        return answer
+    answer = {
         "instance_id": status.instance_id,
         "runtime_status": runtime,
         "step": custom.get("step"),
@@ -349,26 +448,71 @@ async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrches
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """One cycle (`ticker`) or a fleet cycle (`tickers`), through the one way in (retrain/cycle_start.py):
+    the check and the start are one step per ticker in this worker; across workers (or beside a timer or
+    a monitor breach) the start's conflict is caught and the orchestration's own guard gives way. Either
+    way a busy ticker answers 409, never a 500."""
+    from retrain.cycle_start import InvalidStart, start_cycle, start_fleet
+
     try:
-        cycle = parse_retrain_request(req.get_body())
+        request = parse_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
-    # Check-then-start is one step per ticker in this worker; across workers (or beside a timer or a
-    # monitor breach) the start's conflict is caught. Either way a busy ticker answers 409, never a 500.
-    async with start_lock(cycle.ticker):
-        try:
-            running = await running_instance(client, cycle.ticker)
-            if running is None:
-                instance_id = naming.adhoc_instance_id(cycle.ticker, datetime.now(UTC))
-                running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
-        except Exception as exc:
-            if (unavailable := store_unavailable_response(exc)) is None:
-                raise
-            return unavailable
-        if running is not None:
-            return _busy(req, cycle.ticker, running)
-    log.info("started %s for %s (http)", instance_id, cycle.ticker)
-    return accepted(req.url, instance_id, "retrain")
+    try:
+        if request.tickers is not None:
+            started = await start_fleet(client, request.tickers, "http", **request.overrides)
+            if started.started:
+                # `skipped`: ticker -> the cycle or fleet holding it (the fleet's output lists them too)
+                extra = {"skipped": started.skipped} if started.skipped else {}
+                return accepted(req.url, str(started.instance_id), "retrain", **extra)
+            return _fleet_refused(req, started)
+        assert request.ticker is not None
+        started = await start_cycle(client, request.ticker, "http", **request.overrides)
+        holder = started.skipped.get(request.ticker) or (started.instance_id if started.existing else None)
+        running = await instance_status(client, holder) if holder else None
+    except InvalidStart as exc:  # the settings changed since the request was parsed
+        return _json({"error": str(exc)}, 400)
+    except Exception as exc:
+        if (unavailable := store_unavailable_response(exc)) is None:
+            raise
+        return unavailable
+    if not started.started:
+        return _busy(req, request.ticker, holder or "", running)
+    assert started.instance_id is not None
+    log.info("started %s for %s (http)", started.instance_id, request.ticker)
+    return accepted(req.url, started.instance_id, "retrain")
+
+
+def _fleet_refused(req: func.HttpRequest, started: Any) -> func.HttpResponse:
+    """409 when every ticker of a fleet request is held (by a cycle or a running fleet), naming the holders
+    and their routes; or when a fleet of the same id exists already."""
+    if started.existing:
+        return _json(
+            {
+                "error": f"fleet {started.instance_id} was started at the same instant; follow it",
+                "instance_id": started.instance_id,
+                **management_links(req.url, started.instance_id, "retrain"),
+            },
+            409,
+        )
+    holders = sorted(set(started.skipped.values()))
+    return _json(
+        {
+            "error": f"{started.refused}; wait for them or follow their status URLs",
+            "skipped": dict(started.skipped),
+            "holders": {h: management_links(req.url, h, "retrain") for h in holders[:20]},
+        },
+        409,
+    )
+
+
+# What a request may set of a cycle's input (the rest comes from the settings).
+REQUEST_OVERRIDES = ("lookback_days", "source", "force", "as_of", "trainer", "hyperparameters")
+
+
+def request_overrides(cycle: CycleInput) -> dict[str, Any]:
+    """The fields of a parsed request that override the settings, for `cycle_start`'s builders."""
+    return {name: getattr(cycle, name) for name in REQUEST_OVERRIDES}
 
 
 _START_LOCKS: dict[str, asyncio.Lock] = {}
@@ -406,26 +550,26 @@ def management_links(request_url: str, instance_id: str, route: str) -> dict[str
     return {"id": instance_id, "statusQueryGetUri": base, "terminatePostUri": f"{base}/terminate"}
 
 
-def accepted(request_url: str, instance_id: str, route: str) -> func.HttpResponse:
+def accepted(request_url: str, instance_id: str, route: str, **extra: Any) -> func.HttpResponse:
     """202 for a started instance: its id and management links (replaces the Durable SDK's
-    create_check_status_response, whose URLs carry the extension's system key)."""
+    create_check_status_response, whose URLs carry the extension's system key), and `extra` fields."""
     links = management_links(request_url, instance_id, route)
     return func.HttpResponse(
-        json.dumps(links, indent=2),
+        json.dumps({**links, **extra}, indent=2),
         status_code=202,
         mimetype="application/json",
         headers={"Location": links["statusQueryGetUri"], "Retry-After": "10"},
     )
 
 
-def _busy(req: func.HttpRequest, ticker: str, running: Any) -> Any:
-    state = running.runtime_status.value if running.runtime_status else "unknown"
+def _busy(req: func.HttpRequest, ticker: str, holder: str, running: Any) -> Any:
+    state = running.runtime_status.value if running is not None and running.runtime_status else "unknown"
     return _json(
         {
-            "error": f"{ticker} is already being retrained by {running.instance_id} "
+            "error": f"{ticker} is already being retrained by {holder} "
             f"({state}); wait for it or follow its status URL",
-            "instance_id": running.instance_id,
-            **management_links(req.url, running.instance_id, "retrain"),
+            "instance_id": holder,
+            **management_links(req.url, holder, "retrain"),
         },
         409,
     )
@@ -438,7 +582,7 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
     # Only our own ids reach the client: the SDK puts the id into a URL unescaped, so "x?showHistory=..."
     # or "#" would query something else.
     try:
-        status = await instance_status(client, instance_id) if naming.parse_instance_id(instance_id) else None
+        status = await instance_status(client, instance_id) if is_retrain_id(instance_id) else None
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
@@ -446,8 +590,8 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
     if status is None:
         return _json(
             {
-                "error": f"no orchestration {_shown(instance_id)}; ids look like retrain-msft-2026w48 "
-                "(timer) or retrain-msft-20261124t231405z (POST /api/retrain)"
+                "error": f"no orchestration {_shown(instance_id)}; ids look like retrain-msft-20261124t231405z "
+                "(a cycle), fleet-2026w48 (the timer's fleet) or fleet-20261124t231405123456z (a fleet request)"
             },
             404,
         )
@@ -459,20 +603,49 @@ async def retrain_status(req: func.HttpRequest, client: df.DurableOrchestrationC
 async def terminate_retrain(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Terminate a cycle under the function key (`?reason=` optional), then cancel its training job:
-    202 (with the job's status), 404 unknown, 409 finished."""
+    """Terminate a cycle or a fleet under the function key (`?reason=` optional), then cancel its training
+    job (a fleet: terminate its active batches and cancel theirs): 202 (with the jobs' status), 404
+    unknown, 409 finished."""
     instance_id = req.route_params.get("instance_id", "")
     try:
-        code, body = await terminate_instance(
-            client, instance_id, req.params.get("reason"), naming.parse_instance_id
-        )
+        code, body = await terminate_instance(client, instance_id, req.params.get("reason"), is_retrain_id)
+        if code == 202 and naming.parse_fleet_instance_id(instance_id):
+            body.update(await terminate_fleet_batches(client, instance_id, body["reason"]))
+        elif code == 202:
+            body.update(await cancel_terminated_cycle(client, instance_id))
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
-    if code == 202:
-        body.update(await cancel_terminated_cycle(client, instance_id))
     return _json(body, code)
+
+
+async def terminate_fleet_batches(
+    client: df.DurableOrchestrationClient, fleet_id: str, reason: str
+) -> dict[str, Any]:
+    """After a fleet's terminate: wait until it is applied (it then starts no more batches), terminate its
+    active batch sub-orchestrations (terminating a parent does not stop its sub-orchestrations) and cancel
+    each one's training job as a cycle's (`cancel_terminated_cycle`: the same order, so a batch's submit
+    still running meets one of the two). What the terminate body adds: `runtime_status`, `batches`
+    ([{batch, runtime_status, job}])."""
+    status = await wait_until_ended(client, fleet_id)
+    found = await client.get_status_by(instance_id_prefix=f"{fleet_id}-b", runtime_status=ACTIVE_STATUSES)
+    batches = sorted(
+        s.instance_id
+        for s in found
+        if runtime_of(s) in ACTIVE_VALUES
+        and (naming.parse_batch_instance_id(s.instance_id or "") or ("",))[0] == fleet_id
+    )
+    for batch in batches:
+        try:
+            await client.terminate(batch, f"its fleet {fleet_id} was terminated: {reason}"[:500])
+        except Exception as exc:  # noqa: BLE001 - it ended between the list and the terminate: its job is done
+            log.info("terminate of %s's batch %s: %s", fleet_id, batch, exc)
+    cancelled = await asyncio.gather(*(cancel_terminated_cycle(client, batch) for batch in batches))
+    return {
+        "runtime_status": runtime_of(status),
+        "batches": [{"batch": b, **c} for b, c in zip(batches, cancelled, strict=True)],
+    }
 
 
 # How long the terminate routes wait for a terminate to be applied before they cancel the job anyway.
@@ -552,34 +725,28 @@ async def retrain_timer(timer: func.TimerRequest, client: df.DurableOrchestratio
 
 async def start_scheduled(
     client: df.DurableOrchestrationClient, now: datetime, environ: Any = None
-) -> dict[str, str]:
-    """Start this week's cycle for every configured ticker; what happened per ticker."""
-    from retrain.market_data import MarketDataError, validate_ticker
+) -> dict[str, Any]:
+    """Start this week's fleet cycle over RETRAIN_TICKERS (`naming.scheduled_fleet_instance_id`): a second
+    firing in the same ISO week finds it and does nothing. What happened (`StartResult.to_dict`), or
+    `error` when the settings cannot give a fleet (logged: a timer has nobody else to tell)."""
+    from retrain.cycle_start import InvalidStart, start_fleet
 
-    outcome: dict[str, str] = {}
-    for raw in settings.tickers(environ):
-        try:
-            ticker = validate_ticker(raw)
-        except MarketDataError as exc:
-            log.error("RETRAIN_TICKERS: skipping %r: %s", raw, exc)
-            outcome[raw] = f"invalid: {exc}"
-            continue
-        instance_id = naming.scheduled_instance_id(ticker, now)
-        existing = await instance_status(client, instance_id)
-        if existing is not None:
-            outcome[ticker] = f"skipped: {instance_id} exists ({existing.runtime_status.value})"
-        elif (running := await running_instance(client, ticker)) is not None:
-            outcome[ticker] = f"skipped: {running.instance_id} is running"
-        else:
-            cycle = CycleInput.from_settings(ticker, "timer", environ).to_dict()
-            async with start_lock(ticker):
-                existing = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle)
-            outcome[ticker] = (
-                f"skipped: {instance_id} exists ({existing.runtime_status.value})"
-                if existing is not None
-                else f"started {instance_id}"
-            )
-        log.info("timer: %s: %s", ticker, outcome[ticker])
+    instance_id = naming.scheduled_fleet_instance_id(now)
+    try:
+        tickers = settings.tickers(environ)
+        started = await start_fleet(client, tickers, "timer", instance_id=instance_id, environ=environ)
+    except (settings.SettingsError, InvalidStart) as exc:
+        log.error("timer: no fleet started: %s", exc)
+        return {"instance_id": None, "started": False, "error": str(exc)}
+    outcome = started.to_dict()
+    if started.started:
+        log.info(
+            "timer: started %s (%d tickers, %d skipped)", instance_id, len(tickers), len(started.skipped)
+        )
+    elif started.existing:
+        log.info("timer: %s exists already: nothing to do", instance_id)
+    else:
+        log.warning("timer: no fleet started: %s", started.refused)
     return outcome
 
 
@@ -686,24 +853,20 @@ def _monitor_breach(job: Any) -> Any:
 
 
 async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: Any) -> str:
-    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the same path
-    as the monitor's triggers (trigger `azureml_monitor`, its reason on record), unless the ticker is
+    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the one way in
+    (`cycle_start.start_cycle`, trigger `azureml_monitor`, its reason on record), unless the ticker is
     already being retrained or the breach names no ticker (the outcome says how to name the signal)."""
-    from retrain.market_data import MarketDataError, validate_ticker
+    from retrain.cycle_start import InvalidStart, start_cycle
 
     if breach.ticker is None:
         log.warning("job_events: model monitoring breach of run %s: %s", breach.job_name, breach.problem)
         return f"ignored a model monitoring breach of run {breach.job_name}: {breach.problem}"
     try:
-        ticker = validate_ticker(breach.ticker)
-    except MarketDataError as exc:
+        started = await start_cycle(client, breach.ticker, "azureml_monitor", reason=breach.reason)
+    except InvalidStart as exc:
         return f"ignored a model monitoring breach: {exc}"
-    cycle = CycleInput.from_settings(ticker, "azureml_monitor", reason=breach.reason[:MAX_REASON_CHARS])
-    async with start_lock(ticker):  # two breaches at once, or beside POST /api/retrain: one cycle
-        running = await running_instance(client, ticker)
-        if running is None:
-            instance_id = naming.adhoc_instance_id(ticker, datetime.now(UTC))
-            running = await start_or_find(client, ORCHESTRATOR_NAME, instance_id, cycle.to_dict())
-    if running is not None:
-        return f"ignored a model monitoring breach for {ticker}: {running.instance_id} is running"
-    return f"started {instance_id} for {ticker} (Azure ML model monitoring breach)"
+    ticker = naming.validate_ticker(breach.ticker.strip())
+    if not started.started:
+        holder = started.skipped.get(ticker) or started.instance_id
+        return f"ignored a model monitoring breach for {ticker}: {holder} is running"
+    return f"started {started.instance_id} for {ticker} (Azure ML model monitoring breach)"

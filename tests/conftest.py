@@ -3,9 +3,11 @@ test that needs a model (training is the slow part, so it happens once per sessi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,13 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) ->
         timeout=600,
     )
     return out
+
+
+@pytest.fixture
+def use_adapters() -> Iterator[Callable[..., None]]:
+    """`use_adapters(platform=..., ledger=..., forecast_log=...)`: the composition root hands these
+    adapters to every caller of this process until the test ends (`retrain.adapters.use`)."""
+    from retrain import adapters
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **given: stack.enter_context(adapters.use(**given))

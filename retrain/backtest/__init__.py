@@ -8,5 +8,5 @@ against the naive forecast (with intervals against `never`) and what each policy
 - `engine`: the replay (`replay_ticker`, `Replay`, `BacktestSettings`, `POLICIES`);
 - `fitting`: a repository trainer fitted in-process (`InProcessTrainer`);
 - `report`: statistics, the table, the CSV and the PNG;
-- `command`: the CLI command.
+- the CLI command: `retrain/cli/backtest.py`.
 """

@@ -29,10 +29,11 @@ Why the fleet is a sub-orchestration and not a client start (`cycle_start.start_
 for its outcome, as the per-ticker monitor waits for its cycle: each ticker's outcome goes beside its
 trigger in the forecast log (a rejected drift challenger re-arms the drift reference), and in a replay the
 next day is scored by the models the fleet deployed. A sub-orchestration is that wait at the cost of two
-history events; a client start would be a poll. Its input and the held tickers come from the same rules as
-every start (`FleetInput.from_settings`, `cycle_guard.busy_tickers`), and the fleet's own guard runs
-first, as for any fleet. Terminating the monitor does not stop its fleet (Durable does not terminate a
-sub-orchestration with its parent); `POST /api/monitor/{id}/terminate` names it.
+history events; a client start would be a poll. Its input and the held tickers come from the one way in
+(`cycle_start.fleet_input`, `cycle_start.holders`), as the per-ticker monitor's cycle does, and the
+fleet's own guard runs first, as for any fleet. Durable does not terminate a sub-orchestration with its
+parent: `POST /api/monitor/{id}/terminate` terminates the fleet the monitor's status names (`cycle`) with
+its batches and their jobs, as the per-ticker monitor's terminate stops its cycle.
 """
 
 from __future__ import annotations
@@ -408,30 +409,30 @@ def monitor_check_group(payload: dict[str, Any]) -> dict[str, Any]:
 async def monitor_fleet_input(
     payload: dict[str, Any], client: df.DurableOrchestrationClient
 ) -> dict[str, Any]:
-    """The fleet the day's breaches start: {"fleet": its input (FleetInput) over the tickers no active
-    cycle or fleet holds, or None when all are held, "skipped": {ticker: the id holding it}}."""
-    from retrain.cycle_guard import busy_tickers
-    from retrain.fleet import FleetInput
+    """The fleet the day's breaches start, by the rules of every start (retrain/cycle_start.py): {"fleet":
+    its input over the tickers no active cycle or fleet holds (None when all are held), "skipped":
+    {ticker: the id holding it}}. A bad setting fails it permanently, saying which (`InvalidStart`)."""
+    from retrain.cycle_start import fleet_input, holders
 
     tickers = list(payload["tickers"])
-    held = await busy_tickers(client, tickers)
+    held = await holders(client, tickers)
     going = [t for t in tickers if t not in held]
     fleet = None
     if going:
-        fleet = FleetInput.from_settings(
+        fleet = fleet_input(
             going,
             payload["trigger"],
             reason=payload["reason"],
             breaches={t: payload["breaches"][t] for t in going},
             source=payload["source"],
             as_of=payload["as_of"],
-        ).to_dict()
+        )
     return {"fleet": fleet, "skipped": held}
 
 
 def monitor_record_retrains(payload: dict[str, Any]) -> dict[str, Any]:
     """Each ticker's retrain (its instance id and outcome) beside its trigger in the forecast log."""
-    from retrain.monitoring.forecast_log import get_forecast_log
+    from retrain.adapters import get_forecast_log
 
     store = get_forecast_log()
     for entry in payload["entries"]:

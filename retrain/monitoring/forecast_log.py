@@ -1,5 +1,9 @@
-"""The monitor's forecast log (SQLite under the state dir; an Azure Table in Azure, `TableForecastLog`): each day's forecast of the next close, joined
-later with the close that became known; the daily metrics and checks; the retrains the monitor started.
+"""The monitor's forecast log: each day's forecast of the next close, joined later with the close that
+became known; the daily metrics and checks; the retrains the monitor started.
+
+One port (`ForecastLog`), two adapters, chosen by the composition root (`retrain.adapters.get_forecast_log`):
+- `SqliteForecastLog`: `<state dir>/monitoring/monitor.sqlite` (the local platform);
+- `TableForecastLog`: one Azure Table in the Function App's storage account (azureml).
 
 Tables: `forecasts` (ticker, date, target_date, last_close, forecast, model_name, model_version, slot,
 actual), `days` (ticker, date, metrics and checks as JSON), `triggers` (ticker, date, trigger, reason,
@@ -11,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from retrain import settings
 from retrain.state_files import mark_created, refuse_lost_records
@@ -20,11 +25,36 @@ from retrain.state_files import mark_created, refuse_lost_records
 _TABLES = ("forecasts", "days", "triggers")
 
 
-def default_path() -> Path:
-    return settings.state_dir() / "monitoring" / "monitor.sqlite"
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    return settings.state_dir(environ) / "monitoring" / "monitor.sqlite"
 
 
-class ForecastLog:
+@runtime_checkable
+class ForecastLog(Protocol):
+    """What the monitor, its report and its retrains write and read; rows per (ticker, date)."""
+
+    def record_forecast(self, ticker: str, row: dict[str, Any]) -> None: ...
+
+    def join_actuals(self, ticker: str, dates: list[str], closes: list[float]) -> int: ...
+
+    def forecasts(self, ticker: str, until: str | None = None) -> list[dict[str, Any]]: ...
+
+    def record_day(self, ticker: str, date: str, summary: dict[str, Any]) -> None: ...
+
+    def days(self, ticker: str) -> list[dict[str, Any]]: ...
+
+    def record_trigger(self, ticker: str, date: str, trigger: str, reason: str) -> None: ...
+
+    def record_retrain(self, ticker: str, date: str, instance_id: str, status: str) -> None: ...
+
+    def triggers(self, ticker: str) -> list[dict[str, Any]]: ...
+
+    def last_trigger_date(self, ticker: str, before: str) -> str | None: ...
+
+
+class SqliteForecastLog:
+    """The log in one SQLite file (WAL); a bad file is a StateError naming it."""
+
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         from retrain.state_files import ensure_parent
@@ -265,20 +295,3 @@ class TableForecastLog:
     def last_trigger_date(self, ticker: str, before: str) -> str | None:
         rows = self._rows(ticker, "trigger", before=before)
         return rows[-1]["RowKey"] if rows else None
-
-
-def get_forecast_log(environ: Any = None) -> ForecastLog | TableForecastLog:
-    """SQLite under the state dir (local), or the Table in the Function App's storage account (azureml)."""
-    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
-        from retrain.monitoring.tables import table_client
-
-        return TableForecastLog(table_client(FORECAST_TABLE_NAME, environ))
-    return ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")
-
-
-def open_forecast_log(environ: Any = None) -> None:
-    """Open the local forecast log (state dir) once, so a start refuses a bad file before it is accepted
-    (`StateError` naming it) rather than the monitor orchestration failing after a 202. Azure's Table
-    log has no file to check: nothing is done there."""
-    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() != "azureml":
-        ForecastLog(settings.state_dir(environ) / "monitoring" / "monitor.sqlite")

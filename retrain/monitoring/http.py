@@ -22,8 +22,9 @@ def served_answer(ticker: str, at: str | None, environ: Any = None) -> dict[str,
     """The answer of the route and of `retrain served` (raises LedgerError / MarketDataError on bad input):
     per ticker, in any layout (`ledger.served_ticker`): the ledger's own index of the endpoints whose
     bundles held the ticker, then the ticker's own endpoint."""
+    from retrain.adapters import get_ledger
     from retrain.market_data import validate_ticker
-    from retrain.monitoring.ledger import get_ledger, parse_time, served_ticker
+    from retrain.monitoring.ledger import parse_time, served_ticker
 
     symbol = validate_ticker(ticker)
     moment = parse_time(at) if at else dt.datetime.now(dt.UTC)

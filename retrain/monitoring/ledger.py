@@ -1,6 +1,6 @@
 """The served ledger: every traffic change of an endpoint, so "what served at time T?" has an answer.
 
-One port (`ServedLedger`), two adapters:
+One port (`ServedLedger`), two adapters, chosen by the composition root (`retrain.adapters.get_ledger`):
 - `SqliteLedger`: `<state dir>/monitoring/ledger.sqlite` (the local platform);
 - `TableLedger`: Azure Table Storage in the Function App's storage account (`azure-data-tables`,
   identity-based: `AzureWebJobsStorage__accountName` + the Function App's managed identity).
@@ -592,24 +592,6 @@ class TableLedger:
             return []
 
 
-# ---------------------------------------------------------------------------------------- selection
-
-
-def get_ledger(environ: Mapping[str, str] | None = None) -> ServedLedger:
-    """The ledger of the configured platform: SQLite under the state dir (local) or Table Storage in the
-    Function App's storage account (azureml; one client per process, `monitoring.tables`)."""
-    from retrain import settings
-
-    if str(settings.get("RETRAIN_PLATFORM", environ)).strip().lower() == "azureml":
-        from retrain.monitoring.tables import TableSettingsError, table_client
-
-        try:
-            return TableLedger(table_client(TABLE_NAME, environ))
-        except TableSettingsError as exc:
-            raise LedgerError(str(exc)) from None
-    return SqliteLedger(settings.state_dir(environ) / "monitoring" / "ledger.sqlite")
-
-
 def events_as_json(events: Sequence[TrafficEvent]) -> str:
     return json.dumps([e.to_dict() for e in events])
 
@@ -676,6 +658,8 @@ def append_with_retry(ledger: ServedLedger | None, event: TrafficEvent) -> None:
     """Append `event`, retrying (bounded) a store that fails; raises the last failure."""
     import time
 
+    from retrain.adapters import get_ledger
+
     for attempt in range(APPEND_ATTEMPTS):
         try:
             (ledger or get_ledger()).append(event)
@@ -712,6 +696,8 @@ def record_traffic_change(
     `platform.get_bundle(endpoint, version)`. A bundle whose map cannot be had still gets its event
     recorded, and the warning text is returned (`served` then says the map is missing)."""
     import logging
+
+    from retrain.adapters import get_ledger
 
     try:
         state = platform.get_endpoint(endpoint)

@@ -349,8 +349,9 @@ def serving_endpoint(ticker: str) -> str:
     deployed yet: where its first model will go), else its own endpoint (a layout setting that cannot be
     read)."""
     from retrain import naming
+    from retrain.adapters import get_ledger
     from retrain.monitoring.http import candidate_endpoints
-    from retrain.monitoring.ledger import get_ledger, served_ticker
+    from retrain.monitoring.ledger import served_ticker
     from retrain.settings import get
 
     try:
@@ -444,9 +445,8 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
     from retrain import settings
-    from retrain.adapters import get_platform
+    from retrain.adapters import get_forecast_log, get_platform
     from retrain.market_data import fetch_prices, request_data_dir
-    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.ports import PlatformError, is_bundle
 
     ticker = payload["ticker"]
@@ -594,9 +594,8 @@ def score_group(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     writes it. Returns ticker -> {"date": the data's last day, "error": None | the no_forecast detail}; a
     ticker whose data or scoring fails is answered alone."""
     from retrain import settings
-    from retrain.adapters import get_platform
+    from retrain.adapters import get_forecast_log, get_platform
     from retrain.market_data import fetch_many_prices, request_data_dir
-    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.ports import PlatformError, is_bundle
 
     tickers = list(payload["tickers"])
@@ -667,9 +666,8 @@ def check_group(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     does after its forecast (`load_day`, the joins, `check_day`), with the forecast read back from the log.
     Returns ticker -> `compact(summary)`, or {"error"} for a ticker whose day failed (the others go on)."""
     from retrain import settings
-    from retrain.adapters import get_platform
+    from retrain.adapters import get_forecast_log, get_platform
     from retrain.market_data import fetch_prices, request_data_dir
-    from retrain.monitoring.forecast_log import get_forecast_log
 
     source = payload.get("source") or "yfinance"
     data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
@@ -720,7 +718,7 @@ def compact(summary: dict[str, Any]) -> dict[str, Any]:
 
 def record_retrain(payload: dict[str, Any]) -> dict[str, Any]:
     """After a monitor-started cycle: its instance id and outcome next to the trigger in the log."""
-    from retrain.monitoring.forecast_log import get_forecast_log
+    from retrain.adapters import get_forecast_log
 
     get_forecast_log().record_retrain(
         payload["ticker"], payload["date"], payload["instance_id"], payload["status"]

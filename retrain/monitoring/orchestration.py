@@ -253,27 +253,26 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
 @bp.activity_trigger(input_name="payload")
 def monitor_cycle_input(payload: dict[str, Any]) -> dict[str, Any]:
     """The input of the retraining cycle a monitor trigger starts: the app settings as they are now, with
-    the trigger, its reason and the day's data."""
-    from retrain.workflow import CycleInput
+    the trigger, its reason and the day's data (built by the one way in, retrain/cycle_start.py)."""
+    from retrain.cycle_start import cycle_input
 
-    cycle = CycleInput.from_settings(
+    return cycle_input(
         payload["ticker"],
         payload["trigger"],
+        reason=payload["reason"],
         source=payload["source"],
         as_of=payload["as_of"],
-        reason=payload["reason"],
     )
-    return cycle.to_dict()
 
 
 @bp.activity_trigger(input_name="payload")
 @bp.durable_client_input(client_name="client")
 async def monitor_running_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
-    """The instance id of the ticker's running retraining cycle, if any (the same rule as POST /api/retrain)."""
-    from retrain.triggers import running_instance
+    """The id of the active cycle or fleet holding the ticker, if any: the rule of every start
+    (`cycle_start.holder`; the monitor starts its cycle itself, as a sub-orchestration)."""
+    from retrain.cycle_start import holder
 
-    running = await running_instance(client, payload["ticker"])
-    return running.instance_id if running is not None else None
+    return await holder(client, payload["ticker"])
 
 
 @bp.activity_trigger(input_name="payload")
@@ -316,7 +315,7 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return _json({"error": f"the body nests too deeply; send a flat JSON object such as {EXAMPLE}"}, 400)
     except (MonitorRequestError, settings.SettingsError) as exc:
         return _json({"error": str(exc)}, 400)
-    from retrain.monitoring.forecast_log import open_forecast_log
+    from retrain.adapters import check_forecast_log
     from retrain.state_files import StateError
     from retrain.triggers import (
         accepted,
@@ -328,7 +327,7 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
     )
 
     try:  # every monitored day writes the forecast log: a bad file is refused now, not after a 202
-        open_forecast_log()
+        check_forecast_log()
     except StateError as exc:
         return _json({"error": str(exc)}, 503)
     from retrain.monitoring.fleet_monitor import FLEET_MONITOR_ORCHESTRATOR, fleet_monitor_instance_id
@@ -436,7 +435,9 @@ async def terminate_monitor_cycles(
     `instance_id`, `runtime_status` after the terminate, `job` (as POST /api/retrain/{id}/terminate says),
     or `error` when it could not be stopped. A cycle the monitor only handed a breach to (one started by
     POST /api/retrain or the timer) is not the monitor's, and runs on. A monitor started by the code before
-    `cycle` was recorded names none: stop its cycle with POST /api/retrain/{id}/terminate."""
+    `cycle` was recorded names none: stop its cycle with POST /api/retrain/{id}/terminate. A fleet monitor's
+    cycle is a fleet: it is terminated with its active batches, their jobs canceled (`batches`), as
+    POST /api/retrain/{fleet id}/terminate does."""
     import asyncio
 
     from retrain.triggers import (
@@ -444,6 +445,7 @@ async def terminate_monitor_cycles(
         cancel_terminated_cycle,
         instance_status,
         runtime_of,
+        terminate_fleet_batches,
         terminate_instance,
         wait_until_ended,
     )
@@ -451,11 +453,10 @@ async def terminate_monitor_cycles(
     monitor = await wait_until_ended(client, monitor_id)
     custom = monitor.custom_status if monitor is not None else None
     child = custom.get("cycle") if isinstance(custom, dict) else None
-    if isinstance(child, str) and naming.parse_fleet_instance_id(child) is not None:
-        # A fleet monitor's fleet cycle: its batches and their jobs are the fleet's; it runs on and ends
-        # on its own (its tickers' outcomes are its output).
-        return [{"instance_id": child, "terminated": False, "fleet": True, "note": "a fleet cycle runs on"}]
-    if not isinstance(child, str) or naming.parse_instance_id(child) is None:
+    if not isinstance(child, str):
+        return []
+    fleet = naming.parse_fleet_instance_id(child) is not None
+    if not fleet and naming.parse_instance_id(child) is None:
         return []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CYCLE_APPEARS_TIMEOUT_S
@@ -464,11 +465,15 @@ async def terminate_monitor_cycles(
     runtime = runtime_of(status)
     if runtime not in ACTIVE_VALUES:
         return [{"instance_id": child, "runtime_status": runtime, "terminated": False}]
-    code, answer = await terminate_instance(
-        client, child, f"its monitor {monitor_id} was terminated: {reason}"[:500], naming.parse_instance_id
-    )
+    why = f"its monitor {monitor_id} was terminated: {reason}"[:500]
+    ours = naming.parse_fleet_instance_id if fleet else naming.parse_instance_id
+    code, answer = await terminate_instance(client, child, why, ours)
     if code != 202:  # it ended between the two reads
         return [{"instance_id": child, "terminated": False, "error": answer.get("error")}]
+    if fleet:
+        return [
+            {"instance_id": child, "terminated": True, **(await terminate_fleet_batches(client, child, why))}
+        ]
     return [{"instance_id": child, "terminated": True, **(await cancel_terminated_cycle(client, child))}]
 
 

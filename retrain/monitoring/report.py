@@ -41,10 +41,9 @@ def daily_series(days: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 def write_report(ticker: str, out_png: str | Path) -> dict[str, Any]:
     from retrain import naming
+    from retrain.adapters import get_forecast_log, get_ledger
     from retrain.market_data import validate_ticker
     from retrain.monitoring.calibration import thresholds_from_settings
-    from retrain.monitoring.forecast_log import get_forecast_log
-    from retrain.monitoring.ledger import get_ledger
 
     symbol = validate_ticker(ticker)
     target = Path(out_png)
@@ -142,9 +141,9 @@ def log_to_mlflow(ticker: str) -> str:
     `monitor-<ticker>`, run `monitor`, step = the day's ordinal, timestamp = the day). Days already logged
     are skipped, so this only fills in what the monitor did not log. The run id."""
     from retrain import settings
+    from retrain.adapters import get_forecast_log
     from retrain.local.platform import LocalPlatform
     from retrain.market_data import validate_ticker
-    from retrain.monitoring.forecast_log import get_forecast_log
     from retrain.monitoring.monitor import day_metrics
 
     symbol = validate_ticker(ticker)

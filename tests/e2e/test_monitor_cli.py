@@ -64,9 +64,9 @@ def test_bad_input_exits_2_with_what_to_send(tmp_path: Path, args: list[str], sa
 
 
 def test_report_draws_the_png_and_logs_time_series_to_mlflow(tmp_path: Path) -> None:
-    from retrain.monitoring.forecast_log import ForecastLog
+    from retrain.monitoring.forecast_log import SqliteForecastLog
 
-    log = ForecastLog(tmp_path / "monitoring" / "monitor.sqlite")
+    log = SqliteForecastLog(tmp_path / "monitoring" / "monitor.sqlite")
     days = ["2012-07-02", "2012-07-03", "2012-07-05", "2012-07-06"]
     for i, day in enumerate(days):
         log.record_day(

@@ -19,6 +19,7 @@ from retrain import naming
 from retrain.fleet import BATCH_ORCHESTRATOR, FLEET_ORCHESTRATOR, FleetInput
 from retrain.host_client import http_json
 from retrain.vocabulary import TAG_BATCH, TAG_FLEET
+from retrain.workflow import CycleInput
 from tests.helpers import start, wait
 
 ENDPOINT = "fleet-models"
@@ -149,9 +150,16 @@ def test_fleets_skip_tickers_held_by_a_running_cycle_or_an_earlier_fleet_and_a_c
         first_job = naming.job_name(naming.batch_instance_id(first, 0))
         wait_until(lambda: ("submit_batch_training", first_job) in memory.calls, "no fleet job")
         second = start_fleet(host, ["AAPL", "IBM"])
-        code, cycle = start(host, {"ticker": "MSFT"})  # the HTTP route's own check knows cycles only
-        assert code == 202, cycle
-        refused = wait(host, cycle["id"])
+        code, busy = start(host, {"ticker": "MSFT"})  # the HTTP route (retrain/cycle_start.py) refuses it
+        assert code == 409 and busy["instance_id"] == first, busy
+        # and a start that bypasses it (the Durable HTTP API) is refused by the cycle's own guard
+        cycle = naming.adhoc_instance_id("MSFT", datetime.now(UTC))
+        url = f"{host.url}/runtime/webhooks/durabletask/orchestrators/retrain_orchestrator/{cycle}"
+        code, answer = http_json(
+            "POST", f"{url}?code={host.durable_key}", CycleInput.from_settings("MSFT", "http").to_dict()
+        )
+        assert code == 202, answer
+        refused = wait(host, cycle)
         assert refused["runtime_status"] == "Failed", refused
         assert f"ticker MSFT is already being retrained by {first}" in refused["error"]
         skipped = lambda: (durable_status(host, second)["customStatus"] or {}).get("skipped") == 1  # noqa: E731

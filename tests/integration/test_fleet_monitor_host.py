@@ -20,7 +20,7 @@ from retrain.fleet import FLEET_ORCHESTRATOR
 from retrain.host_client import http_json
 from retrain.market_data import fetch_prices
 from retrain.monitoring.fleet_monitor import FLEET_MONITOR_ORCHESTRATOR
-from retrain.monitoring.forecast_log import ForecastLog
+from retrain.monitoring.forecast_log import SqliteForecastLog as ForecastLog
 from tests.helpers import start, wait
 from tests.integration.test_fleet_cycle import (
     durable_status,
@@ -202,3 +202,38 @@ def test_the_timers_monitor_turns_a_days_breaches_into_one_fleet_and_skips_a_hel
         "MSFT": (fleet_id["id"], "deployed"),
         "IBM": (ibm["id"], skipped["status"]),
     }
+
+
+def test_terminating_the_fleet_monitor_terminates_its_fleet_and_cancels_the_batch_job(
+    host, memory, monkeypatch, shared_endpoint, tmp_path
+):
+    deploy(host, monkeypatch, tmp_path, volatile=("MSFT",), end="2012-07-31")
+    monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.3")  # MSFT breaches on 2012-07-31 (above)
+    memory.script.job_seconds, memory.script.job_release = 120.0, threading.Event()
+    try:
+        body = {"tickers": TICKERS, "from": "2012-07-31", "source": SOURCE}
+        code, answer = http_json("POST", f"{host.url}/api/monitor?code={host.function_key}", body)
+        assert code == 202, answer
+        job: dict[str, str] = {}
+
+        def training() -> bool:  # the monitor's fleet has submitted its batch's job
+            cycle = (durable_status(host, answer["id"])["customStatus"] or {}).get("cycle")
+            batch = naming.batch_instance_id(cycle, 0) if cycle else ""
+            job.update(fleet=cycle or "", batch=batch, name=naming.job_name(batch) if cycle else "")
+            return bool(cycle) and ("submit_batch_training", job["name"]) in memory.calls
+
+        wait_until(training, "the monitor's fleet submitted no job")
+        code, stopped = http_json(
+            "POST", f"{host.url}/api/monitor/{answer['id']}/terminate?code={host.function_key}"
+        )
+    finally:
+        memory.script.job_release.set()
+    assert code == 202, stopped
+    [fleet] = stopped["cycles"]
+    assert (
+        fleet["instance_id"] == job["fleet"]
+        and fleet["terminated"]
+        and fleet["runtime_status"] == "Terminated"
+    )
+    assert [(b["batch"], b["job"]["status"]) for b in fleet["batches"]] == [(job["batch"], "Canceled")]
+    assert durable_status(host, answer["id"])["runtimeStatus"] == "Terminated"

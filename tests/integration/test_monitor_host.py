@@ -14,7 +14,7 @@ import pytest
 
 from retrain.host_client import http_json, with_code
 from retrain.market_data import fetch_prices
-from retrain.monitoring.forecast_log import ForecastLog
+from retrain.monitoring.forecast_log import SqliteForecastLog
 from retrain.monitoring.monitor import day_metrics
 from tests.helpers import run_cycle, start, wait
 
@@ -58,12 +58,12 @@ def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):
     assert out["forecasts"] == 65 and out["scored"] >= 60
     assert out["alerts"] == [] and out["retrains"] == []
     assert 0.9 < out["mae_ratio"] < 1.1  # the scripted model: last close x 1.001
-    rows = ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").forecasts("MSFT")
+    rows = SqliteForecastLog(tmp_path / "monitoring" / "monitor.sqlite").forecasts("MSFT")
     assert rows[0]["model_version"] == "1" and rows[0]["slot"] == "blue"
     assert rows[0]["actual"] is not None and rows[0]["actual_date"] > rows[0]["date"]
     # Each weekday's metrics went to the platform's monitoring time series, as that day computed them (the
     # holiday 07-04 is 07-03 again: logged twice, kept once).
-    days = {d["date"]: d for d in ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
+    days = {d["date"]: d for d in SqliteForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
     assert sum(1 for call, _ in memory.calls if call == "log_monitor_metrics") == 65
     assert sorted(memory.monitor_metrics["MSFT"]) == sorted(days)
     for day, summary in days.items():
@@ -110,7 +110,7 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
     # The drift breached again later, inside the cooldown: an alert, and no second retrain.
     later = [a for a in drift_alerts if a["date"] > retrain["date"]]
     assert later, drift_alerts
-    days = {d["date"]: d for d in ForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
+    days = {d["date"]: d for d in SqliteForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
     assert all(days[a["date"]]["cooldown"] and days[a["date"]]["trigger"] is None for a in later)
     assert days["2012-12-31"]["forecast"]["model_version"] == "2"  # the retrained model serves
     # The reason is in the new model's tags and the cycle's status.

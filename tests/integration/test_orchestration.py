@@ -12,8 +12,10 @@ tests/e2e/test_full_cycle.py.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from retrain import naming
 from retrain.host_client import HostClient, http_json
 from retrain.workflow import CycleInput
 from tests.helpers import calls, run_cycle, start, wait
@@ -183,18 +185,23 @@ def test_bad_request_and_unknown_instance(host):
     assert code == 401
 
 
-def test_timer_starts_one_cycle_per_ticker_and_week(host, memory, monkeypatch, shared_endpoint):
+def test_timer_starts_one_fleet_per_week_and_a_second_firing_finds_it(
+    host, memory, monkeypatch, shared_endpoint
+):
     monkeypatch.setenv("RETRAIN_TICKERS", "MSFT,AAPL")
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # same week: no-op
-    ids = cycles(host)
-    assert len(ids) == 2 and ids[0].startswith("retrain-aapl-") and ids[1].startswith("retrain-msft-")
-    assert all(i.rsplit("-", 1)[1][4] == "w" for i in ids)
-    for instance_id in ids:
-        assert wait(host, instance_id)["runtime_status"] == "Completed"
+    fleets = [s["instanceId"] for s in host.engine.list_instances() if s["name"] == "fleet_orchestrator"]
+    assert fleets == [naming.scheduled_fleet_instance_id(datetime.now(UTC))] and cycles(host) == []
+    status = wait(host, fleets[0])
+    assert status["runtime_status"] == "Completed", status
+    out = status["output"]
+    assert {t: o["status"] for t, o in out["tickers"].items()} == {"MSFT": "deployed", "AAPL": "deployed"}
     host.index.invoke_timer("retrain_timer", past_due=False, schedule_status=None)  # finished: still a no-op
-    assert cycles(host) == ids  # (besides the endpoint's rollout, which deployed both)
-    assert len(calls(memory, "submit_training")) == 2
+    assert [
+        s["instanceId"] for s in host.engine.list_instances() if s["name"] == "fleet_orchestrator"
+    ] == fleets
+    assert len(calls(memory, "submit_batch_training")) == 1  # one batch, one training job
 
 
 # -- Azure's semantics, mirrored by the memory platform: the orchestrator must wait them out -------------

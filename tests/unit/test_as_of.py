@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -72,7 +73,7 @@ def test_http_body_bad_as_of_says_what_to_send(value: object) -> None:
         parse_retrain_request(json.dumps({"as_of": value}), ENV)
 
 
-def test_fetch_activity_cuts_at_as_of_and_tags_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_activity_cuts_at_as_of_and_tags_it(tmp_path: Path, use_adapters: Callable[..., None]) -> None:
     from retrain import activities
 
     registered: dict[str, object] = {}
@@ -87,7 +88,7 @@ def test_fetch_activity_cuts_at_as_of_and_tags_it(tmp_path: Path, monkeypatch: p
 
             return Asset()
 
-    monkeypatch.setattr(activities, "get_platform", lambda: Recording())
+    use_adapters(platform=Recording())
     out = activities.fetch_data(
         {
             "ticker": "MSFT",

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
+from retrain.adapters import get_forecast_log, get_ledger
 from retrain.azureml import client as azure_client
 from retrain.azureml.platform import AzureMLPlatform
 from retrain.monitoring import tables
-from retrain.monitoring.forecast_log import FORECAST_TABLE_NAME, get_forecast_log
-from retrain.monitoring.ledger import TABLE_NAME, LedgerError, SlotRecord, TrafficEvent, get_ledger
+from retrain.monitoring.forecast_log import FORECAST_TABLE_NAME
+from retrain.monitoring.ledger import TABLE_NAME, LedgerError, SlotRecord, TrafficEvent
 from tests.unit.azure_recording_transport import (
     MLFLOW_HOST,
     STORAGE_ACCOUNT,

@@ -213,16 +213,12 @@ def test_operator_traffic_goes_through_the_adapter_and_waits_until_azure_applies
     platform.set_traffic(EP, {"blue": 100})
     for _ in range(OPERATION_GETS + 1):
         platform.get_endpoint(EP)
-    import retrain.monitoring.ledger as ledger_module
+    from retrain import adapters
 
     ledger = Ledger()
-    original = ledger_module.get_ledger
-    ledger_module.get_ledger = lambda: ledger  # the Azure Table ledger has its own recording-transport tests
-    try:
+    with adapters.use(ledger=ledger):  # the Azure Table ledger has its own recording-transport tests
         sleeps: list[float] = []
         state = apply_traffic(platform, EP, {"blue": 0, "green": 100}, sleep=sleeps.append)
-    finally:
-        ledger_module.get_ledger = original
     assert (state.state, state.traffic) == ("Succeeded", {"blue": 0, "green": 100})
     assert arm.find("PUT", rf"/onlineEndpoints/{EP}$")[-1].body["properties"]["traffic"] == {"green": 100}
     assert sleeps  # waited for Azure's long-running update (Updating first), not just asked
@@ -271,7 +267,7 @@ def test_traffic_that_neither_sums_to_100_nor_is_all_zero_is_refused_before_any_
 
 
 def test_in_azure_a_cycles_traffic_change_is_recorded_once_applied_and_names_its_orchestration(
-    platform, arm, monkeypatch, tmp_path
+    platform, arm, use_adapters, tmp_path
 ):
     """The activities over the azureml adapter with a real SQLite ledger. A cycle's set_traffic records
     nothing when it asks (Azure applies the update later); record_traffic, called once the endpoint serves
@@ -281,8 +277,7 @@ def test_in_azure_a_cycles_traffic_change_is_recorded_once_applied_and_names_its
     from retrain import activities
 
     ledger = ledger_module.SqliteLedger(tmp_path / "ledger.sqlite")
-    monkeypatch.setattr(ledger_module, "get_ledger", lambda *args, **kwargs: ledger)
-    monkeypatch.setattr(activities, "get_platform", lambda: platform)
+    use_adapters(platform=platform, ledger=ledger)
     cycle = "retrain-msft-20260105t000000z"
     _deployed(platform, arm, "blue")
 

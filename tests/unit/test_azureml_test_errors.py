@@ -83,7 +83,7 @@ def test_an_unreadable_artifact_is_a_permanent_error_naming_the_status(platform,
 
 
 def test_a_cycle_whose_test_errors_answer_403_is_gated_with_the_fixed_margin_and_warns(
-    platform, arm, monkeypatch
+    platform, arm, use_adapters
 ) -> None:
     """The role on the artifact store not yet propagated (or a storage firewall): Storage answers 403 to
     the download. The cycle does not fail after its training: the gate judges with its fixed margins (as
@@ -93,7 +93,7 @@ def test_a_cycle_whose_test_errors_answer_403_is_gated_with_the_fixed_margin_and
 
     arm.store[f"{WS_PATH}/jobs/{JOB}"] = {**arm.store[f"{WS_PATH}/jobs/job-1"], "name": JOB}
     arm.blob_errors[f"/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.{JOB}/test_errors.json"] = 403
-    monkeypatch.setattr(activities, "get_platform", lambda: platform)
+    use_adapters(platform=platform)
 
     class AzureTestErrors(World):
         def get_job_test_errors(self, p):  # the real activity, over the azureml adapter

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain.backtest import command, engine
+from retrain.backtest import engine
 from retrain.backtest.fitting import InProcessTrainer
+from retrain.cli import backtest as command
 
 SPAN = ("2010-01-04", "2010-06-30")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from retrain import adapters, naming
+from retrain.adapters import get_forecast_log
 from retrain.market_data import fetch_prices
 from retrain.monitoring.detectors import DRIFT_WINDOW_DAYS, REFERENCE_DAYS, drift_check
-from retrain.monitoring.forecast_log import get_forecast_log
 from retrain.monitoring.monitor import (
     drift_reference_end,
     drift_since_reference,

@@ -7,17 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from retrain.monitoring.forecast_log import ForecastLog, TableForecastLog
+from retrain.monitoring.forecast_log import ForecastLog, SqliteForecastLog, TableForecastLog
 from retrain.state_files import StateError as StateError
 from tests.unit.azure_recording_transport import StaticTokenCredential
 from tests.unit.table_recording_transport import TableTransport
 
 
 @pytest.fixture(params=["sqlite", "table"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ForecastLog:
     if request.param == "sqlite":
-        return ForecastLog(tmp_path / "monitor.sqlite")
-    return TableForecastLog.from_account("stretrainfunc", StaticTokenCredential(), transport=TableTransport())
+        log: ForecastLog = SqliteForecastLog(tmp_path / "monitor.sqlite")
+    else:
+        log = TableForecastLog.from_account(
+            "stretrainfunc", StaticTokenCredential(), transport=TableTransport()
+        )
+    assert isinstance(log, ForecastLog)  # both adapters keep the port
+    return log
 
 
 def test_forecasts_are_joined_with_the_next_known_close(store) -> None:
@@ -73,10 +78,10 @@ def test_days_and_triggers(store) -> None:
 
 def test_an_emptied_forecast_log_is_refused_not_recreated(tmp_path: Path) -> None:
     path = tmp_path / "monitoring" / "monitor.sqlite"
-    ForecastLog(path).record_day("MSFT", "2026-01-05", {"mae": 1.0})
+    SqliteForecastLog(path).record_day("MSFT", "2026-01-05", {"mae": 1.0})
     path.write_bytes(b"")
     with pytest.raises(StateError) as refused:
-        ForecastLog(path)
+        SqliteForecastLog(path)
     message = str(refused.value)
     assert f"{path} is empty" in message and "the monitor's forecast log" in message
     assert "restore the file from a backup, or delete" in message and path.stat().st_size == 0

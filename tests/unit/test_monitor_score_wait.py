@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from retrain import adapters, naming
-from retrain.monitoring.forecast_log import get_forecast_log
+from retrain.adapters import get_forecast_log
 from retrain.monitoring.monitor import monitor_day, score_with_wait
 from retrain.ports import ScoringUnavailableError, TransientPlatformError, retry_after_seconds
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.cli import CliError, operator_request_source
+from retrain.cli.common import CliError, operator_request_source
 from retrain.market_data import DATA_RULE, MarketDataError, data_refusal, operator_source
 from retrain.monitoring.orchestration import MonitorRequestError, parse_monitor_request
 from retrain.triggers import BadRequest, parse_retrain_request

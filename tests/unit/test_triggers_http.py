@@ -10,7 +10,8 @@ import sys
 import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
-from retrain.triggers import BadRequest, parse_retrain_request, readable_status
+from retrain.fleet import MAX_FLEET_TICKERS, FleetInput
+from retrain.triggers import BadRequest, parse_request, parse_retrain_request, readable_status
 from retrain.workflow import TICKER_GUARD_ACTIVITY
 
 ENV = {
@@ -96,6 +97,48 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
 def test_bad_bodies_say_what_to_send(body, says):
     with pytest.raises(BadRequest) as err:
         parse_retrain_request(body, ENV)
+    assert says in str(err.value)
+
+
+def test_a_tickers_body_is_a_fleet_normalised_with_the_requests_settings(tmp_path):
+    (tmp_path / "MSFT.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    body = {"tickers": [" msft", "AAPL", "MSFT"], "trainer": "ridge", "source": "csv:{ticker}.csv"}
+    request = parse_request(json.dumps(body), {**ENV, "RETRAIN_DATA_DIR": str(tmp_path)})
+    assert request.fleet and request.ticker is None and request.tickers == ["MSFT", "AAPL"]
+    assert request.overrides["trainer"] == "ridge" and request.overrides["source"] == "csv:{ticker}.csv"
+    one = parse_request('{"tickers": ["msft"]}', ENV)  # a fleet of one, not a single cycle
+    assert one.fleet and one.tickers == ["MSFT"]
+    single = parse_request('{"ticker": "msft"}', ENV)
+    assert not single.fleet and single.ticker == "MSFT"
+    with pytest.raises(BadRequest, match="a fleet request"):
+        parse_retrain_request('{"tickers": ["MSFT"]}', ENV)
+    assert FleetInput.from_settings(["MSFT", "AAPL"], "http", ENV, **request.overrides).tickers == [
+        "MSFT",
+        "AAPL",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"ticker": "MSFT", "tickers": ["AAPL"]}, "not both"),
+        ({"tickers": []}, "tickers is empty: send at least one ticker"),
+        ({"tickers": "MSFT,AAPL"}, 'a string; send a JSON list of symbols, e.g. ["MSFT", "AAPL"]'),
+        ({"tickers": "@tickers.txt"}, "a file of tickers is the operator's"),
+        ({"tickers": ["MSFT", "@tickers.txt"]}, "a file of tickers is the operator's"),
+        ({"tickers": ["MSFT", 42]}, "42 is not a symbol"),
+        ({"tickers": {"MSFT": 1}}, "expected a JSON list of symbols"),
+        ({"tickers": ["MS FT/.."]}, "tickers:"),
+        (
+            {"tickers": [f"T{i}" for i in range(MAX_FLEET_TICKERS + 1)]},
+            f"at most {MAX_FLEET_TICKERS}: split it",
+        ),
+        ({"tickers": ["MSFT"], "lookback_days": 5}, "from 30 to 36500"),
+    ],
+)
+def test_bad_fleet_bodies_say_what_to_send(body, says):
+    with pytest.raises(BadRequest) as err:
+        parse_request(json.dumps(body), ENV)
     assert says in str(err.value)
 
 

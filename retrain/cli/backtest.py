@@ -19,17 +19,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from retrain.cli.common import CliError, add_state_dir, prepare_environment
 
 DEFAULT_TICKERS = ("MSFT", "AAPL", "IBM", "GOOG")
 DEFAULT_START, DEFAULT_END = "2005-01-03", "2013-03-01"
 
 
-def add_command(
-    sub: Any, state: Callable[[argparse.ArgumentParser], None], prepare: Callable[[str | None], Any]
-) -> None:
+def add_commands(sub: Any) -> None:
     from retrain.backtest.engine import DEFAULT_POLICIES, POLICIES
 
     p = sub.add_parser("backtest", help="replay history day by day and compare retraining policies")
@@ -81,13 +81,11 @@ def add_command(
         "--out", help="directory for days.csv, backtest.png, summary.json (default: <state dir>/backtest)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    state(p)
-    p.set_defaults(func=lambda args: run(args, prepare))
+    add_state_dir(p)
+    p.set_defaults(func=run)
 
 
-def _fail(message: str) -> Any:
-    from retrain.cli import CliError
-
+def _fail(message: str) -> CliError:
     return CliError(message, 2)
 
 
@@ -279,12 +277,12 @@ def replay_all(tickers: Sequence[str], settings: Any, workers: int, progress: bo
             bar.close()
 
 
-def run(args: argparse.Namespace, prepare: Callable[[str | None], Any]) -> int:
+def run(args: argparse.Namespace) -> int:
     from retrain.backtest import report
 
     started = time.monotonic()
     cpu_started = time.process_time()
-    state_dir = prepare(args.state_dir)
+    state_dir = prepare_environment(args.state_dir)
     tickers, settings = parse_settings(args)
     workers = args.workers if args.workers is not None else min(len(tickers), os.cpu_count() or 1)
     if workers < 1:
