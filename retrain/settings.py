@@ -26,7 +26,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_TICKERS",
         "MSFT",
-        "Ticker symbols the weekly timer retrains (one fleet cycle over them): comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
+        "Ticker symbols the weekly timer retrains (one fleet cycle over them) and the daily monitor watches (one orchestration a day): comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
     ),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
     Setting(
@@ -151,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_MONITOR_SCHEDULE",
         "0 30 21 * * 1-5",
-        "Six-field NCRONTAB (UTC) of the daily monitor (default: weekdays after the US close).",
+        "Six-field NCRONTAB (UTC) of the daily monitor, one orchestration over RETRAIN_TICKERS (default: weekdays after the US close).",
     ),
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",
