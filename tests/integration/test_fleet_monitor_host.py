@@ -237,3 +237,7 @@ def test_terminating_the_fleet_monitor_terminates_its_fleet_and_cancels_the_batc
     )
     assert [(b["batch"], b["job"]["status"]) for b in fleet["batches"]] == [(job["batch"], "Canceled")]
     assert durable_status(host, answer["id"])["runtimeStatus"] == "Terminated"
+    # Released, the canceled job still sends its event (acknowledged, ignored): let it arrive while the host runs.
+    wait_until(
+        lambda: any(name == job["name"] for name, _ in memory.events_sent), "the job's event never came"
+    )
