@@ -130,7 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
     Setting(
-        "RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."
+        "RETRAIN_SMOKE_MAX_LATENCY_MS",
+        "2000",
+        "Smoke test fails when a scoring call takes longer than this (a rollout's batch of up to 50 tickers"
+        " that does is judged again one request per ticker).",
     ),
     Setting(
         "RETRAIN_KEEP_OLD_SLOT",
