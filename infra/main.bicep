@@ -219,6 +219,7 @@ var retrainSettings = {
   RETRAIN_JOB_TIMEOUT_HOURS: '24'
   RETRAIN_TRAINING_BATCH: '50'
   RETRAIN_FLEET_PARALLEL_BATCHES: '4'
+  RETRAIN_LOCAL_BATCH_JOBS: '0' // read by the local platform only (Azure ML batches run on the cluster's nodes)
   RETRAIN_GATE_BASELINE_MARGIN: '0.05'
   RETRAIN_GATE_ALPHA: '0.05'
   RETRAIN_GATE_POLICY: 'superiority'

@@ -80,6 +80,11 @@ SETTINGS: tuple[Setting, ...] = (
         "4",
         "Batches of a fleet cycle in flight at once (sub-orchestrations, each with its training job).",
     ),
+    Setting(
+        "RETRAIN_LOCAL_BATCH_JOBS",
+        "0",
+        "Local platform: batch training jobs (fleet cycles) that train at once; the others wait Queued for a slot. 0: one per CPU core.",
+    ),
     # Quality gate and rollout.
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",
@@ -125,7 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
     Setting(
-        "RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."
+        "RETRAIN_SMOKE_MAX_LATENCY_MS",
+        "2000",
+        "Smoke test fails when a scoring call takes longer than this (a rollout's batch of up to 50 tickers"
+        " that does is judged again one request per ticker).",
     ),
     Setting(
         "RETRAIN_KEEP_OLD_SLOT",

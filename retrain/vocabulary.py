@@ -20,6 +20,7 @@ TAG_BUNDLE = "bundle"  # "true" on a model bundle's ModelRef (ports.BundleRef.as
 # (the batch's id is also its TAG_INSTANCE_ID: the orchestration that submitted the job and registered it).
 TAG_FLEET = "fleet_instance_id"
 TAG_BATCH = "batch_instance_id"
+TAG_BATCH_TICKERS = "batch_tickers"  # on a batch training job: the tickers it trains, comma-joined, in order
 # Azure: on a job, "<model>:<version>" of the champion it was compared with; on a model version, "true"
 # for the one champion. The local adapter marks the champion with an MLflow alias of the same name.
 TAG_CHAMPION = "champion"

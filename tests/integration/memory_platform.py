@@ -5,11 +5,10 @@ Jobs "finish" on a background thread after `job_seconds` and, like the local pla
 ML's Event Grid event to the host's real webhook; scripted knobs make the paths under test happen:
 lost events, failed jobs, duplicate events, metrics that fail the gate, a slot that answers garbage,
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
-ticker's model in a bundle that answers NaN. A slot serving a bundle answers batches
-`{"instances": [{"ticker", "close"}, ...]}` with one answer per instance (an error in place of a ticker it
-does not hold), as scorer/score.py does. Batch training jobs (ports.TrainsBatches, fleet cycles) train
+ticker's model in a bundle that answers NaN. Batch training jobs (ports.TrainsBatches, fleet cycles) train
 every ticker of a batch in one job, a scripted ticker's fit failing alone. Bundles (ports.MLPlatform) are kept in memory and a
-slot serving one answers per ticker, as scorer/score.py does.
+slot serving one answers per ticker, and batches `{"instances": [{"ticker", "close"}, ...]}` with one
+answer per instance (an error in place of a ticker it does not hold), as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
 operation (`set_traffic` answers `Updating`; it applies at the next read, or `get_endpoint` shows the
@@ -462,6 +461,7 @@ class MemoryPlatform:
                         except PlatformError as exc:
                             answers.append({"ticker": one.get("ticker"), "error": str(exc), "status": 404})
                     self.calls.append(("score_batch", (chosen, len(answers))))
+                    # The bundle's name and version, as scorer/score.py's batch answer names them.
                     bundle = self.bundles[(endpoint, info["model"]["version"])]
                     return {
                         "predictions": answers,
