@@ -5,6 +5,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from retrain import activities, batch_jobs, cycle_guard, fleet, rollout, traffic_control, triggers, workflow
+from retrain.monitoring import fleet_monitor
 from retrain.monitoring import http as monitoring_http
 from retrain.monitoring import orchestration as monitoring
 
@@ -16,6 +17,7 @@ app.register_functions(cycle_guard.bp)
 app.register_functions(traffic_control.bp)
 app.register_functions(monitoring_http.bp)
 app.register_functions(monitoring.bp)
+app.register_functions(fleet_monitor.bp)
 app.orchestration_trigger(context_name="context", orchestration=workflow.ORCHESTRATOR_NAME)(
     workflow.retrain_orchestrator
 )

@@ -256,6 +256,26 @@ def set_champion(payload: dict[str, Any]) -> dict[str, Any]:
     return model.to_dict()
 
 
+def set_champions(payload: dict[str, Any]) -> dict[str, Any]:
+    """Mark each model its name's champion (idempotent, as `set_champion`): {"set": n}, and {"failed":
+    {"name:version": why}} for the ones the platform refused (the others are still set). A transient
+    failure raises: Durable runs the activity again, and the ones already set are set again (a no-op)."""
+    models = payload.get("models")
+    if not isinstance(models, list):
+        raise ValueError('set_champions: send "models": [{"name", "version"}, ...]')
+    platform, done, failed = get_platform(), 0, {}
+    for item in models:
+        model = ModelRef.from_dict(item)
+        try:
+            platform.set_champion(model)
+            done += 1
+        except PlatformError as exc:
+            if is_transient(exc):
+                raise
+            failed[f"{model.name}:{model.version}"] = str(exc)[:300]
+    return {"set": done, **({"failed": failed} if failed else {})}
+
+
 def begin_create_endpoint(payload: dict[str, Any]) -> dict[str, Any]:
     return get_platform().begin_create_endpoint(payload["name"]).to_dict()
 
@@ -383,18 +403,104 @@ def smoke_test_ticker(payload: dict[str, Any]) -> dict[str, Any]:
     except PlatformError as exc:
         return {"ok": False, "reason": f"scoring call failed: {exc}", "slot": slot, "ticker": ticker}
     latency_ms = (time.perf_counter() - started) * 1000
-    last = closes[-1] if payload.get("plausible", True) else None
-    verdict = judge_smoke_answer(answer, last, latency_ms, float(payload["max_latency_ms"]))
+    verdict = _judge_ticker_answer(payload, closes, answer, latency_ms, float(payload["max_latency_ms"]))
+    log.info("smoke test %s slot=%s: %s", ticker, slot, verdict)
+    return {**verdict, "slot": slot, "ticker": ticker, "latency_ms": round(latency_ms, 1)}
+
+
+def _judge_ticker_answer(
+    test: dict[str, Any], closes: list[float], answer: Any, latency_ms: float, max_ms: float
+) -> dict[str, Any]:
+    """One ticker's verdict (`smoke_test_ticker`'s rules) on its answer, single or from a batch."""
+    ticker = test["ticker"]
+    if isinstance(answer, dict) and "error" in answer:  # a batch's per-instance error (scorer/score.py)
+        return {
+            "ok": False,
+            "reason": f"the scorer answered {answer.get('status')}: {str(answer['error'])[:300]}",
+        }
+    if isinstance(answer, dict) and answer.get("ticker") not in (None, ticker):
+        return {"ok": False, "reason": f"{ticker}'s request was answered for ticker {answer.get('ticker')}"}
+    last = closes[-1] if test.get("plausible", True) else None
+    verdict = judge_smoke_answer(answer, last, latency_ms, max_ms)
     model = answer.get("model") if isinstance(answer, dict) else None
     version = str((model or {}).get("version"))
-    expected = [str(x) for x in payload.get("expect_versions") or []]
+    expected = [str(x) for x in test.get("expect_versions") or []]
     if verdict["ok"] and expected and "*" not in expected and version not in expected:
         verdict = {
             "ok": False,
             "reason": f"{ticker} was answered by model version {version}, expected {' or '.join(expected)}",
         }
-    log.info("smoke test %s slot=%s: %s", ticker, slot, verdict)
-    return {**verdict, "slot": slot, "ticker": ticker, "latency_ms": round(latency_ms, 1)}
+    return verdict
+
+
+# Instances per scoring request of `smoke_test_many`: the latency bound is judged per request of at most
+# this many tickers (a fraction of the scorer's 1000 instances and 1 MiB per request: 64 closes each).
+SMOKE_BATCH_INSTANCES = 50
+
+
+def smoke_test_many(payload: dict[str, Any]) -> dict[str, Any]:
+    """Many tickers' smoke tests on one slot (None: through the stable URL) in batch requests
+    `{"instances": [{"ticker", "close"}, ...]}` of at most `SMOKE_BATCH_INSTANCES` (payload
+    `max_instances` may lower it); returns {ticker: verdict}, each by `smoke_test_ticker`'s rules.
+
+    Latency: a request's latency is every instance's in it; within `max_latency_ms` it passes them all
+    (none waited longer). Over it, it proves nothing about one ticker's own request: those tickers are
+    scored again one request each and judged as `smoke_test_ticker` judges, so no ticker fails for being
+    in a batch, and the bound means what it means for one ticker. A request that fails as a whole (the
+    slot is down, a 4xx/5xx for the request) fails each of its tickers with the reason; a per-instance
+    error answer fails that ticker only."""
+    tests = payload.get("tests")
+    if not isinstance(tests, list) or not all(isinstance(t, dict) and t.get("ticker") for t in tests):
+        raise ValueError(
+            'smoke_test_many: send "tests": [{"ticker", "closes", "expect_versions", "plausible"}]'
+        )
+    tickers = [str(t["ticker"]) for t in tests]
+    twice = sorted({t for t in tickers if tickers.count(t) > 1})
+    if twice:
+        raise ValueError(
+            f"smoke_test_many: tests name {', '.join(twice)} more than once; send each ticker once"
+        )
+    endpoint, slot = payload["endpoint"], payload.get("slot")
+    max_ms = float(payload["max_latency_ms"])
+    size = max(1, min(int(payload.get("max_instances") or SMOKE_BATCH_INSTANCES), SMOKE_BATCH_INSTANCES))
+    platform = get_platform()
+    verdicts: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(tests), size):
+        chunk = tests[start : start + size]
+        closes = [[float(c) for c in t["closes"]] for t in chunk]
+        instances = [{"ticker": t["ticker"], "close": c} for t, c in zip(chunk, closes, strict=True)]
+        try:
+            if isinstance(platform, PreparesInvoke):
+                platform.prepare_invoke(endpoint)
+            started = time.perf_counter()
+            answer = platform.invoke(endpoint, {"instances": instances}, slot=slot)
+        except PlatformError as exc:
+            for t in chunk:
+                verdicts[t["ticker"]] = {"ok": False, "reason": f"scoring call failed: {exc}"}
+            continue
+        latency_ms = (time.perf_counter() - started) * 1000
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != len(chunk):
+            reason = f"expected {{'predictions': [{len(chunk)} answers]}}, got {str(answer)[:200]}"
+            for t in chunk:
+                verdicts[t["ticker"]] = {"ok": False, "reason": reason}
+            continue
+        if latency_ms > max_ms:  # inconclusive for each ticker: its own request decides
+            log.info(
+                "smoke batch of %d on slot=%s took %.0f ms: one request each", len(chunk), slot, latency_ms
+            )
+            for t in chunk:
+                single = smoke_test_ticker(
+                    {**t, "endpoint": endpoint, "slot": slot, "max_latency_ms": max_ms}
+                )
+                verdicts[t["ticker"]] = {k: v for k, v in single.items() if k not in ("slot", "ticker")}
+            continue
+        for t, c, one in zip(chunk, closes, predictions, strict=True):
+            verdict = _judge_ticker_answer(t, c, one, latency_ms, max_ms)
+            verdicts[t["ticker"]] = {**verdict, "latency_ms": round(latency_ms, 1), "batch": len(chunk)}
+    failed = sorted(t for t, v in verdicts.items() if not v["ok"])
+    log.info("smoke test of %d tickers slot=%s: %d failed %s", len(tests), slot, len(failed), failed[:20])
+    return verdicts
 
 
 def judge_smoke_answer(
@@ -620,6 +726,7 @@ ACTIVITIES = (
     get_job_test_errors,
     register_model,
     set_champion,
+    set_champions,
     begin_create_endpoint,
     get_endpoint,
     begin_deployment,
@@ -628,6 +735,7 @@ ACTIVITIES = (
     record_traffic,
     begin_delete_deployment,
     smoke_test,
+    smoke_test_many,
     register_bundle,
     get_bundle,
     next_bundle_version,

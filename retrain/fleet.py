@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from retrain.cycle_guard import FLEET_GUARD_ACTIVITY
 from retrain.progress import Progress
 from retrain.settings import get, get_int
 from retrain.workflow import (
+    MAX_REASON_CHARS,
     REQUEST_ROLLOUT_ACTIVITY,
     RETRY,
     ROLLOUT_OUTCOME_EVENT,
@@ -88,13 +89,22 @@ class FleetInput:
     serving_targets: dict[str, str]  # ticker -> endpoint (RETRAIN_ENDPOINTS when the fleet started)
     batch_size: int = DEFAULT_BATCH_SIZE
     max_parallel_batches: int = DEFAULT_PARALLEL_BATCHES
+    # ticker -> {"trigger", "reason"}: the monitor's breach of each ticker it retrains (the fleet's own
+    # `cycle.trigger` and `cycle.reason` summarise them); its model's `trigger` and `trigger_reason` tags.
+    breaches: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(
-        cls, tickers: list[str], trigger: str, environ: Any = None, **cycle_overrides: Any
+        cls,
+        tickers: list[str],
+        trigger: str,
+        environ: Any = None,
+        breaches: dict[str, dict[str, str]] | None = None,
+        **cycle_overrides: Any,
     ) -> FleetInput:
         """The input of a fleet over `tickers` under the current settings (`CycleInput.from_settings` with
-        `cycle_overrides`, the serving targets, the batch size and parallelism), validated."""
+        `cycle_overrides`, the serving targets, the batch size and parallelism), validated. `breaches`: the
+        monitor's trigger and reason per ticker (the fleet monitor, monitoring/fleet_monitor.py)."""
         from retrain.trainers import TrainerError
 
         canonical = canonical_tickers(tickers)
@@ -114,6 +124,7 @@ class FleetInput:
             serving_targets=targets,
             batch_size=get_int("RETRAIN_TRAINING_BATCH", environ),
             max_parallel_batches=get_int("RETRAIN_FLEET_PARALLEL_BATCHES", environ),
+            breaches=dict(breaches or {}),
         )
         return validate_fleet_input(fleet.to_dict())
 
@@ -214,6 +225,14 @@ def validate_fleet_input(data: Any) -> FleetInput:
             f"{MAX_FLEET_BATCHES}; raise RETRAIN_TRAINING_BATCH to at least "
             f"{math.ceil(len(tickers) / MAX_FLEET_BATCHES)} or split the fleet"
         )
+    breaches = data.get("breaches", {})
+    bad = _bad_breach(breaches, tickers)
+    if bad:
+        raise InvalidFleetInput(
+            f"breaches{bad}: expected an object of the fleet's tickers, each "
+            f'{{"trigger": one of {", ".join(BREACH_TRIGGERS)}, "reason": a text of at most {MAX_REASON_CHARS} '
+            "characters} (the fleet monitor builds it)"
+        )
     targets = data.get("serving_targets")
     if not isinstance(targets, dict) or set(targets) != set(tickers):
         missing = sorted(set(tickers) - set(targets)) if isinstance(targets, dict) else tickers
@@ -244,6 +263,26 @@ def validate_fleet_input(data: Any) -> FleetInput:
     except InvalidCycleInput as exc:
         raise InvalidFleetInput(f"cycle: {exc}") from None
     return FleetInput.from_dict(data)
+
+
+BREACH_TRIGGERS = ("drift", "performance")
+
+
+def _bad_breach(breaches: Any, tickers: list[str]) -> str | None:
+    """Where `breaches` breaks its shape ("" for the whole, "[T]" for one ticker's), or None."""
+    if not isinstance(breaches, dict):
+        return f"={_shown(breaches)}"
+    for ticker, breach in breaches.items():
+        if (
+            ticker not in tickers
+            or not isinstance(breach, dict)
+            or set(breach) != {"trigger", "reason"}
+            or breach["trigger"] not in BREACH_TRIGGERS
+            or not isinstance(breach["reason"], str)
+            or len(breach["reason"]) > MAX_REASON_CHARS
+        ):
+            return f"[{_shown(ticker, 20)}]={_shown(breach)}"
+    return None
 
 
 # ------------------------------------------------------------------------------------- the batch
@@ -280,6 +319,8 @@ class _Batch:
         self.tickers: list[str] = [naming.validate_ticker(t) for t in tickers]
         self.targets: dict[str, str] = {t: str(targets.get(t)) for t in self.tickers}
         self.input = CycleInput.from_dict({**data["cycle"], "ticker": self.tickers[0]})
+        breaches = data.get("breaches")
+        self.breaches: dict[str, dict[str, str]] = breaches if isinstance(breaches, dict) else {}
         self.names = {
             t: naming.cycle_names(t, self.instance_id, naming.NAMING_VERSION, "") for t in self.tickers
         }
@@ -460,8 +501,9 @@ def register(
             trainer=cycle.trainer,
             model_family=family,
         ) | {
-            "trigger": cycle.trigger,
-            "trigger_reason": (cycle.reason or "")[:1000],
+            # The monitor's breach of this ticker when a fleet monitor started the fleet, else the fleet's.
+            "trigger": batch.breaches.get(ticker, {}).get("trigger") or cycle.trigger,
+            "trigger_reason": (batch.breaches.get(ticker, {}).get("reason") or cycle.reason or "")[:1000],
             v.TAG_FLEET: batch.fleet,
             v.TAG_BATCH: batch.instance_id,
         }
@@ -647,6 +689,9 @@ def run_batches(run: _Fleet, groups: list[list[str]]) -> Task:
                 "cycle": cycle,
                 "serving_targets": {t: run.input.serving_targets[t] for t in tickers},
             }
+            breaches = {t: run.input.breaches[t] for t in tickers if t in run.input.breaches}
+            if breaches:  # only then: a batch input of a fleet without breaches stays as it was
+                batch_input["breaches"] = breaches
             batch_id = naming.batch_instance_id(run.instance_id, index)
             running.append((context.call_sub_orchestrator(BATCH_ORCHESTRATOR, batch_input, batch_id), index))
         done = yield context.task_any([task for task, _ in running])

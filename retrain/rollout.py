@@ -12,6 +12,9 @@ custom status and asks for its endpoint's rollout (`workflow.await_rollout`). Th
        a changed ticker that fails is LEFT OUT: bundle k+2 without it (parent k), redeploy, smoke again
     -> canary % (with an old slot) -> smoke the changed tickers on the new slot and through the stable URL
     -> 100 % -> each changed ticker's champion -> retire the old slot
+    (each smoke phase is ONE `smoke_test_many` activity, batch requests to the scorer, and the champions
+    ONE `set_champions`, per `PER_ACTIVITY` tickers: the history grows per phase, not per ticker, since
+    every episode replays all of it)
     any failure once traffic moved: traffic back to the old slot (bundle k serves), every changed cycle fails
     -> rollout_outcomes: the `rollout_outcome` event to each cycle (deployed / left_out / failed, and why)
     -> continue_as_new: the next batch (challengers that arrived meanwhile), with a fresh history.
@@ -41,6 +44,7 @@ import azure.durable_functions as df
 from retrain import naming
 from retrain.ports import BundleRef, EndpointState, is_bundle
 from retrain.progress import Progress
+from retrain.vocabulary import TAG_FITTED_DATA_END, TAG_MODEL_FAMILY, TAG_TRAINER
 from retrain.workflow import (
     _CYCLE_WARNINGS,
     WorkflowFailed,
@@ -59,6 +63,16 @@ ROLLOUT_GUARD_ACTIVITY = "earlier_active_rollout"
 SMOKE_SAMPLE = 3
 DEPLOYED, LEFT_OUT, FAILED = "deployed", "left_out", "failed"
 STATUS_OUTCOMES = 10  # outcomes listed in the rollout's custom status (all of them go to their cycles)
+# Tickers per `smoke_test_many` / `set_champions` activity: one activity per phase up to this many (a
+# fleet batch of 200 and the unchanged sample fit), so that a call stays well inside the Functions
+# timeout (Azure's set_champion is a few registry calls per model, ~1-2 s).
+PER_ACTIVITY = 250
+# The per-ticker activities of the code before the batched ones: a rollout whose history scheduled one
+# (started by that code, replayed by this) keeps calling them, so its replay schedules what it did.
+PER_TICKER_ACTIVITIES = ("smoke_test", "set_champion")
+# The tags of a model that register_bundle may read (the bundle entry's family and fitted-data end); the
+# other lineage tags stay in the registry and out of this orchestration's history.
+BUNDLE_ENTRY_TAGS = (TAG_MODEL_FAMILY, TAG_TRAINER, TAG_FITTED_DATA_END)
 
 Task = Generator[Any, Any, Any]
 
@@ -139,6 +153,7 @@ class _Rollout:
             "endpoint": self.endpoint,
             "scoring_uri": None,
         }
+        self.per_ticker = started_per_ticker(context)
 
     def call(self, activity: str, payload: dict[str, Any]) -> Task:
         return (yield from call_activity(self.context, activity, payload))
@@ -161,6 +176,18 @@ class _Rollout:
 
     def note(self, **ids: Any) -> None:
         self.progress.note(**ids)
+
+
+def started_per_ticker(context: df.DurableOrchestrationContext) -> bool:
+    """Whether this execution's history scheduled a per-ticker smoke test or champion (the code before
+    `smoke_test_many` / `set_champions`): its replay then goes on per ticker, as that code did. Read from
+    the history, so every episode of an execution decides the same way."""
+    from azure.durable_functions.models.history import HistoryEventType
+
+    return any(
+        e.event_type == HistoryEventType.TASK_SCHEDULED and e.Name in PER_TICKER_ACTIVITIES
+        for e in getattr(context, "histories", None) or []
+    )
 
 
 def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Task:
@@ -215,7 +242,7 @@ def roll_out_batch(run: _Rollout, challengers: list[Challenger]) -> Task:
         old_slot, new_slot = endpoint.serving_slot(), endpoint.idle_slot()
         current = yield from serving_bundle(run, endpoint, old_slot)
         run.note(old_slot=old_slot, new_slot=new_slot, serving_bundle=current.version if current else None)
-        run.bundles = [current.to_dict()] if current else []
+        run.bundles = [ledger_bundle(current)] if current else []
     except Exception as exc:  # noqa: BLE001 - nothing moved: each cycle hears why
         reason = (
             f"{exc if isinstance(exc, WorkflowFailed) else _reason(exc)}; the previous bundle keeps serving"
@@ -257,14 +284,46 @@ def roll_out_batch(run: _Rollout, challengers: list[Challenger]) -> Task:
         return outcomes + [c.outcome(FAILED, str(exc), rollout=run.instance_id) for c in going]
     try:
         run.step("set_champion")
-        for c in going:
-            yield from run.call("set_champion", {"model": c.model})
+        yield from set_champions(run, going)
     except Exception as exc:  # noqa: BLE001 - the bundle serves; the registry's champion lags: say so
         run.progress.status["warnings"].append(f"set_champion failed: {_reason(exc)}")
     if old_slot is not None:
         yield from retire_old_slot(run, old_slot)
     done = {**_bundle_fields(bundle, run), "rollout": run.instance_id, "slot": new_slot, "old_slot": old_slot}
     return outcomes + [c.outcome(DEPLOYED, f"serves in bundle {bundle.version}", **done) for c in going]
+
+
+def set_champions(run: _Rollout, going: list[Challenger]) -> Task:
+    """Each deployed challenger becomes its name's champion: `set_champions` per `PER_ACTIVITY` models.
+    Models the platform refused are a warning (the bundle serves them; the registry's champion lags)."""
+    if run.per_ticker:
+        for c in going:
+            yield from run.call("set_champion", {"model": c.model})
+        return
+    models = [brief_model(c.model, ()) for c in going]
+    for start in range(0, len(models), PER_ACTIVITY):
+        answer = yield from run.call("set_champions", {"models": models[start : start + PER_ACTIVITY]})
+        for model, why in sorted((answer.get("failed") or {}).items()):
+            run.progress.status["warnings"].append(f"set_champion of {model} failed: {why}")
+
+
+def brief_model(model: dict[str, Any], tags: tuple[str, ...] = BUNDLE_ENTRY_TAGS) -> dict[str, Any]:
+    """A ModelRef dict with only the `tags` an activity reads: what it costs the history is its name and
+    version, not its lineage."""
+    kept = {k: v for k, v in (model.get("tags") or {}).items() if k in tags}
+    return {"name": model["name"], "version": str(model["version"]), "tags": kept}
+
+
+def ledger_bundle(bundle: BundleRef) -> dict[str, Any]:
+    """What the served ledger keeps of a bundle (its identity, parent and ticker map), for the endpoint
+    activities' records: not the orchestration ids nor the changed list."""
+    return {
+        "name": bundle.name,
+        "version": bundle.version,
+        "endpoint": bundle.endpoint,
+        "parent_version": bundle.parent_version,
+        "tickers": bundle.tickers,
+    }
 
 
 def _bundle_fields(bundle: BundleRef | None, run: _Rollout) -> dict[str, Any]:
@@ -318,7 +377,7 @@ def bundle_on_idle_slot(
                         "endpoint": run.endpoint,
                         "version": version,
                         "parent": current.to_dict() if current else None,
-                        "changes": {c.ticker: c.model for c in going},
+                        "changes": {c.ticker: brief_model(c.model) for c in going},
                         # each once: a fleet's challengers share its id
                         "orchestration_ids": list(
                             dict.fromkeys([run.instance_id, *(c.instance_id for c in going)])
@@ -328,19 +387,28 @@ def bundle_on_idle_slot(
             )
         )
         run.note(bundle=bundle.name, bundle_version=bundle.version)
-        run.bundles = [*([current.to_dict()] if current else []), bundle.to_dict()]
+        run.bundles = [*([ledger_bundle(current)] if current else []), ledger_bundle(bundle)]
         yield from deploy_to_idle_slot(run, endpoint, new_slot, bundle.as_model().to_dict())
         run.step("smoke_test")
-        failures = yield from smoke_changed(run, going, new_slot, expect_new=True)
         unchanged = sorted(set(bundle.tickers) - {c.ticker for c in going})[:SMOKE_SAMPLE]
-        closes = going[0].closes
-        for ticker in unchanged:  # the rest of the bundle must still answer with its own model
+        sample = []  # the rest of the bundle must still answer with its own model
+        for ticker in unchanged:
             model = bundle.model_of(ticker)
             assert model is not None
-            verdict = yield from smoke(run, ticker, closes, new_slot, [model.version], plausible=False)
-            if not verdict.get("ok"):
+            sample.append(_test(ticker, going[0].closes, [model.version], plausible=False))
+        if run.per_ticker:  # as the code before: the changed tickers, then the sample up to a failure
+            failures, verdicts = yield from smoke_changed(run, going, new_slot, expect_new=True)
+            for test in sample:
+                verdicts.update((yield from smoke_many(run, [test], new_slot)))
+                if not verdicts[test["ticker"]].get("ok"):
+                    break
+        else:  # one activity: the changed tickers and the sample
+            failures, verdicts = yield from smoke_changed(run, going, new_slot, expect_new=True, also=sample)
+        for ticker in unchanged:
+            if ticker in verdicts and not verdicts[ticker].get("ok"):
                 raise WorkflowFailed(
-                    f"bundle {bundle.version} on slot {new_slot}: unchanged ticker {ticker}: {verdict.get('reason')}"
+                    f"bundle {bundle.version} on slot {new_slot}: unchanged ticker {ticker}: "
+                    f"{verdicts[ticker].get('reason')}"
                 )
         if not failures:
             return bundle, left_out
@@ -348,40 +416,47 @@ def bundle_on_idle_slot(
         after = bundle.version
 
 
-def smoke(
+def _test(ticker: str, closes: list[float], versions: list[str], plausible: bool = True) -> dict[str, Any]:
+    return {"ticker": ticker, "closes": closes, "expect_versions": versions, "plausible": plausible}
+
+
+def smoke_many(run: _Rollout, tests: list[dict[str, Any]], slot: str | None) -> Task:
+    """{ticker: verdict} of `tests` on `slot` (None: the stable URL): one `smoke_test_many` activity per
+    `PER_ACTIVITY` tests (a `smoke_test` per test for a rollout started per ticker, see `per_ticker`)."""
+    common = {"endpoint": run.endpoint, "slot": slot, "max_latency_ms": run.input.smoke_max_latency_ms}
+    verdicts: dict[str, dict[str, Any]] = {}
+    if run.per_ticker:
+        for test in tests:
+            verdicts[test["ticker"]] = yield from run.call("smoke_test", {**common, **test})
+        return verdicts
+    for start in range(0, len(tests), PER_ACTIVITY):
+        chunk = tests[start : start + PER_ACTIVITY]
+        verdicts.update((yield from run.call("smoke_test_many", {**common, "tests": chunk})))
+    return verdicts
+
+
+def smoke_changed(
     run: _Rollout,
-    ticker: str,
-    closes: list[float],
+    going: list[Challenger],
     slot: str | None,
-    versions: list[str],
-    plausible: bool = True,
+    expect_new: bool,
+    also: list[dict[str, Any]] | None = None,
 ) -> Task:
-    payload = {
-        "endpoint": run.endpoint,
-        "slot": slot,
-        "ticker": ticker,
-        "closes": closes,
-        "max_latency_ms": run.input.smoke_max_latency_ms,
-        "expect_versions": versions,
-        "plausible": plausible,
+    """Each changed ticker's smoke test (and the `also` tests, in the same requests); returns ({ticker:
+    why} for the changed tickers that failed, every verdict). Through the stable URL during a canary
+    (`expect_new` False) either the new model or the one it replaces may answer."""
+    tests = [
+        _test(c.ticker, c.closes, [str(c.model["version"]), *([] if expect_new else ["*"])]) for c in going
+    ]
+    verdicts = yield from smoke_many(run, [*tests, *(also or [])], slot)
+    for test in [*tests, *(also or [])]:  # a verdict missing is a failure, never a pass
+        verdicts.setdefault(test["ticker"], {"ok": False, "reason": "no verdict came back"})
+    failures = {
+        c.ticker: f"smoke test of {c.ticker} on slot {slot or 'endpoint'}: {verdicts[c.ticker].get('reason')}"
+        for c in going
+        if not verdicts[c.ticker].get("ok")
     }
-    return (yield from run.call("smoke_test", payload))
-
-
-def smoke_changed(run: _Rollout, going: list[Challenger], slot: str | None, expect_new: bool) -> Task:
-    """Each changed ticker's smoke test; {ticker: why} for those that failed. Through the stable URL
-    during a canary (`expect_new` False) either the new model or the one it replaces may answer."""
-    failures: dict[str, str] = {}
-    for c in going:
-        versions = [str(c.model["version"])]
-        if not expect_new:
-            versions.append("*")
-        verdict = yield from smoke(run, c.ticker, c.closes, slot, versions)
-        if not verdict.get("ok"):
-            failures[c.ticker] = (
-                f"smoke test of {c.ticker} on slot {slot or 'endpoint'}: {verdict.get('reason')}"
-            )
-    return failures
+    return failures, verdicts
 
 
 def shift_traffic(
@@ -405,7 +480,9 @@ def shift_traffic(
             # Through the stable URL the old bundle may answer: only for the tickers it holds.
             held = [c for c in going if c.ticker in held_before]
             for slot, tested, expect_new in ((new_slot, going, True), (None, held, False)):
-                failures = yield from smoke_changed(run, tested, slot, expect_new)
+                if not tested:
+                    continue
+                failures, _ = yield from smoke_changed(run, tested, slot, expect_new)
                 if failures:
                     raise WorkflowFailed("; ".join(failures.values()))
         run.step("promote")
@@ -415,7 +492,7 @@ def shift_traffic(
         run.note(traffic=traffic)
         if old_slot is None or not set(c.ticker for c in going) <= held_before:
             run.step("smoke_test_live")  # a ticker new to the endpoint is heard through its URL only now
-            failures = yield from smoke_changed(run, going, None, expect_new=True)
+            failures, _ = yield from smoke_changed(run, going, None, expect_new=True)
             if failures:
                 raise WorkflowFailed("; ".join(failures.values()))
     except Exception as exc:  # noqa: BLE001 - any failure once traffic moved rolls it back

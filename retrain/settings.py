@@ -26,7 +26,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_TICKERS",
         "MSFT",
-        "Ticker symbols the weekly timer retrains (one fleet cycle over them): comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
+        "Ticker symbols the weekly timer retrains (one fleet cycle over them) and the daily monitor watches (one orchestration a day): comma-separated (MSFT,AAPL), or @FILE naming a file of tickers, one per line, # comments (relative to the working directory).",
     ),
     Setting("RETRAIN_SCHEDULE", "0 0 1 * * Mon", "Six-field NCRONTAB (UTC) of the retraining timer."),
     Setting(
@@ -130,7 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("RETRAIN_CANARY_PERCENT", "10", "Traffic share the new slot gets before it takes 100%."),
     Setting(
-        "RETRAIN_SMOKE_MAX_LATENCY_MS", "2000", "Smoke test fails when a scoring call takes longer than this."
+        "RETRAIN_SMOKE_MAX_LATENCY_MS",
+        "2000",
+        "Smoke test fails when a scoring call takes longer than this (a rollout's batch of up to 50 tickers"
+        " that does is judged again one request per ticker).",
     ),
     Setting(
         "RETRAIN_KEEP_OLD_SLOT",
@@ -156,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_MONITOR_SCHEDULE",
         "0 30 21 * * 1-5",
-        "Six-field NCRONTAB (UTC) of the daily monitor (default: weekdays after the US close).",
+        "Six-field NCRONTAB (UTC) of the daily monitor, one orchestration over RETRAIN_TICKERS (default: weekdays after the US close).",
     ),
     Setting(
         "RETRAIN_MONITOR_DRIFT_THRESHOLD",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import logging
 import math
 import time
@@ -305,89 +306,162 @@ def score_with_wait(
             sleep(pause)
 
 
+# Instances per batch request: the scorer takes at most 1000 and a 1 MiB body (scorer/score.py); 64 closes
+# are ~1.3 KB as JSON, so 500 keep well inside both. A larger endpoint group is scored in several requests.
+MAX_SCORE_BATCH = 500
+
+
 def score_tickers(
     invoke: Callable[[dict[str, Any]], dict[str, Any]],
     closes_by_ticker: dict[str, Sequence[float]],
     budget_s: float = 0.0,
+    max_batch: int = MAX_SCORE_BATCH,
 ) -> dict[str, dict[str, Any]]:
     """Score several tickers of ONE endpoint that serves a bundle in one batch request
-    (`{"instances": [{"ticker", "close"}, ...]}`, the last FORECAST_CLOSES closes each; docs/bundles.md).
-    `invoke(payload)` posts to the endpoint (e.g. `lambda p: platform.invoke(endpoint, p)`), waited for as
-    `score_with_wait` does. Returns ticker -> the scorer's answer for it: {"ticker", "forecast", "model"},
-    or, for an instance the scorer refused, {"ticker", "error", "status"} in its place (the other tickers
-    are still answered). A request refused as a whole raises, as `invoke` does."""
-    if not closes_by_ticker:
-        return {}
+    (`{"instances": [{"ticker", "close"}, ...]}`, the last FORECAST_CLOSES closes each; docs/bundles.md),
+    or one request per `max_batch` tickers beyond that. `invoke(payload)` posts to the endpoint (e.g.
+    `lambda p: platform.invoke(endpoint, p)`), waited for as `score_with_wait` does. Returns ticker -> the
+    scorer's answer for it: {"ticker", "forecast", "model", "bundle"}, or, for an instance the scorer
+    refused, {"ticker", "error", "status"} in its place (the other tickers are still answered). A request
+    refused as a whole raises, as `invoke` does."""
+    out: dict[str, dict[str, Any]] = {}
     tickers = list(closes_by_ticker)
-    payload = {
-        "instances": [{"ticker": t, "close": list(closes_by_ticker[t])[-FORECAST_CLOSES:]} for t in tickers]
-    }
-    answer = score_with_wait(lambda: invoke(payload), budget_s)
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != len(tickers):
-        raise ValueError(
-            f"the batch answer has no 'predictions' list of {len(tickers)} entries: {str(answer)[:200]}"
-        )
-    bundle = answer.get("bundle")
-    return {
-        ticker: {**prediction, "bundle": bundle} if "error" not in prediction else dict(prediction)
-        for ticker, prediction in zip(tickers, predictions, strict=True)
-    }
+    for first in range(0, len(tickers), max(1, max_batch)):
+        part = tickers[first : first + max(1, max_batch)]
+        payload = {
+            "instances": [{"ticker": t, "close": list(closes_by_ticker[t])[-FORECAST_CLOSES:]} for t in part]
+        }
+        answer = score_with_wait(functools.partial(invoke, payload), budget_s)
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != len(part):
+            raise ValueError(
+                f"the batch answer has no 'predictions' list of {len(part)} entries: {str(answer)[:200]}"
+            )
+        bundle = answer.get("bundle")
+        for ticker, prediction in zip(part, predictions, strict=True):
+            out[ticker] = {**prediction, "bundle": bundle} if "error" not in prediction else dict(prediction)
+    return out
 
 
 def serving_endpoint(ticker: str) -> str:
     """The endpoint that serves `ticker` now, in any layout: the served ledger's answer (the endpoint of
-    its newest live record of the ticker), else the ticker's own endpoint (today's layout)."""
+    its newest live record of the ticker), else its serving target under RETRAIN_ENDPOINTS (a ticker not
+    deployed yet: where its first model will go), else its own endpoint (a layout setting that cannot be
+    read)."""
     from retrain import naming
     from retrain.adapters import get_ledger
     from retrain.monitoring.http import candidate_endpoints
     from retrain.monitoring.ledger import served_ticker
+    from retrain.settings import get
 
-    own = naming.endpoint_name(ticker)
+    try:
+        layout = naming.serving_target(ticker, naming.parse_endpoint_groups(get("RETRAIN_ENDPOINTS")))
+    except naming.NamingError as exc:
+        layout = naming.endpoint_name(ticker)
+        log.warning("RETRAIN_ENDPOINTS not read for %s (%s); scoring %s", ticker, exc, layout)
     try:
         answer = served_ticker(get_ledger(), ticker, dt.datetime.now(dt.UTC), candidate_endpoints(ticker))
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop the forecast
-        log.warning("served ledger not read for %s (%s); scoring %s", ticker, exc, own)
-        return own
-    return str(answer["endpoint"]) if answer["serving"] else own
+        log.warning("served ledger not read for %s (%s); scoring %s", ticker, exc, layout)
+        return layout
+    return str(answer["endpoint"]) if answer["serving"] else layout
+
+
+@dataclass(frozen=True)
+class TickerDay:
+    """One ticker's day as the checks see it: the served champion (its tags) and the prices as known."""
+
+    ticker: str
+    champion: Any  # ports.ModelRef | None
+    tags: dict[str, Any]
+    dates: list[str]
+    closes: list[float]
+
+    @property
+    def day(self) -> str:
+        return self.dates[-1]
+
+
+def load_day(
+    ticker: str, as_of: str | None, source: str, data_dir: Any, platform: Any, fetch: Callable[..., Any]
+) -> TickerDay:
+    """The champion first: the prices fetched (`fetch`, market_data.fetch_prices) reach back to the data it
+    was fitted on (its drift reference)."""
+    from retrain import naming
+
+    champion = platform.get_champion(naming.model_name(ticker))
+    tags = dict(champion.tags) if champion is not None else {}
+    prices = fetch(
+        ticker,
+        source=source,
+        lookback_days=_history_days(served_fit_end(tags), as_of),
+        end=as_of,
+        data_dir=data_dir,
+    )
+    dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
+    return TickerDay(ticker, champion, tags, dates, [float(c) for c in prices["Close"]])
+
+
+# What a forecast row holds (the forecast log's columns the monitor writes; `summary["forecast"]`).
+FORECAST_KEYS = ("date", "target_date", "last_close", "forecast", "model_name", "model_version", "slot")
+
+
+def forecast_row(
+    answer: dict[str, Any], state: Any, bundled: bool, day: str, closes: Sequence[float]
+) -> dict[str, Any]:
+    """The forecast log's row of one scoring answer (`{"forecast": [x], "model", "bundle"?}`): the model
+    the answer names and the slot serving that version in the endpoint's `state` (a bundle's version when
+    the endpoint serves bundles). Raises KeyError, TypeError, ValueError or IndexError for an answer
+    without a finite forecast (no forecast that day: an alert, never a failed day)."""
+    value = float(answer["forecast"][0])
+    if not math.isfinite(value):
+        raise ValueError(f"forecast {value!r} is not finite")
+    model = answer.get("model") or {}
+    served_version = (answer.get("bundle") or {}).get("version") if bundled else model.get("version")
+    slot = next(
+        (
+            s
+            for s, m in (state.deployments or {}).items()
+            if str((m or {}).get("version")) == str(served_version)
+        ),
+        None,
+    )
+    return {
+        "date": day,
+        "target_date": str(np.busday_offset(day, 1, roll="forward")),
+        "last_close": closes[-1],
+        "forecast": value,
+        "model_name": model.get("name"),
+        "model_version": None if model.get("version") is None else str(model.get("version")),
+        "slot": slot,
+    }
+
+
+def no_forecast(endpoint: str, problem: Any) -> str:
+    return f"the scoring URL of {endpoint} gave no forecast: {problem}"
 
 
 def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     """The monitor's work for one trading day (see the module docstring); `payload`: ticker, as_of
     (YYYY-MM-DD or None for the latest data), source, thresholds (dict)."""
-    from retrain import naming, settings
+    from retrain import settings
     from retrain.adapters import get_forecast_log, get_platform
     from retrain.market_data import fetch_prices, request_data_dir
     from retrain.ports import PlatformError, is_bundle
 
     ticker = payload["ticker"]
-    thresholds = Thresholds(**payload["thresholds"])
     source = payload.get("source") or "yfinance"
     # A CSV the request named (not the operator's RETRAIN_SOURCE) is read only inside RETRAIN_DATA_DIR.
     data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
     store = get_forecast_log()
     platform = get_platform()
-    # The champion first: the prices fetched reach back to the data it was fitted on (its drift reference).
-    champion = platform.get_champion(naming.model_name(ticker))
-    tags = dict(champion.tags) if champion is not None else {}
-    data_end = _champion_data_end(tags)
-    fit_end = served_fit_end(tags)
-    prices = fetch_prices(
-        ticker,
-        source=source,
-        lookback_days=_history_days(fit_end, payload.get("as_of")),
-        end=payload.get("as_of"),
-        data_dir=data_dir,
-    )
-    dates = [d.strftime("%Y-%m-%d") for d in prices["Date"]]
-    closes = [float(c) for c in prices["Close"]]
-    day = dates[-1]
+    data = load_day(ticker, payload.get("as_of"), source, data_dir, platform, fetch_prices)
     alerts: list[dict[str, Any]] = []
 
     # 1. Join earlier forecasts with the closes now known, then today's forecast of the next close.
-    store.join_actuals(ticker, dates, closes)
+    store.join_actuals(ticker, data.dates, data.closes)
     endpoint = serving_endpoint(ticker)
-    forecast_row: dict[str, Any] | None = None
+    row: dict[str, Any] | None = None
     # Slots starting or restarting (the scoring URL answers 503 with Retry-After) are waited for.
     score_wait_s = settings.get_float("RETRAIN_MONITOR_SCORE_WAIT_S")
     try:
@@ -395,39 +469,35 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
         # An endpoint serving a bundle is asked for this ticker; the answer's `model` is the ticker's own
         # model and `bundle` says which deployment answered. A single model keeps today's request.
         bundled = any(is_bundle(m) for m in (state.deployments or {}).values())
-        request: dict[str, Any] = {"close": closes[-FORECAST_CLOSES:]}
+        request: dict[str, Any] = {"close": data.closes[-FORECAST_CLOSES:]}
         if bundled:
             request["ticker"] = ticker
         answer = score_with_wait(lambda: platform.invoke(endpoint, request), score_wait_s)
-        value = float(answer["forecast"][0])
-        if not math.isfinite(value):
-            raise ValueError(f"forecast {value!r} is not finite")
-        model = answer.get("model") or {}
-        served_version = (answer.get("bundle") or {}).get("version") if bundled else model.get("version")
-        slot = next(
-            (
-                s
-                for s, m in (state.deployments or {}).items()
-                if str((m or {}).get("version")) == str(served_version)
-            ),
-            None,
-        )
-        target = str(np.busday_offset(day, 1, roll="forward"))
-        forecast_row = {
-            "date": day,
-            "target_date": target,
-            "last_close": closes[-1],
-            "forecast": value,
-            "model_name": model.get("name"),
-            "model_version": None if model.get("version") is None else str(model.get("version")),
-            "slot": slot,
-        }
-        store.record_forecast(ticker, forecast_row)
+        row = forecast_row(answer, state, bundled, data.day, data.closes)
+        store.record_forecast(ticker, row)
     except (PlatformError, KeyError, TypeError, ValueError, IndexError) as exc:
-        alerts.append(
-            {"kind": "no_forecast", "detail": f"the scoring URL of {endpoint} gave no forecast: {exc}"}
-        )
+        alerts.append({"kind": "no_forecast", "detail": no_forecast(endpoint, exc)})
+    return check_day(data, Thresholds(**payload["thresholds"]), store, platform, row, alerts)
 
+
+def check_day(
+    data: TickerDay,
+    thresholds: Thresholds,
+    store: Any,
+    platform: Any,
+    forecast: dict[str, Any] | None,
+    alerts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Steps 2 to 5 of a ticker's day, once its actuals are joined and its forecast is logged (`forecast`,
+    or None with a `no_forecast` alert in `alerts`): rolling metrics, drift and CUSUM against the
+    champion, data quality, the trigger, the MLflow time series, the day's record. The one code of the
+    per-ticker monitor and the fleet monitor (monitoring/fleet_monitor.py); returns the day's summary."""
+    from retrain.ports import PlatformError
+
+    ticker, day, dates, closes = data.ticker, data.day, data.dates, data.closes
+    champion, tags = data.champion, data.tags
+    data_end = _champion_data_end(tags)
+    fit_end = served_fit_end(tags)
     rows = store.forecasts(ticker, until=day)
     metrics = rolling_metrics(rows)
 
@@ -489,10 +559,10 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
     trigger = decide_trigger(drift, cusum, thresholds, cooling)
     if trigger is not None:
         store.record_trigger(ticker, day, trigger["trigger"], trigger["reason"])
-    summary = {
+    summary: dict[str, Any] = {
         "ticker": ticker,
         "date": day,
-        "forecast": forecast_row,
+        "forecast": forecast,
         "scored": sum(1 for r in rows if r.get("actual") is not None),
         "metrics": metrics,
         "drift": None if drift is None else drift.to_dict(),
@@ -512,6 +582,138 @@ def monitor_day(payload: dict[str, Any]) -> dict[str, Any]:
         summary["warnings"].append(f"metrics not logged to MLflow: {type(exc).__name__}: {exc}")
     store.record_day(ticker, day, summary)
     return summary
+
+
+def score_group(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fleet monitor's scoring of many tickers for one day (monitoring/fleet_monitor.py): `payload`:
+    tickers (an endpoint group, or several small ones), as_of, source. Their prices are fetched at once
+    (`market_data.fetch_many_prices`: one yfinance download), each ticker's serving endpoint is found as
+    the per-ticker monitor finds it (`serving_endpoint`), and each endpoint that serves a bundle is asked
+    for all its tickers in ONE batch request (`score_tickers`); an endpoint serving a single model is
+    asked as the per-ticker monitor asks it. Each forecast goes to the forecast log as `monitor_day`
+    writes it. Returns ticker -> {"date": the data's last day, "error": None | the no_forecast detail}; a
+    ticker whose data or scoring fails is answered alone."""
+    from retrain import settings
+    from retrain.adapters import get_forecast_log, get_platform
+    from retrain.market_data import fetch_many_prices, request_data_dir
+    from retrain.ports import PlatformError, is_bundle
+
+    tickers = list(payload["tickers"])
+    source = payload.get("source") or "yfinance"
+    data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
+    # HISTORY_DAYS: the lookback only moves the first row, never the last FORECAST_CLOSES closes, so these
+    # are the closes `load_day` fetches with the champion's longer lookback (the checks' prices).
+    fetched = fetch_many_prices(tickers, source, HISTORY_DAYS, end=payload.get("as_of"), data_dir=data_dir)
+    out: dict[str, dict[str, Any]] = {
+        t: {"date": None, "error": f"no prices to score: {why}"} for t, why in fetched.failed.items()
+    }
+    closes: dict[str, list[float]] = {}
+    days: dict[str, str] = {}
+    by_endpoint: dict[str, list[str]] = {}
+    for ticker, prices in fetched.prices.items():
+        closes[ticker] = [float(c) for c in prices["Close"]]
+        days[ticker] = prices["Date"].iloc[-1].strftime("%Y-%m-%d")
+        by_endpoint.setdefault(serving_endpoint(ticker), []).append(ticker)
+    store = get_forecast_log()
+    platform = get_platform()
+    score_wait_s = settings.get_float("RETRAIN_MONITOR_SCORE_WAIT_S")
+
+    def record(ticker: str, endpoint: str, answer: Any, state: Any, bundled: bool) -> None:
+        try:
+            if isinstance(answer, dict) and "error" in answer:
+                raise PlatformError(f"{answer.get('status')}: {answer['error']}")
+            row = forecast_row(answer, state, bundled, days[ticker], closes[ticker])
+        except (PlatformError, KeyError, TypeError, ValueError, IndexError) as exc:
+            out[ticker] = {"date": days[ticker], "error": no_forecast(endpoint, exc)}
+            return
+        store.record_forecast(ticker, row)
+        out[ticker] = {"date": days[ticker], "error": None}
+
+    for endpoint, group in by_endpoint.items():
+        try:
+            state = platform.get_endpoint(endpoint)
+            bundled = any(is_bundle(m) for m in (state.deployments or {}).values())
+            if bundled:
+                answers = score_tickers(
+                    functools.partial(platform.invoke, endpoint), {t: closes[t] for t in group}, score_wait_s
+                )
+        except (PlatformError, KeyError, TypeError, ValueError, IndexError) as exc:
+            out.update({t: {"date": days[t], "error": no_forecast(endpoint, exc)} for t in group})
+            continue
+        for ticker in group:
+            if bundled:
+                record(ticker, endpoint, answers.get(ticker), state, True)
+                continue
+            request = {"close": closes[ticker][-FORECAST_CLOSES:]}
+            try:
+                answer = score_with_wait(functools.partial(platform.invoke, endpoint, request), score_wait_s)
+            except (PlatformError, KeyError, TypeError, ValueError, IndexError) as exc:
+                out[ticker] = {"date": days[ticker], "error": no_forecast(endpoint, exc)}
+                continue
+            record(ticker, endpoint, answer, state, False)
+    return {t: out.get(t) or {"date": None, "error": "no prices came back"} for t in tickers}
+
+
+def logged_forecast(store: Any, ticker: str, day: str) -> dict[str, Any] | None:
+    """The forecast the log holds for `ticker` on `day` (as `forecast_row` made it), or None."""
+    rows = [r for r in store.forecasts(ticker, until=day) if r.get("date") == day]
+    return {k: rows[-1].get(k) for k in FORECAST_KEYS} if rows else None
+
+
+def check_group(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fleet monitor's checks of many tickers for one day, after `score_group`: `payload`: tickers,
+    as_of, source, thresholds, scored (ticker -> `score_group`'s answer). Per ticker what `monitor_day`
+    does after its forecast (`load_day`, the joins, `check_day`), with the forecast read back from the log.
+    Returns ticker -> `compact(summary)`, or {"error"} for a ticker whose day failed (the others go on)."""
+    from retrain import settings
+    from retrain.adapters import get_forecast_log, get_platform
+    from retrain.market_data import fetch_prices, request_data_dir
+
+    source = payload.get("source") or "yfinance"
+    data_dir = request_data_dir(source, settings.get("RETRAIN_SOURCE"), settings.get("RETRAIN_DATA_DIR"))
+    thresholds = Thresholds(**payload["thresholds"])
+    scored = payload.get("scored") or {}
+    store = get_forecast_log()
+    platform = get_platform()
+    out: dict[str, dict[str, Any]] = {}
+    for ticker in payload["tickers"]:
+        try:
+            data = load_day(ticker, payload.get("as_of"), source, data_dir, platform, fetch_prices)
+            store.join_actuals(ticker, data.dates, data.closes)
+            score = scored.get(ticker) or {"error": "the scoring step gave no answer for it"}
+            row = None
+            if score.get("error") is None and score.get("date") == data.day:
+                row = logged_forecast(store, ticker, data.day)
+            alerts: list[dict[str, Any]] = []
+            if row is None:
+                if score.get("error") is not None:
+                    why = str(score["error"])
+                elif score.get("date") != data.day:  # the live source moved on between the two steps
+                    why = f"scored on data up to {score.get('date')}, checked on data up to {data.day}"
+                else:
+                    why = f"its forecast of {data.day} is not in the forecast log"
+                alerts.append({"kind": "no_forecast", "detail": why})
+            out[ticker] = compact(check_day(data, thresholds, store, platform, row, alerts))
+        except Exception as exc:  # noqa: BLE001 - this ticker's day failed: said alone, the others go on
+            log.warning("monitor: %s failed: %s", ticker, exc)
+            out[ticker] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+    return out
+
+
+def compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the fleet monitor's orchestration keeps of a day's summary (the whole one is in the forecast
+    log's `days`): the monitor's output per ticker is built from these, as `summarise` builds a
+    per-ticker monitor's."""
+    window = (summary.get("metrics") or {}).get("20") or {}
+    return {
+        "date": summary["date"],
+        "forecast": (summary.get("forecast") or {}).get("forecast"),
+        "scored": summary.get("scored", 0),
+        "mae_ratio": window.get("mae_ratio"),
+        "alerts": summary.get("alerts") or [],
+        "trigger": summary.get("trigger"),
+        "warnings": summary.get("warnings") or [],
+    }
 
 
 def record_retrain(payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The monitor as Durable Functions: a timer, an HTTP start route, the orchestrator and its activities.
 
-- `monitor_timer` (`RETRAIN_MONITOR_SCHEDULE`, default 21:30 UTC on weekdays, after the US close): one
-  `monitor_orchestrator` instance per ticker and day (`monitor-<ticker>-<YYYYMMDD>`), for the latest data.
+- `monitor_timer` (`RETRAIN_MONITOR_SCHEDULE`, default 21:30 UTC on weekdays, after the US close): ONE
+  fleet monitor a day over every ticker of `RETRAIN_TICKERS` (`fleetmonitor-<YYYYMMDD>`, for the latest
+  data; monitoring/fleet_monitor.py: one batch request per endpoint, the day's breaches one fleet cycle).
 - `POST /api/monitor` (`{"ticker", "from", "to", "source"}`): step the monitor through each trading day
-  from..to as if it were today (offline sources: data as of each day). 202 with the id and the status
-  (`GET /api/monitor/{id}`) and terminate (`POST /api/monitor/{id}/terminate`) routes, under the function key.
+  from..to as if it were today (offline sources: data as of each day); `{"tickers": [...], ...}` steps the
+  fleet monitor the same way. 202 with the id and the status (`GET /api/monitor/{id}`) and terminate
+  (`POST /api/monitor/{id}/terminate`) routes, under the function key.
 - `monitor_orchestrator` (deterministic): for each day, the `monitor_day` activity (forecast through the
   stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a retraining cycle as a
   sub-orchestration (`trigger` = drift/performance, the reason in its input, status and model tags, data
@@ -33,6 +35,7 @@ MAX_DAYS = 400  # one orchestration's history stays small; longer spans are seve
 
 
 EXAMPLE = '{"ticker": "MSFT", "from": "2012-01-03", "to": "2012-03-30"}'
+FLEET_EXAMPLE = '{"tickers": ["MSFT", "AAPL"], "from": "2012-01-03", "to": "2012-03-30"}'
 
 
 class MonitorRequestError(ValueError):
@@ -48,7 +51,10 @@ _MONITOR_ID = re.compile(r"monitor-[a-z0-9._~-]{1,40}-\d{8}(-\d{6})?\Z")
 
 
 def is_monitor_instance_id(instance_id: str) -> bool:
-    return bool(_MONITOR_ID.match(instance_id))
+    """A per-ticker monitor's id or a fleet monitor's (`fleetmonitor-<YYYYMMDD>[-<HHMMSS>]`)."""
+    from retrain.monitoring.fleet_monitor import is_fleet_monitor_instance_id
+
+    return bool(_MONITOR_ID.match(instance_id)) or is_fleet_monitor_instance_id(instance_id)
 
 
 def trading_days(start: str, end: str) -> list[str]:
@@ -63,7 +69,8 @@ def trading_days(start: str, end: str) -> list[str]:
 
 
 def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
-    """Validate `{"ticker", "from", "to", "source"}`; the orchestration input with the thresholds."""
+    """Validate `{"ticker", "from", "to", "source"}`; the orchestration input with the thresholds. With
+    `"tickers"` (a list, instead of `ticker`): the fleet monitor's input (`fleet_monitor.fleet_spec`)."""
     from retrain.market_data import (
         MarketDataError,
         check_request_source,
@@ -74,13 +81,25 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
 
     if not isinstance(body, dict):
         raise MonitorRequestError(f"send a JSON object such as {EXAMPLE}")
-    unknown = sorted(set(body) - {"ticker", "from", "to", "source"})
+    unknown = sorted(set(body) - {"ticker", "tickers", "from", "to", "source"})
     if unknown:
         cut = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:5]]  # never echo a huge name
         names = ", ".join(cut) + (" ..." if len(unknown) > 5 else "")
-        raise MonitorRequestError(f"unknown field(s) {names}; send ticker, from, to and source")
+        raise MonitorRequestError(f"unknown field(s) {names}; send ticker (or tickers), from, to and source")
+    fleet: list[str] | None = None
+    if "tickers" in body:
+        from retrain.monitoring.fleet_monitor import request_tickers
+
+        if body.get("ticker") is not None:
+            raise MonitorRequestError(
+                f"send ticker (one monitor) or tickers (the fleet monitor), not both: {FLEET_EXAMPLE}"
+            )
+        try:
+            fleet = request_tickers(body["tickers"])
+        except ValueError as exc:
+            raise MonitorRequestError(f"{exc}; send e.g. {FLEET_EXAMPLE}") from None
     try:
-        ticker = validate_ticker(body.get("ticker") or settings.tickers(environ)[0])
+        ticker = validate_ticker(fleet[0] if fleet else body.get("ticker") or settings.tickers(environ)[0])
         start = parse_as_of(body.get("from"))
         end = parse_as_of(body.get("to"))
     except (MarketDataError, settings.SettingsError) as exc:
@@ -107,16 +126,19 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
             source,
             settings.get("RETRAIN_SOURCE", environ),
             settings.get("RETRAIN_DATA_DIR", environ),
-            ticker,
+            None if fleet else ticker,  # a fleet's files are checked per ticker as they are read
         )
     except MarketDataError as exc:
         raise MonitorRequestError(str(exc)) from None  # data_refusal's wording, which names the source
-    return {
-        "ticker": ticker,
-        "days": days,
-        "source": source,
-        "thresholds": thresholds_from_settings(environ).to_dict(),
-    }
+    thresholds = thresholds_from_settings(environ).to_dict()
+    if fleet:
+        from retrain.monitoring.fleet_monitor import fleet_spec
+
+        try:
+            return fleet_spec(fleet, days, source, thresholds, environ)
+        except ValueError as exc:
+            raise MonitorRequestError(str(exc)) from None
+    return {"ticker": ticker, "days": days, "source": source, "thresholds": thresholds}
 
 
 def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[str, Any]]) -> dict[str, Any]:
@@ -308,19 +330,26 @@ async def start_monitor(req: func.HttpRequest, client: df.DurableOrchestrationCl
         check_forecast_log()
     except StateError as exc:
         return _json({"error": str(exc)}, 503)
-    instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
+    from retrain.monitoring.fleet_monitor import FLEET_MONITOR_ORCHESTRATOR, fleet_monitor_instance_id
+
+    if "tickers" in spec:
+        orchestrator = FLEET_MONITOR_ORCHESTRATOR
+        instance_id = fleet_monitor_instance_id(spec["days"][0], datetime.now(UTC))
+    else:
+        orchestrator = MONITOR_ORCHESTRATOR
+        instance_id = monitor_instance_id(spec["ticker"], spec["days"][0], datetime.now(UTC))
     async with start_lock(instance_id):
         # An id that exists, even finished (a one-day run ends within the second), is not started again:
         # a new start would replace that run's history.
         try:
             existing = await instance_status(client, instance_id) or await start_or_find(
-                client, MONITOR_ORCHESTRATOR, instance_id, spec
+                client, orchestrator, instance_id, spec
             )
         except Exception as exc:
             if (unavailable := store_unavailable_response(exc)) is None:
                 raise
             return unavailable
-    if existing is not None:  # the same ticker and first day, started in the same second
+    if existing is not None:  # the same ticker(s) and first day, started in the same second
         state = existing.runtime_status.value if existing.runtime_status else "unknown"
         return _json(
             {
@@ -349,7 +378,11 @@ async def monitor_status(req: func.HttpRequest, client: df.DurableOrchestrationC
         return unavailable
     if status is None:
         return _json(
-            {"error": f"no monitor {instance_id[:80]!r}; ids look like monitor-msft-20120702-213000"}, 404
+            {
+                "error": f"no monitor {instance_id[:80]!r}; ids look like monitor-msft-20120702-213000 "
+                "or fleetmonitor-20120702"
+            },
+            404,
         )
     return _json(readable_monitor_status(status), 200)
 
@@ -402,7 +435,9 @@ async def terminate_monitor_cycles(
     `instance_id`, `runtime_status` after the terminate, `job` (as POST /api/retrain/{id}/terminate says),
     or `error` when it could not be stopped. A cycle the monitor only handed a breach to (one started by
     POST /api/retrain or the timer) is not the monitor's, and runs on. A monitor started by the code before
-    `cycle` was recorded names none: stop its cycle with POST /api/retrain/{id}/terminate."""
+    `cycle` was recorded names none: stop its cycle with POST /api/retrain/{id}/terminate. A fleet monitor's
+    cycle is a fleet: it is terminated with its active batches, their jobs canceled (`batches`), as
+    POST /api/retrain/{fleet id}/terminate does."""
     import asyncio
 
     from retrain.triggers import (
@@ -410,6 +445,7 @@ async def terminate_monitor_cycles(
         cancel_terminated_cycle,
         instance_status,
         runtime_of,
+        terminate_fleet_batches,
         terminate_instance,
         wait_until_ended,
     )
@@ -417,7 +453,10 @@ async def terminate_monitor_cycles(
     monitor = await wait_until_ended(client, monitor_id)
     custom = monitor.custom_status if monitor is not None else None
     child = custom.get("cycle") if isinstance(custom, dict) else None
-    if not isinstance(child, str) or naming.parse_instance_id(child) is None:
+    if not isinstance(child, str):
+        return []
+    fleet = naming.parse_fleet_instance_id(child) is not None
+    if not fleet and naming.parse_instance_id(child) is None:
         return []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CYCLE_APPEARS_TIMEOUT_S
@@ -426,35 +465,49 @@ async def terminate_monitor_cycles(
     runtime = runtime_of(status)
     if runtime not in ACTIVE_VALUES:
         return [{"instance_id": child, "runtime_status": runtime, "terminated": False}]
-    code, answer = await terminate_instance(
-        client, child, f"its monitor {monitor_id} was terminated: {reason}"[:500], naming.parse_instance_id
-    )
+    why = f"its monitor {monitor_id} was terminated: {reason}"[:500]
+    ours = naming.parse_fleet_instance_id if fleet else naming.parse_instance_id
+    code, answer = await terminate_instance(client, child, why, ours)
     if code != 202:  # it ended between the two reads
         return [{"instance_id": child, "terminated": False, "error": answer.get("error")}]
+    if fleet:
+        return [
+            {"instance_id": child, "terminated": True, **(await terminate_fleet_batches(client, child, why))}
+        ]
     return [{"instance_id": child, "terminated": True, **(await cancel_terminated_cycle(client, child))}]
 
 
 @bp.timer_trigger(schedule="%RETRAIN_MONITOR_SCHEDULE%", arg_name="timer", run_on_startup=False)
 @bp.durable_client_input(client_name="client")
 async def monitor_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
-    now = datetime.now(UTC)
-    for raw in settings.tickers():
-        try:
-            spec = parse_monitor_request(
-                {"ticker": raw, "from": now.date().isoformat(), "to": now.date().isoformat()}
-            )
-        except MonitorRequestError as exc:
-            log.error("monitor timer: skipping %r: %s", raw, exc)
-            continue
-        spec["days"] = [None]  # the latest data, not an as-of replay
-        instance_id = f"monitor-{naming.ticker_slug(spec['ticker'])}-{now:%Y%m%d}"
-        existing = await client.get_status(instance_id)
-        if existing is not None and existing.runtime_status is not None:
-            continue  # today's instance exists
-        from retrain.triggers import start_lock, start_or_find
+    await start_daily_monitor(client, datetime.now(UTC))
 
-        async with start_lock(instance_id):
-            await start_or_find(client, MONITOR_ORCHESTRATOR, instance_id, spec)  # exists: a twin fired
+
+async def start_daily_monitor(client: df.DurableOrchestrationClient, now: datetime) -> str | None:
+    """Today's fleet monitor over every ticker of RETRAIN_TICKERS, for the latest data
+    (`fleetmonitor-<YYYYMMDD>`); a second firing the same day finds it and does nothing. Its id, or None
+    when the settings name no ticker it can monitor (logged)."""
+    import numpy as np
+
+    from retrain.monitoring.fleet_monitor import FLEET_MONITOR_ORCHESTRATOR, fleet_monitor_instance_id
+    from retrain.triggers import start_lock, start_or_find
+
+    today = now.date().isoformat()
+    # The schedule decides the days it fires on; on a weekend the latest data ends on the last weekday.
+    weekday = str(np.busday_offset(today, 0, roll="backward"))
+    try:
+        spec = parse_monitor_request({"tickers": settings.tickers(), "from": weekday, "to": weekday})
+    except (MonitorRequestError, settings.SettingsError) as exc:
+        log.error("monitor timer: no monitor today: %s", exc)
+        return None
+    spec["days"] = [None]  # the latest data, not an as-of replay
+    instance_id = fleet_monitor_instance_id(today, now, scheduled=True)
+    existing = await client.get_status(instance_id)
+    if existing is not None and existing.runtime_status is not None:
+        return instance_id  # today's instance exists
+    async with start_lock(instance_id):
+        await start_or_find(client, FLEET_MONITOR_ORCHESTRATOR, instance_id, spec)  # exists: a twin fired
+    return instance_id
 
 
 def _json(body: Any, status_code: int) -> func.HttpResponse:

@@ -7,7 +7,8 @@ lost events, failed jobs, duplicate events, metrics that fail the gate, a slot t
 permanent and transient failures, a busy endpoint, a deployment that fails, a slot that dies, one
 ticker's model in a bundle that answers NaN. Batch training jobs (ports.TrainsBatches, fleet cycles) train
 every ticker of a batch in one job, a scripted ticker's fit failing alone. Bundles (ports.MLPlatform) are kept in memory and a
-slot serving one answers per ticker, as scorer/score.py does.
+slot serving one answers per ticker, and batches `{"instances": [{"ticker", "close"}, ...]}` with one
+answer per instance (an error in place of a ticker it does not hold), as scorer/score.py does.
 
 As strict as Azure where the orchestrator could notice (docs/architecture.md): a traffic update is a long-running
 operation (`set_traffic` answers `Updating`; it applies at the next read, or `get_endpoint` shows the
@@ -451,9 +452,23 @@ class MemoryPlatform:
             info = ep["slots"].get(chosen)
             if info is None or info["state"] != "Succeeded" or chosen in self.script.dead_slots:
                 raise PlatformError(f"slot {chosen} of {endpoint} did not answer (502)")
-            last = payload["close"][-1]
             if is_bundle(info["model"]):
+                if "instances" in payload:  # a batch: one answer per instance, an error in its place
+                    answers = []
+                    for one in payload["instances"]:
+                        try:
+                            answers.append(self._score_bundle(endpoint, chosen, info["model"], one, slot))
+                        except PlatformError as exc:
+                            answers.append({"ticker": one.get("ticker"), "error": str(exc), "status": 404})
+                    self.calls.append(("score_batch", (chosen, len(answers))))
+                    # The bundle's name and version, as scorer/score.py's batch answer names them.
+                    bundle = self.bundles[(endpoint, info["model"]["version"])]
+                    return {
+                        "predictions": answers,
+                        "bundle": {"name": bundle.name, "version": bundle.version},
+                    }
                 return self._score_bundle(endpoint, chosen, info["model"], payload, pinned=slot)
+            last = payload["close"][-1]
             broken = chosen in self.script.broken_slots or (slot is None and self.script.broken_unpinned)
             value = float("nan") if broken else last * 1.001
             return {"forecast": [value], "model": info["model"]}

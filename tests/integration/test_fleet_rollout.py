@@ -47,6 +47,7 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
     registered = [arg for call, arg in memory.calls if call == "register_bundle"]
     assert 1 <= len({v for _, v, _ in registered}) <= 4
     assert not [c for c in memory.calls if c[0] == "busy"]
+    assert [c for c in memory.calls if c[0] == "score_batch"]  # the smoke tests: batch requests
     serving = memory.endpoints[ENDPOINT]
     live = max(serving["traffic"], key=serving["traffic"].get)
     bundle = memory.bundles[(ENDPOINT, serving["slots"][live]["model"]["version"])]

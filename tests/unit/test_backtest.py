@@ -101,8 +101,8 @@ def test_the_backtest_uses_the_live_gate_detectors_and_cooldown_not_copies() -> 
     assert engine.performance_check is monitor.performance_check
     assert engine.decide_trigger is monitor.decide_trigger
     assert engine.in_cooldown is detectors.in_cooldown
-    # The live monitor's day calls the same functions by name.
-    names = monitor.monitor_day.__code__.co_names
+    # The live monitor's day (per ticker and fleet alike: both end in `check_day`) calls the same functions.
+    names = monitor.check_day.__code__.co_names
     assert {
         "drift_reference_end",
         "drift_since_reference",

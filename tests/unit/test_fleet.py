@@ -82,6 +82,10 @@ def test_bad_settings_are_refused_naming_what_to_set():
         ),
         ({"cycle": None}, "cycle=None: expected an object"),
         ({"shards": 3}, "unknown fleet input field(s) 'shards'"),
+        ({"breaches": {"XOM": {"trigger": "drift", "reason": "r"}}}, "breaches['XOM']"),
+        ({"breaches": {"MSFT": {"trigger": "timer", "reason": "r"}}}, "one of drift, performance"),
+        ({"breaches": {"MSFT": {"trigger": "drift", "reason": "r" * 2001}}}, "breaches['MSFT']"),
+        ({"breaches": ["MSFT"]}, "breaches=['MSFT']"),
     ],
 )
 def test_a_bad_input_is_refused_naming_the_field_and_what_to_send(changes, named):

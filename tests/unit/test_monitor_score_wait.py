@@ -87,6 +87,7 @@ def scoring_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sta
         "RETRAIN_PLATFORM": "local",
         "RETRAIN_STATE_DIR": str(state_dir),
         "RETRAIN_SOURCE": "sample",
+        "RETRAIN_ENDPOINTS": "per-ticker",  # IBM's own endpoint, where a ticker the ledger lacks is asked
     }.items():
         monkeypatch.setenv(key, value)
     adapters.reset()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from retrain import rollout
 from retrain.activities import report_failures
 from retrain.monitoring.ledger import SqliteLedger, record_traffic_change, served_ticker
 from retrain.ports import EndpointState
@@ -18,6 +19,7 @@ from tests.unit.test_workflow import (
     FakeContext,
     TimerTask,
     World,
+    _scheduled,
     completed_event,
     drive,
 )
@@ -87,6 +89,20 @@ class Fleet(World):
             return {"ok": False, "reason": "forecast nan is not a finite number"}
         return super().smoke_test(p)
 
+    def smoke_test_many(self, p: dict[str, Any]) -> dict[str, Any]:
+        common = {k: p[k] for k in ("endpoint", "slot", "max_latency_ms")}
+        return {t["ticker"]: self.smoke_test({**common, **t}) for t in p["tests"]}
+
+    def set_champions(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"set": len(p["models"])}
+
+    def champions(self) -> list[tuple[str, str]]:
+        return [(m["name"], m["version"]) for p in self.calls("set_champions") for m in p["models"]]
+
+    def smoke_tests(self) -> list[dict[str, Any]]:
+        """Every ticker's test, with the slot of its activity, in order."""
+        return [{**t, "slot": p["slot"]} for p in self.calls("smoke_test_many") for t in p["tests"]]
+
     def rollout_outcomes(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"told": [o["instance_id"] for o in p["outcomes"]], "missed": []}
 
@@ -104,8 +120,9 @@ class RolloutContext(FakeContext):
         self.continued = input_
 
 
-def run_rollout(world: Fleet) -> tuple[Any, RolloutContext]:
+def run_rollout(world: Fleet, history: list[Any] | None = None) -> tuple[Any, RolloutContext]:
     context = RolloutContext({"endpoint": ENDPOINT, "canary_percent": 10})
+    context.histories = history or []
     gen = rollout_orchestrator(context)
     value: Any = None
     for _ in range(2000):
@@ -151,15 +168,111 @@ def test_a_batch_goes_out_as_one_bundle_and_each_cycle_hears_deployed():
         {"endpoint": ENDPOINT, "traffic": {"blue": 90, "green": 10}},
         {"endpoint": ENDPOINT, "traffic": {"green": 100, "blue": 0}},
     ]
-    unchanged = [p for p in world.calls("smoke_test") if p["ticker"] == "IBM"]
+    unchanged = [t for t in world.smoke_tests() if t["ticker"] == "IBM"]
     assert unchanged and unchanged[0]["expect_versions"] == ["1"]  # the rest of the bundle still answers
+    assert unchanged[0]["slot"] == "green" and unchanged[0]["plausible"] is False
     assert {t: (o["outcome"], o["bundle_version"]) for t, o in world.told().items()} == {
         "AAPL": ("deployed", "2"),
         "MSFT": ("deployed", "2"),
     }
-    assert [p["model"]["version"] for p in world.calls("set_champion")] == ["2", "2"]
+    assert world.champions() == [("aapl-forecaster", "2"), ("msft-forecaster", "2")]
+    assert world.calls("set_champions")[0]["models"][0]["tags"] == {}  # name and version are enough
+    # One activity per phase, whatever the number of tickers: idle slot (with the unchanged sample),
+    # canary slot, stable URL; then one for the champions.
+    assert [p["slot"] for p in world.calls("smoke_test_many")] == ["green", "green", None]
+    assert "smoke_test" not in world.names() and "set_champion" not in world.names()
     assert context.continued is not None  # the next batch
     assert context.continued["answered"] == {"retrain-aapl-1": "2", "retrain-msft-1": "2"}
+
+
+def serving_many(n: int) -> Fleet:
+    """Bundle 1 serves n tickers from blue; each has a challenger (version 2) waiting."""
+    world = serving_bundle_1()
+    tickers = [f"T{i:03d}" for i in range(n)]
+    world.bundles["1"]["tickers"] = {
+        t: {"model_name": model(t, "1")["name"], "model_version": "1"} for t in tickers
+    }
+    lineage = {"model_family": "ridge", "fitted_data_end": "2026-01-02", "gate_reasons": "x" * 500}
+    world.waiting = [
+        {
+            "instance_id": f"retrain-{t.lower()}-1",
+            "ticker": t,
+            "model": {**model(t, "2"), "tags": lineage},
+            "closes": [100.0] * 64,
+        }
+        for t in tickers
+    ]
+    return world
+
+
+def test_the_activities_of_a_rollout_do_not_grow_with_its_tickers(monkeypatch):
+    few, many = serving_many(2), serving_many(40)
+    run_rollout(few)
+    run_rollout(many)
+    assert few.names() == many.names()  # the same activities, the same number of history events
+    assert {o["outcome"] for o in many.told().values()} == {"deployed"} and len(many.told()) == 40
+    (registered,) = many.calls("register_bundle")
+    # register_bundle reads only the family and the data end of a model's tags; the ledger's bundle
+    # records only the ticker map (no orchestration ids).
+    assert registered["changes"]["T000"]["tags"] == {"model_family": "ridge", "fitted_data_end": "2026-01-02"}
+    deploy = many.calls("begin_deployment")[0]
+    assert [set(b) for b in deploy["bundles"]] == [
+        {"name", "version", "endpoint", "parent_version", "tickers"}
+    ] * 2
+    # Past PER_ACTIVITY tickers a phase takes a few activities, never one per ticker.
+    monkeypatch.setattr(rollout, "PER_ACTIVITY", 16)
+    chunked = serving_many(40)
+    run_rollout(chunked)
+    sizes = [len(p["tests"]) for p in chunked.calls("smoke_test_many")]
+    assert sizes == [16, 16, 8] * 3 and [len(p["models"]) for p in chunked.calls("set_champions")] == [
+        16,
+        16,
+        8,
+    ]
+    assert {o["outcome"] for o in chunked.told().values()} == {"deployed"}
+
+
+def test_an_unchanged_ticker_failing_on_the_idle_slot_fails_the_rollout_before_traffic_moves():
+    world = serving_bundle_1()
+    world.smoke_test = lambda p: (  # type: ignore[method-assign]  # unchanged IBM answers NaN on green
+        {"ok": False, "reason": "forecast nan is not a finite number"}
+        if p["ticker"] == "IBM" and p["slot"]
+        else Fleet.smoke_test(world, p)
+    )
+    run_rollout(world)
+    told = world.told()
+    assert {o["outcome"] for o in told.values()} == {"failed"}
+    assert (
+        "unchanged ticker IBM" in told["MSFT"]["reason"]
+        and "previous bundle keeps serving" in told["MSFT"]["reason"]
+    )
+    assert world.calls("set_traffic") == [] and world.calls("set_champions") == []
+
+
+def test_champions_the_platform_refuses_are_a_warning_and_the_others_are_set():
+    world = serving_bundle_1()
+    world.set_champions = lambda p: {"set": 1, "failed": {"aapl-forecaster:2": "tag update refused"}}  # type: ignore[method-assign]
+    run_rollout(world)
+    told = world.told()
+    assert {o["outcome"] for o in told.values()} == {"deployed"}
+    assert told["MSFT"]["warnings"] == ["set_champion of aapl-forecaster:2 failed: tag update refused"]
+
+
+def test_a_rollout_started_by_the_per_ticker_code_replays_per_ticker():
+    world = serving_bundle_1()
+    # Its history already scheduled a per-ticker smoke test: the replay must schedule what that code did.
+    history = [_scheduled("earlier_active_rollout"), _scheduled("smoke_test")]
+    run_rollout(world, history)
+    assert "smoke_test_many" not in world.names() and "set_champions" not in world.names()
+    smoked = [(p["ticker"], p["slot"]) for p in world.calls("smoke_test")]
+    assert smoked == [("AAPL", "green"), ("MSFT", "green"), ("IBM", "green")] + [
+        ("AAPL", "green"),
+        ("MSFT", "green"),
+        ("AAPL", None),
+        ("MSFT", None),
+    ]
+    assert [p["model"]["version"] for p in world.calls("set_champion")] == ["2", "2"]
+    assert {o["outcome"] for o in world.told().values()} == {"deployed"}
 
 
 class LedgerFleet(Fleet):
@@ -226,7 +339,7 @@ def test_a_ticker_failing_on_the_idle_slot_is_left_out_and_the_others_go_on():
     assert told["MSFT"]["outcome"] == "deployed" and told["MSFT"]["bundle_version"] == "3"
     assert told["AAPL"]["outcome"] == "left_out" and "smoke test of AAPL" in told["AAPL"]["reason"]
     assert world.bundles["3"]["tickers"]["AAPL"]["model_version"] == "1"  # its old model keeps serving
-    assert [p["model"]["name"] for p in world.calls("set_champion")] == ["msft-forecaster"]
+    assert world.champions() == [("msft-forecaster", "2")]
 
 
 def test_a_failure_once_the_canary_serves_rolls_back_and_every_changed_cycle_fails():
@@ -237,7 +350,7 @@ def test_a_failure_once_the_canary_serves_rolls_back_and_every_changed_cycle_fai
     told = world.told()
     assert {o["outcome"] for o in told.values()} == {"failed"}
     assert all("traffic is back on blue" in o["reason"] for o in told.values())
-    assert world.calls("set_champion") == []
+    assert world.calls("set_champions") == []
 
 
 def test_a_challenger_already_served_is_answered_without_a_rollout_and_none_waiting_ends():
@@ -311,3 +424,19 @@ def test_a_cycle_left_out_fails_with_the_reason_and_one_asks_again_on_its_timer(
     assert out.error is not None and "left out by rollout" in out.error and "forecast nan" in out.error
     assert len(world.calls("request_rollout")) == 2 and ("poll_timer", None) in world.log
     assert START + out.elapsed > START
+
+
+def test_smoke_test_many_refuses_a_payload_it_cannot_judge_saying_what_to_send():
+    from retrain.activities import set_champions, smoke_test_many
+
+    base = {"endpoint": ENDPOINT, "slot": "green", "max_latency_ms": 2000}
+    twice = {"ticker": "MSFT", "closes": [1.0], "expect_versions": ["2"], "plausible": True}
+    for payload, said in (
+        ({**base, "tests": [twice, twice]}, "MSFT more than once; send each ticker once"),
+        ({**base, "tests": [{"closes": [1.0]}]}, 'send "tests": [{"ticker"'),
+        ({**base}, 'send "tests"'),
+    ):
+        answer = report_failures(smoke_test_many)(payload)  # permanent: reported, not retried
+        assert answer["activity_error"]["kind"] == "permanent" and said in answer["activity_error"]["message"]
+    answer = report_failures(set_champions)({"models": {"name": "x"}})
+    assert 'send "models": [{"name", "version"}' in answer["activity_error"]["message"]
