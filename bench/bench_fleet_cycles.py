@@ -127,7 +127,10 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "data": f"csv:{{ticker}}.csv, a seeded random walk of {DAYS} trading days per ticker",
         "request": "force: true (every ticker that trains is deployed)",
         "smoke_max_latency_ms": SMOKE_MAX_LATENCY_MS,
-        **{k: defaults[k] for k in ("RETRAIN_TRAINING_BATCH", "RETRAIN_FLEET_PARALLEL_BATCHES")},
+        **{
+            k: defaults[k]
+            for k in ("RETRAIN_TRAINING_BATCH", "RETRAIN_FLEET_PARALLEL_BATCHES", "RETRAIN_LOCAL_BATCH_JOBS")
+        },
         "RETRAIN_MAX_EPOCHS": defaults["RETRAIN_MAX_EPOCHS"],
     }
 
@@ -169,7 +172,7 @@ class Measured:
     phases: dict[str, float] = field(default_factory=dict)  # the fleet's timings_s
     batch_steps: dict[str, float] = field(default_factory=dict)  # per step, the slowest batch's seconds
     batches: int = 0
-    history: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> events, bytes, replayed...
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> events, bytes, replayed, steps
     failed: list[str] = field(default_factory=list)
 
     @property
@@ -216,7 +219,7 @@ STEPS = (
 )
 
 
-def _history_cell(h: dict[str, dict[str, float]], kind: str) -> str:
+def _history_cell(h: dict[str, dict[str, Any]], kind: str) -> str:
     if kind not in h:
         return "-"
     k = h[kind]
@@ -307,6 +310,17 @@ def markdown(measured: list[Measured], args: argparse.Namespace) -> str:
             f"{_history_cell(h, first)} | {_history_cell(h, 'batch')} | {_history_cell(h, 'rollout')} | "
             f"{times} |"
         )
+    for (mode, trainer, n), ms in groups.items():
+        if mode != "fleet" or n != max(k[2] for k in groups if k[:2] == (mode, trainer)):
+            continue
+        h = median_run(ms).history
+        for kind in ("rollout", "fleet"):
+            steps = list((h.get(kind) or {}).get("steps", {}).items())[:6]
+            if steps:
+                shown = ", ".join(f"`{name}` {seconds:.1f}" for name, seconds in steps)
+                say.append(
+                    f"\n{trainer}, N = {n}, the {kind}'s steps (seconds from scheduled to done): {shown}."
+                )
     failures = [f"{m.mode} {m.trainer} {m.n}: {', '.join(m.failed[:5])}" for m in measured if m.failed]
     if failures:
         say += ["", "Not deployed: " + "; ".join(failures) + "."]
@@ -354,6 +368,8 @@ class HistoryProbe:
         self.largest: dict[str, dict[str, float]] = {}
         self.replayed: dict[str, float] = {}  # kind -> bytes replayed
         self.scheduler_s: dict[str, float] = {}
+        # kind -> step -> seconds from scheduling to completion (activities; "timer" waits; sub-orchestrations)
+        self.steps: dict[str, dict[str, float]] = {}
 
     def _size(self, conn: Any, instance_id: str) -> tuple[int, int]:
         row = conn.execute(
@@ -368,6 +384,36 @@ class HistoryProbe:
             best = self.largest.get(kind)
             if best is None or size > best["bytes"]:
                 self.largest[kind] = {"events": events, "bytes": size}
+
+    def _timed_steps(self, conn: Any, instance_id: str, events: list[dict[str, Any]]) -> None:
+        """Add each completed activity's, timer's and sub-orchestration's time (from the event that
+        scheduled it, already in the history) to its kind's steps."""
+        from datetime import datetime
+
+        for event in events:
+            kind = event.get("EventType")
+            ref = event.get("TimerId") if kind == 11 else event.get("TaskScheduledId")
+            if kind not in (5, 6, 8, 9, 11) or ref is None:
+                continue
+            row = conn.execute(
+                "SELECT event FROM history WHERE instance_id=? AND json_extract(event, '$.EventId')=? "
+                "AND json_extract(event, '$.EventType') IN (4, 7, 10)",
+                (instance_id, ref),
+            ).fetchone()
+            if row is None:
+                continue
+            scheduled = json.loads(row[0])
+            try:
+                took = (
+                    datetime.fromisoformat(event["Timestamp"].replace("Z", "+00:00"))
+                    - datetime.fromisoformat(scheduled["Timestamp"].replace("Z", "+00:00"))
+                ).total_seconds()
+            except (KeyError, ValueError):
+                continue
+            name = "timer" if kind == 11 else str(scheduled.get("Name"))
+            with self.lock:
+                steps = self.steps.setdefault(kind_of(instance_id), {})
+                steps[name] = steps.get(name, 0.0) + took
 
     def install(self) -> Callable[[], None]:
         from functions_host.durable import episodes, instances
@@ -385,6 +431,7 @@ class HistoryProbe:
                 kind = kind_of(instance_id)
                 probe.replayed[kind] = probe.replayed.get(kind, 0) + before_bytes
             append(conn, instance_id, events)
+            probe._timed_steps(conn, instance_id, events)
             after = before_bytes + sum(len(json.dumps(e).encode()) for e in events)
             probe._record(instance_id, before_events + len(events), after)
 
@@ -417,6 +464,7 @@ class HistoryProbe:
                 **self.largest[kind],
                 "replayed_bytes": self.replayed.get(kind, 0.0),
                 "scheduler_s": self.scheduler_s.get(kind, 0.0),
+                "steps": dict(sorted(self.steps.get(kind, {}).items(), key=lambda kv: -kv[1])),
             }
             for kind in self.largest
         }
