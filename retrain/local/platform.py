@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from retrain.job_code import kit_pythonpath
 from retrain.local import jobs
 from retrain.local.bundle_store import LocalBundles, local_artifact_dir, temporary_download
 from retrain.local.endpoint import LocalEndpoints
@@ -312,6 +313,8 @@ class LocalPlatform:
                     "MLFLOW_RUN_ID": run_id,
                     "MLFLOW_EXPERIMENT_NAME": request.experiment_name,
                     "PYTHONUNBUFFERED": "1",
+                    # train.py runs from its folder in the repository: the trainer kit from the root.
+                    "PYTHONPATH": kit_pythonpath(os.environ.get("PYTHONPATH")),
                 },
                 "host_url": self.host_url or os.environ.get(jobs.HOST_URL_ENV),
                 "submitted": jobs.utc_now(),
