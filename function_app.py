@@ -4,13 +4,14 @@ the code lives in `retrain` (triggers, orchestrator, activities)."""
 import azure.durable_functions as df
 import azure.functions as func
 
-from retrain import activities, rollout, traffic_control, triggers, workflow
+from retrain import activities, batch_jobs, rollout, traffic_control, triggers, workflow
 from retrain.monitoring import http as monitoring_http
 from retrain.monitoring import orchestration as monitoring
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(triggers.bp)
 app.register_functions(activities.bp)
+app.register_functions(batch_jobs.bp)
 app.register_functions(traffic_control.bp)
 app.register_functions(monitoring_http.bp)
 app.register_functions(monitoring.bp)

@@ -217,6 +217,7 @@ var retrainSettings = {
   RETRAIN_MAX_EPOCHS: '30'
   RETRAIN_JOB_POLL_MINUTES: '10'
   RETRAIN_JOB_TIMEOUT_HOURS: '24'
+  RETRAIN_LOCAL_BATCH_JOBS: '0' // read by the local platform only (Azure ML batches run on the cluster's nodes)
   RETRAIN_GATE_BASELINE_MARGIN: '0.05'
   RETRAIN_GATE_ALPHA: '0.05'
   RETRAIN_GATE_POLICY: 'superiority'

@@ -54,7 +54,7 @@ def assemble_job_code(trainer_folder: Path, parent: Path | None = None, kit: Pat
 
 
 def kit_pythonpath(existing: str | None = None) -> str:
-    """PYTHONPATH for a process that runs a trainer folder's train.py in place, from the repository (not
-    the assembled job code): the repository root first, so `import trainer_kit` finds the kit where a job
-    finds its copy, beside the family. In-process callers (the backtest, tests) have the root on sys.path."""
+    """PYTHONPATH for a process that runs a trainer folder's train.py in place, from the repository (tests
+    and bench scripts; jobs run the assembled job code): the repository root first, so `import trainer_kit`
+    finds the kit. In-process callers (the backtest, tests) have the root on sys.path."""
     return os.pathsep.join(p for p in (str(REPO_ROOT), existing) if p)

@@ -66,6 +66,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest wait for the job-finished event between job status polls (the first poll comes after 15 s, then the interval doubles up to this).",
     ),
     Setting("RETRAIN_JOB_TIMEOUT_HOURS", "24", "Give up on a training job after this many hours."),
+    Setting(
+        "RETRAIN_LOCAL_BATCH_JOBS",
+        "0",
+        "Local platform: batch training jobs (fleet cycles) that train at once; the others wait Queued for a slot. 0: one per CPU core.",
+    ),
     # Quality gate and rollout.
     Setting(
         "RETRAIN_GATE_BASELINE_MARGIN",

@@ -16,6 +16,7 @@ TAG_JOB_NAME = "job_name"
 TAG_TRAINER = "trainer"  # the trainer that produced it (champion and challenger may differ)
 TAG_MODEL_FAMILY = "model_family"
 TAG_BUNDLE = "bundle"  # "true" on a model bundle's ModelRef (ports.BundleRef.as_model)
+TAG_BATCH_TICKERS = "batch_tickers"  # on a batch training job: the tickers it trains, comma-joined, in order
 # Azure: on a job, "<model>:<version>" of the champion it was compared with; on a model version, "true"
 # for the one champion. The local adapter marks the champion with an MLflow alias of the same name.
 TAG_CHAMPION = "champion"

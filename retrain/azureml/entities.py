@@ -24,10 +24,20 @@ from azure.ai.ml.entities import (
     OnlineRequestSettings,
 )
 
-from retrain.ports import SLOTS, DataAsset, ModelRef, PlatformError, TrainingRequest, is_bundle
+from retrain.job_code import BATCH_RUNNER, KIT_NAME
+from retrain.ports import (
+    SLOTS,
+    BatchTrainingRequest,
+    DataAsset,
+    ModelRef,
+    PlatformError,
+    TrainingRequest,
+    is_bundle,
+)
 from retrain.scoring_server import SLOT_CONCURRENT_REQUESTS, SLOT_SERVER_ENVIRONMENT
 from retrain.trainers import DEFAULT_TRAINER, TrainerError, get_trainer, param_pairs
 from retrain.vocabulary import (
+    TAG_BATCH_TICKERS,
     TAG_BUNDLE,
     TAG_CHAMPION,
     TAG_CODE_VERSION,
@@ -109,10 +119,12 @@ def job_tags(request: TrainingRequest) -> dict[str, str]:
     return tags
 
 
-def training_job(request: TrainingRequest, compute: str, repo_root: Path = REPO_ROOT) -> Command:
-    """The command job that runs the request's trainer (its folder is the job's code) on the cluster.
-    The data asset and the champion model are inputs by reference (`azureml:<name>:<version>`), so the
-    job records their lineage; each hyperparameter is an input `param_<key>` passed as `--param key=...`."""
+def training_job(request: TrainingRequest, compute: str, code: Path, repo_root: Path = REPO_ROOT) -> Command:
+    """The command job that runs the request's trainer on the cluster. `code` is the job's code folder:
+    the trainer folder with the kit copied in (`retrain.job_code.assemble_job_code`, as the local platform
+    runs it). The data asset and the champion model are inputs by reference (`azureml:<name>:<version>`),
+    so the job records their lineage; each hyperparameter is an input `param_<key>` passed as
+    `--param key=...`."""
     _check_name("job name", request.job_name)
     _check_name("experiment name", request.experiment_name)
     try:
@@ -139,13 +151,122 @@ def training_job(request: TrainingRequest, compute: str, repo_root: Path = REPO_
         display_name=f"train {request.ticker} {data.version}",
         experiment_name=request.experiment_name,
         description=f"Retrain the {request.ticker} forecaster on {data.name}:{data.version}",
-        code=str(trainer.folder_path(repo_root)),
+        code=str(code),
         command=" ".join(args),
         inputs=inputs,
         outputs={"output": Output(type=AssetTypes.URI_FOLDER)},
         environment=trainer_environment(repo_root, trainer.name),
         compute=compute,
         tags=job_tags(request),
+    )
+
+
+# A batch job's outputs (docs/trainer-contract.md "Batches") go to a fixed place: where Azure ML would put
+# the `output` output by default (azureml/<job>/output on the default datastore), named explicitly so the
+# adapter reads and registers from it without asking the service where it went.
+BATCH_OUTPUT = "output"
+BATCH_DATASTORE = "workspaceblobstore"
+BATCH_INPUTS_DIR = "batch_inputs"  # staged in the job's working directory by trainer_kit/stage_inputs.py
+# A ticker travels in the batch job's command line (staged as <ticker>.csv): a canonical symbol only.
+_BATCH_TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9.^=-]{0,14}\Z")
+
+
+def batch_output_path(job_name: str) -> str:
+    return f"azureml://datastores/{BATCH_DATASTORE}/paths/azureml/{job_name}/{BATCH_OUTPUT}/"
+
+
+def batch_training_job(
+    request: BatchTrainingRequest, compute: str, code: Path, repo_root: Path = REPO_ROOT
+) -> Command:
+    """ONE command job that trains a batch of tickers (a fleet cycle's batch) with the kit's batch runner.
+
+    Each ticker's data asset is an input of its own, `data_<i>` (`azureml:<name>:<version>`), and its
+    champion model `champion_<i>`: the job records the lineage of every version it trained on. The command
+    first stages them into one folder (`trainer_kit/stage_inputs.py`: batch.json and `<ticker>.csv` links),
+    then runs `trainer_kit/batch.py` over it; `code` is the assembled job code (trainer folder + kit).
+    Each ticker's model, metrics.json, test_errors.json and run.json land under `<output>/<ticker>/`, with
+    `<output>/batch_summary.json`, on the default datastore at `batch_output_path(job)`."""
+    _check_name("job name", request.job_name)
+    _check_name("experiment name", request.experiment_name)
+    try:
+        trainer = get_trainer(request.trainer)
+        params = param_pairs(request.hyperparameters)
+    except TrainerError as exc:
+        raise PlatformError(str(exc)) from exc
+    if not request.entries:
+        raise PlatformError(
+            f"batch job {request.job_name} has no entries; send one "
+            '{"ticker", "data": DataAsset dict, "champion": ModelRef dict | null} per ticker'
+        )
+    inputs: dict[str, Any] = {}
+    stage = [f"python {KIT_NAME}/stage_inputs.py --into {BATCH_INPUTS_DIR}"]
+    seen: set[str] = set()
+    for i, entry in enumerate(request.entries):
+        ticker = entry.get("ticker") if isinstance(entry, dict) else None
+        if not isinstance(ticker, str) or not _BATCH_TICKER.match(ticker) or ticker in seen:
+            raise PlatformError(
+                f"batch entry {i}: ticker {ticker!r} must be a canonical symbol (such as MSFT, BRK.B or "
+                "^GSPC), listed once"
+            )
+        seen.add(ticker)
+        data = DataAsset.from_dict(entry["data"])
+        inputs[f"data_{i}"] = Input(type=AssetTypes.URI_FILE, path=asset_ref(data.name, data.version))
+        stage.append(f"--data {ticker}:${{{{inputs.data_{i}}}}}")
+        if entry.get("champion"):
+            champion = ModelRef.from_dict(entry["champion"])
+            inputs[f"champion_{i}"] = Input(
+                type=AssetTypes.MLFLOW_MODEL, path=asset_ref(champion.name, champion.version)
+            )
+            stage.append(f"--champion {ticker}:${{{{inputs.champion_{i}}}}}")
+    run = [
+        f"python {BATCH_RUNNER} --inputs {BATCH_INPUTS_DIR}",
+        f"--output ${{{{outputs.{BATCH_OUTPUT}}}}}",
+        f"--entry {trainer.entry_script}",
+    ]
+    for key, value in params:
+        inputs[f"param_{key}"] = value
+        run.append(f"--param {key}=${{{{inputs.param_{key}}}}}")
+    tickers = [str(e["ticker"]) for e in request.entries]
+    return command(
+        name=request.job_name,
+        display_name=f"train batch of {len(tickers)}: {short_list(tickers, 100)}",
+        experiment_name=request.experiment_name,
+        description=f"Retrain {len(tickers)} forecasters in one job ({trainer.name}): {short_list(tickers)}",
+        code=str(code),
+        command=" ".join(stage) + " && " + " ".join(run),
+        inputs=inputs,
+        # Upload mode: the runner writes on the node's disk (its per-ticker staging folders are renamed into
+        # place, a plain local rename) and Azure ML uploads the folder when the job ends.
+        outputs={
+            BATCH_OUTPUT: Output(
+                type=AssetTypes.URI_FOLDER, path=batch_output_path(request.job_name), mode="upload"
+            )
+        },
+        environment=trainer_environment(repo_root, trainer.name),
+        compute=compute,
+        tags={
+            TAG_INSTANCE_ID: request.instance_id,  # the Event Grid event wakes the batch's orchestration
+            TAG_CODE_VERSION: request.code_version,
+            TAG_TRAINER: trainer.name,
+            TAG_BATCH_TICKERS: short_list(tickers),
+        },
+    )
+
+
+def batch_model_path(job_name: str, ticker: str) -> str:
+    """A batch job's model of one ticker, in the job's named output (the runner wrote it there)."""
+    return f"azureml://jobs/{job_name}/outputs/{BATCH_OUTPUT}/paths/{ticker}/model/"
+
+
+def batch_model_entity(name: str, version: str, job_name: str, ticker: str, tags: dict[str, str]) -> Model:
+    _check_name("model name", name)
+    return Model(
+        name=name,
+        version=str(version),
+        type=AssetTypes.MLFLOW_MODEL,
+        path=batch_model_path(job_name, ticker),
+        description=f"Forecaster of {ticker} trained by batch job {job_name}",
+        tags=_str_tags({**tags, TAG_JOB_NAME: job_name, TAG_TICKER: ticker}),
     )
 
 

@@ -25,12 +25,14 @@ nears expiry instead of asking the identity endpoint on every call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from retrain.azureml import entities
 from retrain.azureml.client import TIMEOUT_OPTIONS, azure_call, call, endpoint_call, make_ml_client
 from retrain.bundle_registry import bundle_entry, bundle_ref, check_request, same_or_refuse
 from retrain.bundles import MANIFEST_FILE, BundleError, build_bundle, parse_manifest
+from retrain.job_code import JobCodeError, assemble_job_code
 from retrain.naming import bundle_name
 from retrain.ports import (
     JOB_STATUSES,
@@ -48,6 +51,7 @@ from retrain.ports import (
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
     SLOTS,
+    BatchTrainingRequest,
     BundleRef,
     DataAsset,
     DeploymentState,
@@ -64,6 +68,7 @@ from retrain.ports import (
     monitor_metric_point,
     retry_after_seconds,
 )
+from retrain.trainers import TrainerError, get_trainer
 from retrain.vocabulary import FIT_END_TAGS, PROVISIONING_IN_PROGRESS, TAG_BUNDLE
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -118,6 +123,7 @@ def _version_key(version: str) -> tuple[int, int | str]:
 # The datastore of every job's MLflow artifacts, and the trainer's per-day test forecasts in it.
 ARTIFACT_DATASTORE = "workspaceartifactstore"
 TEST_ERRORS_ARTIFACT = "test_errors.json"
+BATCH_SUMMARY = "batch_summary.json"  # trainer_kit/batch.py's summary, at the top of a batch job's output
 # A job's `outputs.default` (its artifact folder), as Azure ML reports it:
 # azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.<job> (or .../datastores/<name>/paths/<path>).
 _DATASTORE_URI = re.compile(r"^azureml://(?:.*/)?datastores/(?P<store>[^/]+)/(?:paths/)?(?P<path>.+?)/*\Z")
@@ -169,6 +175,7 @@ class AzureMLPlatform:
         self._clients_lock = threading.Lock()
         self._mlflow_client: Any = None
         self._blob_services: dict[str, Any] = {}  # account URL -> BlobServiceClient
+        self._batch_outputs: dict[str, tuple[str, str, str]] = {}  # batch job -> its output's blob folder
 
     # ---- data assets -------------------------------------------------------------------------
     def register_data(self, name: str, version: str, csv_path: str, tags: dict[str, str]) -> DataAsset:
@@ -190,10 +197,147 @@ class AzureMLPlatform:
     def submit_training(self, request: TrainingRequest) -> str:
         if self._get_or_none("get job", self.ml_client.jobs.get, request.job_name) is not None:
             return request.job_name  # already submitted (the activity ran again)
-        job = entities.training_job(request, self.compute_name, self.repo_root)
-        self._ensure_compute()
-        created = call(f"submit training job {request.job_name}", self.ml_client.jobs.create_or_update, job)
+        with self._job_code(request.trainer) as code:
+            job = entities.training_job(request, self.compute_name, code, self.repo_root)
+            self._ensure_compute()
+            # The SDK uploads the code folder here (content-hashed: an unchanged folder is not uploaded again).
+            created = call(
+                f"submit training job {request.job_name}", self.ml_client.jobs.create_or_update, job
+            )
         return str(created.name or request.job_name)
+
+    @contextlib.contextmanager
+    def _job_code(self, trainer_name: str) -> Iterator[Path]:
+        """The job's code, as the local platform runs it: the trainer folder with the kit copied in, in a
+        temporary folder that lives until the submit has uploaded it."""
+        try:
+            trainer = get_trainer(trainer_name)
+        except TrainerError as exc:
+            raise PlatformError(str(exc)) from exc
+        parent = Path(tempfile.mkdtemp(prefix="job-code-"))
+        try:
+            yield assemble_job_code(trainer.folder_path(self.repo_root), parent)
+        except JobCodeError as exc:
+            raise PlatformError(str(exc)) from exc
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    # ---- batch training jobs (ports.TrainsBatches) ---------------------------------------------
+    def submit_batch_training(self, request: BatchTrainingRequest) -> str:
+        """One command job per batch (docs/azure.md says why not a `parallel` job): code = the assembled
+        folder, each ticker's data asset (and champion) an input of its own, the orchestration's id in its
+        tags (its Event Grid event wakes the batch orchestration). A second submit is a no-op."""
+        if self._get_or_none("get job", self.ml_client.jobs.get, request.job_name) is not None:
+            return request.job_name  # already submitted (the activity ran again)
+        with self._job_code(request.trainer) as code:
+            job = entities.batch_training_job(request, self.compute_name, code, self.repo_root)
+            self._ensure_compute()
+            created = call(
+                f"submit batch training job {request.job_name} ({len(request.entries)} tickers)",
+                self.ml_client.jobs.create_or_update,
+                job,
+            )
+        return str(created.name or request.job_name)
+
+    def _batch_output(self, job_name: str) -> tuple[str, str, str]:
+        """(account URL, container, folder) of a batch job's `output`: where the job says it is (as
+        submitted: `entities.batch_output_path`), looked up once per job."""
+        cached = self._batch_outputs.get(job_name)
+        if cached is not None:
+            return cached
+        job = self._get_or_none("get job", self.ml_client.jobs.get, job_name)
+        if job is None:
+            raise PlatformError(f"job {job_name!r} does not exist in the workspace; was it submitted?")
+        output = (getattr(job, "outputs", None) or {}).get(entities.BATCH_OUTPUT)
+        match = _DATASTORE_URI.match(str(getattr(output, "path", None) or ""))
+        if match is None:
+            match = _DATASTORE_URI.match(entities.batch_output_path(job_name))
+            assert match is not None
+        store = call(f"get datastore {match['store']}", self.ml_client.datastores.get, match["store"])
+        account_url = (
+            f"{store.protocol or 'https'}://{store.account_name}.blob.{store.endpoint or 'core.windows.net'}"
+        )
+        location = (account_url, str(store.container_name), match["path"].rstrip("/"))
+        self._batch_outputs[job_name] = location
+        return location
+
+    def _batch_file(self, job_name: str, relative: str) -> dict[str, Any] | None:
+        """A JSON object from the batch job's output folder (read with the platform's identity), None
+        when the blob does not exist."""
+        from azure.core.exceptions import AzureError
+
+        from retrain.azureml.client import to_platform_error
+
+        account_url, container, folder = self._batch_output(job_name)
+        blob = self._blob_service(account_url).get_blob_client(container, f"{folder}/{relative}")
+        try:
+            content = blob.download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise to_platform_error(exc, f"download {relative} of batch job {job_name}") from exc
+        try:
+            payload = json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlatformError(f"{relative} of batch job {job_name} is not valid JSON ({exc})") from exc
+        if not isinstance(payload, dict):
+            raise PlatformError(f"{relative} of batch job {job_name} is not a JSON object")
+        return payload
+
+    def get_batch_summary(self, job_name: str) -> dict[str, Any]:
+        summary = self._batch_file(job_name, BATCH_SUMMARY)
+        if summary is None:
+            status = self.get_job(job_name)
+            raise PlatformError(
+                f"batch job {job_name} has no {BATCH_SUMMARY} (it is {status.status}); the batch runner "
+                "writes it when the batch ends"
+            )
+        return summary
+
+    def _batch_ticker_file(self, job_name: str, ticker: str, name: str) -> dict[str, Any] | None:
+        """`<output>/<ticker>/<name>` of a trained ticker, None when it wrote no such file; an error naming
+        the summary's reason when the ticker did not train (the runner renames a ticker's folder into
+        place only when it is complete, so its run.json says it trained)."""
+        found = self._batch_file(job_name, f"{ticker}/{name}")
+        if found is not None or self._batch_file(job_name, f"{ticker}/run.json") is not None:
+            return found
+        entry = (self.get_batch_summary(job_name).get("tickers") or {}).get(ticker)
+        if entry is None:
+            raise PlatformError(f"ticker {ticker!r} is not in batch job {job_name}")
+        raise PlatformError(f"{ticker} failed in batch job {job_name}: {entry.get('error') or entry}")
+
+    def get_batch_metrics(self, job_name: str, ticker: str) -> dict[str, float]:
+        values = self._batch_ticker_file(job_name, ticker, "metrics.json")
+        if values is None:
+            raise PlatformError(f"{ticker} of batch job {job_name} trained but wrote no metrics.json")
+        return {
+            k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
+    def get_batch_test_errors(self, job_name: str, ticker: str) -> dict[str, Any] | None:
+        return self._batch_ticker_file(job_name, ticker, TEST_ERRORS_ARTIFACT)
+
+    def register_batch_model(self, name: str, job_name: str, ticker: str, tags: dict[str, str]) -> ModelRef:
+        """The ticker's model folder of the batch job's output, registered as an mlflow_model (its
+        `azureml://jobs/<job>/outputs/output/paths/<ticker>/model/`); the same job and ticker again
+        returns the existing version."""
+        versions = self._model_versions(name)
+        for model in versions:
+            found = model.tags or {}
+            if found.get(entities.TAG_JOB_NAME) == job_name and found.get(entities.TAG_TICKER) == ticker:
+                return entities.model_ref(model)  # this job's model of the ticker is already registered
+        status = self.get_job(job_name)
+        if not status.succeeded:
+            raise PlatformError(
+                f"batch job {job_name} is {status.status}, not Completed; only a completed job's models register"
+            )
+        run = self._batch_ticker_file(job_name, ticker, "run.json") or {}  # an error if it did not train
+        fit_ends = {key: str(run[key]) for key in FIT_END_TAGS if run.get(key)}
+        numeric = [int(m.version) for m in versions if str(m.version).isdigit()]
+        version = str(max(numeric, default=0) + 1)
+        model = entities.batch_model_entity(name, version, job_name, ticker, {**tags, **fit_ends})
+        created = call(f"register model {name}:{version}", self.ml_client.models.create_or_update, model)
+        return entities.model_ref(created)
 
     def _ensure_compute(self) -> None:
         if self._get_or_none("get compute", self.ml_client.compute.get, self.compute_name) is not None:

@@ -10,6 +10,11 @@ while the host is down (up to `EVENT_RETRY_BOUND_S`, each delay capped at `EVENT
 looks the host up again before each attempt, so a restarted host (on whatever port) hears of a finished
 job within a minute, not after the orchestrator's poll interval. A lost event is still not fatal: the
 orchestrator polls the job status as well.
+
+A batch job (`LocalPlatform.submit_batch_training`) is the same runner around the kit's batch runner; it
+first waits, Queued, for one of the state dir's batch slots (`RETRAIN_LOCAL_BATCH_JOBS`: a lock file
+each, freed by the kernel if the runner dies), and fails with its summary's per-ticker reasons when no
+ticker trained.
 """
 
 from __future__ import annotations
@@ -258,6 +263,48 @@ def _failure_reason(exit_code: int, stderr_tail: deque[str]) -> str:
     return f"trainer exited with code {exit_code}" + (f": {message}" if message else "")
 
 
+def batch_failure_reason(summary_path: Path) -> str | None:
+    """Why a batch trained no ticker, from its batch_summary.json (each ticker's reason), or None when the
+    runner wrote no summary (an unusable batch: its stderr says why)."""
+    try:
+        summary = read_json(summary_path)
+    except (OSError, ValueError):
+        return None
+    tickers = summary.get("tickers") if isinstance(summary, dict) else None
+    if not isinstance(tickers, dict) or summary.get("ok") != 0:  # some trained: the job failed otherwise
+        return None
+    reasons = "; ".join(
+        f"{ticker}: {(entry or {}).get('error') or (entry or {}).get('status')}"
+        for ticker, entry in tickers.items()
+    )
+    return f"no ticker of the batch trained ({len(tickers)} failed): {reasons}"[:2000]
+
+
+def _acquire_slot(job_dir: Path, spec: dict[str, Any], poll_s: float = 1.0) -> Any:
+    """Wait for one of the `slots` batch-training slots of the state dir (a lock file each, held until
+    this process closes it or exits, so a killed runner frees its slot) and return its open file."""
+    import fcntl
+
+    slots = int(spec["slots"])
+    locks = Path(spec["state_dir"]) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    waiting = False
+    while True:
+        for i in range(slots):
+            handle = (locks / f"batch-slot-{i}.lock").open("w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            update_status(job_dir, "Queued", waiting=None, slot=i)
+            return handle
+        if not waiting:  # said once: the status file is not rewritten every poll
+            waiting = True
+            update_status(job_dir, "Queued", waiting=f"all {slots} local batch slots are busy")
+        time.sleep(poll_s)
+
+
 def _mark_mlflow_run_failed(spec: dict[str, Any]) -> None:
     """The trainer died without ending its run: end it as FAILED so MLflow shows the truth."""
     try:
@@ -275,16 +322,32 @@ def run_job(job_dir: Path) -> int:
     spec = read_json(job_dir / "job.json")
     std_log = job_dir / "std_log.txt"
     env = {**os.environ, **spec.get("env", {})}
-    update_status(job_dir, "Running", runner_pid=os.getpid(), runner_start=process_start_ticks(os.getpid()))
+    runner = {"runner_pid": os.getpid(), "runner_start": process_start_ticks(os.getpid())}
     stop_beating = threading.Event()
-    threading.Thread(target=_beat, args=(job_dir, stop_beating), name="heartbeat", daemon=True).start()
+    slot = None
     try:
-        return _run_trainer(job_dir, spec, std_log, env)
+        if spec.get("slots"):  # a batch job trains only in a free slot: it stays Queued until then
+            update_status(job_dir, "Queued", **runner)
+            threading.Thread(
+                target=_beat, args=(job_dir, stop_beating), name="heartbeat", daemon=True
+            ).start()
+            slot = _acquire_slot(job_dir, spec)
+            update_status(job_dir, "Running", **runner)
+        else:
+            update_status(job_dir, "Running", **runner)
+            threading.Thread(
+                target=_beat, args=(job_dir, stop_beating), name="heartbeat", daemon=True
+            ).start()
+        return _run_trainer(job_dir, spec, std_log, env, slot)
     finally:
         stop_beating.set()
+        if slot is not None:
+            slot.close()
 
 
-def _run_trainer(job_dir: Path, spec: dict[str, Any], std_log: Path, env: dict[str, str]) -> int:
+def _run_trainer(
+    job_dir: Path, spec: dict[str, Any], std_log: Path, env: dict[str, str], slot: Any = None
+) -> int:
     stderr_tail: deque[str] = deque(maxlen=20)
     with std_log.open("ab") as out:
         try:
@@ -315,17 +378,21 @@ def _run_trainer(job_dir: Path, spec: dict[str, Any], std_log: Path, env: dict[s
             pumper.start()
             exit_code = trainer.wait()
             pumper.join(timeout=10)
+    if slot is not None:
+        slot.close()  # the next batch may train while this runner reports
 
     succeeded = exit_code == 0
     if succeeded:
         update_status(job_dir, "Completed", exit_code=0, error=None, finished=utc_now())
     else:
         _mark_mlflow_run_failed(spec)
+        # A batch that trained no ticker (exit 1) fails with each ticker's reason from its summary.
+        summary_reason = batch_failure_reason(Path(spec["summary"])) if spec.get("summary") else None
         update_status(
             job_dir,
             "Failed",
             exit_code=exit_code,
-            error=_failure_reason(exit_code, stderr_tail),
+            error=summary_reason or _failure_reason(exit_code, stderr_tail),
             finished=utc_now(),
         )
 

@@ -1,13 +1,18 @@
 """The embedded ML platform: `MLPlatform` on one machine, under a state directory.
 
     <state>/data/<name>/<version>/{data.csv,asset.json}   immutable data assets
-    <state>/jobs/<job>/{job.json,status.json,std_log.txt,outputs/,event.json}   training jobs
+    <state>/jobs/<job>/{job.json,status.json,std_log.txt,code/,outputs/,event.json}   training jobs
+    <state>/jobs/<job>/inputs/{batch.json,<TICKER>.csv}    a batch job's inputs (docs/trainer-contract.md)
     <state>/mlflow/mlflow.db, <state>/mlflow/artifacts/   tracking store and model registry
     <state>/endpoints/<endpoint>/...                      blue/green slots (see endpoint.py)
     <state>/bundles/<bundle name>/<version>/              model bundles (see bundle_store.py)
 
 Jobs run detached (`retrain.local.jobs`), so a job outlives the process that submitted it, and deliver
-the Azure ML Event Grid event to the local Functions host when they end.
+the Azure ML Event Grid event to the local Functions host when they end. A job runs its code as Azure ML
+does: the trainer folder with the trainer kit copied in (`retrain.job_code.assemble_job_code`), kept in
+the job's `code/` folder. A batch job (`TrainsBatches`) is one runner process running the kit's batch
+runner over many tickers; at most `RETRAIN_LOCAL_BATCH_JOBS` batch jobs train at once (the others wait
+Queued for a slot), so several fleet batches never oversubscribe the machine's cores.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrain.job_code import kit_pythonpath
+from retrain import settings
+from retrain.job_code import BATCH_RUNNER, JobCodeError, assemble_job_code
 from retrain.local import jobs
 from retrain.local.bundle_store import LocalBundles, local_artifact_dir, temporary_download
 from retrain.local.endpoint import LocalEndpoints
@@ -43,6 +49,7 @@ from retrain.local.processes import (
 from retrain.ports import (
     MONITOR_RUN_NAME,
     MONITOR_RUN_TAG,
+    BatchTrainingRequest,
     BundleRef,
     DataAsset,
     DeploymentState,
@@ -54,10 +61,11 @@ from retrain.ports import (
     monitor_experiment_name,
     monitor_metric_point,
 )
-from retrain.trainers import TrainerError, get_trainer, param_args
+from retrain.trainers import Trainer, TrainerError, get_trainer, param_args
 from retrain.vocabulary import (
     FIT_END_TAGS,
     JOB_ENDED_STATUSES,
+    TAG_BATCH_TICKERS,
     TAG_CHAMPION,
     TAG_CHAMPION_VERSION,
     TAG_CODE_VERSION,
@@ -74,6 +82,11 @@ log = logging.getLogger("retrain.local.platform")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAMPION_ALIAS = TAG_CHAMPION  # an MLflow alias: the local twin of the Azure tag
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+# A batch ticker names its data file and output folder: a canonical symbol (retrain.naming), starting with
+# a letter, digit or '^' as the batch runner requires.
+_BATCH_TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9.^=-]{0,14}\Z")
+BATCH_SUMMARY = "batch_summary.json"  # trainer_kit/batch.py's SUMMARY
+BATCH_SLOTS_SETTING = "RETRAIN_LOCAL_BATCH_JOBS"
 
 
 def _safe(kind: str, value: str) -> str:
@@ -255,22 +268,20 @@ class LocalPlatform:
             flags = param_args(request.hyperparameters)
         except TrainerError as exc:
             raise PlatformError(str(exc)) from exc
-        script = self.trainer_script or trainer.script_path(REPO_ROOT).resolve()
-        if not script.is_file():
-            raise PlatformError(f"trainer script {script} not found")
+        source_script = self.trainer_script or trainer.script_path(REPO_ROOT)
+        if not source_script.is_file():
+            raise PlatformError(f"trainer script {source_script} not found")
+        data_csv = self._data_csv(request.data_asset)
         asset = request.data_asset
-        data_csv = self.state_dir / "data" / asset.name / asset.version / "data.csv"
-        if not data_csv.is_file():
-            data_csv = Path(asset.uri)
-        if not data_csv.is_file():
-            raise PlatformError(
-                f"data asset {asset.name}:{asset.version} not found; register it before training"
-            )
 
         with self._lock(f"job-{request.job_name}"):
             if (job_dir / "runner.json").is_file():
                 return request.job_name  # submitted before: a no-op, as the port promises
             job_dir.mkdir(parents=True, exist_ok=True)
+            # The job runs its own copy of the code, as an Azure ML job runs its snapshot: the trainer
+            # folder plus the kit, so train.py may import trainer_kit in both worlds.
+            code = self._job_code(trainer, job_dir)
+            script = self.trainer_script or code / trainer.entry_script
             tags = {
                 TAG_INSTANCE_ID: request.instance_id,
                 TAG_TICKER: request.ticker,
@@ -308,33 +319,60 @@ class LocalPlatform:
                 "tags": tags,
                 "command": command,
                 "cwd": str(job_dir),
-                "env": {
-                    "MLFLOW_TRACKING_URI": self.tracking_uri,
-                    "MLFLOW_RUN_ID": run_id,
-                    "MLFLOW_EXPERIMENT_NAME": request.experiment_name,
-                    "PYTHONUNBUFFERED": "1",
-                    # train.py runs from its folder in the repository: the trainer kit from the root.
-                    "PYTHONPATH": kit_pythonpath(os.environ.get("PYTHONPATH")),
-                },
+                "env": self._env(run_id, request.experiment_name),
                 "host_url": self.host_url or os.environ.get(jobs.HOST_URL_ENV),
                 "submitted": jobs.utc_now(),
             }
-            write_json_atomic(job_dir / "job.json", spec)
-            jobs.update_status(job_dir, "Queued", error=None)
-            with (job_dir / "runner.log").open("ab") as runner_log:
-                runner = subprocess.Popen(
-                    [sys.executable, "-m", "retrain.local.jobs", "--job-dir", str(job_dir)],
-                    cwd=str(job_dir),
-                    stdin=subprocess.DEVNULL,
-                    stdout=runner_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own session: the job survives the host being stopped
-                )
-            # runner.json last: its presence means "launched" (a crash before it lets a retry launch again).
-            write_json_atomic(
-                job_dir / "runner.json", {"pid": runner.pid, "start_ticks": process_start_ticks(runner.pid)}
-            )
+            self._launch(job_dir, spec)
         return request.job_name
+
+    def _launch(self, job_dir: Path, spec: dict[str, Any]) -> None:
+        """Write the job's spec and start its detached runner (under the job's lock)."""
+        write_json_atomic(job_dir / "job.json", spec)
+        jobs.update_status(job_dir, "Queued", error=None)
+        with (job_dir / "runner.log").open("ab") as runner_log:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "retrain.local.jobs", "--job-dir", str(job_dir)],
+                cwd=str(job_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session: the job survives the host being stopped
+            )
+        # runner.json last: its presence means "launched" (a crash before it lets a retry launch again).
+        write_json_atomic(
+            job_dir / "runner.json", {"pid": runner.pid, "start_ticks": process_start_ticks(runner.pid)}
+        )
+
+    def _data_csv(self, asset: DataAsset) -> Path:
+        """The registered CSV of a data asset (its registry copy, else the path its URI names)."""
+        data_csv = self.state_dir / "data" / asset.name / asset.version / "data.csv"
+        if not data_csv.is_file():
+            data_csv = Path(asset.uri)
+        if not data_csv.is_file():
+            raise PlatformError(
+                f"data asset {asset.name}:{asset.version} not found; register it before training"
+            )
+        return data_csv
+
+    @staticmethod
+    def _job_code(trainer: Trainer, job_dir: Path) -> Path:
+        """The job's code: the trainer folder with the kit copied in, under `<job>/code/` (a copy left by
+        a submit that crashed before launching is replaced)."""
+        parent = job_dir / "code"
+        shutil.rmtree(parent, ignore_errors=True)
+        try:
+            return assemble_job_code(trainer.folder_path(REPO_ROOT), parent)
+        except JobCodeError as exc:
+            raise PlatformError(str(exc)) from exc
+
+    def _env(self, run_id: str, experiment_name: str) -> dict[str, str]:
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_EXPERIMENT_NAME": experiment_name,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def _find_or_create_run(self, experiment_id: str, job_name: str, tags: dict[str, str]) -> str:
         existing = self.client.search_runs(
@@ -449,6 +487,187 @@ class LocalPlatform:
     def job_run_id(self, job_name: str) -> str:
         return str(self._spec(job_name)["run_id"])
 
+    # -- batch training jobs (ports.TrainsBatches) ------------------------------------------------
+
+    def submit_batch_training(self, request: BatchTrainingRequest) -> str:
+        """One detached runner for the whole batch, running the kit's batch runner from the job's code
+        over `<job>/inputs/` (batch.json and each ticker's CSV, hard-linked from its data asset; each
+        champion's MLflow model folder by path). Same life as a single job: Queued (waiting for one of
+        the `RETRAIN_LOCAL_BATCH_JOBS` slots), Running, then Completed when at least one ticker trained,
+        Failed when none did (the summary's reasons) or the batch was unusable, Canceled on request; the
+        job's Event Grid event wakes the orchestration named in its tags. A second submit is a no-op."""
+        job_dir = self._job_dir(request.job_name)
+        try:
+            trainer = get_trainer(request.trainer)
+            flags = param_args(request.hyperparameters)
+        except TrainerError as exc:
+            raise PlatformError(str(exc)) from exc
+        entries = self._batch_entries(request)
+        slots = self.batch_slots()
+
+        with self._lock(f"job-{request.job_name}"):
+            if (job_dir / "runner.json").is_file():
+                return request.job_name  # submitted before: a no-op, as the port promises
+            job_dir.mkdir(parents=True, exist_ok=True)
+            code = self._job_code(trainer, job_dir)
+            inputs = job_dir / "inputs"
+            shutil.rmtree(inputs, ignore_errors=True)  # a submit that crashed before launching
+            inputs.mkdir()
+            manifest: list[dict[str, Any]] = []
+            for ticker, asset, data_csv, champion in entries:
+                _link_or_copy(data_csv, inputs / f"{ticker}.csv")
+                item: dict[str, Any] = {
+                    "ticker": ticker,
+                    "data": f"{ticker}.csv",
+                    "data_asset": f"{asset.name}:{asset.version}",  # lineage; the runner ignores it
+                }
+                if champion is not None:
+                    item["champion_model"] = str(self._champion_model_dir(champion, inputs, ticker))
+                    item["champion"] = f"{champion.name}:{champion.version}"
+                manifest.append(item)
+            write_json_atomic(inputs / "batch.json", {"tickers": manifest})
+            tags = {
+                TAG_INSTANCE_ID: request.instance_id,
+                TAG_CODE_VERSION: request.code_version,
+                TAG_JOB_NAME: request.job_name,
+                TAG_TRAINER: trainer.name,
+                TAG_BATCH_TICKERS: _short_join([e[0] for e in entries]),
+            }
+            experiment_id = self._experiment_id(request.experiment_name)
+            run_id = self._find_or_create_run(experiment_id, request.job_name, tags)
+            outputs = job_dir / "outputs"
+            command = [
+                sys.executable,
+                str(code / BATCH_RUNNER),
+                "--inputs",
+                str(inputs),
+                "--output",
+                str(outputs),
+                "--entry",
+                trainer.entry_script,
+                *flags,
+            ]
+            spec = {
+                "job_name": request.job_name,
+                "kind": "batch",
+                "tickers": [e[0] for e in entries],
+                "experiment_name": request.experiment_name,
+                "experiment_id": experiment_id,
+                "run_id": run_id,
+                "tracking_uri": self.tracking_uri,
+                "state_dir": str(self.state_dir),
+                "tags": tags,
+                "command": command,
+                "cwd": str(job_dir),
+                "env": self._env(run_id, request.experiment_name),
+                "host_url": self.host_url or os.environ.get(jobs.HOST_URL_ENV),
+                "summary": str(outputs / BATCH_SUMMARY),
+                "slots": slots,
+                "submitted": jobs.utc_now(),
+            }
+            self._launch(job_dir, spec)
+        return request.job_name
+
+    @staticmethod
+    def batch_slots(environ: Any = None) -> int:
+        """How many batch jobs may train at once (`RETRAIN_LOCAL_BATCH_JOBS`; 0: one per CPU)."""
+        try:
+            slots = settings.get_int(BATCH_SLOTS_SETTING, environ)
+        except settings.SettingsError as exc:
+            raise PlatformError(f"{exc}; set it to a whole number >= 0 (0: one per CPU)") from None
+        if slots < 0:
+            raise PlatformError(
+                f"{BATCH_SLOTS_SETTING}={slots}; set it to a whole number >= 0 (0: one per CPU)"
+            )
+        return slots or (os.cpu_count() or 1)
+
+    def _batch_entries(
+        self, request: BatchTrainingRequest
+    ) -> list[tuple[str, DataAsset, Path, ModelRef | None]]:
+        """(ticker, data asset, its CSV, champion) per entry, checked before anything is written."""
+        if not isinstance(request.entries, list) or not request.entries:
+            raise PlatformError(
+                f"batch job {request.job_name} has no entries; send one "
+                '{"ticker", "data": DataAsset dict, "champion": ModelRef dict | null} per ticker'
+            )
+        checked: list[tuple[str, DataAsset, Path, ModelRef | None]] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(request.entries):
+            ticker = entry.get("ticker") if isinstance(entry, dict) else None
+            if not isinstance(ticker, str) or not _BATCH_TICKER.match(ticker):
+                raise PlatformError(
+                    f"batch entry {i}: ticker {ticker!r} is not a canonical symbol; send an upper-case "
+                    "ticker such as MSFT, BRK.B or ^GSPC"
+                )
+            if ticker in seen:
+                raise PlatformError(f"batch entry {i}: {ticker} appears twice; list each ticker once")
+            seen.add(ticker)
+            if not isinstance(entry.get("data"), dict):
+                raise PlatformError(f'batch entry {i} ({ticker}) needs "data": a DataAsset dict')
+            asset = DataAsset.from_dict(entry["data"])
+            champion = ModelRef.from_dict(entry["champion"]) if entry.get("champion") else None
+            checked.append((ticker, asset, self._data_csv(asset), champion))
+        return checked
+
+    def _champion_model_dir(self, champion: ModelRef, inputs: Path, ticker: str) -> Path:
+        """The champion's MLflow model folder: the registry's own artifact folder when it is on this file
+        system (read, never written, by the trainer), else a download into the inputs."""
+        import_mlflow()
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version(champion.name, champion.version)
+            artifact_uri = self.client.get_run(version.run_id).info.artifact_uri
+        except MlflowException as exc:
+            raise PlatformError(
+                f"champion {champion.name}:{champion.version} of {ticker} is not registered"
+            ) from exc
+        local = local_artifact_dir(str(artifact_uri))
+        if local is not None and (local / "model" / "MLmodel").is_file():
+            return local / "model"
+        dest = inputs / "champions" / ticker
+        self._fetch_model(champion, dest)
+        return dest / "model"
+
+    def _batch_output(self, job_name: str) -> Path:
+        spec = self._spec(job_name)
+        if spec.get("kind") != "batch":
+            raise PlatformError(
+                f"job {job_name} is a single-ticker job, not a batch; read it with get_job_metrics"
+            )
+        return self._job_dir(job_name) / "outputs"
+
+    def get_batch_summary(self, job_name: str) -> dict[str, Any]:
+        path = self._batch_output(job_name) / BATCH_SUMMARY
+        if not path.is_file():
+            status = self.get_job(job_name)
+            raise PlatformError(
+                f"batch job {job_name} has no {BATCH_SUMMARY} (it is {status.status}"
+                + (f": {status.error}" if status.error else "")
+                + "); the batch runner writes it when the batch ends"
+            )
+        return _read_json_object(path)
+
+    def _batch_ticker_dir(self, job_name: str, ticker: str) -> Path:
+        """A trained ticker's output folder; an error naming why when the ticker did not train."""
+        entry = (self.get_batch_summary(job_name).get("tickers") or {}).get(ticker)
+        if entry is None:
+            raise PlatformError(f"ticker {ticker!r} is not in batch job {job_name}")
+        if entry.get("status") != "ok":
+            raise PlatformError(f"{ticker} failed in batch job {job_name}: {entry.get('error')}")
+        return self._job_dir(job_name) / "outputs" / ticker
+
+    def get_batch_metrics(self, job_name: str, ticker: str) -> dict[str, float]:
+        """The numeric values of the ticker's metrics.json (what the trainer measured on its test days)."""
+        values = _read_json_object(self._batch_ticker_dir(job_name, ticker) / "metrics.json")
+        return {
+            k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
+    def get_batch_test_errors(self, job_name: str, ticker: str) -> dict[str, Any] | None:
+        path = self._batch_ticker_dir(job_name, ticker) / "test_errors.json"
+        return _read_json_object(path) if path.is_file() else None
+
     # -- model registry ---------------------------------------------------------------------------
 
     def register_model(self, name: str, job_name: str, tags: dict[str, str]) -> ModelRef:
@@ -480,9 +699,47 @@ class LocalPlatform:
             )
         return ModelRef(name=name, version=str(version.version), tags=dict(version.tags or version_tags))
 
-    def _version_for_job(self, name: str, job_name: str) -> ModelRef | None:
+    def register_batch_model(self, name: str, job_name: str, ticker: str, tags: dict[str, str]) -> ModelRef:
+        """Register the model the batch job trained for `ticker` (its own MLflow run's `model`); the same
+        job and ticker again returns the existing version."""
+        _safe("model name", name)
+        job = self.get_job(job_name)
+        if not job.succeeded:
+            raise PlatformError(
+                f"batch job {job_name} is {job.status}, not Completed; only a completed job's models register"
+            )
+        run = _read_json_object(self._batch_ticker_dir(job_name, ticker) / "run.json")
+        run_id = str(run.get("run_id") or "")
+        if not run_id:
+            raise PlatformError(f"{ticker}'s run.json of batch job {job_name} names no run_id")
+        fit_ends = {key: str(run[key]) for key in FIT_END_TAGS if run.get(key)}
+        version_tags = {
+            **{str(k): str(v) for k, v in tags.items()},
+            **fit_ends,
+            TAG_JOB_NAME: job_name,
+            TAG_TICKER: ticker,
+        }
+        with self._lock(f"model-{name}"):
+            existing = self._version_for_job(name, job_name, ticker)
+            if existing is not None:
+                return existing
+            import_mlflow()
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise
+            version = self.client.create_model_version(
+                name, source=f"runs:/{run_id}/model", run_id=run_id, tags=version_tags
+            )
+        return ModelRef(name=name, version=str(version.version), tags=dict(version.tags or version_tags))
+
+    def _version_for_job(self, name: str, job_name: str, ticker: str | None = None) -> ModelRef | None:
         for version in self.client.search_model_versions(f"name = '{name}'"):
-            if (version.tags or {}).get(TAG_JOB_NAME) == job_name:
+            found = version.tags or {}
+            if found.get(TAG_JOB_NAME) == job_name and (ticker is None or found.get(TAG_TICKER) == ticker):
                 return ModelRef(name=name, version=str(version.version), tags=dict(version.tags))
         return None
 
@@ -665,3 +922,29 @@ class LocalPlatform:
         """Stop the endpoints' routers and the slot processes this instance started or restored (by
         PID; `everything`: every recorded slot). Training jobs keep running."""
         self.endpoints.stop_all(everything=everything)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """A hard link when the file system allows (the data asset is immutable), else a copy."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
+def _short_join(values: list[str], limit: int = 5000) -> str:
+    text = ",".join(values)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object the batch runner or the trainer wrote (atomically); a clear error otherwise."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlatformError(f"{path} does not exist") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlatformError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise PlatformError(f"{path} holds {type(payload).__name__}, not a JSON object")
+    return payload

@@ -71,7 +71,7 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     assert (tags["trainer"], tags["model_family"], tags["gate_decision"]) == ("ridge", "ridge", "deploy")
     assert ridge["prediction"]["model"]["version"] == "1"
     job = json.loads((state_dir / "jobs" / ridge["job_name"] / "job.json").read_text())
-    assert job["command"][1].endswith("trainers/ridge/train.py") and "--param" not in job["command"]
+    assert job["command"][1].endswith("code/ridge/train.py") and "--param" not in job["command"]
     # The registered model was refitted through the data end of its data asset (the job's --data).
     data_csv = Path(job["command"][job["command"].index("--data") + 1])
     data_end = _last_date(data_csv)
@@ -91,7 +91,7 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     assert (tags["trainer"], tags["model_family"]) == ("lstm", "lstm")
     assert tags["fitted_data_end"] == data_end, tags  # the same data asset: the same data end
     challenger_job = json.loads((state_dir / "jobs" / lstm["job_name"] / "job.json").read_text())
-    assert challenger_job["command"][1].endswith("trainer/train.py")
+    assert challenger_job["command"][1].endswith("code/trainer/train.py")
     assert challenger_job["command"][-4:-2] == ["--param", "max_epochs=2"]
     assert challenger_job["command"][-2] == "--champion-model"  # the ridge champion's model, fetched
     # The champion_mae the LSTM trainer reported is the SERVED ridge model's error on the same test days

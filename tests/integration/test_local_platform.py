@@ -242,7 +242,12 @@ def test_hyperparameters_reach_the_trainer_generically_and_it_judges_them(
 ) -> None:
     spec = read_json(platform.state_dir / "jobs" / completed_job / "job.json")
     assert spec["command"][-2:] == ["--param", "max_epochs=2"]  # the request's, passed through as is
-    assert spec["command"][1] == str(REPO / "trainer" / "train.py") and spec["tags"]["trainer"] == "lstm"
+    # The job runs its own copy of the code: the trainer folder with the kit copied in (as in Azure ML).
+    code = platform.state_dir / "jobs" / completed_job / "code" / "trainer"
+    assert spec["command"][1] == str(code / "train.py") and spec["tags"]["trainer"] == "lstm"
+    assert (code / "trainer_kit" / "batch.py").read_bytes() == (
+        REPO / "trainer_kit" / "batch.py"
+    ).read_bytes()
     # No list of flags in the adapter: a name the trainer does not know is the trainer's to refuse.
     job = "retrain-msft-typo-train"
     platform.submit_training(_request(job, asset, max_epochz=3))
@@ -263,7 +268,7 @@ def test_a_ridge_challenger_is_compared_with_an_lstm_champion_on_the_same_days(
         -2000:
     ]
     spec = read_json(platform.state_dir / "jobs" / job / "job.json")
-    assert spec["command"][1] == str(REPO / "trainers" / "ridge" / "train.py")
+    assert spec["command"][1] == str(platform.state_dir / "jobs" / job / "code" / "ridge" / "train.py")
     metrics = platform.get_job_metrics(job)
     errors = json.loads((platform.state_dir / "jobs" / job / "outputs" / "test_errors.json").read_text())
     lstm_errors = platform.state_dir / "jobs" / completed_job / "outputs" / "test_errors.json"

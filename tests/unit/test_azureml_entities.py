@@ -19,6 +19,7 @@ from azure.ai.ml import (
 
 from retrain import trainers
 from retrain.azureml import entities
+from retrain.job_code import BATCH_RUNNER, assemble_job_code
 from retrain.ports import ModelRef, PlatformError, TrainingRequest
 from tests.unit.azure_recording_transport import code_root
 
@@ -42,8 +43,9 @@ def _request(champion: dict | None = None, **hyper: object) -> TrainingRequest:
 
 
 def test_training_job_round_trips_through_the_job_schema(tmp_path: Path, repo: Path) -> None:
+    code = assemble_job_code(repo / "trainer", tmp_path / "code")
     job = entities.training_job(
-        _request({"name": "msft-forecaster", "version": "3"}, max_epochs=5), "cpu-cluster", repo
+        _request({"name": "msft-forecaster", "version": "3"}, max_epochs=5), "cpu-cluster", code, repo
     )
     path = tmp_path / "job.yml"
     # command() returns the builder node; jobs.create_or_update submits its CommandJob form.
@@ -58,7 +60,9 @@ def test_training_job_round_trips_through_the_job_schema(tmp_path: Path, repo: P
         "python train.py --data ${{inputs.data}} --output ${{outputs.output}} "
         "--champion-model ${{inputs.champion}} --param max_epochs=${{inputs.param_max_epochs}}"
     )
-    assert Path(str(loaded.code)).resolve() == (repo / "trainer").resolve()
+    # The job's code is the assembled folder (the trainer folder plus the kit), as the local platform runs.
+    assert Path(str(loaded.code)).resolve() == code.resolve()
+    assert (code / "train.py").is_file() and (code / BATCH_RUNNER).is_file()
     assert loaded.inputs["data"].type == "uri_file"
     assert loaded.inputs["data"].path.removeprefix("azureml:") == "msft-daily:5f2c9a"
     assert loaded.inputs["champion"].type == "mlflow_model"
@@ -78,7 +82,7 @@ def test_training_job_round_trips_through_the_job_schema(tmp_path: Path, repo: P
 
 
 def test_training_job_without_champion_has_no_champion_input(tmp_path: Path, repo: Path) -> None:
-    job = entities.training_job(_request(), "cpu-cluster", repo)
+    job = entities.training_job(_request(), "cpu-cluster", repo / "trainer", repo)
     job._to_job().dump(tmp_path / "job.yml")
     loaded = load_job(tmp_path / "job.yml")
     assert "champion" not in loaded.inputs
@@ -89,7 +93,7 @@ def test_training_job_without_champion_has_no_champion_input(tmp_path: Path, rep
 def test_hyperparameters_pass_through_generically_as_param_inputs(tmp_path: Path, repo: Path) -> None:
     """Any name the trainer understands travels: no list of known flags in the adapter."""
     request = _request(alpha=0.5, lags=10, made_up_by_a_user="x-1", fit_intercept=True)
-    job = entities.training_job(request, "cpu-cluster", repo)
+    job = entities.training_job(request, "cpu-cluster", repo / "trainer", repo)
     job._to_job().dump(tmp_path / "job.yml")
     loaded = load_job(tmp_path / "job.yml")
     assert loaded.command == (
@@ -113,10 +117,11 @@ def test_the_requests_trainer_folder_is_the_jobs_code_and_environment(tmp_path: 
 
     repo = Path(__file__).resolve().parents[2]
     request = dataclasses.replace(_request(alpha=1.0), trainer="ridge")
-    job = entities.training_job(request, "cpu-cluster", repo)
+    code = assemble_job_code(repo / "trainers" / "ridge", tmp_path / "code")
+    job = entities.training_job(request, "cpu-cluster", code, repo)
     job._to_job().dump(tmp_path / "job.yml")
     loaded = load_job(tmp_path / "job.yml")
-    assert Path(str(loaded.code)).resolve() == (repo / "trainers" / "ridge").resolve()
+    assert Path(str(loaded.code)).resolve() == code.resolve()
     assert loaded.command.startswith("python train.py --data ${{inputs.data}}")
     assert "scikit-learn" in str(loaded.environment.conda_file)  # the ridge folder's own conda file
     assert loaded.tags["trainer"] == "ridge"
@@ -143,7 +148,7 @@ def test_unknown_trainer_or_unsafe_hyperparameter_is_rejected(
 
     request = dataclasses.replace(_request(**hyper), trainer=trainer)
     with pytest.raises(PlatformError) as raised:
-        entities.training_job(request, "cpu-cluster", repo)
+        entities.training_job(request, "cpu-cluster", repo / "trainer", repo)
     assert message in str(raised.value)
 
 

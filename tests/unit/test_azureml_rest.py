@@ -116,11 +116,10 @@ def test_submit_training_creates_cluster_uploads_code_and_submits_the_job(platfo
     assert (scale["minNodeCount"], scale["maxNodeCount"]) == (0, 3)
     assert compute.body["location"] == "westeurope"  # taken from the workspace
     assert arm.find("POST", r"/codes/[^/]+/versions/1/startPendingUpload$")
-    assert any(
-        c.path.endswith("/trainer/train.py") or c.path.endswith("/trainer/forecast_net.py")
-        for c in arm.calls
-        if c.method == "PUT" and c.host.endswith(".blob.core.windows.net")
-    )
+    uploaded = {c.path for c in arm.calls if c.method == "PUT" and c.host.endswith(".blob.core.windows.net")}
+    assert any(path.endswith(("/trainer/train.py", "/trainer/forecast_net.py")) for path in uploaded)
+    # The job's code is the assembled folder: the trainer with the kit copied in (as the local jobs run).
+    assert any(path.endswith("/trainer/trainer_kit/batch.py") for path in uploaded)
     [job] = arm.find("PUT", rf"^{WS_PATH}/jobs/retrain-msft-inst42$")
     assert job.api_version
     props = job.body["properties"]

@@ -34,7 +34,7 @@ FIGURE_SECTIONS = {
     "docs/backtest.md": ("## Results: ",),
     "docs/monitoring.md": ("## Figures: false alarms",),
     "docs/benchmarks.md": ("**Scoring**",),
-    "docs/azure.md": ("### Serving many tickers",),
+    "docs/azure.md": ("### Serving many tickers", "### Training many tickers"),
 }
 
 
