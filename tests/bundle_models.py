@@ -1,6 +1,6 @@
 """Real ridge MLflow models and bundles of them, for the bundle tests and bench/bench_bundle_scorer.py.
 
-Each model is the ridge trainer's own in-process fit (`fit_in_process`) saved by its own `save_model`:
+Each model is the ridge trainer's own in-process fit (`fit_closes`) saved by the kit's `save_model`:
 the artefact a training job registers, made in well under a second without a job process.
 """
 
@@ -27,11 +27,10 @@ def closes_for(ticker: str, n: int = HISTORY_DAYS) -> np.ndarray:
 def ridge_model(dest: Path, ticker: str, window: int = 10) -> Path:
     """The ridge model fitted on `closes_for(ticker)` with `window`, saved as an MLflow model at `dest`."""
     train = load_trainer_module(get_trainer("ridge"))
-    data = train.split(closes_for(ticker), window)
-    fitted = train.fit_in_process(data, train.RidgeConfig(window=window, alpha=1.0))
+    fitted = train.fit_closes(closes_for(ticker), train.RidgeConfig(window=window, alpha=1.0))
     ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    return train.save_model(fitted.params, data, Path(dest), ends)
+    return train.FAMILY.save_model(fitted, Path(dest), ends)
 
 
 def ridge_bundle(
