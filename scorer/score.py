@@ -381,8 +381,8 @@ def load_model_dir(mlflow_dir: Path, identity: ModelIdentity, check_requirements
 
 # ---------------------------------------------------------------------------------------------------
 # Loading a bundle's models fast. mlflow.pyfunc.load_model parses a model's MLmodel YAML three times with
-# pure-Python PyYAML and also reads its input example: about 10 ms of a ridge model's ~12 ms load, which a
-# 200-ticker slot pays 200 times on every rollout. For the flavour our trainers save (a pickled
+# pure-Python PyYAML and also reads its input example: most of a small model's load, which a 200-ticker
+# slot pays 200 times on every rollout. For the flavour our trainers save (a pickled
 # PythonModel, `loader_module: mlflow.pyfunc.model`) the steps below are the ones load_model takes, with
 # the MLmodel parsed once (libyaml when PyYAML has it). Anything else goes through load_model itself.
 
