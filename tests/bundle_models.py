@@ -1,4 +1,4 @@
-"""Real ridge MLflow models and bundles of them, for the bundle tests and bench/bench_bundle_scorer.py.
+"""Real ridge (and gbr) MLflow models and bundles of them, for the bundle tests and bench/bench_bundle_scorer.py.
 
 Each model is the ridge trainer's own in-process fit (`fit_closes`) saved by the kit's `save_model`:
 the artefact a training job registers, made in well under a second without a job process.
@@ -31,6 +31,16 @@ def ridge_model(dest: Path, ticker: str, window: int = 10) -> Path:
     ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     return train.FAMILY.save_model(fitted, Path(dest), ends)
+
+
+def gbr_model(dest: Path, ticker: str, window: int = 10) -> Path:
+    """The gbr model (a few small trees) fitted on `closes_for(ticker)`, saved as an MLflow model at `dest`."""
+    train = load_trainer_module(get_trainer("gbr"))
+    data = train.split(closes_for(ticker), window)
+    fitted = train.fit_in_process(data, train.GbrConfig(window=window, n_estimators=20, max_depth=2))
+    ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    return train.save_model(fitted.params, data, Path(dest), ends)
 
 
 def ridge_bundle(
