@@ -4,8 +4,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml
-REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) tools/environment_pins.py constraints.txt pyproject.toml
+# The Azure ML environments whose pins the local set-up installs: every trainer in the registry
+# (retrain/trainers.py: a family registered there brings its environment.yml) and the scorer's.
+ENVIRONMENTS := $(shell $(PYTHON) tools/environment_pins.py --files)
+ifeq ($(ENVIRONMENTS),)
+$(error tools/environment_pins.py --files listed no environment files: is $(PYTHON) a Python 3.11?)
+endif
+REQS := requirements.txt requirements-dev.txt $(ENVIRONMENTS) retrain/trainers.py tools/environment_pins.py constraints.txt pyproject.toml
 
 .PHONY: setup run test test-fast lint typecheck bench constraints checkov clean
 

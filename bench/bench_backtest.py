@@ -4,7 +4,7 @@
 
 For each trainer, `--runs` trainings on consecutive weekly as-of snapshots of the bundled sample (the
 backtest's own data path: `Replay.as_of`), each done two ways on the same data and hyperparameters:
-- in-process: `retrain.backtest.fitting.InProcessTrainer.fit` (the trainer's `fit_in_process`; imports
+- in-process: `retrain.backtest.fitting.InProcessTrainer.fit` (the trainer's `fit_closes`; imports
   and a warm-up paid once, before timing);
 - subprocess: `python <trainer>/train.py --data CSV --output DIR --param ...`, what the local platform
   runs per cycle (process start, imports, MLflow run and model save, metrics, plots).
@@ -37,6 +37,7 @@ def main() -> int:
     from retrain.backtest import engine
     from retrain.backtest.fitting import InProcessTrainer
     from retrain.cli.backtest import parse_settings
+    from retrain.job_code import kit_pythonpath
     from retrain.trainers import get_trainer, param_args
 
     rows = []
@@ -78,6 +79,7 @@ def main() -> int:
                     *param_args(settings.hyperparameters),
                 ]
                 env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+                env["PYTHONPATH"] = kit_pythonpath(env.get("PYTHONPATH"))  # the kit from the root
                 before = os.times()
                 started = time.perf_counter()
                 subprocess.run(
@@ -102,7 +104,7 @@ def main() -> int:
     for name, params, in_wall, in_cpu, sub_wall, sub_cpu in rows:
         ref = statistics.median(in_wall)
         print(
-            f"{name:<8} {'in-process fit_in_process':<32} {ref:>8.3f} {statistics.median(in_cpu):>8.3f} {1.0:>18.1f}x"
+            f"{name:<8} {'in-process fit_closes':<32} {ref:>8.3f} {statistics.median(in_cpu):>8.3f} {1.0:>18.1f}x"
         )
         sub = statistics.median(sub_wall)
         print(

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from retrain.job_code import kit_pythonpath  # noqa: E402
 from retrain.local.endpoint import LocalEndpoints  # noqa: E402
 from retrain.local.inference_server import (  # noqa: E402
     start_inference_server,
@@ -48,6 +49,9 @@ def train(workdir: Path) -> tuple[Path, list[float]]:
     prices = fetch_prices("MSFT", source="sample", lookback_days=1500)
     csv = write_snapshot(prices, "MSFT", workdir / "data").path
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    env["PYTHONPATH"] = kit_pythonpath(
+        env.get("PYTHONPATH")
+    )  # train.py from its folder: the kit from the root
     env.pop("MLFLOW_RUN_ID", None)
     out = workdir / "trained"
     subprocess.run(

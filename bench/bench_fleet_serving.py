@@ -51,7 +51,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The file that holds this script's figures block (bench/readme_figures.py).
-FIGURES_FILE = REPO / "docs" / "benchmarks.md"
+FIGURES_FILE = REPO / "README.md"  # the headline figures of a portfolio (issue 21)
 BLOCK = "fleet-serving"
 sys.path.insert(0, str(REPO))
 os.environ.setdefault(

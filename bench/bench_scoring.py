@@ -57,6 +57,7 @@ FIGURES_FILE = REPO / "docs" / "benchmarks.md"
 sys.path.insert(0, str(REPO))
 
 from bench.readme_figures import machine  # noqa: E402
+from retrain.job_code import kit_pythonpath  # noqa: E402
 from retrain.local.endpoint import LocalEndpoints  # noqa: E402
 from retrain.local.inference_server import (  # noqa: E402
     start_inference_server,
@@ -90,6 +91,9 @@ def sample_closes(workdir: Path) -> tuple[Path, list[float]]:
 def train_quick_model(csv: Path, workdir: Path) -> Path:
     out = workdir / "trained"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    env["PYTHONPATH"] = kit_pythonpath(
+        env.get("PYTHONPATH")
+    )  # train.py from its folder: the kit from the root
     env.pop("MLFLOW_RUN_ID", None)
     started = time.perf_counter()
     command = [sys.executable, str(REPO / "trainer" / "train.py"), "--data", str(csv), "--output", str(out)]

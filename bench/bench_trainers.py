@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from retrain.job_code import kit_pythonpath  # noqa: E402
 from retrain.market_data import fetch_prices, write_snapshot  # noqa: E402
 from retrain.trainers import DEFAULT_TRAINER, TRAINERS  # noqa: E402
 
@@ -30,6 +31,9 @@ from retrain.trainers import DEFAULT_TRAINER, TRAINERS  # noqa: E402
 def one_run(script: Path, data: Path, work: Path, params: list[str]) -> tuple[float, dict]:
     output = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = kit_pythonpath(
+        env.get("PYTHONPATH")
+    )  # train.py from its folder: the kit from the root
     command = [sys.executable, str(script), "--data", str(data), "--output", str(output)]
     for param in params:
         command += ["--param", param]

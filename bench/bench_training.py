@@ -29,11 +29,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "trainer"))
+sys.path.insert(1, str(REPO))  # the trainer kit (trainer_kit/) and retrain
 
 import train  # noqa: E402
-from forecast_data import PreparedData, load_closes, prepare  # noqa: E402
+from forecast_data import PreparedData, prepare  # noqa: E402
 from forecast_net import LSTMForecaster  # noqa: E402
 from forecaster_pyfunc import forecast_from_closes  # noqa: E402
+
+from retrain.job_code import kit_pythonpath  # noqa: E402
+from trainer_kit.data import load_series  # noqa: E402
 
 
 def sample_csv(directory: Path, lookback_days: int) -> Path:
@@ -83,6 +87,7 @@ def plain_torch_fit(
 def cli_run(csv: Path, directory: Path) -> tuple[float, dict]:
     out = directory / f"cli-{time.monotonic_ns()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = kit_pythonpath(env.get("PYTHONPATH"))
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, str(REPO / "trainer" / "train.py"), "--data", str(csv), "--output", str(out)],
@@ -113,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         directory = Path(tmp)
         csv = sample_csv(directory, args.lookback_days)
-        data = prepare(load_closes(csv), config.window)
+        data = prepare(load_series(csv).closes, config.window)
         n_train = data.sizes.train
 
         cli_s, lightning_s, plain_s, epochs_seen, plain_mae = [], [], [], [], []

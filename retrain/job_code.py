@@ -51,3 +51,10 @@ def assemble_job_code(trainer_folder: Path, parent: Path | None = None, kit: Pat
             os.utime(Path(root) / name, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
     os.utime(dest, (FIXED_MTIME, FIXED_MTIME))
     return dest
+
+
+def kit_pythonpath(existing: str | None = None) -> str:
+    """PYTHONPATH for a process that runs a trainer folder's train.py in place, from the repository (tests
+    and bench scripts; jobs run the assembled job code): the repository root first, so `import trainer_kit`
+    finds the kit. In-process callers (the backtest, tests) have the root on sys.path."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), existing) if p)

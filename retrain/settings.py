@@ -61,7 +61,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_TRAINER",
         "lstm",
-        "Trainer of each cycle: a trainer folder of the repository (registered in retrain/trainers.py: lstm, ridge, gbr; see docs/trainer-contract.md).",
+        "Trainer of each cycle: a trainer folder of the repository, by the name it is registered under in retrain/trainers.py (see docs/trainer-contract.md).",
     ),
     Setting("RETRAIN_MAX_EPOCHS", "30", "Maximum training epochs (early stopping usually ends sooner)."),
     Setting(

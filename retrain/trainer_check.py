@@ -1,8 +1,9 @@
 """`retrain check-trainer <folder>`: does a trainer folder keep the trainer contract?
 
-It runs the trainer on the bundled sample (MSFT) in a temporary directory twice: once alone, then with
-a champion (`--champion-model`: the first run's model, or one you pass, e.g. of another family). Then it
-checks every point of docs/trainer-contract.md:
+It assembles the job's code (the folder with the trainer kit, trainer_kit/, copied in: what Azure ML and
+the local platform run) and runs the trainer from it, with no PYTHONPATH, on the bundled sample (MSFT) in a
+temporary directory twice: once alone, then with a champion (`--champion-model`: the first run's model, or
+one you pass, e.g. of another family). Then it checks every point of docs/trainer-contract.md:
 
 - the entry script exists, runs with `--data/--output` (and `--param`s), exits 0, and rejects a
   hyperparameter it does not know with a non-zero exit;
@@ -18,7 +19,9 @@ checks every point of docs/trainer-contract.md:
 - the run records both fit ends (`fitted_data_end`, `evaluation_fit_end`: YYYY-MM-DD in run.json, the
   MLflow run's tags and the model's metadata, all the same); the evaluation model was fitted before the
   first test day, and the served model through the data end (the CSV's last date), or, with
-  `--param refit=false`, the documented rule: the served model is the evaluation model.
+  `--param refit=false`, the documented rule: the served model is the evaluation model;
+- the batch entry: the kit's batch runner trains three tickers in one process (`python -I`), one with
+  broken data failing alone with its reason.
 
 Prints a checklist (what is wrong and how to fix it); exit status 0 only when every item passes.
 The heavy work happens in subprocesses, so this module imports nothing heavy.
@@ -163,8 +166,9 @@ def _stop_group(proc: subprocess.Popen[Any]) -> None:
 _PROBE = r"""
 import json, math, sys
 from pathlib import Path
-model_dir, folder, data_csv, run_id, tracking = sys.argv[1:6]
-out = {"trainer_on_path": [p for p in sys.path if p and Path(p).resolve() == Path(folder).resolve()]}
+model_dir, folders, data_csv, run_id, tracking = sys.argv[1:6]
+folders = [Path(f).resolve() for f in folders.split("\n")]
+out = {"trainer_on_path": [p for p in sys.path if p and Path(p).resolve() in folders]}
 try:
     import numpy as np, pandas as pd
     import mlflow, mlflow.pyfunc
@@ -180,7 +184,8 @@ try:
     out["inputs"] = None if sig is None else [c.name for c in sig.inputs]
     out["from_trainer_folder"] = sorted(
         name for name, mod in list(sys.modules.items())
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(Path(folder).resolve())
+        if getattr(mod, "__file__", None)
+        and any(Path(mod.__file__).resolve().is_relative_to(f) for f in folders)
     )
     window = meta.get("window")
     if isinstance(window, int) and not isinstance(window, bool) and window >= 1:
@@ -257,11 +262,13 @@ def _probe_champion(
 
 
 def _probe(
-    model_dir: Path, folder: Path, data: Path, run_id: str, work: Path, timeout: float
+    model_dir: Path, folders: Sequence[Path], data: Path, run_id: str, work: Path, timeout: float
 ) -> dict[str, Any]:
+    """The model in a fresh process; `folders` (the trainer folder, the job's code) must not serve it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("MLFLOW_")}
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    command = [sys.executable, "-I", "-c", _PROBE, str(model_dir), str(folder), str(data), run_id]
+    listed = "\n".join(str(f) for f in folders)
+    command = [sys.executable, "-I", "-c", _PROBE, str(model_dir), listed, str(data), run_id]
     command.append(f"sqlite:///{work / 'mlflow.db'}")
     try:
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
@@ -592,8 +599,25 @@ def check_trainer(
         "hyperparameter (docs/trainer-contract.md); the edge refuses values outside it",
     ):
         return report
+    from retrain.job_code import JobCodeError, assemble_job_code
+
     with tempfile.TemporaryDirectory(prefix="check-trainer-", dir=work_dir) as tmp:
         work = Path(tmp)
+        # Every run below runs the job's code, as Azure ML and the local platform do: the folder with the
+        # trainer kit copied in, nothing else importable (no PYTHONPATH; the repository is not on the path).
+        try:
+            code, problem = assemble_job_code(folder, work / "code"), ""
+        except JobCodeError as exc:
+            code, problem = None, str(exc)
+        if not report.add(
+            "the job's code is the folder plus trainer_kit/",
+            code is not None,
+            problem or "assembled",
+            "leave trainer_kit/ out of the trainer folder: it is copied in at submit time",
+        ):
+            return report
+        assert code is not None
+        script = code / entry_script
         data = sample_csv(work / "data")
         first = work / "run1"
         done = _run_trainer(script, data, first, work, params, None, timeout)
@@ -601,7 +625,8 @@ def check_trainer(
             "trains on the sample: exit 0",
             done.returncode == 0,
             f"exit {done.returncode}" + (f": {_tail(done.stderr)}" if done.returncode else ""),
-            "run it yourself: python <folder>/train.py --data <csv with Date,Close> --output <empty dir>",
+            "run it yourself: python <folder>/train.py --data <csv with Date,Close> --output <empty dir> "
+            "(with the repository root on PYTHONPATH for the trainer kit)",
         ):
             return report
         model_dir = first / "model"
@@ -614,7 +639,7 @@ def check_trainer(
             return report
         run1, _ = _read_json(first / "run.json")
         run_id = str((run1 or {}).get("run_id") or "")
-        probe = _probe(model_dir, folder, data, run_id, work, timeout)
+        probe = _probe(model_dir, [folder, code], data, run_id, work, timeout)
         _check_model(report, probe, folder)
         metrics1, errors1 = _check_outputs(report, "alone", first, with_champion=False)
         _check_mlflow_run(report, probe, metrics1, "alone")
@@ -703,7 +728,7 @@ def check_trainer(
         )
         _check_batch(
             report,
-            folder,
+            code,
             entry_script,
             params,
             data,
@@ -739,7 +764,7 @@ def _batch_inputs(inputs: Path, data: Path) -> None:
 
 def _check_batch(
     report: Report,
-    folder: Path,
+    code: Path,
     entry_script: str,
     params: Sequence[str],
     data: Path,
@@ -749,22 +774,8 @@ def _check_batch(
 ) -> None:
     """The batch entry: the job's code (the folder with the trainer kit copied in) runs the kit's batch
     runner on its own (`python -I`, no PYTHONPATH) over three tickers, one of them with broken data."""
-    from retrain.job_code import BATCH_RUNNER, JobCodeError, assemble_job_code
+    from retrain.job_code import BATCH_RUNNER
 
-    try:
-        code, problem = assemble_job_code(folder, work / "code"), ""
-    except JobCodeError as exc:
-        code, problem = None, str(exc)
-    if (
-        not report.add(
-            "batch: the job's code is the folder plus trainer_kit/",
-            code is not None,
-            problem or "assembled",
-            "leave trainer_kit/ out of the trainer folder: it is copied in at submit time",
-        )
-        or code is None
-    ):
-        return
     inputs, output = work / "batch" / "inputs", work / "batch" / "outputs"
     _batch_inputs(inputs, data)
     command = [

@@ -1,9 +1,11 @@
 """The trainers that live in this repository, and how hyperparameters reach them.
 
-A trainer is a self-contained folder with an entry script (the contract: docs/trainer-contract.md). A cycle
-names its trainer (`RETRAIN_TRAINER`, the `trainer` field of `POST /api/retrain`, `retrain run --trainer`);
-the name is looked up here, so a request can only pick a folder that ships with the code, never a path.
-Adding a model family = adding a folder and one line to `TRAINERS`.
+A trainer is a folder with an entry script (the contract: docs/trainer-contract.md), self-contained once the
+trainer kit (trainer_kit/) is copied in. A cycle names its trainer (`RETRAIN_TRAINER`, the `trainer` field of
+`POST /api/retrain`, `retrain run --trainer`); the name is looked up here, so a request can only pick a
+folder that ships with the code, never a path. Adding a model family = adding a folder and one line to
+`TRAINERS`: the Makefile's environments, the environment tests, check-trainer's tests and the backtest read
+this registry.
 
 Hyperparameters pass through generically: every `{key: value}` becomes `--param key=value` (the trainer
 parses the string). The adapters keep no list of flags; a trainer rejects a parameter it does not know.
@@ -33,6 +35,9 @@ class Trainer:
     setting_params: Mapping[str, str] = field(default_factory=dict)
     # Hyperparameters `retrain backtest` passes when the command line does not (its training budget).
     backtest_params: Mapping[str, str] = field(default_factory=dict)
+    # Hyperparameters the contract's tests (check-trainer on every registered trainer) train with: a
+    # small budget where the defaults would be slow.
+    check_params: Mapping[str, str] = field(default_factory=dict)
 
     def folder_path(self, repo_root: Path = REPO_ROOT) -> Path:
         return Path(repo_root) / self.folder
@@ -52,6 +57,7 @@ TRAINERS: dict[str, Trainer] = {
             "LSTM on standardised daily log returns (PyTorch Lightning)",
             setting_params={"max_epochs": "RETRAIN_MAX_EPOCHS"},
             backtest_params={"max_epochs": "10"},
+            check_params={"max_epochs": "2"},
         ),
         Trainer(
             "ridge",

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,10 +366,8 @@ def load(model_root: str | Path, environ: Mapping[str, str] | None = None) -> Lo
 def load_model_dir(mlflow_dir: Path, identity: ModelIdentity, check_requirements: bool = True) -> LoadedModel:
     """Load the MLflow model in `mlflow_dir`, check its signature once and pick its numpy path.
     `check_requirements=False` skips MLflow's comparison of the model's pinned requirements with this
-    environment (warnings only; about half of a small model's load time)."""
-    import mlflow.pyfunc  # heavy; only the serving process needs it
-
-    pyfunc = mlflow.pyfunc.load_model(str(mlflow_dir), suppress_warnings=not check_requirements)
+    environment (warnings only) and lets `load_pyfunc` take its fast path (a bundle's later models)."""
+    pyfunc = load_pyfunc(Path(mlflow_dir), check_requirements=check_requirements)
     window = window_from_metadata(pyfunc.metadata.metadata)
     check_signature(pyfunc.metadata.signature, window)
     return LoadedModel(
@@ -377,6 +376,116 @@ def load_model_dir(mlflow_dir: Path, identity: ModelIdentity, check_requirements
         window=window,
         path=Path(mlflow_dir),
         fast_forecast=find_fast_forecast(pyfunc, window),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading a bundle's models fast. mlflow.pyfunc.load_model parses a model's MLmodel YAML three times with
+# pure-Python PyYAML and also reads its input example: most of a small model's load, which a 200-ticker
+# slot pays 200 times on every rollout. For the flavour our trainers save (a pickled
+# PythonModel, `loader_module: mlflow.pyfunc.model`) the steps below are the ones load_model takes, with
+# the MLmodel parsed once (libyaml when PyYAML has it). Anything else goes through load_model itself.
+
+# The python_function keys whose meaning the fast path reproduces (MLflow 3.15's PythonModel saved by
+# pickle). A key outside this set (models from code, model_config, a data path, compression, a key a later
+# MLflow adds) sends the model through mlflow.pyfunc.load_model, which knows what it means.
+_FAST_PYFUNC_KEYS = frozenset(
+    {
+        "loader_module",
+        "python_model",
+        "cloudpickle_version",
+        "code",
+        "env",
+        "python_version",
+        "streamable",
+        "predict_fn",
+        "predict_stream_fn",
+        "artifacts",
+    }
+)
+_FAST_LOADER_MODULE = "mlflow.pyfunc.model"
+_warned_cloudpickle: set[str | None] = set()
+
+
+def load_pyfunc(mlflow_dir: Path, check_requirements: bool = True) -> Any:
+    """The `mlflow.pyfunc.PyFuncModel` in the local folder `mlflow_dir`: what
+    `mlflow.pyfunc.load_model(mlflow_dir, suppress_warnings=not check_requirements)` returns.
+
+    With `check_requirements=False` a pickled PythonModel is loaded by `load_python_model_fast` (the same
+    steps, the MLmodel parsed once); any other model, and every model when requirements are checked (the
+    first of a family, a single model), goes through `mlflow.pyfunc.load_model` unchanged."""
+    if not check_requirements:
+        model = load_python_model_fast(mlflow_dir)
+        if model is not None:
+            return model
+    import mlflow.pyfunc  # heavy; only the serving process needs it
+
+    return mlflow.pyfunc.load_model(str(mlflow_dir), suppress_warnings=not check_requirements)
+
+
+def load_python_model_fast(mlflow_dir: Path) -> Any | None:
+    """A pickled PythonModel's PyFuncModel as `mlflow.pyfunc.load_model(..., suppress_warnings=True)`
+    builds it: the code folder prepended to sys.path, the python model unpickled with cloudpickle, its
+    `load_context` run with the artifacts' local paths, wrapped as MLflow wraps it. None when the model is
+    not one this reproduces (another flavour or loader, an unknown key, an external model, pickles
+    disallowed, a model config from the environment, an MLmodel that does not parse): the caller then uses
+    load_model, so such a model loads, or fails, in MLflow's own words. Not done, as the scorer needs none
+    of it: reading the input example (`input_example` stays None), Databricks lineage, suppressing traces.
+    An error while unpickling or in `load_context` is raised as load_model would raise it."""
+    try:
+        import cloudpickle
+        import yaml
+        from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+        from mlflow.models import Model
+        from mlflow.pyfunc import PyFuncModel, PythonModelContext
+        from mlflow.pyfunc.model import _PythonModelPyfuncWrapper  # how load_model wraps a PythonModel
+    except ImportError:  # another MLflow layout: its own loader is right by definition
+        return None
+    if os.environ.get("MLFLOW_PYFUNC_INFERENCE_CONFIG") or not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get():
+        return None
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the same safe constructors, in C
+        document = yaml.load((mlflow_dir / "MLmodel").read_bytes(), Loader=loader)
+        meta = Model.from_dict(document)
+    except Exception:  # load_model says what is wrong with it
+        return None
+    conf = meta.flavors.get("python_function") if isinstance(meta.flavors, dict) else None
+    if (
+        not isinstance(conf, dict)
+        or conf.get("loader_module") != _FAST_LOADER_MODULE
+        or not set(conf) <= _FAST_PYFUNC_KEYS
+        or not isinstance(conf.get("python_model"), str)
+        or (meta.metadata or {}).get("mlflow.model.isExternal") is True
+    ):
+        return None
+    saved_with = conf.get("cloudpickle_version")
+    if saved_with != cloudpickle.__version__ and saved_with not in _warned_cloudpickle:
+        # load_model warns on every model; once per saved version says the same for a bundle.
+        _warned_cloudpickle.add(saved_with)
+        logger.warning(
+            "Models saved with CloudPickle %s load under CloudPickle %s, which may be incompatible",
+            saved_with or "(version not recorded in MLmodel)",
+            cloudpickle.__version__,
+        )
+    local = str(mlflow_dir)
+    if conf.get("code"):
+        sys.path = [os.path.join(local, conf["code"]), *sys.path]  # as load_model does
+    with open(os.path.join(local, conf["python_model"]), "rb") as fh:
+        python_model = cloudpickle.load(fh)
+    artifacts = {
+        name: os.path.join(local, info["path"]) for name, info in (conf.get("artifacts") or {}).items()
+    }
+    context = PythonModelContext(artifacts=artifacts, model_config=None)
+    python_model.load_context(context=context)
+    streamable = conf.get("streamable", False)
+    return PyFuncModel(
+        model_meta=meta,
+        model_impl=_PythonModelPyfuncWrapper(
+            python_model=python_model, context=context, signature=meta.signature
+        ),
+        predict_fn=conf.get("predict_fn", "predict"),
+        predict_stream_fn=conf.get("predict_stream_fn", "predict_stream") if streamable else None,
+        model_id=meta.model_id,
     )
 
 

@@ -1,6 +1,6 @@
-"""Real ridge MLflow models and bundles of them, for the bundle tests and bench/bench_bundle_scorer.py.
+"""Real ridge (and gbr) MLflow models and bundles of them, for the bundle tests and bench/bench_bundle_scorer.py.
 
-Each model is the ridge trainer's own in-process fit (`fit_in_process`) saved by its own `save_model`:
+Each model is the ridge trainer's own in-process fit (`fit_closes`) saved by the kit's `save_model`:
 the artefact a training job registers, made in well under a second without a job process.
 """
 
@@ -27,8 +27,17 @@ def closes_for(ticker: str, n: int = HISTORY_DAYS) -> np.ndarray:
 def ridge_model(dest: Path, ticker: str, window: int = 10) -> Path:
     """The ridge model fitted on `closes_for(ticker)` with `window`, saved as an MLflow model at `dest`."""
     train = load_trainer_module(get_trainer("ridge"))
+    fitted = train.fit_closes(closes_for(ticker), train.RidgeConfig(window=window, alpha=1.0))
+    ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    return train.FAMILY.save_model(fitted, Path(dest), ends)
+
+
+def gbr_model(dest: Path, ticker: str, window: int = 10) -> Path:
+    """The gbr model (a few small trees) fitted on `closes_for(ticker)`, saved as an MLflow model at `dest`."""
+    train = load_trainer_module(get_trainer("gbr"))
     data = train.split(closes_for(ticker), window)
-    fitted = train.fit_in_process(data, train.RidgeConfig(window=window, alpha=1.0))
+    fitted = train.fit_in_process(data, train.GbrConfig(window=window, n_estimators=20, max_depth=2))
     ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     return train.save_model(fitted.params, data, Path(dest), ends)

@@ -33,7 +33,10 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Path:
     """The output directory of a short real training run: `model/`, `metrics.json`, `forecast.png`."""
     out = tmp_path_factory.mktemp("trained")
+    from retrain.job_code import kit_pythonpath
+
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+    env["PYTHONPATH"] = kit_pythonpath(env.get("PYTHONPATH"))  # run from its folder: the kit from the root
     env.pop("MLFLOW_RUN_ID", None)
     subprocess.run(
         [

@@ -8,6 +8,10 @@ Standard library only (it runs before anything is installed). Option lines such 
 `--extra-index-url` are left out: the local set-up chooses its own indexes (see the Makefile).
 
     python tools/environment_pins.py trainer/environment.yml scorer/environment.yml
+    python tools/environment_pins.py --files    # the files: every registered trainer's, then the scorer's
+
+`--files` reads the trainer registry (retrain/trainers.py, standard library only), so a model family
+registered there brings its environment into `make setup` with no other change.
 """
 
 from __future__ import annotations
@@ -52,10 +56,27 @@ def pip_requirements(path: Path) -> list[str]:
     return pins
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def environment_files(repo: Path = REPO) -> list[str]:
+    """Every registered trainer's environment.yml (registry order), then the scorer's; relative to `repo`."""
+    sys.path.insert(0, str(repo))
+    try:
+        from retrain.trainers import TRAINERS
+    finally:
+        sys.path.remove(str(repo))
+    files = [f"{trainer.folder}/environment.yml" for trainer in TRAINERS.values()]
+    return [*dict.fromkeys(files), "scorer/environment.yml"]
+
+
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: environment_pins.py ENVIRONMENT.yml [...]", file=sys.stderr)
+        print("usage: environment_pins.py ENVIRONMENT.yml [...] | --files", file=sys.stderr)
         return 2
+    if argv == ["--files"]:
+        print(" ".join(environment_files()))
+        return 0
     try:
         for name in argv:
             print(f"# from {name}")

@@ -37,6 +37,10 @@ from types import ModuleType
 from typing import Any
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # the job's code folder: the family's modules live here
+# Run as a script (without -I), this file's folder is sys.path[0], where the kit's modules (data, params,
+# ...) would shadow top-level modules of the same names: the job's code folder takes its place.
+if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(CODE_DIR)
 MANIFEST = "batch.json"
 SUMMARY = "batch_summary.json"
 DEFAULT_EXPERIMENT = "forecaster"

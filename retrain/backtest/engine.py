@@ -13,7 +13,7 @@ What is the live system's own code here, not a copy:
 - data as of each day: `retrain.market_data.fetch_prices` once up to --end, then its own as-of trim
   (`_trim_window`: nothing after the day, `lookback_days` calendar days back) and `validate_prices` with
   `MIN_ROWS` before each training, exactly what a cycle's `fetch_data` applies;
-- fitting: the trainer folder's `fit_in_process` (`retrain.backtest.fitting`), which its `train.py` uses;
+- fitting: the trainer folder's `fit_closes` (`retrain.backtest.fitting`), which its `train.py`'s run uses;
 - the gate: `retrain.gate.decide_with_test_errors` with the cycle's settings (`CycleInput.from_settings`:
   margin, alpha, gate metrics, gate policy; `--gate-policy` and its margin may override the policy) on the challenger's test errors with the champion on the same days;
 - schedules: `functions_host.ncrontab` on `RETRAIN_SCHEDULE` (weekly) and `MONTHLY_SCHEDULE`;

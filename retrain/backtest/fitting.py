@@ -2,8 +2,8 @@
 
 Each trainer folder stays self-contained (the Azure ML job's code): its `train.py` exposes the in-process
 fit entry of docs/trainer-contract.md, `config_from_params(pairs)` (its own parsing of `--param key=value`),
-`fit_closes(closes, config)` (its own data preparation, then the `fit_in_process` its job's run also calls;
-prediction through the served model's numpy path) and `in_process_setup(threads)`. This module loads the
+`fit_closes(closes, config)` (the kit's split, then the family's evaluate-then-refit that its job's run
+also calls; prediction through the served model's numpy path) and `in_process_setup(threads)`. This module loads the
 folder's `train.py` under a private module name (every trainer calls its script `train.py`) with the folder
 on `sys.path`, as the job would run it; it names no family, so a registered trainer needs nothing here.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.trainers import Trainer, get_trainer, param_args
+from retrain.trainers import REPO_ROOT, Trainer, get_trainer, param_args
 
 
 class FitError(ValueError):
@@ -55,11 +55,13 @@ def load_trainer_module(trainer: Trainer) -> ModuleType:
     """The trainer's entry script as a module (cached: imports are paid once per process)."""
     if trainer.name in _MODULES:
         return _MODULES[trainer.name]
-    folder = str(trainer.folder_path())
-    if folder not in sys.path:
-        # Appended, not first: the trainer's own modules (forecast_*, ridge_pyfunc) have distinct names,
-        # while `train` is every trainer's script name and must not shadow anyone else's `import train`.
-        sys.path.append(folder)
+    # Appended, not first: the trainer's own modules (forecast_*, ridge_pyfunc) have distinct names, while
+    # `train` is every trainer's script name and must not shadow anyone else's `import train`. The
+    # repository root gives the family the trainer kit (`trainer_kit/`), as the kit copied into a job's
+    # code does (this process runs from the repository: `retrain`'s console script does not put it there).
+    for folder in (str(trainer.folder_path()), str(REPO_ROOT)):
+        if folder not in sys.path:
+            sys.path.append(folder)
     name = f"_retrain_trainer_{trainer.name}"
     spec = importlib.util.spec_from_file_location(name, trainer.script_path())
     if spec is None or spec.loader is None:
@@ -121,8 +123,7 @@ class InProcessTrainer:
             trained = m.fit_closes(np.asarray(closes, dtype=np.float64), self.config)
         except self.data_errors as exc:
             raise FitError(str(exc)) from exc
-        fit = getattr(trained, "fit", None)  # a family that trains in epochs reports them there
-        epochs = int(fit.epochs) if fit is not None and hasattr(fit, "epochs") else None
+        epochs = getattr(trained, "epochs", None)  # a family that trains in epochs reports them
         cpu = time.process_time() - started
         return FittedModel(
             int(trained.window),
@@ -131,5 +132,5 @@ class InProcessTrainer:
             np.asarray(trained.test_days),
             int(trained.served_fit_end),
             cpu,
-            epochs,
+            None if epochs is None else int(epochs),
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from retrain.job_code import kit_pythonpath
 from retrain.local.endpoint import LocalEndpoints
 from retrain.local.processes import process_alive, read_json
 from retrain.ports import EndpointBusyError, ModelRef, PlatformError, TransientPlatformError
@@ -37,6 +38,7 @@ def second_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> 
     """A second real model (another seed, fewer epochs), so the two slots answer differently."""
     out = tmp_path_factory.mktemp("trained-second")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+    env["PYTHONPATH"] = kit_pythonpath(env.get("PYTHONPATH"))  # run from its folder: the kit from the root
     env.pop("MLFLOW_RUN_ID", None)
     subprocess.run(
         [

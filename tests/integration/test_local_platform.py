@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from functions_host.keys import load_or_create_keys
+from retrain import trainers
 from retrain.local.platform import LocalPlatform
 from retrain.local.processes import process_alive, read_json, stop_process_group
 from retrain.ports import DataAsset, JobStatus, PlatformError, TrainingRequest
@@ -223,7 +224,7 @@ def test_a_runner_that_dies_is_reported_failed(platform: LocalPlatform, asset: D
 def test_bad_requests_are_refused_before_anything_runs(platform: LocalPlatform, asset: DataAsset) -> None:
     unknown = dataclasses.replace(_request("retrain-msft-x-train", asset), trainer="../../tmp/evil")
     with pytest.raises(
-        PlatformError, match="unknown trainer '../../tmp/evil'; use one of .*gbr, lstm, ridge"
+        PlatformError, match=f"unknown trainer '../../tmp/evil'; use one of .*{', '.join(trainers.names())}$"
     ):
         platform.submit_training(unknown)
     with pytest.raises(PlatformError, match="no spaces or quotes"):

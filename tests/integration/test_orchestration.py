@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retrain import naming
+from retrain import naming, trainers
 from retrain.host_client import HostClient, http_json
 from retrain.workflow import CycleInput
 from tests.helpers import calls, run_cycle, start, wait
@@ -295,7 +295,10 @@ def test_rollback_never_sends_traffic_to_a_dead_old_slot(host, memory, shared_en
 
 def test_the_requests_trainer_and_hyperparameters_reach_the_platform_and_the_registry(host, memory):
     code, bad = start(host, {"trainer": "../../tmp/mine"})
-    assert code == 400 and "use one of the trainers in this repository: gbr, lstm, ridge" in bad["error"]
+    assert (
+        code == 400
+        and f"use one of the trainers in this repository: {', '.join(trainers.names())}" in bad["error"]
+    )
     assert memory.jobs == {}
 
     status = run_cycle(host, {"trainer": "ridge", "hyperparameters": {"alpha": 0.5, "window": "10"}})

@@ -15,11 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrain.job_code import kit_pythonpath
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINER = REPO / "trainer"
 sys.path.insert(0, str(TRAINER))  # for the pure data helpers; the model itself is loaded elsewhere
 
-from forecast_data import load_closes, prepare  # noqa: E402
+from forecast_data import prepare  # noqa: E402
+
+from trainer_kit import contract  # noqa: E402
+from trainer_kit.data import load_series  # noqa: E402
+
+
+def load_closes(path: Path) -> np.ndarray:
+    return load_series(path).closes
+
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +52,9 @@ def train_cli(data: Path, out: Path, *extra: str, env: dict[str, str]) -> subpro
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """No MLflow settings; the trainer kit on PYTHONPATH, as a run from the repository folder needs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, **extra}
+    return {**env, "PYTHONPATH": kit_pythonpath(env.get("PYTHONPATH")), **extra}
 
 
 def test_outputs_and_metrics(trained_model: Path, sample_csv: Path) -> None:
@@ -91,7 +102,7 @@ FRESH_LOAD = textwrap.dedent(
     """
     import json, sys
     import pandas as pd
-    assert not any("trainer" in p for p in sys.path), sys.path
+    assert not any(p.rstrip("/").endswith("/trainer") for p in sys.path), sys.path
     import mlflow.pyfunc
     model = mlflow.pyfunc.load_model(sys.argv[1])
     window = int(model.metadata.metadata["window"])
@@ -189,10 +200,11 @@ def test_champion_with_another_window_is_scored_on_the_same_days(
 ) -> None:
     import mlflow.pyfunc
     import pandas as pd
-    import train
 
     data = prepare(load_closes(sample_csv), window=10)  # challenger window 10, champion window 20
-    got = train.champion_mae(str(trained_model / "model"), data)
+    test_days = data.target_day_index("test")
+    forecast = contract.champion_forecast(str(trained_model / "model"), data.closes, test_days)
+    got = np.mean(np.abs(forecast - data.closes[test_days]))
 
     closes = data.closes
     days = data.target_day_index("test")

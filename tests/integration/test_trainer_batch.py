@@ -36,8 +36,8 @@ def test_a_batch_trains_each_ticker_and_a_broken_one_fails_alone(tmp_path: Path)
     summary = json.loads((output / "batch_summary.json").read_text())
     assert list(summary["tickers"]) == [BATCH_GOOD[0], BATCH_BROKEN, BATCH_GOOD[1]]  # the manifest's order
     broken = summary["tickers"][BATCH_BROKEN]
-    assert broken["status"] == "failed" and "every Close" in broken["error"]
-    assert f"{BATCH_BROKEN}: failed (every Close" in done.stderr
+    assert broken["status"] == "failed" and "non-numeric Close" in broken["error"]
+    assert f"{BATCH_BROKEN}: failed (non-numeric Close in " in done.stderr
     # Nothing half-written: the failed ticker leaves no folder, and no staging folder is left.
     assert sorted(p.name for p in output.iterdir() if p.is_dir() and p.name != "mlartifacts") == sorted(
         BATCH_GOOD

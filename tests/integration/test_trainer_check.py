@@ -1,4 +1,4 @@
-"""`retrain check-trainer` on both shipped trainers (they keep the contract) and on a deliberately broken
+"""`retrain check-trainer` on every registered trainer (each keeps the contract) and on a deliberately broken
 copy of one (every defect is named, with how to fix it). Real trainer runs on the bundled sample."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from retrain.trainer_check import check_trainer
+from retrain.trainers import get_trainer, names
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -27,45 +28,29 @@ def _check_cli(
     return subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=cwd)
 
 
-def test_the_ridge_trainer_keeps_the_contract(tmp_path: Path) -> None:
-    done = _check_cli(REPO / "trainers" / "ridge", cwd=tmp_path)
+@pytest.mark.parametrize("name", names())
+def test_each_registered_trainer_keeps_the_contract(tmp_path: Path, name: str) -> None:
+    trainer = get_trainer(name)
+    params = [f"{k}={v}" for k, v in trainer.check_params.items()]
+    done = _check_cli(trainer.folder_path(), *params, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "[FAIL]" not in done.stdout
     for item in (
+        "the job's code is the folder plus trainer_kit/",
         "model loads in a fresh process without the trainer folder on sys.path",
+        "signature: inputs c0..c{window-1} (oldest first)",
         "champion compared on the same test days",
         "with champion: test_errors.json reproduces metrics.json",
         "rejects a hyperparameter it does not know",
+        "refuses a value outside its declared bounds",
         "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
         "the served model was fitted through the data end",
         "batch: the batch runner trains 3 tickers in one process",
         "batch: each good ticker's outputs (model/, metrics.json, test_errors.json, run.json)",
         "batch: a ticker with broken data fails alone, with its reason",
     ):
-        assert f"[PASS] {item}" in done.stdout
-    assert "checks passed: ridge keeps the trainer contract" in done.stdout
-
-
-def test_the_lstm_trainer_keeps_the_contract(tmp_path: Path) -> None:
-    report = check_trainer(REPO / "trainer", params=["max_epochs=2"], work_dir=tmp_path)
-    failed = {item.name: item for item in report.failed()}
-    if "test_errors.json" in (REPO / "trainer" / "train.py").read_text():
-        assert report.ok, [(i.name, i.detail) for i in failed.values()]
-    else:
-        # trainer/train.py gains test_errors.json with the monitoring work (another branch); until then
-        # exactly those items fail, and they say what to write.
-        assert failed and all("test_errors.json" in name for name in failed), list(failed)
-        assert all("test_errors.json" in item.fix for item in failed.values()), list(failed)
-    passed = {item.name for item in report.items if item.ok}
-    assert {
-        "model loads in a fresh process without the trainer folder on sys.path",
-        "metadata declares an integer window",
-        "predict: one finite next close per input row (column forecast)",
-        "with champion: metrics.json has the gate's metrics, finite",
-        "rejects a hyperparameter it does not know",
-        "the run records both fit ends (fitted_data_end, evaluation_fit_end)",
-        "the served model was fitted through the data end",
-    } <= passed
+        assert f"[PASS] {item}" in done.stdout, item
+    assert f"checks passed: {trainer.folder_path().name} keeps the trainer contract" in done.stdout
 
 
 def test_refit_false_keeps_the_documented_rule(tmp_path: Path) -> None:
@@ -77,6 +62,35 @@ def test_refit_false_keeps_the_documented_rule(tmp_path: Path) -> None:
     assert "fitted_data_end = evaluation_fit_end" in rule.detail
 
 
+# Appended to a copy of the ridge family: it overrides what the kit does for it, wrongly.
+OVERRIDES = """
+import trainer_kit.contract as _kit_contract
+import trainer_kit.params as _kit_params
+
+# 4. the champion is scored one day early: not the same test days
+_champion_forecast = _kit_contract.champion_forecast
+_kit_contract.champion_forecast = lambda uri, closes, days: _champion_forecast(uri, closes, days - 1)
+# 5. test_errors.json's naive forecasts are not the ones naive_mae was computed from
+_payload = _kit_contract.test_errors_payload
+_kit_contract.test_errors_payload = lambda dates, actual, model, naive, champ: _payload(
+    dates, actual, model, actual, champ
+)
+# 6. an unknown hyperparameter is silently ignored
+_parse_args = _kit_params.parse_args
+
+
+def _lenient(declared, argv=None, description=""):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in reversed(range(len(argv) - 1)):
+        if argv[i] == "--param" and argv[i + 1].partition("=")[0] not in declared:
+            del argv[i : i + 2]
+    return _parse_args(declared, argv, description)
+
+
+_kit_params.parse_args = _lenient
+"""
+
+
 def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
     tmp_path: Path, trained_model: Path
 ) -> None:
@@ -86,27 +100,18 @@ def test_a_broken_trainer_fails_with_what_is_wrong_and_how_to_fix_it(
     source = script.read_text()
     for old, new in [
         # 1. the model does not carry its code: it loads only with the trainer folder on sys.path
-        ('MODEL_CODE_FILES = ("ridge_pyfunc.py",)', "MODEL_CODE_FILES = ()"),
-        # 2. the champion is scored one day early: not the same test days
-        (
-            "champion_forecast(args.champion_model, series.closes, days)",
-            "champion_forecast(args.champion_model, series.closes, days - 1)",
-        ),
-        # 3. test_errors.json's naive forecasts are not the ones naive_mae was computed from
-        ('"naive": [float(v) for v in naive]', '"naive": [float(v) for v in actual]'),
-        # 4. an unknown hyperparameter is silently ignored
-        ("        if key not in PARAM_DEFAULTS:\n", "        if False:\n"),
-        # 5. no refit: the evaluation model serves although refit is on (and honestly says so)
-        (
-            "    if config.refit:\n        served, served_end = refit(",
-            "    if False:\n        served, served_end = refit(",
-        ),
-        # 6. no run(args): the single-ticker job works through main, but the batch runner has nothing to call
-        ("def run(args: argparse.Namespace)", "def train_once(args: argparse.Namespace)"),
-        ("        metrics = run(args)\n", "        metrics = train_once(args)\n"),
+        ('model_code_files=("ridge_pyfunc.py",)', "model_code_files=()"),
+        # 2. the family never refits, although refit is on (and honestly says so in its fit ends)
+        ('refit=values["refit"]', "refit=False"),
+        # 3. no run(args): the single-ticker job works through main, but the batch runner has nothing to call
+        ("config_from_params, run, main = ", "config_from_params, train_once, main = "),
     ]:
         assert old in source, old
         source = source.replace(old, new)
+    # A family that overrides what the kit does for it, wrongly (before its main runs):
+    main_block = '\nif __name__ == "__main__":\n'
+    assert main_block in source
+    source = source.replace(main_block, OVERRIDES + main_block)
     script.write_text(source)
 
     # A champion that loads on its own (the broken trainer's own model does not): an LSTM.

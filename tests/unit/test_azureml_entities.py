@@ -17,6 +17,7 @@ from azure.ai.ml import (
     load_online_endpoint,
 )
 
+from retrain import trainers
 from retrain.azureml import entities
 from retrain.job_code import BATCH_RUNNER, assemble_job_code
 from retrain.ports import ModelRef, PlatformError, TrainingRequest
@@ -132,7 +133,7 @@ def test_the_requests_trainer_folder_is_the_jobs_code_and_environment(tmp_path: 
         (
             "../../etc",
             {},
-            "unknown trainer '../../etc'; use one of the trainers in this repository: gbr, lstm, ridge",
+            f"unknown trainer '../../etc'; use one of the trainers in this repository: {', '.join(trainers.names())}",
         ),
         ("lstm", {"bad name": 1}, "hyperparameter name 'bad name' is invalid"),
         ("lstm", {"alpha": "1; rm -rf /"}, "no spaces or quotes"),

@@ -149,11 +149,12 @@ def test_changing_the_gate_setting_changes_the_backtest(monkeypatch: pytest.Monk
 
 def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     """The ridge trainer's script, run as a job would, reports the test MAE the backtest's in-process fit
-    of the same data gives (the same fit_in_process, the same served forecast function)."""
+    of the same data gives (the same fit_closes, the same served forecast function)."""
     import os
     import subprocess
     import sys
 
+    from retrain.job_code import assemble_job_code
     from retrain.market_data import fetch_prices
     from retrain.trainers import get_trainer
 
@@ -169,9 +170,10 @@ def test_the_in_process_fit_is_the_trainers_own(tmp_path) -> None:
     windows = np.stack([closes[d - fitted.window : d] for d in days])
     in_process_mae = float(np.mean(np.abs(fitted.evaluation_predict(windows) - closes[days])))
     out = tmp_path / "job"
-    # As a job runs it: its own process (MLflow's global state stays out of this one), no MLFLOW_* env.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    script = get_trainer("ridge").script_path()
+    # As a job runs it: its own process (MLflow's global state stays out of this one), no MLFLOW_* env,
+    # the job's code (the folder with the trainer kit copied in), no PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PYTHONPATH"}
+    script = assemble_job_code(get_trainer("ridge").folder_path(), tmp_path / "code") / "train.py"
     job = subprocess.run(
         [sys.executable, str(script), "--data", str(data), "--output", str(out)],
         capture_output=True,

@@ -97,4 +97,4 @@ def test_write_figures_adds_the_block_once_and_fills_it(tmp_path: Path) -> None:
     assert text.count("**Fleet serving**") == 1
     (block,) = parse_blocks(text)
     assert block.name == "fleet-serving" and block.settings == bench.DEFAULT_SETTINGS(block.name)
-    assert bench.FIGURES_FILE.name == "benchmarks.md"
+    assert bench.FIGURES_FILE.name == "README.md"

@@ -1,8 +1,9 @@
-"""The Azure ML environments (trainer/environment.yml, scorer/environment.yml) and the Function App's
-requirements.txt are the single source of their pins, and those pins resolve together.
+"""The Azure ML environments (each registered trainer's environment.yml, scorer/environment.yml) and the
+Function App's requirements.txt are the single source of their pins, and those pins resolve together.
 
-`make setup` installs exactly these pins (tools/environment_pins.py extracts the pip sections of both
-environment files) with constraints.txt, so a set that pip cannot resolve fails the set-up. The tests
+`make setup` installs exactly these pins (tools/environment_pins.py extracts the pip sections of the
+environment files, listed from the trainer registry) with constraints.txt, so a set that pip cannot
+resolve fails the set-up. The tests
 below check the same offline: each pin agrees with constraints.txt, and every requirement of every
 pinned distribution (read from the installed metadata) admits the pinned version of its dependency,
 which is what pip's resolver needs. That is how azureml-mlflow 1.62.0.post6's `mlflow-skinny<=3.15.0`
@@ -24,13 +25,17 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
-from environment_pins import pip_requirements  # noqa: E402
+from environment_pins import environment_files, pip_requirements  # noqa: E402
 
-ENVIRONMENTS = {
-    "trainer": REPO / "trainer" / "environment.yml",
-    "ridge": REPO / "trainers" / "ridge" / "environment.yml",
-    "scorer": REPO / "scorer" / "environment.yml",
+from retrain.backtest.fitting import load_trainer_module  # noqa: E402
+from retrain.trainers import TRAINERS, get_trainer  # noqa: E402
+
+# Every registered trainer's environment (by trainer name) and the scorer's: a family registered in
+# retrain/trainers.py is held to every test below with no change here.
+TRAINER_ENVIRONMENTS = {
+    name: trainer.folder_path(REPO) / "environment.yml" for name, trainer in TRAINERS.items()
 }
+ENVIRONMENTS = {**TRAINER_ENVIRONMENTS, "scorer": REPO / "scorer" / "environment.yml"}
 
 
 def _pins(lines: list[str]) -> dict[str, str]:
@@ -60,9 +65,19 @@ def test_each_environment_file_is_the_single_source_of_its_pins():
     assert not (REPO / "trainer" / "requirements.txt").exists()
     assert not (REPO / "scorer" / "requirements.txt").exists()
     makefile = (REPO / "Makefile").read_text()
+    # The Makefile lists the registry's environments, through the same function these tests use.
+    assert "ENVIRONMENTS := $(shell $(PYTHON) tools/environment_pins.py --files)" in makefile
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "environment_pins.py"), "--files"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.split()
     assert (
-        "ENVIRONMENTS := trainer/environment.yml trainers/ridge/environment.yml scorer/environment.yml"
-        in makefile
+        [REPO / f for f in listed]
+        == list(dict.fromkeys(ENVIRONMENTS.values()))
+        == [REPO / f for f in environment_files()]
     )
     assert "tools/environment_pins.py $(ENVIRONMENTS) > $(VENV)/environment-pins.txt" in makefile
     assert "-r requirements-dev.txt -r $(VENV)/environment-pins.txt -c constraints.txt" in makefile
@@ -70,7 +85,7 @@ def test_each_environment_file_is_the_single_source_of_its_pins():
     assert "-r requirements.txt" in dev
 
 
-@pytest.mark.parametrize("name", ["trainer", "scorer", "function app"])
+@pytest.mark.parametrize("name", [*ENVIRONMENTS, "function app"])
 def test_every_pin_agrees_with_constraints(name):
     pins = _function_app() if name == "function app" else _environment(name)
     constraints = _constraints()
@@ -78,8 +93,11 @@ def test_every_pin_agrees_with_constraints(name):
     assert not disagree, f"{name}: pin vs constraints.txt: {disagree}"
 
 
-def test_trainer_has_azureml_mlflow_and_scorer_loads_what_the_trainer_logs():
-    trainer, scorer = _environment("trainer"), _environment("scorer")
+@pytest.mark.parametrize("name", list(TRAINER_ENVIRONMENTS))
+def test_each_trainer_has_azureml_mlflow_and_the_scorer_loads_what_it_logs(name):
+    """Each training job logs to Azure ML's MLflow, and a model it logs loads where the scorer serves it (the
+    same mlflow, torch, pandas and numpy): torch also lets it load an LSTM champion."""
+    trainer, scorer = _environment(name), _environment("scorer")
     assert "azureml-mlflow" in trainer
     assert "azureml-inference-server-http" in scorer
     shared = set(trainer) & set(scorer)
@@ -87,20 +105,29 @@ def test_trainer_has_azureml_mlflow_and_scorer_loads_what_the_trainer_logs():
     assert {p: trainer[p] for p in shared} == {p: scorer[p] for p in shared}
 
 
-def test_scorer_loads_every_family_a_bundle_may_hold(tmp_path):
+@pytest.mark.parametrize("name", list(TRAINER_ENVIRONMENTS))
+def test_the_scorer_loads_every_family_a_bundle_may_hold(name):
     """A bundle mixes families in one deployment, so the scorer's environment must carry what every
-    family's served model requires (its MLflow requirements.txt), at the pins its trainer logged it
-    with. LSTM (trainer/): see the test above; ridge (trainers/ridge): a real saved model's requirements."""
-    from tests.bundle_models import ridge_model
-
-    scorer, ridge_trainer = _environment("scorer"), _environment("ridge")
-    model = ridge_model(tmp_path / "model", "MSFT", 5)
-    required = _pins((model / "requirements.txt").read_text().splitlines())
+    family's served model requires (the requirements.txt the kit saves with it: `Family.pip_requirements`),
+    at the pins its trainer's environment has."""
+    family = load_trainer_module(get_trainer(name)).FAMILY
+    required = _pins(family.pip_requirements())
+    scorer, trainer = _environment("scorer"), _environment(name)
     assert required and set(required) <= set(scorer), (
         f"the scorer lacks {sorted(set(required) - set(scorer))}"
     )
-    assert {p: ridge_trainer[p] for p in required} == {p: scorer[p] for p in required}
-    assert "scikit-learn" not in required  # the served ridge model is numbers + numpy
+    assert {p: trainer[p] for p in required} == {p: scorer[p] for p in required}
+
+
+def test_a_saved_ridge_model_requires_what_its_family_says(tmp_path):
+    """The requirements above are what a real saved model carries; the served ridge model is numbers and
+    numpy (no scikit-learn)."""
+    from tests.bundle_models import ridge_model
+
+    model = ridge_model(tmp_path / "model", "MSFT", 5)
+    required = _pins((model / "requirements.txt").read_text().splitlines())
+    assert required == _pins(load_trainer_module(get_trainer("ridge")).FAMILY.pip_requirements())
+    assert "scikit-learn" not in required
 
 
 def test_function_app_stays_lean():
@@ -140,7 +167,7 @@ def _closure_conflicts(roots: dict[str, str], constraints: dict[str, str]) -> li
     return conflicts
 
 
-@pytest.mark.parametrize("name", ["trainer", "scorer", "function app"])
+@pytest.mark.parametrize("name", [*ENVIRONMENTS, "function app"])
 def test_the_pins_resolve_together(name):
     roots = _function_app() if name == "function app" else _environment(name)
     assert not _closure_conflicts(roots, _constraints())

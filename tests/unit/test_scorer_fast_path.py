@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ sys.path.insert(0, str(REPO / "trainer"))  # trainer/ is a job snapshot, not a p
 import train  # noqa: E402
 from forecast_data import prepare  # noqa: E402
 from forecast_net import LSTMForecaster  # noqa: E402
+
+from trainer_kit.data import windows  # noqa: E402
+from trainer_kit.family import InProcessFit  # noqa: E402
 
 WINDOW = 12
 
@@ -47,11 +51,27 @@ def forecaster_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trainer's real pyfunc model (save_model, the MLflow artefact Azure serves), with a seeded
     untrained network: the answers only have to be the same on both paths, not good."""
     torch.manual_seed(7)
-    data = prepare(random_walk(np.random.default_rng(3), 300, 50.0), window=WINDOW)
+    closes = random_walk(np.random.default_rng(3), 300, 50.0)
+    data = prepare(closes, window=WINDOW)
     config = train.TrainConfig(window=WINDOW, hidden_size=16)
-    fit = train.FitResult(net=LSTMForecaster(hidden_size=16), epochs=0, best_val_loss=0.0, seconds=0.0)
+    fit = train.FitResult(
+        net=LSTMForecaster(hidden_size=16), epochs=0, best_val_loss=0.0, seconds=0.0, data=data
+    )
+    samples = windows(closes, WINDOW)
+    end = len(closes) - 1
+    fitted = InProcessFit(
+        config=config,
+        data=samples,
+        evaluation=fit,
+        served=fit,
+        evaluation_predict=partial(train.predict, fit),
+        served_predict=partial(train.predict, fit),
+        test_days=samples.target_days(samples.test),
+        evaluation_fit_end=end,
+        served_fit_end=end,
+    )
     dest = tmp_path_factory.mktemp("forecaster") / "model"
-    return train.save_model(fit, data, config, dest)
+    return train.FAMILY.save_model(fitted, dest, {})
 
 
 @pytest.fixture(scope="module")

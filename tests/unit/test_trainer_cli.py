@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrain.job_code import kit_pythonpath
+
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": kit_pythonpath(os.environ.get("PYTHONPATH"))}
     return subprocess.run(
         [sys.executable, str(TRAIN_PY), "--output", str(tmp_path / "out"), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env=env,
     )
 
 

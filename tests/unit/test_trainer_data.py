@@ -1,4 +1,5 @@
-"""Windowing, the chronological split and the preprocessing fit of the trainer (pure numpy/pandas)."""
+"""Windowing, the chronological split (the trainer kit's, every family's) and the LSTM's preprocessing fit,
+and the kit's reading of the data asset (pure numpy/pandas)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ import pytest
 TRAINER = Path(__file__).resolve().parents[2] / "trainer"
 sys.path.insert(0, str(TRAINER))  # trainer/ is a job snapshot, not a package
 
-from forecast_data import (  # noqa: E402
+from forecast_data import fit_scaler, prepare, training_span, window_closes  # noqa: E402
+from forecast_features import ReturnScaler, window_log_returns  # noqa: E402
+
+from trainer_kit.data import (  # noqa: E402
     TrainingDataError,
     check_enough_rows,
-    fit_scaler,
-    load_closes,
+    load_series,
     min_rows,
-    prepare,
     split_sizes,
-    training_span,
-    window_closes,
+    windows,
 )
-from forecast_features import ReturnScaler, window_log_returns  # noqa: E402
+
+
+def load_closes(path: Path) -> np.ndarray:
+    return load_series(path).closes
 
 
 def random_walk(n: int, seed: int = 0) -> np.ndarray:
@@ -146,3 +150,19 @@ def test_load_closes_rejects_bad_files(tmp_path: Path) -> None:
     (tmp_path / "unsorted.csv").write_text("Date,Close\n2020-01-02,1\n2020-01-01,2\n")
     with pytest.raises(TrainingDataError, match="ascending"):
         load_closes(tmp_path / "unsorted.csv")
+    (tmp_path / "nodate.csv").write_text("Close\n1\n2\n")  # the contract's CSV has both columns
+    with pytest.raises(TrainingDataError, match="no Date column"):
+        load_closes(tmp_path / "nodate.csv")
+    with pytest.raises(TrainingDataError, match=r"row 2 \(empty or n/a\)"):
+        load_closes(write_csv(tmp_path / "na.csv", [1.0, "n/a", 3.0]))
+
+
+def test_the_kit_windows_are_the_lstm_split() -> None:
+    """Every family splits alike: the kit's windows and the LSTM's prepared data name the same samples."""
+    closes = random_walk(400)
+    data, kit = prepare(closes, window=20), windows(closes, 20)
+    assert kit.sizes == data.sizes
+    assert np.array_equal(kit.inputs, data.input_closes) and np.array_equal(kit.targets, data.target_closes)
+    for name in ("train", "val", "test"):
+        assert getattr(kit, name) == data.part(name)
+        assert np.array_equal(kit.target_days(getattr(kit, name)), data.target_day_index(name))

@@ -21,6 +21,8 @@ from forecast_features import ReturnScaler  # noqa: E402
 from forecast_net import LSTMForecaster  # noqa: E402
 from forecaster_pyfunc import ForecasterModel, forecast_from_closes  # noqa: E402
 
+from trainer_kit.contract import price_metrics  # noqa: E402
+
 
 def test_network_maps_a_batch_of_windows_to_one_value_each() -> None:
     net = LSTMForecaster(hidden_size=8)
@@ -82,7 +84,7 @@ def test_pyfunc_rejects_bad_rows_with_a_reason(frame: pd.DataFrame, message: str
 
 
 def test_price_metrics_by_hand() -> None:
-    m = train.price_metrics(
+    m = price_metrics(
         forecast=np.array([11.0, 9.0]), actual=np.array([10.0, 10.0]), previous=np.array([12.0, 10.0])
     )
     assert m["mae"] == pytest.approx(1.0)
@@ -113,7 +115,7 @@ def test_lightning_fit_learns_a_predictable_pattern_and_is_repeatable() -> None:
 
     test = data.part("test")
     forecast = forecast_from_closes(fit.net, data.scaler, data.input_closes[test])
-    m = train.price_metrics(forecast, data.target_closes[test], data.input_closes[test][:, -1])
+    m = price_metrics(forecast, data.target_closes[test], data.input_closes[test][:, -1])
     assert m["mae_vs_naive"] < 0.5  # the pattern is learnt; persistence misses every day's move
 
     again = train.fit_lightning(data, config)
@@ -140,13 +142,14 @@ def test_the_refit_trains_the_selected_epochs_on_every_window_and_is_what_serves
     config = train.TrainConfig(
         window=6, hidden_size=4, max_epochs=40, learning_rate=0.5, batch_size=32, patience=1
     )
-    fitted = train.fit_in_process(data, config)
-    evaluation = fitted.fit
+    fitted = train.fit_closes(closes, config)
+    evaluation = fitted.evaluation
     best = 1 + min(range(evaluation.epochs), key=lambda i: evaluation.history[i]["val_loss"])
     assert evaluation.best_epoch == best and evaluation.epochs < 40  # early stopping chose it
-    assert fitted.served_fit.epochs == best  # the refit ran exactly that many epochs
-    assert fitted.served_data.sizes.train == len(closes) - 6  # every window trains
-    assert fitted.served_data.scaler == ReturnScaler.fit(closes)  # fitted on the whole series
+    assert fitted.epochs == evaluation.epochs
+    assert fitted.served.epochs == best  # the refit ran exactly that many epochs
+    assert fitted.served.data.sizes.train == len(closes) - 6  # every window trains
+    assert fitted.served.data.scaler == ReturnScaler.fit(closes)  # fitted on the whole series
     assert fitted.evaluation_fit_end == data.target_day_index("train")[-1] < fitted.test_days[0]
     assert fitted.served_fit_end == len(closes) - 1
 
@@ -155,10 +158,10 @@ def test_the_refit_trains_the_selected_epochs_on_every_window_and_is_what_serves
         fitted.evaluation_predict(test), forecast_from_closes(evaluation.net, data.scaler, test)
     )
     assert not np.allclose(fitted.served_predict(test), fitted.evaluation_predict(test), rtol=1e-9)
-    again = train.fit_in_process(data, config)
+    again = train.fit_closes(closes, config)
     assert np.array_equal(again.served_predict(test), fitted.served_predict(test))  # same seed
 
-    stale = train.fit_in_process(data, dataclasses.replace(config, refit=False))
+    stale = train.fit_closes(closes, dataclasses.replace(config, refit=False))
     assert stale.served_predict is stale.evaluation_predict
     assert stale.served_fit_end == stale.evaluation_fit_end
     assert np.array_equal(stale.evaluation_predict(test), fitted.evaluation_predict(test))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from retrain import trainers
+from retrain.backtest.fitting import load_trainer_module
+from retrain.job_code import assemble_job_code
+from retrain.trainer_check import PROBE_PARAM as PROBE
 from retrain.trainers import TrainerError, get_trainer, param_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,11 +32,9 @@ AGNOSTIC = [
 
 
 def _hyperparameter_names() -> set[str]:
-    """Every hyperparameter the shipped trainers take, read from the trainers' own sources."""
+    """Every hyperparameter the shipped trainers take: their declarations, which the kit's parsing reads."""
     names: set[str] = set()
     for trainer in trainers.TRAINERS.values():
-        source = trainer.script_path().read_text()
-        names |= {n.replace("-", "_") for n in re.findall(r'add_argument\(\s*"--([a-z][a-z-]+)"', source)}
         names |= set(trainers.declared_hyperparameters(trainer))  # the contract's declaration
     return names - {"data", "output", "champion_model", "param"}  # the contract's own inputs
 
@@ -60,8 +62,8 @@ def _code_mentions(path: Path, names: set[str]) -> set[str]:
 def test_the_trainers_own_hyperparameters_are_known_to_this_test() -> None:
     names = _hyperparameter_names()
     assert {"window", "hidden_size", "max_epochs", "learning_rate", "seed", "threads", "alpha"} <= names
-    # The detector finds them where they are: in the trainers themselves.
-    assert {"max_epochs", "hidden_size"} <= _code_mentions(REPO / "trainer" / "train.py", names)
+    # The detector finds them where they are: in the families themselves.
+    assert {"hidden_size", "num_layers"} <= _code_mentions(REPO / "trainer" / "train.py", names)
     assert "alpha" in _code_mentions(REPO / "trainers" / "ridge" / "train.py", names)
 
 
@@ -72,17 +74,20 @@ def test_no_adapter_or_orchestrator_code_names_a_model_specific_flag(path: Path)
 
 
 def test_registry_names_only_folders_of_this_repository() -> None:
-    assert {"lstm", "ridge", "gbr"} <= set(trainers.names()) and trainers.DEFAULT_TRAINER == "lstm"
+    assert trainers.DEFAULT_TRAINER in trainers.names()
     for trainer in trainers.TRAINERS.values():
         folder = trainer.folder_path().resolve()
         assert folder.is_relative_to(REPO) and trainer.script_path().is_file()
         assert (folder / "environment.yml").is_file()  # its own Azure ML environment
-        # Self-contained: the folder is the Azure ML job's whole code.
+        # Self-contained with the kit: the folder plus trainer_kit/ is the Azure ML job's whole code.
         for module in folder.glob("*.py"):
-            assert not re.search(r"^\s*(from|import) retrain\b", module.read_text(), re.M), module
+            text = module.read_text()
+            assert not re.search(r"^\s*(from|import) retrain\b", text, re.M), module
+            other = re.findall(r"^\s*(?:from|import) (trainers?)\b", text, re.M)  # another family's folder
+            assert not other, (module, other)
     for bad in ("../trainer", "/work/x", "trainer", "LSTM", "", None, 1):
         with pytest.raises(
-            TrainerError, match="use one of the trainers in this repository: gbr, lstm, ridge"
+            TrainerError, match=f"use one of the trainers in this repository: {', '.join(trainers.names())}$"
         ):
             get_trainer(bad)
 
@@ -105,19 +110,22 @@ def test_hyperparameters_become_param_pairs_as_strings() -> None:
             param_args(bad)
 
 
-def test_each_setting_param_is_a_real_flag_of_its_trainer() -> None:
+def test_each_setting_param_is_a_real_flag_of_its_trainer(tmp_path: Path) -> None:
     """The registry's setting -> param mapping (RETRAIN_MAX_EPOCHS -> max_epochs) names a real flag."""
     for trainer in trainers.TRAINERS.values():
         for param in trainer.setting_params:
-            done = subprocess.run(
-                [sys.executable, str(trainer.script_path()), "--help"],
+            code = assemble_job_code(trainer.folder_path(), tmp_path / trainer.name)
+            done = subprocess.run(  # as a job runs it: its code folder, no PYTHONPATH
+                [sys.executable, str(code / trainer.entry_script), "--help"],
                 capture_output=True,
                 text=True,
                 timeout=120,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
             )
             assert f"--{param.replace('_', '-')}" in done.stdout or param in done.stdout, (
                 trainer.name,
                 param,
+                done.stderr[-2000:],
             )
 
 
@@ -142,59 +150,46 @@ def test_a_trailing_newline_or_a_huge_value_is_refused_without_an_echo(params: d
 
 
 @pytest.mark.parametrize("name", trainers.names())
-def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itself(name: str) -> None:
-    """The declaration (hyperparameters.json) names exactly what the trainer takes, and the trainer's own
-    parsing refuses a value just outside each declared bound (in a fresh process: no retrain imports)."""
+def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itself(
+    name: str, tmp_path: Path
+) -> None:
+    """The trainer takes exactly what its declaration (hyperparameters.json) names, and its own parsing
+    refuses a value just outside each declared bound: run from the job's code (the folder plus the kit) in
+    a fresh process (`python -I`: no retrain imports, no repository on the path)."""
     trainer = get_trainer(name)
     declared = trainers.declared_hyperparameters(trainer)
-    assert (
-        set(declared)
-        == {
-            "lstm": {
-                "window",
-                "hidden_size",
-                "num_layers",
-                "max_epochs",
-                "learning_rate",
-                "batch_size",
-                "seed",
-                "patience",
-                "threads",
-                "refit",
-            },
-            "ridge": {"window", "alpha", "refit"},
-            "gbr": {"window", "n_estimators", "max_depth", "learning_rate", "refit"},
-        }[name]
-    )
-    outside = []
+    outside = [f"{PROBE}=1"]  # not declared: refused
     for key, spec in declared.items():
         if spec["type"] == "bool":
             outside.append(f"{key}=maybe")
             continue
         step = 1 if spec["type"] == "int" else spec["max"] * 1e-3
         outside += [f"{key}={spec['max'] + step}", f"{key}={spec['min'] - (step if spec['min'] > 0 else 1)}"]
+    defaults = [f"{key}={trainers.param_value(key, spec['default'])}" for key, spec in declared.items()]
     parse = (
-        "import train, sys\n"
+        "import sys; sys.path.insert(0, '.')\n"
+        "import train\n"
         "for pair in sys.argv[1:]:\n"
         "    try:\n"
-        + (
-            "        train.parse_args(['--data', 'd', '--output', 'o', '--param', pair])\n"
-            if name == "lstm"
-            else "        train.config_from_params([pair])\n"
-        )
-        + "    except (SystemExit, train.TrainerError):\n        continue\n"
+        "        train.config_from_params([pair])\n"
+        "    except train.TrainerError:\n"
+        "        print('REFUSED', pair)\n"
+        "        continue\n"
         "    print('ACCEPTED', pair)\n"
     )
+    code = assemble_job_code(trainer.folder_path(), tmp_path)
     done = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); exec({parse!r})", *outside],
-        cwd=trainer.folder_path(),
+        [sys.executable, "-I", "-c", parse, *outside, *defaults],
+        cwd=code,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "ACCEPTED" not in done.stdout, done.stdout
-    for pair in outside:  # and the edge refuses the same values, naming the bounds
+    assert sorted(done.stdout.split("\n")) == sorted(
+        [f"REFUSED {p}" for p in outside] + [f"ACCEPTED {p}" for p in defaults] + [""]
+    )
+    for pair in outside[1:]:  # and the edge refuses the same values, naming the bounds
         key, _, value = pair.partition("=")
         with pytest.raises(TrainerError, match=f"hyperparameter {key}="):
             trainers.validate_hyperparameters(trainer, {key: value})
@@ -206,6 +201,8 @@ def test_each_trainer_declares_its_hyperparameters_and_enforces_the_bounds_itsel
 def test_each_trainer_exposes_the_batch_and_in_process_entries(name: str) -> None:
     """What the kit's batch runner calls per ticker (parse_args, run) and the in-process fit entry the
     backtest calls (config_from_params, fit_closes, in_process_setup): docs/trainer-contract.md."""
-    source = get_trainer(name).script_path().read_text()
-    for entry in ("parse_args", "run", "config_from_params", "fit_closes", "in_process_setup"):
-        assert re.search(rf"^def {entry}\(", source, re.M), f"{name}'s train.py has no {entry}()"
+    module = load_trainer_module(get_trainer(name))
+    for entry in ("parse_args", "run", "main", "config_from_params", "fit_closes", "in_process_setup"):
+        assert callable(getattr(module, entry, None)), f"{name}'s train.py has no {entry}()"
+    for error in ("TrainerError", "TrainingDataError"):  # what the batch runner reports in one line
+        assert isinstance(getattr(module, error, None), type), f"{name}'s train.py has no {error}"

@@ -11,8 +11,11 @@ import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
 from retrain.fleet import MAX_FLEET_TICKERS, FleetInput
+from retrain.trainers import names
 from retrain.triggers import BadRequest, parse_request, parse_retrain_request, readable_status
 from retrain.workflow import TICKER_GUARD_ACTIVITY
+
+TRAINER_NAMES = ", ".join(names())  # the registry's, as the refusal lists them
 
 ENV = {
     "RETRAIN_TICKERS": "MSFT,AAPL",
@@ -67,9 +70,9 @@ def test_fields_override_settings_and_ticker_is_normalised(tmp_path):
         ('{"max_epochs": 0}', "from 1 to 1000"),
         (
             '{"trainer": "../trainer"}',
-            "unknown trainer '../trainer'; use one of the trainers in this repository: gbr, lstm, ridge",
+            f"unknown trainer '../trainer'; use one of the trainers in this repository: {TRAINER_NAMES}",
         ),
-        ('{"trainer": "/tmp/evil"}', "use one of the trainers in this repository: gbr, lstm, ridge"),
+        ('{"trainer": "/tmp/evil"}', f"use one of the trainers in this repository: {TRAINER_NAMES}"),
         ('{"trainer": 3}', "unknown trainer 3"),
         ('{"trainer": "ridge", "max_epochs": 3}', "trainer ridge does not train in epochs"),
         ('{"hyperparameters": [1]}', "hyperparameters must be an object"),
