@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES_FILE = REPO / "docs" / "benchmarks.md"  # the file that holds this script's block
+FIGURES_FILE = REPO / "README.md"  # the headline figures of a fleet (issue 22), beside fleet serving's
 BLOCK = "fleet-cycles"
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -327,20 +327,24 @@ def markdown(measured: list[Measured], args: argparse.Namespace) -> str:
     return "\n".join(say)
 
 
-def ensure_block(path: Path, name: str = BLOCK) -> None:
-    """Put the block's marker lines at the end of `path` under a lead paragraph when they are missing (the
-    first --write-figures); write_block then fills them."""
+def ensure_block(path: Path, name: str = BLOCK, after: str = "<!-- /figures:fleet-serving -->") -> None:
+    """Put the block's marker lines under a lead paragraph when they are missing (the first
+    --write-figures): after the fleet-serving block when the file has it, else at the end; write_block
+    then fills them."""
     text = path.read_text(encoding="utf-8")
     if f"<!-- figures:{name} -->" in text:
         return
     lead = (
         "**Fleet cycles** (`bench/bench_fleet_cycles.py`; issue 22): one fleet cycle over N tickers against "
-        "one cycle per ticker, from the request to every ticker deployed, measured in the same run."
+        "one cycle per ticker, from the request to every ticker deployed on the shared endpoint, measured in "
+        "the same run."
     )
-    path.write_text(
-        text.rstrip("\n") + f"\n\n{lead}\n\n<!-- figures:{name} -->\n<!-- /figures:{name} -->\n",
-        encoding="utf-8",
-    )
+    markers = f"\n{lead}\n\n<!-- figures:{name} -->\n<!-- /figures:{name} -->\n"
+    if after in text:
+        at = text.index(after) + len(after) + 1
+        path.write_text(text[:at] + markers + text[at:], encoding="utf-8")
+    else:
+        path.write_text(text.rstrip("\n") + "\n" + markers, encoding="utf-8")
 
 
 # ---- measuring ----------------------------------------------------------------------------------------

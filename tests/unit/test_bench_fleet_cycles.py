@@ -73,11 +73,17 @@ def test_the_table_marks_targets_the_extrapolation_and_whether_the_overhead_fall
     assert "| one fleet | ridge | 10 | 24 / 30 / 0.2 | - | - |" in md
 
 
-def test_write_figures_adds_the_block_once_and_it_reads_back(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n")
+def test_write_figures_adds_the_block_once_after_fleet_servings_and_it_reads_back(tmp_path: Path) -> None:
+    doc = tmp_path / "README.md"
+    doc.write_text("# R\n\n<!-- figures:fleet-serving -->\n<!-- /figures:fleet-serving -->\n\n## Next\n")
+    write_block(doc, "fleet-serving", "| s |", {}, "bench/bench_fleet_serving.py")
     for _ in range(2):
         bench.ensure_block(doc)
         write_block(doc, bench.BLOCK, "| t |", bench.settings_of(_args()), bench.command_of(_args()))
-    (block,) = parse_blocks(doc.read_text())
+    text = doc.read_text()
+    assert (
+        text.index("<!-- /figures:fleet-serving -->") < text.index("**Fleet cycles**") < text.index("## Next")
+    )
+    block = parse_blocks(text)[-1]
     assert block.name == bench.BLOCK and block.markdown == "| t |" and check_block(block) == []
+    assert bench.FIGURES_FILE.name == "README.md"

@@ -31,7 +31,7 @@ STALE: dict[str, str] = {}
 # Per file, the sections whose tables are figures (backtest results, monitor calibration, scoring): a
 # heading, or a bold paragraph lead (the region then also ends at the next bold lead).
 FIGURE_SECTIONS = {
-    "README.md": ("**Fleet serving**",),
+    "README.md": ("**Fleet serving**", "**Fleet cycles**"),
     "docs/backtest.md": ("## Results: ",),
     "docs/monitoring.md": ("## Figures: false alarms",),
     "docs/benchmarks.md": ("**Scoring**",),
@@ -54,6 +54,7 @@ def test_the_docs_have_the_blocks_the_scripts_write() -> None:
         "monitor-false-alarms",
         "azure-serving-costs",
         "fleet-serving",
+        "fleet-cycles",
     } <= names
     assert names >= set(STALE)  # a regenerated or renamed block leaves STALE
     assert len(names) == len(BLOCKS)  # a name once across README.md and docs/
