@@ -234,6 +234,18 @@ def run_retrain(
     )
 
 
+def check_trainer_cli(
+    folder: Path, *params: str, cwd: Path, champion: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`retrain check-trainer <folder>` as a user runs it (its own process), with `--param`s and a champion."""
+    command = [sys.executable, "-m", "retrain", "check-trainer", str(folder)]
+    if champion is not None:
+        command += ["--champion-model", str(champion)]
+    for param in params:
+        command += ["--param", param]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=cwd)
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
     """Poll `probe` until it returns something; `alive` returns a reason to stop early (a process died)."""
     deadline = time.monotonic() + timeout
