@@ -36,11 +36,12 @@ def ridge_model(dest: Path, ticker: str, window: int = 10) -> Path:
 def gbr_model(dest: Path, ticker: str, window: int = 10) -> Path:
     """The gbr model (a few small trees) fitted on `closes_for(ticker)`, saved as an MLflow model at `dest`."""
     train = load_trainer_module(get_trainer("gbr"))
-    data = train.split(closes_for(ticker), window)
-    fitted = train.fit_in_process(data, train.GbrConfig(window=window, n_estimators=20, max_depth=2))
+    fitted = train.fit_closes(
+        closes_for(ticker), train.GbrConfig(window=window, n_estimators=20, max_depth=2)
+    )
     ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    return train.save_model(fitted.params, data, Path(dest), ends)
+    return train.FAMILY.save_model(fitted, Path(dest), ends)
 
 
 def ridge_bundle(

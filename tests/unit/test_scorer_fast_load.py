@@ -26,8 +26,6 @@ SCORE_PY = REPO / "scorer" / "score.py"
 sys.path.insert(0, str(REPO / "trainer"))  # trainer/ is a job snapshot, not a package
 
 import train  # noqa: E402
-from forecast_data import prepare  # noqa: E402
-from forecast_net import LSTMForecaster  # noqa: E402
 
 WINDOW = 10
 IDENTITY_NAME = "forecast-msft"
@@ -45,12 +43,14 @@ score = _load_score_module()
 
 
 def lstm_model(dest: Path) -> Path:
-    """The LSTM trainer's pyfunc model with a seeded untrained network (only sameness matters here)."""
+    """The LSTM trainer's pyfunc model from a one-epoch in-process fit (only sameness matters here)."""
     torch.manual_seed(7)
-    data = prepare(closes_for("MSFT", 300), window=WINDOW)
-    config = train.TrainConfig(window=WINDOW, hidden_size=8)
-    fit = train.FitResult(net=LSTMForecaster(hidden_size=8), epochs=0, best_val_loss=0.0, seconds=0.0)
-    return train.save_model(fit, data, config, dest)
+    fitted = train.fit_closes(
+        closes_for("MSFT", 300), train.TrainConfig(window=WINDOW, hidden_size=8, max_epochs=1, patience=1)
+    )
+    ends = {"fitted_data_end": "2026-12-04", "evaluation_fit_end": "2026-11-01"}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return train.FAMILY.save_model(fitted, dest, ends)
 
 
 @pytest.fixture(scope="module")
