@@ -163,6 +163,10 @@ class LocalPlatform:
                 if self._client is None:
                     from mlflow.tracking import MlflowClient
 
+                    from retrain.local.mlflow_store import create_store_from_template
+
+                    # A new store starts as a copy of the empty one MLflow migrated once on this machine.
+                    create_store_from_template(self.mlflow_dir / "mlflow.db")
                     client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
                     # First use creates the SQLite stores (and imports their modules): once, here.
                     client.search_experiments(max_results=1)

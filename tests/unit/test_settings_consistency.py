@@ -34,6 +34,7 @@ RUNTIME_VARIABLES = {
     "AZUREML_ENTRY_SCRIPT",  # azmlinfsrv variables (set by the deployment / local server)
     "PATH",
     "HOME",
+    "XDG_CACHE_HOME",  # where the local platform caches its empty MLflow store (retrain/local/mlflow_store.py)
     "PYTHONPATH",
     "TMPDIR",
 }
