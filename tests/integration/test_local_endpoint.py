@@ -1,6 +1,7 @@
 """The local online endpoint for real: two `azmlinfsrv` slots running scorer/score.py with two real
 models behind the stable scoring URL; traffic 100/0 -> 90/10 -> 0/100 under continuous load without a
-single failed request; the URL survives stop_all() + restore(); bad payloads answer the scorer's 400."""
+single failed request; the URL survives stop_all() + restore(); bad payloads answer the scorer's 400. The models: the trained LSTM
+fixture and a ridge model (two families, so the slots answer differently)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrain.job_code import kit_pythonpath
 from retrain.local.endpoint import LocalEndpoints
 from retrain.local.processes import process_alive, read_json
 from retrain.ports import EndpointBusyError, ModelRef, PlatformError, TransientPlatformError
+from tests.bundle_models import ridge_model
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -34,31 +33,11 @@ ENDPOINT = "msft-test"
 
 
 @pytest.fixture(scope="module")
-def second_model(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Path:
-    """A second real model (another seed, fewer epochs), so the two slots answer differently."""
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second real model of another family (ridge, fitted in process: no second training run), so the two
+    slots answer differently."""
     out = tmp_path_factory.mktemp("trained-second")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
-    env["PYTHONPATH"] = kit_pythonpath(env.get("PYTHONPATH"))  # run from its folder: the kit from the root
-    env.pop("MLFLOW_RUN_ID", None)
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "trainer" / "train.py"),
-            "--data",
-            str(sample_csv),
-            "--output",
-            str(out),
-            "--max-epochs",
-            "2",
-            "--seed",
-            "7",
-        ],
-        check=True,
-        env=env,
-        cwd=out,
-        timeout=600,
-        capture_output=True,
-    )
+    ridge_model(out / "model", "MSFT", window=20)
     return out
 
 
