@@ -208,8 +208,8 @@ async def _running_rollout(client: df.DurableOrchestrationClient, ticker: str) -
 async def _handle(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, action: str
 ) -> func.HttpResponse:
-    from retrain.market_data import MarketDataError, validate_ticker
     from retrain.cycle_guard import busy_tickers
+    from retrain.market_data import MarketDataError, validate_ticker
     from retrain.triggers import start_lock, store_unavailable_response
 
     try:
