@@ -208,9 +208,7 @@ def test_ui_serves_the_state_dirs_store_on_localhost_and_stops_by_pid(cycle: Cyc
             code, found = http_json("GET", f"{url}/api/2.0/mlflow/experiments/search?max_results=100")
             assert code == 200, found
             names = {e["name"] for e in found.get("experiments", [])}
-            assert naming.experiment_name("MSFT") in names, (
-                names
-            )  # the state dir's store, with the cycle's run
+            assert naming.FLEET_EXPERIMENT in names, names  # the state dir's store, with the cycle's run
             (mlflow_group,) = child_pids(ui.process.pid)  # the MLflow server: its own process group
 
             os.kill(ui.process.pid, signal.SIGTERM)  # stopped by PID ...
