@@ -94,7 +94,9 @@ def test_a_challenger_arriving_while_a_rollout_runs_joins_the_next_one(host, mem
         assert code == 202, aapl
         deadline = time.monotonic() + 60
         # AAPL's fleet awaits the endpoint's rollout (its status says so, which the rollout reads).
-        while not (host.engine.get_status(aapl["id"]) or {}).get("customStatus", {}).get("awaiting_rollout"):
+        while not ((host.engine.get_status(aapl["id"]) or {}).get("customStatus") or {}).get(
+            "awaiting_rollout"
+        ):
             assert time.monotonic() < deadline, "AAPL never awaited the rollout"
             time.sleep(0.05)
     finally:
