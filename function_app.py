@@ -18,6 +18,7 @@ app.register_functions(traffic_control.bp)
 app.register_functions(monitoring_http.bp)
 app.register_functions(monitoring.bp)
 app.register_functions(fleet_monitor.bp)
+# Legacy, replay only: cycles started by older code finish; no trigger starts it (a ticker is a fleet of one).
 app.orchestration_trigger(context_name="context", orchestration=workflow.ORCHESTRATOR_NAME)(
     workflow.retrain_orchestrator
 )

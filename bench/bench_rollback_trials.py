@@ -27,7 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from retrain import adapters  # noqa: E402
-from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle  # noqa: E402
+from tests.rollback_trial import (  # noqa: E402
+    ENV,
+    TICKER,
+    killed_canary_trial,
+    local_host,
+    run_cycle,
+    ticker_outcome,
+)
 
 
 def main() -> int:
@@ -43,14 +50,14 @@ def main() -> int:
         os.environ.update({**ENV, "RETRAIN_STATE_DIR": str(state_dir)})
         with local_host(state_dir) as host:
             first = run_cycle(host, {"ticker": TICKER})
-            if first["runtime_status"] != "Completed":
+            if ticker_outcome(first)["status"] != "deployed":
                 print(f"the first cycle did not deploy: {first}")
                 return 2
             print(
                 f"{'trial':>5}  {'killed at':<17}  {'cycle':<9}  {'old slot':<8}  traffic after  old model at 100 %"
             )
             good = 0
-            endpoint = first["output"]["endpoint"]  # the layout's (RETRAIN_ENDPOINTS) serving endpoint
+            endpoint = ticker_outcome(first)["endpoint"]  # the layout's (RETRAIN_ENDPOINTS) serving endpoint
             for n in range(1, args.trials + 1):
                 traffic = adapters.get_platform().get_endpoint(endpoint).traffic
                 if 100 not in traffic.values():  # a trial left a split: the next cannot start from one model
@@ -59,13 +66,15 @@ def main() -> int:
                 trial = killed_canary_trial(host, state_dir, hold_down=args.hold_down)
                 good += trial.old_model_at_100
                 print(
-                    f"{n:>5}  {trial.killed_at_step or 'missed':<17}  {trial.runtime_status:<9}  "
+                    f"{n:>5}  {trial.killed_at_step or 'missed':<17}  {trial.outcome:<9}  "
                     f"{trial.old_slot:<8}  {str(trial.traffic):<13}  {trial.old_model_at_100}"
                 )
             final = run_cycle(host, {"ticker": TICKER, "force": True})
-            deployed = final["runtime_status"] == "Completed" and final["output"]["status"] == "deployed"
+            deployed = ticker_outcome(final)["status"] == "deployed"
             if not deployed:
-                final["error"] = " ".join(str(final.get("error")).split())[:300]
+                final["error"] = " ".join(
+                    str(ticker_outcome(final).get("error") or final.get("error")).split()
+                )[:300]
     print(
         f"\n{good} of {args.trials} trials ended with the old model at 100 %; the next cycle "
         f"{'deployed' if deployed else 'did not deploy: ' + str(final.get('error'))} "

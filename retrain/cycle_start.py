@@ -1,21 +1,27 @@
-"""One way in: every trigger starts a cycle or a fleet cycle here (issue 22, "One way in").
+"""One way in: every trigger starts a fleet cycle here (issue 22, "One way in"; a single ticker is a
+fleet of one).
 
-The HTTP route (`POST /api/retrain`), the timer, Azure ML model monitoring's breach (triggers.py) and the
-monitor's check before its sub-orchestration (monitoring/orchestration.py) all go through this module, so
-"validate the ticker(s), check for a running cycle or fleet, build the id and input, start" is written once:
+The HTTP route (`POST /api/retrain`, `{"ticker"}` and `{"tickers"}` alike), the timer, Azure ML model
+monitoring's breach (triggers.py) and the monitors before their sub-orchestrations (monitoring/) all go
+through this module, so "validate the ticker(s), check for a running cycle or fleet, build the id and
+input, start" is written once:
 
-- `start_cycle(client, ticker, trigger, ...)`: one ticker's cycle. Refused (nothing started) when an active
-  cycle or fleet holds the ticker (`cycle_guard.busy_tickers`).
-- `start_fleet(client, tickers, trigger, ...)`: a fleet cycle over the tickers. The held tickers are
-  reported in `skipped` (the fleet's own guard skips them again and says so in its output); refused when
-  every ticker is held.
+- `start_fleet(client, tickers, trigger, ...)`: a fleet cycle (`fleet.FLEET_ORCHESTRATOR`) over the
+  tickers; one ticker is a fleet of one. The held tickers are reported in `skipped` (the fleet's own guard
+  skips them again and says so in its output); refused when every ticker is held (for a fleet of one: when
+  its ticker is held).
 - With `instance_id` (the timer's weekly ids): an instance of that id that exists already, finished or
   not, is found and left alone (`existing`); a second firing in the same ISO week does nothing.
 
+No trigger starts the per-ticker `retrain_orchestrator` any more (it stays registered so that cycles
+started by older code replay and finish); `cycle_input` still builds its input for the legacy monitor
+path (an in-flight monitor started by older code) and for `triggers.parse_retrain_request`.
+
 Checking before starting is for a clear answer, not for safety: each orchestration's own guard (its first
-activity) is what keeps one cycle per ticker across workers. Within this worker the starts of one ticker
-are serialized (`triggers.start_lock`; a fleet takes its tickers' locks in sorted order, so a single cycle
-and a fleet never deadlock), so two requests at once get "started" and "busy", never two starts.
+activity) is what keeps one cycle per ticker across workers, and `cycle_guard` sees both kinds of holders
+(a fleet, or a single cycle of older code still running). Within this worker the starts of one ticker are
+serialized (`triggers.start_lock`; a fleet takes its tickers' locks in sorted order, so two fleets never
+deadlock), so two requests at once get "started" and "busy", never two starts.
 
 Bad input raises `InvalidStart` (a ValueError saying what to send); the store's failures propagate (the
 HTTP routes turn them into 503s).
@@ -51,14 +57,14 @@ class StartResult:
       starts in the same instant); it was left alone.
     - `skipped`: ticker -> the id of the active cycle or fleet holding it (a fleet goes on without them).
     - `refused`: why nothing was started (every ticker held), else None.
-    - `fleet`: whether this was a fleet start."""
+    - `fleet`: always true (kept in the dict for callers that read it)."""
 
     instance_id: str | None
     started: bool
     existing: bool = False
     skipped: dict[str, str] = field(default_factory=dict)
     refused: str | None = None
-    fleet: bool = False
+    fleet: bool = True  # every start is a fleet's now (a single ticker is a fleet of one)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,34 +150,6 @@ def _describe(held: Mapping[str, str], limit: int = 10) -> str:
 # ------------------------------------------------------------------------------------------ starts
 
 
-async def start_cycle(
-    client: df.DurableOrchestrationClient,
-    ticker: str,
-    trigger: str,
-    *,
-    instance_id: str | None = None,
-    reason: str | None = None,
-    environ: Any = None,
-    **overrides: Any,
-) -> StartResult:
-    """Start one ticker's cycle (`workflow.ORCHESTRATOR_NAME`) unless an active cycle or fleet holds it."""
-    from retrain.workflow import ORCHESTRATOR_NAME
-
-    cycle = cycle_input(ticker, trigger, reason=reason, environ=environ, **overrides)
-    symbol = cycle["ticker"]
-    if instance_id is not None and naming.parse_instance_id(instance_id) is None:
-        raise InvalidStart(f"instance_id {instance_id!r}: not a cycle's id (naming.scheduled_instance_id)")
-    return await _start(
-        client,
-        ORCHESTRATOR_NAME,
-        [symbol],
-        cycle,
-        instance_id,
-        lambda: naming.adhoc_instance_id(symbol, datetime.now(UTC)),
-        fleet=False,
-    )
-
-
 async def start_fleet(
     client: df.DurableOrchestrationClient,
     tickers: Iterable[str],
@@ -183,40 +161,27 @@ async def start_fleet(
     **overrides: Any,
 ) -> StartResult:
     """Start a fleet cycle (`fleet.FLEET_ORCHESTRATOR`) over `tickers`; the held ones are `skipped`, and
-    nothing starts when all are held."""
-    from retrain.fleet import FLEET_ORCHESTRATOR
-
+    nothing starts when all are held. A single ticker is `[ticker]`: a fleet of one."""
     fleet = fleet_input(tickers, trigger, reason=reason, environ=environ, **overrides)
     if instance_id is not None and naming.parse_fleet_instance_id(instance_id) is None:
         raise InvalidStart(
             f"instance_id {instance_id!r}: not a fleet's id (naming.fleet_instance_id, scheduled_fleet_instance_id)"
         )
-    return await _start(
-        client,
-        FLEET_ORCHESTRATOR,
-        list(fleet["tickers"]),
-        fleet,
-        instance_id,
-        lambda: naming.fleet_instance_id(datetime.now(UTC)),
-        fleet=True,
-    )
+    return await _start(client, list(fleet["tickers"]), fleet, instance_id)
 
 
 async def _start(
     client: df.DurableOrchestrationClient,
-    orchestrator: str,
     tickers: list[str],
     input_: dict[str, Any],
     instance_id: str | None,
-    new_id: Any,
-    *,
-    fleet: bool,
 ) -> StartResult:
+    from retrain.fleet import FLEET_ORCHESTRATOR
     from retrain.triggers import instance_status, start_lock, start_or_find
 
     if instance_id is not None and (found := await instance_status(client, instance_id)) is not None:
         log.info("start of %s: it exists already (%s)", instance_id, cycle_guard.runtime_of(found))
-        return StartResult(instance_id, started=False, existing=True, fleet=fleet)
+        return StartResult(instance_id, started=False, existing=True)
     async with AsyncExitStack() as stack:
         for ticker in sorted(tickers):  # one order for every starter: no two wait on each other
             await stack.enter_async_context(start_lock(ticker))
@@ -224,22 +189,22 @@ async def _start(
         if len(busy) == len(tickers):
             what = (
                 f"every ticker of the fleet is already being retrained: {_describe(busy)}"
-                if fleet
+                if len(tickers) > 1
                 else f"{tickers[0]} is already being retrained by {busy[tickers[0]]}"
             )
-            return StartResult(None, started=False, skipped=busy, refused=what, fleet=fleet)
-        chosen = instance_id or new_id()
-        existing = await start_or_find(client, orchestrator, chosen, input_)
+            return StartResult(None, started=False, skipped=busy, refused=what)
+        chosen = instance_id or naming.fleet_instance_id(datetime.now(UTC))
+        existing = await start_or_find(client, FLEET_ORCHESTRATOR, chosen, input_)
     if existing is not None:  # the same id started meanwhile (another worker, the same instant)
-        return StartResult(chosen, started=False, existing=True, skipped=busy, fleet=fleet)
+        return StartResult(chosen, started=False, existing=True, skipped=busy)
     log.info(
         "started %s (%s, %d ticker(s)%s)",
         chosen,
-        input_.get("trigger") or (input_.get("cycle") or {}).get("trigger"),
+        (input_.get("cycle") or {}).get("trigger"),
         len(tickers),
         f", {len(busy)} skipped" if busy else "",
     )
-    return StartResult(chosen, started=True, skipped=busy, fleet=fleet)
+    return StartResult(chosen, started=True, skipped=busy)
 
 
 __all__ = [
@@ -249,6 +214,5 @@ __all__ = [
     "fleet_input",
     "holder",
     "holders",
-    "start_cycle",
     "start_fleet",
 ]

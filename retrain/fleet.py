@@ -20,7 +20,8 @@ so the fleet's history grows by a few events per batch and per endpoint, not per
 Deterministic like retrain/workflow.py: every effect is an activity or a sub-orchestration, time from the
 context, configuration from the input (resolved when the fleet starts, `FleetInput.from_settings`). A
 ticker's failure (its data, its fit, its gate, its registration, its smoke test) is its own: the others
-go on. A fleet of one ticker goes the same way.
+go on. A fleet of one ticker goes the same way: it is what every single-ticker start runs (POST
+`{"ticker"}`, Azure ML monitoring's breach, the per-ticker monitor, `retrain run --ticker`).
 """
 
 from __future__ import annotations
@@ -898,6 +899,9 @@ def apply_outcomes(run: _Fleet, endpoint: str, tickers: list[str], outcomes: lis
                 bundle=found.get("bundle"),
                 bundle_version=found.get("bundle_version"),
                 rollout=found.get("rollout"),
+                # the slot that now serves the bundle, and the one it took over from (None: the first)
+                slot=found.get("slot"),
+                old_slot=found.get("old_slot"),
             )
         else:
             what = str(found.get("outcome") or FAILED).replace("_", " ")

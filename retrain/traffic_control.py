@@ -208,8 +208,9 @@ async def _running_rollout(client: df.DurableOrchestrationClient, ticker: str) -
 async def _handle(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, action: str
 ) -> func.HttpResponse:
+    from retrain.cycle_guard import busy_tickers
     from retrain.market_data import MarketDataError, validate_ticker
-    from retrain.triggers import running_instance, start_lock, store_unavailable_response
+    from retrain.triggers import start_lock, store_unavailable_response
 
     try:
         ticker = validate_ticker(req.route_params.get("ticker", ""))
@@ -227,7 +228,8 @@ async def _handle(
     # The ticker's start lock: no POST /api/retrain of this worker starts a cycle while the change runs.
     async with start_lock(ticker):
         try:
-            running = await running_instance(client, ticker)
+            # Any holder: a fleet (every start's path, a single ticker's too) or an older single cycle.
+            running = (await busy_tickers(client, [ticker])).get(ticker)
         except Exception as exc:
             if (unavailable := store_unavailable_response(exc)) is None:
                 raise
@@ -235,9 +237,9 @@ async def _handle(
         if running is not None:
             return _answer(
                 {
-                    "error": f"{ticker} is being retrained by {running.instance_id}: its cycle owns the "
+                    "error": f"{ticker} is being retrained by {running}: its cycle owns the "
                     "endpoint's traffic; wait until it ends (or terminate it), then try again",
-                    "instance_id": running.instance_id,
+                    "instance_id": running,
                 },
                 409,
             )

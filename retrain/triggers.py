@@ -5,13 +5,15 @@
 
 Every start goes through the one way in, retrain/cycle_start.py (validate, check the holders, build the id
 and input, start).
-- ``start_retrain`` (``POST /api/retrain``): an ad-hoc cycle; 202 with the id and this module's status and
-  terminate routes (no key: never the Durable extension's), 400 for a bad body, 409 with the running
-  instance's id and routes when the ticker is already being retrained.
+- ``start_retrain`` (``POST /api/retrain``): an ad-hoc fleet cycle (``{"tickers": [...]}``, or
+  ``{"ticker": X}``: a fleet of one); 202 with the id and this module's status and terminate routes (no
+  key: never the Durable extension's), 400 for a bad body, 409 with the holders' ids and routes when every
+  ticker is already being retrained.
 - ``retrain_status`` (``GET /api/retrain/{instance_id}``): current step, per-step times, decision;
   ``terminate_retrain`` (``POST /api/retrain/{instance_id}/terminate``), under the function key, which also
   cancels the cycle's training job (``MLPlatform.cancel_job``).
-- ``earlier_active_cycle`` (activity): the orchestrator's own one-cycle-per-ticker guard.
+- ``earlier_active_cycle`` (activity): the per-ticker orchestrator's own one-cycle-per-ticker guard (that
+  orchestrator only replays cycles started by older code; no trigger starts it).
 - ``job_events`` (Event Grid): a finished training job becomes the ``job_finished`` event of the
   orchestration named in the job's tags. Not ours, or already finished: acknowledged and ignored.
 
@@ -448,39 +450,32 @@ async def earlier_active_cycle(payload: dict[str, Any], client: df.DurableOrches
 @bp.route(route="retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_retrain(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """One cycle (`ticker`) or a fleet cycle (`tickers`), through the one way in (retrain/cycle_start.py):
-    the check and the start are one step per ticker in this worker; across workers (or beside a timer or
-    a monitor breach) the start's conflict is caught and the orchestration's own guard gives way. Either
-    way a busy ticker answers 409, never a 500."""
-    from retrain.cycle_start import InvalidStart, start_cycle, start_fleet
+    """A fleet cycle through the one way in (retrain/cycle_start.py): `{"tickers": [...]}`, or
+    `{"ticker": X}` (or no ticker: the first of RETRAIN_TICKERS), which is exactly `{"tickers": [X]}`, a
+    fleet of one, with the same 202 body. The check and the start are one step per ticker in this worker;
+    across workers (or beside a timer or a monitor breach) the start's conflict is caught and the
+    orchestration's own guard gives way. Either way a busy ticker answers 409, never a 500."""
+    from retrain.cycle_start import InvalidStart, start_fleet
 
     try:
         request = parse_request(req.get_body())
     except BadRequest as exc:
         return _json({"error": str(exc)}, 400)
+    tickers = request.tickers if request.tickers is not None else [str(request.ticker)]
     try:
-        if request.tickers is not None:
-            started = await start_fleet(client, request.tickers, "http", **request.overrides)
-            if started.started:
-                # `skipped`: ticker -> the cycle or fleet holding it (the fleet's output lists them too)
-                extra = {"skipped": started.skipped} if started.skipped else {}
-                return accepted(req.url, str(started.instance_id), "retrain", **extra)
-            return _fleet_refused(req, started)
-        assert request.ticker is not None
-        started = await start_cycle(client, request.ticker, "http", **request.overrides)
-        holder = started.skipped.get(request.ticker) or (started.instance_id if started.existing else None)
-        running = await instance_status(client, holder) if holder else None
+        started = await start_fleet(client, tickers, "http", **request.overrides)
     except InvalidStart as exc:  # the settings changed since the request was parsed
         return _json({"error": str(exc)}, 400)
     except Exception as exc:
         if (unavailable := store_unavailable_response(exc)) is None:
             raise
         return unavailable
-    if not started.started:
-        return _busy(req, request.ticker, holder or "", running)
-    assert started.instance_id is not None
-    log.info("started %s for %s (http)", started.instance_id, request.ticker)
-    return accepted(req.url, started.instance_id, "retrain")
+    if started.started:
+        # `skipped`: ticker -> the cycle or fleet holding it (the fleet's output lists them too)
+        extra = {"skipped": started.skipped} if started.skipped else {}
+        log.info("started %s for %d ticker(s) (http)", started.instance_id, len(tickers))
+        return accepted(req.url, str(started.instance_id), "retrain", **extra)
+    return _fleet_refused(req, started)
 
 
 def _fleet_refused(req: func.HttpRequest, started: Any) -> func.HttpResponse:
@@ -496,9 +491,13 @@ def _fleet_refused(req: func.HttpRequest, started: Any) -> func.HttpResponse:
             409,
         )
     holders = sorted(set(started.skipped.values()))
+    # A fleet of one (a `{"ticker"}` request) also names its one holder at the top, as a busy ticker's
+    # answer always did: `instance_id` and its status and terminate routes.
+    single = management_links(req.url, holders[0], "retrain") if len(started.skipped) == 1 else {}
     return _json(
         {
             "error": f"{started.refused}; wait for them or follow their status URLs",
+            **({"instance_id": holders[0], **single} if single else {}),
             "skipped": dict(started.skipped),
             "holders": {h: management_links(req.url, h, "retrain") for h in holders[:20]},
         },
@@ -559,19 +558,6 @@ def accepted(request_url: str, instance_id: str, route: str, **extra: Any) -> fu
         status_code=202,
         mimetype="application/json",
         headers={"Location": links["statusQueryGetUri"], "Retry-After": "10"},
-    )
-
-
-def _busy(req: func.HttpRequest, ticker: str, holder: str, running: Any) -> Any:
-    state = running.runtime_status.value if running is not None and running.runtime_status else "unknown"
-    return _json(
-        {
-            "error": f"{ticker} is already being retrained by {holder} "
-            f"({state}); wait for it or follow its status URL",
-            "instance_id": holder,
-            **management_links(req.url, holder, "retrain"),
-        },
-        409,
     )
 
 
@@ -853,19 +839,20 @@ def _monitor_breach(job: Any) -> Any:
 
 
 async def start_monitor_breach_cycle(client: df.DurableOrchestrationClient, breach: Any) -> str:
-    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a cycle through the one way in
-    (`cycle_start.start_cycle`, trigger `azureml_monitor`, its reason on record), unless the ticker is
-    already being retrained or the breach names no ticker (the outcome says how to name the signal)."""
-    from retrain.cycle_start import InvalidStart, start_cycle
+    """Azure ML model monitoring's breach (an `events.MonitorBreach`) starts a fleet of one through the one
+    way in (`cycle_start.start_fleet`, trigger `azureml_monitor`, its reason the fleet's: the model's
+    `trigger` and `trigger_reason` tags), unless the ticker is already being retrained or the breach names
+    no ticker (the outcome says how to name the signal)."""
+    from retrain.cycle_start import InvalidStart, start_fleet
 
     if breach.ticker is None:
         log.warning("job_events: model monitoring breach of run %s: %s", breach.job_name, breach.problem)
         return f"ignored a model monitoring breach of run {breach.job_name}: {breach.problem}"
     try:
-        started = await start_cycle(client, breach.ticker, "azureml_monitor", reason=breach.reason)
-    except InvalidStart as exc:
+        ticker = naming.validate_ticker(breach.ticker.strip())
+        started = await start_fleet(client, [ticker], "azureml_monitor", reason=breach.reason)
+    except (InvalidStart, naming.TickerError) as exc:
         return f"ignored a model monitoring breach: {exc}"
-    ticker = naming.validate_ticker(breach.ticker.strip())
     if not started.started:
         holder = started.skipped.get(ticker) or started.instance_id
         return f"ignored a model monitoring breach for {ticker}: {holder} is running"

@@ -1,4 +1,10 @@
-"""The retraining orchestrator: one durable orchestration per ticker and cycle.
+"""The per-ticker retraining orchestrator (legacy: replay only), and the cycle's input and shared steps.
+
+No trigger starts `retrain_orchestrator` any more: a single ticker is a fleet of one (retrain/fleet.py,
+started through retrain/cycle_start.py). It stays registered so that cycles started by older code (ids
+`retrain-<ticker>-...`, and the per-ticker cycle a monitor started by older code runs on a breach) replay
+and finish. What the fleet path shares lives here too: `CycleInput` and its validation, `wait_for_job`,
+`lineage_tags`, `call_activity`, the rollout's event names and retry policy.
 
 It reads like the diagram of the cycle in docs/architecture.md and is deterministic: no I/O (every effect is an activity),
 time only from ``context.current_utc_datetime``, configuration only from the orchestration input
@@ -771,7 +777,10 @@ def guard_ticker(run: _Cycle) -> Task:
 
 
 def retrain_orchestrator(context: df.DurableOrchestrationContext) -> Task:
-    """The cycle, step by step (see the module docstring); each step is a generator below."""
+    """The cycle, step by step (see the module docstring); each step is a generator below.
+
+    Legacy: registered only so that cycles started by older code replay and finish; every trigger now
+    starts a fleet (a single ticker: a fleet of one, `cycle_start.start_fleet`)."""
     guarded = not started_by_unguarded_code(context)
     if guarded:
         try:

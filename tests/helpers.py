@@ -77,9 +77,23 @@ def wait(host: LocalHost, instance_id: str, timeout: float = 60) -> dict[str, An
 
 
 def run_cycle(host: LocalHost, body: Any = None) -> dict[str, Any]:
+    """POST /api/retrain with `body` (a `{"ticker"}` body starts a fleet of one) and wait for it to end."""
     code, answer = start(host, body)
     assert code == 202, answer
     return wait(host, answer["id"])
+
+
+def outcome(status: dict[str, Any], ticker: str = "MSFT") -> dict[str, Any]:
+    """One ticker's outcome in a fleet's status (`output.tickers`): status, model_version, gate, error, ..."""
+    return ((status.get("output") or {}).get("tickers") or {}).get(ticker) or {}
+
+
+def batch_status(host: LocalHost, fleet_id: str, index: int = 0) -> dict[str, Any]:
+    """The custom status of a fleet's batch sub-orchestration (its steps and `ids`: job_name, job_signal)."""
+    from retrain import naming
+
+    status = host.engine.get_status(naming.batch_instance_id(fleet_id, index), show_input=False)
+    return (status or {}).get("customStatus") or {}
 
 
 def calls(memory: MemoryPlatform, name: str) -> list[Any]:

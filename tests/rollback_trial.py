@@ -1,6 +1,6 @@
-"""One trial of issue 20 item 3 on the real local platform: a forced cycle whose slots are both killed
-(SIGKILL, by PID) during its canary (the canary of its endpoint's rollout, retrain/rollout.py, which the
-cycle waits for). The rollback must wait for the old slot, which the platform restarts
+"""One trial of issue 20 item 3 on the real local platform: a forced cycle (a fleet of one, what a
+`{"ticker"}` request starts) whose slots are both killed (SIGKILL, by PID) during its canary (the canary
+of its endpoint's rollout, retrain/rollout.py, which the fleet waits for). The rollback must wait for the old slot, which the platform restarts
 within seconds, and end with the old model at 100 %. Shared by tests/integration/test_rollback_restarting_slot.py
 (one trial) and bench/bench_rollback_trials.py (N trials)."""
 
@@ -42,7 +42,7 @@ ENV = {
 
 @dataclass
 class TrialResult:
-    runtime_status: str
+    outcome: str  # the ticker's outcome in its fleet of one: deployed, rejected, failed
     killed_at_step: str | None  # None: the cycle left the canary before the kill could land
     error: str
     traffic: dict[str, int]
@@ -64,10 +64,27 @@ def slot_pids(state_dir: Path) -> list[tuple[int, int | None]]:
 
 
 def run_cycle(host: LocalHost, body: dict[str, Any]) -> dict[str, Any]:
+    """A `{"ticker"}` request (a fleet of one) followed to its end: its fleet status."""
     client = HostClient(host.url, host.function_key)
     code, answer = client.start_cycle(body)
     assert code == 202, answer
     return client.follow_cycle(answer["id"], poll_s=0.3, timeout_s=CYCLE_TIMEOUT_S)
+
+
+def ticker_outcome(status: dict[str, Any]) -> dict[str, Any]:
+    """TICKER's outcome in a fleet of one's status (status, error, endpoint, bundle_version, ...)."""
+    return ((status.get("output") or {}).get("tickers") or {}).get(TICKER) or {"status": "failed"}
+
+
+def _active_rollout(host: LocalHost, endpoint: str) -> str | None:
+    """The endpoint's running rollout (retrain/rollout.py), if any, from the host's durable engine."""
+    prefix = naming.rollout_instance_prefix(endpoint)
+    active = [
+        s["instanceId"]
+        for s in host.engine.list_instances(["Running", "Pending"])
+        if s["instanceId"].startswith(prefix)
+    ]
+    return active[-1] if active else None
 
 
 def _poll(what: str, probe: Any, timeout_s: float) -> Any:
@@ -98,8 +115,8 @@ def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = Fals
     `hold_down`: kill them again whenever the platform restarts them, until the cycle has been in its
     rollback for HOLD_AFTER_ROLLBACK_S, so the rollback surely finds the old slot restarting (the window
     the issue's trials hit 3 times in 5 by chance); then the platform heals them. The steps are the
-    rollout's (its id is in the cycle's status once the cycle has asked for it), read from the host's
-    durable engine: the rollout is not a cycle, so `GET /api/retrain/{id}` does not show it."""
+    rollout's (the endpoint's running rollout once the fleet awaits it), read from the host's durable
+    engine: the rollout is not a cycle, so `GET /api/retrain/{id}` does not show it."""
     platform = adapters.get_platform()
     endpoint = naming.serving_target(TICKER, naming.parse_endpoint_groups(settings.get("RETRAIN_ENDPOINTS")))
     before = platform.get_endpoint(endpoint)
@@ -118,7 +135,8 @@ def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = Fals
         code, status = client.cycle_status(answer["id"])
         if code == 200 and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
             break
-        rollout = rollout or ((status.get("ids") or {}).get("rollout") if code == 200 else None)
+        if rollout is None and code == 200 and status.get("step") == "await_rollout":
+            rollout = _active_rollout(host, endpoint)
         step = (
             ((host.engine.get_status(rollout) or {}).get("customStatus") or {}).get("step")
             if rollout
@@ -143,10 +161,11 @@ def killed_canary_trial(host: LocalHost, state_dir: Path, hold_down: bool = Fals
     after = platform.get_endpoint(endpoint)
     serving = after.serving_slot()
     version = (after.deployments.get(serving) or {}).get("version") if serving else None
+    outcome = ticker_outcome(status)
     return TrialResult(
-        runtime_status=status["runtime_status"],
+        outcome=str(outcome.get("status")),
         killed_at_step=killed_at,
-        error=str(status.get("error") or ""),
+        error=str(outcome.get("error") or status.get("error") or ""),
         traffic=dict(after.traffic),
         old_slot=old_slot,
         old_version=old_version,

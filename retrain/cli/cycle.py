@@ -1,15 +1,24 @@
 """`retrain run` (one full cycle through the local host) and `retrain status`.
 
-`run` starts the local Functions host in this process on the state dir, starts the cycle through the
-host's real `POST /api/retrain` route (the same trigger Azure runs), follows the readable status route
-printing each step as it happens (stderr), and prints ONE JSON line last on stdout:
-`instance_id, status, ticker, data_version, job_name, gate, model_version, scoring_uri, prediction,
-timings_s` (plus `runtime_status`, `error`, `elapsed_s`). Exit status: 0 when the cycle completed
-(deployed or rejected by the gate), 1 when it failed, 2 for bad usage, 3 when the ticker is busy.
+`run` starts the local Functions host in this process on the state dir and starts a fleet cycle through
+the host's real `POST /api/retrain` route (the same trigger Azure runs): `--tickers A,B,C` (or `@FILE`)
+sends `{"tickers": [...]}`, `--ticker X` sends `{"ticker": X}` (no ticker: the first of RETRAIN_TICKERS),
+which the route starts as `{"tickers": [X]}`, a fleet of one through the same path. It shows the fleet's
+progress per step and batch on stderr (`FleetProgress`) and prints the fleet's outcome as ONE JSON line
+last on stdout:
 
-`run --tickers A,B,C` (or `@FILE`) starts a fleet cycle through the same route (`{"tickers": [...]}`),
-shows its progress per batch on stderr (`FleetProgress`) and prints the fleet's outcome as the last stdout
-line; exit 0 when every ticker has an outcome, 1 otherwise, 3 when every ticker is busy.
+    {"instance_id", "status", "tickers": {X: {"status", "model_version", "gate", "error", "endpoint",
+     "data_version", "batch", ...}}, "endpoints", "batches", "counts", "timings_s", "elapsed_s",
+     "warnings", "runtime_status", "error"}
+
+plus, for a fleet of one (`--ticker`, or no ticker), `prediction`: the latest window scored through the
+stable URL of the endpoint serving the ticker, whatever serves it (the new model once deployed, else the
+champion): `{ticker, scoring_uri, endpoint, last_close, forecast, model, bundle}`, or `{error}` (why
+there is none, e.g. nothing serves the ticker yet). A fleet of several tickers prints no prediction.
+
+Exit status (`--ticker` and `--tickers` alike): 0 when every ticker ended deployed, rejected or skipped,
+1 when any ticker failed or the fleet itself failed, 2 for bad usage, 3 when every ticker is busy (held by
+another cycle or fleet).
 """
 
 from __future__ import annotations
@@ -39,12 +48,16 @@ from retrain.progress import step_timings
 
 
 def add_commands(sub: Any) -> None:
-    run = sub.add_parser("run", help="one full retraining cycle through the local host")
-    run.add_argument("--ticker", help="ticker symbol (default: the first of RETRAIN_TICKERS)")
+    run = sub.add_parser("run", help="one full retraining cycle (a fleet cycle) through the local host")
+    run.add_argument(
+        "--ticker",
+        help="ticker symbol: a fleet of one, its prediction in the last stdout line (default: the first of "
+        "RETRAIN_TICKERS)",
+    )
     run.add_argument(
         "--tickers",
         metavar="A,B,C|@FILE",
-        help="a fleet cycle over these tickers instead of one cycle: comma-separated, or @FILE (one ticker "
+        help="a fleet cycle over these tickers instead of one: comma-separated, or @FILE (one ticker "
         "per line, # comments); progress per batch on stderr, the fleet's outcome as the last stdout line",
     )
     run.add_argument(
@@ -74,26 +87,6 @@ def add_commands(sub: Any) -> None:
     status.add_argument("instance_id", nargs="?")
     add_state_dir(status)
     status.set_defaults(func=cmd_status)
-
-
-def follow(host: HostClient, instance_id: str, started: float) -> dict[str, Any]:
-    """Follow the readable status until the orchestration ends, printing each step as it starts and ends."""
-    printed_start: set[int] = set()
-    printed_end: set[int] = set()
-
-    def show(status: dict[str, Any]) -> None:
-        for i, step in enumerate(status.get("steps") or []):
-            if i not in printed_start:
-                printed_start.add(i)
-                say(f"[{time.monotonic() - started:7.1f}s] {step['step']} ...")
-            if step.get("seconds") is not None and i not in printed_end:
-                printed_end.add(i)
-                say(f"[{time.monotonic() - started:7.1f}s] {step['step']} done in {step['seconds']:.1f}s")
-
-    try:
-        return host.follow_cycle(instance_id, on_status=show)
-    except HostClientError as exc:
-        raise CliError(str(exc), 1) from exc
 
 
 def _params(pairs: list[str] | None) -> dict[str, str] | None:
@@ -155,23 +148,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"POST /api/retrain answered {code}: {answer}", 2)
         instance_id = answer["id"]
         say(f"[{time.monotonic() - started:7.1f}s] started {instance_id}")
-        if tickers:
-            for ticker, holder in sorted((answer.get("skipped") or {}).items()):
-                say(f"  skipped {ticker}: {holder} is retraining it")
-            status = follow_fleet(client, instance_id, started)
-            summary = _fleet_summary(status)
-        else:
-            status = follow(client, instance_id, started)
-            summary = _summary(status, args, started)
+        for ticker, holder in sorted((answer.get("skipped") or {}).items()):
+            say(f"  skipped {ticker}: {holder} is retraining it")
+        status = follow_fleet(client, instance_id, started)
+        summary = _fleet_summary(status)
+        if not tickers:  # a fleet of one: what its endpoint now answers
+            summary["prediction"] = _prediction(summary, args)
     finally:
         if host is not None:
             stop_host(host)
     print(json.dumps(summary), flush=True)
-    if tickers:
-        return (
-            0 if summary.get("runtime_status") == "Completed" and summary.get("status") == "completed" else 1
-        )
-    return 0 if summary.get("runtime_status") == "Completed" else 1
+    return exit_status(summary)
+
+
+# The tickers' outcomes that are a cycle doing its job (a rejection is the gate's verdict, a skip another
+# cycle's work); any other (failed) makes `run` exit 1.
+FINE_OUTCOMES = ("deployed", "rejected", "skipped")
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """0 when the fleet completed and every ticker ended deployed, rejected or skipped; else 1."""
+    outcomes = [(o or {}).get("status") for o in (summary.get("tickers") or {}).values()]
+    fine = bool(outcomes) and all(o in FINE_OUTCOMES for o in outcomes)
+    completed = summary.get("runtime_status") == "Completed" and summary.get("status") == "completed"
+    return 0 if completed and fine else 1
 
 
 # ------------------------------------------------------------------------------------------ fleets
@@ -182,7 +182,7 @@ def _fleet_tickers(args: argparse.Namespace) -> list[str] | None:
     if args.tickers is None:
         return None
     if args.ticker is not None:
-        raise CliError("give --ticker (one cycle) or --tickers (a fleet cycle), not both")
+        raise CliError("give --ticker (a fleet of one) or --tickers (a fleet of several), not both")
     try:
         return settings.parse_tickers(args.tickers, what="--tickers")
     except settings.SettingsError as exc:
@@ -284,55 +284,29 @@ def _fleet_summary(status: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _summary(status: dict[str, Any], args: argparse.Namespace, started: float) -> dict[str, Any]:
-    raw_output = status.get("output")
-    output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
-    ids = status.get("ids") or {}
-    ticker = output.get("ticker") or (args.ticker or settings.tickers()[0]).upper()
-    summary: dict[str, Any] = {
-        "instance_id": status.get("instance_id"),
-        "status": output.get("status") or ("failed" if status.get("runtime_status") == "Failed" else None),
-        "runtime_status": status.get("runtime_status"),
-        "ticker": ticker,
-        "data_version": output.get("data_version") or ids.get("data_version"),
-        "job_name": output.get("job_name") or ids.get("job_name"),
-        "gate": output.get("gate") or status.get("decision"),
-        "model_version": output.get("model_version") or ids.get("model_version"),
-        "scoring_uri": output.get("scoring_uri") or ids.get("scoring_uri"),
-        # The rollout's endpoint when deployed; otherwise the one found serving the ticker (below).
-        "endpoint": output.get("endpoint") if output.get("bundle") else None,
-        "bundle": (
-            {"name": output["bundle"], "version": output.get("bundle_version")}
-            if output.get("bundle")
-            else None
-        ),
-        "rollout": output.get("rollout"),
-        "slot": output.get("slot"),
-        "prediction": None,
-        "error": status.get("error"),
-        "warnings": status.get("warnings") or [],
-        "timings_s": step_timings(status.get("steps") or []),
-    }
-    # Score the latest window through the stable URL (whatever serves: the new model or the champion).
+def _prediction(summary: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A fleet of one's latest window scored through the stable URL of the endpoint serving its ticker
+    (whatever serves: the new model or the champion), or `{error}` saying why there is none."""
+    ticker = next(iter(summary.get("tickers") or {}), None) or (args.ticker or settings.tickers()[0]).upper()
     try:
         served = serving_endpoint(ticker)
-        if served is not None:
-            summary["scoring_uri"] = served.endpoint.scoring_uri
-            summary["endpoint"] = summary["endpoint"] or served.endpoint.name
-            source = args.source or settings.get("RETRAIN_SOURCE")
-            lookback = args.lookback_days or settings.get_int("RETRAIN_LOOKBACK_DAYS")
-            closes = recent_closes(ticker, str(source), lookback)
-            answer = predict_through(served, closes)
-            summary["prediction"] = {
-                "last_close": closes[-1],
-                "forecast": answer["forecast"][0],
-                "model": answer.get("model"),
-                **({"bundle": answer["bundle"]} if answer.get("bundle") else {}),
-            }
+        if served is None:
+            return {"ticker": ticker, "error": f"no endpoint serves {ticker} yet"}
+        source = args.source or settings.get("RETRAIN_SOURCE")
+        lookback = args.lookback_days or settings.get_int("RETRAIN_LOOKBACK_DAYS")
+        closes = recent_closes(ticker, str(source), lookback)
+        answer = predict_through(served, closes)
+        return {
+            "ticker": ticker,
+            "scoring_uri": served.endpoint.scoring_uri,
+            "endpoint": served.endpoint.name,
+            "last_close": closes[-1],
+            "forecast": answer["forecast"][0],
+            "model": answer.get("model"),
+            **({"bundle": answer["bundle"]} if answer.get("bundle") else {}),
+        }
     except Exception as exc:  # noqa: BLE001 - the cycle's outcome stands; say why there is no prediction
-        summary["prediction"] = {"error": str(exc)}
-    summary["elapsed_s"] = round(time.monotonic() - started, 2)
-    return summary
+        return {"ticker": ticker, "error": str(exc)}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

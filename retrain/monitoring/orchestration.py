@@ -8,10 +8,13 @@
   fleet monitor the same way. 202 with the id and the status (`GET /api/monitor/{id}`) and terminate
   (`POST /api/monitor/{id}/terminate`) routes, under the function key.
 - `monitor_orchestrator` (deterministic): for each day, the `monitor_day` activity (forecast through the
-  stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a retraining cycle as a
-  sub-orchestration (`trigger` = drift/performance, the reason in its input, status and model tags, data
-  as of that day), so one monitor never runs two cycles at once; the cooldown is applied by `monitor_day`.
-  Its output: `{ticker, days, forecasts, scored, mae_ratio, alerts, retrains}`.
+  stable scoring URL, forecast log, joins, rolling metrics, checks); on a trigger, a fleet of one
+  (`fleet.FLEET_ORCHESTRATOR`, the path of every start) as a sub-orchestration (`trigger` = drift/
+  performance, the reason in its input's `breaches`, status and model tags, data as of that day), so one
+  monitor never runs two cycles at once; the cooldown is applied by `monitor_day`. Its output:
+  `{ticker, days, forecasts, scored, mae_ratio, alerts, retrains}`, each retrain's `status` the ticker's
+  outcome in the fleet (deployed, rejected, "failed: why", "skipped: ..."). A monitor started by older code
+  (no `retrain_as` in its input) still runs the per-ticker cycle it recorded, so its replay matches.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 bp = df.Blueprint()
 MONITOR_ORCHESTRATOR = "monitor_orchestrator"
 MAX_DAYS = 400  # one orchestration's history stays small; longer spans are several requests
+RETRAIN_AS_FLEET = "fleet"  # a monitor spec's `retrain_as`: a breach starts a fleet of one
 
 
 EXAMPLE = '{"ticker": "MSFT", "from": "2012-01-03", "to": "2012-03-30"}'
@@ -138,7 +142,15 @@ def parse_monitor_request(body: Any, environ: Any = None) -> dict[str, Any]:
             return fleet_spec(fleet, days, source, thresholds, environ)
         except ValueError as exc:
             raise MonitorRequestError(str(exc)) from None
-    return {"ticker": ticker, "days": days, "source": source, "thresholds": thresholds}
+    # `retrain_as`: how a breach retrains (a fleet of one); a monitor started by older code has none and
+    # keeps the per-ticker cycle its history recorded (see monitor_orchestrator).
+    return {
+        "ticker": ticker,
+        "days": days,
+        "source": source,
+        "thresholds": thresholds,
+        "retrain_as": RETRAIN_AS_FLEET,
+    }
 
 
 def summarise(ticker: str, results: list[dict[str, Any]], retrains: list[dict[str, Any]]) -> dict[str, Any]:
@@ -167,9 +179,10 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
     results: list[dict[str, Any]] = []
     retrains: list[dict[str, Any]] = []
     recent: list[dict[str, Any]] = []  # the last days' one-line summaries, for progress on the CLI
-    # The retraining cycle this monitor runs right now (its sub-orchestration), if any: terminating the
-    # monitor does not stop a sub-orchestration, so `terminate_monitor` reads it here and stops it.
-    cycle_running: str | None = None
+    # The retraining cycle (a fleet of one) this monitor runs right now (its sub-orchestration), if any:
+    # terminating the monitor does not stop a sub-orchestration, so `terminate_monitor` reads it here and
+    # stops it.
+    running: dict[str, str | None] = {"cycle": None}
 
     def progress(day: str | None) -> None:
         context.set_custom_status(
@@ -179,9 +192,83 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
                 "of": len(spec["days"]),
                 "retrains": len(retrains),
                 "recent": recent[-30:],
-                "cycle": cycle_running,
+                "cycle": running["cycle"],
             }
         )
+
+    def retrain_fleet_of_one(trigger: dict[str, Any], date: str, day: str) -> Any:
+        """The breach as a fleet of one (`fleet.FLEET_ORCHESTRATOR`, a sub-orchestration, waited for):
+        its input built by an activity by the rules of every start (`monitor_fleet_input`, the fleet
+        monitor's: a ticker held by an active cycle or fleet is skipped); (the fleet's id or the holder's,
+        the ticker's outcome status: deployed, rejected, or "failed: why", "skipped: ...")."""
+        from retrain.fleet import FLEET_ORCHESTRATOR
+        from retrain.monitoring.fleet_monitor import _failure
+        from retrain.workflow import MAX_REASON_CHARS, RETRY
+
+        reason = str(trigger["reason"])[:MAX_REASON_CHARS]
+        planned = yield context.call_activity_with_retry(
+            "monitor_fleet_input",
+            RETRY,
+            {
+                "tickers": [ticker],
+                "trigger": trigger["trigger"],
+                "reason": reason,
+                "breaches": {ticker: {"trigger": trigger["trigger"], "reason": reason}},
+                "source": spec["source"],
+                "as_of": date,
+            },
+        )
+        why = _failure(planned)
+        if why:
+            return None, f"failed: no fleet started: {why}"
+        holder = (planned.get("skipped") or {}).get(ticker)
+        if holder or not planned.get("fleet"):
+            return holder, "skipped: a cycle of this ticker was already running"
+        child = naming.fleet_instance_id(context.current_utc_datetime)
+        running["cycle"] = child
+        progress(day)  # saved with this episode, with the sub-orchestration's start
+        try:
+            output = yield context.call_sub_orchestrator(FLEET_ORCHESTRATOR, planned["fleet"], child)
+            outcome = ((output or {}).get("tickers") or {}).get(ticker) or {}
+            status = str(outcome.get("status") or "failed")
+            if status not in ("deployed", "rejected"):
+                status = f"{status}: {outcome.get('error') or 'the fleet reported no outcome'}"
+        except Exception as exc:  # noqa: BLE001 - a failed fleet is recorded; the monitor goes on
+            status = f"failed: {str(exc)[:300]}"
+        running["cycle"] = None
+        progress(day)
+        return child, status[:500]
+
+    def legacy_cycle(trigger: dict[str, Any], date: str, day: str) -> Any:
+        """What a monitor started by older code (no `retrain_as` in its spec) did on a breach, kept so that
+        its replay matches its history: the per-ticker cycle (`workflow.ORCHESTRATOR_NAME`)."""
+        # The cycle's settings are read by an activity: an orchestrator reads no app settings, so a replay
+        # after a settings change still sees the input its first execution recorded.
+        cycle = yield context.call_activity(
+            "monitor_cycle_input",
+            {
+                "ticker": ticker,
+                "trigger": trigger["trigger"],
+                "source": spec["source"],
+                "as_of": date,
+                "reason": trigger["reason"],
+            },
+        )
+        # One cycle per ticker: a cycle already running (started by HTTP or the timer) takes this breach.
+        holder = yield context.call_activity("monitor_running_cycle", {"ticker": ticker})
+        child = holder or naming.adhoc_instance_id(ticker, context.current_utc_datetime)
+        if holder:
+            return child, "skipped: a cycle of this ticker was already running"
+        running["cycle"] = child
+        progress(day)  # saved with this episode, with the sub-orchestration's start
+        try:
+            output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle, child)
+            status = (output or {}).get("status", "completed")
+        except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
+            status = f"failed: {str(exc)[:300]}"
+        running["cycle"] = None
+        progress(day)
+        return child, status
 
     for day in spec["days"]:
         progress(day)
@@ -205,33 +292,10 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         )
         if not trigger:
             continue
-        # The cycle's settings are read by an activity: an orchestrator reads no app settings, so a replay
-        # after a settings change still sees the input its first execution recorded.
-        cycle = yield context.call_activity(
-            "monitor_cycle_input",
-            {
-                "ticker": ticker,
-                "trigger": trigger["trigger"],
-                "source": spec["source"],
-                "as_of": result["date"],
-                "reason": trigger["reason"],
-            },
-        )
-        # One cycle per ticker: a cycle already running (started by HTTP or the timer) takes this breach.
-        running = yield context.call_activity("monitor_running_cycle", {"ticker": ticker})
-        child = running or naming.adhoc_instance_id(ticker, context.current_utc_datetime)
-        if running:
-            status = "skipped: a cycle of this ticker was already running"
-        else:
-            cycle_running = child
-            progress(day)  # saved with this episode, with the sub-orchestration's start
-            try:
-                output = yield context.call_sub_orchestrator(ORCHESTRATOR_NAME, cycle, child)
-                status = (output or {}).get("status", "completed")
-            except Exception as exc:  # noqa: BLE001 - a failed cycle is recorded; the monitor goes on
-                status = f"failed: {str(exc)[:300]}"
-            cycle_running = None
-            progress(day)
+        if spec.get("retrain_as") == RETRAIN_AS_FLEET:
+            child, status = yield from retrain_fleet_of_one(trigger, result["date"], day)
+        else:  # a monitor started by older code: its history has the per-ticker cycle (replay it as it was)
+            child, status = yield from legacy_cycle(trigger, result["date"], day)
         retrains.append(
             {
                 "instance_id": child,
@@ -243,7 +307,7 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         )
         yield context.call_activity(
             "monitor_record_retrain",
-            {"ticker": ticker, "date": result["date"], "instance_id": child, "status": status},
+            {"ticker": ticker, "date": result["date"], "instance_id": child or "", "status": status},
         )
     summary = summarise(ticker, results, retrains)
     progress(None)
@@ -252,8 +316,8 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
 
 @bp.activity_trigger(input_name="payload")
 def monitor_cycle_input(payload: dict[str, Any]) -> dict[str, Any]:
-    """The input of the retraining cycle a monitor trigger starts: the app settings as they are now, with
-    the trigger, its reason and the day's data (built by the one way in, retrain/cycle_start.py)."""
+    """Legacy (a monitor started by older code): the input of the per-ticker cycle its trigger starts: the
+    app settings as they are now, with the trigger, its reason and the day's data (cycle_start.py)."""
     from retrain.cycle_start import cycle_input
 
     return cycle_input(
@@ -268,8 +332,8 @@ def monitor_cycle_input(payload: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="payload")
 @bp.durable_client_input(client_name="client")
 async def monitor_running_cycle(payload: dict[str, Any], client: df.DurableOrchestrationClient) -> str | None:
-    """The id of the active cycle or fleet holding the ticker, if any: the rule of every start
-    (`cycle_start.holder`; the monitor starts its cycle itself, as a sub-orchestration)."""
+    """Legacy (a monitor started by older code): the id of the active cycle or fleet holding the ticker, if
+    any (`cycle_start.holder`); today's monitors ask `monitor_fleet_input`, which also builds the fleet."""
     from retrain.cycle_start import holder
 
     return await holder(client, payload["ticker"])

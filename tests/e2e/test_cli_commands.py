@@ -41,7 +41,7 @@ from tests.helpers import (
 )
 
 # The cycle's steps; the deployment itself is its endpoint's rollout's (retrain/rollout.py).
-STEPS = ("fetch_data", "submit_training", "wait_for_job", "register_model", "await_rollout")
+STEPS = ("guard", "batches", "await_rollout")  # a fleet of one's
 
 
 # ----------------------------------------------------------------------------------- the shared cycle
@@ -66,7 +66,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
         run = run_retrain([*args, "--state-dir", str(state_dir)], env, cwd, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
-        assert summary["status"] == "deployed", summary
+        assert summary["tickers"]["MSFT"]["status"] == "deployed", summary
         yield Cycle(state_dir, cwd, env, summary)
     finally:
         kill_leftovers(state_dir)
@@ -83,21 +83,23 @@ def test_status_lists_the_instances_and_shows_one_with_its_steps(cycle: Cycle):
     lines = [line.split() for line in listed.stdout.splitlines() if line.strip()]
     # One cycle ran on this state dir, and its endpoint's rollout (one instance id per iteration).
     cycles = [line for line in lines if not line[0].startswith("rollout-")]
-    assert [line[:3] for line in cycles] == [[instance_id, "Completed", "deployed"]], listed.stdout
+    batch = naming.batch_instance_id(instance_id, 0)
+    assert [line[:3] for line in cycles] == [[instance_id, "Completed", "done"], [batch, "Completed", "done"]]
     rollouts = [line[0] for line in lines if line[0].startswith("rollout-fleet-models-")]
-    assert rollouts and len(rollouts) + 1 == len(lines), listed.stdout
+    assert rollouts and len(rollouts) + 2 == len(lines), listed.stdout
 
     shown = run_retrain(["status", instance_id, "--state-dir", str(cycle.state_dir)], cycle.env, cycle.cwd)
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
     assert status["instance_id"] == instance_id and status["runtime_status"] == "Completed"
-    assert status["step"] == "deployed" and status["output"]["status"] == "deployed"
+    assert status["step"] == "done" and status["output"]["tickers"]["MSFT"]["status"] == "deployed"
     names = [step["step"] for step in status["steps"]]
     assert [s for s in names if s in STEPS] == list(STEPS), names  # in the order they ran
     assert all(isinstance(step["seconds"], float | int) for step in status["steps"]), status["steps"]
-    assert status["ids"]["job_name"] == cycle.summary["job_name"]
-    assert status["output"]["model_version"] == cycle.summary["model_version"]
-    assert status["output"]["rollout"] == cycle.summary["rollout"] in rollouts
+    assert status["output"]["batches"] == cycle.summary["batches"]
+    msft = cycle.summary["tickers"]["MSFT"]
+    assert status["output"]["tickers"]["MSFT"]["model_version"] == msft["model_version"]
+    assert status["output"]["tickers"]["MSFT"]["rollout"] == msft["rollout"] in rollouts
 
 
 def test_status_of_an_unknown_instance_fails_with_a_clear_message(cycle: Cycle):
@@ -114,7 +116,7 @@ def test_status_of_an_unknown_instance_fails_with_a_clear_message(cycle: Cycle):
 
 
 def test_predict_without_serve_says_to_start_serve(cycle: Cycle):
-    scoring_uri = cycle.summary["scoring_uri"]
+    scoring_uri = cycle.summary["prediction"]["scoring_uri"]
     with pytest.raises(OSError):  # `run` stopped what it started: nothing serves the URL now
         http_json("POST", scoring_uri, {"close": CLOSES}, timeout=5)
 
@@ -141,7 +143,7 @@ def test_predict_rejects_bad_tickers_and_tickers_without_endpoint(cycle: Cycle):
 
 
 def test_predict_prints_the_forecast_through_the_stable_url_under_serve(cycle: Cycle):
-    scoring_uri = cycle.summary["scoring_uri"]
+    scoring_uri = cycle.summary["prediction"]["scoring_uri"]
     serve_args = ["serve", "--port", str(free_port()), "--state-dir", str(cycle.state_dir)]
     with background(serve_args, cycle.env, cycle.cwd, cycle.cwd / "serve-predict.log") as serve:
         wait_for("the scoring URL under `retrain serve`", lambda: score(scoring_uri), 180, serve.problem)
@@ -206,9 +208,7 @@ def test_ui_serves_the_state_dirs_store_on_localhost_and_stops_by_pid(cycle: Cyc
             code, found = http_json("GET", f"{url}/api/2.0/mlflow/experiments/search?max_results=100")
             assert code == 200, found
             names = {e["name"] for e in found.get("experiments", [])}
-            assert naming.experiment_name("MSFT") in names, (
-                names
-            )  # the state dir's store, with the cycle's run
+            assert naming.FLEET_EXPERIMENT in names, names  # the state dir's store, with the cycle's run
             (mlflow_group,) = child_pids(ui.process.pid)  # the MLflow server: its own process group
 
             os.kill(ui.process.pid, signal.SIGTERM)  # stopped by PID ...
@@ -282,14 +282,15 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
                 status = _readable_status(status_url)
                 if status and status["runtime_status"] in ("Completed", "Failed", "Terminated"):
                     pytest.fail(f"the cycle ended before it waited for its job: {status}")
-                return status if status and status.get("step") == "wait_for_job" else None
+                batch_job = state_dir / "jobs" / naming.job_name(naming.batch_instance_id(instance_id, 0))
+                return status if status and (batch_job / "status.json").is_file() else None
 
             waiting = wait_for("the wait_for_job step", waiting_for_job, 180, first.problem)
             os.killpg(first.process.pid, signal.SIGKILL)  # the host dies mid-cycle, without a goodbye
             first.process.wait(timeout=30)
 
-        job_name = waiting["ids"]["job_name"]
-        assert job_name == naming.job_name(instance_id)
+        assert waiting["fleet"] is True
+        job_name = naming.job_name(naming.batch_instance_id(instance_id, 0))
         job_dir = state_dir / "jobs" / job_name
         job_status = json.loads((job_dir / "status.json").read_text())
         assert job_status["status"] in ("Queued", "Running", "Completed"), job_status  # it outlived the host
@@ -309,9 +310,8 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
             status = wait_for("the resumed cycle to finish", finished, 600, second.problem)
             assert status["runtime_status"] == "Completed", json.dumps(status, indent=2)[-3000:]
             output, custom = status["output"], status  # the readable status carries step and ids
-            assert output["status"] == "deployed" and output["job_name"] == job_name, output
-            assert custom["ids"]["job_status"] == "Completed"
-            assert custom["ids"]["job_signal"] in ("event", "poll")  # whichever came first
+            assert output["tickers"]["MSFT"]["status"] == "deployed", output
+            assert output["batches"][0]["job_name"] == job_name and custom["batches_done"] == 1, output
             if restart == "after_the_job_ended_while_the_host_was_down":
                 # the runner's retry reached the restarted host (the poll may have been quicker)
                 delivered = wait_for(
@@ -321,7 +321,7 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
                     lambda: None,
                 )
                 assert delivered is True
-            answer = score(output["scoring_uri"])  # the stable URL serves the model of the resumed cycle
+            answer = score(output["endpoints"]["fleet-models"])  # the stable URL serves the resumed model
             assert answer is not None and answer["model"]["name"] == "msft-forecaster", answer
             assert answer["model"]["version"] == "1" and len(answer["forecast"]) == 1
         assert second.process.returncode == 0, tail(second.log)
@@ -334,7 +334,7 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
-        experiment = client.get_experiment_by_name(naming.experiment_name("MSFT"))
+        experiment = client.get_experiment_by_name(naming.FLEET_EXPERIMENT)
         runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.job_name = '{job_name}'")
         assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs
         versions = client.search_model_versions("name = 'msft-forecaster'")

@@ -70,21 +70,24 @@ def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])  # the contract: the LAST stdout line
-    assert summary["status"] == "deployed" and summary["runtime_status"] == "Completed"
-    assert summary["instance_id"].startswith("retrain-msft-") and summary["job_name"].endswith("-train")
-    assert summary["gate"]["deploy"] is True and summary["model_version"] == "1"
-    assert summary["data_version"] and summary["scoring_uri"].startswith("http://127.0.0.1:")
-    forecast = summary["prediction"]["forecast"]
-    assert 0.5 * summary["prediction"]["last_close"] < forecast < 2 * summary["prediction"]["last_close"]
-    for step in ("fetch_data", "submit_training", "wait_for_job", "register_model", "await_rollout"):
-        assert step in summary["timings_s"], summary["timings_s"]
-        assert f"{step} done in" in run.stderr  # progress printed as it happened
+    # A fleet of one: the fleet's outcome, its one ticker's entry, and the prediction through the stable URL.
+    assert summary["status"] == "completed" and summary["runtime_status"] == "Completed", summary
+    assert summary["instance_id"].startswith("fleet-") and list(summary["tickers"]) == ["MSFT"], summary
+    msft = summary["tickers"]["MSFT"]
+    assert msft["status"] == "deployed" and msft["model_version"] == "1" and msft["gate"], msft
+    assert msft["data_version"] and summary["batches"][0]["job_name"].endswith("-train"), summary
+    prediction = summary["prediction"]
+    assert prediction["scoring_uri"].startswith("http://127.0.0.1:"), prediction
+    assert 0.5 * prediction["last_close"] < prediction["forecast"] < 2 * prediction["last_close"]
+    assert set(summary["timings_s"]) == {"guard", "batches", "await_rollout"}, summary["timings_s"]
+    assert "batches 1/1" in run.stderr and "deployed 1" in run.stderr  # progress printed as it happened
     # The default layout: the shared endpoint's rollout deployed a bundle of one to its first slot.
-    assert summary["endpoint"] == "fleet-models" and summary["slot"] == "blue", summary
-    assert summary["bundle"] == {"name": "fleet-models-bundle", "version": "1"}, summary
-    assert summary["rollout"].startswith("rollout-fleet-models-"), summary
-    assert summary["prediction"]["bundle"] == summary["bundle"], summary
-    assert summary["prediction"]["model"]["name"] == "msft-forecaster", summary
+    assert msft["endpoint"] == "fleet-models" and msft["slot"] == "blue", summary
+    assert (msft["bundle"], msft["bundle_version"]) == ("fleet-models-bundle", "1"), summary
+    assert msft["rollout"].startswith("rollout-fleet-models-"), summary
+    assert summary["endpoints"] == {"fleet-models": prediction["scoring_uri"]}, summary
+    assert prediction["bundle"] == {"name": "fleet-models-bundle", "version": "1"}, summary
+    assert prediction["model"]["name"] == "msft-forecaster", summary
     # `run` stops the slots it started.
     assert _slot_pids(state_dir) and not any(process_alive(p, t) for p, t in _slot_pids(state_dir))
 
@@ -112,7 +115,7 @@ def test_full_offline_cycle_then_score_through_the_stable_url(tmp_path: Path):
         while answer is None:
             assert serve.poll() is None, serve.stderr.read()[-3000:] if serve.stderr else ""
             try:
-                answer = _score(summary["scoring_uri"], closes)
+                answer = _score(prediction["scoring_uri"], closes)
             except OSError:
                 assert time.monotonic() < deadline, (
                     "the stable scoring URL did not come back under `retrain serve`"

@@ -136,8 +136,8 @@ def test_run_goes_through_the_running_serve_host_and_a_second_serve_is_refused(t
             )
             assert run.returncode == 0, run.stderr[-3000:]
             assert f"using the running host at {base}" in run.stderr, run.stderr[-3000:]
-            summary = json.loads(run.stdout.strip().splitlines()[-1])
-            assert summary["status"] == "deployed", summary
+            summary = json.loads(run.stdout.strip().splitlines()[-1])  # a fleet of one's outcome
+            assert summary["tickers"]["MSFT"]["status"] == "deployed", summary
             assert serve.problem() is None
 
             # The cycle ran on the serve host's scheduler: that host knows the instance, finished.
@@ -147,7 +147,7 @@ def test_run_goes_through_the_running_serve_host_and_a_second_serve_is_refused(t
             assert code == 200 and status["runtime_status"] == "Completed", status
 
             # `run` stopped no slot: the stable scoring URL still answers with the new model.
-            answer = score(summary["scoring_uri"])
+            answer = score(summary["prediction"]["scoring_uri"])
             assert answer is not None, tail(serve.log)
             assert answer["model"]["name"] == "msft-forecaster" and len(answer["forecast"]) == 1
 
@@ -157,7 +157,9 @@ def test_run_goes_through_the_running_serve_host_and_a_second_serve_is_refused(t
             assert second.returncode != 0
             assert base in second.stderr and f"pid {serve.process.pid}" in second.stderr, second.stderr
             assert "Traceback" not in second.stderr
-            assert score(summary["scoring_uri"]) is not None  # the refused serve touched nothing
+            assert (
+                score(summary["prediction"]["scoring_uri"]) is not None
+            )  # the refused serve touched nothing
             assert serve.problem() is None
         assert serve.process.returncode == 0, tail(serve.log)
         assert running_host(state_dir, wait_s=0) is None  # the lock went with the serve process

@@ -35,13 +35,16 @@ SCORE_EVERY_S = 0.02
 
 
 def _cycle(host: LocalHost, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/retrain and follow the readable status until the orchestration ends; its output."""
+    """POST /api/retrain (a fleet of one) and follow the readable status until the orchestration ends;
+    MSFT's outcome (status, model_version, slot, ...) with its endpoint's stable `scoring_uri`."""
     client = HostClient(host.url, host.function_key)
     code, answer = client.start_cycle(body)
     assert code == 202, answer
     status = client.follow_cycle(answer["id"], poll_s=0.3, timeout_s=CYCLE_TIMEOUT_S)
     assert status["runtime_status"] == "Completed", status
-    return status["output"]
+    out = status["output"]
+    msft = out["tickers"]["MSFT"]
+    return {**msft, "scoring_uri": out["endpoints"].get(msft["endpoint"])}
 
 
 class Scorer(threading.Thread):

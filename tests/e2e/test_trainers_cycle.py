@@ -1,7 +1,8 @@
 """Bring your own model, end to end and offline: a full cycle with the ridge trainer (picked by the
 RETRAIN_TRAINER setting) deploys the first model; then an LSTM cycle (picked by `--trainer`, with a
 `--param`) is gated against that ridge champion on the same test days and rolled out through the same
-scoring URL. Everything real: local host, HTTP trigger, durable orchestration, LocalPlatform, trainer
+scoring URL. Everything real: local host, HTTP trigger, durable orchestration (a fleet of one: its batch
+job runs the family's train.py through the trainer kit's batch runner), LocalPlatform, trainer
 subprocesses, MLflow registry, azmlinfsrv slots."""
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def _run(state_dir: Path, cwd: Path, env: dict[str, str], *args: str) -> tuple[d
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # A fleet of one: MSFT's outcome, with the batch's job and the prediction beside it.
+    return {**summary["tickers"]["MSFT"], "job_name": summary["batches"][0]["job_name"]} | {
+        "prediction": summary["prediction"]
+    }, done.stderr
 
 
 def _version_tags(state_dir: Path, version: str) -> dict[str, str]:
@@ -66,47 +71,47 @@ def test_a_ridge_champion_is_challenged_by_an_lstm_through_the_same_cycle(tmp_pa
     # 1. The ridge family through the setting: the first model, deployed on the baseline check alone.
     ridge, _ = _run(state_dir, tmp_path, {**env, "RETRAIN_TRAINER": "ridge"})
     assert ridge["status"] == "deployed" and ridge["model_version"] == "1", ridge
-    assert any(r.startswith("baseline check passed: mae") for r in ridge["gate"]["reasons"])
+    assert any(r.startswith("baseline check passed: mae") for r in ridge["gate"])
     tags = _version_tags(state_dir, "1")
     assert (tags["trainer"], tags["model_family"], tags["gate_decision"]) == ("ridge", "ridge", "deploy")
     assert ridge["prediction"]["model"]["version"] == "1"
-    job = json.loads((state_dir / "jobs" / ridge["job_name"] / "job.json").read_text())
-    assert job["command"][1].endswith("code/ridge/train.py") and "--param" not in job["command"]
-    # The registered model was refitted through the data end of its data asset (the job's --data).
-    data_csv = Path(job["command"][job["command"].index("--data") + 1])
+    ridge_job = state_dir / "jobs" / ridge["job_name"]
+    job = json.loads((ridge_job / "job.json").read_text())
+    command = job["command"]
+    assert "/code/ridge/" in command[1] and command[command.index("--entry") + 1] == "train.py", command
+    assert "--param" not in command
+    # The registered model was refitted through the data end of its data asset (the batch's MSFT.csv).
+    data_csv = ridge_job / "inputs" / "MSFT.csv"
     data_end = _last_date(data_csv)
     assert tags["fitted_data_end"] == data_end, tags
-    ridge_errors = json.loads(
-        (state_dir / "jobs" / ridge["job_name"] / "outputs" / "test_errors.json").read_text()
-    )
+    ridge_errors = json.loads((ridge_job / "outputs" / "MSFT" / "test_errors.json").read_text())
     assert tags["evaluation_fit_end"] < ridge_errors["dates"][0]  # evaluated on days it had not seen
 
     # 2. An LSTM challenger via --trainer and --param: gated against the ridge champion on the same days.
     lstm, stderr = _run(state_dir, tmp_path, env, "--trainer", "lstm", "--param", "max_epochs=2", "--force")
     assert lstm["model_version"] == "2" and lstm["status"] == "deployed", lstm
-    reasons = lstm["gate"]["reasons"]
-    [champion_reason] = [r for r in reasons if r.startswith("champion check")]
-    assert "champion_mae" in champion_reason and lstm["gate"]["forced"] is True
+    [champion_reason] = [r for r in lstm["gate"] if r.startswith("champion check")]
+    assert "champion_mae" in champion_reason
     tags = _version_tags(state_dir, "2")
-    assert (tags["trainer"], tags["model_family"]) == ("lstm", "lstm")
+    assert (tags["trainer"], tags["model_family"], tags["gate_forced"]) == ("lstm", "lstm", "true")
     assert tags["fitted_data_end"] == data_end, tags  # the same data asset: the same data end
-    challenger_job = json.loads((state_dir / "jobs" / lstm["job_name"] / "job.json").read_text())
-    assert challenger_job["command"][1].endswith("code/trainer/train.py")
-    assert challenger_job["command"][-4:-2] == ["--param", "max_epochs=2"]
-    assert challenger_job["command"][-2] == "--champion-model"  # the ridge champion's model, fetched
+    challenger_dir = state_dir / "jobs" / lstm["job_name"]
+    command = json.loads((challenger_dir / "job.json").read_text())["command"]
+    assert "/code/trainer/" in command[1] and command[-2:] == ["--param", "max_epochs=2"], command
+    # The ridge champion's model, fetched for the batch, beside the ticker's data.
+    [entry] = json.loads((challenger_dir / "inputs" / "batch.json").read_text())["tickers"]
+    assert entry["champion"] == "msft-forecaster:1" and Path(entry["champion_model"]).is_dir(), entry
     # The champion_mae the LSTM trainer reported is the SERVED ridge model's error on the same test days
     # (the refit, which has seen those days: docs/trainer-contract.md), not its evaluation MAE.
-    ridge_mae = _served_mae(
-        state_dir / "jobs" / ridge["job_name"] / "outputs" / "model", data_csv, ridge_errors
-    )
+    ridge_mae = _served_mae(ridge_job / "outputs" / "MSFT" / "model", data_csv, ridge_errors)
     assert f"champion_mae {ridge_mae:.6g}" in champion_reason, (champion_reason, ridge_mae)
     assert len(ridge_errors["dates"]) > 100
     # The same scoring URL now serves the LSTM (blue/green swap): the endpoint's next bundle, one
     # environment loading both families.
-    assert lstm["scoring_uri"] == ridge["scoring_uri"]
+    assert lstm["prediction"]["scoring_uri"] == ridge["prediction"]["scoring_uri"]
     assert lstm["prediction"]["model"]["version"] == "2" and (ridge["slot"], lstm["slot"]) == (
         "blue",
         "green",
     )
-    assert (ridge["bundle"]["version"], lstm["bundle"]["version"]) == ("1", "2"), (ridge, lstm)
-    assert lstm["prediction"]["bundle"] == lstm["bundle"]
+    assert (ridge["bundle_version"], lstm["bundle_version"]) == ("1", "2"), (ridge, lstm)
+    assert lstm["prediction"]["bundle"] == {"name": lstm["bundle"], "version": "2"}

@@ -12,9 +12,9 @@ from typing import Any
 
 import requests
 
-from retrain.host_client import HostClient, http_json, with_code
+from retrain.host_client import http_json, with_code
 from retrain.workflow import CycleInput
-from tests.helpers import calls, deliver, grid_event, start, wait
+from tests.helpers import batch_status, calls, deliver, grid_event, outcome, start, wait
 
 N = 10
 BREACH = {"azureml_modelmonitor_threshold_breached": "features violate their thresholds", "ticker": "MSFT"}
@@ -34,15 +34,14 @@ def _cycle(**overrides: Any) -> dict[str, Any]:
     return {**CycleInput.from_settings("MSFT", "http").to_dict(), **overrides}
 
 
-def _waiting_for_job(host, instance_id: str) -> None:
-    client = HostClient(host.url, host.function_key)
+def _waiting_for_job(host, fleet_id: str) -> None:
+    """Until the fleet of one's batch waits for its training job."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        code, status = client.cycle_status(instance_id)
-        if code == 200 and status["step"] == "wait_for_job":
+        if batch_status(host, fleet_id).get("step") == "wait_for_job":
             return
         time.sleep(0.1)
-    raise AssertionError(f"{instance_id} never reached wait_for_job")
+    raise AssertionError(f"{fleet_id}'s batch never reached wait_for_job")
 
 
 def test_a_durable_api_start_beside_a_running_cycle_ends_without_touching_the_platform(host, memory):
@@ -58,7 +57,7 @@ def test_a_durable_api_start_beside_a_running_cycle_ends_without_touching_the_pl
     assert f"ticker MSFT is already being retrained by {first['id']}" in status["error"]
     assert [c for c in memory.calls[before:] if c[0] != "get_job"] == []  # no data, job, model or slot
     memory.script.job_release.set()
-    assert wait(host, first["id"])["runtime_status"] == "Completed"
+    assert outcome(wait(host, first["id"]))["status"] == "deployed"
 
 
 def test_a_durable_api_start_with_input_the_edge_refuses_fails_before_any_activity(host, memory):
@@ -150,13 +149,13 @@ def test_breaches_and_http_starts_at_once_start_one_cycle_and_no_5xx(host, memor
     assert set(http) <= {202, 409}, http
     active: list[str] = []
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # a cycle that lost the race ends at once; wait for that
-        listing = [i for i in host.engine.list_instances() if i["instanceId"].startswith("retrain-msft-")]
+    while time.monotonic() < deadline:  # a fleet that lost the race ends at once; wait for that
+        listing = [i for i in host.engine.list_instances() if i["name"] == "fleet_orchestrator"]
         active = [i["instanceId"] for i in listing if i["runtimeStatus"] in ("Pending", "Running")]
         if len(active) == 1:
             break
         time.sleep(0.1)
-    assert len(active) == 1, listing  # one cycle of MSFT, whoever won
+    assert len(active) == 1, listing  # one fleet of one holding MSFT, whoever won
     memory.script.job_release.set()
-    assert wait(host, active[0])["runtime_status"] == "Completed"
-    assert len(calls(memory, "submit_training")) == 1  # one training job, not one per start
+    assert outcome(wait(host, active[0]))["status"] == "deployed"
+    assert len(calls(memory, "submit_batch_training")) == 1  # one training job, not one per start

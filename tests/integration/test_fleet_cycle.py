@@ -1,7 +1,8 @@
 """Fleet cycles (issue 22) through the real local host on the in-memory platform: the fleet orchestration
 fans its tickers out in batches (sub-orchestrations, one training job each), a ticker whose data or fit
 fails fails alone, and the accepted challengers go out in ONE rollout of their endpoint. One cycle per
-ticker holds across fleets and single cycles. The fleets start through the Durable HTTP API with the input
+ticker holds across fleets (a `{"ticker"}` request is a fleet of one) and the per-ticker cycles of older
+code. The fleets start through the Durable HTTP API with the input
 `FleetInput.from_settings` builds (the HTTP, timer and CLI starters build the same)."""
 
 from __future__ import annotations
@@ -143,16 +144,17 @@ def test_fleets_skip_tickers_held_by_a_running_cycle_or_an_earlier_fleet_and_a_c
     monkeypatch.setenv("RETRAIN_ROLLOUT_POLL_MINUTES", "0.05")
     memory.script.job_seconds, memory.script.job_release = 60.0, threading.Event()
     try:
-        code, goog = start(host, {"ticker": "GOOG"})  # a single cycle, running
+        code, goog = start(host, {"ticker": "GOOG"})  # a fleet of one, running
         assert code == 202, goog
-        wait_until(lambda: ("submit_training", naming.job_name(goog["id"])) in memory.calls, "no GOOG job")
+        goog_job = naming.job_name(naming.batch_instance_id(goog["id"], 0))
+        wait_until(lambda: ("submit_batch_training", goog_job) in memory.calls, "no GOOG job")
         first = start_fleet(host, ["MSFT", "AAPL", "GOOG"])
         first_job = naming.job_name(naming.batch_instance_id(first, 0))
         wait_until(lambda: ("submit_batch_training", first_job) in memory.calls, "no fleet job")
         second = start_fleet(host, ["AAPL", "IBM"])
         code, busy = start(host, {"ticker": "MSFT"})  # the HTTP route (retrain/cycle_start.py) refuses it
         assert code == 409 and busy["instance_id"] == first, busy
-        # and a start that bypasses it (the Durable HTTP API) is refused by the cycle's own guard
+        # and a per-ticker cycle started as older code did (the Durable HTTP API) is refused by its own guard
         cycle = naming.adhoc_instance_id("MSFT", datetime.now(UTC))
         url = f"{host.url}/runtime/webhooks/durabletask/orchestrators/retrain_orchestrator/{cycle}"
         code, answer = http_json(
@@ -168,7 +170,7 @@ def test_fleets_skip_tickers_held_by_a_running_cycle_or_an_earlier_fleet_and_a_c
         memory.script.job_release.set()
     done_first, done_second = wait_fleet(host, first), wait_fleet(host, second)
     assert done_first["runtimeStatus"] == done_second["runtimeStatus"] == "Completed"
-    assert wait(host, goog["id"])["runtime_status"] == "Completed"
+    assert wait(host, goog["id"])["output"]["tickers"]["GOOG"]["status"] == "deployed"
     tickers = done_first["output"]["tickers"]
     assert {t: o["status"] for t, o in tickers.items()} == {
         "MSFT": "deployed",
@@ -181,9 +183,9 @@ def test_fleets_skip_tickers_held_by_a_running_cycle_or_an_earlier_fleet_and_a_c
     assert f"AAPL is already being retrained by {first}" in skipped_aapl["error"]
     assert done_second["output"]["tickers"]["IBM"]["status"] == "deployed"
     assert done_second["output"]["counts"]["skipped"] == 1
-    # AAPL was trained once (by the first fleet), GOOG once (by its own cycle).
+    # AAPL was trained once (by the first fleet), GOOG once (by its own fleet of one).
     assert [m.tags[TAG_FLEET] for m in memory.models[naming.model_name("AAPL")]] == [first]
-    assert [m.tags.get(TAG_FLEET) for m in memory.models[naming.model_name("GOOG")]] == [None]
+    assert [m.tags.get(TAG_FLEET) for m in memory.models[naming.model_name("GOOG")]] == [goog["id"]]
 
 
 def test_a_fleet_of_one_goes_the_same_way(host, memory, shared_endpoint):

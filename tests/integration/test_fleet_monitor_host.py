@@ -141,12 +141,14 @@ def test_the_timers_monitor_turns_a_days_breaches_into_one_fleet_and_skips_a_hel
     monkeypatch.setenv("RETRAIN_TICKERS", ",".join(TICKERS))
     monkeypatch.setenv("RETRAIN_SOURCE", f"csv:{data_dir}/{{ticker}}.csv")  # the operator's, for the timer
     monkeypatch.setenv("RETRAIN_ROLLOUT_POLL_MINUTES", "0.05")
-    # IBM is being retrained (its job runs until released): the monitor must hand it to no second cycle.
+    # IBM is being retrained (a fleet of one, its job runs until released): the monitor must hand it to no
+    # second cycle.
     memory.script.job_seconds, memory.script.job_release = 120.0, threading.Event()
     try:
         code, ibm = start(host, {"ticker": "IBM", "source": SOURCE, "as_of": "2012-06-29", "force": True})
         assert code == 202, ibm
-        wait_until(lambda: ("submit_training", naming.job_name(ibm["id"])) in memory.calls, "no IBM job")
+        ibm_job = naming.job_name(naming.batch_instance_id(ibm["id"], 0))  # a fleet of one's batch job
+        wait_until(lambda: ("submit_batch_training", ibm_job) in memory.calls, "no IBM job")
         host.index.invoke_timer("monitor_timer", past_due=False, schedule_status=None)
         host.index.invoke_timer("monitor_timer", past_due=False, schedule_status=None)  # same day: no-op
         url = f"{host.url}/runtime/webhooks/durabletask/instances?instanceIdPrefix=fleetmonitor-&code={host.durable_key}"
@@ -164,7 +166,7 @@ def test_the_timers_monitor_turns_a_days_breaches_into_one_fleet_and_skips_a_hel
     finally:
         memory.script.job_release.set()
     out = follow(host, monitor_id)["output"]
-    assert wait(host, ibm["id"])["runtime_status"] == "Completed"
+    assert wait(host, ibm["id"])["output"]["tickers"]["IBM"]["status"] == "deployed"
 
     # ONE fleet for the day's breaches, of the tickers no cycle held, each with its own trigger and reason.
     [retrain] = out["retrains"]

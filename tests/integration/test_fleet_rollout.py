@@ -1,6 +1,7 @@
 """Fleet serving through the real local host: cycles of several tickers share one endpoint, and their
 challengers go out together through the endpoint's rollout orchestration (retrain/rollout.py) as model
-bundles, on the in-memory platform (which serves a bundle per ticker, as scorer/score.py does)."""
+bundles, on the in-memory platform (which serves a bundle per ticker, as scorer/score.py does). Each
+`{"ticker"}` request is a fleet of one; separate fleets' challengers still share a rollout."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 import time
 
 from retrain import naming
-from retrain.host_client import HostClient, http_json
-from tests.helpers import start, wait
+from retrain.host_client import http_json
+from tests.helpers import outcome, start, wait
 
 ENDPOINT = "fleet-models"  # the default layout (shared_endpoint)
 
@@ -20,7 +21,7 @@ def _start_all(host, tickers):
         code, answer = start(host, {"ticker": ticker})
         assert code == 202, answer
         ids.append(answer["id"])
-    return [wait(host, i, timeout=90) for i in ids]
+    return [outcome(wait(host, i, timeout=90), t) for i, t in zip(ids, tickers, strict=True)]
 
 
 def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_out(
@@ -32,13 +33,13 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
     memory.script.broken_models = {f"{naming.model_name('IBM')}:1"}  # IBM's first model answers NaN
     msft, aapl, ibm = _start_all(host, ["MSFT", "AAPL", "IBM"])
 
-    for done in (msft, aapl):
-        assert done["runtime_status"] == "Completed", done.get("error")
-        out = done["output"]
-        assert out["status"] == "deployed" and out["endpoint"] == ENDPOINT and out["model_version"] == "1"
+    for out in (msft, aapl):
+        assert out["status"] == "deployed" and out["endpoint"] == ENDPOINT and out["model_version"] == "1", (
+            out
+        )
         assert out["bundle"] == naming.bundle_name(ENDPOINT) and out["bundle_version"]
         assert out["rollout"].startswith(naming.rollout_instance_prefix(ENDPOINT))
-    assert ibm["runtime_status"] == "Failed"
+    assert ibm["status"] == "failed", ibm
     assert "left out" in ibm["error"] and "smoke test of IBM" in ibm["error"], ibm["error"]
     assert "previous model keeps serving" in ibm["error"]
 
@@ -52,8 +53,8 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
     live = max(serving["traffic"], key=serving["traffic"].get)
     bundle = memory.bundles[(ENDPOINT, serving["slots"][live]["model"]["version"])]
     assert set(bundle.tickers) == {"MSFT", "AAPL"}  # IBM never served
-    for done, ticker in ((msft, "MSFT"), (aapl, "AAPL")):  # the bundle each cycle names holds its model
-        named = memory.bundles[(ENDPOINT, done["output"]["bundle_version"])]
+    for done, ticker in ((msft, "MSFT"), (aapl, "AAPL")):  # the bundle each fleet names holds its model
+        named = memory.bundles[(ENDPOINT, done["bundle_version"])]
         assert named.tickers[ticker]["model_version"] == "1" and ticker in named.changed
     assert memory.champions == {naming.model_name("MSFT"): "1", naming.model_name("AAPL"): "1"}
     # Every endpoint write of a rollout finished before the next rollout's first (deploy, traffic, traffic).
@@ -63,8 +64,8 @@ def test_cycles_of_one_endpoint_roll_out_together_and_a_failing_ticker_is_left_o
     # IBM again, fixed: joins the bundle beside the others, whose models keep serving.
     memory.script.broken_models = set()
     (again,) = _start_all(host, ["IBM"])
-    assert again["runtime_status"] == "Completed", again.get("error")
-    latest = memory.bundles[(ENDPOINT, again["output"]["bundle_version"])]
+    assert again["status"] == "deployed", again
+    latest = memory.bundles[(ENDPOINT, again["bundle_version"])]
     assert {t: e["model_version"] for t, e in latest.tickers.items()} == {
         "MSFT": "1",
         "AAPL": "1",
@@ -91,18 +92,20 @@ def test_a_challenger_arriving_while_a_rollout_runs_joins_the_next_one(host, mem
         assert memory.script.deploying.wait(60), "the rollout never began its deployment"
         code, aapl = start(host, {"ticker": "AAPL"})
         assert code == 202, aapl
-        client = HostClient(host.url, host.function_key)
         deadline = time.monotonic() + 60
-        # AAPL has asked for the endpoint's rollout: the running one answered (it names its id).
-        while not (client.cycle_status(aapl["id"])[1].get("ids") or {}).get("rollout"):
-            assert time.monotonic() < deadline, "AAPL never asked for the rollout"
+        # AAPL's fleet awaits the endpoint's rollout (its status says so, which the rollout reads).
+        while not ((host.engine.get_status(aapl["id"]) or {}).get("customStatus") or {}).get(
+            "awaiting_rollout"
+        ):
+            assert time.monotonic() < deadline, "AAPL never awaited the rollout"
             time.sleep(0.05)
     finally:
         gate.set()
-    first, second = wait(host, msft["id"], timeout=90), wait(host, aapl["id"], timeout=90)
-    assert first["runtime_status"] == second["runtime_status"] == "Completed", (first, second)
-    assert (first["output"]["bundle_version"], second["output"]["bundle_version"]) == ("1", "2")
-    assert second["output"]["rollout"] == first["output"]["rollout"]  # the same rollout's next batch
+    first = outcome(wait(host, msft["id"], timeout=90), "MSFT")
+    second = outcome(wait(host, aapl["id"], timeout=90), "AAPL")
+    assert first["status"] == second["status"] == "deployed", (first, second)
+    assert (first["bundle_version"], second["bundle_version"]) == ("1", "2")
+    assert second["rollout"] == first["rollout"]  # the same rollout's next batch
     bundle = memory.bundles[(ENDPOINT, "2")]
     assert (
         bundle.parent_version == "1"

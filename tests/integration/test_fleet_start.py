@@ -36,9 +36,9 @@ def submitted(memory: Any, instance_id: str) -> bool:
 def test_a_fleet_request_skips_busy_tickers_and_a_second_one_is_refused_naming_the_holders(host, memory):
     memory.script.job_seconds, memory.script.job_release = 60.0, threading.Event()
     try:
-        code, goog = start(host, {"ticker": "GOOG"})  # a single cycle, running
+        code, goog = start(host, {"ticker": "GOOG"})  # a fleet of one, running
         assert code == 202, goog
-        wait_until(lambda: submitted(memory, goog["id"]), "no GOOG job")
+        wait_until(lambda: submitted(memory, naming.batch_instance_id(goog["id"], 0)), "no GOOG job")
         code, fleet = start(host, {"tickers": ["msft", "GOOG", "MSFT"], "trainer": "ridge"})
         assert code == 202, fleet
         assert fleet["id"].startswith("fleet-") and fleet["skipped"] == {"GOOG": goog["id"]}
@@ -55,7 +55,7 @@ def test_a_fleet_request_skips_busy_tickers_and_a_second_one_is_refused_naming_t
         )
         assert set(again["holders"]) == set(again["skipped"].values())
         assert f"MSFT by {fleet['id']}" in again["error"]
-        code, single = start(host, {"ticker": "MSFT"})  # a single cycle of a fleet's ticker: refused too
+        code, single = start(host, {"ticker": "MSFT"})  # a fleet of one of a fleet's ticker: refused too
         assert code == 409 and single["instance_id"] == fleet["id"], single
         code, both = start(host, {"ticker": "MSFT", "tickers": ["MSFT"]})
         assert code == 400 and "not both" in both["error"]
@@ -127,8 +127,9 @@ def test_the_one_way_in_makes_one_fleet_of_concurrent_starts_and_finds_a_weeks_f
         assert not second.started and second.instance_id is None
         assert second.skipped == {"AAPL": first.instance_id, "MSFT": first.instance_id}
         assert second.refused and "every ticker of the fleet" in second.refused
-        cycle = _run(cycle_start.start_cycle(client, "AAPL", "http"))
-        assert not cycle.started and cycle.skipped == {"AAPL": first.instance_id}, cycle
+        one = _run(cycle_start.start_fleet(client, ["AAPL"], "http"))  # a fleet of one
+        assert not one.started and one.skipped == {"AAPL": first.instance_id}, one
+        assert one.refused == f"AAPL is already being retrained by {first.instance_id}"
         weekly = "fleet-2026w01"
         found = _run(cycle_start.start_fleet(client, ["IBM"], "timer", instance_id=weekly))
         assert found.started and found.instance_id == weekly, found
@@ -145,7 +146,7 @@ def test_retrain_run_with_tickers_follows_the_fleet_per_batch_and_prints_its_out
 ):
     """`retrain run --tickers @FILE` joins the host running on the state dir (as it joins `retrain serve`),
     starts the fleet through POST /api/retrain, shows a line per batch on stderr (not a terminal) and prints
-    the fleet's outcome as its last stdout line."""
+    the fleet's outcome as its last stdout line; `--ticker` does the same with a fleet of one."""
     from retrain.cli import main
 
     monkeypatch.setenv("RETRAIN_TRAINING_BATCH", "1")
@@ -160,6 +161,18 @@ def test_retrain_run_with_tickers_follows_the_fleet_per_batch_and_prints_its_out
     assert len(outcome["batches"]) == 2 and set(outcome) >= {"endpoints", "counts", "timings_s", "elapsed_s"}
     assert "batches 0/2" in err and "batches 2/2 [########################]" in err, err[-3000:]
     assert "\r" not in err  # not a terminal: plain lines
+    # `--ticker` is a fleet of one: the same outcome's shape, plus its prediction (or why there is none);
+    # a failed ticker makes `run` exit 1 although the fleet completed.
+    memory.script.failing_fits = {"MSFT"}
+    code = main(["run", "--ticker", "msft", "--trainer", "ridge", "--state-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    one = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and one["runtime_status"] == "Completed" and list(one["tickers"]) == ["MSFT"], one
+    assert (
+        one["tickers"]["MSFT"]["status"] == "failed"
+        and "scripted fit failure" in one["tickers"]["MSFT"]["error"]
+    )
+    assert one["counts"]["failed"] == 1 and one["prediction"]["ticker"] == "MSFT", one
     assert main(["run", "--tickers", "MSFT", "--ticker", "MSFT", "--state-dir", str(tmp_path)]) == 2
     assert main(["run", "--tickers", "@missing.txt", "--state-dir", str(tmp_path)]) == 2
     assert "--tickers=@missing.txt: no such file" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import time
 
 from retrain.events import model_monitor_breach, parse_events
 from retrain.host_client import http_json
-from tests.helpers import deliver, grid_event, wait
+from tests.helpers import deliver, grid_event, outcome, wait
 
 # The tag exactly as Azure/azureml-assets' evaluate_metrics_threshold.py writes it; the signal is named
 # <ticker>_<signal> (docs/azure.md), and RETRAIN_TICKERS of the host is MSFT.
@@ -28,17 +28,19 @@ def test_a_breached_monitoring_run_starts_one_cycle_with_its_reason(host, memory
         code, listing = http_json(
             "GET", f"{host.url}/runtime/webhooks/durabletask/instances?code={host.system_key}"
         )
-        started = [i for i in listing if i["instanceId"].startswith("retrain-msft-")]
+        started = [i for i in listing if i["name"] == "fleet_orchestrator"]  # a fleet of one
         time.sleep(0.2)
     [instance] = started
-    status = wait(host, instance["instanceId"])
-    assert status["runtime_status"] == "Completed" and status["ids"]["trigger"] == "azureml_monitor"
-    assert "Azure ML model monitoring run msft-monitor-run-1" in status["ids"]["trigger_reason"]
-    model = memory.models["msft-forecaster"][-1]
     assert (
-        model.tags["trigger"] == "azureml_monitor"
-        and "violating metric thresholds" in model.tags["trigger_reason"]
+        instance["input"]["tickers"] == ["MSFT"]
+        and instance["input"]["cycle"]["trigger"] == "azureml_monitor"
     )
+    status = wait(host, instance["instanceId"])
+    assert outcome(status)["status"] == "deployed", status
+    model = memory.models["msft-forecaster"][-1]
+    assert model.tags["trigger"] == "azureml_monitor"
+    assert "Azure ML model monitoring run msft-monitor-run-1" in model.tags["trigger_reason"]
+    assert "violating metric thresholds" in model.tags["trigger_reason"]
 
 
 def test_only_breached_monitoring_runs_count() -> None:

@@ -1,7 +1,8 @@
 """The monitor through the real local host (real Durable SDK replay, HTTP routes, activities, sub-
 orchestrations), with the scripted in-memory ML platform: a quiet span raises no alert; the same span with
-doubled volatility starts exactly one retraining cycle (trigger drift, its reason on record), and the
-cooldown holds back the later breaches (which, with no cooldown, start two more cycles)."""
+doubled volatility starts exactly one retraining cycle (a fleet of one, trigger drift, its reason on
+record), and the cooldown holds back the later breaches (which, with no cooldown, start two more
+cycles)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrain import naming
 from retrain.host_client import http_json, with_code
 from retrain.market_data import fetch_prices
 from retrain.monitoring.forecast_log import SqliteForecastLog
 from retrain.monitoring.monitor import day_metrics
-from tests.helpers import run_cycle, start, wait
+from tests.helpers import outcome, run_cycle, start, wait
 
 SPAN = {"from": "2012-07-02", "to": "2012-09-28"}
 
@@ -52,7 +54,7 @@ def volatile_csv(tmp_path: Path, since: str) -> Path:
 
 
 def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):
-    assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host, {"as_of": "2012-06-29"}))["status"] == "deployed"
     out = monitor(host, {"ticker": "MSFT", **SPAN, "source": "sample"})
     assert out["ticker"] == "MSFT" and out["days"] == 65  # weekdays of Q3 2012
     assert out["forecasts"] == 65 and out["scored"] >= 60
@@ -75,7 +77,7 @@ def test_a_quiet_span_raises_no_alert(host, memory, tmp_path):
 
 
 def test_metrics_the_platform_cannot_log_are_a_warning_not_a_failed_day(host, memory):
-    assert run_cycle(host, {"as_of": "2012-06-29"})["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host, {"as_of": "2012-06-29"}))["status"] == "deployed"
     memory.script.permanent_failures = {"log_monitor_metrics"}
     out = monitor(host, {"ticker": "MSFT", "from": "2012-07-09", "to": "2012-07-13", "source": "sample"})
     assert out["days"] == 5 and out["forecasts"] == 5 and out["alerts"] == []
@@ -97,7 +99,7 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
     monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))  # a request may name CSVs only in there
     source = f"csv:{csv.name}"
-    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host, {"as_of": "2012-06-29", "source": source}))["status"] == "deployed"
     # Q3 and Q4: with no cooldown this span retrains three times (2012-08-07, 11-27, 12-26).
     out = monitor(host, {"ticker": "MSFT", "from": "2012-07-02", "to": "2012-12-31", "source": source})
     assert len(out["retrains"]) == 1, out["retrains"]
@@ -113,17 +115,15 @@ def test_doubled_volatility_starts_exactly_one_drift_retrain_and_the_cooldown_ho
     days = {d["date"]: d for d in SqliteForecastLog(tmp_path / "monitoring" / "monitor.sqlite").days("MSFT")}
     assert all(days[a["date"]]["cooldown"] and days[a["date"]]["trigger"] is None for a in later)
     assert days["2012-12-31"]["forecast"]["model_version"] == "2"  # the retrained model serves
-    # The reason is in the new model's tags and the cycle's status.
+    # The reason is in the new model's tags; the retrain is a fleet of one, its status at the usual route.
     model = memory.models["msft-forecaster"][-1]
     assert model.tags["trigger"] == "drift" and model.tags["trigger_reason"] == retrain["reason"]
+    assert naming.parse_fleet_instance_id(retrain["instance_id"]), retrain
     code, status = http_json(
         "GET", f"{host.url}/api/retrain/{retrain['instance_id']}?code={host.function_key}"
     )
-    assert (
-        code == 200
-        and status["ids"]["trigger"] == "drift"
-        and "KS distance" in status["ids"]["trigger_reason"]
-    )
+    assert code == 200 and outcome(status)["status"] == "deployed", status
+    assert outcome(status)["model_version"] == model.version
     assert model.tags["data_version"].startswith(retrain["date"].replace("-", ""))  # data as of that day
 
 
@@ -137,21 +137,22 @@ def test_a_breach_while_a_cycle_runs_starts_no_second_cycle(
     monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")  # a breach in August (see above)
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
     source = f"csv:{csv.name}"
-    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host, {"as_of": "2012-06-29", "source": source}))["status"] == "deployed"
     # The next cycle (an HTTP request) is still training during the whole monitor: its job ends only
     # when the test releases it, after the monitor (at most 240 s, then it ends anyway).
     memory.script.job_release, memory.script.job_seconds = threading.Event(), 240.0
     code, running = start(host, {"as_of": "2012-06-29", "source": source, "force": True})
     assert code == 202, running
     out = monitor(host, {"ticker": "MSFT", "from": "2012-08-01", "to": "2012-08-17", "source": source})
-    assert memory.jobs[f"{running['id']}-train"]["status"] == "Running"  # still training throughout
+    running_job = naming.job_name(naming.batch_instance_id(running["id"], 0))
+    assert memory.jobs[running_job]["status"] == "Running"  # still training throughout
     memory.script.job_release.set()
     assert out["retrains"], out  # the drift breach was found ...
     for retrain in out["retrains"]:  # ... and handed to the running cycle, not to a second one
         assert retrain["instance_id"] == running["id"] and retrain["status"].startswith("skipped"), retrain
-    trained = [job for call, job in memory.calls if call == "submit_training"]
-    assert len(trained) == 2 and trained[-1] == f"{running['id']}-train", trained  # first cycle, running one
-    assert wait(host, running["id"], timeout=120)["runtime_status"] == "Completed"
+    trained = [job for call, job in memory.calls if call == "submit_batch_training"]
+    assert len(trained) == 2 and trained[-1] == running_job, trained  # first cycle, running one
+    assert outcome(wait(host, running["id"], timeout=120))["status"] == "deployed"
 
 
 def test_bad_monitor_requests_get_400_with_what_to_send(host):
@@ -189,7 +190,7 @@ def test_terminating_the_monitor_terminates_the_cycle_it_started_and_cancels_its
     monkeypatch.setenv("RETRAIN_MONITOR_DRIFT_THRESHOLD", "0.374")  # a breach in August (see above)
     monkeypatch.setenv("RETRAIN_DATA_DIR", str(csv.parent))
     source = f"csv:{csv.name}"
-    assert run_cycle(host, {"as_of": "2012-06-29", "source": source})["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host, {"as_of": "2012-06-29", "source": source}))["status"] == "deployed"
     first_job = next(iter(memory.jobs))
     # The cycle the breach starts trains until the test releases it (or 240 s pass).
     memory.script.job_release, memory.script.job_seconds = threading.Event(), 240.0
@@ -205,16 +206,26 @@ def test_terminating_the_monitor_terminates_the_cycle_it_started_and_cancels_its
             assert time.monotonic() < deadline, "the monitor's cycle never submitted its job"
             time.sleep(0.1)
         [job] = training
-        child = job.removesuffix("-train")
+        batch = job.removesuffix("-train")
+        parsed = naming.parse_batch_instance_id(batch)
+        assert parsed is not None, job
+        child = parsed[0]  # the fleet of one the breach started
         code, body = http_json("POST", with_code(answer["terminatePostUri"], host.function_key))
         assert code == 202, body
-        # The monitor's sub-orchestration was terminated too, and its job canceled; the body says so.
+        # The monitor's sub-orchestration (a fleet of one) was terminated too, with its batch, and its job
+        # canceled; the body says so.
         assert body["cycles"] == [
             {
                 "instance_id": child,
                 "terminated": True,
                 "runtime_status": "Terminated",
-                "job": {"name": job, "status": "Canceled"},
+                "batches": [
+                    {
+                        "batch": batch,
+                        "runtime_status": "Terminated",
+                        "job": {"name": job, "status": "Canceled"},
+                    }
+                ],
             }
         ], body
         assert memory.jobs[job]["status"] == "Canceled"

@@ -11,7 +11,7 @@ import pytest
 
 from retrain.host_client import http_json
 from retrain.monitoring.ledger import SqliteLedger
-from tests.helpers import run_cycle, start, wait, wait_for
+from tests.helpers import outcome, run_cycle, start, wait, wait_for
 
 
 def post(host, ticker: str, action: str, body=None, key: bool = True):
@@ -21,8 +21,8 @@ def post(host, ticker: str, action: str, body=None, key: bool = True):
 
 def test_an_operator_sets_traffic_and_rolls_back_recorded_as_operator(host, memory, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRAIN_KEEP_OLD_SLOT", "true")  # v1 stays cold in blue after v2 takes green
-    assert run_cycle(host)["output"]["status"] == "deployed"
-    second = run_cycle(host)["output"]
+    assert outcome(run_cycle(host))["status"] == "deployed"
+    second = outcome(run_cycle(host))
     assert second["status"] == "deployed"
     assert memory.get_endpoint("msft-forecast").traffic == {"blue": 0, "green": 100}
     # The endpoint's rollout tells the cycle its outcome, then looks once more for waiting challengers
@@ -72,7 +72,7 @@ def test_a_bad_table_is_refused_with_what_to_send(host, memory, body, needle):
 
 
 def test_no_change_while_a_cycle_of_the_ticker_runs_and_none_without_the_key(host, memory):
-    assert run_cycle(host)["output"]["status"] == "deployed"
+    assert outcome(run_cycle(host))["status"] == "deployed"
     release = threading.Event()
     memory.script.job_release = release
     code, answer = start(host, {"ticker": "MSFT"})
@@ -84,7 +84,7 @@ def test_no_change_while_a_cycle_of_the_ticker_runs_and_none_without_the_key(hos
         assert code == 409, busy
     finally:
         release.set()
-    wait(host, answer["id"])
+    assert outcome(wait(host, answer["id"]))["status"] == "deployed"
     code, _ = post(host, "MSFT", "traffic", {"traffic": {"blue": 100}}, key=False)
     assert code == 401
     code, answer = post(host, "NOPE", "rollback")

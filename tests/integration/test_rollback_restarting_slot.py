@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from retrain import adapters
-from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle
+from tests.rollback_trial import ENV, TICKER, killed_canary_trial, local_host, run_cycle, ticker_outcome
 
 
 def test_a_rollback_waits_for_the_restarting_old_slot_and_the_next_cycle_deploys(
@@ -26,17 +26,18 @@ def test_a_rollback_waits_for_the_restarting_old_slot_and_the_next_cycle_deploys
         monkeypatch.delenv(key, raising=False)
     with local_host(state_dir) as host:
         first = run_cycle(host, {"ticker": TICKER})
-        assert first["runtime_status"] == "Completed" and first["output"]["slot"] == "blue", first
+        assert ticker_outcome(first)["status"] == "deployed", first
+        endpoint = ticker_outcome(first)["endpoint"]
+        assert adapters.get_platform().get_endpoint(endpoint).traffic == {"blue": 100}
 
         trial = killed_canary_trial(host, state_dir, hold_down=True)
 
         assert trial.killed_at_step is not None, trial
-        assert trial.runtime_status == "Failed", trial
+        assert trial.outcome == "failed", trial
         assert f"traffic is back on {trial.old_slot}" in trial.error, trial
         assert trial.old_model_at_100, trial
 
         nxt = run_cycle(host, {"ticker": TICKER, "force": True})
-        assert nxt["runtime_status"] == "Completed", nxt
-        assert nxt["output"]["status"] == "deployed", nxt
-        endpoint = adapters.get_platform().get_endpoint(nxt["output"]["endpoint"])
-        assert endpoint.traffic == {nxt["output"]["slot"]: 100}, endpoint.traffic
+        assert ticker_outcome(nxt)["status"] == "deployed", nxt
+        traffic = adapters.get_platform().get_endpoint(endpoint).traffic
+        assert sorted(traffic.values()) == [100], traffic  # one slot serves it all

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from functions_host.host import LocalHost
+from retrain import naming
 from retrain.adapters import get_platform
 from retrain.host_client import http_json, with_code
 from retrain.local import jobs
@@ -42,8 +43,10 @@ def test_terminating_a_cycle_through_the_route_cancels_its_running_training_job(
 ) -> None:
     code, answer = start(local_host, {"ticker": "MSFT"})
     assert code == 202, answer
-    instance_id = answer["id"]
-    job_dir = tmp_path / "jobs" / f"{instance_id}-train"
+    instance_id = answer["id"]  # a fleet of one: its batch's job trains MSFT
+    batch = naming.batch_instance_id(instance_id, 0)
+    job_name = naming.job_name(batch)
+    job_dir = tmp_path / "jobs" / job_name
 
     def trainer_pid() -> int | None:
         status_file = jobs.status_path(job_dir)
@@ -59,7 +62,9 @@ def test_terminating_a_cycle_through_the_route_cancels_its_running_training_job(
     terminate = with_code(answer["terminatePostUri"], local_host.function_key)
     code, body = http_json("POST", terminate)
     assert code == 202 and body["terminating"] is True, body
-    assert body["job"] == {"name": f"{instance_id}-train", "status": "Canceled"}, body
+    assert body["batches"] == [
+        {"batch": batch, "runtime_status": "Terminated", "job": {"name": job_name, "status": "Canceled"}}
+    ], body
 
     # The runner's whole process group, the held trainer included, is gone (bounded wait, no fixed sleep).
     _wait_until(
@@ -69,9 +74,9 @@ def test_terminating_a_cycle_through_the_route_cancels_its_running_training_job(
     )
     assert not process_alive(runner["pid"], runner["start_ticks"])
     assert read_json(jobs.status_path(job_dir))["status"] == "Canceled"
-    assert get_platform().get_job(f"{instance_id}-train").status == "Canceled"
+    assert get_platform().get_job(job_name).status == "Canceled"
     assert wait(local_host, instance_id, timeout=60)["runtime_status"] == "Terminated"
 
     # A second cancel of the ended job is a no-op: it stays Canceled.
-    again = get_platform().cancel_job(f"{instance_id}-train")
+    again = get_platform().cancel_job(job_name)
     assert again is not None and again.status == "Canceled"

@@ -1,4 +1,6 @@
-"""A terminate that lands while `submit_training` is in flight still cancels the job (issue 20).
+"""A terminate that lands while a training job's submit is in flight still cancels the job (issue 20),
+through the path a `{"ticker"}` request takes: a fleet of one, whose batch submits the job
+(`submit_batch_training`) and whose terminate route terminates the batch and cancels its job.
 
 Activities already scheduled run on after their orchestration is terminated, and the terminate route
 cancels the job by its name: before, a terminate between the scheduling and the submit found no job, and
@@ -12,6 +14,7 @@ import threading
 import time
 
 from functions_host.host import LocalHost
+from retrain import naming
 from retrain.host_client import http_json, with_code
 from tests.helpers import start, wait
 from tests.integration.memory_platform import MemoryPlatform
@@ -34,14 +37,18 @@ def test_a_terminate_during_the_submit_cancels_the_job_the_submit_then_creates(
     code, answer = start(host, {"ticker": "MSFT"})
     assert code == 202, answer
     instance_id = answer["id"]
-    job_name = f"{instance_id}-train"
+    batch = naming.batch_instance_id(instance_id, 0)
+    job_name = naming.job_name(batch)
     try:
-        assert memory.script.submitting.wait(30), "the submit_training activity never started"
+        assert memory.script.submitting.wait(30), "the submit_batch_training activity never started"
         code, body = http_json("POST", with_code(answer["terminatePostUri"], host.function_key))
         assert code == 202, body
-        # The route waited until the terminate was applied, and there was no job yet to cancel.
+        # The route waited until the terminate was applied (the fleet's and its batch's), and there was
+        # no job yet to cancel.
         assert body["runtime_status"] == "Terminated", body
-        assert body["job"] == {"name": job_name, "status": None}, body
+        assert body["batches"] == [
+            {"batch": batch, "runtime_status": "Terminated", "job": {"name": job_name, "status": None}}
+        ], body
         assert job_name not in memory.jobs
     finally:
         gate.set()  # the activity goes on: it submits the job

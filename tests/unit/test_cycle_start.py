@@ -17,14 +17,10 @@ ENV = {"RETRAIN_TICKERS": "MSFT", "RETRAIN_SOURCE": "sample", "RETRAIN_TRAINER":
 @pytest.mark.parametrize(
     ("start", "says"),
     [
-        (lambda: cycle_start.start_cycle(None, "MS FT", "http", environ=ENV), "ticker:"),
+        (lambda: cycle_start.start_fleet(None, ["MS FT"], "http", environ=ENV), "tickers:"),
         (
-            lambda: cycle_start.start_cycle(None, "MSFT", "http", environ=ENV, trainer="xgb"),
+            lambda: cycle_start.start_fleet(None, ["MSFT"], "http", environ=ENV, trainer="xgb"),
             "unknown trainer",
-        ),
-        (
-            lambda: cycle_start.start_cycle(None, "MSFT", "timer", environ=ENV, instance_id="fleet-2026w01"),
-            "not a cycle's id",
         ),
         (lambda: cycle_start.start_fleet(None, [], "http", environ=ENV), "tickers is empty"),
         (
@@ -58,3 +54,8 @@ def test_the_inputs_carry_the_trigger_its_reason_and_the_overrides():
     fleet = cycle_start.fleet_input(["aapl", "MSFT", "AAPL"], "timer", environ=ENV, lookback_days=400)
     assert fleet["tickers"] == ["AAPL", "MSFT"] and fleet["cycle"]["trigger"] == "timer"
     assert fleet["cycle"]["lookback_days"] == 400 and set(fleet["serving_targets"]) == {"AAPL", "MSFT"}
+    # Azure ML monitoring's breach starts a fleet of one: its trigger and reason are the fleet's (the
+    # model's trigger and trigger_reason tags).
+    one = cycle_start.fleet_input(["msft"], "azureml_monitor", reason="x" * 5000, environ=ENV)
+    assert one["tickers"] == ["MSFT"] and one["cycle"]["trigger"] == "azureml_monitor"
+    assert len(one["cycle"]["reason"]) == MAX_REASON_CHARS
