@@ -1,6 +1,6 @@
 """End to end, offline, real processes on 127.0.0.1: the CLI commands besides `run`.
 
-One `retrain run` (bundled sample, 2 epochs) makes the state dir that `status`, `predict` and `ui` are
+One `retrain run` (bundled sample, ridge trainer) makes the state dir that `status`, `predict` and `ui` are
 tried on. `serve` resuming an orchestration gets its own state dir: the host is SIGKILLed while the
 cycle waits for its training job, started again on the same state dir and port, and must finish the
 cycle with the job having run once. Every process started here is stopped by its PID in teardown.
@@ -57,11 +57,12 @@ class Cycle:
 
 @pytest.fixture(scope="module")
 def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
-    """One real `retrain run` on the bundled sample (2 epochs): a deployed model and a finished cycle."""
+    """One real `retrain run` on the bundled sample (the ridge trainer: what these commands do does not
+    depend on the family, and the LSTM's runs are test_full_cycle's): a deployed model and a finished cycle."""
     cwd = tmp_path_factory.mktemp("cli")
     state_dir = cwd / "state"
-    env = offline_env()
-    args = ["run", "--ticker", "MSFT", "--source", "sample", "--max-epochs", "2", "--lookback-days", "1500"]
+    env = offline_env(RETRAIN_TRAINER="ridge")
+    args = ["run", "--ticker", "MSFT", "--source", "sample", "--lookback-days", "1500"]
     try:
         run = run_retrain([*args, "--state-dir", str(state_dir)], env, cwd, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -273,7 +274,7 @@ def test_serve_resumes_a_cycle_whose_host_was_killed_while_it_waited_for_the_job
             code, started = http_json(
                 "POST",
                 f"{base}/api/retrain?code={urllib.parse.quote(key)}",
-                {"ticker": "MSFT", "source": "sample", "max_epochs": 2},
+                {"ticker": "MSFT", "source": "sample", "trainer": "ridge"},
             )
             assert code == 202, started
             status_url, instance_id = with_code(started["statusQueryGetUri"], key), started["id"]
