@@ -1,6 +1,6 @@
 """Fleet cycles end to end (issue 22, Speed): from the request to every ticker deployed on one shared
-endpoint, through the real local host, ours (one fleet cycle) against the old way (one cycle per ticker)
-in the same run.
+endpoint, through the real local host, ours (one fleet request) against N separate requests (one fleet of
+one per ticker, started at once) in the same run.
 
     .venv/bin/python bench/bench_fleet_cycles.py [--sizes 10 100 200] [--runs 3] [--per-ticker 10]
                                                  [--large 1000] [--lstm 200] [--quick] [--write-figures]
@@ -15,8 +15,9 @@ and then, and "all deployed" is the figure asked for); the gate still judges eac
 - ours: `POST /api/retrain {"tickers": [N tickers]}`, followed until the fleet ends (RETRAIN_TRAINING_BATCH
   and RETRAIN_FLEET_PARALLEL_BATCHES at their defaults), for each N of --sizes (ridge, medians over
   --runs), then --large (ridge) and --lstm (the LSTM with the cycle's default epochs), once each;
-- the old way: --per-ticker single cycles posted at once (`POST /api/retrain {"ticker"}` each), followed
-  until the last ends, in every run; its per-ticker cost (wall / N) is compared with ours at the same N.
+- N separate requests: --per-ticker `POST /api/retrain {"ticker"}` posted at once, each a fleet of one
+  (its own fleet, batch job and rollout request; a rollout may carry several of them), followed until the
+  last ends, in every run; its per-ticker cost (wall / N) is compared with ours at the same N.
 
 Per measurement: wall seconds from the first request to the end; the fit CPU (every ticker's fit timed
 in-process, `retrain.backtest.fitting.InProcessTrainer`, on the same closes before the host starts; for
@@ -74,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 200], help="fleet sizes (ridge)")
     parser.add_argument("--runs", type=int, default=3, help="runs of --sizes and --per-ticker (medians)")
-    parser.add_argument("--per-ticker", type=int, default=10, help="single cycles posted at once (0: none)")
+    parser.add_argument(
+        "--per-ticker",
+        type=int,
+        default=10,
+        help="fleets of one ({ticker} requests) posted at once (0: none)",
+    )
     parser.add_argument("--large", type=int, default=1000, help="a ridge fleet measured once (0: none)")
     parser.add_argument("--lstm", type=int, default=200, help="an LSTM fleet measured once (0: none)")
     parser.add_argument("--lstm-fit-sample", type=int, default=5, help="LSTM fits timed for the fit CPU")
@@ -159,9 +165,9 @@ def command_of(args: argparse.Namespace) -> str:
 
 @dataclass
 class Measured:
-    """One measurement: a fleet of N tickers (ours) or N single cycles at once (the old way)."""
+    """One measurement: a fleet of N tickers (ours) or N fleets of one started at once (N requests)."""
 
-    mode: str  # "fleet" or "per-ticker"
+    mode: str  # "fleet" or "per-ticker" (N `{ticker}` requests, each a fleet of one)
     trainer: str
     n: int
     wall_s: float
@@ -202,7 +208,7 @@ def median_run(ms: list[Measured]) -> Measured:
 
 
 def groups_of(measured: list[Measured]) -> dict[tuple[str, str, int], list[Measured]]:
-    """Measurements by (mode, trainer, N): ours first, then the old way; by trainer, then N."""
+    """Measurements by (mode, trainer, N): ours first, then N fleets of one; by trainer, then N."""
     out: dict[tuple[str, str, int], list[Measured]] = {}
     for m in sorted(measured, key=lambda m: (m.mode != "fleet", m.trainer != "ridge", m.n)):
         out.setdefault((m.mode, m.trainer, m.n), []).append(m)
@@ -243,7 +249,9 @@ def markdown(measured: list[Measured], args: argparse.Namespace) -> str:
     ]
     for (mode, trainer, n), ms in groups.items():
         mid = median_run(ms)
-        label = "one fleet (ours)" if mode == "fleet" else "one cycle per ticker, all at once (the old way)"
+        label = (
+            "one fleet (ours)" if mode == "fleet" else "a fleet of one per ticker, all at once (N requests)"
+        )
         say.append(
             f"| {label} | {trainer} | {n} | {len(ms)} | {mid.wall_s:.1f} | {mid.wall_s / n:.2f} | "
             f"{mid.fit_cpu_s:.1f} | {_median([m.overhead_per_ticker_s for m in ms]):.2f} | "
@@ -257,10 +265,11 @@ def markdown(measured: list[Measured], args: argparse.Namespace) -> str:
         ours = f"; ours at the same N: {median_run(same).wall_s / n_pt:.2f} s" if same else ""
         say += [
             "",
-            f"The old way was measured at N = {n_pt} only (each cycle its own job, its own process and its "
-            f"own wait for the endpoint's rollout): {pt:.2f} s per ticker{ours}. The cycles share the same "
-            f"2 cores, so N of them take about N x {pt:.2f} s: **extrapolated**, {200 * pt / 60:.1f} min "
-            f"for 200 and {1000 * pt / 60:.1f} min for 1,000.",
+            f"N separate requests (`POST {{ticker}}` each, started at once) were measured at N = {n_pt} only "
+            f"(each a fleet of one: its own fleet, batch job, runner process and rollout request): "
+            f"{pt:.2f} s per ticker{ours}. They share the same 2 cores, so N of them take about N x "
+            f"{pt:.2f} s: **extrapolated**, {200 * pt / 60:.1f} min for 200 and {1000 * pt / 60:.1f} min "
+            "for 1,000.",
         ]
     by_n = {
         n: _median([m.overhead_per_ticker_s for m in ms])
@@ -297,17 +306,16 @@ def markdown(measured: list[Measured], args: argparse.Namespace) -> str:
         "Durable history per orchestration (the median run, from the host's store as the engine wrote it: "
         "events / KB at its largest / MB its episodes replayed; episodes' time on the engine's scheduler):",
         "",
-        "| cycles | trainer | tickers | fleet (or the largest single cycle) | largest batch | rollout "
-        "| episodes' time s: fleet or cycles / batches / rollouts |",
+        "| cycles | trainer | tickers | fleet (per ticker: the largest fleet of one) | largest batch | rollout "
+        "| episodes' time s: fleets / batches / rollouts |",
         "|---|---|---|---|---|---|---|",
     ]
     for (mode, trainer, n), ms in groups.items():
         h = median_run(ms).history
-        first = "fleet" if mode == "fleet" else "cycle"
-        times = " / ".join(f"{h.get(k, {}).get('scheduler_s', 0):.1f}" for k in (first, "batch", "rollout"))
+        times = " / ".join(f"{h.get(k, {}).get('scheduler_s', 0):.1f}" for k in ("fleet", "batch", "rollout"))
         say.append(
-            f"| {'one fleet' if mode == 'fleet' else 'per ticker'} | {trainer} | {n} | "
-            f"{_history_cell(h, first)} | {_history_cell(h, 'batch')} | {_history_cell(h, 'rollout')} | "
+            f"| {'one fleet' if mode == 'fleet' else 'a fleet of one per ticker'} | {trainer} | {n} | "
+            f"{_history_cell(h, 'fleet')} | {_history_cell(h, 'batch')} | {_history_cell(h, 'rollout')} | "
             f"{times} |"
         )
     for (mode, trainer, n), ms in groups.items():
@@ -335,9 +343,10 @@ def ensure_block(path: Path, name: str = BLOCK, after: str = "<!-- /figures:flee
     if f"<!-- figures:{name} -->" in text:
         return
     lead = (
-        "**Fleet cycles** (`bench/bench_fleet_cycles.py`; issue 22): one fleet cycle over N tickers against "
-        "one cycle per ticker, from the request to every ticker deployed on the shared endpoint, measured in "
-        "the same run."
+        "**Fleet cycles** (`bench/bench_fleet_cycles.py`; issue 22): one fleet request over N tickers against "
+        "N separate requests started at once (one `POST {ticker}` each: a fleet of one per ticker, each its "
+        "own batch job and rollout request), from the request to every ticker deployed on the shared "
+        "endpoint, measured in the same run."
     )
     markers = f"\n{lead}\n\n<!-- figures:{name} -->\n<!-- /figures:{name} -->\n"
     if after in text:
@@ -571,6 +580,7 @@ def measure(work: Path, mode: str, trainer: str, n: int, fit_sample: int) -> Mea
                 code, answer = client.start_cycle({"tickers": names, "force": True})
                 assert code == 202, answer
                 ends = [client.follow_cycle(answer["id"], poll_s=1.0, timeout_s=7200)]
+                asked = [names]
             else:
                 ids = []
                 for ticker in names:
@@ -578,6 +588,7 @@ def measure(work: Path, mode: str, trainer: str, n: int, fit_sample: int) -> Mea
                     assert code == 202, answer
                     ids.append(answer["id"])
                 ends = [client.follow_cycle(i, poll_s=1.0, timeout_s=7200) for i in ids]
+                asked = [[ticker] for ticker in names]
             wall = time.perf_counter() - started
     finally:
         uninstall()
@@ -585,22 +596,21 @@ def measure(work: Path, mode: str, trainer: str, n: int, fit_sample: int) -> Mea
     phases: dict[str, float] = {}
     steps: dict[str, float] = {}
     batches = 0
-    for end in ends:
+    for end, its_tickers in zip(ends, asked, strict=True):  # one fleet, or a fleet of one per ticker
         out = end.get("output") or {}
-        if mode == "fleet":
-            outcomes.update(out.get("tickers") or {})
-            phases = {k: float(v) for k, v in (out.get("timings_s") or {}).items()}
-            batches = len(out.get("batches") or [])
-            for batch in out.get("batches") or []:
-                for step, seconds in (batch.get("timings_s") or {}).items():
-                    steps[step] = max(steps.get(step, 0.0), float(seconds))
-        else:
-            ticker = (end.get("instance_id") or "?").split("-")[1].upper()
-            outcomes[ticker] = {
-                **out,
+        got = out.get("tickers") or {}
+        for ticker in its_tickers:
+            # a fleet that failed as a whole has no outcome for its tickers: its runtime status says why
+            outcomes[ticker] = got.get(ticker) or {
                 "status": out.get("status") or end.get("runtime_status"),
-                "error": end.get("error"),
+                "error": end.get("error") or out.get("error"),
             }
+        if mode == "fleet":
+            phases = {k: float(v) for k, v in (out.get("timings_s") or {}).items()}
+        batches += len(out.get("batches") or [])
+        for batch in out.get("batches") or []:
+            for step, seconds in (batch.get("timings_s") or {}).items():
+                steps[step] = max(steps.get(step, 0.0), float(seconds))
     deployed = [t for t, o in outcomes.items() if o.get("status") == "deployed"]
     rollouts = {outcomes[t].get("rollout") for t in deployed}
     failed = [
@@ -608,7 +618,6 @@ def measure(work: Path, mode: str, trainer: str, n: int, fit_sample: int) -> Mea
         for t, o in outcomes.items()
         if t not in deployed
     ]
-    failed += [t for t in names if t not in outcomes]
     return Measured(
         mode,
         trainer,

@@ -1,6 +1,6 @@
 """bench/bench_fleet_cycles.py's plumbing: its settings and figures block follow bench/readme_figures.py's
 rules, --quick and bad values resolve as documented, and the table says per row what it measured: the
-targets met or missed, the old way's extrapolation marked, whether the overhead per ticker falls with N
+targets met or missed, the N separate requests' (a fleet of one each) extrapolation marked, whether the overhead per ticker falls with N
 (no host started here)."""
 
 from __future__ import annotations
@@ -66,11 +66,13 @@ def test_the_table_marks_targets_the_extrapolation_and_whether_the_overhead_fall
     assert "| ridge | 200 |" in md and "<= 3 min: met" in md
     assert "<= 10 min: **missed**" in md  # 1,000 ridge tickers in 700 s
     assert "| one fleet (ours) | lstm | 200 | 1 | 500.0 |" in md and "<= 10 min: met" in md
+    assert "| a fleet of one per ticker, all at once (N requests) | ridge | 10 | 1 | 80.0 | 8.00 |" in md
     assert "N = 10 only" in md and "8.00 s per ticker; ours at the same N: 3.00 s" in md
     assert "**extrapolated**, 26.7 min for 200" in md
     assert "it falls as N grows" in md
     assert "does **not** fall" in bench.markdown([_fleet(10, 10.0), _fleet(100, 200.0)], _args())
     assert "| one fleet | ridge | 10 | 24 / 30 / 0.2 | - | - |" in md
+    assert "| a fleet of one per ticker | ridge | 10 | 24 / 30 / 0.2 | - | - |" in md  # its largest fleet
 
 
 def test_write_figures_adds_the_block_once_after_fleet_servings_and_it_reads_back(tmp_path: Path) -> None:
