@@ -7,8 +7,9 @@ Runs function_app.py in an in-process `LocalHost` on the in-memory platform (tes
 no training, no model servers: only the orchestrations, their activities and the durable store are real).
 Per N, on a fresh state dir, each round is one rollout of N tickers at once:
 
-1. a warm-up cycle (ticker W000) starts the endpoint's rollout, whose deployment is held (the platform's
-   `deploy_gate`) until N cycles (T000..) have each registered a model and wait for the rollout; the
+1. a warm-up start (ticker W000) starts the endpoint's rollout, whose deployment is held (the platform's
+   `deploy_gate`) until N `{ticker}` starts (T000..; each a fleet of one, as every single-ticker start
+   is) have each registered a model and wait for the rollout (their status lists the endpoint); the
    rollout's next generation (continue_as_new) then finds the N challengers in one batch;
 2. round "new": the N tickers enter the endpoint (the serving bundle holds only W000);
    round "retrained": the same N tickers again, now held by the serving bundle (the full path: smoke on
@@ -26,7 +27,8 @@ continued as new (what Azure Storage would hold and every replay reads), the epi
 events and bytes replayed over all its episodes (each episode replays the whole history: the quadratic
 term), the time its episodes took on the engine's scheduler thread, wall and CPU (the local engine runs
 one episode at a time for all instances, so every other orchestration waited that long too), and the
-round's wall time (mostly the N cycles). Times depend on the machine's load; the counts and bytes do not.
+round's wall time (mostly the N fleets of one). Times depend on the machine's load; the counts and bytes
+do not.
 Below the table: for the largest N, the activities whose events weigh most in the history.
 """
 
@@ -51,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from functions_host.durable import episodes, instances  # noqa: E402
 from functions_host.host import LocalHost  # noqa: E402
-from retrain import activities, adapters, naming, rollout  # noqa: E402
+from retrain import activities, adapters, fleet, naming, rollout  # noqa: E402
 from retrain.host_client import HostClient  # noqa: E402
 from retrain.ports import BundleRef  # noqa: E402
 from retrain.settings import declared_defaults  # noqa: E402
@@ -180,10 +182,15 @@ def write_prices(folder: Path, ticker: str, seed: int, days: int = 400) -> None:
 
 
 def awaiting(db: Path) -> int:
+    """Running fleets whose custom status lists the endpoint as awaiting its rollout (the fleet form,
+    `fleet.awaiting_entry`, that `activities.pending_rollouts` reads): a `{ticker}` start is a fleet of one,
+    so one per ticker that passed its gate."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return conn.execute(
-            "SELECT COUNT(*) FROM instances WHERE status='Running' AND name='retrain_orchestrator' "
-            "AND json_extract(custom_status, '$.awaiting_rollout') IS NOT NULL"
+            "SELECT COUNT(DISTINCT i.instance_id) FROM instances i, "
+            "json_each(i.custom_status, '$.awaiting_rollout') AS a WHERE i.status='Running' AND i.name=? "
+            "AND json_valid(i.custom_status) AND json_extract(a.value, '$.endpoint')=?",
+            (fleet.FLEET_ORCHESTRATOR, ENDPOINT),
         ).fetchone()[0]
 
 
@@ -207,8 +214,8 @@ def one_round(host: LocalHost, client: HostClient, tickers: list[str], probe: Hi
             ids.append(answer["id"])
         db = host.state_dir / "host" / "durable.sqlite"
         deadline = time.monotonic() + 600
-        while awaiting(db) < len(tickers) + 1:  # the warm-up's cycle waits too
-            assert time.monotonic() < deadline, f"only {awaiting(db)} cycles wait for the rollout"
+        while awaiting(db) < len(tickers) + 1:  # the warm-up's fleet waits too
+            assert time.monotonic() < deadline, f"only {awaiting(db)} fleets of one wait for the rollout"
             time.sleep(0.2)
         before = len(probe.generations)
     finally:
@@ -218,6 +225,10 @@ def one_round(host: LocalHost, client: HostClient, tickers: list[str], probe: Hi
     wall = time.perf_counter() - started
     bad = [e for e in ends if e.get("runtime_status") != "Completed"]
     assert not bad, bad[0].get("error")
+    # a fleet completes when its ticker fails too: each fleet of one's ticker must have been deployed
+    outcomes = {t: o for e in ends for t, o in ((e.get("output") or {}).get("tickers") or {}).items()}
+    undeployed = {t: o for t, o in outcomes.items() if (o or {}).get("status") != "deployed"}
+    assert len(outcomes) == len(ids) and not undeployed, undeployed or sorted(outcomes)
     deadline = time.monotonic() + 60
     while len(probe.generations) < before + 2:  # the warm-up's generation, then the N tickers'
         assert time.monotonic() < deadline, "the rollout's batch generation never continued as new"
