@@ -4,13 +4,16 @@ orchestration overhead; for a first cycle (new endpoint, one slot) and a second 
 Each repetition uses a fresh state dir and runs the real CLI twice (`--max-epochs 2`; the second with
 `--force`, so it always deploys and swaps blue/green). `--ticker MSFT` is a fleet of one: the fleet's
 steps (guard, batches, await_rollout) and its batch's (fetch_batch_data ... register_batch_models) are
-both listed. The breakdown comes from the durable histories of the fleet and its batch (read-only) and the
-job's own status file:
-- activities: sum of TaskScheduled -> TaskCompleted of every activity (the platform calls themselves);
+both listed. The breakdown splits the fleet's span (from its durable history) without counting an instant
+twice, each to the first of these that covers it (the histories of the fleet and its batch, read-only,
+and the job's own status file):
 - training job: the trainer subprocess, queued -> finished (the reference: the real work, same run);
-- platform waits: durable timers that fired while polling the endpoint / deployment (provisioning);
-- orchestration overhead: the orchestration's span minus the three above (episodes, replays, history
-  writes, event delivery from the job to the orchestrator, scheduling gaps);
+- activities: TaskScheduled -> TaskCompleted of every activity of the fleet and its batch (the platform
+  calls themselves);
+- endpoint rollout: from the fleet's `request_rollout` to the rollout's answer (the rollout orchestration
+  deploys the bundle to the idle slot, waits for provisioning, smoke-tests, shifts the traffic);
+- orchestration overhead: the rest of the span (episodes, replays, history writes, the batch's
+  sub-orchestration start, event delivery from the job, scheduling gaps);
 - CLI outside the orchestration: host start, slot restore, status polling, the final prediction.
 
     python bench/bench_cycle.py [--reps 3]
@@ -40,8 +43,66 @@ def _history(engine: Any, instance_id: str) -> list[dict[str, Any]]:
     return engine.get_status(instance_id, show_history=True)["historyEvents"]
 
 
+def _intervals(
+    events: list[dict[str, Any]],
+) -> tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """(activity intervals, fired-timer intervals) of one orchestration's history."""
+    scheduled = {e["EventId"]: e for e in events if e["EventType"] == "TaskScheduled"}
+    timers = {e["EventId"]: e for e in events if e["EventType"] == "TimerCreated"}
+    activities = [
+        (_t(scheduled[e["TaskScheduledId"]]["Timestamp"]), _t(e["Timestamp"]))
+        for e in events
+        if e["EventType"] in ("TaskCompleted", "TaskFailed") and e.get("TaskScheduledId") in scheduled
+    ]
+    fired = [
+        (_t(timers[e["TimerId"]]["Timestamp"]), _t(e["Timestamp"]))
+        for e in events
+        if e["EventType"] == "TimerFired" and e.get("TimerId") in timers
+    ]
+    return activities, fired
+
+
+Interval = tuple[datetime, datetime]
+
+
+def _union(intervals: list[Interval], start: datetime, end: datetime) -> list[Interval]:
+    """The intervals clipped to [start, end] and merged: no instant counted twice."""
+    clipped = sorted((max(a, start), min(b, end)) for a, b in intervals if min(b, end) > max(a, start))
+    merged: list[Interval] = []
+    for a, b in clipped:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _seconds(intervals: list[Interval]) -> float:
+    return sum((b - a).total_seconds() for a, b in intervals)
+
+
+def _rollout_wait(fleet: list[dict[str, Any]]) -> list[Interval]:
+    """From the fleet asking for its endpoint's rollout to the rollout's answer (the `rollout_outcome`
+    event): the deployment, smoke tests and traffic shifts, done by the rollout orchestration, whose own
+    history is gone by then (it continues as new for the next challengers)."""
+    asked = [
+        _t(e["Timestamp"])
+        for e in fleet
+        if e["EventType"] == "TaskScheduled" and e.get("Name") == "request_rollout"
+    ]
+    answered = [
+        _t(e["Timestamp"])
+        for e in fleet
+        if e["EventType"] == "EventRaised" and e.get("Name") == "rollout_outcome"
+    ]
+    return [(asked[0], answered[-1])] if asked and answered else []
+
+
 def breakdown(state_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
-    """The orchestration's span (the fleet's), and the activities and timers of the fleet and its batch."""
+    """The fleet's span, split without double counting (each instant goes to the first that covers it):
+    the training job; the activities of the fleet and its batch; the endpoint's rollout (the fleet waiting
+    for its answer); the rest is orchestration overhead. The batch's and the fleet's own timers are waits
+    for the job and for the rollout, covered by those."""
     from functions_host.durable.engine import DurableEngine
 
     engine = DurableEngine(state_dir / "host" / "durable.sqlite", lambda *_: "", lambda *_: "")
@@ -50,32 +111,23 @@ def breakdown(state_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
         batch = _history(engine, summary["batches"][0]["batch"])
     finally:
         engine.close()
-    activities = timer_waits = 0.0
-    for events in (fleet, batch):
-        scheduled = {e["EventId"]: e for e in events if e["EventType"] == "TaskScheduled"}
-        timers = {e["EventId"]: e for e in events if e["EventType"] == "TimerCreated"}
-        activities += sum(
-            (_t(e["Timestamp"]) - _t(scheduled[e["TaskScheduledId"]]["Timestamp"])).total_seconds()
-            for e in events
-            if e["EventType"] in ("TaskCompleted", "TaskFailed")
-        )
-        timer_waits += sum(
-            (_t(e["Timestamp"]) - _t(timers[e["TimerId"]]["Timestamp"])).total_seconds()
-            for e in events
-            if e["EventType"] == "TimerFired" and e.get("TimerId") in timers
-        )
     started = min(_t(e["Timestamp"]) for e in fleet)
-    span = (max(_t(e["Timestamp"]) for e in fleet) - started).total_seconds()
+    ended = max(_t(e["Timestamp"]) for e in fleet)
+    span = (ended - started).total_seconds()
     job = json.loads((state_dir / "jobs" / summary["job_name"] / "status.json").read_text())
-    job_s = (_t(job["history"][-1]["time"]) - _t(job["history"][0]["time"])).total_seconds()
-    overhead = span - activities - job_s - timer_waits
+    job_run = [(_t(job["history"][0]["time"]), _t(job["history"][-1]["time"]))]
+    called = [i for events in (fleet, batch) for i in _intervals(events)[0]]
+    rollout = _rollout_wait(fleet)
+    covered_job = _seconds(_union(job_run, started, ended))
+    covered_calls = _seconds(_union(job_run + called, started, ended))
+    covered_all = _seconds(_union(job_run + called + rollout, started, ended))
     return {
         "cli_wall": summary["wall_s"],
         "orchestration_span": span,
-        "activities": activities,
-        "training_job": job_s,
-        "platform_waits": timer_waits,
-        "orchestration_overhead": overhead,
+        "training_job": covered_job,
+        "activities": covered_calls - covered_job,
+        "endpoint_rollout": covered_all - covered_calls,
+        "orchestration_overhead": span - covered_all,
         "cli_outside_orchestration": summary["wall_s"] - span,
     }
 
