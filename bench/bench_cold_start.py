@@ -140,8 +140,14 @@ def _follow(status_url: str, deadline: float) -> str:
         code, status = _http("GET", status_url)
         if code == 200 and isinstance(status, dict):
             runtime = status.get("runtime_status")
-            if runtime == "Completed":
-                return (status.get("output") or {}).get("status", "completed")
+            if runtime == "Completed":  # a fleet of one: its ticker's outcome says what happened to it
+                tickers = (status.get("output") or {}).get("tickers") or {}
+                (outcome,) = (
+                    tickers.values() if len(tickers) == 1 else ({"status": f"no single ticker in {tickers}"},)
+                )
+                if outcome.get("status") == "deployed":
+                    return "deployed"
+                return f"{outcome.get('status')}: {str(outcome.get('error'))[:200]}"
             if runtime in ("Failed", "Terminated"):
                 return f"{runtime}: {str(status.get('error') or status.get('output'))[:200]}"
         time.sleep(1.0)
