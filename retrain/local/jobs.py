@@ -317,8 +317,49 @@ def _mark_mlflow_run_failed(spec: dict[str, Any]) -> None:
         log.warning("could not mark MLflow run %s failed: %s", spec.get("run_id"), exc)
 
 
+RUNNER_LOCK = "runner.lock"
+
+
+def _hold_runner_lock(job_dir: Path) -> Any:
+    """The job's runner lock, held (open file) until this process closes it or exits; None when another
+    runner holds it."""
+    import fcntl
+
+    handle = (job_dir / RUNNER_LOCK).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def runner_holds_job(job_dir: Path) -> bool:
+    """Whether a live runner holds the job (its runner lock): a submit retried after the submitter died
+    between starting the runner and recording it (runner.json) must not start a second one."""
+    if not (job_dir / RUNNER_LOCK).is_file():
+        return False
+    handle = _hold_runner_lock(job_dir)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
 def run_job(job_dir: Path) -> int:
-    """Run the job described by `<job_dir>/job.json` to the end; returns the trainer's exit code."""
+    """Run the job described by `<job_dir>/job.json` to the end; returns the trainer's exit code. One runner
+    per job: a second one (a launch retried while the first lived) exits at once, touching nothing."""
+    ownership = _hold_runner_lock(job_dir)
+    if ownership is None:
+        log.warning("job %s: another runner holds it; this one exits", job_dir.name)
+        return 0
+    try:
+        return _run_job(job_dir)
+    finally:
+        ownership.close()
+
+
+def _run_job(job_dir: Path) -> int:
     spec = read_json(job_dir / "job.json")
     std_log = job_dir / "std_log.txt"
     env = {**os.environ, **spec.get("env", {})}

@@ -279,7 +279,7 @@ class LocalPlatform:
         asset = request.data_asset
 
         with self._lock(f"job-{request.job_name}"):
-            if (job_dir / "runner.json").is_file():
+            if (job_dir / "runner.json").is_file() or self._adopt_runner(job_dir):
                 return request.job_name  # submitted before: a no-op, as the port promises
             job_dir.mkdir(parents=True, exist_ok=True)
             # The job runs its own copy of the code, as an Azure ML job runs its snapshot: the trainer
@@ -331,7 +331,10 @@ class LocalPlatform:
         return request.job_name
 
     def _launch(self, job_dir: Path, spec: dict[str, Any]) -> None:
-        """Write the job's spec and start its detached runner (under the job's lock)."""
+        """Write the job's spec and start its detached runner (under the job's lock). A runner that already
+        holds the job keeps it (`_adopt_runner`)."""
+        if self._adopt_runner(job_dir):
+            return
         write_json_atomic(job_dir / "job.json", spec)
         jobs.update_status(job_dir, "Queued", error=None)
         with (job_dir / "runner.log").open("ab") as runner_log:
@@ -347,6 +350,20 @@ class LocalPlatform:
         write_json_atomic(
             job_dir / "runner.json", {"pid": runner.pid, "start_ticks": process_start_ticks(runner.pid)}
         )
+
+    @staticmethod
+    def _adopt_runner(job_dir: Path) -> bool:
+        """Whether a runner already holds the job: started by a submit whose process died after starting it
+        and before recording it in runner.json (the submit is then retried, e.g. by the activity's replay
+        after the host was killed). Its job stays untouched (code, inputs, spec, status); runner.json is
+        written from the pid it recorded, so the job's status reads see it."""
+        if not jobs.runner_holds_job(job_dir):
+            return False
+        status = read_json(jobs.status_path(job_dir)) if jobs.status_path(job_dir).is_file() else {}
+        if status.get("runner_pid") and not (job_dir / "runner.json").is_file():
+            runner = {"pid": status["runner_pid"], "start_ticks": status.get("runner_start")}
+            write_json_atomic(job_dir / "runner.json", runner)
+        return True
 
     def _data_csv(self, asset: DataAsset) -> Path:
         """The registered CSV of a data asset (its registry copy, else the path its URI names)."""
@@ -510,7 +527,7 @@ class LocalPlatform:
         slots = self.batch_slots()
 
         with self._lock(f"job-{request.job_name}"):
-            if (job_dir / "runner.json").is_file():
+            if (job_dir / "runner.json").is_file() or self._adopt_runner(job_dir):
                 return request.job_name  # submitted before: a no-op, as the port promises
             job_dir.mkdir(parents=True, exist_ok=True)
             code = self._job_code(trainer, job_dir)

@@ -221,6 +221,43 @@ def test_a_runner_that_dies_is_reported_failed(platform: LocalPlatform, asset: D
     assert status.status == "Failed" and "stopped without recording an outcome" in (status.error or "")
 
 
+def test_a_submit_retried_after_its_submitter_died_adopts_the_running_runner(
+    platform: LocalPlatform, asset: DataAsset
+) -> None:
+    """The submitter (the host's activity) died after starting the detached runner and before recording it
+    in runner.json; the activity's replay submits again. It must not start a second runner over the same
+    job (two trainers on one job's outputs: seen as a history Queued, Running, Queued, Running, Completed,
+    Failed when `retrain serve` was SIGKILLed right after the job appeared)."""
+    job = "retrain-msft-retried-train"
+    request = _request(job, asset, max_epochs=50)
+    platform.submit_training(request)
+    job_dir = platform.state_dir / "jobs" / job
+    first = read_json(job_dir / "runner.json")
+    deadline = time.monotonic() + 120
+    while not read_json(job_dir / "status.json").get("runner_pid"):
+        assert time.monotonic() < deadline, "the runner never recorded itself"
+        time.sleep(0.1)
+    try:
+        (job_dir / "runner.json").unlink()  # the submitter's death: the runner is not on record
+        assert platform.submit_training(request) == job
+        assert read_json(job_dir / "runner.json")["pid"] == first["pid"]  # adopted, nothing launched
+        # A second runner started over the job anyway exits at once and touches nothing.
+        before = read_json(job_dir / "status.json")["history"]
+        second = subprocess.run(
+            [sys.executable, "-m", "retrain.local.jobs", "--job-dir", str(job_dir)],
+            cwd=job_dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+        history = read_json(job_dir / "status.json")["history"]
+        assert history[: len(before)] == before and "Queued" not in [h["status"] for h in history[1:]]
+        assert process_alive(first["pid"], first["start_ticks"])
+    finally:
+        stop_process_group(first["pid"], first["start_ticks"], timeout=5)
+
+
 def test_bad_requests_are_refused_before_anything_runs(platform: LocalPlatform, asset: DataAsset) -> None:
     unknown = dataclasses.replace(_request("retrain-msft-x-train", asset), trainer="../../tmp/evil")
     with pytest.raises(
