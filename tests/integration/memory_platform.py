@@ -385,7 +385,10 @@ class MemoryPlatform:
     def begin_deployment(self, endpoint: str, slot: str, model: ModelRef) -> DeploymentState:
         if self.script.deploy_gate is not None:
             self.script.deploying.set()
-            self.script.deploy_gate.wait(60)
+            # Released by the test or bench that set it (in a finally); the bound only keeps a forgotten gate
+            # from holding an activity forever. bench_rollout_history holds a rollout here while 200 fleets
+            # of one reach it, which takes longer than a minute.
+            self.script.deploy_gate.wait(900)
         with self.lock:
             current = self.endpoints.get(endpoint, {}).get("slots", {}).get(slot)
             if current is not None and current["state"] == "Failed":
