@@ -413,18 +413,6 @@ async def instance_status(client: df.DurableOrchestrationClient, instance_id: st
     return status if status and status.runtime_status is not None else None
 
 
-async def running_instance(client: df.DurableOrchestrationClient, ticker: str) -> Any | None:
-    """The Pending/Running orchestration of this ticker, if any (scheduled or ad hoc)."""
-    candidates = await client.get_status_by(
-        instance_id_prefix=naming.ticker_instance_prefix(ticker), runtime_status=ACTIVE_STATUSES
-    )
-    for status in candidates:
-        runtime = status.runtime_status.value if status.runtime_status else None
-        if runtime in ACTIVE_VALUES and naming.is_instance_of(status.instance_id or "", ticker):
-            return status
-    return None
-
-
 async def earlier_active_instance(
     client: df.DurableOrchestrationClient, ticker: str, instance_id: str
 ) -> Any | None:

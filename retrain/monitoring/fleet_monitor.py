@@ -313,7 +313,6 @@ def start_fleet(
 ) -> Task:
     """The day's breaches as ONE fleet cycle (a sub-orchestration, waited for); each ticker's outcome goes
     beside its trigger in the forecast log. Held tickers are skipped, with the id that holds them."""
-    from retrain.fleet import FLEET_ORCHESTRATOR
     from retrain.workflow import RETRY
 
     trigger = fleet_trigger(breaches)
@@ -347,24 +346,9 @@ def start_fleet(
             outcomes[ticker] = {"instance_id": holder, "status": f"skipped: {holder} is retraining it"}
         fleet = planned.get("fleet")
         if fleet:
-            fleet_id = naming.fleet_instance_id(context.current_utc_datetime)
-            running["cycle"] = fleet_id
-            progress(day)  # saved with this episode, with the sub-orchestration's start
-            try:
-                output = yield context.call_sub_orchestrator(FLEET_ORCHESTRATOR, fleet, fleet_id)
-            except Exception as exc:  # noqa: BLE001 - a failed fleet is recorded; the monitor goes on
-                output = {"failed": f"failed: {str(exc)[:300]}"}
-            running["cycle"] = None
-            progress(day)
-            reported = (output or {}).get("tickers") or {}
-            for ticker in fleet["tickers"]:
-                outcome = reported.get(ticker) or {}
-                status = outcome.get("status")
-                if status not in ("deployed", "rejected"):
-                    status = (output or {}).get("failed") or (
-                        f"{status or 'failed'}: {outcome.get('error') or 'the fleet reported no outcome'}"
-                    )
-                outcomes[ticker] = {"instance_id": fleet_id, "status": str(status)[:500]}
+            fleet_id, statuses = yield from run_fleet(context, fleet, running, progress, day)
+            for ticker, status in statuses.items():
+                outcomes[ticker] = {"instance_id": fleet_id, "status": status}
     yield context.call_activity_with_retry(
         "monitor_record_retrains",
         RETRY,
@@ -389,6 +373,40 @@ def start_fleet(
             for t in breaches
         },
     }
+
+
+def run_fleet(
+    context: df.DurableOrchestrationContext,
+    fleet: dict[str, Any],
+    running: dict[str, Any],
+    progress: Any,
+    day: Any,
+) -> Task:
+    """A planned fleet (`monitor_fleet_input`'s `fleet`) as a sub-orchestration, waited for; `running["cycle"]`
+    names it meanwhile (terminating the monitor stops it). Returns (its id, {ticker: status}): deployed,
+    rejected, or "<status>: why" (a fleet that failed as a whole: "failed: why" for each of its tickers)."""
+    from retrain.fleet import FLEET_ORCHESTRATOR
+
+    fleet_id = naming.fleet_instance_id(context.current_utc_datetime)
+    running["cycle"] = fleet_id
+    progress(day)  # saved with this episode, with the sub-orchestration's start
+    try:
+        output = yield context.call_sub_orchestrator(FLEET_ORCHESTRATOR, fleet, fleet_id)
+    except Exception as exc:  # noqa: BLE001 - a failed fleet is recorded; the monitor goes on
+        output = {"failed": f"failed: {str(exc)[:300]}"}
+    running["cycle"] = None
+    progress(day)
+    reported = (output or {}).get("tickers") or {}
+    statuses: dict[str, str] = {}
+    for ticker in fleet["tickers"]:
+        outcome = reported.get(ticker) or {}
+        status = outcome.get("status")
+        if status not in ("deployed", "rejected"):
+            status = (output or {}).get("failed") or (
+                f"{status or 'failed'}: {outcome.get('error') or 'the fleet reported no outcome'}"
+            )
+        statuses[ticker] = str(status)[:500]
+    return fleet_id, statuses
 
 
 # ------------------------------------------------------------------------------------------ activities

@@ -201,8 +201,7 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         its input built by an activity by the rules of every start (`monitor_fleet_input`, the fleet
         monitor's: a ticker held by an active cycle or fleet is skipped); (the fleet's id or the holder's,
         the ticker's outcome status: deployed, rejected, or "failed: why", "skipped: ...")."""
-        from retrain.fleet import FLEET_ORCHESTRATOR
-        from retrain.monitoring.fleet_monitor import _failure
+        from retrain.monitoring.fleet_monitor import _failure, run_fleet
         from retrain.workflow import MAX_REASON_CHARS, RETRY
 
         reason = str(trigger["reason"])[:MAX_REASON_CHARS]
@@ -224,20 +223,8 @@ def monitor_orchestrator(context: df.DurableOrchestrationContext) -> Any:
         holder = (planned.get("skipped") or {}).get(ticker)
         if holder or not planned.get("fleet"):
             return holder, "skipped: a cycle of this ticker was already running"
-        child = naming.fleet_instance_id(context.current_utc_datetime)
-        running["cycle"] = child
-        progress(day)  # saved with this episode, with the sub-orchestration's start
-        try:
-            output = yield context.call_sub_orchestrator(FLEET_ORCHESTRATOR, planned["fleet"], child)
-            outcome = ((output or {}).get("tickers") or {}).get(ticker) or {}
-            status = str(outcome.get("status") or "failed")
-            if status not in ("deployed", "rejected"):
-                status = f"{status}: {outcome.get('error') or 'the fleet reported no outcome'}"
-        except Exception as exc:  # noqa: BLE001 - a failed fleet is recorded; the monitor goes on
-            status = f"failed: {str(exc)[:300]}"
-        running["cycle"] = None
-        progress(day)
-        return child, status[:500]
+        child, statuses = yield from run_fleet(context, planned["fleet"], running, progress, day)
+        return child, statuses[ticker]
 
     def legacy_cycle(trigger: dict[str, Any], date: str, day: str) -> Any:
         """What a monitor started by older code (no `retrain_as` in its spec) did on a breach, kept so that
