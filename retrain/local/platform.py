@@ -331,10 +331,8 @@ class LocalPlatform:
         return request.job_name
 
     def _launch(self, job_dir: Path, spec: dict[str, Any]) -> None:
-        """Write the job's spec and start its detached runner (under the job's lock). A runner that already
-        holds the job keeps it (`_adopt_runner`)."""
-        if self._adopt_runner(job_dir):
-            return
+        """Write the job's spec and start its detached runner (under the job's lock; the submit has checked
+        that no runner holds the job, `_adopt_runner`)."""
         write_json_atomic(job_dir / "job.json", spec)
         jobs.update_status(job_dir, "Queued", error=None)
         with (job_dir / "runner.log").open("ab") as runner_log:
