@@ -112,7 +112,7 @@ def trial(workdir: Path, timeout: float) -> dict[str, Any]:
                 continue
             # GET /api/retrain/{id} (the readable status) under the function key
             outcomes[request["ticker"]] = _follow(
-                f"{answer['statusQueryGetUri']}?code={key}", started + timeout
+                f"{answer['statusQueryGetUri']}?code={key}", request["ticker"], started + timeout
             )
         return {"outcomes": outcomes, "seconds": time.monotonic() - started}
     finally:
@@ -135,16 +135,13 @@ def _safe_get(url: str) -> int:
         return 0
 
 
-def _follow(status_url: str, deadline: float) -> str:
+def _follow(status_url: str, ticker: str, deadline: float) -> str:
     while time.monotonic() < deadline:
         code, status = _http("GET", status_url)
         if code == 200 and isinstance(status, dict):
             runtime = status.get("runtime_status")
             if runtime == "Completed":  # a fleet of one: its ticker's outcome says what happened to it
-                tickers = (status.get("output") or {}).get("tickers") or {}
-                (outcome,) = (
-                    tickers.values() if len(tickers) == 1 else ({"status": f"no single ticker in {tickers}"},)
-                )
+                outcome = ((status.get("output") or {}).get("tickers") or {}).get(ticker) or {}
                 if outcome.get("status") == "deployed":
                     return "deployed"
                 return f"{outcome.get('status')}: {str(outcome.get('error'))[:200]}"
